@@ -1,0 +1,67 @@
+"""The robot interface every arm (MuJoCo sim, ROS 2 hardware) implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from robot_stack.errors import ShapeError
+from robot_stack.types import RobotState
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    """Per-joint limits, arrays of shape (n,) float64.
+
+    Attributes:
+        lower, upper: position limits, rad.
+        velocity: |dq| limit, rad/s.
+        acceleration: |ddq| limit, rad/s^2.
+        jerk: |dddq| limit, rad/s^3.
+    """
+
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity: np.ndarray
+    acceleration: np.ndarray
+    jerk: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = np.asarray(self.lower).shape[0]
+        for name in ("lower", "upper", "velocity", "acceleration", "jerk"):
+            arr = np.array(getattr(self, name), dtype=np.float64)
+            if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+                raise ShapeError(f"JointLimits.{name}: expected finite ({n},), got {arr.shape}")
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        if np.any(self.lower >= self.upper):
+            raise ShapeError("JointLimits: every lower limit must be below its upper limit")
+        if np.any(self.velocity <= 0) or np.any(self.acceleration <= 0) or np.any(self.jerk <= 0):
+            raise ShapeError("JointLimits: velocity/acceleration/jerk limits must be positive")
+
+
+class Robot(ABC):
+    """A position-controlled arm with a gripper.
+
+    Commands are joint position set-points streamed at control rate; the robot's own servo loop tracks them.
+    """
+
+    @property
+    @abstractmethod
+    def joint_names(self) -> tuple[str, ...]:
+        """Names of the arm joints, in the order of every ``q`` array."""
+
+    @property
+    @abstractmethod
+    def limits(self) -> JointLimits:
+        """The arm's joint limits (the safety layer enforces these, tightened by its margins)."""
+
+    @abstractmethod
+    def read_state(self) -> RobotState:
+        """Current proprioception (joint positions/velocities, TCP pose in the base frame, gripper)."""
+
+    @abstractmethod
+    def command(self, q: np.ndarray, gripper: float | None = None) -> None:
+        """Send one joint position set-point, (n,) float64 rad, and optionally a gripper opening in [0, 1]."""

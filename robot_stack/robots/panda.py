@@ -1,0 +1,55 @@
+"""Franka Emika Panda description shared by the simulator and the kinematics (one source of truth).
+
+The URDF and collision meshes come from the ``example-robot-data`` wheel (installed with robot-stack, no download
+at run time). MuJoCo (``robot_stack.sim``) and pinocchio (``robot_stack.control.ik``) both load *this* URDF, so the
+simulated arm and the IK model have identical kinematics.
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+
+from robot_stack.errors import ConfigError
+from robot_stack.robots.base import JointLimits
+
+ARM_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
+FINGER_JOINTS: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
+BASE_LINK = "panda_link0"
+TCP_FRAME = "panda_hand_tcp"  # between the fingertips, z pointing out of the hand (URDF: hand + 0.1034 m)
+FINGER_MAX_OPENING_M = 0.04  # per finger
+
+#: Ready pose: TCP about 0.3 m in front of the base at ~0.48 m height, gripper pointing down.
+HOME_Q = np.array([0.0, -0.785398, 0.0, -2.356194, 0.0, 1.570796, 0.785398])
+
+#: Datasheet limits (Franka Control Interface documentation), per arm joint.
+LIMITS = JointLimits(
+    lower=np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973]),
+    upper=np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973]),
+    velocity=np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61]),
+    acceleration=np.array([15.0, 7.5, 10.0, 12.5, 15.0, 20.0, 20.0]),
+    jerk=np.array([7500.0, 3750.0, 5000.0, 6250.0, 7500.0, 10000.0, 10000.0]),
+)
+
+
+def description_dir() -> Path:
+    """Folder ``panda_description`` of the example-robot-data wheel (urdf/, meshes/collision/*.stl)."""
+    candidates = [
+        Path(sysconfig.get_paths()["purelib"]) / "cmeel.prefix/share/example-robot-data/robots/panda_description",
+        Path(sysconfig.get_paths()["platlib"]) / "cmeel.prefix/share/example-robot-data/robots/panda_description",
+    ]
+    for path in candidates:
+        if (path / "urdf" / "panda.urdf").is_file():
+            return path
+    raise ConfigError(
+        "Panda description not found (looked in: "
+        + ", ".join(str(c) for c in candidates)
+        + "). Install it with `pip install example-robot-data`."
+    )
+
+
+def urdf_path() -> Path:
+    """Path of ``panda.urdf`` (meshes referenced as ``package://example-robot-data/...``)."""
+    return description_dir() / "urdf" / "panda.urdf"
