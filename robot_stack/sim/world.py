@@ -1,0 +1,314 @@
+"""``SimWorld``: the one MuJoCo model + data of a simulated cell, stepped lazily in (clock) real time.
+
+Nobody runs a physics thread. Whoever needs the world at time ``t`` (the robot reading its state or taking a
+command, a camera rendering) calls :meth:`SimWorld.sync` with ``clock.now_ns()`` first; ``sync`` steps physics
+until simulated time has caught up with the clock. With :class:`robot_stack.clock.FakeClock` this makes the
+simulation deterministic; with :class:`robot_stack.clock.MonotonicClock` it runs in real time as long as it is
+polled (an executor at 500 Hz steps it once per tick).
+
+If the world falls more than ``max_steps_per_sync`` steps behind (nobody polled it, or the machine is
+overloaded), the excess is *skipped*: the clock anchor moves forward so simulated time does not try to catch up
+later, and the skipped time is counted (:attr:`SimWorld.stats`) and logged. Physics never runs faster than the
+clock.
+
+Frames: the robot base frame is the MuJoCo world frame (see :mod:`robot_stack.sim.scene`); every pose returned
+here is in the base frame.
+
+Thread safety: every public method takes :attr:`SimWorld.lock` (a re-entrant lock). Callers that need several
+reads to be consistent (a camera's ``update_scene``) hold ``world.lock`` around them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from robot_stack.clock import Clock, MonotonicClock
+from robot_stack.errors import ShapeError, SimError
+from robot_stack.robots import panda
+from robot_stack.sim import scene
+from robot_stack.types import Pose
+
+log = logging.getLogger("robot_stack.sim")
+
+__all__ = ["CUBE_X_RANGE", "CUBE_Y_RANGE", "SimWorld", "WorldStats"]
+
+#: Cube reset region (base frame, metres) and yaw range (rad).
+CUBE_X_RANGE = (0.4, 0.6)
+CUBE_Y_RANGE = (-0.15, 0.15)
+
+
+@dataclass(frozen=True)
+class WorldStats:
+    """Counters of a world since its last reset.
+
+    Attributes:
+        steps: physics steps taken.
+        sim_time_s: simulated seconds.
+        skipped_s: clock seconds the world did not simulate because a ``sync`` was over its step cap.
+        skip_events: number of ``sync`` calls that skipped time.
+    """
+
+    steps: int
+    sim_time_s: float
+    skipped_s: float
+    skip_events: int
+
+
+class SimWorld:
+    """A MuJoCo Panda-and-cube cell that advances lazily with a clock.
+
+    Args:
+        clock: time source (``now_ns``); :class:`MonotonicClock` for real time, ``FakeClock`` for tests.
+        model: a compiled scene; built with :func:`robot_stack.sim.scene.build_model` when None.
+        config: scene configuration used when ``model`` is None.
+        max_steps_per_sync: cap on physics steps per :meth:`sync` call (default 0.1 s of simulated time).
+    """
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        model: mujoco.MjModel | None = None,
+        config: scene.SceneConfig | None = None,
+        max_steps_per_sync: int | None = None,
+    ) -> None:
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.config = config if config is not None else scene.SceneConfig()
+        self._model = model if model is not None else scene.build_model(self.config)
+        self._data = mujoco.MjData(self._model)
+        self._lock = threading.RLock()
+        m = self._model
+        self.dt_s = float(m.opt.timestep)
+        self._dt_ns = round(self.dt_s * 1e9)
+        self.max_steps_per_sync = (
+            max_steps_per_sync if max_steps_per_sync is not None else max(1, round(0.1 / self.dt_s))
+        )
+
+        def ids(objtype: mujoco.mjtObj, names: tuple[str, ...]) -> np.ndarray:
+            out = np.array([mujoco.mj_name2id(m, objtype, n) for n in names], dtype=np.int64)
+            missing = [n for n, i in zip(names, out, strict=True) if i < 0]
+            if missing:
+                raise SimError(f"scene model lacks {objtype.name} {missing}; build it with robot_stack.sim.scene")
+            return out
+
+        arm_joints = ids(mujoco.mjtObj.mjOBJ_JOINT, panda.ARM_JOINTS)
+        finger_joints = ids(mujoco.mjtObj.mjOBJ_JOINT, panda.FINGER_JOINTS)
+        self._arm_qadr = m.jnt_qposadr[arm_joints].copy()
+        self._arm_vadr = m.jnt_dofadr[arm_joints].copy()
+        self._finger_qadr = m.jnt_qposadr[finger_joints].copy()
+        self._arm_act = ids(mujoco.mjtObj.mjOBJ_ACTUATOR, scene.ARM_ACTUATORS)
+        self._grip_act = int(ids(mujoco.mjtObj.mjOBJ_ACTUATOR, (scene.GRIPPER_ACTUATOR,))[0])
+        self._tcp_site = int(ids(mujoco.mjtObj.mjOBJ_SITE, (scene.TCP_SITE,))[0])
+        self._cube_body = int(ids(mujoco.mjtObj.mjOBJ_BODY, (scene.CUBE_BODY,))[0])
+        cube_joint = int(ids(mujoco.mjtObj.mjOBJ_JOINT, (scene.CUBE_JOINT,))[0])
+        self._cube_qadr = int(m.jnt_qposadr[cube_joint])
+        self._cube_vadr = int(m.jnt_dofadr[cube_joint])
+        self._cube_geom = int(ids(mujoco.mjtObj.mjOBJ_GEOM, (scene.CUBE_GEOM,))[0])
+        self.cube_half_size_m = float(m.geom_size[self._cube_geom][2])
+        finger_bodies = ids(mujoco.mjtObj.mjOBJ_BODY, scene.FINGER_BODIES)
+        self._finger_geoms = frozenset(int(g) for g in np.flatnonzero(np.isin(m.geom_bodyid, finger_bodies)))
+
+        self._t0_ns = 0
+        self._synced_ns = 0
+        self._steps = 0
+        self._skipped_ns = 0
+        self._skip_events = 0
+        self.reset(seed=0)
+
+    # -------------------------------------------------------------------------------------------- properties
+    @property
+    def model(self) -> mujoco.MjModel:
+        """The compiled model (treat as read-only)."""
+        return self._model
+
+    @property
+    def data(self) -> mujoco.MjData:
+        """The live simulation state; read or write it only while holding :attr:`lock`."""
+        return self._data
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Re-entrant lock guarding :attr:`data`."""
+        return self._lock
+
+    @property
+    def T_world_base(self) -> Pose:  # noqa: N802 - the house name of a pose
+        """Robot base pose in the MuJoCo world frame (identity: ``panda_link0`` sits at the world origin)."""
+        return scene.T_WORLD_BASE
+
+    @property
+    def synced_ns(self) -> int:
+        """Clock time (ns) the world was last synced to: the time its current state describes."""
+        with self._lock:
+            return self._synced_ns
+
+    @property
+    def stats(self) -> WorldStats:
+        with self._lock:
+            return WorldStats(self._steps, float(self._data.time), self._skipped_ns / 1e9, self._skip_events)
+
+    # --------------------------------------------------------------------------------------------- lifecycle
+    def reset(self, seed: int | None = None) -> None:
+        """Arm at ``panda.HOME_Q`` with the gripper open, cube at a random pose; anchor sim time to ``clock``.
+
+        The cube is placed flat on the table at x∈:data:`CUBE_X_RANGE`, y∈:data:`CUBE_Y_RANGE` (base frame,
+        metres) with a uniformly random yaw, drawn from ``numpy.random.default_rng(seed)``.
+        """
+        rng = np.random.default_rng(seed)
+        x = rng.uniform(*CUBE_X_RANGE)
+        y = rng.uniform(*CUBE_Y_RANGE)
+        yaw = rng.uniform(-np.pi, np.pi)
+        with self._lock:
+            m, d = self._model, self._data
+            mujoco.mj_resetData(m, d)
+            d.qpos[self._arm_qadr] = panda.HOME_Q
+            d.qpos[self._finger_qadr] = panda.FINGER_MAX_OPENING_M
+            d.ctrl[self._arm_act] = panda.HOME_Q
+            d.ctrl[self._grip_act] = panda.FINGER_MAX_OPENING_M
+            self._write_cube(np.array([x, y, self.cube_half_size_m]), yaw)
+            mujoco.mj_forward(m, d)
+            now = self.clock.now_ns()
+            self._t0_ns = now
+            self._synced_ns = now
+            self._steps = 0
+            self._skipped_ns = 0
+            self._skip_events = 0
+        log.debug("world reset (seed=%s): cube at x=%.3f y=%.3f yaw=%.2f", seed, x, y, yaw)
+
+    def sync(self, now_ns: int) -> int:
+        """Step physics until sim time reaches ``now_ns`` (clock ns); return the number of steps taken.
+
+        Times earlier than the last sync are ignored (the world never goes back). At most
+        :attr:`max_steps_per_sync` steps run per call; the rest of the gap is skipped, counted and logged.
+        """
+        with self._lock:
+            if now_ns <= self._synced_ns:
+                return 0
+            d = self._data
+            target_steps = (now_ns - self._t0_ns) // self._dt_ns
+            done_steps = round(d.time / self.dt_s)
+            n = int(target_steps - done_steps)
+            if n > self.max_steps_per_sync:
+                skipped = n - self.max_steps_per_sync
+                self._t0_ns += skipped * self._dt_ns
+                self._skipped_ns += skipped * self._dt_ns
+                self._skip_events += 1
+                log.warning(
+                    "sim world fell %.3f s behind the clock; skipped %.3f s (total skipped %.3f s)",
+                    n * self.dt_s,
+                    skipped * self.dt_s,
+                    self._skipped_ns / 1e9,
+                )
+                n = self.max_steps_per_sync
+            if n > 0:
+                mujoco.mj_step(self._model, d, nstep=n)
+                self._steps += n
+                if not (np.all(np.isfinite(d.qpos)) and np.all(np.isfinite(d.qvel))):
+                    raise SimError("physics diverged (non-finite qpos/qvel); reset the world (SimWorld.reset)")
+            self._synced_ns = now_ns
+            return n
+
+    def sync_now(self) -> int:
+        """:meth:`sync` to ``clock.now_ns()``; return the clock time synced to (ns)."""
+        with self._lock:
+            now = self.clock.now_ns()
+            self.sync(now)
+            return max(now, self._synced_ns)
+
+    # ----------------------------------------------------------------------------------------------- robot
+    def arm_q(self) -> np.ndarray:
+        """(7,) float64 arm joint positions, rad, in ``panda.ARM_JOINTS`` order."""
+        with self._lock:
+            return self._data.qpos[self._arm_qadr].copy()
+
+    def arm_dq(self) -> np.ndarray:
+        """(7,) float64 arm joint velocities, rad/s."""
+        with self._lock:
+            return self._data.qvel[self._arm_vadr].copy()
+
+    def gripper_opening(self) -> float:
+        """Gripper opening in [0, 1] (mean finger travel / 0.04 m)."""
+        with self._lock:
+            travel = float(np.mean(self._data.qpos[self._finger_qadr]))
+        return float(np.clip(travel / panda.FINGER_MAX_OPENING_M, 0.0, 1.0))
+
+    def tcp_pose(self) -> Pose:
+        """``T_base_tcp``: the ``panda_hand_tcp`` frame in the robot base frame (parent "base", child "tcp")."""
+        with self._lock:
+            rot = self._data.site_xmat[self._tcp_site].reshape(3, 3).copy()
+            pos = self._data.site_xpos[self._tcp_site].copy()
+        return self.T_world_base.inverse() @ Pose(rot, pos, "world", "tcp")
+
+    def set_ctrl(self, q: np.ndarray, gripper: float | None = None) -> None:
+        """Set the arm servo targets (7,) rad and optionally the gripper opening in [0, 1] (clipped).
+
+        Raises:
+            ShapeError: ``q`` is not a finite (7,) array or ``gripper`` is not finite.
+        """
+        target = np.asarray(q, dtype=np.float64)
+        if target.shape != (7,) or not np.all(np.isfinite(target)):
+            raise ShapeError(f"arm target: expected finite (7,) rad, got shape {target.shape}: {target}")
+        if gripper is not None and not np.isfinite(gripper):
+            raise ShapeError(f"gripper target: expected a finite opening in [0, 1], got {gripper}")
+        with self._lock:
+            self._data.ctrl[self._arm_act] = target
+            if gripper is not None:
+                self._data.ctrl[self._grip_act] = float(np.clip(gripper, 0.0, 1.0)) * panda.FINGER_MAX_OPENING_M
+
+    def set_arm_q(self, q: np.ndarray, gripper: float | None = None) -> None:
+        """Teleport the arm to ``q`` (7,) rad at rest and hold it there (also sets the servo targets)."""
+        self.set_ctrl(q, gripper)
+        with self._lock:
+            self._data.qpos[self._arm_qadr] = np.asarray(q, dtype=np.float64)
+            self._data.qvel[self._arm_vadr] = 0.0
+            if gripper is not None:
+                self._data.qpos[self._finger_qadr] = float(np.clip(gripper, 0, 1)) * panda.FINGER_MAX_OPENING_M
+            mujoco.mj_forward(self._model, self._data)
+
+    # ------------------------------------------------------------------------------------------------ cube
+    def _write_cube(self, xyz: np.ndarray, yaw: float) -> None:
+        d = self._data
+        d.qpos[self._cube_qadr : self._cube_qadr + 3] = xyz
+        d.qpos[self._cube_qadr + 3 : self._cube_qadr + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        d.qvel[self._cube_vadr : self._cube_vadr + 6] = 0.0
+
+    def set_cube_pose(self, xyz: np.ndarray, yaw: float = 0.0) -> None:
+        """Teleport the cube: centre ``xyz`` (3,) metres in the base frame, rotation ``yaw`` rad about z."""
+        p = np.asarray(xyz, dtype=np.float64)
+        if p.shape != (3,) or not np.all(np.isfinite(p)) or not np.isfinite(yaw):
+            raise ShapeError(f"cube pose: expected finite (3,) xyz metres and finite yaw, got {p!r}, {yaw!r}")
+        with self._lock:
+            self._write_cube(self.T_world_base.apply(p), float(yaw))
+            mujoco.mj_forward(self._model, self._data)
+
+    def cube_pose(self) -> Pose:
+        """``T_base_cube``: the cube's centre and orientation in the base frame (parent "base", child "cube")."""
+        with self._lock:
+            rot = self._data.xmat[self._cube_body].reshape(3, 3).copy()
+            pos = self._data.xpos[self._cube_body].copy()
+        return self.T_world_base.inverse() @ Pose(rot, pos, "world", "cube")
+
+    def cube_top_center(self) -> np.ndarray:
+        """(3,) float64 metres, base frame: centre of the cube face whose normal points most nearly up (+z)."""
+        pose = self.cube_pose()
+        up_components = pose.rotation[2, :]  # z component of each cube axis
+        axis = int(np.argmax(np.abs(up_components)))
+        normal = pose.rotation[:, axis] * np.sign(up_components[axis])
+        return pose.translation + self.cube_half_size_m * normal
+
+    def finger_cube_contacts(self) -> int:
+        """Number of active contacts between a finger geom and the cube."""
+        with self._lock:
+            d = self._data
+            count = 0
+            for i in range(d.ncon):
+                g1, g2 = int(d.contact.geom1[i]), int(d.contact.geom2[i])
+                if (g1 == self._cube_geom and g2 in self._finger_geoms) or (
+                    g2 == self._cube_geom and g1 in self._finger_geoms
+                ):
+                    count += 1
+            return count
