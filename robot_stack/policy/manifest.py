@@ -1,0 +1,305 @@
+"""Model manifest: the YAML file next to an ONNX model that says what goes in, what comes out and what it means.
+
+Example ``models/reach.yaml`` (next to ``models/reach.onnx``)::
+
+    model_id: reach-v1
+    onnx: reach.onnx                 # relative to this file
+    inputs:
+      - {name: state, dtype: float32, shape: [-1, 11]}       # -1 = dynamic (e.g. batch)
+      - {name: front/rgb, dtype: uint8, shape: [-1, 480, 640, 3]}
+      - {name: front/xyz, dtype: float32, shape: [-1, 480, 640, 3], allow_nonfinite: true}  # NaN = no depth
+    outputs:
+      - {name: actions, dtype: float32, shape: [-1, 8, 3]}
+    action_space: ee_delta_xyz       # meaning of the action vector (see robot_stack.types.ActionChunk)
+    action_head: continuous          # continuous | binned | latent_vq | motion_tracks
+    horizon: 8                       # actions per chunk
+    dt_s: 0.1                        # seconds between consecutive actions of a chunk
+    control_rate_hz: 10              # how often the robot asks for a new chunk
+    normalization:                   # optional: inputs are normalised, outputs de-normalised, by the runtime
+      state: {mean: [...], std: [...]}
+      actions: {mean: [0, 0, 0], std: [0.01, 0.01, 0.01]}
+    providers: [tensorrt, cuda, cpu]  # preference order when no provider is forced
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from robot_stack.errors import ConfigError
+
+__all__ = ["ACTION_HEADS", "PROVIDERS", "TENSOR_DTYPES", "NormStats", "PolicyManifest", "TensorSpec"]
+
+#: Action head types the decoders know.
+ACTION_HEADS = ("continuous", "binned", "latent_vq", "motion_tracks")
+#: Execution providers by short name, fastest first.
+PROVIDERS = ("tensorrt", "cuda", "cpu")
+#: Tensor dtypes a manifest may declare (the wire whitelist).
+TENSOR_DTYPES = ("uint8", "uint16", "int32", "int64", "float16", "float32", "float64", "bool")
+
+_KEYS_REQUIRED = ("model_id", "onnx", "inputs", "outputs", "action_space", "action_head", "horizon", "dt_s")
+_KEYS_OPTIONAL = ("control_rate_hz", "normalization", "normalisation", "providers", "description")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output.
+
+    Attributes:
+        name: tensor name in the ONNX graph (and on the wire).
+        dtype: one of :data:`TENSOR_DTYPES`.
+        shape: dims; -1 = dynamic.
+        allow_nonfinite: inputs only: NaN/Inf are legitimate values (e.g. XYZ maps with invalid depth).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    allow_nonfinite: bool = False
+
+    def matches_shape(self, shape: tuple[int, ...]) -> bool:
+        """True if ``shape`` has this rank and equals every non-dynamic dim."""
+        return len(shape) == len(self.shape) and all(w == -1 or w == g for w, g in zip(self.shape, shape, strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        if self.allow_nonfinite:
+            out["allow_nonfinite"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """``x_norm = (x - mean) / std``; mean/std: float32 arrays broadcastable to the tensor's trailing dims."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __post_init__(self) -> None:
+        for attr in ("mean", "std"):
+            arr = np.array(getattr(self, attr), dtype=np.float32, copy=True)
+            arr.setflags(write=False)
+            object.__setattr__(self, attr, arr)
+
+
+@dataclass(frozen=True)
+class PolicyManifest:
+    """Everything the runtime and the robot side need to know about one exported model.
+
+    Attributes:
+        model_id: unique name of this model version.
+        onnx_path: absolute path of the ONNX file.
+        inputs, outputs: tensor specs, in graph order.
+        action_space: meaning of the action vector, e.g. ``"ee_delta_xyz"`` (see ``ActionChunk``).
+        action_head: one of :data:`ACTION_HEADS`.
+        horizon: actions per chunk (>= 1).
+        dt_s: seconds between consecutive actions of a chunk (> 0).
+        control_rate_hz: how often a new chunk is requested (> 0); defaults to ``1 / (horizon * dt_s)``.
+        normalization: tensor name -> stats; inputs are normalised before the model, outputs de-normalised after.
+        providers: preferred execution providers, in order (subset of :data:`PROVIDERS`).
+        description: free text.
+        source: the YAML file this was loaded from (None if built in code).
+    """
+
+    model_id: str
+    onnx_path: Path
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    action_space: str
+    action_head: str = "continuous"
+    horizon: int = 1
+    dt_s: float = 0.1
+    control_rate_hz: float = 0.0
+    normalization: Mapping[str, NormStats] = field(default_factory=dict)
+    providers: tuple[str, ...] = ("cpu",)
+    description: str = ""
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        where = f"manifest {self.source or self.model_id!s}"
+        if not isinstance(self.model_id, str) or not self.model_id:
+            raise ConfigError(f"{where}: model_id must be a non-empty string")
+        if not isinstance(self.action_space, str) or not self.action_space:
+            raise ConfigError(f"{where}: action_space must be a non-empty string such as 'ee_delta_xyz'")
+        if self.action_head not in ACTION_HEADS:
+            raise ConfigError(f"{where}: action_head {self.action_head!r} unknown; expected one of {ACTION_HEADS}")
+        if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 1:
+            raise ConfigError(f"{where}: horizon must be an int >= 1, got {self.horizon!r}")
+        if not _positive(self.dt_s):
+            raise ConfigError(f"{where}: dt_s must be a positive number of seconds, got {self.dt_s!r}")
+        rate = self.control_rate_hz or 1.0 / (self.horizon * self.dt_s)
+        if not _positive(rate):
+            raise ConfigError(f"{where}: control_rate_hz must be a positive number, got {self.control_rate_hz!r}")
+        object.__setattr__(self, "control_rate_hz", float(rate))
+        object.__setattr__(self, "dt_s", float(self.dt_s))
+        object.__setattr__(self, "onnx_path", Path(self.onnx_path))
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        if not self.inputs or not self.outputs:
+            raise ConfigError(f"{where}: needs at least one input and one output")
+        names = [t.name for t in self.inputs + self.outputs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}: tensor names must be unique across inputs and outputs, got {names}")
+        providers = tuple(self.providers)
+        if not providers or any(p not in PROVIDERS for p in providers):
+            raise ConfigError(f"{where}: providers {list(providers)} invalid; choose from {PROVIDERS}")
+        object.__setattr__(self, "providers", providers)
+        specs = {t.name: t for t in self.inputs + self.outputs}
+        for name, stats in self.normalization.items():
+            spec = specs.get(name)
+            if spec is None:
+                raise ConfigError(f"{where}: normalization for {name!r}, which is neither an input nor an output")
+            if not spec.dtype.startswith("float"):
+                raise ConfigError(f"{where}: normalization for {name!r} needs a float tensor, it is {spec.dtype}")
+            for label, arr in (("mean", stats.mean), ("std", stats.std)):
+                if arr.ndim > len(spec.shape) or any(
+                    a != 1 and s not in (-1, a) for a, s in zip(arr.shape[::-1], spec.shape[::-1], strict=False)
+                ):
+                    raise ConfigError(
+                        f"{where}: normalization {name}.{label} shape {arr.shape} does not broadcast to {spec.shape}"
+                    )
+                if not np.all(np.isfinite(arr)):
+                    raise ConfigError(f"{where}: normalization {name}.{label} has non-finite values")
+            if np.any(stats.std <= 0):
+                raise ConfigError(f"{where}: normalization {name}.std must be > 0 everywhere")
+        object.__setattr__(self, "normalization", dict(self.normalization))
+
+    # ------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, path: str | Path) -> PolicyManifest:
+        """Load from a YAML file, or from an ``.onnx`` path (then ``<model>.yaml`` next to it is read)."""
+        path = Path(path)
+        if path.suffix == ".onnx":
+            path = path.with_suffix(".yaml")
+        if not path.is_file():
+            raise ConfigError(f"model manifest {path} not found; write a <model>.yaml next to the ONNX file")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"model manifest {path} is not valid YAML: {exc}") from exc
+        return cls.from_dict(data, base_dir=path.parent, source=path)
+
+    @classmethod
+    def from_dict(cls, data: Any, base_dir: str | Path = ".", source: Path | None = None) -> PolicyManifest:
+        """Build from a parsed YAML mapping; relative ``onnx`` paths are resolved against ``base_dir``."""
+        where = f"manifest {source or '<dict>'}"
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a YAML mapping at top level, got {type(data).__name__}")
+        missing = [k for k in _KEYS_REQUIRED if k not in data]
+        if missing:
+            raise ConfigError(f"{where}: missing required key(s) {missing}")
+        unknown = sorted(set(data) - set(_KEYS_REQUIRED) - set(_KEYS_OPTIONAL))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(_KEYS_REQUIRED + _KEYS_OPTIONAL)}")
+        onnx = data["onnx"]
+        if not isinstance(onnx, str) or not onnx:
+            raise ConfigError(f"{where}: onnx must be a path (relative to the manifest), got {onnx!r}")
+        onnx_path = Path(onnx)
+        if not onnx_path.is_absolute():
+            onnx_path = (Path(base_dir) / onnx_path).resolve()
+        norm_raw = data.get("normalization", data.get("normalisation")) or {}
+        if not isinstance(norm_raw, dict):
+            raise ConfigError(f"{where}: normalization must map tensor name -> {{mean, std}}")
+        norm: dict[str, NormStats] = {}
+        for name, stats in norm_raw.items():
+            if not isinstance(stats, dict) or set(stats) != {"mean", "std"}:
+                raise ConfigError(f"{where}: normalization.{name} must be a mapping with exactly mean and std")
+            try:
+                norm[str(name)] = NormStats(stats["mean"], stats["std"])
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{where}: normalization.{name} mean/std must be numbers or lists: {exc}") from exc
+        providers = data.get("providers", ["cpu"])
+        if isinstance(providers, str):
+            providers = [providers]
+        if not isinstance(providers, list):
+            raise ConfigError(f"{where}: providers must be a list such as [cuda, cpu]")
+        return cls(
+            model_id=str(data["model_id"]) if data["model_id"] is not None else "",
+            onnx_path=onnx_path,
+            inputs=_parse_tensors(data["inputs"], f"{where}: inputs"),
+            outputs=_parse_tensors(data["outputs"], f"{where}: outputs"),
+            action_space=data["action_space"],
+            action_head=data["action_head"],
+            horizon=data["horizon"],
+            dt_s=data["dt_s"],
+            control_rate_hz=data.get("control_rate_hz") or 0.0,
+            normalization=norm,
+            providers=tuple(str(p).lower() for p in providers),
+            description=str(data.get("description", "")),
+            source=source,
+        )
+
+    def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
+        """A YAML-ready mapping; ``onnx`` is written relative to ``relative_to`` when given."""
+        onnx: str = str(self.onnx_path)
+        if relative_to is not None:
+            try:
+                onnx = str(self.onnx_path.resolve().relative_to(Path(relative_to).resolve()))
+            except ValueError:
+                onnx = str(self.onnx_path.resolve())
+        out: dict[str, Any] = {
+            "model_id": self.model_id,
+            "onnx": onnx,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "action_space": self.action_space,
+            "action_head": self.action_head,
+            "horizon": self.horizon,
+            "dt_s": self.dt_s,
+            "control_rate_hz": self.control_rate_hz,
+            "providers": list(self.providers),
+        }
+        if self.normalization:
+            out["normalization"] = {
+                k: {"mean": v.mean.tolist(), "std": v.std.tolist()} for k, v in self.normalization.items()
+            }
+        if self.description:
+            out["description"] = self.description
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the manifest as YAML (``onnx`` relative to the YAML's folder); return the path."""
+        path = Path(path)
+        path.write_text(yaml.safe_dump(self.to_dict(relative_to=path.parent), sort_keys=False))
+        return path
+
+    def summary(self) -> dict[str, Any]:
+        """Msgpack-friendly description for the server's metadata reply (no file paths)."""
+        out = self.to_dict()
+        out.pop("onnx")
+        return out
+
+
+def _positive(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def _parse_tensors(raw: Any, where: str) -> tuple[TensorSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: expected a non-empty list of {{name, dtype, shape}} mappings")
+    out: list[TensorSpec] = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or not {"name", "dtype", "shape"} <= set(entry):
+            raise ConfigError(f"{where}[{i}]: expected a mapping with name, dtype and shape, got {entry!r}")
+        extra = set(entry) - {"name", "dtype", "shape", "allow_nonfinite"}
+        if extra:
+            raise ConfigError(f"{where}[{i}]: unknown key(s) {sorted(extra)}")
+        name, dtype, shape = entry["name"], entry["dtype"], entry["shape"]
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}[{i}]: name must be a non-empty string")
+        if dtype not in TENSOR_DTYPES:
+            raise ConfigError(f"{where}[{i}] ({name}): dtype {dtype!r} not supported; use one of {TENSOR_DTYPES}")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and (d == -1 or d >= 0) for d in shape
+        ):
+            raise ConfigError(
+                f"{where}[{i}] ({name}): shape must be a list of ints >= 0 or -1 (dynamic), got {shape!r}"
+            )
+        out.append(TensorSpec(name, dtype, tuple(shape), bool(entry.get("allow_nonfinite", False))))
+    return tuple(out)

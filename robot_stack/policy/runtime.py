@@ -1,0 +1,222 @@
+"""ONNX Runtime backend: one InferenceSession per manifest, on the CPU, CUDA or TensorRT execution provider."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robot_stack.errors import PolicyError
+from robot_stack.policy.manifest import PROVIDERS, PolicyManifest, TensorSpec
+
+__all__ = ["ORT_PROVIDERS", "OnnxPolicy", "available_providers"]
+
+log = logging.getLogger("robot_stack.policy.runtime")
+
+#: Short provider name -> ONNX Runtime execution provider chain (fallbacks included, fastest first).
+ORT_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "cpu": ("CPUExecutionProvider",),
+}
+_SHORT = {v[0]: k for k, v in ORT_PROVIDERS.items()}
+
+# ONNX tensor type string -> manifest dtype.
+_ORT_TYPES = {
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(float16)": "float16",
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(bool)": "bool",
+}
+
+
+def available_providers() -> list[str]:
+    """Short names (``tensorrt``/``cuda``/``cpu``) this onnxruntime build offers."""
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    return [p for p in PROVIDERS if ORT_PROVIDERS[p][0] in have]
+
+
+class OnnxPolicy:
+    """Run a manifest's ONNX model.
+
+    Args:
+        manifest: the model description.
+        provider: ``"cpu"``, ``"cuda"`` or ``"tensorrt"``; None = the first of ``manifest.providers`` this
+            onnxruntime build offers.
+        strict: if the requested provider is unavailable, raise :class:`PolicyError` instead of warning and
+            falling back to the CPU.
+        intra_op_threads: ONNX Runtime intra-op threads (None = its default: all cores).
+        trt_cache_dir: TensorRT engine cache (default ``<model dir>/.trt_cache``).
+
+    Attributes:
+        provider: short name of the provider actually used for the first graph node (after any fallback).
+        providers: the ORT provider chain the session actually has.
+    """
+
+    def __init__(
+        self,
+        manifest: PolicyManifest,
+        provider: str | None = None,
+        *,
+        strict: bool = False,
+        intra_op_threads: int | None = None,
+        trt_cache_dir: str | Path | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.manifest = manifest
+        if not manifest.onnx_path.is_file():
+            raise PolicyError(
+                f"model file {manifest.onnx_path} (from manifest {manifest.source}) not found; export the model "
+                f"or fix the manifest's onnx path"
+            )
+        have = available_providers()
+        if provider is None:
+            wanted = next((p for p in manifest.providers if p in have), "cpu")
+        else:
+            wanted = provider.lower()
+            if wanted not in PROVIDERS:
+                raise PolicyError(f"provider {provider!r} unknown; choose one of {PROVIDERS}")
+        if wanted not in have:
+            msg = (
+                f"execution provider {wanted!r} is not available in this onnxruntime build (available: {have}); "
+                f"install onnxruntime-gpu with matching CUDA/TensorRT libraries"
+            )
+            if strict:
+                raise PolicyError(msg)
+            log.warning("%s — falling back to CPU", msg)
+            wanted = "cpu"
+        chain: list[Any] = []
+        for name in ORT_PROVIDERS[wanted]:
+            if name == "TensorrtExecutionProvider":
+                cache = Path(trt_cache_dir) if trt_cache_dir else manifest.onnx_path.parent / ".trt_cache"
+                chain.append(
+                    (
+                        name,
+                        {
+                            "trt_engine_cache_enable": True,
+                            "trt_engine_cache_path": str(cache),
+                            "trt_fp16_enable": False,
+                        },
+                    )
+                )
+            else:
+                chain.append(name)
+        options = ort.SessionOptions()
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = int(intra_op_threads)
+        try:
+            self._session = ort.InferenceSession(str(manifest.onnx_path), sess_options=options, providers=chain)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise PolicyError(f"cannot load {manifest.onnx_path} with ONNX Runtime ({wanted}): {exc}") from exc
+        self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+        self.provider = _SHORT.get(self.providers[0], self.providers[0])
+        if self.provider != wanted:
+            msg = f"onnxruntime could not initialise {wanted!r} (session providers: {self.providers})"
+            if strict:
+                raise PolicyError(msg)
+            log.warning("%s — running on %s", msg, self.provider)
+        self._check_graph()
+        self._output_names = [t.name for t in manifest.outputs]
+        self._norm = {k: (v.mean, v.std) for k, v in manifest.normalization.items()}
+        log.info("loaded %s (%s) on %s", manifest.model_id, manifest.onnx_path.name, self.provider)
+
+    def _check_graph(self) -> None:
+        """The manifest must describe the graph: same names, dtypes and ranks, compatible static dims."""
+        for label, declared, actual in (
+            ("input", self.manifest.inputs, self._session.get_inputs()),
+            ("output", self.manifest.outputs, self._session.get_outputs()),
+        ):
+            graph = {a.name: a for a in actual}
+            if set(graph) != {t.name for t in declared} and label == "input":
+                raise PolicyError(
+                    f"manifest {self.manifest.source} declares inputs {[t.name for t in declared]} but the graph "
+                    f"has {sorted(graph)}"
+                )
+            for spec in declared:
+                node = graph.get(spec.name)
+                if node is None:
+                    raise PolicyError(f"manifest {label} {spec.name!r} is not in the graph (graph has {sorted(graph)})")
+                dtype = _ORT_TYPES.get(node.type)
+                if dtype != spec.dtype:
+                    raise PolicyError(f"{label} {spec.name!r}: manifest says {spec.dtype}, graph says {node.type}")
+                dims = list(node.shape)
+                if len(dims) != len(spec.shape) or any(
+                    isinstance(g, int) and g > 0 and w != -1 and g != w for g, w in zip(dims, spec.shape, strict=True)
+                ):
+                    raise PolicyError(f"{label} {spec.name!r}: manifest shape {spec.shape} vs graph shape {dims}")
+
+    # ----------------------------------------------------------------------------------------------- run
+    def validate_inputs(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Raise :class:`PolicyError` unless ``arrays`` are exactly the manifest's inputs (names, dtypes, shapes,
+        finiteness)."""
+        expected = {t.name: t for t in self.manifest.inputs}
+        missing = sorted(set(expected) - set(arrays))
+        extra = sorted(set(arrays) - set(expected))
+        if missing or extra:
+            raise PolicyError(
+                f"model {self.manifest.model_id} expects inputs {sorted(expected)}; missing {missing}, unexpected "
+                f"{extra}"
+            )
+        for name, spec in expected.items():
+            _check_tensor(spec, np.asarray(arrays[name]), "input", check_finite=not spec.allow_nonfinite)
+
+    def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate, normalise, run, de-normalise and check the outputs.
+
+        Args:
+            arrays: input name -> array with the manifest's dtype and shape (no silent casting).
+        Returns:
+            output name -> array (manifest dtypes and shapes), finite.
+        Raises:
+            PolicyError: bad inputs, inference failure, or non-finite / mis-shaped outputs.
+        """
+        self.validate_inputs(arrays)
+        feed: dict[str, np.ndarray] = {}
+        for name, value in arrays.items():
+            array = np.asarray(value)
+            if name in self._norm:
+                mean, std = self._norm[name]
+                array = ((array - mean) / std).astype(array.dtype, copy=False)
+            feed[name] = array
+        try:
+            results = self._session.run(self._output_names, feed)
+        except Exception as exc:
+            raise PolicyError(f"inference of {self.manifest.model_id} failed: {exc}") from exc
+        out: dict[str, np.ndarray] = {}
+        for spec, value in zip(self.manifest.outputs, results, strict=True):
+            array = np.asarray(value)
+            if spec.name in self._norm:
+                mean, std = self._norm[spec.name]
+                array = (array * std + mean).astype(array.dtype, copy=False)
+            _check_tensor(spec, array, "output", check_finite=True)
+            out[spec.name] = array
+        return out
+
+    def warmup(self, runs: int = 2) -> None:
+        """Run on zeros (dynamic dims = 1) so the first real call does not pay for lazy initialisation."""
+        feed = {t.name: np.zeros([1 if d == -1 else d for d in t.shape], dtype=t.dtype) for t in self.manifest.inputs}
+        for _ in range(runs):
+            self._session.run(self._output_names, feed)
+
+
+def _check_tensor(spec: TensorSpec, array: np.ndarray, label: str, check_finite: bool) -> None:
+    if array.dtype.name != spec.dtype:
+        raise PolicyError(f"{label} {spec.name!r}: dtype {array.dtype} but the model needs {spec.dtype}; cast it first")
+    if not spec.matches_shape(tuple(array.shape)):
+        raise PolicyError(f"{label} {spec.name!r}: shape {array.shape} but the model needs {spec.shape} (-1 = any)")
+    if check_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise PolicyError(
+            f"{label} {spec.name!r}: {bad} of {array.size} values are NaN/Inf"
+            + ("; the model produced non-finite actions, refusing to send them" if label == "output" else "")
+        )

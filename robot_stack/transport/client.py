@@ -1,0 +1,302 @@
+"""Robot-side policy client: a DEALER socket with request ids, timeouts, reconnects and clock-offset estimation.
+
+One request is in flight at a time (calls are serialised by a lock). After a timeout the socket is closed with
+linger 0 and recreated, so a late reply to the abandoned request can never be taken for the answer to a newer one
+(replies are also matched by request id). ZeroMQ reconnects by itself after a server restart.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import zmq
+
+from robot_stack.errors import ConfigError, ProtocolError, RequestTimeoutError, ServerError
+from robot_stack.transport.protocol import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_MESSAGE_BYTES, Message, decode, encode
+
+__all__ = ["CallTiming", "PolicyClient", "Reply"]
+
+log = logging.getLogger("robot_stack.transport.client")
+
+_OFFSET_WINDOW = 16
+
+
+@dataclass(frozen=True)
+class CallTiming:
+    """Where the time of one call went, in milliseconds.
+
+    Attributes:
+        serialize_ms: client-side encoding (header + array views).
+        round_trip_ms: first byte sent -> reply received, client clock.
+        server_ms: server receipt -> server reply, server clock (0 if the server did not report it).
+        infer_ms: time inside the server's handler (the model), 0 for health/metadata.
+        queue_ms: time the request waited in the server's queue.
+        network_ms: ``round_trip_ms - server_ms``: transfer both ways plus socket/IO-thread overhead.
+        deserialize_ms: client-side decoding of the reply.
+        t_send_ns, t_recv_ns: client monotonic clock, ns.
+    """
+
+    serialize_ms: float
+    round_trip_ms: float
+    server_ms: float
+    infer_ms: float
+    queue_ms: float
+    network_ms: float
+    deserialize_ms: float
+    t_send_ns: int
+    t_recv_ns: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A successful answer.
+
+    Attributes:
+        arrays: name -> read-only array (views of the received frames).
+        meta: the handler's meta map.
+        timing: where the time went.
+        request_id: the id of the request this answers.
+        server_timing: raw server-clock timestamps (``t_recv_ns``, ``t_start_ns``, ``t_end_ns``, ``t_reply_ns``...).
+    """
+
+    arrays: Mapping[str, np.ndarray]
+    meta: Mapping[str, Any]
+    timing: CallTiming
+    request_id: int
+    server_timing: Mapping[str, int | float]
+
+
+class PolicyClient:
+    """Talk to a :class:`~robot_stack.transport.server.PolicyServer`.
+
+    Args:
+        endpoint: e.g. ``tcp://127.0.0.1:5555``.
+        robot_id: identifies this robot (latest-wins is per robot id on the server).
+        timeout_s: default per-call budget; also sent to the server as the request deadline.
+        model_id: if set, the server rejects the request unless it serves this model.
+        max_message_bytes: local cap checked before sending (keep equal to the server's).
+        server_public_key / client_secret_key / client_public_key: z85 CURVE keys (all three, or none).
+        context: ZeroMQ context (default: the process-wide instance).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        robot_id: str,
+        *,
+        timeout_s: float = 1.0,
+        model_id: str = "",
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        server_public_key: bytes | None = None,
+        client_secret_key: bytes | None = None,
+        client_public_key: bytes | None = None,
+        heartbeat_ms: int = 1000,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ConfigError(f"timeout_s must be positive seconds, got {timeout_s}")
+        keys = (server_public_key, client_secret_key, client_public_key)
+        if any(k is not None for k in keys) and not all(k is not None for k in keys):
+            raise ConfigError("CURVE needs server_public_key, client_secret_key and client_public_key together")
+        self.endpoint = endpoint
+        self.robot_id = robot_id
+        self.model_id = model_id
+        self.timeout_s = float(timeout_s)
+        self.max_message_bytes = int(max_message_bytes)
+        self._curve = keys if server_public_key is not None else None
+        self._heartbeat_ms = heartbeat_ms
+        self._ctx = context or zmq.Context.instance()
+        self._lock = threading.Lock()
+        self._next_id = random.randrange(1, 2**31)
+        self._sock: zmq.Socket | None = None
+        self._offset_samples: collections.deque[tuple[int, int]] = collections.deque(maxlen=_OFFSET_WINDOW)
+        self.timeouts = 0
+        self.stale_replies = 0
+        self._connect()
+
+    # ------------------------------------------------------------------------------------------- socket
+    def _connect(self) -> None:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, self._heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * self._heartbeat_ms)
+        sock.setsockopt(zmq.MAXMSGSIZE, max(self.max_message_bytes, DEFAULT_MAX_HEADER_BYTES))
+        if self._curve is not None:
+            server_pub, client_sec, client_pub = self._curve
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server_pub)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, client_sec)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, client_pub)
+        sock.connect(self.endpoint)
+        self._sock = sock
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close(0)
+        self._connect()
+
+    def close(self) -> None:
+        """Close the socket (pending requests are dropped). Idempotent."""
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close(0)
+                self._sock = None
+
+    def __enter__(self) -> PolicyClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --------------------------------------------------------------------------------------------- calls
+    def infer(
+        self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None, timeout_s: float | None = None
+    ) -> Reply:
+        """Send named arrays (dtype whitelist, see protocol) and wait for the server's arrays.
+
+        The arrays must not be mutated while the call runs (they are sent without copying).
+
+        Raises:
+            RequestTimeoutError: no reply within ``timeout_s`` (the socket is then recreated).
+            ServerError: the server answered with an error; ``.code`` and ``.reason`` say why.
+            PayloadTooLargeError / ProtocolError: the request cannot be encoded (nothing was sent).
+        """
+        return self._call("infer", arrays, meta or {}, timeout_s)
+
+    def health(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """Ping the server; return its health map (``status``, ``model``, ``uptime_s``, ``queued``) plus
+        ``round_trip_ms``. Every call also refines :attr:`clock_offset_ns`."""
+        reply = self._call("health", {}, {}, timeout_s)
+        return {**reply.meta, "round_trip_ms": reply.timing.round_trip_ms}
+
+    def metadata(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """The served model's description (manifest summary: inputs, outputs, action space, dt, horizon...)."""
+        return dict(self._call("metadata", {}, {}, timeout_s).meta)
+
+    def sync_clock(self, samples: int = 8, timeout_s: float | None = None) -> int:
+        """Ping ``samples`` times and return the offset estimate (see :attr:`clock_offset_ns`)."""
+        for _ in range(samples):
+            self.health(timeout_s)
+        offset = self.clock_offset_ns
+        assert offset is not None
+        return offset
+
+    @property
+    def clock_offset_ns(self) -> int | None:
+        """Server clock minus client clock, ns (NTP-style, from the reply with the smallest network delay among
+        the last 16); None before the first reply. ``t_server = t_client + clock_offset_ns``."""
+        if not self._offset_samples:
+            return None
+        return min(self._offset_samples)[1]
+
+    @property
+    def clock_offset_uncertainty_ns(self) -> int | None:
+        """Half the network delay of the sample behind :attr:`clock_offset_ns`, ns (a bound on its error)."""
+        if not self._offset_samples:
+            return None
+        return min(self._offset_samples)[0] // 2
+
+    def _call(
+        self, kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], timeout_s: float | None
+    ) -> Reply:
+        budget_s = self.timeout_s if timeout_s is None else float(timeout_s)
+        if budget_s <= 0:
+            raise ConfigError(f"timeout_s must be positive seconds, got {budget_s}")
+        with self._lock:
+            if self._sock is None:
+                raise ConfigError("PolicyClient is closed; create a new one")
+            request_id = self._next_id
+            self._next_id = (self._next_id + 1) % (2**63)
+            t0 = time.monotonic_ns()
+            frames = encode(
+                Message(
+                    kind=kind,
+                    id=request_id,
+                    robot=self.robot_id,
+                    model=self.model_id,
+                    t_send_ns=t0,
+                    timeout_ms=budget_s * 1e3,
+                    arrays=arrays,
+                    meta=meta,
+                ),
+                self.max_message_bytes,
+            )
+            t_send = time.monotonic_ns()
+            deadline = t0 + int(budget_s * 1e9)
+            try:
+                self._sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self._reset()
+                raise RequestTimeoutError(
+                    f"cannot queue request to {self.endpoint}: send queue full (server unreachable?)"
+                ) from None
+            while True:
+                remaining_ms = (deadline - time.monotonic_ns()) / 1e6
+                if remaining_ms <= 0 or not self._sock.poll(max(1, int(remaining_ms + 0.999)), zmq.POLLIN):
+                    self.timeouts += 1
+                    self._reset()
+                    raise RequestTimeoutError(
+                        f"no reply from policy server {self.endpoint} within {budget_s * 1e3:.0f} ms for {kind} "
+                        f"request {request_id}; is `robot-stack serve` running there and is the model fast enough?"
+                    )
+                raw = self._sock.recv_multipart(copy=False)
+                t_recv = time.monotonic_ns()
+                try:
+                    reply = decode(raw, self.max_message_bytes)
+                except ProtocolError:
+                    self._reset()  # a corrupt stream: start clean
+                    raise
+                if reply.id != request_id:
+                    self.stale_replies += 1
+                    log.debug("discarded reply %d while waiting for %d", reply.id, request_id)
+                    continue
+                break
+            t_done = time.monotonic_ns()
+        timing = dict(reply.timing or {})
+        if reply.kind == "error":
+            err = ServerError(
+                f"policy server {self.endpoint} rejected {kind} request {request_id} "
+                f"[{reply.error_code}]: {reply.error_reason}"
+            )
+            err.code = reply.error_code  # type: ignore[attr-defined]
+            err.reason = reply.error_reason  # type: ignore[attr-defined]
+            raise err
+        if reply.kind != "reply":
+            raise ProtocolError(f"expected a reply or error from the server, got kind {reply.kind!r}")
+        server_ns = 0
+        if "t_recv_ns" in timing and "t_reply_ns" in timing:
+            t2, t3 = int(timing["t_recv_ns"]), int(timing["t_reply_ns"])
+            server_ns = max(0, t3 - t2)
+            delay = (t_recv - t_send) - server_ns
+            offset = ((t2 - t_send) + (t3 - t_recv)) // 2
+            self._offset_samples.append((max(0, delay), offset))
+        round_trip_ns = t_recv - t_send
+        return Reply(
+            arrays=reply.arrays,
+            meta=reply.meta,
+            timing=CallTiming(
+                serialize_ms=(t_send - t0) / 1e6,
+                round_trip_ms=round_trip_ns / 1e6,
+                server_ms=server_ns / 1e6,
+                infer_ms=float(timing.get("infer_ms", 0.0)),
+                queue_ms=float(timing.get("queue_ms", 0.0)),
+                network_ms=(round_trip_ns - server_ns) / 1e6,
+                deserialize_ms=(t_done - t_recv) / 1e6,
+                t_send_ns=t_send,
+                t_recv_ns=t_recv,
+            ),
+            request_id=request_id,
+            server_timing=timing,
+        )

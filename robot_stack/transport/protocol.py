@@ -1,0 +1,398 @@
+"""Wire format between robot client and policy server (see ``docs/protocol.md``).
+
+A message is a ZeroMQ multipart message::
+
+    frame 0      msgpack map (the header): {"v", "kind", "id", "robot", "model", "t_send_ns", "timeout_ms",
+                 "arrays": [{"name", "dtype", "shape"}, ...], "meta": {...}, "timing": {...} (replies only)}
+    frame 1..n   one raw frame per declared array: C-contiguous, little-endian bytes, in declaration order
+
+No pickle and no msgpack extension types anywhere. Decoding validates the header (types, version, dtype
+whitelist, dims, declared total size against the cap) *before* touching any array frame, then checks every frame
+length against its declaration and wraps the frames as read-only zero-copy ``np.frombuffer`` views.
+
+Times (``t_send_ns`` and everything in ``timing``) are integer nanoseconds on the *sender's* monotonic clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from robot_stack.errors import PayloadTooLargeError, ProtocolError, VersionMismatchError
+
+__all__ = [
+    "ALLOWED_DTYPES",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "KINDS",
+    "PROTOCOL_VERSION",
+    "ArraySpec",
+    "Message",
+    "decode",
+    "encode",
+    "prepare_arrays",
+    "salvage_request_id",
+]
+
+#: Version of the wire format. Bump on any incompatible change of the header or frame layout.
+PROTOCOL_VERSION = 1
+#: Default cap on the sum of all declared array bytes of one message (64 MiB).
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Default cap on the size of the msgpack header frame (1 MiB).
+DEFAULT_MAX_HEADER_BYTES = 1024 * 1024
+#: Most arrays one message may carry; most dimensions one array may have; longest name/id string.
+MAX_ARRAYS = 256
+MAX_NDIM = 16
+MAX_NAME_LEN = 256
+
+KINDS = frozenset({"infer", "health", "metadata", "reply", "error"})
+
+#: Wire dtype name -> numpy dtype (always little-endian on the wire).
+ALLOWED_DTYPES: dict[str, np.dtype] = {
+    "uint8": np.dtype("<u1"),
+    "uint16": np.dtype("<u2"),
+    "int32": np.dtype("<i4"),
+    "int64": np.dtype("<i8"),
+    "float16": np.dtype("<f2"),
+    "float32": np.dtype("<f4"),
+    "float64": np.dtype("<f8"),
+    "bool": np.dtype("bool"),
+}
+_WIRE_NAMES: dict[np.dtype, str] = {dt: name for name, dt in ALLOWED_DTYPES.items()}
+_REQUIRED_KEYS = ("v", "kind", "id", "robot", "model", "t_send_ns", "timeout_ms", "arrays", "meta")
+_OPTIONAL_KEYS = ("timing",)
+_SPEC_KEYS = {"name", "dtype", "shape"}
+_ALL_KEYS = frozenset(_REQUIRED_KEYS + _OPTIONAL_KEYS)
+_INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Declaration of one array frame: name, wire dtype name (a key of :data:`ALLOWED_DTYPES`), shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        """Exact byte length the frame must have (Python int: cannot overflow)."""
+        return math.prod(self.shape) * ALLOWED_DTYPES[self.dtype].itemsize
+
+
+@dataclass(frozen=True)
+class Message:
+    """One protocol message, decoded or to be encoded.
+
+    Attributes:
+        kind: one of :data:`KINDS`.
+        id: request id chosen by the client (replies carry the id of the request they answer; -1 = unknown).
+        robot: robot id of the sender (client) or addressee (server reply).
+        model: model id the request is meant for ("" = whatever the server serves).
+        t_send_ns: send time on the sender's monotonic clock, ns.
+        timeout_ms: requests only: time budget from the server's receipt; 0 = no deadline.
+        arrays: name -> array. Decoded arrays are read-only views of the received frames.
+        meta: small msgpack-native map (str keys; str/int/float/bool/None/bytes/list/map values).
+        timing: replies only: server-clock timestamps and durations (see ``docs/protocol.md``).
+        version: protocol version of the sender.
+    """
+
+    kind: str
+    id: int
+    robot: str = ""
+    model: str = ""
+    t_send_ns: int = 0
+    timeout_ms: float = 0.0
+    arrays: Mapping[str, np.ndarray] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    timing: Mapping[str, int | float] | None = None
+    version: int = PROTOCOL_VERSION
+
+    @property
+    def error_code(self) -> str:
+        """For ``kind == "error"``: the machine-readable code (e.g. ``"deadline_exceeded"``)."""
+        return str(self.meta.get("code", "unknown"))
+
+    @property
+    def error_reason(self) -> str:
+        """For ``kind == "error"``: the human-readable reason."""
+        return str(self.meta.get("reason", ""))
+
+
+# ------------------------------------------------------------------------------------------------ encode
+
+
+def prepare_arrays(
+    arrays: Mapping[str, Any], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> tuple[list[ArraySpec], list[np.ndarray]]:
+    """Validate arrays for sending; return their specs and C-contiguous little-endian arrays (copies only if needed).
+
+    Raises:
+        ProtocolError: bad name, dtype not whitelisted, too many arrays or dimensions.
+        PayloadTooLargeError: the arrays together exceed ``max_message_bytes``.
+    """
+    if not isinstance(arrays, Mapping):
+        raise ProtocolError(f"arrays must be a mapping name -> numpy array, got {type(arrays).__name__}")
+    if len(arrays) > MAX_ARRAYS:
+        raise ProtocolError(f"{len(arrays)} arrays in one message; at most {MAX_ARRAYS} are allowed")
+    specs: list[ArraySpec] = []
+    out: list[np.ndarray] = []
+    total = 0
+    for name, value in arrays.items():
+        if type(name) is not str or not name or len(name) > MAX_NAME_LEN:
+            raise ProtocolError(f"array name {name!r}: expected a non-empty str of at most {MAX_NAME_LEN} chars")
+        array = value if type(value) is np.ndarray else np.asarray(value)
+        wire = _WIRE_NAMES.get(array.dtype)
+        if wire is None:  # big-endian input of an allowed type is converted to the wire byte order
+            little = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else None
+            wire = _WIRE_NAMES.get(little) if little is not None else None
+            if wire is None:
+                raise ProtocolError(
+                    f"array {name!r}: dtype {array.dtype} is not allowed on the wire; allowed: "
+                    f"{', '.join(ALLOWED_DTYPES)}. Cast it before sending."
+                )
+            array = array.astype(little)
+        if array.ndim > MAX_NDIM:
+            raise ProtocolError(f"array {name!r}: {array.ndim} dimensions; at most {MAX_NDIM} are allowed")
+        if not array.flags.c_contiguous:
+            array = array.copy(order="C")  # (np.ascontiguousarray would turn 0-d arrays into 1-d)
+        total += array.nbytes
+        if total > max_message_bytes:
+            raise PayloadTooLargeError(
+                f"arrays total more than {max_message_bytes} bytes (cap) at array {name!r}; send smaller "
+                f"images or raise max_message_bytes on both client and server"
+            )
+        specs.append(ArraySpec(name, wire, array.shape))
+        out.append(array)
+    return specs, out
+
+
+def encode(message: Message, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[bytes | memoryview]:
+    """Serialise ``message`` into frames for ``socket.send_multipart(frames, copy=False)``.
+
+    Array frames are memoryviews of the (contiguous) arrays themselves: no copy is made for C-contiguous
+    little-endian input. The arrays must not be mutated until the message has been sent.
+    """
+    if message.kind not in KINDS:
+        raise ProtocolError(f"unknown message kind {message.kind!r}; expected one of {sorted(KINDS)}")
+    specs, arrays = prepare_arrays(message.arrays, max_message_bytes)
+    header: dict[str, Any] = {
+        "v": int(message.version),
+        "kind": message.kind,
+        "id": int(message.id),
+        "robot": message.robot,
+        "model": message.model,
+        "t_send_ns": int(message.t_send_ns),
+        "timeout_ms": float(message.timeout_ms),
+        "arrays": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in specs],
+        "meta": dict(message.meta),
+    }
+    if message.timing is not None:
+        header["timing"] = dict(message.timing)
+    try:
+        head = msgpack.packb(header, use_bin_type=True, strict_types=False)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(
+            f"header/meta cannot be encoded ({exc}); meta values must be str, int, float, bool, None, bytes, "
+            f"lists or str-keyed maps of these"
+        ) from exc
+    frames: list[bytes | memoryview] = [head]
+    frames.extend(memoryview(a.reshape(-1).view(np.uint8)) for a in arrays)
+    return frames
+
+
+# ------------------------------------------------------------------------------------------------ decode
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(f"msgpack extension type {code} in header; extension types are not allowed")
+
+
+def _unpack_header(head: bytes, max_header_bytes: int) -> Any:
+    if len(head) > max_header_bytes:
+        raise PayloadTooLargeError(f"header frame is {len(head)} bytes; the cap is {max_header_bytes}")
+    try:
+        return msgpack.unpackb(
+            head,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            ext_hook=_reject_ext,
+            max_str_len=max_header_bytes,
+            max_bin_len=max_header_bytes,
+            max_array_len=max_header_bytes,
+            max_map_len=max_header_bytes,
+            max_ext_len=max_header_bytes,  # so that _reject_ext names the problem
+        )
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, StackError, UnicodeDecodeError)
+        raise ProtocolError(f"header frame is not valid msgpack ({type(exc).__name__}: {exc})") from exc
+
+
+def _frame_bytes(frame: Any) -> bytes:
+    """Bytes of a frame given as bytes, memoryview or ``zmq.Frame``."""
+    inner = getattr(frame, "bytes", None)
+    if isinstance(inner, bytes):
+        return inner
+    return bytes(frame)
+
+
+def _frame_buffer(frame: Any) -> memoryview:
+    buf = getattr(frame, "buffer", None)
+    return buf if isinstance(buf, memoryview) else memoryview(frame)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_str(header: Mapping[str, Any], key: str) -> str:
+    value = header[key]
+    if not isinstance(value, str) or len(value) > MAX_NAME_LEN:
+        raise ProtocolError(f"header field {key!r} must be a str of at most {MAX_NAME_LEN} chars, got {value!r:.80}")
+    return value
+
+
+def _parse_specs(raw: Any, max_message_bytes: int) -> list[tuple[str, np.dtype, tuple[int, ...], int]]:
+    """Validated (name, numpy dtype, shape, nbytes) per declared array; sizes are checked on exact Python ints."""
+    if type(raw) is not list:
+        raise ProtocolError(f"header field 'arrays' must be a list, got {type(raw).__name__}")
+    if len(raw) > MAX_ARRAYS:
+        raise ProtocolError(f"{len(raw)} arrays declared; at most {MAX_ARRAYS} are allowed")
+    specs: list[tuple[str, np.dtype, tuple[int, ...], int]] = []
+    names: set[str] = set()
+    total = 0
+    for i, entry in enumerate(raw):
+        if type(entry) is not dict or len(entry) != 3 or entry.keys() != _SPEC_KEYS:
+            raise ProtocolError(
+                f"arrays[{i}] must be a map with exactly the keys name, dtype, shape; got {entry!r:.120}"
+            )
+        name, dtype, shape = entry["name"], entry["dtype"], entry["shape"]
+        if type(name) is not str or not name or len(name) > MAX_NAME_LEN:
+            raise ProtocolError(f"arrays[{i}].name must be a non-empty str of at most {MAX_NAME_LEN} chars")
+        if name in names:
+            raise ProtocolError(f"array name {name!r} declared twice")
+        names.add(name)
+        np_dtype = ALLOWED_DTYPES.get(dtype) if type(dtype) is str else None
+        if np_dtype is None:
+            raise ProtocolError(
+                f"array {name!r}: dtype {dtype!r:.40} not allowed; allowed: {', '.join(ALLOWED_DTYPES)}"
+            )
+        if type(shape) is not list or len(shape) > MAX_NDIM or not all(type(d) is int and d >= 0 for d in shape):
+            raise ProtocolError(
+                f"array {name!r}: shape must be a list of at most {MAX_NDIM} non-negative ints, got {shape!r:.80}"
+            )
+        nbytes = math.prod(shape) * np_dtype.itemsize  # exact Python ints: a huge shape cannot overflow/allocate
+        total += nbytes
+        if total > max_message_bytes:
+            raise PayloadTooLargeError(
+                f"message declares more than {max_message_bytes} bytes of arrays (at {name!r}, shape {shape}); "
+                f"the cap is {max_message_bytes} bytes"
+            )
+        specs.append((name, np_dtype, tuple(shape), nbytes))
+    return specs
+
+
+def decode(
+    frames: Sequence[Any],
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+) -> Message:
+    """Parse and validate received frames (bytes, memoryviews or ``zmq.Frame``) into a :class:`Message`.
+
+    Returned arrays are read-only zero-copy views of the frames (they keep the frames alive).
+
+    Raises:
+        VersionMismatchError: the header's ``v`` is not :data:`PROTOCOL_VERSION`.
+        PayloadTooLargeError: header or declared arrays exceed their caps (checked before reading array frames).
+        ProtocolError: anything else that does not follow the protocol.
+    """
+    if len(frames) < 1:
+        raise ProtocolError("empty message: expected a header frame followed by one frame per array")
+    header = _unpack_header(_frame_bytes(frames[0]), max_header_bytes)
+    if not isinstance(header, dict):
+        raise ProtocolError(f"header must be a msgpack map, got {type(header).__name__}")
+    version = header.get("v")
+    if version != PROTOCOL_VERSION or not _is_int(version):
+        raise VersionMismatchError(
+            f"protocol version {version!r:.40} received, this side speaks {PROTOCOL_VERSION}; upgrade robot-stack "
+            f"on the older side so client and server match"
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in header]
+    if missing:
+        raise ProtocolError(f"header lacks required field(s) {missing}")
+    unknown = set(header) - _ALL_KEYS
+    if unknown:
+        raise ProtocolError(f"header has unknown field(s) {sorted(unknown)!r:.120}; allowed: {sorted(_ALL_KEYS)}")
+    kind = header["kind"]
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown message kind {kind!r:.40}; expected one of {sorted(KINDS)}")
+    request_id = header["id"]
+    if not _is_int(request_id) or not -1 <= request_id <= _INT64_MAX:
+        raise ProtocolError(f"header field 'id' must be an int in [-1, 2**63), got {request_id!r:.40}")
+    robot = _check_str(header, "robot")
+    model = _check_str(header, "model")
+    t_send_ns = header["t_send_ns"]
+    if not _is_int(t_send_ns):
+        raise ProtocolError(f"header field 't_send_ns' must be an int (ns), got {t_send_ns!r:.40}")
+    timeout_ms = header["timeout_ms"]
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int | float) or not 0 <= timeout_ms < math.inf:
+        raise ProtocolError(f"header field 'timeout_ms' must be a finite number >= 0, got {timeout_ms!r:.40}")
+    meta = header["meta"]
+    if not isinstance(meta, dict):
+        raise ProtocolError(f"header field 'meta' must be a map, got {type(meta).__name__}")
+    timing = header.get("timing")
+    if timing is not None and (
+        not isinstance(timing, dict)
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in timing.values())
+    ):
+        raise ProtocolError("header field 'timing' must be a map of str -> number")
+    specs = _parse_specs(header["arrays"], max_message_bytes)
+    if len(frames) - 1 != len(specs):
+        raise ProtocolError(
+            f"header declares {len(specs)} array frame(s) but {len(frames) - 1} followed "
+            f"({'truncated' if len(frames) - 1 < len(specs) else 'extra frames'} multipart message)"
+        )
+    arrays: dict[str, np.ndarray] = {}
+    for (name, np_dtype, shape, nbytes), frame in zip(specs, frames[1:], strict=True):
+        buf = _frame_buffer(frame)
+        if buf.nbytes != nbytes:
+            raise ProtocolError(
+                f"array {name!r}: frame has {buf.nbytes} bytes but {np_dtype.name}{list(shape)} needs {nbytes}"
+            )
+        array = np.frombuffer(buf, dtype=np_dtype).reshape(shape)
+        if np_dtype.kind == "b" and array.size and np.frombuffer(buf, dtype=np.uint8).max() > 1:
+            raise ProtocolError(f"array {name!r}: bool frame holds bytes other than 0 and 1")
+        array.flags.writeable = False
+        arrays[name] = array
+    return Message(
+        kind=kind,
+        id=request_id,
+        robot=robot,
+        model=model,
+        t_send_ns=t_send_ns,
+        timeout_ms=float(timeout_ms),
+        arrays=arrays,
+        meta=meta,
+        timing=timing,
+        version=version,
+    )
+
+
+def salvage_request_id(head: Any, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> int:
+    """Best effort: the request id of a header frame that failed validation, or -1 if it has none."""
+    try:
+        header = _unpack_header(_frame_bytes(head), max_header_bytes)
+    except Exception:
+        return -1
+    if isinstance(header, dict):
+        rid = header.get("id")
+        if _is_int(rid) and -1 <= rid <= _INT64_MAX:
+            return int(rid)
+    return -1

@@ -1,0 +1,439 @@
+"""Policy server: a ZeroMQ ROUTER that validates requests and runs a handler on a worker thread.
+
+Threads:
+
+* the **I/O thread** owns the ROUTER socket. It receives, validates, answers ``health`` / ``metadata`` at once,
+  queues ``infer`` work (latest-wins per robot id: a newer request from the same robot replaces a queued older
+  one, which is answered ``superseded``) and sends every reply;
+* the **worker thread** takes queued work oldest-robot-first, drops work whose deadline has passed
+  (``deadline_exceeded``), calls ``handler(arrays, meta) -> (arrays, meta)`` and hands the encoded reply back to
+  the I/O thread (a deque plus an inproc wake-up socket; ZeroMQ sockets never cross threads).
+
+No input crashes the server: every failure becomes an ``error`` reply (when the sender can be addressed, which
+with ROUTER is always) and a counter in :meth:`PolicyServer.stats`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import zmq
+
+from robot_stack.errors import (
+    ConfigError,
+    PayloadTooLargeError,
+    PolicyError,
+    ProtocolError,
+    RobotStackError,
+    VersionMismatchError,
+)
+from robot_stack.transport.protocol import (
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Message,
+    decode,
+    encode,
+    salvage_request_id,
+)
+
+__all__ = ["Handler", "PolicyServer"]
+
+log = logging.getLogger("robot_stack.transport.server")
+
+#: ``handler(arrays, meta) -> (arrays, meta)``. Arrays are name -> ndarray (request arrays are read-only views).
+#: A handler may also have ``model_id: str`` and ``metadata() -> dict`` attributes; the server uses them.
+Handler = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]]
+
+_COUNTERS = (
+    "received",
+    "replied",
+    "infer_ok",
+    "health",
+    "metadata",
+    "protocol_error",
+    "payload_too_large",
+    "version_mismatch",
+    "model_mismatch",
+    "bad_kind",
+    "deadline_exceeded",
+    "superseded",
+    "policy_error",
+    "handler_error",
+    "internal_error",
+)
+
+
+@dataclass
+class _Work:
+    envelope: list[Any]  # routing id (+ empty delimiter for REQ peers)
+    request: Message
+    t_recv_ns: int
+    deadline_ns: int | None
+
+
+class PolicyServer:
+    """Serve ``handler`` on a ROUTER socket.
+
+    Args:
+        handler: ``handler(arrays, meta) -> (arrays, meta)``; raising :class:`PolicyError` gives an error reply
+            with code ``policy_error``, any other exception ``handler_error``.
+        bind: ZeroMQ endpoint. Binds localhost by default; ``tcp://0.0.0.0:5555`` exposes it (then use CURVE).
+            ``tcp://127.0.0.1:*`` picks a free port (see :attr:`endpoint`).
+        max_message_bytes: cap on the declared array bytes of one request; also sets ``ZMQ_MAXMSGSIZE`` so that
+            libzmq itself disconnects a peer that sends a larger frame.
+        model_id: reported in health/metadata and checked against a request's ``model`` field (defaults to
+            ``handler.model_id`` if present). A request naming another model is rejected (``model_mismatch``).
+        curve_secret_key: z85 server secret key; enables CURVE encryption (clients must know the public key).
+        authorized_client_keys: z85 client public keys allowed to connect (needs ``curve_secret_key``); None =
+            any client that knows the server key.
+        heartbeat_ms: ZMTP heartbeat interval; a peer silent for 3 intervals is dropped.
+        context: ZeroMQ context (default: the process-wide instance).
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        bind: str = "tcp://127.0.0.1:5555",
+        *,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        model_id: str | None = None,
+        curve_secret_key: bytes | None = None,
+        authorized_client_keys: Iterable[bytes] | None = None,
+        heartbeat_ms: int = 1000,
+        context: zmq.Context | None = None,
+    ) -> None:
+        if max_message_bytes <= 0 or max_header_bytes <= 0:
+            raise ConfigError("max_message_bytes and max_header_bytes must be positive byte counts")
+        self._handler = handler
+        self.max_message_bytes = int(max_message_bytes)
+        self.max_header_bytes = int(max_header_bytes)
+        self.model_id = model_id if model_id is not None else str(getattr(handler, "model_id", ""))
+        self._ctx = context or zmq.Context.instance()
+        self._auth: Any = None
+        self._counts: collections.Counter[str] = collections.Counter({k: 0 for k in _COUNTERS})
+        self._counts_lock = threading.Lock()
+        self._pending: collections.OrderedDict[str, _Work] = collections.OrderedDict()
+        self._cond = threading.Condition()
+        self._outbox: collections.deque[list[Any]] = collections.deque()
+        self._stop = threading.Event()
+        self._closed = False
+        self._t_start_ns = time.monotonic_ns()
+        self._wake_addr = f"inproc://robot-stack-server-wake-{id(self)}-{time.monotonic_ns()}"
+
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, max(self.max_message_bytes, self.max_header_bytes))
+        sock.setsockopt(zmq.RCVHWM, 100)
+        sock.setsockopt(zmq.SNDHWM, 100)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * heartbeat_ms)
+        if curve_secret_key is not None:
+            if not zmq.has("curve"):
+                raise ConfigError("CURVE requested but this libzmq has no CURVE support; install a pyzmq wheel")
+            if authorized_client_keys is not None:
+                self._start_authenticator(set(authorized_client_keys))
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, curve_secret_key)
+        elif authorized_client_keys is not None:
+            raise ConfigError("authorized_client_keys needs curve_secret_key (client keys are checked by CURVE)")
+        try:
+            sock.bind(bind)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            self._stop_authenticator()
+            raise ConfigError(
+                f"cannot bind policy server to {bind!r}: {exc}. Is another server running there? Pick another "
+                f"port or use tcp://127.0.0.1:* for a free one."
+            ) from exc
+        self._sock = sock
+        self.endpoint: str = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._wake_rx = self._ctx.socket(zmq.PAIR)
+        self._wake_rx.setsockopt(zmq.LINGER, 0)
+        self._wake_rx.bind(self._wake_addr)
+        self._io_thread = threading.Thread(target=self._io_loop, name="policy-server-io", daemon=True)
+        self._worker_thread = threading.Thread(target=self._work_loop, name="policy-server-worker", daemon=True)
+        self._started = False
+        log.info("policy server bound to %s (model %r, cap %d bytes)", self.endpoint, self.model_id, max_message_bytes)
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> PolicyServer:
+        """Start the I/O and worker threads (idempotent); return self."""
+        if self._closed:
+            raise ConfigError("this PolicyServer was closed; create a new one")
+        if not self._started:
+            self._started = True
+            self._io_thread.start()
+            self._worker_thread.start()
+        return self
+
+    def serve_forever(self, poll_s: float = 0.2) -> None:
+        """Start (if needed) and block until :meth:`close` is called from another thread or a signal handler."""
+        self.start()
+        while not self._stop.wait(poll_s):
+            pass
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop both threads, close the sockets. Idempotent. Queued requests are dropped unanswered."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._started:
+            self._worker_thread.join(timeout_s)
+            self._io_thread.join(timeout_s)
+        if not self._started or not self._io_thread.is_alive():
+            self._sock.close(0)
+            self._wake_rx.close(0)
+        self._stop_authenticator()
+        log.info("policy server on %s closed; stats %s", self.endpoint, self.stats())
+
+    def __enter__(self) -> PolicyServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: received, replied, infer_ok, health, metadata, and one per error code. Thread-safe copy."""
+        with self._counts_lock:
+            out = dict(self._counts)
+        with self._cond:
+            out["queued"] = len(self._pending)
+        return out
+
+    # --------------------------------------------------------------------------------------------- CURVE
+    def _start_authenticator(self, allowed: set[bytes]) -> None:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        class _Allow:
+            def callback(self, domain: str, key: bytes) -> bool:
+                ok = key in allowed
+                if not ok:
+                    log.warning("rejected CURVE client key %r (not in authorized_client_keys)", key)
+                return ok
+
+        self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("robot_stack.transport.auth"))
+        self._auth.start()
+        self._auth.configure_curve_callback(domain="*", credentials_provider=_Allow())
+
+    def _stop_authenticator(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+    # ---------------------------------------------------------------------------------------- I/O thread
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self._counts[key] += n
+
+    def _error_frames(self, request_id: int, robot: str, code: str, reason: str, timing: dict | None) -> list[Any]:
+        self._count(code if code in _COUNTERS else "internal_error")
+        t_reply = time.monotonic_ns()
+        if timing is not None:
+            timing = {**timing, "t_reply_ns": t_reply}
+        msg = Message(
+            kind="error",
+            id=request_id,
+            robot=robot,
+            model=self.model_id,
+            t_send_ns=t_reply,
+            meta={"code": code, "reason": reason},
+            timing=timing,
+        )
+        return encode(msg, self.max_message_bytes)
+
+    def _io_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._wake_rx, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                try:
+                    events = dict(poller.poll(100))
+                    if self._wake_rx in events:
+                        while self._wake_rx.poll(0):
+                            self._wake_rx.recv()
+                    while self._outbox:
+                        self._send(self._outbox.popleft())
+                    if self._sock in events:
+                        for _ in range(64):  # bounded drain keeps replies flowing under a flood
+                            try:
+                                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                            except zmq.Again:
+                                break
+                            self._on_message(frames, time.monotonic_ns())
+                except Exception:  # the loop must survive anything
+                    self._count("internal_error")
+                    log.exception("policy server I/O loop error (continuing)")
+        finally:
+            self._sock.close(0)
+            self._wake_rx.close(0)
+
+    def _send(self, frames: list[Any]) -> None:
+        try:
+            self._sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+            self._count("replied")
+        except zmq.Again:
+            log.warning("reply dropped: client's send queue is full (HWM)")
+
+    def _on_message(self, frames: list[Any], t_recv_ns: int) -> None:
+        self._count("received")
+        envelope = [frames[0]]
+        body = frames[1:]
+        if len(body) >= 1 and len(body[0]) == 0:  # REQ peer: keep the empty delimiter in the envelope
+            envelope.append(body[0])
+            body = body[1:]
+        if not body:
+            self._send(envelope + self._error_frames(-1, "", "protocol_error", "empty message", None))
+            return
+        try:
+            request = decode(body, self.max_message_bytes, self.max_header_bytes)
+        except (PayloadTooLargeError, VersionMismatchError, ProtocolError) as exc:
+            code = {PayloadTooLargeError: "payload_too_large", VersionMismatchError: "version_mismatch"}.get(
+                type(exc), "protocol_error"
+            )
+            rid = salvage_request_id(body[0], self.max_header_bytes)
+            log.debug("rejected message id %d: %s", rid, exc)
+            self._send(envelope + self._error_frames(rid, "", code, str(exc), {"t_recv_ns": t_recv_ns}))
+            return
+        timing = {"t_client_send_ns": request.t_send_ns, "t_recv_ns": t_recv_ns}
+        if request.model and self.model_id and request.model != self.model_id:
+            reason = f"request is for model {request.model!r} but this server serves {self.model_id!r}"
+            self._send(envelope + self._error_frames(request.id, request.robot, "model_mismatch", reason, timing))
+            return
+        if request.kind == "infer":
+            deadline = t_recv_ns + int(request.timeout_ms * 1e6) if request.timeout_ms > 0 else None
+            work = _Work(envelope, request, t_recv_ns, deadline)
+            with self._cond:
+                old = self._pending.pop(request.robot, None)
+                self._pending[request.robot] = work
+                self._cond.notify()
+            if old is not None:
+                reason = f"superseded by newer request {request.id} from robot {request.robot!r} (latest wins)"
+                self._send(
+                    old.envelope + self._error_frames(old.request.id, old.request.robot, "superseded", reason, None)
+                )
+        elif request.kind in ("health", "metadata"):
+            self._count(request.kind)
+            if request.kind == "health":
+                with self._cond:
+                    queued = len(self._pending)
+                meta: Mapping[str, Any] = {
+                    "status": "ok",
+                    "model": self.model_id,
+                    "uptime_s": (time.monotonic_ns() - self._t_start_ns) / 1e9,
+                    "queued": queued,
+                }
+            else:
+                meta = self._metadata()
+            t_reply = time.monotonic_ns()
+            reply = Message(
+                kind="reply",
+                id=request.id,
+                robot=request.robot,
+                model=self.model_id,
+                t_send_ns=t_reply,
+                meta=meta,
+                timing={**timing, "t_reply_ns": t_reply},
+            )
+            self._send(envelope + encode(reply, self.max_message_bytes))
+        else:
+            reason = f"kind {request.kind!r} is not a request; send infer, health or metadata"
+            self._send(envelope + self._error_frames(request.id, request.robot, "bad_kind", reason, timing))
+
+    def _metadata(self) -> dict[str, Any]:
+        fn = getattr(self._handler, "metadata", None)
+        base: dict[str, Any] = {"model": self.model_id, "max_message_bytes": self.max_message_bytes}
+        if callable(fn):
+            try:
+                base.update(fn())
+            except Exception:
+                log.exception("handler.metadata() failed")
+        return base
+
+    # ------------------------------------------------------------------------------------- worker thread
+    def _work_loop(self) -> None:
+        wake = self._ctx.socket(zmq.PAIR)
+        wake.setsockopt(zmq.LINGER, 0)
+        wake.connect(self._wake_addr)
+        try:
+            while True:
+                with self._cond:
+                    while not self._pending and not self._stop.is_set():
+                        self._cond.wait()
+                    if self._stop.is_set():
+                        return
+                    _, work = self._pending.popitem(last=False)
+                try:
+                    frames = self._process(work)
+                except Exception:
+                    log.exception("policy server worker error (continuing)")
+                    frames = self._error_frames(work.request.id, work.request.robot, "internal_error", "internal", None)
+                self._outbox.append(work.envelope + frames)
+                wake.send(b"", zmq.NOBLOCK)
+        finally:
+            wake.close(0)
+
+    def _process(self, work: _Work) -> list[Any]:
+        req = work.request
+        t_start = time.monotonic_ns()
+        timing: dict[str, int | float] = {
+            "t_client_send_ns": req.t_send_ns,
+            "t_recv_ns": work.t_recv_ns,
+            "t_start_ns": t_start,
+            "queue_ms": (t_start - work.t_recv_ns) / 1e6,
+        }
+        if work.deadline_ns is not None and t_start > work.deadline_ns:
+            reason = (
+                f"request {req.id} waited {(t_start - work.t_recv_ns) / 1e6:.1f} ms in the queue, beyond its "
+                f"{req.timeout_ms:.1f} ms budget; dropped without running the model"
+            )
+            return self._error_frames(req.id, req.robot, "deadline_exceeded", reason, timing)
+        try:
+            arrays, meta = self._handler(req.arrays, req.meta)
+            code = ""
+        except PolicyError as exc:
+            code, reason = "policy_error", str(exc)
+        except RobotStackError as exc:
+            code, reason = "handler_error", f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            log.exception("handler raised for request %d", req.id)
+            code, reason = "handler_error", f"{type(exc).__name__}: {exc}"
+        t_end = time.monotonic_ns()
+        timing["t_end_ns"] = t_end
+        timing["infer_ms"] = (t_end - t_start) / 1e6
+        if code:
+            return self._error_frames(req.id, req.robot, code, reason, timing)
+        t_reply = time.monotonic_ns()
+        timing["t_reply_ns"] = t_reply
+        reply = Message(
+            kind="reply",
+            id=req.id,
+            robot=req.robot,
+            model=self.model_id,
+            t_send_ns=t_reply,
+            arrays=arrays,
+            meta=meta,
+            timing=timing,
+        )
+        try:
+            frames = encode(reply, self.max_message_bytes)
+        except ProtocolError as exc:
+            reason = f"handler output cannot be sent: {exc}"
+            return self._error_frames(req.id, req.robot, "handler_error", reason, timing)
+        self._count("infer_ok")
+        return frames
