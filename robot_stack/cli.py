@@ -35,6 +35,52 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from robot_stack.demo import DEFAULT_MANIFEST, format_report, run_demo
+
+    report = run_demo(
+        episodes=args.episodes,
+        seed=args.seed,
+        manifest=Path(args.manifest) if args.manifest else DEFAULT_MANIFEST,
+        provider=args.provider,
+        rate_hz=args.rate_hz,
+        max_duration_s=args.max_duration,
+        gif_path=Path(args.gif) if args.gif else None,
+    )
+    print(format_report(report))
+    if args.json:
+        print(json.dumps({"success_rate": report.success_rate, "episodes": report.episodes, "stages": report.stages}))
+    if report.success_rate < args.min_success:
+        print(f"FAILED: success rate {report.success_rate:.0%} is below --min-success {args.min_success:.0%}")
+        return 1
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from robot_stack.policy.service import serve
+
+    serve(args.manifest, bind=args.bind, provider=args.provider, strict=args.strict, threads=args.threads)
+    return 0
+
+
+def _cmd_train_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from robot_stack.policy.train_demo import MODELS_DIR, train_demo
+
+    report = train_demo(
+        out_dir=Path(args.out) if args.out else MODELS_DIR,
+        episodes=args.episodes,
+        epochs=args.epochs,
+        eval_episodes=args.eval_episodes,
+        seed=args.seed,
+    )
+    print(json.dumps(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robot-stack", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -45,6 +91,34 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test)")
     bench.set_defaults(func=_cmd_bench)
+
+    demo = sub.add_parser("demo", help="run the full loop live on the simulated cell")
+    demo.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the first episode's cube position")
+    demo.add_argument("--manifest", help="policy manifest (default: the shipped reach-touch model)")
+    demo.add_argument("--provider", default="cpu", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime EP")
+    demo.add_argument("--rate-hz", type=float, default=500.0, help="executor rate (default 500)")
+    demo.add_argument("--max-duration", type=float, default=10.0, help="seconds per episode before it fails")
+    demo.add_argument("--min-success", type=float, default=0.5, help="exit 1 below this success rate")
+    demo.add_argument("--gif", help="save the first episode as an animated GIF at this path")
+    demo.add_argument("--json", action="store_true", help="also print the report as JSON")
+    demo.set_defaults(func=_cmd_demo)
+
+    serve = sub.add_parser("serve", help="serve a policy over ZeroMQ")
+    serve.add_argument("--manifest", required=True, help="model manifest YAML (next to the .onnx)")
+    serve.add_argument("--bind", default="tcp://127.0.0.1:5555", help="endpoint (localhost unless you say so)")
+    serve.add_argument("--provider", default=None, choices=["cpu", "cuda", "tensorrt"], help="execution provider")
+    serve.add_argument("--strict", action="store_true", help="fail instead of falling back to CPU")
+    serve.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
+    serve.set_defaults(func=_cmd_serve)
+
+    train = sub.add_parser("train-demo", help="collect expert data in sim, train and export the demo policy")
+    train.add_argument("--episodes", type=int, default=40)
+    train.add_argument("--epochs", type=int, default=200)
+    train.add_argument("--eval-episodes", type=int, default=10)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", help="output folder (default: the package's models/ folder)")
+    train.set_defaults(func=_cmd_train_demo)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Control: IK (``ik``), safety filter (``safety``), trajectory sampling/blending (``trajectory``), executor."""

@@ -73,6 +73,7 @@ def serve(
     provider: str | None = None,
     *,
     strict: bool = False,
+    threads: int | None = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     on_ready: Callable[[str], None] | None = None,
     stop_event: threading.Event | None = None,
@@ -84,11 +85,12 @@ def serve(
         bind: ZeroMQ endpoint; ``tcp://127.0.0.1:*`` picks a free port.
         provider: ``cpu`` | ``cuda`` | ``tensorrt``; None = the manifest's preference.
         strict: fail instead of falling back to CPU when the provider is unavailable.
+        threads: ONNX Runtime intra-op threads (None = all cores; use fewer when sharing a machine with the robot).
         on_ready: called with the bound endpoint once the server is accepting requests.
         stop_event: alternative to signals (e.g. when serving from a non-main thread).
     """
     manifest = PolicyManifest.load(manifest_path)
-    policy = OnnxPolicy(manifest, provider, strict=strict)
+    policy = OnnxPolicy(manifest, provider, strict=strict, intra_op_threads=threads)
     policy.warmup()
     stop = stop_event or threading.Event()
     previous: dict[int, Any] = {}
@@ -117,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint (tcp://127.0.0.1:* = any)")
     parser.add_argument("--provider", default=None, choices=["cpu", "cuda", "tensorrt"])
     parser.add_argument("--strict", action="store_true", help="fail if the provider is unavailable")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -132,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.bind,
             args.provider,
             strict=args.strict,
+            threads=args.threads,
             on_ready=lambda endpoint: print(f"READY {endpoint}", flush=True),
         )
     except RobotStackError as exc:

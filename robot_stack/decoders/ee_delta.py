@@ -1,0 +1,84 @@
+"""``ee_delta_xyz`` chunks: TCP displacements in the base frame -> IK per step -> joint trajectory.
+
+``actions[k]`` (metres, (3,)) is the target TCP position at step ``k`` minus the TCP position observed in the
+chunk's observation (``state.ee_pose.translation``), both in the robot base frame. The TCP orientation is the
+observed one (``orientation="keep"``), a fixed gripper-pointing-down orientation (``"down"``), or a given
+(3, 3) rotation. Each step's IK is warm-started from the previous step's solution (the first from ``state.q``),
+so consecutive joint configurations stay on one branch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from robot_stack.control.ik import PinocchioIK, panda_ik
+from robot_stack.decoders.base import Decoder, register_decoder
+from robot_stack.errors import ConfigError, DecodeError, IKError, ShapeError
+from robot_stack.types import ActionChunk, JointTrajectory, Pose, RobotState
+
+__all__ = ["R_DOWN", "EeDeltaXyzDecoder"]
+
+#: TCP x along base +x, z (approach) along base -z: the gripper points down (the Panda's HOME_Q orientation).
+R_DOWN = np.diag([1.0, -1.0, -1.0])
+
+
+@register_decoder("ee_delta_xyz")
+class EeDeltaXyzDecoder(Decoder):
+    """Decode TCP-displacement chunks with inverse kinematics.
+
+    Args:
+        ik: kinematics of the arm (default: :func:`~robot_stack.control.ik.panda_ik`).
+        orientation: ``"keep"`` (observed TCP orientation), ``"down"`` (:data:`R_DOWN`) or a (3, 3) rotation
+            matrix in the base frame.
+        latency_offset_s: added to every step time (``t = t_obs + latency_offset + k * dt``), seconds.
+        max_iters: IK iterations per step (warm starts make a few enough for policy-sized steps).
+    """
+
+    action_space = "ee_delta_xyz"
+
+    def __init__(
+        self,
+        ik: PinocchioIK | None = None,
+        orientation: str | np.ndarray = "keep",
+        latency_offset_s: float = 0.0,
+        max_iters: int = 50,
+    ) -> None:
+        self.ik = ik or panda_ik()
+        if isinstance(orientation, str):
+            if orientation not in ("keep", "down"):
+                raise ConfigError(f"orientation: expected 'keep', 'down' or a (3, 3) rotation, got {orientation!r}")
+            self._fixed_r = R_DOWN if orientation == "down" else None
+        else:
+            self._fixed_r = Pose(orientation, np.zeros(3)).rotation  # validates a proper rotation
+        self.orientation = orientation
+        self.latency_offset_ns = round(latency_offset_s * 1e9)
+        self.max_iters = int(max_iters)
+
+    def decode(self, chunk: ActionChunk, state: RobotState) -> JointTrajectory:
+        self._check_space(chunk)
+        actions = np.asarray(chunk.actions, dtype=np.float64)
+        if actions.ndim != 2 or actions.shape[1] != 3:
+            raise ShapeError(f"ee_delta_xyz chunk: expected (horizon, 3) actions in metres, got {actions.shape}")
+        if not np.all(np.isfinite(actions)):
+            raise ShapeError("ee_delta_xyz chunk: actions contain NaN/Inf")
+        q = np.asarray(state.q, dtype=np.float64)
+        if q.shape != (self.ik.nq,) or not np.all(np.isfinite(q)):
+            raise ShapeError(f"ee_delta_xyz: state.q must be finite ({self.ik.nq},) rad, got shape {q.shape}")
+        p0 = state.ee_pose.translation
+        rotation = state.ee_pose.rotation if self._fixed_r is None else self._fixed_r
+        positions = np.empty((actions.shape[0], self.ik.nq))
+        for k, delta in enumerate(actions):
+            target = Pose(rotation, p0 + delta, "base", "tcp")
+            try:
+                q = self.ik.solve(target, q, max_iters=self.max_iters)
+            except IKError as exc:
+                raise IKError(
+                    f"ee_delta_xyz step {k}/{actions.shape[0]} (delta {np.round(delta, 4).tolist()} m): {exc}"
+                ) from exc
+            positions[k] = q
+        gripper = None if chunk.gripper is None else np.clip(np.asarray(chunk.gripper, np.float64), 0.0, 1.0)
+        t_ns = chunk.step_times_ns() + self.latency_offset_ns
+        try:
+            return JointTrajectory(self.ik.joint_names, t_ns, positions, gripper)
+        except ShapeError as exc:  # e.g. dt so small that step times collide
+            raise DecodeError(f"ee_delta_xyz: could not build the trajectory: {exc}") from exc

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test suite (what CI runs): lint, then pytest without the hardware/gpu/slow markers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+VENV=${ROBOT_STACK_VENV:-.venv}
+"$VENV/bin/ruff" check robot_stack tests ros2_ws
+set +e
+"$VENV/bin/python" -m pytest -q "$@"
+rc=$?
+set -e
+if [ $rc -eq 5 ]; then
+    echo "pytest collected no tests for the selection: treating as success"
+    exit 0
+fi
+exit $rc
