@@ -15,6 +15,7 @@ Arrays inside frozen dataclasses are made read-only so that a value really is a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,21 +38,25 @@ __all__ = [
 def _frozen_array(value: Any, dtype: Any, name: str, shape: tuple[int | None, ...] | None = None) -> np.ndarray:
     """Return ``value`` as a read-only array of ``dtype``; check its shape (None = any size on that axis)."""
     array = np.array(value, dtype=dtype, copy=True)
-    if shape is not None:
-        if array.ndim != len(shape) or any(
-            want is not None and got != want for got, want in zip(array.shape, shape, strict=True)
-        ):
-            raise ShapeError(f"{name}: expected shape {shape}, got {array.shape}")
+    if shape is not None and not _shape_matches(array.shape, shape):
+        raise ShapeError(f"{name}: expected shape {shape}, got {array.shape}")
     array.setflags(write=False)
     return array
 
 
+def _shape_matches(got: tuple[int, ...], want: tuple[int | None, ...]) -> bool:
+    return len(got) == len(want) and all(w is None or g == w for g, w in zip(got, want, strict=True))
+
+
 def _require_finite(array: np.ndarray, name: str) -> None:
-    if not np.all(np.isfinite(array)):
+    # the sum of an array is finite iff every element is (NaN and Inf propagate); much cheaper than isfinite()
+    if not math.isfinite(float(np.sum(array, dtype=np.float64))):
         raise ShapeError(f"{name}: contains NaN or Inf; finite values are required")
 
 
 # --------------------------------------------------------------------------------------------- geometry
+
+_EYE3 = np.eye(3)
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,8 @@ class Pose:
         translation = _frozen_array(self.translation, np.float64, "Pose.translation", (3,))
         _require_finite(rotation, "Pose.rotation")
         _require_finite(translation, "Pose.translation")
-        if not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6) or np.linalg.det(rotation) < 0:
+        # cheap proper-rotation check (this runs per IK target): orthonormal rows and a right-handed frame
+        if np.abs(rotation @ rotation.T - _EYE3).max() > 1e-6 or np.linalg.det(rotation) < 0:
             raise ShapeError("Pose.rotation: not a proper rotation matrix (R @ R.T != I or det < 0)")
         object.__setattr__(self, "rotation", rotation)
         object.__setattr__(self, "translation", translation)
