@@ -197,6 +197,7 @@ def run_demo(
                 "episode": ep,
                 "seed": seed + ep,
                 "success": bool(task.is_success()),
+                "time_to_success_s": task.time_to_success_s,
                 "duration_s": round(task.elapsed_s(), 2),
                 "policy_steps": steps,
                 "errors": errors,

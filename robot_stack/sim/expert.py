@@ -3,10 +3,12 @@
 The expert's chunk is a *pure function* of the observed TCP position and the cube's top-centre, both in the robot
 base frame (metres), so the same function labels recorded data offline: :func:`expert_actions`.
 
-Path: from the TCP, (1) rise vertically if below the hover height, (2) move to the hover point ``hover_m`` above
-the cube's top centre, (3) go straight down to the top centre. When the TCP is already inside a narrow cone above
-the target (horizontal offset ≤ ``max(capture_m, cone_slope · height above target)``, height ≥ ``-capture_m``) it
-skips (1)-(2) and heads straight for the top, so small tracking errors during the descent do not send it back up.
+Path: from the TCP to a *funnel point* straight above the cube's top centre, then straight down. The funnel point's
+height above the top is ``min(hover_m, funnel_gain * horizontal offset)``: far away the arm approaches at the
+hover height, and the better it is aligned the lower it may already be. The path is a continuous function of the TCP
+position (no mode switches), so a learned imitation that is off by a few millimetres gets a correction of a few
+millimetres — not a jump back up to the hover height — and a TCP above the funnel surface never goes below it
+(no side approach into the cube).
 
 Timing: the path is followed at ``max_speed_mps`` and decelerates at ``decel_mps2`` before the final target (no
 stop at the hover point; the corner is short at these speeds). Step ``k`` is meant for ``t_obs + k * dt``
@@ -37,9 +39,8 @@ class ExpertConfig:
         dt_s: seconds between actions.
         max_speed_mps: TCP speed limit along the path, m/s.
         decel_mps2: deceleration before the final target, m/s².
-        hover_m: height of the approach point above the cube's top centre, metres.
-        cone_slope: horizontal/vertical ratio of the capture cone above the target.
-        capture_m: minimum horizontal radius of the capture cone, metres.
+        hover_m: highest funnel point above the cube's top centre, metres.
+        funnel_gain: height above the top allowed per metre of horizontal offset (funnel steepness).
     """
 
     horizon: int = 8
@@ -47,8 +48,7 @@ class ExpertConfig:
     max_speed_mps: float = 0.15
     decel_mps2: float = 0.5
     hover_m: float = 0.10
-    cone_slope: float = 0.2
-    capture_m: float = 0.01
+    funnel_gain: float = 1.5
 
 
 def _xyz(value: np.ndarray, name: str) -> np.ndarray:
@@ -62,16 +62,9 @@ def expert_path(tcp_xyz: np.ndarray, cube_top_xyz: np.ndarray, config: ExpertCon
     """(M, 3) float64 waypoints (base frame, metres) from the TCP to the cube's top centre (see module doc)."""
     p0 = _xyz(tcp_xyz, "tcp_xyz")
     goal = _xyz(cube_top_xyz, "cube_top_xyz")
-    height = p0[2] - goal[2]
     horizontal = float(np.linalg.norm(p0[:2] - goal[:2]))
-    if height >= -config.capture_m and horizontal <= max(config.capture_m, config.cone_slope * max(height, 0.0)):
-        return np.stack([p0, goal])
-    hover = goal + np.array([0.0, 0.0, config.hover_m])
-    points = [p0]
-    if p0[2] < hover[2]:
-        points.append(np.array([p0[0], p0[1], hover[2]]))
-    points += [hover, goal]
-    return np.stack(points)
+    funnel = goal + np.array([0.0, 0.0, min(config.hover_m, config.funnel_gain * horizontal)])
+    return np.stack([p0, funnel, goal])
 
 
 def expert_actions(

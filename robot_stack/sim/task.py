@@ -17,7 +17,9 @@ class ReachTouchTask:
     """Reach and touch the red cube.
 
     Success: a finger geom touches the cube, or the TCP is within ``touch_radius_m`` of the centre of the cube's
-    top face. The predicates read the world's *current* state and do not step it (the robot and cameras do that).
+    top face. A touch is an event: once it happened, the episode stays successful until :meth:`reset` (a finger that
+    brushes the cube and bounces off has touched it). The predicates read the world's *current* state and do not
+    step it (the robot and cameras do that).
 
     Args:
         world: the simulated cell.
@@ -32,11 +34,13 @@ class ReachTouchTask:
         self.max_duration_s = max_duration_s
         self.touch_radius_m = touch_radius_m
         self._t_start_ns = world.clock.now_ns()
+        self._touched_s: float | None = None
 
     def reset(self, seed: int | None = None) -> None:
         """Reset the world (arm home, cube at a seeded random pose) and restart the episode clock."""
         self.world.reset(seed)
         self._t_start_ns = self.world.clock.now_ns()
+        self._touched_s = None
 
     def cube_top_center(self) -> np.ndarray:
         """(3,) float64 metres, robot base frame: centre of the cube's top face."""
@@ -48,9 +52,18 @@ class ReachTouchTask:
             return float(np.linalg.norm(self.world.tcp_pose().translation - self.world.cube_top_center()))
 
     def is_success(self) -> bool:
-        """True when a finger touches the cube or the TCP is within ``touch_radius_m`` of the top-face centre."""
-        with self.world.lock:
-            return self.world.finger_cube_contacts() > 0 or self.tcp_distance_m() <= self.touch_radius_m
+        """True once a finger touched the cube or the TCP came within ``touch_radius_m`` of the top-face centre."""
+        if self._touched_s is None:
+            with self.world.lock:
+                touching = self.world.finger_cube_contacts() > 0 or self.tcp_distance_m() <= self.touch_radius_m
+            if touching:
+                self._touched_s = self.elapsed_s()
+        return self._touched_s is not None
+
+    @property
+    def time_to_success_s(self) -> float | None:
+        """Episode seconds at which the touch was first seen, or None."""
+        return self._touched_s
 
     def elapsed_s(self) -> float:
         """Clock seconds since :meth:`reset`."""
