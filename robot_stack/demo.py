@@ -114,6 +114,7 @@ def run_demo(
     report = DemoReport()
     times = StageTimes()
     gif_frames: list[np.ndarray] = []
+    per_episode_executor: list[dict[str, Any]] = []
 
     # On a small machine the renderer, the model and the 500 Hz executor share the cores: keep the software
     # renderer (llvmpipe) and ONNX Runtime to one thread each so the control loop keeps its deadlines.
@@ -192,7 +193,7 @@ def run_demo(
             finally:
                 executor.stop()
             ex_stats = executor.stats()
-            report.executor = ex_stats
+            per_episode_executor.append(ex_stats)
             episode = {
                 "episode": ep,
                 "seed": seed + ep,
@@ -214,9 +215,30 @@ def run_demo(
         camera.stop()
         stop_server(proc)
     report.stages = times.summary()
+    report.executor = _combine_executor_stats(per_episode_executor)
     if gif_path is not None and gif_frames:
         save_gif(gif_frames, gif_path)
     return report
+
+
+def _combine_executor_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whole-run executor figures from per-episode ``Executor.stats()``: totals, slowest rate, worst p99."""
+    if not stats:
+        return {}
+
+    def values(key: str) -> list[float]:
+        return [s[key] for s in stats if s.get(key) is not None]
+
+    out: dict[str, Any] = {
+        key: int(sum(values(key))) for key in ("ticks", "skipped_ticks", "holds", "command_errors", "lateness_n")
+    }
+    out["safety_interventions"] = int(sum(s["safety"].get("total", 0) for s in stats))
+    if values("achieved_rate_hz"):
+        out["achieved_rate_hz"] = min(values("achieved_rate_hz"))
+    if values("lateness_p50_ms"):
+        out["lateness_p50_ms"] = float(np.median(values("lateness_p50_ms")))
+        out["lateness_p99_ms"] = max(values("lateness_p99_ms"))
+    return out
 
 
 def save_gif(frames: list[np.ndarray], path: Path, fps: float = 5.0) -> None:
@@ -240,7 +262,11 @@ def format_report(report: DemoReport) -> str:
             f"  {'executor tick lateness':<28}{ex['lateness_p50_ms']:>9.3f}{ex['lateness_p99_ms']:>9.3f}"
             f"{ex.get('lateness_n', 0):>7d}"
         )
-    lines.append(f"  executor achieved rate: {ex.get('achieved_rate_hz')} Hz, holds: {ex.get('holds')}")
+    lines.append(
+        f"  executor: slowest episode {ex.get('achieved_rate_hz')} Hz, {ex.get('ticks')} ticks, "
+        f"{ex.get('skipped_ticks')} skipped, {ex.get('holds')} watchdog holds, "
+        f"{ex.get('safety_interventions')} safety interventions (worst-episode p99 shown)"
+    )
     lines.append("")
     lines.append("episodes")
     for e in report.episodes:

@@ -185,7 +185,7 @@ def train_demo(
         onnx_actions = policy.run(arrays)["actions"]
         ref = params.predict(features_numpy(arrays["front/rgb"], arrays["front/xyz"], arrays["state"])[None])[0]
         max_err = max(max_err, float(np.abs(onnx_actions - ref).max()))
-    if max_err > 1e-4:
+    if max_err > 1e-3:  # float32 graph vs float64 reference: sub-millimetre; a wrong graph is off by centimetres
         raise PolicyError(f"exported ONNX graph disagrees with the trained model by {max_err:.2e} m; not shipping it")
 
     results = evaluate(manifest_path, eval_episodes) if eval_episodes > 0 else []
