@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.errors import ConfigError, RobotStackError, TransportError
+from robot_stack.errors import ConfigError, TransportError
 from robot_stack.metrics import StageTimes
 
 log = logging.getLogger("robot_stack.demo")
@@ -102,12 +102,12 @@ def run_demo(
     from robot_stack.clock import MonotonicClock
     from robot_stack.control.executor import Executor
     from robot_stack.decoders.ee_delta import EeDeltaXyzDecoder
+    from robot_stack.runtime import PolicyCycle
     from robot_stack.sim.camera import SimCamera
     from robot_stack.sim.robot import SimRobot
     from robot_stack.sim.task import ReachTouchTask
     from robot_stack.sim.world import SimWorld
     from robot_stack.transport.client import PolicyClient
-    from robot_stack.types import ActionChunk, Observation
 
     if not manifest.is_file():
         raise ConfigError(f"policy manifest {manifest} not found; build it with `robot-stack train-demo`")
@@ -131,6 +131,7 @@ def run_demo(
     client = PolicyClient(endpoint, robot_id="sim-panda-0", timeout_s=2.0)
     try:
         camera.start()
+        camera.read()  # warm-up: the first render creates the GL context and would arrive stale
         meta = client.metadata()
         period_ns = round(1e9 / float(meta.get("control_rate_hz") or 10.0))
         offset_ns = client.sync_clock()
@@ -140,58 +141,21 @@ def run_demo(
         for ep in range(episodes):
             task.reset(seed + ep)
             executor = Executor(robot, clock, rate_hz=rate_hz)
+            cycle = PolicyCycle([(camera, projector)], robot, client, decoder, executor, clock, times, task.instruction)
             executor.start()
-            steps = errors = 0
+            steps = 0
             next_query = clock.now_ns()
             try:
                 while not task.is_done():
                     clock.sleep_until(next_query)
                     next_query += period_ns
-                    t_loop = time.perf_counter()
-                    with times.measure("capture"):
-                        frame = camera.read()
-                    t_capture = time.perf_counter() - t_loop
-                    with times.measure("xyz"):
-                        cam_obs = projector.observe(frame)
-                    state = robot.read_state()
-                    obs = Observation(frame.t_capture_ns, state, (cam_obs,), task.instruction)
-                    try:
-                        reply = client.infer(obs.arrays(), {"t_obs_ns": obs.t_obs_ns, "episode": ep, "step": steps})
-                    except TransportError as exc:  # the executor's watchdog holds the arm meanwhile
-                        errors += 1
-                        log.warning("episode %d step %d: no action: %s", ep, steps, exc)
-                        continue
-                    tm = reply.timing
-                    times.add("serialize", (tm.serialize_ms + tm.deserialize_ms) / 1e3)
-                    times.add("network", tm.network_ms / 1e3)
-                    times.add("server_queue", tm.queue_ms / 1e3)
-                    times.add("inference", tm.infer_ms / 1e3)
-                    times.add("round_trip", tm.round_trip_ms / 1e3)
-                    chunk = ActionChunk(
-                        obs.t_obs_ns,
-                        float(reply.meta["dt_s"]),
-                        reply.arrays["actions"],
-                        str(reply.meta["action_space"]),
-                        np.ones(int(reply.meta["horizon"]), np.float32),
-                        str(reply.meta["model_id"]),
-                    )
-                    with times.measure("decode"):
-                        try:
-                            trajectory = decoder.decode(chunk, state)
-                        except RobotStackError as exc:
-                            errors += 1
-                            log.warning("episode %d step %d: chunk not decodable: %s", ep, steps, exc)
-                            continue
-                    executor.set_trajectory(trajectory)
-                    now = time.perf_counter()
-                    times.add("loop_total", now - t_loop)
-                    # what the stack adds on top of the sensor and the model: xyz, codec, network, queue, decode
-                    times.add("overhead_beyond_inference", now - t_loop - t_capture - tm.infer_ms / 1e3)
-                    if gif_path is not None and ep == 0 and steps % 2 == 0:
-                        gif_frames.append(frame.color[::2, ::2].copy())
+                    result = cycle.run({"episode": ep, "step": steps}, steps)
+                    if gif_path is not None and ep == 0 and steps % 2 == 0 and result.observation is not None:
+                        gif_frames.append(result.observation.cameras[0].rgb[::2, ::2].copy())
                     steps += 1
             finally:
                 executor.stop()
+            errors = sum(n for outcome, n in cycle.outcomes.items() if outcome != "ok")
             ex_stats = executor.stats()
             per_episode_executor.append(ex_stats)
             episode = {
@@ -201,6 +165,7 @@ def run_demo(
                 "time_to_success_s": task.time_to_success_s,
                 "duration_s": round(task.elapsed_s(), 2),
                 "policy_steps": steps,
+                "outcomes": dict(cycle.outcomes),
                 "errors": errors,
                 "final_distance_m": round(task.tcp_distance_m(), 4),
                 "executor_rate_hz": ex_stats.get("achieved_rate_hz"),

@@ -25,10 +25,13 @@ def test_shipped_policy_touches_the_cube_in_simulated_time() -> None:
 def test_live_demo_runs_every_stage_and_moves_the_arm_toward_the_cube() -> None:
     report = run_demo(episodes=1, seed=7, max_duration_s=6.0)
     (episode,) = report.episodes
-    assert episode["policy_steps"] > 3 and episode["errors"] == 0
+    outcomes = episode["outcomes"]
+    assert outcomes.get("ok", 0) > 3, outcomes
+    assert set(outcomes) <= {"ok", "stale:late"}, outcomes  # a frame delayed by machine load is refused, not used
     assert episode["final_distance_m"] < 0.08  # started > 0.2 m away: the served policy moved the arm
-    for stage in ("capture", "xyz", "serialize", "network", "inference", "decode", "overhead_beyond_inference"):
-        assert report.stages[stage]["n"] == episode["policy_steps"], stage
+    assert report.stages["capture"]["n"] == episode["policy_steps"]
+    for stage in ("xyz", "serialize", "network", "inference", "decode", "overhead_beyond_inference"):
+        assert report.stages[stage]["n"] == outcomes["ok"], stage
         assert report.stages[stage]["p50_ms"] >= 0.0
     assert report.executor["ticks"] > 300  # ≥ 0.6 s of 500 Hz control
     assert report.executor["command_errors"] == 0
