@@ -13,7 +13,8 @@ import numpy as np
 
 from robot_stack.control.ik import PinocchioIK, panda_ik
 from robot_stack.decoders.base import Decoder, register_decoder
-from robot_stack.errors import ConfigError, DecodeError, IKError, ShapeError
+from robot_stack.decoders.geometry import solve_pose_sequence
+from robot_stack.errors import ConfigError, DecodeError, ShapeError
 from robot_stack.types import ActionChunk, JointTrajectory, Pose, RobotState
 
 __all__ = ["R_DOWN", "EeDeltaXyzDecoder"]
@@ -61,21 +62,10 @@ class EeDeltaXyzDecoder(Decoder):
             raise ShapeError(f"ee_delta_xyz chunk: expected (horizon, 3) actions in metres, got {actions.shape}")
         if not np.all(np.isfinite(actions)):
             raise ShapeError("ee_delta_xyz chunk: actions contain NaN/Inf")
-        q = np.asarray(state.q, dtype=np.float64)
-        if q.shape != (self.ik.nq,) or not np.all(np.isfinite(q)):
-            raise ShapeError(f"ee_delta_xyz: state.q must be finite ({self.ik.nq},) rad, got shape {q.shape}")
         p0 = state.ee_pose.translation
         rotation = state.ee_pose.rotation if self._fixed_r is None else self._fixed_r
-        positions = np.empty((actions.shape[0], self.ik.nq))
-        for k, delta in enumerate(actions):
-            target = Pose(rotation, p0 + delta, "base", "tcp")
-            try:
-                q = self.ik.solve(target, q, max_iters=self.max_iters)
-            except IKError as exc:
-                raise IKError(
-                    f"ee_delta_xyz step {k}/{actions.shape[0]} (delta {np.round(delta, 4).tolist()} m): {exc}"
-                ) from exc
-            positions[k] = q
+        targets = [Pose(rotation, p0 + delta, "base", "tcp") for delta in actions]
+        positions = solve_pose_sequence(self.ik, targets, state.q, self.max_iters, "ee_delta_xyz")
         gripper = None if chunk.gripper is None else np.clip(np.asarray(chunk.gripper, np.float64), 0.0, 1.0)
         t_ns = chunk.step_times_ns() + self.latency_offset_ns
         try:

@@ -387,7 +387,7 @@ def solve_pose_sequence(
     """
     q = np.asarray(q_init, dtype=np.float64)
     if q.shape != (ik.nq,) or not np.all(np.isfinite(q)):
-        raise ShapeError(f"{what}: the state's q must be finite ({ik.nq},) rad, got shape {q.shape}")
+        raise ShapeError(f"{what}: state.q must be finite ({ik.nq},) rad, got shape {q.shape}")
     if len(poses) == 0:
         raise DecodeError(f"{what}: no poses to solve (empty horizon)")
     out = np.empty((len(poses), ik.nq))

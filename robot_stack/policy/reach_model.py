@@ -187,6 +187,40 @@ def _const(name: str, value: np.ndarray | float, dtype: type = np.float32) -> on
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, dtype=dtype)))
 
 
+def mlp_onnx_nodes(params: MlpParams, x: str, y: str, prefix: str = "") -> list[onnx.NodeProto]:
+    """ONNX nodes computing :meth:`MlpParams.predict` (before its final reshape) on the graph tensor ``x``.
+
+    ``x``: (1, in_dim) float32 un-normalised features; ``y``: (1, out_dim) float32 de-normalised, clipped outputs.
+    Every intermediate name starts with ``prefix`` so several MLPs can live in one graph.
+    """
+    p = prefix
+    n = [
+        _const(f"{p}x_mean", params.x_mean),
+        _const(f"{p}x_std", params.x_std),
+        helper.make_node("Sub", [x, f"{p}x_mean"], [f"{p}xc"]),
+        helper.make_node("Div", [f"{p}xc", f"{p}x_std"], [f"{p}h0"]),
+    ]
+    h = f"{p}h0"
+    for i, (w, b) in enumerate(zip(params.weights, params.biases, strict=True)):
+        n += [_const(f"{p}w{i}", w), _const(f"{p}b{i}", b), helper.make_node("MatMul", [h, f"{p}w{i}"], [f"{p}mm{i}"])]
+        n.append(helper.make_node("Add", [f"{p}mm{i}", f"{p}b{i}"], [f"{p}z{i}"]))
+        if i < len(params.weights) - 1:
+            n.append(helper.make_node("Relu", [f"{p}z{i}"], [f"{p}a{i}"]))
+            h = f"{p}a{i}"
+        else:
+            h = f"{p}z{i}"
+    return n + [
+        _const(f"{p}y_mean", params.y_mean),
+        _const(f"{p}y_std", params.y_std),
+        helper.make_node("Mul", [h, f"{p}y_std"], [f"{p}ys"]),
+        helper.make_node("Add", [f"{p}ys", f"{p}y_mean"], [f"{p}yd_raw"]),
+        _const(f"{p}y_min", params.y_min),
+        _const(f"{p}y_max", params.y_max),
+        helper.make_node("Min", [f"{p}yd_raw", f"{p}y_max"], [f"{p}yd_hi"]),
+        helper.make_node("Max", [f"{p}yd_hi", f"{p}y_min"], [y]),
+    ]
+
+
 def build_onnx(params: MlpParams, camera_id: str, height: int, width: int, model_id: str) -> onnx.ModelProto:
     """The whole policy as one ONNX graph.
 
@@ -244,31 +278,9 @@ def build_onnx(params: MlpParams, camera_id: str, height: int, width: int, model
         helper.make_node("Sub", ["centroid", "tcp"], ["delta"]),
         helper.make_node("Concat", ["centroid", "tcp", "delta", "visible"], ["features"], axis=0),
         # MLP head
-        _const("x_mean", params.x_mean),
-        _const("x_std", params.x_std),
-        helper.make_node("Sub", ["features", "x_mean"], ["xc"]),
-        helper.make_node("Div", ["xc", "x_std"], ["xn"]),
         _const("row_shape", np.array([1, FEATURE_DIM]), np.int64),
-        helper.make_node("Reshape", ["xn", "row_shape"], ["h0"]),
-    ]
-    h = "h0"
-    for i, (w, b) in enumerate(zip(params.weights, params.biases, strict=True)):
-        n += [_const(f"w{i}", w), _const(f"b{i}", b), helper.make_node("MatMul", [h, f"w{i}"], [f"mm{i}"])]
-        n.append(helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"z{i}"]))
-        if i < len(params.weights) - 1:
-            n.append(helper.make_node("Relu", [f"z{i}"], [f"a{i}"]))
-            h = f"a{i}"
-        else:
-            h = f"z{i}"
-    n += [
-        _const("y_mean", params.y_mean),
-        _const("y_std", params.y_std),
-        helper.make_node("Mul", [h, "y_std"], ["ys"]),
-        helper.make_node("Add", ["ys", "y_mean"], ["yd_raw"]),
-        _const("y_min", params.y_min),
-        _const("y_max", params.y_max),
-        helper.make_node("Min", ["yd_raw", "y_max"], ["yd_hi"]),
-        helper.make_node("Max", ["yd_hi", "y_min"], ["yd"]),
+        helper.make_node("Reshape", ["features", "row_shape"], ["features_row"]),
+        *mlp_onnx_nodes(params, "features_row", "yd"),
         _const("out_shape", np.array([params.horizon, 3]), np.int64),
         helper.make_node("Reshape", ["yd", "out_shape"], ["actions"]),
     ]
