@@ -48,6 +48,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         rate_hz=args.rate_hz,
         max_duration_s=args.max_duration,
         gif_path=Path(args.gif) if args.gif else None,
+        action_head=args.action_head,
+        blend=args.blend,
     )
     print(format_report(report))
     if args.json:
@@ -61,7 +63,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from robot_stack.policy.service import serve
 
-    serve(args.manifest, bind=args.bind, provider=args.provider, strict=args.strict, threads=args.threads)
+    serve(
+        args.manifest,
+        bind=args.bind,
+        provider=args.provider,
+        strict=args.strict,
+        threads=args.threads,
+        curve_secret=args.curve_secret,
+        allow_dir=args.allow_dir,
+        engine=args.engine,
+    )
     return 0
 
 
@@ -101,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-duration", type=float, default=10.0, help="seconds per episode before it fails")
     demo.add_argument("--min-success", type=float, default=0.5, help="exit 1 below this success rate")
     demo.add_argument("--gif", help="save the first episode as an animated GIF at this path")
+    demo.add_argument(
+        "--action-head",
+        default="continuous",
+        choices=["continuous", "latent_vq", "binned", "motion_tracks"],
+        help="action language the served policy speaks (decoded on the robot side)",
+    )
+    demo.add_argument(
+        "--blend", default="splice", choices=["splice", "ensemble", "none"], help="chunk-to-chunk blending"
+    )
     demo.add_argument("--json", action="store_true", help="also print the report as JSON")
     demo.set_defaults(func=_cmd_demo)
 
@@ -110,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--provider", default=None, choices=["cpu", "cuda", "tensorrt"], help="execution provider")
     serve.add_argument("--strict", action="store_true", help="fail instead of falling back to CPU")
     serve.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
+    serve.add_argument("--curve-secret", help="server .key_secret file: enables CURVE authentication")
+    serve.add_argument("--allow-dir", help="folder of allowed client .key files (needs --curve-secret)")
+    serve.add_argument("--engine", default="ort", choices=["ort", "tensorrt"], help="ONNX Runtime or native TensorRT")
     serve.set_defaults(func=_cmd_serve)
 
     train = sub.add_parser("train-demo", help="collect expert data in sim, train and export the demo policy")
@@ -119,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="output folder (default: the package's models/ folder)")
     train.set_defaults(func=_cmd_train_demo)
+
+    from robot_stack.policy.tensorrt import add_compile_parser
+    from robot_stack.transport.keys import add_keys_parser
+
+    add_keys_parser(sub)
+    add_compile_parser(sub)
     return parser
 
 

@@ -1,13 +1,26 @@
-"""``robot-stack bench transport``: PolicyClient/PolicyServer round trip vs raw pyzmq REQ/REP, same payload.
+"""``robot-stack bench transport``: PolicyClient/PolicyServer round trip vs raw pyzmq REQ/REP and vs openpi-client's
+websocket + msgpack, same payload, same run.
 
 Payload: a realistic observation: two 640x480 RGB (uint8), one 640x480 depth (uint16) and an 11-float state
-(~2.4 MB). Both servers run in their own subprocess and answer with an (8, 3) float32 chunk; the raw one does the
-bare minimum (receive multipart zero-copy, send two frames). Measurements alternate in batches between the two
-so that load changes on the machine hit both alike. ``ratio_vs_raw_zmq`` = p50(policy) / p50(raw); target <= 1.5.
+(~2.4 MB). Every server runs in its own subprocess and answers with an (8, 3) float32 chunk:
+
+* **raw**: bare pyzmq REP (receive multipart zero-copy, send two frames) — the floor;
+* **policy**: robot-stack's :class:`PolicyServer` with a handler returning the chunk;
+* **openpi**: the client is ``openpi_client.websocket_client_policy.WebsocketClientPolicy`` unchanged. openpi's
+  server (``openpi.serving.websocket_policy_server``) ships in the ``openpi`` package, which is not installable
+  here (it pulls JAX and model code), so the server side is a minimal re-implementation of the same wire
+  behaviour with the same libraries: ``websockets.asyncio.server.serve(..., compression=None, max_size=None)``,
+  metadata packed and sent on connect, then per message ``msgpack_numpy.unpackb`` -> policy -> result dict with
+  ``server_timing`` -> ``msgpack_numpy.Packer().pack`` (``openpi_client.msgpack_numpy``).
+
+Measurements alternate in batches between the servers so that load changes on the machine hit all alike.
+``ratio_vs_raw_zmq`` = p50(policy) / p50(raw), target <= 1.5; ``ratio_vs_openpi`` = p50(policy) / p50(openpi),
+target < 1. Without ``openpi-client`` installed the openpi figures are omitted and ``openpi_skipped`` says why.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -66,9 +79,13 @@ def run(quick: bool) -> dict[str, Any]:
     payload_bytes = sum(a.nbytes for a in obs.values())
     batches, per_batch = (4, 10) if quick else (10, 30)
     ctx = zmq.Context.instance()
+    have_openpi = importlib.util.find_spec("openpi_client") is not None
     policy_proc, policy_ep = _start("policy")
     raw_proc, raw_ep = _start("raw")
+    openpi_proc, openpi_ep = _start("openpi") if have_openpi else (None, "")
+    openpi_s: list[float] = []
     try:
+        openpi_call = _openpi_client(openpi_ep, obs) if have_openpi else None
         client = PolicyClient(policy_ep, "bench", timeout_s=10.0)
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
@@ -84,10 +101,17 @@ def run(quick: bool) -> dict[str, Any]:
         policy_s: list[float] = []
         raw_s: list[float] = []
         serialize, network, server = [], [], []
-        for _ in range(5):  # warm both connections
+        for _ in range(5):  # warm every connection
             client.infer(obs)
             raw_call()
+            if openpi_call is not None:
+                openpi_call()
         for _ in range(batches):
+            if openpi_call is not None:
+                for _ in range(per_batch):
+                    t0 = time.perf_counter_ns()
+                    openpi_call()
+                    openpi_s.append((time.perf_counter_ns() - t0) / 1e9)
             for _ in range(per_batch):
                 t0 = time.perf_counter_ns()
                 raw_call()
@@ -106,8 +130,19 @@ def run(quick: bool) -> dict[str, Any]:
     finally:
         _stop(policy_proc)
         _stop(raw_proc)
+        if openpi_proc is not None:
+            _stop(openpi_proc)
     pol = latency_stats(np.array(policy_s), "policy_")
     raw = latency_stats(np.array(raw_s), "raw_zmq_")
+    openpi: dict[str, Any] = {"openpi_skipped": "openpi-client not installed (pip install --no-deps openpi-client)"}
+    if openpi_s:
+        stats = latency_stats(np.array(openpi_s), "openpi_")
+        openpi = {
+            **stats,
+            "ratio_vs_openpi": round(pol["policy_p50_ms"] / stats["openpi_p50_ms"], 3),
+            "ratio_p99_vs_openpi": round(pol["policy_p99_ms"] / stats["openpi_p99_ms"], 3),
+            "openpi_server": "minimal websockets+msgpack_numpy server (openpi's own needs the openpi package)",
+        }
     return {
         "payload_mb": round(payload_bytes / 1e6, 3),
         **pol,
@@ -118,7 +153,23 @@ def run(quick: bool) -> dict[str, Any]:
         "client_serialize_p50_ms": round(float(np.median(serialize)), 4),
         "server_p50_ms": round(float(np.median(server)), 4),
         "network_p50_ms": round(float(np.median(network)), 4),
+        **openpi,
     }
+
+
+def _openpi_client(endpoint: str, obs: dict[str, np.ndarray]) -> Any:
+    """A call of openpi-client's own ``WebsocketClientPolicy.infer`` on ``obs``, checked like the others."""
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    host, port = endpoint.rsplit(":", 1)
+    policy = WebsocketClientPolicy(host=host, port=int(port))
+
+    def call() -> None:
+        result = policy.infer(obs)
+        if not np.array_equal(result["actions"], CHUNK):
+            raise RuntimeError("openpi-style server returned a wrong chunk")
+
+    return call
 
 
 # ----------------------------------------------------------------------------------- server subprocesses
@@ -151,5 +202,44 @@ def _serve_policy() -> None:
         stop.wait()
 
 
-if __name__ == "__main__":  # subprocess entry of the benchmark's servers: ``python -m ... raw|policy``
-    {"raw": _serve_raw, "policy": _serve_policy}[sys.argv[1]]()
+def _serve_openpi() -> None:
+    """Same wire behaviour as openpi's ``WebsocketPolicyServer`` (see the module docstring), written here."""
+    import asyncio
+    import signal
+    import socket
+
+    import websockets
+    import websockets.asyncio.server
+    from openpi_client import msgpack_numpy
+
+    def infer(obs: dict[str, Any]) -> dict[str, Any]:
+        return {"actions": CHUNK}
+
+    async def handler(ws: Any) -> None:
+        packer = msgpack_numpy.Packer()
+        await ws.send(packer.pack({"server": "openpi-compatible bench server"}))
+        while True:
+            try:
+                obs = msgpack_numpy.unpackb(await ws.recv())
+                t0 = time.monotonic()
+                action = infer(obs)
+                action["server_timing"] = {"infer_ms": (time.monotonic() - t0) * 1e3}
+                await ws.send(packer.pack(action))
+            except websockets.ConnectionClosed:
+                return
+
+    async def main() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        stop = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set_result, None)
+        async with websockets.asyncio.server.serve(handler, sock=sock, compression=None, max_size=None):
+            print(f"READY ws://127.0.0.1:{port}", flush=True)
+            await stop
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":  # subprocess entry of the benchmark's servers: ``python -m ... raw|policy|openpi``
+    {"raw": _serve_raw, "policy": _serve_policy, "openpi": _serve_openpi}[sys.argv[1]]()

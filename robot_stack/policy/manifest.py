@@ -19,6 +19,17 @@ Example ``models/reach.yaml`` (next to ``models/reach.onnx``)::
       state: {mean: [...], std: [...]}
       actions: {mean: [0, 0, 0], std: [0.01, 0.01, 0.01]}
     providers: [tensorrt, cuda, cpu]  # preference order when no provider is forced
+    max_batch: 8                     # optional: the server may micro-batch up to 8 robots' requests (needs a
+                                     # dynamic first dim on every input and output)
+    compression: {front/rgb: png}    # optional: per-stream wire codec the clients should use (png|jpeg|zstd|lz4)
+    backbone:                        # optional split-rate model: a heavy backbone run at most at rate_hz per robot
+      onnx: backbone.onnx            # whose outputs are cached and fed, by name, into the (light) main model
+      rate_hz: 5
+      inputs:  [{name: front/rgb, dtype: uint8, shape: [-1, 480, 640, 3]}]
+      outputs: [{name: features, dtype: float32, shape: [-1, 512]}]   # each one is an input of the main model
+
+With a backbone, a request carries the backbone's inputs plus the main model's inputs that the backbone does not
+produce (:attr:`PolicyManifest.request_inputs`).
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import yaml
 
 from robot_stack.errors import ConfigError
 
-__all__ = ["ACTION_HEADS", "PROVIDERS", "TENSOR_DTYPES", "NormStats", "PolicyManifest", "TensorSpec"]
+__all__ = ["ACTION_HEADS", "PROVIDERS", "TENSOR_DTYPES", "BackboneSpec", "NormStats", "PolicyManifest", "TensorSpec"]
 
 #: Action head types the decoders know.
 ACTION_HEADS = ("continuous", "binned", "latent_vq", "motion_tracks")
@@ -44,7 +55,17 @@ PROVIDERS = ("tensorrt", "cuda", "cpu")
 TENSOR_DTYPES = ("uint8", "uint16", "int32", "int64", "float16", "float32", "float64", "bool")
 
 _KEYS_REQUIRED = ("model_id", "onnx", "inputs", "outputs", "action_space", "action_head", "horizon", "dt_s")
-_KEYS_OPTIONAL = ("control_rate_hz", "normalization", "normalisation", "providers", "description")
+_KEYS_OPTIONAL = (
+    "control_rate_hz",
+    "normalization",
+    "normalisation",
+    "providers",
+    "description",
+    "max_batch",
+    "compression",
+    "backbone",
+)
+_BACKBONE_KEYS = {"onnx", "inputs", "outputs", "rate_hz", "normalization"}
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,42 @@ class NormStats:
 
 
 @dataclass(frozen=True)
+class BackboneSpec:
+    """The heavy half of a split-rate model.
+
+    Attributes:
+        onnx_path: absolute path of the backbone's ONNX file.
+        inputs, outputs: tensor specs; every output must be an input of the main (decoder) model.
+        rate_hz: the backbone runs for a robot only when its cached output is older than ``1 / rate_hz`` s.
+        normalization: input name -> stats (as for the main model).
+    """
+
+    onnx_path: Path
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    rate_hz: float
+    normalization: Mapping[str, NormStats] = field(default_factory=dict)
+
+    @property
+    def period_ns(self) -> int:
+        """Maximum age of a cached backbone output, ns."""
+        return int(1e9 / self.rate_hz)
+
+    def to_dict(self, onnx: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "onnx": onnx,
+            "rate_hz": self.rate_hz,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+        if self.normalization:
+            out["normalization"] = {
+                k: {"mean": v.mean.tolist(), "std": v.std.tolist()} for k, v in self.normalization.items()
+            }
+        return out
+
+
+@dataclass(frozen=True)
 class PolicyManifest:
     """Everything the runtime and the robot side need to know about one exported model.
 
@@ -105,6 +162,10 @@ class PolicyManifest:
         providers: preferred execution providers, in order (subset of :data:`PROVIDERS`).
         description: free text.
         source: the YAML file this was loaded from (None if built in code).
+        max_batch: most requests (of different robots) the server may run as one micro-batch (1 = no batching);
+            > 1 needs a dynamic (-1) first dim on every input and output, of the backbone too.
+        compression: request input name -> wire codec (see ``robot_stack.transport.codecs``).
+        backbone: optional heavy model run at a lower rate (see :class:`BackboneSpec`).
     """
 
     model_id: str
@@ -120,6 +181,9 @@ class PolicyManifest:
     providers: tuple[str, ...] = ("cpu",)
     description: str = ""
     source: Path | None = None
+    max_batch: int = 1
+    compression: Mapping[str, str] = field(default_factory=dict)
+    backbone: BackboneSpec | None = None
 
     def __post_init__(self) -> None:
         where = f"manifest {self.source or self.model_id!s}"
@@ -169,6 +233,81 @@ class PolicyManifest:
             if np.any(stats.std <= 0):
                 raise ConfigError(f"{where}: normalization {name}.std must be > 0 everywhere")
         object.__setattr__(self, "normalization", dict(self.normalization))
+        self._check_extensions(where)
+
+    def _check_extensions(self, where: str) -> None:
+        """Validate backbone, max_batch and compression (the serving extensions of the manifest)."""
+        bb = self.backbone
+        if bb is not None:
+            if not _positive(bb.rate_hz):
+                raise ConfigError(f"{where}: backbone.rate_hz must be a positive number of Hz, got {bb.rate_hz!r}")
+            mine = {t.name: t for t in self.inputs}
+            for out in bb.outputs:
+                if out.name not in mine or mine[out.name].dtype != out.dtype:
+                    raise ConfigError(
+                        f"{where}: backbone output {out.name!r} ({out.dtype}) must be an input of the main model with "
+                        f"the same dtype; main model inputs: {[f'{t.name}:{t.dtype}' for t in self.inputs]}"
+                    )
+            bb_names = {t.name for t in bb.outputs}
+            for spec in bb.inputs:
+                if spec.name in bb_names:
+                    raise ConfigError(f"{where}: backbone tensor {spec.name!r} is both an input and an output")
+                if spec.name in mine and mine[spec.name] != spec:
+                    raise ConfigError(f"{where}: {spec.name!r} is declared differently for backbone and main model")
+        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or not 1 <= self.max_batch <= 1024:
+            raise ConfigError(f"{where}: max_batch must be an int in 1..1024, got {self.max_batch!r}")
+        if self.max_batch > 1:
+            tensors = self.inputs + self.outputs + ((bb.inputs + bb.outputs) if bb else ())
+            fixed = [t.name for t in tensors if not t.shape or t.shape[0] != -1]
+            if fixed:
+                raise ConfigError(
+                    f"{where}: max_batch {self.max_batch} needs a dynamic first (batch) dim, -1, on every tensor; "
+                    f"not so for {fixed}. Export the model with a dynamic batch axis or set max_batch: 1"
+                )
+        from robot_stack.errors import ProtocolError
+        from robot_stack.transport.codecs import check_codec
+
+        requests = {t.name: t for t in self.request_inputs}
+        for name, codec in self.compression.items():
+            if name not in requests:
+                raise ConfigError(f"{where}: compression for {name!r}, which is not a request input ({list(requests)})")
+            try:
+                check_codec(codec, requests[name].dtype, requests[name].shape)
+            except ProtocolError as exc:
+                raise ConfigError(f"{where}: compression.{name}: {exc}") from exc
+        object.__setattr__(self, "compression", dict(self.compression))
+
+    @property
+    def request_inputs(self) -> tuple[TensorSpec, ...]:
+        """What a client sends: the inputs, or with a backbone its inputs plus the main model's inputs that the
+        backbone does not produce (each name once)."""
+        if self.backbone is None:
+            return self.inputs
+        produced = {t.name for t in self.backbone.outputs}
+        out = list(self.backbone.inputs)
+        seen = {t.name for t in out}
+        out += [t for t in self.inputs if t.name not in produced and t.name not in seen]
+        return tuple(out)
+
+    def backbone_manifest(self) -> PolicyManifest:
+        """A manifest describing the backbone alone (for running it with an ONNX/TensorRT backend)."""
+        if self.backbone is None:
+            raise ConfigError(f"manifest {self.source or self.model_id}: has no backbone")
+        bb = self.backbone
+        return PolicyManifest(
+            model_id=f"{self.model_id}/backbone",
+            onnx_path=bb.onnx_path,
+            inputs=bb.inputs,
+            outputs=bb.outputs,
+            action_space="backbone_features",
+            action_head=self.action_head,
+            horizon=1,
+            dt_s=1.0 / bb.rate_hz,
+            normalization=bb.normalization,
+            providers=self.providers,
+            source=self.source,
+            max_batch=self.max_batch,
+        )
 
     # ------------------------------------------------------------------------------------------- loading
     @classmethod
@@ -203,22 +342,16 @@ class PolicyManifest:
         onnx_path = Path(onnx)
         if not onnx_path.is_absolute():
             onnx_path = (Path(base_dir) / onnx_path).resolve()
-        norm_raw = data.get("normalization", data.get("normalisation")) or {}
-        if not isinstance(norm_raw, dict):
-            raise ConfigError(f"{where}: normalization must map tensor name -> {{mean, std}}")
-        norm: dict[str, NormStats] = {}
-        for name, stats in norm_raw.items():
-            if not isinstance(stats, dict) or set(stats) != {"mean", "std"}:
-                raise ConfigError(f"{where}: normalization.{name} must be a mapping with exactly mean and std")
-            try:
-                norm[str(name)] = NormStats(stats["mean"], stats["std"])
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{where}: normalization.{name} mean/std must be numbers or lists: {exc}") from exc
+        norm = _parse_norm(data.get("normalization", data.get("normalisation")) or {}, where)
         providers = data.get("providers", ["cpu"])
         if isinstance(providers, str):
             providers = [providers]
         if not isinstance(providers, list):
             raise ConfigError(f"{where}: providers must be a list such as [cuda, cpu]")
+        compression = data.get("compression") or {}
+        if not isinstance(compression, dict) or not all(isinstance(v, str) for v in compression.values()):
+            raise ConfigError(f"{where}: compression must map request input name -> codec name, e.g. {{rgb: png}}")
+        backbone = _parse_backbone(data.get("backbone"), base_dir, where)
         return cls(
             model_id=str(data["model_id"]) if data["model_id"] is not None else "",
             onnx_path=onnx_path,
@@ -233,19 +366,16 @@ class PolicyManifest:
             providers=tuple(str(p).lower() for p in providers),
             description=str(data.get("description", "")),
             source=source,
+            max_batch=data.get("max_batch", 1),
+            compression={str(k): v for k, v in compression.items()},
+            backbone=backbone,
         )
 
     def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
         """A YAML-ready mapping; ``onnx`` is written relative to ``relative_to`` when given."""
-        onnx: str = str(self.onnx_path)
-        if relative_to is not None:
-            try:
-                onnx = str(self.onnx_path.resolve().relative_to(Path(relative_to).resolve()))
-            except ValueError:
-                onnx = str(self.onnx_path.resolve())
         out: dict[str, Any] = {
             "model_id": self.model_id,
-            "onnx": onnx,
+            "onnx": _relative(self.onnx_path, relative_to),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "action_space": self.action_space,
@@ -261,6 +391,12 @@ class PolicyManifest:
             }
         if self.description:
             out["description"] = self.description
+        if self.max_batch != 1:
+            out["max_batch"] = self.max_batch
+        if self.compression:
+            out["compression"] = dict(self.compression)
+        if self.backbone is not None:
+            out["backbone"] = self.backbone.to_dict(_relative(self.backbone.onnx_path, relative_to))
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -270,10 +406,61 @@ class PolicyManifest:
         return path
 
     def summary(self) -> dict[str, Any]:
-        """Msgpack-friendly description for the server's metadata reply (no file paths)."""
+        """Msgpack-friendly description for the server's metadata reply (no file paths); ``request_inputs`` says
+        what a client must send."""
         out = self.to_dict()
         out.pop("onnx")
+        if "backbone" in out:
+            out["backbone"].pop("onnx")
+        out["request_inputs"] = [t.to_dict() for t in self.request_inputs]
         return out
+
+
+def _relative(path: Path, relative_to: str | Path | None) -> str:
+    """``path`` relative to ``relative_to`` when given and possible, else absolute (or as is)."""
+    if relative_to is None:
+        return str(path)
+    try:
+        return str(path.resolve().relative_to(Path(relative_to).resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _parse_norm(norm_raw: Any, where: str) -> dict[str, NormStats]:
+    if not isinstance(norm_raw, dict):
+        raise ConfigError(f"{where}: normalization must map tensor name -> {{mean, std}}")
+    norm: dict[str, NormStats] = {}
+    for name, stats in norm_raw.items():
+        if not isinstance(stats, dict) or set(stats) != {"mean", "std"}:
+            raise ConfigError(f"{where}: normalization.{name} must be a mapping with exactly mean and std")
+        try:
+            norm[str(name)] = NormStats(stats["mean"], stats["std"])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: normalization.{name} mean/std must be numbers or lists: {exc}") from exc
+    return norm
+
+
+def _parse_backbone(raw: Any, base_dir: str | Path, where: str) -> BackboneSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not {"onnx", "inputs", "outputs", "rate_hz"} <= set(raw):
+        raise ConfigError(f"{where}: backbone must be a mapping with onnx, inputs, outputs and rate_hz")
+    extra = set(raw) - _BACKBONE_KEYS
+    if extra:
+        raise ConfigError(f"{where}: backbone has unknown key(s) {sorted(extra)}; allowed: {sorted(_BACKBONE_KEYS)}")
+    if not isinstance(raw["onnx"], str) or not raw["onnx"]:
+        raise ConfigError(f"{where}: backbone.onnx must be a path (relative to the manifest)")
+    onnx_path = Path(raw["onnx"])
+    if not onnx_path.is_absolute():
+        onnx_path = (Path(base_dir) / onnx_path).resolve()
+    inputs = _parse_tensors(raw["inputs"], f"{where}: backbone.inputs")
+    outputs = _parse_tensors(raw["outputs"], f"{where}: backbone.outputs")
+    norm = _parse_norm(raw.get("normalization") or {}, f"{where}: backbone")
+    specs = {t.name: t for t in inputs + outputs}
+    for name in norm:
+        if name not in specs or not specs[name].dtype.startswith("float"):
+            raise ConfigError(f"{where}: backbone normalization for {name!r}, which is not a float backbone tensor")
+    return BackboneSpec(onnx_path, inputs, outputs, raw["rate_hz"], norm)
 
 
 def _positive(x: Any) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,14 @@ import numpy as np
 from robot_stack.errors import PolicyError
 from robot_stack.policy.manifest import PROVIDERS, PolicyManifest, TensorSpec
 
-__all__ = ["ORT_PROVIDERS", "OnnxPolicy", "available_providers"]
+__all__ = [
+    "ORT_PROVIDERS",
+    "OnnxPolicy",
+    "available_providers",
+    "finish_outputs",
+    "normalize_inputs",
+    "validate_arrays",
+]
 
 log = logging.getLogger("robot_stack.policy.runtime")
 
@@ -127,7 +134,6 @@ class OnnxPolicy:
             log.warning("%s — running on %s", msg, self.provider)
         self._check_graph()
         self._output_names = [t.name for t in manifest.outputs]
-        self._norm = {k: (v.mean, v.std) for k, v in manifest.normalization.items()}
         log.info("loaded %s (%s) on %s", manifest.model_id, manifest.onnx_path.name, self.provider)
 
     def _check_graph(self) -> None:
@@ -159,16 +165,7 @@ class OnnxPolicy:
     def validate_inputs(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Raise :class:`PolicyError` unless ``arrays`` are exactly the manifest's inputs (names, dtypes, shapes,
         finiteness)."""
-        expected = {t.name: t for t in self.manifest.inputs}
-        missing = sorted(set(expected) - set(arrays))
-        extra = sorted(set(arrays) - set(expected))
-        if missing or extra:
-            raise PolicyError(
-                f"model {self.manifest.model_id} expects inputs {sorted(expected)}; missing {missing}, unexpected "
-                f"{extra}"
-            )
-        for name, spec in expected.items():
-            _check_tensor(spec, np.asarray(arrays[name]), "input", check_finite=not spec.allow_nonfinite)
+        validate_arrays(self.manifest.inputs, arrays, self.manifest.model_id)
 
     def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate, normalise, run, de-normalise and check the outputs.
@@ -181,32 +178,58 @@ class OnnxPolicy:
             PolicyError: bad inputs, inference failure, or non-finite / mis-shaped outputs.
         """
         self.validate_inputs(arrays)
-        feed: dict[str, np.ndarray] = {}
-        for name, value in arrays.items():
-            array = np.asarray(value)
-            if name in self._norm:
-                mean, std = self._norm[name]
-                array = ((array - mean) / std).astype(array.dtype, copy=False)
-            feed[name] = array
+        feed = normalize_inputs(self.manifest, arrays)
         try:
             results = self._session.run(self._output_names, feed)
         except Exception as exc:
             raise PolicyError(f"inference of {self.manifest.model_id} failed: {exc}") from exc
-        out: dict[str, np.ndarray] = {}
-        for spec, value in zip(self.manifest.outputs, results, strict=True):
-            array = np.asarray(value)
-            if spec.name in self._norm:
-                mean, std = self._norm[spec.name]
-                array = (array * std + mean).astype(array.dtype, copy=False)
-            _check_tensor(spec, array, "output", check_finite=True)
-            out[spec.name] = array
-        return out
+        return finish_outputs(self.manifest, results)
 
     def warmup(self, runs: int = 2) -> None:
         """Run on zeros (dynamic dims = 1) so the first real call does not pay for lazy initialisation."""
         feed = {t.name: np.zeros([1 if d == -1 else d for d in t.shape], dtype=t.dtype) for t in self.manifest.inputs}
         for _ in range(runs):
             self._session.run(self._output_names, feed)
+
+
+def normalize_inputs(manifest: PolicyManifest, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model feed: ``(x - mean) / std`` for inputs with normalisation stats, the others as they are."""
+    feed: dict[str, np.ndarray] = {}
+    for name, value in arrays.items():
+        array = np.asarray(value)
+        stats = manifest.normalization.get(name)
+        if stats is not None:
+            array = ((array - stats.mean) / stats.std).astype(array.dtype, copy=False)
+        feed[name] = array
+    return feed
+
+
+def finish_outputs(manifest: PolicyManifest, results: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Raw model outputs (in ``manifest.outputs`` order) -> de-normalised, checked (dtype, shape, finite) arrays.
+
+    Raises:
+        PolicyError: an output has the wrong dtype/shape or holds NaN/Inf.
+    """
+    out: dict[str, np.ndarray] = {}
+    for spec, value in zip(manifest.outputs, results, strict=True):
+        array = np.asarray(value)
+        stats = manifest.normalization.get(spec.name)
+        if stats is not None:
+            array = (array * stats.std + stats.mean).astype(array.dtype, copy=False)
+        _check_tensor(spec, array, "output", check_finite=True)
+        out[spec.name] = array
+    return out
+
+
+def validate_arrays(specs: Sequence[TensorSpec], arrays: Mapping[str, np.ndarray], model_id: str) -> None:
+    """Raise :class:`PolicyError` unless ``arrays`` are exactly ``specs`` (names, dtypes, shapes, finiteness)."""
+    expected = {t.name: t for t in specs}
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise PolicyError(f"model {model_id} expects inputs {sorted(expected)}; missing {missing}, unexpected {extra}")
+    for name, spec in expected.items():
+        _check_tensor(spec, np.asarray(arrays[name]), "input", check_finite=not spec.allow_nonfinite)
 
 
 def _check_tensor(spec: TensorSpec, array: np.ndarray, label: str, check_finite: bool) -> None:

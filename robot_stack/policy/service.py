@@ -7,6 +7,7 @@ and prints one line ``READY <endpoint>`` on stdout once bound, so that a parent 
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import signal
 import sys
@@ -17,10 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from robot_stack.clock import Clock, MonotonicClock
+from robot_stack.errors import ConfigError, PolicyError
+from robot_stack.policy.batching import batch_rows, group_compatible, split, stack
 from robot_stack.policy.manifest import PolicyManifest
-from robot_stack.policy.runtime import OnnxPolicy
+from robot_stack.policy.runtime import OnnxPolicy, validate_arrays
 from robot_stack.transport.protocol import DEFAULT_MAX_MESSAGE_BYTES
-from robot_stack.transport.server import PolicyServer
+from robot_stack.transport.server import MAX_TRACKED_CLIENTS, BatchItem, PolicyServer
 
 __all__ = ["PolicyService", "main", "serve"]
 
@@ -31,17 +35,53 @@ ECHO_META_KEYS = ("t_obs_ns", "episode", "step")
 
 
 class PolicyService:
-    """A :class:`PolicyServer` handler that runs an :class:`OnnxPolicy`.
+    """A :class:`PolicyServer` handler that runs a policy backend (:class:`OnnxPolicy` or a TensorRT policy).
 
-    Request arrays must be exactly the model's inputs (names, dtypes, shapes, see the manifest); the reply carries
-    every output plus meta ``{model_id, action_space, action_head, dt_s, horizon, control_rate_hz, provider}``
-    and the echoed request meta keys :data:`ECHO_META_KEYS`.
+    Request arrays must be exactly the manifest's :attr:`~PolicyManifest.request_inputs` (names, dtypes, shapes);
+    the reply carries every output plus meta ``{model_id, action_space, action_head, dt_s, horizon,
+    control_rate_hz, provider}`` and the echoed request meta keys :data:`ECHO_META_KEYS`.
+
+    **Micro-batching:** with ``max_batch > 1`` (default: the manifest's ``max_batch``) the server hands several
+    robots' requests to :meth:`run_batch` at once; compatible ones share one model call. A request that fails
+    validation fails alone. **Split rates:** with a ``backbone`` backend, the backbone runs for a robot only when
+    that robot's cached backbone output is older than ``1 / manifest.backbone.rate_hz`` (or its batch size
+    changed); the decoder runs on every request with the cached features. Reply meta then also holds
+    ``backbone_ran`` (bool) and ``backbone_age_ms``.
+
+    Args:
+        policy: the main (decoder) model backend.
+        backbone: the backbone backend, required iff the manifest declares a backbone.
+        max_batch: override of ``policy.manifest.max_batch``.
+        clock: time source of the backbone cache (default: the process's monotonic clock).
     """
 
-    def __init__(self, policy: OnnxPolicy) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        backbone: Any | None = None,
+        *,
+        max_batch: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.policy = policy
-        m = policy.manifest
+        m: PolicyManifest = policy.manifest
+        if (m.backbone is None) != (backbone is None):
+            raise ConfigError(
+                f"manifest {m.source or m.model_id} {'declares' if m.backbone else 'has no'} a backbone but "
+                f"{'none' if backbone is None else 'one'} was given; use PolicyService.from_manifest()"
+            )
+        self.backbone = backbone
+        self.manifest = m
         self.model_id = m.model_id
+        self.max_batch = int(max_batch if max_batch is not None else m.max_batch)
+        self._clock: Clock = clock or MonotonicClock()
+        self._request_names = [t.name for t in m.request_inputs]
+        self._feature_names = [t.name for t in m.backbone.outputs] if m.backbone else []
+        self._decoder_direct = [t.name for t in m.inputs if t.name not in set(self._feature_names)]
+        self._cache: collections.OrderedDict[str, tuple[int, dict[str, np.ndarray]]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.backbone_runs = 0
+        self.decoder_runs = 0
         self._meta: dict[str, Any] = {
             "model_id": m.model_id,
             "action_space": m.action_space,
@@ -52,19 +92,164 @@ class PolicyService:
             "provider": policy.provider,
         }
 
+    @classmethod
+    def from_manifest(
+        cls,
+        manifest: PolicyManifest,
+        provider: str | None = None,
+        *,
+        strict: bool = False,
+        threads: int | None = None,
+        engine: str = "ort",
+        clock: Clock | None = None,
+    ) -> PolicyService:
+        """Load the main model (and the backbone, if declared) with ONNX Runtime (``engine="ort"``) or native
+        TensorRT with automatic ORT fallback (``engine="tensorrt"``, see :mod:`robot_stack.policy.tensorrt`)."""
+        if engine not in ("ort", "tensorrt"):
+            raise ConfigError(f"engine {engine!r} unknown; choose ort or tensorrt")
+
+        def load(man: PolicyManifest) -> Any:
+            if engine == "tensorrt":
+                from robot_stack.policy.tensorrt import load_policy
+
+                return load_policy(man, "tensorrt", strict=strict, provider=provider, intra_op_threads=threads)
+            return OnnxPolicy(man, provider, strict=strict, intra_op_threads=threads)
+
+        backbone = load(manifest.backbone_manifest()) if manifest.backbone is not None else None
+        return cls(load(manifest), backbone, clock=clock)
+
+    def warmup(self) -> None:
+        """Run each backend once on zeros so the first request does not pay for lazy initialisation."""
+        for backend in (self.backbone, self.policy):
+            if backend is not None:
+                backend.warmup()
+
+    # ------------------------------------------------------------------------------------------- requests
     def __call__(
         self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        outputs = self.policy.run(arrays)
-        reply_meta = dict(self._meta)
-        for key in ECHO_META_KEYS:
-            if key in meta:
-                reply_meta[key] = meta[key]
-        return outputs, reply_meta
+        """One request outside the server (robot id ``""``); raises what :meth:`run_batch` would return."""
+        result = self.run_batch([BatchItem("", arrays, meta, 0, None)])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def run_batch(
+        self, items: Sequence[BatchItem]
+    ) -> list[tuple[dict[str, np.ndarray], dict[str, Any]] | BaseException]:
+        """Answer several requests (at most one per robot); one result or exception per item, in order."""
+        with self._lock:  # the backbone cache and the run counters are shared state
+            return self._run_batch(items)
+
+    def _run_batch(
+        self, items: Sequence[BatchItem]
+    ) -> list[tuple[dict[str, np.ndarray], dict[str, Any]] | BaseException]:
+        results: list[Any] = [None] * len(items)
+        ok: list[int] = []
+        for i, item in enumerate(items):
+            try:
+                validate_arrays(self.manifest.request_inputs, item.arrays, self.model_id)
+                if self.max_batch > 1 or self.backbone is not None:
+                    batch_rows(item.arrays, self._request_names)
+                ok.append(i)
+            except PolicyError as exc:
+                results[i] = exc
+        extra_meta: dict[int, dict[str, Any]] = {i: {} for i in ok}
+        feeds: dict[int, dict[str, np.ndarray]] = {i: dict(items[i].arrays) for i in ok}
+        if self.backbone is not None:
+            ok = self._attach_features(items, ok, feeds, extra_meta, results)
+        decoder_feeds = {i: {t.name: feeds[i][t.name] for t in self.manifest.inputs} for i in ok}
+        for i, out in self._run_model(self.policy, decoder_feeds).items():
+            if isinstance(out, BaseException):
+                results[i] = out
+                continue
+            reply_meta = {**self._meta, **extra_meta[i]}
+            for key in ECHO_META_KEYS:
+                if key in items[i].meta:
+                    reply_meta[key] = items[i].meta[key]
+            results[i] = (out, reply_meta)
+        return results
+
+    def _attach_features(
+        self,
+        items: Sequence[BatchItem],
+        ok: list[int],
+        feeds: dict[int, dict[str, np.ndarray]],
+        extra_meta: dict[int, dict[str, Any]],
+        results: list[Any],
+    ) -> list[int]:
+        """Add cached or fresh backbone outputs to each request's feed; return the items still alive."""
+        assert self.manifest.backbone is not None and self.backbone is not None
+        period = self.manifest.backbone.period_ns
+        now = self._clock.now_ns()
+        stale: dict[int, dict[str, np.ndarray]] = {}
+        for i in ok:
+            cached = self._cache.get(items[i].robot)
+            rows = batch_rows(items[i].arrays, self._request_names)
+            if cached is None or now - cached[0] >= period or batch_rows(cached[1], self._feature_names) != rows:
+                stale[i] = {t.name: items[i].arrays[t.name] for t in self.manifest.backbone.inputs}
+        for i, out in self._run_model(self.backbone, stale, backbone=True).items():
+            if isinstance(out, BaseException):
+                results[i] = out
+                continue
+            self._cache.pop(items[i].robot, None)
+            self._cache[items[i].robot] = (now, {n: np.array(a) for n, a in out.items()})
+            while len(self._cache) > MAX_TRACKED_CLIENTS:
+                self._cache.popitem(last=False)
+        alive = []
+        for i in ok:
+            if results[i] is not None:
+                continue
+            t_cached, features = self._cache[items[i].robot]
+            feeds[i].update(features)
+            extra_meta[i] = {"backbone_ran": i in stale, "backbone_age_ms": (now - t_cached) / 1e6}
+            alive.append(i)
+        return alive
+
+    def _run_model(
+        self, backend: Any, feeds: dict[int, dict[str, np.ndarray]], backbone: bool = False
+    ) -> dict[int, dict[str, np.ndarray] | BaseException]:
+        """Run ``backend`` on every feed: compatible feeds share one call when batching is on; when a shared call
+        fails, its members are retried one by one so that only the culprit gets the error."""
+        out: dict[int, dict[str, np.ndarray] | BaseException] = {}
+        if not feeds:
+            return out
+        keys = list(feeds)
+        names = [t.name for t in backend.manifest.inputs]
+        groups = (
+            group_compatible([feeds[k] for k in keys], names) if self.max_batch > 1 else [[j] for j in range(len(keys))]
+        )
+        for group in groups:
+            members = [keys[j] for j in group]
+            if len(members) > 1:
+                feed, sizes = stack([feeds[k] for k in members], names)
+                try:
+                    outputs = self._count_run(backend, feed, backbone)
+                    out.update(zip(members, split(outputs, sizes), strict=True))
+                    continue
+                except PolicyError:
+                    log.debug("batched call of %d requests failed; retrying one by one", len(members))
+            for k in members:
+                try:
+                    out[k] = self._count_run(backend, feeds[k], backbone)
+                except PolicyError as exc:
+                    out[k] = exc
+        return out
+
+    def _count_run(self, backend: Any, feed: dict[str, np.ndarray], backbone: bool) -> dict[str, np.ndarray]:
+        if backbone:
+            self.backbone_runs += 1
+        else:
+            self.decoder_runs += 1
+        return backend.run(feed)
 
     def metadata(self) -> dict[str, Any]:
-        """Manifest summary (inputs, outputs, action space, rates, normalisation) and the provider in use."""
-        return {**self.policy.manifest.summary(), "provider": self.policy.provider}
+        """Manifest summary (inputs, outputs, request inputs, action space, rates, normalisation, compression,
+        backbone) and the provider in use."""
+        meta = {**self.manifest.summary(), "provider": self.policy.provider}
+        if self.backbone is not None:
+            meta["backbone_provider"] = self.backbone.provider
+        return meta
 
 
 def serve(
@@ -77,6 +262,9 @@ def serve(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     on_ready: Callable[[str], None] | None = None,
     stop_event: threading.Event | None = None,
+    curve_secret: str | Path | None = None,
+    allow_dir: str | Path | None = None,
+    engine: str = "ort",
 ) -> None:
     """Load the model and serve it until SIGINT/SIGTERM (or ``stop_event`` is set). Blocking.
 
@@ -88,19 +276,42 @@ def serve(
         threads: ONNX Runtime intra-op threads (None = all cores; use fewer when sharing a machine with the robot).
         on_ready: called with the bound endpoint once the server is accepting requests.
         stop_event: alternative to signals (e.g. when serving from a non-main thread).
+        curve_secret: the server's ``.key_secret`` file (``robot-stack keys generate DIR --name server --server``);
+            enables CURVE encryption and authentication.
+        allow_dir: folder of allowed client ``.key`` files (needs ``curve_secret``); without it any client that
+            knows the server's public key may connect.
+        engine: ``ort`` (ONNX Runtime, ``provider`` picks the EP) or ``tensorrt`` (native engine, falls back to
+            ORT with a logged reason).
     """
+    from robot_stack.transport.keys import load_allow_dir, load_key_pair
+
+    if allow_dir is not None and curve_secret is None:
+        raise ConfigError("--allow-dir needs --curve-secret (client keys are checked by CURVE)")
+    secret = load_key_pair(curve_secret).secret_key if curve_secret is not None else None
+    allowed = load_allow_dir(allow_dir) if allow_dir is not None else None
+    if secret is None and not _is_loopback(bind):
+        log.warning("serving on %s without CURVE: anyone who can reach it can use the model", bind)
     manifest = PolicyManifest.load(manifest_path)
-    policy = OnnxPolicy(manifest, provider, strict=strict, intra_op_threads=threads)
-    policy.warmup()
+    service = PolicyService.from_manifest(manifest, provider, strict=strict, threads=threads, engine=engine)
+    service.warmup()
     stop = stop_event or threading.Event()
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
-    server = PolicyServer(PolicyService(policy), bind, max_message_bytes=max_message_bytes)
+    server = PolicyServer(
+        service, bind, max_message_bytes=max_message_bytes, curve_secret_key=secret, authorized_client_keys=allowed
+    )
     try:
         server.start()
-        log.info("serving %s on %s (%s)", manifest.model_id, server.endpoint, policy.provider)
+        log.info(
+            "serving %s on %s (%s, max_batch %d, CURVE %s)",
+            manifest.model_id,
+            server.endpoint,
+            service.policy.provider,
+            server.max_batch,
+            "off" if secret is None else f"on, {len(allowed) if allowed else 'any'} client key(s)",
+        )
         if on_ready is not None:
             on_ready(server.endpoint)
         while not stop.wait(0.2):
@@ -112,6 +323,11 @@ def serve(
             signal.signal(sig, handler)
 
 
+def _is_loopback(bind: str) -> bool:
+    host = bind.split("://", 1)[-1].rsplit(":", 1)[0]
+    return bind.startswith(("inproc://", "ipc://")) or host in ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Subprocess entry: serve a manifest and print ``READY <endpoint>`` once bound."""
     parser = argparse.ArgumentParser(prog="python -m robot_stack.policy.service", description=__doc__)
@@ -120,6 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--provider", default=None, choices=["cpu", "cuda", "tensorrt"])
     parser.add_argument("--strict", action="store_true", help="fail if the provider is unavailable")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
+    parser.add_argument("--engine", default="ort", choices=["ort", "tensorrt"], help="ONNX Runtime or native TRT")
+    parser.add_argument("--curve-secret", help="server .key_secret file: enables CURVE")
+    parser.add_argument("--allow-dir", help="folder of allowed client .key files (needs --curve-secret)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -137,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             strict=args.strict,
             threads=args.threads,
             on_ready=lambda endpoint: print(f"READY {endpoint}", flush=True),
+            curve_secret=args.curve_secret,
+            allow_dir=args.allow_dir,
+            engine=args.engine,
         )
     except RobotStackError as exc:
         log.error("%s: %s", type(exc).__name__, exc)

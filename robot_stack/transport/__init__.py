@@ -10,16 +10,19 @@ from robot_stack.transport.protocol import (
     ALLOWED_DTYPES,
     DEFAULT_MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
     Message,
     decode,
     encode,
 )
-from robot_stack.transport.server import Handler, PolicyServer
+from robot_stack.transport.server import BatchItem, Handler, PolicyServer
 
 __all__ = [
     "ALLOWED_DTYPES",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
+    "BatchItem",
     "CallTiming",
     "Handler",
     "Message",

@@ -21,6 +21,7 @@ import numpy as np
 import zmq
 
 from robot_stack.errors import ConfigError, ProtocolError, RequestTimeoutError, ServerError
+from robot_stack.transport.codecs import available_codecs
 from robot_stack.transport.protocol import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_MESSAGE_BYTES, Message, decode, encode
 
 __all__ = ["CallTiming", "PolicyClient", "Reply"]
@@ -84,7 +85,10 @@ class PolicyClient:
         timeout_s: default per-call budget; also sent to the server as the request deadline.
         model_id: if set, the server rejects the request unless it serves this model.
         max_message_bytes: local cap checked before sending (keep equal to the server's).
-        server_public_key / client_secret_key / client_public_key: z85 CURVE keys (all three, or none).
+        server_public_key / client_secret_key / client_public_key: z85 CURVE keys (all three, or none); from key
+            files: ``PolicyClient(..., **client_curve_kwargs("keys/server.key", "keys/robot1.key_secret"))``.
+        compression: request array name -> codec (``png``, ``jpeg``, ``zstd``, ``lz4``); usually set by
+            :meth:`negotiate_compression` from the served model's manifest. Arrays not named go raw.
         context: ZeroMQ context (default: the process-wide instance).
     """
 
@@ -100,6 +104,7 @@ class PolicyClient:
         client_secret_key: bytes | None = None,
         client_public_key: bytes | None = None,
         heartbeat_ms: int = 1000,
+        compression: Mapping[str, str] | None = None,
         context: zmq.Context | None = None,
     ) -> None:
         if timeout_s <= 0:
@@ -113,6 +118,9 @@ class PolicyClient:
         self.timeout_s = float(timeout_s)
         self.max_message_bytes = int(max_message_bytes)
         self._curve = keys if server_public_key is not None else None
+        self.compression: dict[str, str] = {}
+        if compression:
+            self.set_compression(compression)
         self._heartbeat_ms = heartbeat_ms
         self._ctx = context or zmq.Context.instance()
         self._lock = threading.Lock()
@@ -193,6 +201,31 @@ class PolicyClient:
         assert offset is not None
         return offset
 
+    def set_compression(self, compression: Mapping[str, str]) -> None:
+        """Compress the named request arrays with the given codecs from now on (``{}`` = all raw).
+
+        Raises:
+            ConfigError: a codec is unknown or not available on this machine.
+        """
+        have = available_codecs()
+        bad = {name: codec for name, codec in compression.items() if codec not in have}
+        if bad:
+            raise ConfigError(f"codecs {bad} not available here (available: {list(have)}); install them or drop them")
+        self.compression = dict(compression)
+
+    def negotiate_compression(self, timeout_s: float | None = None) -> dict[str, str]:
+        """Adopt the per-stream compression the served model's manifest declares (metadata ``compression``), for
+        the codecs both this machine and the server have; return the adopted map (streams left out go raw)."""
+        meta = self.metadata(timeout_s)
+        wanted = meta.get("compression") or {}
+        both = set(available_codecs()) & set(meta.get("codecs") or ())
+        adopted = {str(k): str(v) for k, v in wanted.items() if v in both} if isinstance(wanted, dict) else {}
+        skipped = sorted(set(wanted) - set(adopted)) if isinstance(wanted, dict) else []
+        if skipped:
+            log.warning("streams %s stay uncompressed: their codec is missing on this side or the server", skipped)
+        self.set_compression(adopted)
+        return adopted
+
     @property
     def clock_offset_ns(self) -> int | None:
         """Server clock minus client clock, ns (NTP-style, from the reply with the smallest network delay among
@@ -232,6 +265,7 @@ class PolicyClient:
                     meta=meta,
                 ),
                 self.max_message_bytes,
+                codecs=self.compression if kind == "infer" else None,
             )
             t_send = time.monotonic_ns()
             deadline = t0 + int(budget_s * 1e9)

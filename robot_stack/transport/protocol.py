@@ -3,12 +3,14 @@
 A message is a ZeroMQ multipart message::
 
     frame 0      msgpack map (the header): {"v", "kind", "id", "robot", "model", "t_send_ns", "timeout_ms",
-                 "arrays": [{"name", "dtype", "shape"}, ...], "meta": {...}, "timing": {...} (replies only)}
-    frame 1..n   one raw frame per declared array: C-contiguous, little-endian bytes, in declaration order
+                 "arrays": [{"name", "dtype", "shape"[, "codec"]}, ...], "meta": {...}, "timing": {...} (replies)}
+    frame 1..n   one frame per declared array, in declaration order: C-contiguous, little-endian bytes, or (v2,
+                 when the spec names a ``codec``) the array compressed with that codec (see ``codecs.py``)
 
 No pickle and no msgpack extension types anywhere. Decoding validates the header (types, version, dtype
 whitelist, dims, declared total size against the cap) *before* touching any array frame, then checks every frame
-length against its declaration and wraps the frames as read-only zero-copy ``np.frombuffer`` views.
+length against its declaration and wraps the frames as read-only zero-copy ``np.frombuffer`` views. Compressed
+frames are decoded into new arrays of exactly the declared dtype and shape (decoders are bounded by that size).
 
 Times (``t_send_ns`` and everything in ``timing``) are integer nanoseconds on the *sender's* monotonic clock.
 """
@@ -24,6 +26,7 @@ import msgpack
 import numpy as np
 
 from robot_stack.errors import PayloadTooLargeError, ProtocolError, VersionMismatchError
+from robot_stack.transport.codecs import check_codec, decode_array, encode_array
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -31,6 +34,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "KINDS",
     "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
     "ArraySpec",
     "Message",
     "decode",
@@ -39,8 +43,11 @@ __all__ = [
     "salvage_request_id",
 ]
 
-#: Version of the wire format. Bump on any incompatible change of the header or frame layout.
-PROTOCOL_VERSION = 1
+#: Version of the wire format this side sends. Bump on any change of the header or frame layout.
+#: v2 = v1 + the optional ``codec`` key of an array spec (per-stream compression).
+PROTOCOL_VERSION = 2
+#: Versions this side accepts. A server answers in the version of the request.
+SUPPORTED_VERSIONS = (1, 2)
 #: Default cap on the sum of all declared array bytes of one message (64 MiB).
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Default cap on the size of the msgpack header frame (1 MiB).
@@ -67,17 +74,20 @@ _WIRE_NAMES: dict[np.dtype, str] = {dt: name for name, dt in ALLOWED_DTYPES.item
 _REQUIRED_KEYS = ("v", "kind", "id", "robot", "model", "t_send_ns", "timeout_ms", "arrays", "meta")
 _OPTIONAL_KEYS = ("timing",)
 _SPEC_KEYS = {"name", "dtype", "shape"}
+_SPEC_KEYS_V2 = {"name", "dtype", "shape", "codec"}
 _ALL_KEYS = frozenset(_REQUIRED_KEYS + _OPTIONAL_KEYS)
 _INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
 class ArraySpec:
-    """Declaration of one array frame: name, wire dtype name (a key of :data:`ALLOWED_DTYPES`), shape."""
+    """Declaration of one array frame: name, wire dtype name (a key of :data:`ALLOWED_DTYPES`), shape of the
+    (decoded) array, and the codec of its frame (``""`` = raw bytes; v2 only)."""
 
     name: str
     dtype: str
     shape: tuple[int, ...]
+    codec: str = ""
 
     @property
     def nbytes(self) -> int:
@@ -172,15 +182,34 @@ def prepare_arrays(
     return specs, out
 
 
-def encode(message: Message, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[bytes | memoryview]:
+def encode(
+    message: Message,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    codecs: Mapping[str, str] | None = None,
+) -> list[bytes | memoryview]:
     """Serialise ``message`` into frames for ``socket.send_multipart(frames, copy=False)``.
 
     Array frames are memoryviews of the (contiguous) arrays themselves: no copy is made for C-contiguous
     little-endian input. The arrays must not be mutated until the message has been sent.
+
+    Args:
+        codecs: array name -> codec (see :mod:`robot_stack.transport.codecs`) for the arrays to compress; names
+            not in ``message.arrays`` are ignored. Needs ``message.version >= 2``.
     """
     if message.kind not in KINDS:
         raise ProtocolError(f"unknown message kind {message.kind!r}; expected one of {sorted(KINDS)}")
+    if message.version not in SUPPORTED_VERSIONS:
+        raise ProtocolError(f"cannot encode protocol version {message.version}; supported: {SUPPORTED_VERSIONS}")
     specs, arrays = prepare_arrays(message.arrays, max_message_bytes)
+    payload: list[bytes | memoryview] = [memoryview(a.reshape(-1).view(np.uint8)) for a in arrays]
+    if codecs:
+        if message.version < 2:
+            raise ProtocolError("per-stream compression needs protocol version 2; the peer speaks version 1")
+        for i, spec in enumerate(specs):
+            codec = codecs.get(spec.name)
+            if codec:
+                payload[i] = encode_array(codec, arrays[i])
+                specs[i] = ArraySpec(spec.name, spec.dtype, spec.shape, codec)
     header: dict[str, Any] = {
         "v": int(message.version),
         "kind": message.kind,
@@ -189,7 +218,7 @@ def encode(message: Message, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES)
         "model": message.model,
         "t_send_ns": int(message.t_send_ns),
         "timeout_ms": float(message.timeout_ms),
-        "arrays": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in specs],
+        "arrays": [_spec_dict(s) for s in specs],
         "meta": dict(message.meta),
     }
     if message.timing is not None:
@@ -201,9 +230,14 @@ def encode(message: Message, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES)
             f"header/meta cannot be encoded ({exc}); meta values must be str, int, float, bool, None, bytes, "
             f"lists or str-keyed maps of these"
         ) from exc
-    frames: list[bytes | memoryview] = [head]
-    frames.extend(memoryview(a.reshape(-1).view(np.uint8)) for a in arrays)
-    return frames
+    return [head, *payload]
+
+
+def _spec_dict(spec: ArraySpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
+    if spec.codec:
+        out["codec"] = spec.codec
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ decode
@@ -259,20 +293,24 @@ def _check_str(header: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _parse_specs(raw: Any, max_message_bytes: int) -> list[tuple[str, np.dtype, tuple[int, ...], int]]:
-    """Validated (name, numpy dtype, shape, nbytes) per declared array; sizes are checked on exact Python ints."""
+def _parse_specs(
+    raw: Any, max_message_bytes: int, version: int = PROTOCOL_VERSION
+) -> list[tuple[str, np.dtype, tuple[int, ...], int, str]]:
+    """Validated (name, numpy dtype, shape, nbytes, codec) per declared array; sizes are checked on exact Python
+    ints (for compressed arrays: the decoded size)."""
     if type(raw) is not list:
         raise ProtocolError(f"header field 'arrays' must be a list, got {type(raw).__name__}")
     if len(raw) > MAX_ARRAYS:
         raise ProtocolError(f"{len(raw)} arrays declared; at most {MAX_ARRAYS} are allowed")
-    specs: list[tuple[str, np.dtype, tuple[int, ...], int]] = []
+    specs: list[tuple[str, np.dtype, tuple[int, ...], int, str]] = []
     names: set[str] = set()
     total = 0
     for i, entry in enumerate(raw):
-        if type(entry) is not dict or len(entry) != 3 or entry.keys() != _SPEC_KEYS:
-            raise ProtocolError(
-                f"arrays[{i}] must be a map with exactly the keys name, dtype, shape; got {entry!r:.120}"
-            )
+        if type(entry) is not dict or not (
+            entry.keys() == _SPEC_KEYS or (version >= 2 and entry.keys() == _SPEC_KEYS_V2)
+        ):
+            allowed = "name, dtype, shape" + (" and optionally codec" if version >= 2 else "")
+            raise ProtocolError(f"arrays[{i}] must be a map with exactly the keys {allowed}; got {entry!r:.120}")
         name, dtype, shape = entry["name"], entry["dtype"], entry["shape"]
         if type(name) is not str or not name or len(name) > MAX_NAME_LEN:
             raise ProtocolError(f"arrays[{i}].name must be a non-empty str of at most {MAX_NAME_LEN} chars")
@@ -288,6 +326,11 @@ def _parse_specs(raw: Any, max_message_bytes: int) -> list[tuple[str, np.dtype, 
             raise ProtocolError(
                 f"array {name!r}: shape must be a list of at most {MAX_NDIM} non-negative ints, got {shape!r:.80}"
             )
+        codec = entry.get("codec", "")
+        if codec != "":
+            if type(codec) is not str:
+                raise ProtocolError(f"array {name!r}: codec must be a str, got {codec!r:.40}")
+            check_codec(codec, np_dtype, tuple(shape))
         nbytes = math.prod(shape) * np_dtype.itemsize  # exact Python ints: a huge shape cannot overflow/allocate
         total += nbytes
         if total > max_message_bytes:
@@ -295,7 +338,7 @@ def _parse_specs(raw: Any, max_message_bytes: int) -> list[tuple[str, np.dtype, 
                 f"message declares more than {max_message_bytes} bytes of arrays (at {name!r}, shape {shape}); "
                 f"the cap is {max_message_bytes} bytes"
             )
-        specs.append((name, np_dtype, tuple(shape), nbytes))
+        specs.append((name, np_dtype, tuple(shape), nbytes, codec))
     return specs
 
 
@@ -309,7 +352,7 @@ def decode(
     Returned arrays are read-only zero-copy views of the frames (they keep the frames alive).
 
     Raises:
-        VersionMismatchError: the header's ``v`` is not :data:`PROTOCOL_VERSION`.
+        VersionMismatchError: the header's ``v`` is not in :data:`SUPPORTED_VERSIONS`.
         PayloadTooLargeError: header or declared arrays exceed their caps (checked before reading array frames).
         ProtocolError: anything else that does not follow the protocol.
     """
@@ -319,10 +362,10 @@ def decode(
     if not isinstance(header, dict):
         raise ProtocolError(f"header must be a msgpack map, got {type(header).__name__}")
     version = header.get("v")
-    if version != PROTOCOL_VERSION or not _is_int(version):
+    if not _is_int(version) or version not in SUPPORTED_VERSIONS:
         raise VersionMismatchError(
-            f"protocol version {version!r:.40} received, this side speaks {PROTOCOL_VERSION}; upgrade robot-stack "
-            f"on the older side so client and server match"
+            f"protocol version {version!r:.40} received, this side speaks versions {list(SUPPORTED_VERSIONS)}; "
+            f"upgrade robot-stack on the older side so client and server match"
         )
     missing = [k for k in _REQUIRED_KEYS if k not in header]
     if missing:
@@ -331,7 +374,7 @@ def decode(
     if unknown:
         raise ProtocolError(f"header has unknown field(s) {sorted(unknown)!r:.120}; allowed: {sorted(_ALL_KEYS)}")
     kind = header["kind"]
-    if kind not in KINDS:
+    if type(kind) is not str or kind not in KINDS:
         raise ProtocolError(f"unknown message kind {kind!r:.40}; expected one of {sorted(KINDS)}")
     request_id = header["id"]
     if not _is_int(request_id) or not -1 <= request_id <= _INT64_MAX:
@@ -353,21 +396,26 @@ def decode(
         or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in timing.values())
     ):
         raise ProtocolError("header field 'timing' must be a map of str -> number")
-    specs = _parse_specs(header["arrays"], max_message_bytes)
+    specs = _parse_specs(header["arrays"], max_message_bytes, version)
     if len(frames) - 1 != len(specs):
         raise ProtocolError(
             f"header declares {len(specs)} array frame(s) but {len(frames) - 1} followed "
             f"({'truncated' if len(frames) - 1 < len(specs) else 'extra frames'} multipart message)"
         )
     arrays: dict[str, np.ndarray] = {}
-    for (name, np_dtype, shape, nbytes), frame in zip(specs, frames[1:], strict=True):
+    for (name, np_dtype, shape, nbytes, codec), frame in zip(specs, frames[1:], strict=True):
         buf = _frame_buffer(frame)
-        if buf.nbytes != nbytes:
+        if codec:
+            if buf.nbytes > max_message_bytes:
+                raise PayloadTooLargeError(f"array {name!r}: compressed frame of {buf.nbytes} bytes exceeds the cap")
+            array = decode_array(codec, buf, np_dtype, shape)
+        elif buf.nbytes != nbytes:
             raise ProtocolError(
                 f"array {name!r}: frame has {buf.nbytes} bytes but {np_dtype.name}{list(shape)} needs {nbytes}"
             )
-        array = np.frombuffer(buf, dtype=np_dtype).reshape(shape)
-        if np_dtype.kind == "b" and array.size and np.frombuffer(buf, dtype=np.uint8).max() > 1:
+        else:
+            array = np.frombuffer(buf, dtype=np_dtype).reshape(shape)
+        if np_dtype.kind == "b" and array.size and array.view(np.uint8).max() > 1:
             raise ProtocolError(f"array {name!r}: bool frame holds bytes other than 0 and 1")
         array.flags.writeable = False
         arrays[name] = array

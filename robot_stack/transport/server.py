@@ -5,9 +5,16 @@ Threads:
 * the **I/O thread** owns the ROUTER socket. It receives, validates, answers ``health`` / ``metadata`` at once,
   queues ``infer`` work (latest-wins per robot id: a newer request from the same robot replaces a queued older
   one, which is answered ``superseded``) and sends every reply;
-* the **worker thread** takes queued work oldest-robot-first, drops work whose deadline has passed
-  (``deadline_exceeded``), calls ``handler(arrays, meta) -> (arrays, meta)`` and hands the encoded reply back to
-  the I/O thread (a deque plus an inproc wake-up socket; ZeroMQ sockets never cross threads).
+* the **worker thread** takes queued work **earliest deadline first** (requests without a deadline after those
+  with one, ties by arrival), drops work whose deadline has passed (``deadline_exceeded``), runs the handler and
+  hands the encoded reply back to the I/O thread (a deque plus an inproc wake-up socket; ZeroMQ sockets never
+  cross threads). If the handler has ``max_batch > 1`` and a ``run_batch(items)`` method, the worker takes up to
+  ``max_batch`` queued requests (one per robot, by deadline) and runs them as one micro-batch; nothing waits for
+  a batch to fill, so a lone robot never pays for batching.
+
+Per-client latency (queue, inference, total = receipt to reply, all server clock) is kept for the last
+:data:`CLIENT_WINDOW` requests of each of at most :data:`MAX_TRACKED_CLIENTS` robot ids and reported by
+:meth:`PolicyServer.client_stats`, in :meth:`PolicyServer.stats` and in every ``health`` reply.
 
 No input crashes the server: every failure becomes an ``error`` reply (when the sender can be addressed, which
 with ROUTER is always) and a counter in :meth:`PolicyServer.stats`.
@@ -19,7 +26,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -35,22 +42,54 @@ from robot_stack.errors import (
     RobotStackError,
     VersionMismatchError,
 )
+from robot_stack.metrics import StageTimes
+from robot_stack.transport.codecs import available_codecs
 from robot_stack.transport.protocol import (
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
     Message,
     decode,
     encode,
     salvage_request_id,
 )
 
-__all__ = ["Handler", "PolicyServer"]
+__all__ = ["BatchItem", "CLIENT_WINDOW", "MAX_TRACKED_CLIENTS", "BatchHandler", "Handler", "PolicyServer"]
 
 log = logging.getLogger("robot_stack.transport.server")
 
 #: ``handler(arrays, meta) -> (arrays, meta)``. Arrays are name -> ndarray (request arrays are read-only views).
 #: A handler may also have ``model_id: str`` and ``metadata() -> dict`` attributes; the server uses them.
 Handler = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]]
+
+#: Requests remembered per robot for the per-client percentiles; robot ids tracked at most (least recent evicted).
+CLIENT_WINDOW = 1024
+MAX_TRACKED_CLIENTS = 256
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One request handed to ``handler.run_batch``.
+
+    Attributes:
+        robot: the sender's robot id.
+        arrays: name -> read-only request array.
+        meta: the request's meta map.
+        request_id: the client's request id.
+        deadline_ns: server monotonic clock, ns; None = no deadline.
+    """
+
+    robot: str
+    arrays: Mapping[str, np.ndarray]
+    meta: Mapping[str, Any]
+    request_id: int
+    deadline_ns: int | None
+
+
+#: ``run_batch(items) -> results``: one result per item, in order: ``(arrays, meta)`` or the exception for that
+#: item (a :class:`PolicyError` becomes ``policy_error``, anything else ``handler_error``).
+BatchHandler = Callable[[Sequence[BatchItem]], list[tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | BaseException]]
 
 _COUNTERS = (
     "received",
@@ -68,6 +107,8 @@ _COUNTERS = (
     "policy_error",
     "handler_error",
     "internal_error",
+    "auth_rejected",
+    "batches",
 )
 
 
@@ -78,13 +119,19 @@ class _Work:
     t_recv_ns: int
     deadline_ns: int | None
 
+    def edf_key(self) -> tuple[float, int]:
+        """Earliest deadline first; no deadline sorts last; ties by arrival."""
+        return (self.deadline_ns if self.deadline_ns is not None else float("inf"), self.t_recv_ns)
+
 
 class PolicyServer:
     """Serve ``handler`` on a ROUTER socket.
 
     Args:
         handler: ``handler(arrays, meta) -> (arrays, meta)``; raising :class:`PolicyError` gives an error reply
-            with code ``policy_error``, any other exception ``handler_error``.
+            with code ``policy_error``, any other exception ``handler_error``. Optional attributes: ``model_id``,
+            ``metadata() -> dict``, and for micro-batching ``max_batch: int`` with ``run_batch`` (see
+            :data:`BatchHandler`), which the server then calls instead (also for single requests).
         bind: ZeroMQ endpoint. Binds localhost by default; ``tcp://0.0.0.0:5555`` exposes it (then use CURVE).
             ``tcp://127.0.0.1:*`` picks a free port (see :attr:`endpoint`).
         max_message_bytes: cap on the declared array bytes of one request; also sets ``ZMQ_MAXMSGSIZE`` so that
@@ -93,7 +140,8 @@ class PolicyServer:
             ``handler.model_id`` if present). A request naming another model is rejected (``model_mismatch``).
         curve_secret_key: z85 server secret key; enables CURVE encryption (clients must know the public key).
         authorized_client_keys: z85 client public keys allowed to connect (needs ``curve_secret_key``); None =
-            any client that knows the server key.
+            any client that knows the server key. A mapping key -> name also names them in the logs. Refused
+            handshakes are counted as ``auth_rejected``.
         heartbeat_ms: ZMTP heartbeat interval; a peer silent for 3 intervals is dropped.
         context: ZeroMQ context (default: the process-wide instance).
     """
@@ -121,7 +169,13 @@ class PolicyServer:
         self._auth: Any = None
         self._counts: collections.Counter[str] = collections.Counter({k: 0 for k in _COUNTERS})
         self._counts_lock = threading.Lock()
-        self._pending: collections.OrderedDict[str, _Work] = collections.OrderedDict()
+        self._pending: dict[str, _Work] = {}
+        self._run_batch = getattr(handler, "run_batch", None)
+        self.max_batch = max(1, int(getattr(handler, "max_batch", 1))) if callable(self._run_batch) else 1
+        self._client_times: collections.OrderedDict[str, tuple[StageTimes, collections.deque[int]]] = (
+            collections.OrderedDict()
+        )
+        self._client_lock = threading.Lock()
         self._cond = threading.Condition()
         self._outbox: collections.deque[list[Any]] = collections.deque()
         self._stop = threading.Event()
@@ -141,7 +195,12 @@ class PolicyServer:
             if not zmq.has("curve"):
                 raise ConfigError("CURVE requested but this libzmq has no CURVE support; install a pyzmq wheel")
             if authorized_client_keys is not None:
-                self._start_authenticator(set(authorized_client_keys))
+                names = (
+                    dict(authorized_client_keys)
+                    if isinstance(authorized_client_keys, Mapping)
+                    else {k: "" for k in authorized_client_keys}
+                )
+                self._start_authenticator(names)
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, curve_secret_key)
         elif authorized_client_keys is not None:
@@ -207,23 +266,60 @@ class PolicyServer:
     ) -> None:
         self.close()
 
-    def stats(self) -> dict[str, int]:
-        """Counters: received, replied, infer_ok, health, metadata, and one per error code. Thread-safe copy."""
+    def stats(self) -> dict[str, Any]:
+        """Counters (received, replied, infer_ok, health, metadata, batches, auth_rejected, one per error code),
+        ``queued``, and ``clients`` (see :meth:`client_stats`). Thread-safe copy."""
         with self._counts_lock:
-            out = dict(self._counts)
+            out: dict[str, Any] = dict(self._counts)
         with self._cond:
             out["queued"] = len(self._pending)
+        out["clients"] = self.client_stats()
         return out
 
+    def client_stats(self) -> dict[str, dict[str, float]]:
+        """Per robot id: ``n`` and p50/p99 of ``queue_ms``, ``infer_ms`` (the model call, whole batch) and
+        ``total_ms`` (receipt to reply) over its last :data:`CLIENT_WINDOW` answered infer requests, plus
+        ``batch_mean`` (mean micro-batch size its requests ran in)."""
+        with self._client_lock:
+            summaries = {robot: (t.summary(), sum(b) / max(1, len(b))) for robot, (t, b) in self._client_times.items()}
+        out: dict[str, dict[str, float]] = {}
+        for robot, (summary, batch_mean) in summaries.items():
+            entry: dict[str, float] = {"n": summary["total"]["n"]}
+            for stage in ("queue", "infer", "total"):
+                entry[f"{stage}_p50_ms"] = round(summary[stage]["p50_ms"], 4)
+                entry[f"{stage}_p99_ms"] = round(summary[stage]["p99_ms"], 4)
+            entry["batch_mean"] = round(batch_mean, 3)
+            out[robot] = entry
+        return out
+
+    def _record_client(self, robot: str, queue_ms: float, infer_ms: float, total_ms: float, batch: int) -> None:
+        with self._client_lock:
+            entry = self._client_times.pop(robot, None)
+            if entry is None:
+                entry = (StageTimes(maxlen=CLIENT_WINDOW), collections.deque(maxlen=CLIENT_WINDOW))
+                while len(self._client_times) >= MAX_TRACKED_CLIENTS:
+                    self._client_times.popitem(last=False)
+            self._client_times[robot] = entry
+            times, batches = entry
+            times.add("queue", queue_ms / 1e3)
+            times.add("infer", infer_ms / 1e3)
+            times.add("total", total_ms / 1e3)
+            batches.append(batch)
+
     # --------------------------------------------------------------------------------------------- CURVE
-    def _start_authenticator(self, allowed: set[bytes]) -> None:
+    def _start_authenticator(self, allowed: Mapping[bytes, str]) -> None:
         from zmq.auth.thread import ThreadAuthenticator
+
+        server = self
 
         class _Allow:
             def callback(self, domain: str, key: bytes) -> bool:
                 ok = key in allowed
                 if not ok:
-                    log.warning("rejected CURVE client key %r (not in authorized_client_keys)", key)
+                    server._count("auth_rejected")
+                    log.warning("rejected CURVE client key %r (not in the allow-list)", key)
+                elif allowed[key]:
+                    log.debug("CURVE client %r admitted", allowed[key])
                 return ok
 
         self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("robot_stack.transport.auth"))
@@ -240,7 +336,15 @@ class PolicyServer:
         with self._counts_lock:
             self._counts[key] += n
 
-    def _error_frames(self, request_id: int, robot: str, code: str, reason: str, timing: dict | None) -> list[Any]:
+    def _error_frames(
+        self,
+        request_id: int,
+        robot: str,
+        code: str,
+        reason: str,
+        timing: dict | None,
+        version: int = PROTOCOL_VERSION,
+    ) -> list[Any]:
         self._count(code if code in _COUNTERS else "internal_error")
         t_reply = time.monotonic_ns()
         if timing is not None:
@@ -253,6 +357,7 @@ class PolicyServer:
             t_send_ns=t_reply,
             meta={"code": code, "reason": reason},
             timing=timing,
+            version=version,
         )
         return encode(msg, self.max_message_bytes)
 
@@ -275,7 +380,7 @@ class PolicyServer:
                                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
                             except zmq.Again:
                                 break
-                            self._on_message(frames, time.monotonic_ns())
+                            self._on_message_safe(frames)
                 except Exception:  # the loop must survive anything
                     self._count("internal_error")
                     log.exception("policy server I/O loop error (continuing)")
@@ -289,6 +394,17 @@ class PolicyServer:
             self._count("replied")
         except zmq.Again:
             log.warning("reply dropped: client's send queue is full (HWM)")
+
+    def _on_message_safe(self, frames: list[Any]) -> None:
+        """:meth:`_on_message`, but a server bug still answers the sender (``internal_error``) and is counted."""
+        try:
+            self._on_message(frames, time.monotonic_ns())
+        except Exception:
+            log.exception("policy server failed on a message (answered internal_error, continuing)")
+            try:
+                self._send([frames[0]] + self._error_frames(-1, "", "internal_error", "server bug; see its log", None))
+            except Exception:
+                log.exception("could not even answer internal_error")
 
     def _on_message(self, frames: list[Any], t_recv_ns: int) -> None:
         self._count("received")
@@ -311,9 +427,10 @@ class PolicyServer:
             self._send(envelope + self._error_frames(rid, "", code, str(exc), {"t_recv_ns": t_recv_ns}))
             return
         timing = {"t_client_send_ns": request.t_send_ns, "t_recv_ns": t_recv_ns}
+        v = request.version
         if request.model and self.model_id and request.model != self.model_id:
             reason = f"request is for model {request.model!r} but this server serves {self.model_id!r}"
-            self._send(envelope + self._error_frames(request.id, request.robot, "model_mismatch", reason, timing))
+            self._send(envelope + self._error_frames(request.id, request.robot, "model_mismatch", reason, timing, v))
             return
         if request.kind == "infer":
             deadline = t_recv_ns + int(request.timeout_ms * 1e6) if request.timeout_ms > 0 else None
@@ -324,8 +441,10 @@ class PolicyServer:
                 self._cond.notify()
             if old is not None:
                 reason = f"superseded by newer request {request.id} from robot {request.robot!r} (latest wins)"
+                old_req = old.request
                 self._send(
-                    old.envelope + self._error_frames(old.request.id, old.request.robot, "superseded", reason, None)
+                    old.envelope
+                    + self._error_frames(old_req.id, old_req.robot, "superseded", reason, None, old_req.version)
                 )
         elif request.kind in ("health", "metadata"):
             self._count(request.kind)
@@ -337,6 +456,8 @@ class PolicyServer:
                     "model": self.model_id,
                     "uptime_s": (time.monotonic_ns() - self._t_start_ns) / 1e9,
                     "queued": queued,
+                    "max_batch": self.max_batch,
+                    "clients": self.client_stats(),
                 }
             else:
                 meta = self._metadata()
@@ -349,15 +470,22 @@ class PolicyServer:
                 t_send_ns=t_reply,
                 meta=meta,
                 timing={**timing, "t_reply_ns": t_reply},
+                version=v,
             )
             self._send(envelope + encode(reply, self.max_message_bytes))
         else:
             reason = f"kind {request.kind!r} is not a request; send infer, health or metadata"
-            self._send(envelope + self._error_frames(request.id, request.robot, "bad_kind", reason, timing))
+            self._send(envelope + self._error_frames(request.id, request.robot, "bad_kind", reason, timing, v))
 
     def _metadata(self) -> dict[str, Any]:
         fn = getattr(self._handler, "metadata", None)
-        base: dict[str, Any] = {"model": self.model_id, "max_message_bytes": self.max_message_bytes}
+        base: dict[str, Any] = {
+            "model": self.model_id,
+            "max_message_bytes": self.max_message_bytes,
+            "max_batch": self.max_batch,
+            "protocol_versions": list(SUPPORTED_VERSIONS),
+            "codecs": list(available_codecs()),
+        }
         if callable(fn):
             try:
                 base.update(fn())
@@ -366,74 +494,152 @@ class PolicyServer:
         return base
 
     # ------------------------------------------------------------------------------------- worker thread
+    def _take_work(self) -> tuple[list[_Work], list[_Work]] | None:
+        """Block until work is queued; return (runnable batch by EDF, expired work) or None on stop."""
+        with self._cond:
+            while not self._pending and not self._stop.is_set():
+                self._cond.wait()
+            if self._stop.is_set():
+                return None
+            now = time.monotonic_ns()
+            batch: list[_Work] = []
+            expired: list[_Work] = []
+            for work in sorted(self._pending.values(), key=_Work.edf_key):
+                if work.deadline_ns is not None and now > work.deadline_ns:
+                    expired.append(work)
+                elif len(batch) < self.max_batch:
+                    batch.append(work)
+                else:
+                    continue
+                del self._pending[work.request.robot]
+            return batch, expired
+
     def _work_loop(self) -> None:
         wake = self._ctx.socket(zmq.PAIR)
         wake.setsockopt(zmq.LINGER, 0)
         wake.connect(self._wake_addr)
         try:
             while True:
-                with self._cond:
-                    while not self._pending and not self._stop.is_set():
-                        self._cond.wait()
-                    if self._stop.is_set():
-                        return
-                    _, work = self._pending.popitem(last=False)
-                try:
-                    frames = self._process(work)
-                except Exception:
-                    log.exception("policy server worker error (continuing)")
-                    frames = self._error_frames(work.request.id, work.request.robot, "internal_error", "internal", None)
-                self._outbox.append(work.envelope + frames)
+                taken = self._take_work()
+                if taken is None:
+                    return
+                batch, expired = taken
+                replies = [w.envelope + self._expired_frames(w) for w in expired]
+                if batch:
+                    try:
+                        frames = self._process(batch)
+                    except Exception:
+                        log.exception("policy server worker error (continuing)")
+                        frames = [
+                            self._error_frames(w.request.id, w.request.robot, "internal_error", "internal", None)
+                            for w in batch
+                        ]
+                    replies.extend(w.envelope + f for w, f in zip(batch, frames, strict=True))
+                self._outbox.extend(replies)
                 wake.send(b"", zmq.NOBLOCK)
         finally:
             wake.close(0)
 
-    def _process(self, work: _Work) -> list[Any]:
+    def _expired_frames(self, work: _Work) -> list[Any]:
         req = work.request
-        t_start = time.monotonic_ns()
-        timing: dict[str, int | float] = {
+        now = time.monotonic_ns()
+        timing = {
             "t_client_send_ns": req.t_send_ns,
             "t_recv_ns": work.t_recv_ns,
-            "t_start_ns": t_start,
-            "queue_ms": (t_start - work.t_recv_ns) / 1e6,
+            "queue_ms": (now - work.t_recv_ns) / 1e6,
         }
-        if work.deadline_ns is not None and t_start > work.deadline_ns:
-            reason = (
-                f"request {req.id} waited {(t_start - work.t_recv_ns) / 1e6:.1f} ms in the queue, beyond its "
-                f"{req.timeout_ms:.1f} ms budget; dropped without running the model"
-            )
-            return self._error_frames(req.id, req.robot, "deadline_exceeded", reason, timing)
-        try:
-            arrays, meta = self._handler(req.arrays, req.meta)
-            code = ""
-        except PolicyError as exc:
-            code, reason = "policy_error", str(exc)
-        except RobotStackError as exc:
-            code, reason = "handler_error", f"{type(exc).__name__}: {exc}"
-        except Exception as exc:
-            log.exception("handler raised for request %d", req.id)
-            code, reason = "handler_error", f"{type(exc).__name__}: {exc}"
-        t_end = time.monotonic_ns()
-        timing["t_end_ns"] = t_end
-        timing["infer_ms"] = (t_end - t_start) / 1e6
-        if code:
-            return self._error_frames(req.id, req.robot, code, reason, timing)
-        t_reply = time.monotonic_ns()
-        timing["t_reply_ns"] = t_reply
-        reply = Message(
-            kind="reply",
-            id=req.id,
-            robot=req.robot,
-            model=self.model_id,
-            t_send_ns=t_reply,
-            arrays=arrays,
-            meta=meta,
-            timing=timing,
+        reason = (
+            f"request {req.id} waited {(now - work.t_recv_ns) / 1e6:.1f} ms in the queue, beyond its "
+            f"{req.timeout_ms:.1f} ms budget; dropped without running the model"
         )
+        return self._error_frames(req.id, req.robot, "deadline_exceeded", reason, timing, req.version)
+
+    def _call_handler(
+        self, batch: list[_Work]
+    ) -> list[tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | BaseException]:
+        """Run the handler on the batch; one result or exception per work item, in order."""
+        if self._run_batch is not None:
+            items = [
+                BatchItem(w.request.robot, w.request.arrays, w.request.meta, w.request.id, w.deadline_ns) for w in batch
+            ]
+            try:
+                results = list(self._run_batch(items))
+            except Exception as exc:  # a batch-level failure fails every item of the batch
+                log.exception("handler.run_batch raised for %d request(s)", len(batch))
+                return [exc] * len(batch)
+            if len(results) != len(batch):
+                err = RuntimeError(f"handler.run_batch returned {len(results)} results for {len(batch)} requests")
+                return [err] * len(batch)
+            return results
+        out: list[tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | BaseException] = []
+        for work in batch:
+            try:
+                out.append(self._handler(work.request.arrays, work.request.meta))
+            except Exception as exc:
+                if not isinstance(exc, RobotStackError):
+                    log.exception("handler raised for request %d", work.request.id)
+                out.append(exc)
+        return out
+
+    def _process(self, batch: list[_Work]) -> list[list[Any]]:
+        """Run one (micro-)batch; return the encoded answer frames of each work item, in order."""
+        t_start = time.monotonic_ns()
+        results = self._call_handler(batch)
+        t_end = time.monotonic_ns()
+        if len(batch) > 1 or self._run_batch is not None:
+            self._count("batches")
+        out: list[list[Any]] = []
+        for work, result in zip(batch, results, strict=True):
+            req = work.request
+            timing: dict[str, int | float] = {
+                "t_client_send_ns": req.t_send_ns,
+                "t_recv_ns": work.t_recv_ns,
+                "t_start_ns": t_start,
+                "queue_ms": (t_start - work.t_recv_ns) / 1e6,
+                "t_end_ns": t_end,
+                "infer_ms": (t_end - t_start) / 1e6,
+                "batch": len(batch),
+            }
+            out.append(self._answer(work, result, timing))
+            self._record_client(
+                req.robot,
+                float(timing["queue_ms"]),
+                float(timing["infer_ms"]),
+                (time.monotonic_ns() - work.t_recv_ns) / 1e6,
+                len(batch),
+            )
+        return out
+
+    def _answer(
+        self,
+        work: _Work,
+        result: tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | BaseException,
+        timing: dict[str, int | float],
+    ) -> list[Any]:
+        req = work.request
+        if isinstance(result, BaseException):
+            if isinstance(result, PolicyError):
+                code, reason = "policy_error", str(result)
+            else:
+                code, reason = "handler_error", f"{type(result).__name__}: {result}"
+            return self._error_frames(req.id, req.robot, code, reason, timing, req.version)
         try:
+            arrays, meta = result
+            t_reply = time.monotonic_ns()
+            reply = Message(
+                kind="reply",
+                id=req.id,
+                robot=req.robot,
+                model=self.model_id,
+                t_send_ns=t_reply,
+                arrays=arrays,
+                meta=meta,
+                timing={**timing, "t_reply_ns": t_reply},
+                version=req.version,
+            )
             frames = encode(reply, self.max_message_bytes)
-        except ProtocolError as exc:
+        except (ProtocolError, TypeError, ValueError) as exc:
             reason = f"handler output cannot be sent: {exc}"
-            return self._error_frames(req.id, req.robot, "handler_error", reason, timing)
+            return self._error_frames(req.id, req.robot, "handler_error", reason, timing, req.version)
         self._count("infer_ok")
         return frames

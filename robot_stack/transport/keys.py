@@ -1,0 +1,192 @@
+"""ZeroMQ CURVE key files: generation, loading, and the server's allow-list folder.
+
+Files are exactly those of ``zmq.auth.create_certificates`` (ZPL "certificates"), so keys made with pyzmq's own
+tools work too::
+
+    <dir>/<name>.key            public key   (mode 0644): give it to peers
+    <dir>/<name>.key_secret     key pair     (mode 0600): keep it on this machine only
+    <dir>/allowed/<name>.key    copy of a *client* public key: the server's allow-list folder
+
+``robot-stack keys generate keys/ --name server --server`` makes the server's pair; ``robot-stack keys generate
+keys/ --name robot1`` makes a client pair and drops its public key into ``keys/allowed/``. The server then runs
+with ``--curve-secret keys/server.key_secret --allow-dir keys/allowed`` and the robot with
+``--server-key keys/server.key --curve-secret keys/robot1.key_secret``. Secret files readable by group or others
+are refused (like ssh does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robot_stack.errors import ConfigError
+
+__all__ = [
+    "ALLOW_DIR_NAME",
+    "CurveKeyPair",
+    "add_keys_parser",
+    "client_curve_kwargs",
+    "generate_keys",
+    "load_allow_dir",
+    "load_key_pair",
+    "load_public_key",
+]
+
+log = logging.getLogger("robot_stack.transport.keys")
+
+#: Default allow-list folder name inside a key folder.
+ALLOW_DIR_NAME = "allowed"
+
+
+@dataclass(frozen=True)
+class CurveKeyPair:
+    """One CURVE identity: z85 public and secret keys (40 ASCII bytes each) and where they live on disk."""
+
+    name: str
+    public_key: bytes
+    secret_key: bytes
+    public_file: Path
+    secret_file: Path
+
+
+def _check_name(name: str) -> None:
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ConfigError(f"key name {name!r} invalid: use letters, digits, '-', '_' or '.' (e.g. robot1, server)")
+
+
+def generate_keys(
+    directory: str | Path, name: str, *, allow_dir: str | Path | None = None, overwrite: bool = False
+) -> CurveKeyPair:
+    """Create ``<directory>/<name>.key`` and ``<name>.key_secret`` (mode 0600); optionally allow-list it.
+
+    Args:
+        directory: key folder (created, mode 0700, if missing).
+        name: identity name, e.g. ``robot1`` or ``server``.
+        allow_dir: if given, the public key is copied there (the server's allow-list folder).
+        overwrite: replace an existing pair of that name (otherwise :class:`ConfigError`).
+    Returns:
+        the new key pair.
+    """
+    import zmq.auth
+
+    _check_name(name)
+    directory = Path(directory)
+    public_file, secret_file = directory / f"{name}.key", directory / f"{name}.key_secret"
+    if not overwrite and (public_file.exists() or secret_file.exists()):
+        raise ConfigError(f"keys {public_file} / {secret_file} already exist; pass overwrite=True (--force) to replace")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Write the secret with a restrictive umask so it is never readable by others, not even for a moment.
+    old_umask = os.umask(0o077)
+    try:
+        zmq.auth.create_certificates(str(directory), name)
+    finally:
+        os.umask(old_umask)
+    os.chmod(secret_file, 0o600)
+    os.chmod(public_file, 0o644)
+    pair = load_key_pair(secret_file)
+    if allow_dir is not None:
+        allow = Path(allow_dir)
+        allow.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(public_file, allow / public_file.name)
+        os.chmod(allow / public_file.name, 0o644)
+    log.info(
+        "generated CURVE key pair %r in %s%s", name, directory, f" (allow-listed in {allow_dir})" * bool(allow_dir)
+    )
+    return pair
+
+
+def _load(path: Path) -> tuple[bytes | None, bytes | None]:
+    import zmq.auth
+
+    if not path.is_file():
+        raise ConfigError(f"key file {path} not found; create one with `robot-stack keys generate <dir> --name <id>`")
+    try:
+        public, secret = zmq.auth.load_certificate(str(path))
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{path} is not a ZeroMQ CURVE key file ({exc})") from exc
+    if public is None or len(public) != 40:
+        raise ConfigError(f"{path} holds no valid z85 public key (expected 40 characters)")
+    return public, secret
+
+
+def load_key_pair(secret_file: str | Path) -> CurveKeyPair:
+    """Load a ``.key_secret`` file; refuse it if group/others may read it (fix with ``chmod 600``)."""
+    path = Path(secret_file)
+    public, secret = _load(path)
+    if secret is None or len(secret) != 40:
+        raise ConfigError(f"{path} holds no secret key; pass the .key_secret file, not the public .key")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"secret key file {path} has mode {mode:o}: readable by others; run `chmod 600 {path}`")
+    assert public is not None
+    name = path.name.removesuffix(".key_secret")
+    return CurveKeyPair(name, public, secret, path.with_name(f"{name}.key"), path)
+
+
+def load_public_key(path: str | Path) -> bytes:
+    """The z85 public key of a ``.key`` (or ``.key_secret``) file."""
+    public, _ = _load(Path(path))
+    assert public is not None
+    return public
+
+
+def load_allow_dir(directory: str | Path) -> dict[bytes, str]:
+    """Public keys of every ``*.key`` file in the allow-list folder -> the file's identity name.
+
+    Raises:
+        ConfigError: missing folder, unreadable key file, or an empty folder (nobody could connect: most likely a
+            mistake).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"allow-list folder {directory} not found; `robot-stack keys generate` creates it")
+    keys = {load_public_key(p): p.name.removesuffix(".key") for p in sorted(directory.glob("*.key"))}
+    if not keys:
+        raise ConfigError(f"allow-list folder {directory} holds no *.key files: no client could connect")
+    return keys
+
+
+def client_curve_kwargs(server_key: str | Path, client_secret: str | Path) -> dict[str, Any]:
+    """``PolicyClient(**client_curve_kwargs("keys/server.key", "keys/robot1.key_secret"))`` keyword arguments."""
+    pair = load_key_pair(client_secret)
+    return {
+        "server_public_key": load_public_key(server_key),
+        "client_secret_key": pair.secret_key,
+        "client_public_key": pair.public_key,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def _cmd_keys_generate(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    allow = None if args.server else Path(args.allow_dir) if args.allow_dir else directory / ALLOW_DIR_NAME
+    pair = generate_keys(directory, args.name, allow_dir=allow, overwrite=args.force)
+    if args.server:  # the server needs an allow-list folder to exist, even before the first client
+        (directory / ALLOW_DIR_NAME).mkdir(exist_ok=True)
+    print(f"public key  {pair.public_file}  ({pair.public_key.decode()})")
+    print(f"secret key  {pair.secret_file}  (mode 600: keep it on this machine)")
+    if allow is not None:
+        print(f"allow-listed in {allow}/")
+    return 0
+
+
+def add_keys_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``robot-stack keys generate <dir> --name <id> [--server] [--allow-dir D] [--force]``."""
+    keys = subparsers.add_parser("keys", help="manage ZeroMQ CURVE key files")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = keys_sub.add_parser("generate", help="create a CURVE key pair (and allow-list a client key)")
+    gen.add_argument("dir", help="key folder, e.g. keys/")
+    gen.add_argument("--name", required=True, help="identity name, e.g. robot1 or server")
+    gen.add_argument("--server", action="store_true", help="a server pair: not added to the allow-list")
+    gen.add_argument("--allow-dir", help="allow-list folder for client keys (default: <dir>/allowed)")
+    gen.add_argument("--force", action="store_true", help="overwrite an existing pair of that name")
+    gen.set_defaults(func=_cmd_keys_generate)
+    return keys
