@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,12 +98,16 @@ def run_demo(
     scene: str = "sim_tabletop",
     camera_id: str = "front",
     server_threads: int | None = 1,
+    action_head: str = "continuous",
+    blend: str = "splice",
 ) -> DemoReport:
     """Run ``episodes`` live episodes; return per-stage latency, executor figures and outcomes."""
     from robot_stack.calibration.store import load_calibration
     from robot_stack.clock import MonotonicClock
     from robot_stack.control.executor import Executor
-    from robot_stack.decoders.ee_delta import EeDeltaXyzDecoder
+    from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig
+    from robot_stack.decoders import get_decoder
+    from robot_stack.policy.demo_variants import build_variant
     from robot_stack.runtime import PolicyCycle
     from robot_stack.sim.camera import SimCamera
     from robot_stack.sim.robot import SimRobot
@@ -119,14 +125,19 @@ def run_demo(
     # On a small machine the renderer, the model and the 500 Hz executor share the cores: keep the software
     # renderer (llvmpipe) and ONNX Runtime to one thread each so the control loop keeps its deadlines.
     os.environ.setdefault("LP_NUM_THREADS", "1")
-    proc, endpoint = start_server(manifest, provider, threads=server_threads)
+    variants_dir = Path(tempfile.mkdtemp(prefix="robot-stack-models-"))
+    served, decoder_kwargs = build_variant(manifest, action_head, variants_dir)
+    decoder_name = "ee_delta_xyz" if action_head == "continuous" else action_head
+    if action_head != "motion_tracks":  # tracks carry the full pose; the others are positions of a downward TCP
+        decoder_kwargs["orientation"] = "down"
+    decoder = get_decoder(decoder_name, **decoder_kwargs)
+    proc, endpoint = start_server(served, provider, threads=server_threads)
     log.info("policy server ready at %s (pid %d)", endpoint, proc.pid)
     clock = MonotonicClock()
     world = SimWorld(clock=clock)
     robot = SimRobot(world)
     camera = SimCamera(world, camera_id=camera_id)
     projector = load_calibration(scene, camera_id).projector()
-    decoder = EeDeltaXyzDecoder(orientation="down")
     task = ReachTouchTask(world, max_duration_s=max_duration_s)
     client = PolicyClient(endpoint, robot_id="sim-panda-0", timeout_s=2.0)
     try:
@@ -141,7 +152,18 @@ def run_demo(
         for ep in range(episodes):
             task.reset(seed + ep)
             executor = Executor(robot, clock, rate_hz=rate_hz)
-            cycle = PolicyCycle([(camera, projector)], robot, client, decoder, executor, clock, times, task.instruction)
+            scheduler = ChunkScheduler(executor, SchedulerConfig(mode=blend))
+            cycle = PolicyCycle(
+                [(camera, projector)],
+                robot,
+                client,
+                decoder,
+                executor,
+                clock,
+                times,
+                task.instruction,
+                scheduler=scheduler,
+            )
             executor.start()
             steps = 0
             next_query = clock.now_ns()
@@ -179,6 +201,7 @@ def run_demo(
         client.close()
         camera.stop()
         stop_server(proc)
+        shutil.rmtree(variants_dir, ignore_errors=True)
     report.stages = times.summary()
     report.executor = _combine_executor_stats(per_episode_executor)
     if gif_path is not None and gif_frames:

@@ -21,6 +21,7 @@ from robot_stack.calibration.projection import DepthProjector
 from robot_stack.cameras.base import Camera
 from robot_stack.clock import Clock
 from robot_stack.control.executor import Executor
+from robot_stack.control.scheduler import ChunkScheduler
 from robot_stack.decoders.base import Decoder
 from robot_stack.errors import CameraError, RobotStackError, TransportError
 from robot_stack.metrics import StageTimes
@@ -29,6 +30,9 @@ from robot_stack.transport.client import PolicyClient
 from robot_stack.types import ActionChunk, Frame, JointTrajectory, Observation
 
 log = logging.getLogger("robot_stack.runtime")
+
+#: Name of the model output that carries the action chunk, per action head (manifest ``action_head``).
+ACTION_OUTPUTS = {"continuous": "actions", "latent_vq": "tokens", "binned": "bins", "motion_tracks": "tracks"}
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,8 @@ class PolicyCycle:
         client: connection to the policy server.
         decoder: turns the chunk into a joint trajectory (chosen from the manifest's action space/head).
         executor: receives the trajectories.
+        scheduler: optional chunk scheduler in front of the executor (latency compensation, splice/ensemble
+            blending); without it trajectories go straight to ``executor.set_trajectory``.
         clock: the process clock (frame ages are measured on it).
         times: per-stage latency sink (capture, xyz, serialize, network, server_queue, inference, round_trip,
             decode, loop_total, overhead_beyond_inference).
@@ -143,6 +149,7 @@ class PolicyCycle:
         task: str = "",
         guard: ObservationGuard | None = None,
         timeout_s: float | None = None,
+        scheduler: ChunkScheduler | None = None,
     ) -> None:
         self.cameras = list(cameras)
         self.robot = robot
@@ -154,6 +161,7 @@ class PolicyCycle:
         self.task = task
         self.guard = guard if guard is not None else ObservationGuard()
         self.timeout_s = timeout_s
+        self.scheduler = scheduler
         self.outcomes: Counter[str] = Counter()
 
     def _finish(self, result: CycleResult, step: int) -> CycleResult:
@@ -195,10 +203,11 @@ class PolicyCycle:
         self.times.add("round_trip", tm.round_trip_ms / 1e3)
         try:
             horizon = int(reply.meta["horizon"])
+            output = ACTION_OUTPUTS.get(str(reply.meta.get("action_head", "continuous")), "actions")
             chunk = ActionChunk(
                 obs.t_obs_ns,
                 float(reply.meta["dt_s"]),
-                reply.arrays["actions"],
+                reply.arrays[output],
                 str(reply.meta["action_space"]),
                 np.ones(horizon, np.float32),
                 str(reply.meta.get("model_id", "")),
@@ -209,8 +218,14 @@ class PolicyCycle:
             return self._finish(
                 CycleResult("decode", f"{type(exc).__name__}: {exc}", obs, None, None, tm.infer_ms), step
             )
-        if not self.executor.set_trajectory(trajectory):
-            return self._finish(CycleResult("rejected", "executor refused the trajectory", obs, chunk), step)
+        if self.scheduler is not None:
+            scheduled = self.scheduler.submit(trajectory)
+            accepted, why = scheduled.accepted, scheduled.reason
+            trajectory = scheduled.trajectory if scheduled.trajectory is not None else trajectory
+        else:
+            accepted, why = self.executor.set_trajectory(trajectory), "executor refused the trajectory"
+        if not accepted:
+            return self._finish(CycleResult("rejected", why, obs, chunk), step)
         done = time.perf_counter()
         self.times.add("loop_total", done - t_loop)
         # what the stack adds on top of the sensor and the model: xyz, codec, network, queue, decode

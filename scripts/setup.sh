@@ -35,5 +35,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[setup] installing robot-stack and dependencies into $VENV (first run takes a few minutes)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    # benchmark peer only: openpi-client pins numpy<2 in its metadata but runs on numpy 2 (websockets + msgpack)
+    "$VENV/bin/python" -m pip install -q --no-deps openpi-client
     echo "$want" > "$stamp"
 fi

@@ -219,14 +219,14 @@ def binned_policy_head(
     import onnx
     from onnx import TensorProto, helper
 
-    from robot_stack.policy.reach_model import _const
+    from robot_stack.policy.reach_model import onnx_constant
 
     p = "bin/"
     nodes = [
-        _const(p + "low", spec.low),
-        _const(p + "width", spec.width),
-        _const(p + "zero", 0.0),
-        _const(p + "top", float(spec.n_bins - 1)),
+        onnx_constant(p + "low", spec.low),
+        onnx_constant(p + "width", spec.width),
+        onnx_constant(p + "zero", 0.0),
+        onnx_constant(p + "top", float(spec.n_bins - 1)),
         helper.make_node("Sub", [actions_output, p + "low"], [p + "shifted"]),
         helper.make_node("Div", [p + "shifted", p + "width"], [p + "scaled"]),
         helper.make_node("Floor", [p + "scaled"], [p + "floored"]),

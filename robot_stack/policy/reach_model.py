@@ -183,7 +183,8 @@ def train_mlp(
     return result, metrics
 
 
-def _const(name: str, value: np.ndarray | float, dtype: type = np.float32) -> onnx.NodeProto:
+def onnx_constant(name: str, value: np.ndarray | float, dtype: type = np.float32) -> onnx.NodeProto:
+    """An ONNX ``Constant`` node producing ``value`` (cast to ``dtype``) under the name ``name``."""
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value, dtype=dtype)))
 
 
@@ -195,14 +196,18 @@ def mlp_onnx_nodes(params: MlpParams, x: str, y: str, prefix: str = "") -> list[
     """
     p = prefix
     n = [
-        _const(f"{p}x_mean", params.x_mean),
-        _const(f"{p}x_std", params.x_std),
+        onnx_constant(f"{p}x_mean", params.x_mean),
+        onnx_constant(f"{p}x_std", params.x_std),
         helper.make_node("Sub", [x, f"{p}x_mean"], [f"{p}xc"]),
         helper.make_node("Div", [f"{p}xc", f"{p}x_std"], [f"{p}h0"]),
     ]
     h = f"{p}h0"
     for i, (w, b) in enumerate(zip(params.weights, params.biases, strict=True)):
-        n += [_const(f"{p}w{i}", w), _const(f"{p}b{i}", b), helper.make_node("MatMul", [h, f"{p}w{i}"], [f"{p}mm{i}"])]
+        n += [
+            onnx_constant(f"{p}w{i}", w),
+            onnx_constant(f"{p}b{i}", b),
+            helper.make_node("MatMul", [h, f"{p}w{i}"], [f"{p}mm{i}"]),
+        ]
         n.append(helper.make_node("Add", [f"{p}mm{i}", f"{p}b{i}"], [f"{p}z{i}"]))
         if i < len(params.weights) - 1:
             n.append(helper.make_node("Relu", [f"{p}z{i}"], [f"{p}a{i}"]))
@@ -210,12 +215,12 @@ def mlp_onnx_nodes(params: MlpParams, x: str, y: str, prefix: str = "") -> list[
         else:
             h = f"{p}z{i}"
     return n + [
-        _const(f"{p}y_mean", params.y_mean),
-        _const(f"{p}y_std", params.y_std),
+        onnx_constant(f"{p}y_mean", params.y_mean),
+        onnx_constant(f"{p}y_std", params.y_std),
         helper.make_node("Mul", [h, f"{p}y_std"], [f"{p}ys"]),
         helper.make_node("Add", [f"{p}ys", f"{p}y_mean"], [f"{p}yd_raw"]),
-        _const(f"{p}y_min", params.y_min),
-        _const(f"{p}y_max", params.y_max),
+        onnx_constant(f"{p}y_min", params.y_min),
+        onnx_constant(f"{p}y_max", params.y_max),
         helper.make_node("Min", [f"{p}yd_raw", f"{p}y_max"], [f"{p}yd_hi"]),
         helper.make_node("Max", [f"{p}yd_hi", f"{p}y_min"], [y]),
     ]
@@ -230,19 +235,19 @@ def build_onnx(params: MlpParams, camera_id: str, height: int, width: int, model
     """
     rgb, xyz, state = f"{camera_id}/rgb", f"{camera_id}/xyz", "state"
     n = [
-        _const("c0", 0.0),
-        _const("c2", 2.0),
-        _const("c20", 20.0),
-        _const("c60", 60.0),
-        _const("c1", 1.0),
-        _const("cmin", float(MIN_PIXELS)),
-        _const("axes01", np.array([0, 1]), np.int64),
-        _const("tcp_start", np.array([TCP_SLICE.start]), np.int64),
-        _const("tcp_end", np.array([TCP_SLICE.stop]), np.int64),
-        _const("ch_split", np.array([1, 1, 1]), np.int64),
-        _const("sl_start", np.array([0, 0]), np.int64),
-        _const("sl_end", np.array([height, width]), np.int64),
-        _const("sl_step", np.array([STRIDE, STRIDE]), np.int64),
+        onnx_constant("c0", 0.0),
+        onnx_constant("c2", 2.0),
+        onnx_constant("c20", 20.0),
+        onnx_constant("c60", 60.0),
+        onnx_constant("c1", 1.0),
+        onnx_constant("cmin", float(MIN_PIXELS)),
+        onnx_constant("axes01", np.array([0, 1]), np.int64),
+        onnx_constant("tcp_start", np.array([TCP_SLICE.start]), np.int64),
+        onnx_constant("tcp_end", np.array([TCP_SLICE.stop]), np.int64),
+        onnx_constant("ch_split", np.array([1, 1, 1]), np.int64),
+        onnx_constant("sl_start", np.array([0, 0]), np.int64),
+        onnx_constant("sl_end", np.array([height, width]), np.int64),
+        onnx_constant("sl_step", np.array([STRIDE, STRIDE]), np.int64),
         helper.make_node("Slice", [rgb, "sl_start", "sl_end", "axes01", "sl_step"], ["rgb_s"]),
         helper.make_node("Slice", [xyz, "sl_start", "sl_end", "axes01", "sl_step"], ["xyz_s"]),
         # colour key
@@ -278,10 +283,10 @@ def build_onnx(params: MlpParams, camera_id: str, height: int, width: int, model
         helper.make_node("Sub", ["centroid", "tcp"], ["delta"]),
         helper.make_node("Concat", ["centroid", "tcp", "delta", "visible"], ["features"], axis=0),
         # MLP head
-        _const("row_shape", np.array([1, FEATURE_DIM]), np.int64),
+        onnx_constant("row_shape", np.array([1, FEATURE_DIM]), np.int64),
         helper.make_node("Reshape", ["features", "row_shape"], ["features_row"]),
         *mlp_onnx_nodes(params, "features_row", "yd"),
-        _const("out_shape", np.array([params.horizon, 3]), np.int64),
+        onnx_constant("out_shape", np.array([params.horizon, 3]), np.int64),
         helper.make_node("Reshape", ["yd", "out_shape"], ["actions"]),
     ]
     graph = helper.make_graph(

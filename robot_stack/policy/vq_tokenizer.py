@@ -53,7 +53,7 @@ from onnx import TensorProto, helper
 
 from robot_stack.decoders.vq import VQ_MODELS_DIR, VqManifest
 from robot_stack.errors import ConfigError, PolicyError, ShapeError
-from robot_stack.policy.reach_model import MlpParams, _const, mlp_onnx_nodes, train_mlp
+from robot_stack.policy.reach_model import MlpParams, mlp_onnx_nodes, onnx_constant, train_mlp
 from robot_stack.sim.expert import ExpertConfig, expert_actions
 
 __all__ = [
@@ -540,29 +540,29 @@ def encoder_nodes(tok: VqTokenizer, chunk: str, tokens: str, prefix: str = "vq/"
     int64): PCA projection, then per level an argmin over squared codebook distances on the residual."""
     c, p = tok.config, prefix
     nodes = [
-        _const(f"{p}flat_shape", np.array([1, c.horizon * 3]), np.int64),
+        onnx_constant(f"{p}flat_shape", np.array([1, c.horizon * 3]), np.int64),
         helper.make_node("Reshape", [chunk, f"{p}flat_shape"], [f"{p}flat"]),
-        _const(f"{p}mean", tok.chunk_mean),
+        onnx_constant(f"{p}mean", tok.chunk_mean),
         helper.make_node("Sub", [f"{p}flat", f"{p}mean"], [f"{p}centred"]),
-        _const(f"{p}proj", np.ascontiguousarray(tok.components.T)),
+        onnx_constant(f"{p}proj", np.ascontiguousarray(tok.components.T)),
         helper.make_node("MatMul", [f"{p}centred", f"{p}proj"], [f"{p}latent"]),
-        _const(f"{p}tok_shape", np.array([c.n_tokens, 1, c.latent_dim]), np.int64),
+        onnx_constant(f"{p}tok_shape", np.array([c.n_tokens, 1, c.latent_dim]), np.int64),
         helper.make_node("Reshape", [f"{p}latent", f"{p}tok_shape"], [f"{p}r0"]),  # (T, 1, d)
-        _const(f"{p}axis2", np.array([2]), np.int64),
+        onnx_constant(f"{p}axis2", np.array([2]), np.int64),
     ]
     ids = []
     for level, book in enumerate(tok.rvq.codebooks):
         k = book.shape[1]
         r, q = f"{p}r{level}", f"{p}l{level}_"
         nodes += [
-            _const(f"{q}book", book),  # (T, K, d)
+            onnx_constant(f"{q}book", book),  # (T, K, d)
             helper.make_node("Sub", [r, f"{q}book"], [f"{q}diff"]),
             helper.make_node("Mul", [f"{q}diff", f"{q}diff"], [f"{q}sq"]),
             helper.make_node("ReduceSum", [f"{q}sq", f"{p}axis2"], [f"{q}dist"], keepdims=0),  # (T, K)
             helper.make_node("ArgMin", [f"{q}dist"], [f"{q}ids"], axis=1, keepdims=1),  # (T, 1) int64
-            _const(f"{q}offset", (np.arange(c.n_tokens) * k).reshape(-1, 1), np.int64),
+            onnx_constant(f"{q}offset", (np.arange(c.n_tokens) * k).reshape(-1, 1), np.int64),
             helper.make_node("Add", [f"{q}ids", f"{q}offset"], [f"{q}flat_ids"]),
-            _const(f"{q}book_flat", book.reshape(-1, c.latent_dim)),
+            onnx_constant(f"{q}book_flat", book.reshape(-1, c.latent_dim)),
             helper.make_node("Gather", [f"{q}book_flat", f"{q}flat_ids"], [f"{q}code"], axis=0),  # (T, 1, d)
             helper.make_node("Sub", [r, f"{q}code"], [f"{p}r{level + 1}"]),
         ]
@@ -601,51 +601,51 @@ def build_decoder_onnx(tok: VqTokenizer, name: str = "vq_decoder") -> onnx.Model
     for level, book in enumerate(tok.rvq.codebooks):
         q = f"l{level}_"
         nodes += [
-            _const(f"{q}index", np.array(level), np.int64),
+            onnx_constant(f"{q}index", np.array(level), np.int64),
             helper.make_node("Gather", ["tokens", f"{q}index"], [f"{q}ids"], axis=1),  # (T,)
-            _const(f"{q}offset", np.arange(c.n_tokens) * book.shape[1], np.int64),
+            onnx_constant(f"{q}offset", np.arange(c.n_tokens) * book.shape[1], np.int64),
             helper.make_node("Add", [f"{q}ids", f"{q}offset"], [f"{q}flat_ids"]),
-            _const(f"{q}book_flat", book.reshape(-1, c.latent_dim)),
+            onnx_constant(f"{q}book_flat", book.reshape(-1, c.latent_dim)),
             helper.make_node("Gather", [f"{q}book_flat", f"{q}flat_ids"], [f"{q}code"], axis=0),  # (T, d)
         ]
         codes.append(f"{q}code")
     nodes.append(helper.make_node("Sum", codes, ["z_tokens"]))
     nodes += [
-        _const("z_shape", np.array([1, dim]), np.int64),
+        onnx_constant("z_shape", np.array([1, dim]), np.int64),
         helper.make_node("Reshape", ["z_tokens", "z_shape"], ["z"]),  # (1, D)
         # conditioned linear head: Phi = robot ⊗ [1, r, r²] ⊗ [z / scale, 1]
-        _const("one_11", np.ones((1, 1)), np.float32),
-        _const("one_1", np.ones(1), np.float32),
-        _const("latent_scale", tok.latent_scale),
+        onnx_constant("one_11", np.ones((1, 1)), np.float32),
+        onnx_constant("one_1", np.ones(1), np.float32),
+        onnx_constant("latent_scale", tok.latent_scale),
         helper.make_node("Div", ["z", "latent_scale"], ["zn"]),
         helper.make_node("Concat", ["zn", "one_11"], ["zz"], axis=1),  # (1, D+1)
-        _const("rate_centre", np.array([centre]), np.float32),
-        _const("rate_half", np.array([half]), np.float32),
+        onnx_constant("rate_centre", np.array([centre]), np.float32),
+        onnx_constant("rate_half", np.array([half]), np.float32),
         helper.make_node("Sub", ["rate_hz", "rate_centre"], ["rate_c"]),
         helper.make_node("Div", ["rate_c", "rate_half"], ["rn"]),
         helper.make_node("Mul", ["rn", "rn"], ["rn2"]),
         helper.make_node("Concat", ["one_1", "rn", "rn2"], ["poly"], axis=0),  # (3,)
-        _const("robot_shape3", np.array([n_robots, 1, 1]), np.int64),
-        _const("poly_shape3", np.array([1, 3, 1]), np.int64),
-        _const("zz_shape3", np.array([1, 1, dim + 1]), np.int64),
+        onnx_constant("robot_shape3", np.array([n_robots, 1, 1]), np.int64),
+        onnx_constant("poly_shape3", np.array([1, 3, 1]), np.int64),
+        onnx_constant("zz_shape3", np.array([1, 1, dim + 1]), np.int64),
         helper.make_node("Reshape", ["robot", "robot_shape3"], ["robot3"]),
         helper.make_node("Reshape", ["poly", "poly_shape3"], ["poly3"]),
         helper.make_node("Reshape", ["zz", "zz_shape3"], ["zz3"]),
         helper.make_node("Mul", ["robot3", "poly3"], ["rp3"]),
         helper.make_node("Mul", ["rp3", "zz3"], ["phi3"]),  # (R, 3, D+1)
-        _const("phi_shape", np.array([1, n_robots * 3 * (dim + 1)]), np.int64),
+        onnx_constant("phi_shape", np.array([1, n_robots * 3 * (dim + 1)]), np.int64),
         helper.make_node("Reshape", ["phi3", "phi_shape"], ["phi"]),
-        _const("linear_w", tok.linear),
+        onnx_constant("linear_w", tok.linear),
         helper.make_node("MatMul", ["phi", "linear_w"], ["lin"]),  # (1, horizon*3)
         # residual MLP on [z, robot, rate_hz]
-        _const("robot_row_shape", np.array([1, n_robots]), np.int64),
+        onnx_constant("robot_row_shape", np.array([1, n_robots]), np.int64),
         helper.make_node("Reshape", ["robot", "robot_row_shape"], ["robot_row"]),
-        _const("rate_row_shape", np.array([1, 1]), np.int64),
+        onnx_constant("rate_row_shape", np.array([1, 1]), np.int64),
         helper.make_node("Reshape", ["rate_hz", "rate_row_shape"], ["rate_row"]),
         helper.make_node("Concat", ["z", "robot_row", "rate_row"], ["mlp_in"], axis=1),
         *mlp_onnx_nodes(tok.mlp, "mlp_in", "res", prefix="mlp/"),
         helper.make_node("Add", ["lin", "res"], ["out_flat"]),
-        _const("out_shape", np.array([c.horizon, 3]), np.int64),
+        onnx_constant("out_shape", np.array([c.horizon, 3]), np.int64),
         helper.make_node("Reshape", ["out_flat", "out_shape"], ["chunk_norm"]),
     ]
     return _model(
