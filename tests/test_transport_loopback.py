@@ -238,6 +238,8 @@ def test_client_recovers_after_server_restart() -> None:
             client.infer({"x": np.ones(1, np.float32)}, timeout_s=0.2)
         with PolicyServer(echo, bind=endpoint):
             assert client.infer({"x": np.full(1, 3, np.float32)}).arrays["x"][0] == 6
+        # the outage is reported: one gap, at least as long as the failed request's timeout
+        assert len(client.gaps_s) == 1 and client.gaps_s[0] >= 0.2
 
 
 def test_req_socket_peer_is_supported(server: PolicyServer) -> None:

@@ -129,6 +129,10 @@ class PolicyClient:
         self._offset_samples: collections.deque[tuple[int, int]] = collections.deque(maxlen=_OFFSET_WINDOW)
         self.timeouts = 0
         self.stale_replies = 0
+        #: Outages the client lived through: seconds from the last answer before failures to the first after.
+        self.gaps_s: list[float] = []
+        self._last_answer_ns: int | None = None
+        self._failures_since_answer = 0
         self._connect()
 
     # ------------------------------------------------------------------------------------------- socket
@@ -147,6 +151,20 @@ class PolicyClient:
             sock.setsockopt(zmq.CURVE_PUBLICKEY, client_pub)
         sock.connect(self.endpoint)
         self._sock = sock
+
+    def _note_answer(self, t_ns: int) -> None:
+        """An answer arrived: if requests failed since the previous one, record and report the outage."""
+        if self._failures_since_answer and self._last_answer_ns is not None:
+            gap_s = (t_ns - self._last_answer_ns) / 1e9
+            self.gaps_s.append(gap_s)
+            log.warning(
+                "policy server %s answering again after a %.2f s gap (%d requests failed meanwhile)",
+                self.endpoint,
+                gap_s,
+                self._failures_since_answer,
+            )
+        self._failures_since_answer = 0
+        self._last_answer_ns = t_ns
 
     def _reset(self) -> None:
         if self._sock is not None:
@@ -280,6 +298,7 @@ class PolicyClient:
                 remaining_ms = (deadline - time.monotonic_ns()) / 1e6
                 if remaining_ms <= 0 or not self._sock.poll(max(1, int(remaining_ms + 0.999)), zmq.POLLIN):
                     self.timeouts += 1
+                    self._failures_since_answer += 1
                     self._reset()
                     raise RequestTimeoutError(
                         f"no reply from policy server {self.endpoint} within {budget_s * 1e3:.0f} ms for {kind} "
@@ -298,6 +317,7 @@ class PolicyClient:
                     continue
                 break
             t_done = time.monotonic_ns()
+            self._note_answer(t_done)
         timing = dict(reply.timing or {})
         if reply.kind == "error":
             err = ServerError(
