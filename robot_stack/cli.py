@@ -143,11 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="output folder (default: the package's models/ folder)")
     train.set_defaults(func=_cmd_train_demo)
 
+    from robot_stack.hil.cli import add_hil_parser
     from robot_stack.policy.tensorrt import add_compile_parser
     from robot_stack.transport.keys import add_keys_parser
 
     add_keys_parser(sub)
     add_compile_parser(sub)
+    add_hil_parser(sub)
     return parser
 
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,15 +54,26 @@ def _free_port() -> int:
 
 
 def start_server(
-    manifest: Path, provider: str, threads: int | None = None, timeout_s: float = 60.0
+    manifest: Path,
+    provider: str,
+    threads: int | None = None,
+    timeout_s: float = 60.0,
+    *,
+    module: str = "robot_stack.policy.service",
+    bind: str | None = None,
+    extra_args: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start ``python -m robot_stack.policy.service`` on a free loopback port; wait for its READY line."""
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    cmd = [sys.executable, "-m", "robot_stack.policy.service", "--manifest", str(manifest), "--bind", endpoint]
+    """Start ``python -m <module>`` (default the policy service) on ``bind`` (default a free loopback port);
+    wait for its READY line. ``extra_args`` go after the standard flags, ``prefix`` before the interpreter (e.g.
+    ``unshare --time ...``); the hardware-in-the-loop harness uses both."""
+    endpoint = bind or f"tcp://127.0.0.1:{_free_port()}"
+    cmd = [*prefix, sys.executable, "-m", module, "--manifest", str(manifest), "--bind", endpoint]
     if provider:
         cmd += ["--provider", provider]
     if threads:
         cmd += ["--threads", str(threads)]
+    cmd += list(extra_args)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + timeout_s
     assert proc.stdout is not None

@@ -1,0 +1,62 @@
+"""``robot-stack hil <scenario.yaml>...``: run hardware-in-the-loop scenarios, print the metrics table.
+
+Wired into the main CLI with :func:`add_hil_parser`. Exit code 0 when every check of every scenario held, 1
+otherwise (2 for a bad scenario file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_hil_parser"]
+
+
+def _cmd_hil(args: argparse.Namespace) -> int:
+    from robot_stack.errors import ConfigError
+    from robot_stack.hil.harness import run_scenario
+    from robot_stack.hil.report import format_table
+    from robot_stack.hil.scenario import load_scenario, scenario_paths
+
+    paths: list[Path] = []
+    for arg in args.scenarios:
+        p = Path(arg)
+        paths.extend(scenario_paths(p) if p.is_dir() else [p])
+    try:
+        scenarios = [load_scenario(p) for p in paths]
+    except ConfigError as exc:
+        print(f"bad scenario: {exc}", file=sys.stderr)
+        return 2
+    if not args.soak:
+        skipped = [s.name for s in scenarios if s.tier == "soak"]
+        scenarios = [s for s in scenarios if s.tier != "soak"] if len(scenarios) > 1 else scenarios
+        if skipped and len(paths) > 1:
+            print(f"skipping soak scenarios {skipped} (add --soak to run them)", file=sys.stderr)
+    reports = []
+    for scenario in scenarios:
+        report = run_scenario(scenario, report_dir=args.report_dir, manifest=args.manifest)
+        reports.append(report)
+        if args.json:
+            print(json.dumps(report.to_dict(), default=str))
+        for check in report.failures:
+            print(
+                f"{scenario.name}: FAILED {check.name}: expected {check.expected}, got {check.actual}", file=sys.stderr
+            )
+    print(format_table(reports))
+    if args.report_dir:
+        print(f"reports (JSON + PNG) in {args.report_dir}")
+    return 0 if all(r.passed for r in reports) else 1
+
+
+def add_hil_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``hil`` subcommand to the ``robot-stack`` CLI's subparsers; return its parser."""
+    hil = subparsers.add_parser("hil", help="run hardware-in-the-loop fault scenarios on the full stack")
+    hil.add_argument("scenarios", nargs="+", help="scenario YAML files or folders of them (e.g. scenarios/)")
+    hil.add_argument("--report-dir", type=Path, help="write <scenario>.json and <scenario>.png here")
+    hil.add_argument("--manifest", type=Path, help="policy manifest (default: the shipped reach-touch-v1)")
+    hil.add_argument("--soak", action="store_true", help="also run soak-tier scenarios found in folders")
+    hil.add_argument("--json", action="store_true", help="print each report as one JSON line too")
+    hil.set_defaults(func=_cmd_hil)
+    return hil

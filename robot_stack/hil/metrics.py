@@ -1,0 +1,246 @@
+"""Scenario metrics from a :class:`~robot_stack.hil.harness.RunRecord`, and the checks against expectations.
+
+Metrics every scenario reports (seconds, rad, counts):
+
+* ``unsafe_commands``: commands sent to the robot that broke a joint limit (position, velocity, acceleration or
+  jerk) — audited on every command; must be 0;
+* ``actions_from_stale_data``: trajectories computed from a repeated, late (older than the guard's age limit when
+  sent) or depth-less observation; must be 0;
+* ``time_to_safe_hold_s``: fault start → first command of a watchdog hold at zero commanded velocity (worst
+  window; None when no window led to a hold);
+* ``hold_after_coverage_s``: the trajectory ran out → watchdog hold declared (worst);
+* ``time_to_recover_s``: fault end → first new trajectory accepted by the executor (worst window);
+* ``max_jerk_rad_s3`` / ``max_jerk_ratio``: largest third finite difference of the commands (and over the limit);
+* ``task_success`` (all episodes), ``success_rate``, ``success_after_faults``;
+* ``dropped_actions``: answers requested that never reached the executor (transport, decode, executor rejection);
+  ``late_actions``: answers that arrived after their step 1 was due (``t_recv > t_obs + dt``);
+* ``holds``, ``stop_events`` (times the arm ran out of trajectory), stale/camera/decode counts, safety
+  interventions by kind, clock offset figures, commanded-TCP workspace excursion, minimum joint-limit margin.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from robot_stack.hil.scenario import Scenario
+
+__all__ = ["Check", "compute_metrics", "evaluate"]
+
+#: Commanded joint speed below this (rad/s, every joint) counts as stopped.
+HOLD_SPEED_RAD_S = 1e-3
+#: Minimum fraction of valid XYZ pixels an observation must have had (the guard's default).
+MIN_VALID_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class Check:
+    """One assertion of a scenario: ``name`` (the expectation or a built-in), whether it held, and why."""
+
+    name: str
+    ok: bool
+    expected: Any
+    actual: Any
+
+
+def _round(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def compute_metrics(record: Any) -> dict[str, Any]:
+    """Compute the metrics (see the module docstring) from a finished run's record."""
+    robot = record.robot
+    scenario: Scenario = record.scenario
+    t = np.asarray(robot.t_ns, dtype=np.int64)
+    q = np.asarray(robot.q_cmd, dtype=np.float64).reshape(len(robot.q_cmd), -1)
+    states = np.asarray(robot.states, dtype=object)
+    speed = np.zeros(len(t))
+    if len(t) > 1:
+        speed[1:] = np.max(np.abs(np.diff(q, axis=0)), axis=1) / robot.period_s
+    holding = states == "holding"
+
+    disruptive = [w for w in record.windows if w.kind not in ("clock_skew",)]
+    to_hold: list[float] = []
+    for w in disruptive:
+        idx = np.flatnonzero((t >= w.start_ns) & holding & (speed < HOLD_SPEED_RAD_S))
+        if idx.size and (w.end_ns + 2e9 >= t[idx[0]]):
+            to_hold.append((t[idx[0]] - w.start_ns) / 1e9)
+    after_coverage: list[float] = []
+    stop_events = 0
+    for i in range(1, len(states)):
+        if states[i] == "stopping" and states[i - 1] == "tracking":
+            stop_events += 1
+        if states[i] == "holding" and states[i - 1] == "stopping":
+            j = i - 1
+            while j > 0 and states[j] == "stopping":
+                j -= 1
+            after_coverage.append((t[i] - t[j]) / 1e9)
+    ok_times = np.array([c[0] for c in record.cycles if c[1] == "ok"], dtype=np.int64)
+    to_recover: list[float] = []
+    for w in disruptive:
+        later = ok_times[ok_times >= w.end_ns]
+        if later.size:
+            to_recover.append((later[0] - w.end_ns) / 1e9)
+
+    outcomes = Counter(c[1] for c in record.cycles)
+    stale = {k.split(":", 1)[1]: n for k, n in outcomes.items() if k.startswith("stale:")}
+    rejected_exec: Counter[str] = Counter()
+    safety: Counter[str] = Counter()
+    holds = 0
+    for st in record.executor:
+        rejected_exec.update(st.get("trajectories_rejected", {}))
+        safety.update({k: v for k, v in st.get("safety", {}).items() if k not in ("calls", "total")})
+        holds += int(st.get("holds", 0))
+    dropped = outcomes["transport"] + outcomes["decode"] + outcomes["rejected"] + sum(rejected_exec.values())
+    dt_ns = record.policy_dt_s * 1e9
+    late = sum(1 for c in record.calls if c.t_recv_ns > c.t_obs_ns + dt_ns)
+    stale_actions = sum(
+        1
+        for t_obs, age_ms, valid in record.fresh
+        if age_ms < 0 or age_ms > record.guard_max_age_s * 1e3 or valid < MIN_VALID_FRACTION
+    )
+
+    # clock: server timestamps corrected by the measured offset must fall inside the client's send/receive window
+    offset_ns = record.clock.get("measured_offset_ms", 0.0) * 1e6
+    unc_ns = record.clock.get("uncertainty_ms", 0.0) * 1e6 + 1e5
+    corrected_bad = raw_bad = 0
+    for c in record.calls:
+        if not c.server_start_ns:
+            continue
+        for shift, counter in ((offset_ns, "c"), (0.0, "r")):
+            start, end = c.server_start_ns - shift, c.server_end_ns - shift
+            bad = start < c.t_send_ns - unc_ns or end > c.t_recv_ns + unc_ns
+            if bad and counter == "c":
+                corrected_bad += 1
+            elif bad:
+                raw_bad += 1
+
+    ws_excursion = None
+    if scenario.workspace is not None and len(q):
+        from robot_stack.control.ik import panda_ik
+        from robot_stack.control.safety import WorkspaceBox
+
+        box = WorkspaceBox(np.array(scenario.workspace[0]), np.array(scenario.workspace[1]))
+        fk = panda_ik().fk_xyz
+        ws_excursion = max(box.outside_by(fk(qi)) for qi in q)
+    lim = robot.limits
+    margin = float(np.min(np.minimum(q - lim.lower, lim.upper - q))) if len(q) else None
+    episodes = record.episodes
+    first_fault = min((f.start_s for f in scenario.faults if f.kind != "clock_skew"), default=0.0)
+    succ_times = [e["time_to_success_s"] for e in episodes]
+    rtt = [c.round_trip_ms for c in record.calls]
+    ex_rates = [st["achieved_rate_hz"] for st in record.executor if st.get("achieved_rate_hz")]
+    ex_p99 = [st["lateness_p99_ms"] for st in record.executor if st.get("lateness_p99_ms") is not None]
+    clock = record.clock
+    return {
+        "scenario": scenario.name,
+        "episodes": len(episodes),
+        "commands": int(robot.commands),
+        "unsafe_commands": robot.unsafe_total,
+        "unsafe_by_limit": dict(robot.unsafe),
+        "actions_from_stale_data": stale_actions,
+        "task_success": bool(episodes) and all(e["success"] for e in episodes),
+        "success_rate": sum(e["success"] for e in episodes) / max(1, len(episodes)),
+        "success_after_faults": bool(episodes) and all(s is not None and s >= first_fault for s in succ_times),
+        "time_to_success_s": [_round(s) for s in succ_times],
+        "time_to_safe_hold_s": _round(max(to_hold)) if to_hold else None,
+        "hold_after_coverage_s": _round(max(after_coverage)) if after_coverage else None,
+        "time_to_recover_s": _round(max(to_recover)) if to_recover else None,
+        "max_jerk_rad_s3": _round(robot.max_jerk, 1),
+        "max_jerk_ratio": _round(robot.max_jerk_ratio, 4),
+        "holds": holds,
+        "stop_events": stop_events,
+        "cycles": len(record.cycles),
+        "outcomes": dict(outcomes),
+        "stale": stale,
+        "camera_errors": outcomes["camera"],
+        "decode_rejections": outcomes["decode"],
+        "transport_errors": outcomes["transport"],
+        "executor_rejections": dict(rejected_exec),
+        "dropped_actions": int(dropped),
+        "late_actions": int(late),
+        "round_trip_p50_ms": _round(float(np.percentile(rtt, 50)), 2) if rtt else None,
+        "round_trip_max_ms": _round(max(rtt), 2) if rtt else None,
+        "safety_interventions": dict(safety),
+        "tcp_outside_workspace_m": _round(ws_excursion, 4),
+        "min_joint_limit_margin_rad": _round(margin, 4),
+        "clock_offset_injected_ms": _round(clock.get("injected_offset_ms"), 3),
+        "clock_offset_measured_ms": _round(clock.get("measured_offset_ms"), 3),
+        "clock_offset_error_ms": _round(
+            abs(clock.get("measured_offset_ms", 0.0) - clock.get("injected_offset_ms", 0.0))
+        ),
+        "clock_offset_uncertainty_ms": _round(clock.get("uncertainty_ms"), 3),
+        "clock_skew_method": clock.get("method"),
+        "server_timing_outside_window_corrected": corrected_bad,
+        "server_timing_outside_window_uncorrected": raw_bad,
+        "executor_rate_hz_min": min(ex_rates) if ex_rates else None,
+        "executor_lateness_p99_ms_max": max(ex_p99) if ex_p99 else None,
+        "fault_windows": [
+            {
+                "fault": w.label,
+                "episode": w.episode,
+                "start_s": _round((w.start_ns - record.t0_ns) / 1e9),
+                "end_s": _round((w.end_ns - record.t0_ns) / 1e9),
+            }
+            for w in record.windows
+        ],
+        "injectors": dict(record.extra),
+    }
+
+
+#: Expectation key -> (metric, comparison) for the scalar expectations.
+_BOUNDS: dict[str, tuple[str, str]] = {
+    "holds_min": ("holds", ">="),
+    "holds_max": ("holds", "<="),
+    "stop_events_max": ("stop_events", "<="),
+    "time_to_safe_hold_max_s": ("time_to_safe_hold_s", "<="),
+    "hold_after_coverage_max_s": ("hold_after_coverage_s", "<="),
+    "time_to_recover_max_s": ("time_to_recover_s", "<="),
+    "camera_errors_min": ("camera_errors", ">="),
+    "decode_rejections_min": ("decode_rejections", ">="),
+    "max_jerk_ratio_max": ("max_jerk_ratio", "<="),
+    "late_actions_max": ("late_actions", "<="),
+    "dropped_actions_min": ("dropped_actions", ">="),
+    "dropped_actions_max": ("dropped_actions", "<="),
+    "clock_offset_error_max_ms": ("clock_offset_error_ms", "<="),
+    "tcp_outside_workspace_max_m": ("tcp_outside_workspace_m", "<="),
+}
+
+
+def _at_least(name: str, expected: Mapping[str, int], actual: Mapping[str, int]) -> Check:
+    ok = all(actual.get(k, 0) >= v for k, v in expected.items())
+    return Check(name, ok, {k: f">= {v}" for k, v in expected.items()}, {k: actual.get(k, 0) for k in expected})
+
+
+def evaluate(scenario: Scenario, m: Mapping[str, Any]) -> list[Check]:
+    """Check the metrics against the scenario's expectations plus the built-in ones every scenario must meet."""
+    checks = [
+        Check("unsafe_commands", m["unsafe_commands"] == 0, 0, m["unsafe_commands"]),
+        Check("actions_from_stale_data", m["actions_from_stale_data"] == 0, 0, m["actions_from_stale_data"]),
+        Check("commands_sent", m["commands"] > 0, "> 0", m["commands"]),
+    ]
+    for key, want in scenario.expect.items():
+        if key in ("success", "success_after_faults"):
+            actual = m["task_success"] if key == "success" else m["success_after_faults"]
+            checks.append(Check(key, actual == bool(want), bool(want), actual))
+        elif key in ("stale_min", "safety_interventions_min"):
+            source = m["stale"] if key == "stale_min" else m["safety_interventions"]
+            checks.append(_at_least(key, want, source))
+        elif key == "warnings_min":
+            counts = {k.removeprefix("robot_stack."): v for k, v in m["injectors"].get("warnings", {}).items()}
+            checks.append(_at_least(key, want, counts))
+        else:
+            metric, op = _BOUNDS[key]
+            actual = m[metric]
+            if op == ">=":
+                ok = actual is not None and actual >= want
+            elif key.startswith(("time_", "hold_")):
+                ok = actual is not None and actual <= want  # the hold/recovery must have happened, in time
+            else:
+                ok = actual is None or actual <= want
+            checks.append(Check(key, ok, f"{op} {want}", actual))
+    return checks
