@@ -113,6 +113,34 @@ def test_workspace_box_stops_tcp_at_the_boundary():
     assert f.stats()["workspace"] > 0
 
 
+#: How far (m) the filter's TCP may pass a box face: the braking plans in the linearised (one-tick) TCP motion.
+BOX_TOLERANCE_M = 1e-3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_commands_pushing_through_a_box_hold_every_limit_and_stay_inside(seed):
+    """Commands far outside a tight box around home (random joint targets, and random jumps between them):
+    no output breaks a position/velocity/acceleration/jerk limit and the TCP never leaves the box."""
+    ik = panda_ik()
+    rng = np.random.default_rng(seed)
+    home_xyz = ik.fk_xyz(panda.HOME_Q)
+    box = WorkspaceBox(lower=home_xyz - np.array([0.1, 0.12, 0.08]), upper=home_xyz + np.array([0.12, 0.1, 0.06]))
+    f = _filter(workspace=box, fk_xyz=ik.fk_xyz)
+    outs = []
+    for _ in range(6):  # a new random target every 0.3 s, most of them drive the TCP out of the box
+        target = panda.HOME_Q + rng.uniform(-1.2, 1.2, 7)
+        outs.extend(f.filter(target) for _ in range(150))
+    qs = np.array(outs)
+    v, a, j = _derivatives(qs, panda.HOME_Q)
+    assert np.all(qs >= LIM.lower) and np.all(qs <= LIM.upper)
+    assert np.all(np.abs(v) <= LIM.velocity * (1 + 1e-6))
+    assert np.all(np.abs(a) <= LIM.acceleration * (1 + 1e-6))
+    assert np.all(np.abs(j) <= LIM.jerk * (1 + 1e-6))
+    outside = max(box.outside_by(ik.fk_xyz(q)) for q in qs)
+    assert outside <= BOX_TOLERANCE_M, f"TCP left the box by {outside * 1e3:.2f} mm"
+    assert f.stats()["workspace"] > 0
+
+
 def test_config_errors():
     with pytest.raises(ConfigError):
         SafetyFilter(LIM, workspace=WorkspaceBox(np.zeros(3), np.ones(3)))  # no fk

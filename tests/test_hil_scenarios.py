@@ -18,15 +18,16 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 #: Scenarios whose run currently exposes a defect of the stack (measured on the 2-core development machine). Not
 #: strict: on the real clock a lucky run can pass; remove the entry once the defect is fixed.
 KNOWN_DEFECTS = {
-    "workspace-box": "SafetyFilter shortens steps at the workspace box after the jerk/acceleration stage: the audit "
-    "sees commands beyond the acceleration and jerk limits (15 / 25 in one run, jerk 35x the limit)",
-    "policy-faults": "after the faults the arm settles where ee_delta IK (orientation 'down', warm start from "
-    "state.q) never converges: every later answer is a decode rejection and the task never completes",
-    "limits": "same IK lock-up after the reach-to-edge fault: answers rejected as undecodable until the timeout",
-    "slow-inference": "with 250 ms extra model time the arm runs out of trajectory (stop events, a watchdog hold) "
-    "and ends in the IK lock-up",
-    "network-latency": "with a 240-300 ms round trip the arm runs out of trajectory (stop events) or ends in the IK "
-    "lock-up (task not completed)",
+    "workspace-box": "the filter now brakes before the box (0 unsafe commands, jerk ratio 1.0, commanded TCP inside), "
+    "but the measured TCP can pass the face by a few mm (8 mm in one run: tracking lag / contact) and the task is "
+    "not always completed after the fault",
+    "policy-faults": "passes in most runs now (neutral-posture IK restarts, clamping, dropped unreachable steps) but "
+    "failed 1 of 4 runs on the 2-core machine; not yet reliable",
+    "limits": "after the reach-to-edge fault, decoding (neutral-posture restarts, clamp, dropped steps) is slow "
+    "enough that cycles run late; the task is not completed in time",
+    "slow-inference": "with the scheduler wired in, a 0.7 s chunk covers barely two 0.35 s synchronous cycles "
+    "(render + 280 ms round trip): the trajectory runs out briefly (stop events)",
+    "network-latency": "same margin as slow-inference: 240-300 ms round trip plus capture ~= half the chunk horizon",
 }
 
 

@@ -278,20 +278,30 @@ class PinocchioIK:
         return self.fk(q).distance_to(target)
 
     def solve_with_info(
-        self, target: Pose, q_init: np.ndarray, max_iters: int | None = None, restarts: int | None = None
+        self,
+        target: Pose,
+        q_init: np.ndarray,
+        max_iters: int | None = None,
+        restarts: int | None = None,
+        fallbacks: tuple[np.ndarray, ...] = (),
     ) -> IKResult:
-        """Iterate from ``q_init`` until within tolerance; never raises on non-convergence (see :meth:`solve`)."""
+        """Iterate from ``q_init`` until within tolerance; never raises on non-convergence (see :meth:`solve`).
+
+        If the warm start does not converge, each of ``fallbacks`` ((n,) rad, e.g. a neutral posture such as
+        ``panda.HOME_Q``) is tried next, then ``restarts`` random configurations; the best iterate is returned.
+        """
         cfg = self.config
         target_r, target_p = self._target(target)
         q0 = np.clip(self._check_q(q_init, "q_init"), self.lower, self.upper)
+        seeds = [q0] + [np.clip(self._check_q(f, "fallback"), self.lower, self.upper) for f in fallbacks]
         iters = cfg.max_iters if max_iters is None else max_iters
-        attempts = 1 + (cfg.restarts if restarts is None else restarts)
+        attempts = len(seeds) + (cfg.restarts if restarts is None else restarts)
         rng = np.random.default_rng(cfg.seed)
         best: tuple[float, np.ndarray, float, float] | None = None
         used = 0
         with self._lock:
             for attempt in range(attempts):
-                q = q0 if attempt == 0 else rng.uniform(self.lower, self.upper)
+                q = seeds[attempt].copy() if attempt < len(seeds) else rng.uniform(self.lower, self.upper)
                 for _ in range(iters):
                     err, jac = self._error(target_r, target_p, q)
                     pos_err, rot_err = float(np.linalg.norm(err[:3])), float(np.linalg.norm(err[3:]))

@@ -8,8 +8,11 @@ relative to the previous *output* (the filter keeps that state) and the control 
    the joint can still stop before it at the acceleration limit);
 3. velocity ``|dq| <= v_max``, acceleration ``|ddq| <= a_max`` and jerk ``|dddq| <= j_max`` (finite differences
    of consecutive outputs);
-4. an optional TCP workspace box (needs an ``fk_xyz`` callable): a step that would leave the box is shortened
-   along the joint-space segment from the previous output (workspace beats the dynamic limits).
+4. an optional TCP workspace box (needs an ``fk_xyz`` callable), handled *inside* the velocity stage like the
+   position limits: the TCP speed toward each face is capped by a braking curve (deceleration
+   ``_BOX_BRAKE_FRACTION``) so the arm stops on the face; the acceleration and jerk stages run after it, so the box
+   never breaks a dynamic limit (tested: random commands pushing through a box stay within every limit and
+   the TCP within 1 mm of the box).
 
 When limits conflict the priority is position > velocity > acceleration > jerk. Feasible commands pass
 unchanged. A command the output cannot follow (a step, or a lag built up by clamping) is approached along a
@@ -55,6 +58,10 @@ INTERVENTION_KINDS: tuple[str, ...] = (
 _BRAKE_FRACTION = 0.8
 #: Rate (1/s) of the exponential approach onto a command the output lags behind (time constant 1/rate).
 _CATCH_UP_HZ = 50.0
+#: The box braking plans a proportional stop at this fraction of the acceleration limits (the rest: tracking slack).
+_BOX_BRAKE_FRACTION = 0.5
+#: The box braking aims this far (m) inside each face: slack for the curvature of the TCP path within one tick.
+_BOX_MARGIN_M = 1e-5
 _EPS = 1e-9  # changes smaller than this (rad) are float noise, not interventions
 
 
@@ -129,6 +136,7 @@ class SafetyFilter:
         self._q_in: np.ndarray | None = None  # previous (position-clamped) input
         self._v = np.zeros(self.n)
         self._a = np.zeros(self.n)
+        self._p: np.ndarray | None = None  # (3,) TCP of the previous output, m (workspace box only)
         self.set_period(period_s)
 
     @property
@@ -151,6 +159,7 @@ class SafetyFilter:
         self._brake_8a = 8.0 * brake_acc
         self._rooms = np.zeros((3, self.n))
         dt = self.period_s
+        self._box_ramp_s = float(np.max(2.0 * lim.acceleration / lim.jerk)) + dt  # jerk ramp + one tick, s
         self._deadbeat_room = 0.05 * np.minimum(lim.acceleration * dt**2, lim.jerk * dt**3)
 
     def reset(self, q: np.ndarray, dq: np.ndarray | None = None) -> None:
@@ -164,6 +173,7 @@ class SafetyFilter:
         self._q_in = q.copy()
         self._v = np.zeros(self.n) if dq is None else self._validate(dq, "reset dq", count=False).copy()
         self._a = np.zeros(self.n)
+        self._p = None
 
     @property
     def previous(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -272,6 +282,9 @@ class SafetyFilter:
             v_hi = np.minimum(vel - np.where(a_prev > 0.0, a_sq, 0.0), brake[1])
             v_lo = -np.minimum(vel - np.where(a_prev < 0.0, a_sq, 0.0), brake[2])
             v = np.minimum(np.maximum(v_ref, v_lo), v_hi)
+            # 2b. workspace box, anticipatory: cap the TCP speed toward each face so it can still stop on it
+            if self.workspace is not None and self._fk_xyz is not None:
+                v = self._box_velocity(q_prev, v_prev, a_prev, v, v_lo, v_hi)
             self._q_in = q_pos
             if np.abs(v - v_des).max() * dt > _EPS:
                 j = int(np.argmax(np.abs(v - v_des)))
@@ -295,10 +308,8 @@ class SafetyFilter:
             else:
                 v = v_prev + a * dt
             q_out = np.minimum(np.maximum(q_prev + v * dt, self._lo), self._hi)
-
-            # 5. workspace box: shorten the step (bisection along the segment from the previous output)
             if self.workspace is not None and self._fk_xyz is not None:
-                q_out = self._enforce_workspace(q_prev, q_out)
+                self._p = self._fk_xyz(q_out)  # the TCP of this output: the next tick brakes from it
 
             v_out = (q_out - q_prev) * inv_dt
             self._a = (v_out - v_prev) * inv_dt
@@ -316,22 +327,73 @@ class SafetyFilter:
         speed = 0.5 * (np.sqrt(self._brake_adt_sq + self._brake_8a * room) - self._brake_adt)
         return np.minimum(speed, room * self._inv_dt)
 
-    def _enforce_workspace(self, q_prev: np.ndarray, q_out: np.ndarray) -> np.ndarray:
+    def _follow(self, q_prev: np.ndarray, v_prev: np.ndarray, a_prev: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The (n,) output (rad) stages 3-4 (acceleration, jerk, position) make of velocity ``v`` (uncounted)."""
+        dt, acc = self.period_s, self._acc
+        a = np.minimum(np.maximum((v - v_prev) * self._inv_dt, -acc), acc)
+        step = self._jerk * dt
+        a = np.minimum(np.maximum(a, np.maximum(a_prev - step, -acc)), np.minimum(a_prev + step, acc))
+        v_real = np.minimum(np.maximum(v_prev + a * dt, -self._vel), self._vel)
+        return np.minimum(np.maximum(q_prev + v_real * dt, self._lo), self._hi)
+
+    def _stop_outside(self, q: np.ndarray, v: np.ndarray) -> float:
+        """How far (m) the TCP ends outside the box (shrunk by :data:`_BOX_MARGIN_M`) after a straight joint-space
+        stop from ``(q, v)``.
+
+        The stop decelerates every joint proportionally (so the joint path is the line along ``v``) at
+        :data:`_BOX_BRAKE_FRACTION` of the tightest acceleration limit, after ramping the acceleration over at the
+        jerk limit: it covers ``v (T / 2 + t_ramp)``.
+        """
         assert self.workspace is not None and self._fk_xyz is not None
-        box = self.workspace
-        out_new = box.outside_by(self._fk_xyz(q_out))
-        if out_new <= 0.0:
-            return q_out
-        out_prev = box.outside_by(self._fk_xyz(q_prev))
-        if out_new <= out_prev:  # already outside (e.g. started there): allow steps that do not go further out
-            return q_out
-        lo_s, hi_s = 0.0, 1.0  # fraction of the step; lo_s is known acceptable
-        for _ in range(12):
+        t_stop = float(np.max(np.abs(v) / (self._acc * _BOX_BRAKE_FRACTION)))
+        d = v * (0.5 * t_stop + self._box_ramp_s)
+        xyz = self._fk_xyz(q + d)
+        lo, hi = self.workspace.lower + _BOX_MARGIN_M, self.workspace.upper - _BOX_MARGIN_M
+        return float(np.sum(np.maximum(0.0, lo - xyz) + np.maximum(0.0, xyz - hi)))
+
+    def _box_velocity(
+        self,
+        q_prev: np.ndarray,
+        v_prev: np.ndarray,
+        a_prev: np.ndarray,
+        v: np.ndarray,
+        v_lo: np.ndarray,
+        v_hi: np.ndarray,
+    ) -> np.ndarray:
+        """The velocity reference (n,) rad/s closest to ``v`` after which the TCP can still stop inside the box.
+
+        A candidate is judged by what the acceleration/jerk stages will really make of it (:meth:`_follow`) and
+        by where a straight stop from there ends (:meth:`_stop_outside`, with :data:`_BOX_MARGIN_M`). If ``v`` fails,
+        bisect between it and the proportional braking reference (``v_prev`` slowed at
+        :data:`_BOX_BRAKE_FRACTION` of the limits, whose stop point stays put), so the box is held by braking
+        early — the stages that follow still enforce every dynamic limit. A TCP already outside may only move so
+        that its stop point gets no further out than the TCP is now.
+        """
+        assert self.workspace is not None and self._fk_xyz is not None
+        if self._p is None:
+            self._p = self._fk_xyz(q_prev)
+        allowed = self.workspace.outside_by(self._p)
+
+        def outside(v_ref: np.ndarray) -> float:
+            q_next = self._follow(q_prev, v_prev, a_prev, v_ref)
+            return self._stop_outside(q_next, (q_next - q_prev) * self._inv_dt)
+
+        first = outside(v)
+        if first <= allowed:
+            return v
+        t_stop = float(np.max(np.abs(v_prev) / (self._acc * _BOX_BRAKE_FRACTION)))
+        slow = max(0.0, 1.0 - self.period_s / t_stop) if t_stop > self.period_s else 0.0
+        v_brake = np.minimum(np.maximum(v_prev * slow, v_lo), v_hi)
+        lo_s, hi_s = 0.0, 1.0  # fraction of the way from v_brake to v; lo_s is the best known
+        for _ in range(10):
             mid = 0.5 * (lo_s + hi_s)
-            if box.outside_by(self._fk_xyz(q_prev + mid * (q_out - q_prev))) <= out_prev:
+            if outside(v_brake + mid * (v - v_brake)) <= allowed:
                 lo_s = mid
             else:
                 hi_s = mid
-        q_safe = q_prev + lo_s * (q_out - q_prev)
-        self._intervene("workspace", f"TCP would leave the box by {out_new * 1e3:.1f} mm; step scaled by {lo_s:.3f}")
-        return q_safe
+        self._intervene(
+            "workspace",
+            f"TCP {self._p.round(4).tolist()} m would stop {first * 1e3:.1f} mm outside the box; braking "
+            f"(fraction {lo_s:.3f} of the commanded velocity change kept)",
+        )
+        return v_brake + lo_s * (v - v_brake)

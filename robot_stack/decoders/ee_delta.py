@@ -13,7 +13,7 @@ import numpy as np
 
 from robot_stack.control.ik import PinocchioIK, panda_ik
 from robot_stack.decoders.base import Decoder, register_decoder
-from robot_stack.decoders.geometry import solve_pose_sequence
+from robot_stack.decoders.geometry import ReachPolicy, solve_pose_sequence_checked
 from robot_stack.errors import ConfigError, DecodeError, ShapeError
 from robot_stack.types import ActionChunk, JointTrajectory, Pose, RobotState
 
@@ -33,6 +33,9 @@ class EeDeltaXyzDecoder(Decoder):
             matrix in the base frame.
         latency_offset_s: added to every step time (``t = t_obs + latency_offset + k * dt``), seconds.
         max_iters: IK iterations per step (warm starts make a few enough for policy-sized steps).
+        reach: handling of targets the IK cannot hit exactly (neutral-posture restart, best-effort tolerance,
+            clamping onto the reachable set, dropping unreachable steps; each logged); default: every step must
+            converge or the chunk is rejected.
     """
 
     action_space = "ee_delta_xyz"
@@ -43,6 +46,7 @@ class EeDeltaXyzDecoder(Decoder):
         orientation: str | np.ndarray = "keep",
         latency_offset_s: float = 0.0,
         max_iters: int = 50,
+        reach: ReachPolicy | None = None,
     ) -> None:
         self.ik = ik or panda_ik()
         if isinstance(orientation, str):
@@ -54,6 +58,7 @@ class EeDeltaXyzDecoder(Decoder):
         self.orientation = orientation
         self.latency_offset_ns = round(latency_offset_s * 1e9)
         self.max_iters = int(max_iters)
+        self.reach = reach
 
     def decode(self, chunk: ActionChunk, state: RobotState) -> JointTrajectory:
         self._check_space(chunk)
@@ -65,9 +70,10 @@ class EeDeltaXyzDecoder(Decoder):
         p0 = state.ee_pose.translation
         rotation = state.ee_pose.rotation if self._fixed_r is None else self._fixed_r
         targets = [Pose(rotation, p0 + delta, "base", "tcp") for delta in actions]
-        positions = solve_pose_sequence(self.ik, targets, state.q, self.max_iters, "ee_delta_xyz")
-        gripper = None if chunk.gripper is None else np.clip(np.asarray(chunk.gripper, np.float64), 0.0, 1.0)
-        t_ns = chunk.step_times_ns() + self.latency_offset_ns
+        solved = solve_pose_sequence_checked(self.ik, targets, state.q, self.max_iters, "ee_delta_xyz", self.reach)
+        positions, kept = solved.positions, solved.kept
+        gripper = None if chunk.gripper is None else np.clip(np.asarray(chunk.gripper, np.float64), 0.0, 1.0)[kept]
+        t_ns = (chunk.step_times_ns() + self.latency_offset_ns)[kept]
         try:
             return JointTrajectory(self.ik.joint_names, t_ns, positions, gripper)
         except ShapeError as exc:  # e.g. dt so small that step times collide

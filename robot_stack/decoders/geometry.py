@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("robot_stack.decoders.geometry")
 
 __all__ = [
+    "PoseSequenceIK",
+    "ReachPolicy",
     "RigidFit",
     "ViewGeometry",
     "kabsch",
@@ -37,6 +39,7 @@ __all__ = [
     "rotation_angle",
     "so3_exp",
     "solve_pose_sequence",
+    "solve_pose_sequence_checked",
     "triangulate",
     "triangulate_dlt",
 ]
@@ -364,6 +367,110 @@ def refine_pose_reprojection(
 # ------------------------------------------------------------------------------------------- pose -> joints
 
 
+@dataclass(frozen=True)
+class ReachPolicy:
+    """How :func:`solve_pose_sequence` treats TCP targets the IK cannot hit exactly.
+
+    Attributes:
+        fallback_q: (n,) rad neutral posture (e.g. ``panda.HOME_Q``) the IK restarts from when the warm start
+            fails; None = warm start only.
+        best_effort_m: a non-converged solution is accepted if its position residual is within this (m) and its
+            orientation residual within ``best_effort_rad``.
+        best_effort_rad: orientation residual accepted with ``best_effort_m``, rad.
+        clamp_m: a target farther than ``best_effort_m`` from the reachable set (orientation met, position not)
+            is clamped onto the nearest reachable pose the IK found if that is within this distance (m);
+            0 = never clamp.
+        drop_unreachable: steps that still fail are dropped from the sequence (logged) instead of failing the
+            whole chunk; the chunk fails only if no step is left.
+    """
+
+    fallback_q: np.ndarray | None = None
+    best_effort_m: float = 0.0
+    best_effort_rad: float = 0.0
+    clamp_m: float = 0.0
+    drop_unreachable: bool = False
+
+
+@dataclass(frozen=True)
+class PoseSequenceIK:
+    """Result of :func:`solve_pose_sequence_checked`.
+
+    Attributes:
+        positions: (H', n) float64 joint positions, rad, one row per kept step.
+        kept: (H',) int64 indices of the kept steps in the requested sequence.
+        clamped: indices of steps whose target was clamped onto the reachable set.
+        best_effort: indices of steps accepted with a residual within the best-effort tolerance.
+    """
+
+    positions: np.ndarray
+    kept: np.ndarray
+    clamped: tuple[int, ...] = ()
+    best_effort: tuple[int, ...] = ()
+
+
+def solve_pose_sequence_checked(
+    ik: PinocchioIK,
+    poses: Sequence[Pose],
+    q_init: np.ndarray,
+    max_iters: int,
+    what: str,
+    reach: ReachPolicy | None = None,
+) -> PoseSequenceIK:
+    """IK for a sequence of TCP targets, each warm-started from the previous solution (the first from ``q_init``),
+    with the per-step handling of unreachable targets set by ``reach`` (default: every step must converge).
+
+    Every step that is not solved exactly (best effort, clamped or dropped) is logged with its reason.
+
+    Raises:
+        IKError: a step failed and ``reach`` does not drop it, or every step was dropped.
+        ShapeError: ``q_init`` has the wrong shape or is not finite.
+    """
+    reach = reach or ReachPolicy()
+    q = np.asarray(q_init, dtype=np.float64)
+    if q.shape != (ik.nq,) or not np.all(np.isfinite(q)):
+        raise ShapeError(f"{what}: state.q must be finite ({ik.nq},) rad, got shape {q.shape}")
+    if len(poses) == 0:
+        raise DecodeError(f"{what}: no poses to solve (empty horizon)")
+    fallbacks = () if reach.fallback_q is None else (np.asarray(reach.fallback_q, np.float64),)
+    rows: list[np.ndarray] = []
+    kept: list[int] = []
+    clamped: list[int] = []
+    best_effort: list[int] = []
+    reasons: list[str] = []
+    for k, target in enumerate(poses):
+        res = ik.solve_with_info(target, q, max_iters=max_iters, fallbacks=fallbacks)
+        where = f"{what} step {k}/{len(poses)} (TCP xyz {np.round(target.translation, 4).tolist()} m)"
+        if not res.converged:
+            pos, rot = res.position_error_m, res.rotation_error_rad
+            if pos <= reach.best_effort_m and rot <= reach.best_effort_rad:
+                best_effort.append(k)
+                log.info("%s: best-effort IK accepted, residual %.2f mm / %.4f rad", where, pos * 1e3, rot)
+            elif rot <= max(reach.best_effort_rad, ik.config.tol_rotation_rad) and pos <= reach.clamp_m:
+                clamped.append(k)
+                reasons.append(f"{where}: out of reach, clamped by {pos * 1e3:.1f} mm onto the reachable set")
+            else:
+                why = (
+                    f"{where}: IK did not converge from the warm start"
+                    f"{' or the neutral posture' if fallbacks else ''}: residual {pos * 1e3:.2f} mm / {rot:.4f} rad "
+                    f"(accepted: {reach.best_effort_m * 1e3:.1f} mm best effort, {reach.clamp_m * 1e3:.1f} mm clamp)"
+                )
+                if not reach.drop_unreachable:
+                    raise IKError(
+                        f"{why}. The target may be out of reach or across a joint limit: move it into the "
+                        "workspace, warm-start closer, or raise IKConfig.restarts/max_iters."
+                    )
+                reasons.append(f"{why}; step dropped")
+                continue
+        q = res.q
+        rows.append(q)
+        kept.append(k)
+    if reasons:
+        log.warning("%s: %d of %d steps not solved exactly: %s", what, len(reasons), len(poses), "; ".join(reasons))
+    if not rows:
+        raise IKError(f"{what}: no step of the chunk is reachable ({reasons[0] if reasons else 'no steps'})")
+    return PoseSequenceIK(np.array(rows), np.array(kept, np.int64), tuple(clamped), tuple(best_effort))
+
+
 def solve_pose_sequence(
     ik: PinocchioIK, poses: Sequence[Pose], q_init: np.ndarray, max_iters: int, what: str
 ) -> np.ndarray:
@@ -385,18 +492,4 @@ def solve_pose_sequence(
         IKError: a step did not converge (the message names the step and its target).
         ShapeError: ``q_init`` has the wrong shape or is not finite.
     """
-    q = np.asarray(q_init, dtype=np.float64)
-    if q.shape != (ik.nq,) or not np.all(np.isfinite(q)):
-        raise ShapeError(f"{what}: state.q must be finite ({ik.nq},) rad, got shape {q.shape}")
-    if len(poses) == 0:
-        raise DecodeError(f"{what}: no poses to solve (empty horizon)")
-    out = np.empty((len(poses), ik.nq))
-    for k, target in enumerate(poses):
-        try:
-            q = ik.solve(target, q, max_iters=max_iters)
-        except IKError as exc:
-            raise IKError(
-                f"{what} step {k}/{len(poses)} (TCP xyz {np.round(target.translation, 4).tolist()} m): {exc}"
-            ) from exc
-        out[k] = q
-    return out
+    return solve_pose_sequence_checked(ik, poses, q_init, max_iters, what).positions

@@ -141,10 +141,13 @@ def run_scenario(
     from robot_stack.control.executor import Executor
     from robot_stack.control.ik import panda_ik
     from robot_stack.control.safety import SafetyFilter, WorkspaceBox
+    from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig
     from robot_stack.decoders.ee_delta import EeDeltaXyzDecoder
+    from robot_stack.decoders.geometry import ReachPolicy
     from robot_stack.demo import DEFAULT_MANIFEST
     from robot_stack.hil.metrics import compute_metrics, evaluate
     from robot_stack.hil.report import HilReport, write_report
+    from robot_stack.robots.panda import HOME_Q
     from robot_stack.runtime import ObservationGuard, PolicyCycle
     from robot_stack.sim.camera import SimCamera
     from robot_stack.sim.robot import SimRobot
@@ -167,7 +170,11 @@ def run_scenario(
             robot = RecordingRobot(SimRobot(world), clock.now_ns, 1.0 / scenario.rate_hz)
             camera = FaultyCamera(SimCamera(world, camera_id="front"))
             projector = load_calibration("sim_tabletop", "front").projector()
-            decoder = EeDeltaXyzDecoder(orientation="down")
+            # a real stack's decoding: restart IK from the neutral posture when the warm start fails, accept a
+            # best-effort residual of <= 5 mm, clamp targets up to 5 cm beyond reach onto the reachable set and
+            # drop the steps that are still unreachable (all logged)
+            reach = ReachPolicy(HOME_Q, best_effort_m=0.005, best_effort_rad=0.01, clamp_m=0.05, drop_unreachable=True)
+            decoder = EeDeltaXyzDecoder(orientation="down", reach=reach)
             task = ReachTouchTask(world, max_duration_s=scenario.duration_s)
             client = TimedClient(proxy.endpoint, robot_id="hil-panda-0", timeout_s=max(2.0, scenario.client_timeout_s))
             camera.start()
@@ -193,6 +200,8 @@ def run_scenario(
                     robot, clock, rate_hz=scenario.rate_hz, safety=safety, watchdog_timeout_s=scenario.watchdog_s
                 )
                 robot.executor = executor
+                # latency compensation + splice blending, exactly as ``robot-stack demo`` (default --blend splice)
+                scheduler = ChunkScheduler(executor, SchedulerConfig(mode="splice"))
                 cycle = PolicyCycle(
                     [(camera, projector)],
                     robot,
@@ -203,6 +212,7 @@ def run_scenario(
                     task=task.instruction,
                     guard=guard,
                     timeout_s=scenario.client_timeout_s,
+                    scheduler=scheduler,
                 )
                 t0 = clock.now_ns()
                 if ep == 0:
