@@ -118,15 +118,15 @@ def test_forward_then_inverse_is_exact_without_noise(mt):
 
 def test_accuracy_at_one_pixel_noise(mt):
     """The issue's target, ≤3 mm / ≤1° at 1 px Gaussian noise (σ = 1 px on u and v, every keypoint, both views),
-    holds as the mean over 300 random poses; the 95th percentile is ≤3 mm in translation and ~1.6° in rotation
-    with two 640x480 views (the front camera's 2.2 mm/px at ~1 m limits it)."""
+    holds for 95 % of 300 random poses with the demo's views (front 640x480, side 1280x960); measured here:
+    p95 1.7 mm / 0.89°, mean 0.86 mm / 0.45°."""
     rng = np.random.default_rng(1)
     rot, pos = _random_poses(rng, 300)
     tracks = {c: t + rng.normal(size=t.shape) for c, t in mt.project(rot, pos).items()}
     est = mt.estimate(tracks)
     et, er = _errors(est.rotations, est.positions, rot, pos)
     assert et.mean() <= 3.0 and er.mean() <= 1.0, (et.mean(), er.mean())
-    assert np.percentile(et, 95) <= 3.0 and np.percentile(er, 95) <= 2.0, (np.percentile(et, 95), np.percentile(er, 95))
+    assert np.percentile(et, 95) <= 3.0 and np.percentile(er, 95) <= 1.0, (np.percentile(et, 95), np.percentile(er, 95))
     # the maximum-likelihood refinement improves on triangulation + Kabsch alone
     from robot_stack.decoders.motion_tracks import MotionTrackConfig
 

@@ -1,7 +1,11 @@
 """``robot-stack bench ik``: streaming IK cost per step and warm-started solve cost, vs a naive baseline.
 
-Baseline (same run, same targets): the textbook step many first implementations use — a numerical Jacobian from
-7 extra forward-kinematics calls and ``np.linalg.pinv`` (SVD), no damping, no limits.
+Baselines (same run, same target):
+
+* the textbook step many first implementations use — a numerical Jacobian from 7 extra forward-kinematics calls and
+  ``np.linalg.pinv`` (SVD), no damping, no limits;
+* one step of **placo** (``KinematicsSolver.solve`` + ``update_kinematics``, a QP-based whole-body IK on the same
+  URDF and TCP frame), when placo is installed (``ratio_vs_placo`` = our p50 / placo's p50).
 """
 
 from __future__ import annotations
@@ -76,5 +80,43 @@ def run(quick: bool) -> dict[str, Any]:
     out["speedup_vs_naive"] = round(float(np.median(naive) / np.median(step)), 2)
     out.update(latency_stats(solve_s, prefix="solve_"))
     out["solve_iterations_mean"] = round(float(iters.mean()), 1)
+    out.update(_placo_baseline(target, n, float(np.median(step))))
     out["target_step_us"] = 200.0
     return out
+
+
+def _placo_baseline(target: Pose, n: int, our_step_s: float) -> dict[str, Any]:
+    """p50 of one placo IK step toward ``target`` from HOME_Q; ``{"placo": "not installed"}`` without placo."""
+    try:
+        import placo
+    except ImportError:
+        return {"placo": "not installed (pip install placo)"}
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        urdf = Path(tmp) / "panda.urdf"
+        urdf.write_text(panda.urdf_text_with_absolute_paths())
+        robot = placo.RobotWrapper(str(urdf), placo.Flags.ignore_collisions)
+    for name, value in zip(panda.ARM_JOINTS, panda.HOME_Q, strict=True):
+        robot.set_joint(name, float(value))
+    robot.update_kinematics()
+    solver = placo.KinematicsSolver(robot)
+    solver.mask_fbase(True)
+    for finger in panda.FINGER_JOINTS:  # the arm only, like our reduced model
+        solver.mask_dof(finger)
+    task = solver.add_frame_task(panda.TCP_FRAME, target.matrix)
+    task.configure("tcp", "soft", 1.0, 0.5)
+
+    def placo_step() -> None:
+        solver.solve(True)
+        robot.update_kinematics()
+
+    samples = time_calls(placo_step, n)
+    reached = float(np.linalg.norm(robot.get_T_world_frame(panda.TCP_FRAME)[:3, 3] - target.translation))
+    return {
+        **latency_stats(samples, prefix="placo_step_"),
+        "placo_step_us_p50": round(float(np.median(samples)) * 1e6, 1),
+        "ratio_vs_placo": round(our_step_s / float(np.median(samples)), 2),
+        "placo_final_error_mm": round(reached * 1e3, 3),
+    }

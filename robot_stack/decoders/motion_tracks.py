@@ -159,9 +159,12 @@ def sim_side_camera() -> CameraSpec:
 
 
 def sim_side_calibration(
-    width: int = 640, height: int = 480, created: datetime | None = None, scene: str = "sim_tabletop"
+    width: int = 1280, height: int = 960, created: datetime | None = None, scene: str = "sim_tabletop"
 ) -> CameraCalibration:
     """Ground-truth calibration of :func:`sim_side_camera` in the demo scene (built in MuJoCo, ~0.1 s).
+
+    The side view is 1280x960 (a D435-class colour stream): with two 640x480 views the rotation error at 1 px track
+    noise is ~1.6 deg at the 95th percentile; the sharper second view brings it under 1 deg.
 
     Write it with ``save_calibration(sim_side_calibration())`` to refresh ``calibration/<scene>/side.yaml``.
     """

@@ -50,6 +50,16 @@ def description_dir() -> Path:
     )
 
 
+#: How the URDF names its package (meshes are referenced as ``package://example-robot-data/robots/...``).
+URDF_PACKAGE = "package://example-robot-data/robots/panda_description/"
+
+
+def urdf_text_with_absolute_paths() -> str:
+    """The URDF text with every ``package://`` mesh URI replaced by the installed file's absolute path (for
+    parsers that cannot resolve ROS packages: MuJoCo, placo)."""
+    return urdf_path().read_text().replace(URDF_PACKAGE, f"{description_dir()}/")
+
+
 def urdf_path() -> Path:
     """Path of ``panda.urdf`` (meshes referenced as ``package://example-robot-data/...``)."""
     return description_dir() / "urdf" / "panda.urdf"

@@ -82,7 +82,6 @@ GRIPPER_KP = 200.0  # N/m on finger 1; finger 2 follows through the equality con
 GRIPPER_KV = 10.0  # N·s/m
 GRIPPER_FORCE_LIMIT = 40.0  # N
 
-_URDF_PACKAGE = "package://example-robot-data/robots/panda_description/"
 
 _ROBOT_RGBA = (0.92, 0.92, 0.92, 1.0)
 _HAND_RGBA = (0.25, 0.25, 0.27, 1.0)
@@ -165,13 +164,11 @@ class SceneConfig:
 def _panda_urdf_text() -> str:
     """The Panda URDF rewritten for MuJoCo: absolute STL paths, no Collada, fixed links kept as bodies."""
     root = panda.description_dir()
-    text = panda.urdf_path().read_text()
     text = re.sub(
-        re.escape(_URDF_PACKAGE) + r"meshes/visual/(\w+)\.dae",
+        re.escape(f"{root}/") + r"meshes/visual/(\w+)\.dae",
         lambda m: str(root / "meshes" / "collision" / f"{m.group(1)}.stl"),
-        text,
+        panda.urdf_text_with_absolute_paths(),
     )
-    text = text.replace(_URDF_PACKAGE, f"{root}/")
     if "package://" in text or ".dae" in text:
         raise SimError("Panda URDF still references package:// or .dae files after rewriting; update scene.py")
     compiler = (
