@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="output folder (default: the package's models/ folder)")
     train.set_defaults(func=_cmd_train_demo)
 
+    from robot_stack.calibration.commands import add_calibrate_parser
     from robot_stack.hil.cli import add_hil_parser
     from robot_stack.policy.tensorrt import add_compile_parser
     from robot_stack.transport.keys import add_keys_parser
@@ -150,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(sub)
     add_compile_parser(sub)
     add_hil_parser(sub)
+    add_calibrate_parser(sub)
     return parser
 
 

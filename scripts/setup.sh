@@ -9,7 +9,7 @@ VENV=${ROBOT_STACK_VENV:-.venv}
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-apt_packages=(libosmesa6 libegl1 libgl1 libglib2.0-0)
+apt_packages=(libosmesa6 libegl1 libgl1 libglib2.0-0 libusb-1.0-0 libgomp1)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -12,7 +12,11 @@ Figures, all measured in this run on the same frame:
   (float64, ``@ R.T + t``, masked NaN assignment).
 * ``naive_loop_*``: a per-pixel Python loop, timed on a subset of rows and scaled to the full frame
   (``naive_loop_rows_timed`` says how many rows).
-* ``speedup_vs_naive_loop`` / ``speedup_vs_numpy_recompute``: baseline p50 / projector p50.
+* ``rs_pointcloud_*``: the RealSense SDK's ``rs.pointcloud().calculate`` on a real ``rs.depth_frame`` (from an
+  ``rs.software_device``) + numpy rigid transform into the base frame (what realsense users write).
+* ``open3d_*``: Open3D ``PointCloud.create_from_depth_image`` with the base-to-camera extrinsic.
+* ``speedup_vs_naive_loop`` / ``speedup_vs_numpy_recompute`` / ``speedup_vs_rs_pointcloud`` /
+  ``speedup_vs_open3d``: baseline p50 / projector p50.
 * ``max_abs_diff_vs_numpy_m`` / ``max_abs_diff_vs_naive_m``: the implementations agree (metres).
 """
 
@@ -127,6 +131,61 @@ def naive_loop(
     return out
 
 
+def rs_pointcloud_baseline(
+    depth: np.ndarray, depth_scale: float, camera: CameraModel, T_base_cam: Pose
+) -> tuple[Any, Any]:
+    """A real ``rs.depth_frame`` of ``depth`` (software device) and ``fn() -> (H*W, 3) float32 base-frame XYZ``.
+
+    The returned device must be kept alive while ``fn`` is used.
+    """
+    import pyrealsense2 as rs
+
+    from robot_stack.cameras.recording import SoftwareRealSense
+
+    device = SoftwareRealSense(camera, depth_scale=depth_scale)
+    syncer = device.start()
+    color = np.zeros((camera.height, camera.width, 3), np.uint8)
+    depth_frame = None
+    for _ in range(5):  # the SDK's matcher holds back the first frames
+        device.push(color, depth)
+        ok, frames = syncer.try_wait_for_frames(1000)
+        if ok and frames.as_frameset().get_depth_frame():
+            depth_frame = frames.as_frameset().get_depth_frame()
+            break
+    if depth_frame is None:
+        device.close()
+        raise RuntimeError("software device delivered no depth frame")
+    pc = rs.pointcloud()
+    rotation_t = T_base_cam.rotation.T.astype(np.float32)
+    translation = T_base_cam.translation.astype(np.float32)
+
+    def fn() -> np.ndarray:
+        points = pc.calculate(depth_frame)
+        xyz = np.asanyarray(points.get_vertices()).view(np.float32).reshape(-1, 3)
+        return xyz @ rotation_t + translation
+
+    return device, fn
+
+
+def open3d_baseline(depth: np.ndarray, depth_scale: float, camera: CameraModel, T_base_cam: Pose, max_range_m: float):  # noqa: ANN201
+    """``fn() -> (N, 3) float64`` valid base-frame points via Open3D ``create_from_depth_image``."""
+    import open3d as o3d
+
+    intrinsic = o3d.camera.PinholeCameraIntrinsic(
+        camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy
+    )
+    extrinsic = T_base_cam.inverse().matrix  # Open3D takes world(base) -> camera
+    image = o3d.geometry.Image(np.ascontiguousarray(depth))
+
+    def fn() -> np.ndarray:
+        pcd = o3d.geometry.PointCloud.create_from_depth_image(
+            image, intrinsic, extrinsic, depth_scale=1.0 / depth_scale, depth_trunc=max_range_m
+        )
+        return np.asarray(pcd.points)
+
+    return fn
+
+
 def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     if not np.array_equal(np.isnan(a), np.isnan(b)):
         return float("inf")
@@ -161,6 +220,25 @@ def run(quick: bool) -> dict[str, Any]:
     loop_full_frame = loop * (HEIGHT / loop_rows)
 
     xyz = projector.to_xyz(depth, DEPTH_SCALE)
+    extra: dict[str, Any] = {}
+    try:
+        device, rs_fn = rs_pointcloud_baseline(depth, DEPTH_SCALE, camera, T_base_cam)
+        try:
+            rs_stats = latency_stats(time_calls(rs_fn, baseline_repeats, warmup=2), "rs_pointcloud_")
+            rs_xyz = rs_fn().reshape(HEIGHT, WIDTH, 3)
+        finally:
+            device.close()
+        valid = ~np.isnan(xyz[..., 0])
+        extra.update(rs_stats)
+        extra["rs_pointcloud_max_abs_diff_m"] = float(np.max(np.abs(rs_xyz[valid] - xyz[valid])))
+    except Exception as exc:  # noqa: BLE001 - an optional baseline must not hide the benchmark
+        extra["rs_pointcloud_error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        o3d_fn = open3d_baseline(depth, DEPTH_SCALE, camera, T_base_cam, MAX_RANGE_M)
+        extra.update(latency_stats(time_calls(o3d_fn, baseline_repeats, warmup=2), "open3d_"))
+        extra["open3d_points"] = int(len(o3d_fn()))
+    except Exception as exc:  # noqa: BLE001
+        extra["open3d_error"] = f"{type(exc).__name__}: {exc}"
     stats = latency_stats(fresh)
     recompute_stats = latency_stats(recompute, "numpy_recompute_")
     loop_stats = latency_stats(loop_full_frame, "naive_loop_")
@@ -182,6 +260,12 @@ def run(quick: bool) -> dict[str, Any]:
         ),
         "speedup_vs_naive_loop": round(loop_stats["naive_loop_p50_ms"] / stats["p50_ms"], 1),
         "speedup_vs_numpy_recompute": round(recompute_stats["numpy_recompute_p50_ms"] / stats["p50_ms"], 2),
+        **extra,
+        **{
+            f"speedup_vs_{k}": round(extra[f"{k}_p50_ms"] / stats["p50_ms"], 2)
+            for k in ("rs_pointcloud", "open3d")
+            if f"{k}_p50_ms" in extra
+        },
         "max_abs_diff_vs_numpy_m": _max_abs_diff(
             xyz, numpy_recompute(depth, DEPTH_SCALE, camera, T_base_cam, MAX_RANGE_M)
         ),
