@@ -49,14 +49,75 @@ def _emit(report: dict[str, Any], as_json: bool) -> None:
             print(f"{key}: {value}")
 
 
+def _load_robot_factory(spec: str) -> Any:
+    """``package.module:function`` -> the function (which returns a connected :class:`Robot`)."""
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"--robot expects package.module:factory, got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--robot {spec!r}: cannot load the robot factory: {exc}") from exc
+
+
+def _cmd_hand_eye_hardware(args: argparse.Namespace) -> int:
+    """Guided collection on a real robot: the operator moves the arm, Enter records a station."""
+    from datetime import datetime, timezone
+
+    from robot_stack.calibration.handeye_collect import HandEyeCollector, collect_stations
+    from robot_stack.calibration.handeye_sim import SIM_BOARD
+    from robot_stack.calibration.store import CameraCalibration, save_calibration
+    from robot_stack.cameras.realsense import RealSenseCamera, RealSenseConfig
+
+    if not args.robot:
+        raise ConfigError(
+            "hand-eye on hardware needs --robot package.module:factory (a function returning your connected "
+            "robot_stack Robot) and --serial of the RealSense; or run with --sim to see the procedure in the simulator"
+        )
+    robot = _load_robot_factory(args.robot)()
+    camera = RealSenseCamera(RealSenseConfig(camera_id=args.camera, serial=args.serial))
+    camera.start()
+    try:
+        collector = HandEyeCollector(robot, camera, SIM_BOARD, mode=args.mode)
+        print(
+            f"Mount the {SIM_BOARD.squares_x}x{SIM_BOARD.squares_y} ChArUco board "
+            + ("on the flange" if args.mode == "eye_to_hand" else "fixed in the cell")
+            + f". Visit {args.poses} stations: change position AND rotate about different axes (>= 10 deg)."
+        )
+
+        def move(k: int) -> bool:
+            answer = input(f"[{k + 1}/{args.poses}] move the arm, let it settle, press Enter (q = done): ")
+            return answer.strip().lower() != "q"
+
+        collect_stations(collector, move, args.poses, say=print)
+        result = collector.calibrate(args.method, refine=not args.no_refine)
+    finally:
+        camera.stop()
+    out: dict[str, Any] = {"method": result.method, "mode": result.mode, "stations": len(collector.samples)}
+    out.update(result.residuals())
+    if args.write and args.mode == "eye_to_hand":
+        cal = CameraCalibration(
+            scene=args.scene,
+            camera_id=args.camera,
+            camera_serial=args.serial or "unknown",
+            robot=args.robot,
+            camera=camera.model,
+            T_base_cam=result.X,
+            method=f"hand_eye_{result.method.replace('+', '_')}",
+            created=datetime.now(timezone.utc),
+            valid_days=30.0,
+            residuals=result.residuals(),
+        )
+        out["written"] = str(save_calibration(cal, args.root))
+    _emit(out, args.json)
+    return 0
+
+
 def _cmd_hand_eye(args: argparse.Namespace) -> int:
     if not args.sim:
-        raise CalibrationError(
-            "hand-eye on hardware: mount the ChArUco board on the flange (eye-to-hand) or fix it on the table "
-            "(eye-in-hand), then collect 12-20 stations with robot_stack.calibration.handeye.HandEyeSample "
-            "(robot FK pose + board_pose of the camera image) and call calibrate_hand_eye; run with --sim to see "
-            "the procedure run automatically in the simulator"
-        )
+        return _cmd_hand_eye_hardware(args)
     from robot_stack.calibration.handeye_sim import run_sim_hand_eye
     from robot_stack.calibration.store import CameraCalibration, save_calibration
 
@@ -154,6 +215,9 @@ def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     he = sub.add_parser("hand-eye", help="hand-eye calibration (automatic in the simulator with --sim)")
     he.add_argument("--sim", action="store_true", help="run the automatic procedure in the simulated cell")
+    he.add_argument("--robot", help="hardware: package.module:factory returning your connected Robot")
+    he.add_argument("--serial", help="hardware: RealSense serial number (default: the only one connected)")
+    he.add_argument("--mode", default="eye_to_hand", choices=["eye_to_hand", "eye_in_hand"])
     he.add_argument("--scene", default="sim_tabletop")
     he.add_argument("--camera", default="front")
     he.add_argument("--method", default="park", choices=HAND_EYE_METHODS)
