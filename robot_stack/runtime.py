@@ -9,6 +9,7 @@ to a hold when that runs out. No action is ever computed from stale data.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -118,6 +119,40 @@ class CycleResult:
         return self.outcome == "ok"
 
 
+@dataclass(frozen=True)
+class _Capture:
+    """One captured observation, before the stale-data guard: frames, base-frame views, the robot state read
+    right after the frames, and how long capturing took (s). ``error`` is set instead when a camera failed."""
+
+    frames: tuple[Frame, ...] = ()
+    views: tuple[Any, ...] = ()
+    state: Any = None
+    duration_s: float = 0.0
+    error: CameraError | None = None
+
+
+class _Prefetch:
+    """One background capture of the next observation, started at a given time (or earlier, on :meth:`take`)."""
+
+    def __init__(self, capture: Any, delay_s: float) -> None:
+        self._capture = capture
+        self._go = threading.Event()
+        self._delay_s = max(delay_s, 0.0)
+        self.result: _Capture | None = None
+        self._thread = threading.Thread(target=self._run, name="policy-cycle-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self._go.wait(self._delay_s)
+        self.result = self._capture()
+
+    def take(self, timeout_s: float = 5.0) -> _Capture | None:
+        """Start the capture now if it has not started, wait for it; None if it did not finish in time."""
+        self._go.set()
+        self._thread.join(timeout_s)
+        return None if self._thread.is_alive() else self.result
+
+
 class PolicyCycle:
     """Runs robot-side policy cycles against one executor.
 
@@ -135,6 +170,12 @@ class PolicyCycle:
         task: instruction text sent with every observation.
         guard: stale-data detector (default :class:`ObservationGuard`).
         timeout_s: per-request deadline for the server.
+        pipeline_period_s: the caller's cycle period (s). When set and a cycle is expected to take longer than
+            this (slow model, slow network), the next observation is captured in a background thread while the
+            request is in flight, timed to be ready when the reply is due (LeRobot-async style: still one request
+            in flight, but capture and projection no longer add to the cycle). A prefetched observation older
+            than half the guard's ``max_age_s`` when the next cycle starts is discarded and a fresh one captured;
+            every observation still passes the stale-data guard at the time it is used. None = synchronous.
     """
 
     def __init__(
@@ -150,6 +191,7 @@ class PolicyCycle:
         guard: ObservationGuard | None = None,
         timeout_s: float | None = None,
         scheduler: ChunkScheduler | None = None,
+        pipeline_period_s: float | None = None,
     ) -> None:
         self.cameras = list(cameras)
         self.robot = robot
@@ -163,6 +205,59 @@ class PolicyCycle:
         self.timeout_s = timeout_s
         self.scheduler = scheduler
         self.outcomes: Counter[str] = Counter()
+        self.pipeline_period_s = pipeline_period_s
+        self.prefetch_counts: Counter[str] = Counter()  # used, discarded_old, failed
+        self._prefetch: _Prefetch | None = None
+        self._capture_est_s = 0.0  # running estimates (s): capture + projection, send -> trajectory handed over
+        self._reply_est_s = 0.0
+
+    def _capture(self) -> _Capture:
+        """Capture every camera, project to base-frame XYZ, read the robot state (in this order)."""
+        t0 = time.perf_counter()
+        try:
+            with self.times.measure("capture"):
+                frames = tuple(camera.read() for camera, _ in self.cameras)
+        except CameraError as exc:
+            return _Capture(error=exc, duration_s=time.perf_counter() - t0)
+        with self.times.measure("xyz"):
+            views = tuple(projector.observe(frame) for frame, (_, projector) in zip(frames, self.cameras, strict=True))
+        state = self.robot.read_state()
+        return _Capture(frames, views, state, time.perf_counter() - t0)
+
+    def _next_capture(self) -> _Capture:
+        """The prefetched observation if one is ready and young enough, else a capture made now."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            got = prefetch.take()
+            if got is None or got.error is not None:
+                self.prefetch_counts["failed"] += 1
+            else:
+                age_s = (self.clock.now_ns() - min(f.t_capture_ns for f in got.frames)) / 1e9
+                if age_s <= 0.5 * self.guard.config.max_age_s:
+                    self.prefetch_counts["used"] += 1
+                    return got
+                self.prefetch_counts["discarded_old"] += 1
+                log.info("prefetched observation discarded: %.0f ms old when the cycle started", age_s * 1e3)
+        return self._capture()
+
+    def _start_prefetch(self) -> None:
+        """Schedule the next capture to be ready when this cycle's reply is due (only if cycles are slow)."""
+        period = self.pipeline_period_s
+        if period is None or self._reply_est_s <= 0.0:
+            return
+        if self._capture_est_s + self._reply_est_s <= period:
+            return  # the caller waits between cycles anyway: a capture at its next start is fresher
+        self._prefetch = _Prefetch(self._capture, self._reply_est_s - self._capture_est_s)
+
+    @staticmethod
+    def _ema(old: float, new: float) -> float:
+        return new if old <= 0.0 else 0.5 * old + 0.5 * new
+
+    def close(self) -> None:
+        """Wait for a background capture still in progress (call before stopping the cameras)."""
+        prefetch, self._prefetch = self._prefetch, None
+        if prefetch is not None:
+            prefetch.take()
 
     def _finish(self, result: CycleResult, step: int) -> CycleResult:
         self.outcomes[result.outcome] += 1
@@ -173,13 +268,12 @@ class PolicyCycle:
     def run(self, meta: Mapping[str, Any] | None = None, step: int = 0) -> CycleResult:
         """One cycle; never raises for bad data, a dead server or an undecodable answer (see ``outcome``)."""
         t_loop = time.perf_counter()
-        frames: list[Frame] = []
-        with self.times.measure("capture"):
-            try:
-                frames = [camera.read() for camera, _ in self.cameras]
-            except CameraError as exc:
-                return self._finish(CycleResult("camera", str(exc)), step)
+        captured = self._next_capture()
+        if captured.error is not None:
+            return self._finish(CycleResult("camera", str(captured.error)), step)
+        frames = captured.frames
         t_capture = time.perf_counter() - t_loop
+        self._capture_est_s = self._ema(self._capture_est_s, captured.duration_s)
         now = self.clock.now_ns()
         for frame in frames:
             reason = self.guard.check(frame, now)
@@ -187,10 +281,10 @@ class PolicyCycle:
                 age_ms = (now - frame.t_capture_ns) / 1e6
                 detail = f"camera {frame.camera_id!r} frame {frame.seq} is {reason} (age {age_ms:.0f} ms)"
                 return self._finish(CycleResult(f"stale:{reason}", detail), step)
-        with self.times.measure("xyz"):
-            views = tuple(projector.observe(frame) for frame, (_, projector) in zip(frames, self.cameras, strict=True))
-        state = self.robot.read_state()
+        views, state = captured.views, captured.state
         obs = Observation(min(f.t_capture_ns for f in frames), state, views, self.task)
+        t_send = time.perf_counter()
+        self._start_prefetch()
         try:
             reply = self.client.infer(obs.arrays(), {"t_obs_ns": obs.t_obs_ns, **(meta or {})}, self.timeout_s)
         except TransportError as exc:
@@ -224,9 +318,10 @@ class PolicyCycle:
             trajectory = scheduled.trajectory if scheduled.trajectory is not None else trajectory
         else:
             accepted, why = self.executor.set_trajectory(trajectory), "executor refused the trajectory"
+        done = time.perf_counter()
+        self._reply_est_s = self._ema(self._reply_est_s, done - t_send)
         if not accepted:
             return self._finish(CycleResult("rejected", why, obs, chunk), step)
-        done = time.perf_counter()
         self.times.add("loop_total", done - t_loop)
         # what the stack adds on top of the sensor and the model: xyz, codec, network, queue, decode
         self.times.add("overhead_beyond_inference", done - t_loop - t_capture - tm.infer_ms / 1e3)

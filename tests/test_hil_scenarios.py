@@ -23,11 +23,12 @@ KNOWN_DEFECTS = {
     "not always completed after the fault",
     "policy-faults": "passes in most runs now (neutral-posture IK restarts, clamping, dropped unreachable steps) but "
     "failed 1 of 4 runs on the 2-core machine; not yet reliable",
-    "limits": "after the reach-to-edge fault, decoding (neutral-posture restarts, clamp, dropped steps) is slow "
-    "enough that cycles run late; the task is not completed in time",
-    "slow-inference": "with the scheduler wired in, a 0.7 s chunk covers barely two 0.35 s synchronous cycles "
-    "(render + 280 ms round trip): the trajectory runs out briefly (stop events)",
-    "network-latency": "same margin as slow-inference: 240-300 ms round trip plus capture ~= half the chunk horizon",
+    "limits": "decoding is fast again (TCP targets below the table are raised to 15 mm, so far fewer IK restarts) "
+    "but after the reach-to-edge fault the shipped policy does not bring the arm back to the cube in time",
+    "slow-inference": "no stop events or holds any more (the next observation is captured while the request is in "
+    "flight), but under +250 ms the shipped policy steers the TCP away from the cube (x ~0.8 m) and the task is not "
+    "completed: a policy/latency-robustness defect, not a cycle-timing one",
+    "network-latency": "same as slow-inference: continuous motion now, but the policy does not reach the cube",
 }
 
 

@@ -148,3 +148,56 @@ def test_dead_server_is_a_transport_outcome(rig) -> None:
     cycle.timeout_s = 0.3
     result = cycle.run()
     assert result.outcome == "transport" and result.trajectory is None
+
+
+def _advancing(camera, clock, step_ns: int = 5_000_000) -> None:
+    """Every capture happens ``step_ns`` later on the fake clock (a real camera's frames are never simultaneous)."""
+    read = camera.read
+
+    def later() -> Frame:
+        clock.advance(step_ns)
+        return read()
+
+    camera.read = later
+
+
+def test_pipelined_cycle_captures_the_next_observation_while_the_request_is_in_flight(rig) -> None:
+    cycle, camera, _, requests, _, clock = rig
+    cycle.pipeline_period_s = 1e-6  # every cycle is "slower than the period": prefetch from the second one on
+    _advancing(camera, clock)
+    seqs = []
+    for step in range(4):
+        result = cycle.run({"step": step}, step)
+        assert result.ok, result
+        seqs.append(result.observation.t_obs_ns)
+        clock.advance(10_000_000)
+    cycle.close()
+    assert cycle.prefetch_counts["used"] >= 2
+    assert len(requests) == 4 and len(set(seqs)) == 4  # every cycle sent a different capture
+
+
+def test_prefetched_frame_too_old_is_replaced_by_a_fresh_capture(rig) -> None:
+    cycle, camera, _, requests, _, clock = rig
+    cycle.pipeline_period_s = 1e-6
+    _advancing(camera, clock)
+    assert cycle.run().ok
+    assert cycle.run().ok  # starts a prefetch for the next cycle
+    cycle._prefetch.take()  # the capture is done before the clock jumps
+    clock.advance(200_000_000)  # the prefetched frame is now older than half the guard's max age
+    result = cycle.run()
+    assert result.ok and cycle.prefetch_counts["discarded_old"] == 1
+    assert clock.now_ns() - result.observation.t_obs_ns < 50_000_000
+
+
+def test_reach_policy_raises_targets_below_the_floor() -> None:
+    from robot_stack.control.ik import panda_ik
+    from robot_stack.decoders.ee_delta import R_DOWN
+    from robot_stack.decoders.geometry import ReachPolicy, solve_pose_sequence_checked
+    from robot_stack.robots.panda import HOME_Q
+    from robot_stack.types import Pose
+
+    ik = panda_ik()
+    targets = [Pose(R_DOWN, np.array([0.45, 0.0, z]), "base", "tcp") for z in (0.10, 0.02, -0.05)]
+    solved = solve_pose_sequence_checked(ik, targets, HOME_Q, 100, "test", ReachPolicy(floor_z_m=0.02))
+    assert list(solved.kept) == [0, 1, 2] and solved.clamped == (2,)
+    assert ik.fk_xyz(solved.positions[2])[2] == pytest.approx(0.02, abs=1e-3)

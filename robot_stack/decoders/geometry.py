@@ -12,6 +12,7 @@ Conventions: points in metres; rotations (..., 3, 3) float64 proper rotation mat
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Sequence
@@ -382,6 +383,8 @@ class ReachPolicy:
             0 = never clamp.
         drop_unreachable: steps that still fail are dropped from the sequence (logged) instead of failing the
             whole chunk; the chunk fails only if no step is left.
+        floor_z_m: TCP targets below this height (base-frame z, m; e.g. the table top plus a margin) are raised
+            to it before the IK (logged, counted as clamped): the hand never presses into the table. None = off.
     """
 
     fallback_q: np.ndarray | None = None
@@ -389,6 +392,7 @@ class ReachPolicy:
     best_effort_rad: float = 0.0
     clamp_m: float = 0.0
     drop_unreachable: bool = False
+    floor_z_m: float | None = None
 
 
 @dataclass(frozen=True)
@@ -438,8 +442,17 @@ def solve_pose_sequence_checked(
     best_effort: list[int] = []
     reasons: list[str] = []
     for k, target in enumerate(poses):
-        res = ik.solve_with_info(target, q, max_iters=max_iters, fallbacks=fallbacks)
         where = f"{what} step {k}/{len(poses)} (TCP xyz {np.round(target.translation, 4).tolist()} m)"
+        floored = reach.floor_z_m is not None and float(target.translation[2]) < reach.floor_z_m
+        if floored:
+            lifted = np.array(target.translation, dtype=np.float64)
+            reasons.append(
+                f"{where}: below the floor z = {reach.floor_z_m:.3f} m, raised by "
+                f"{(reach.floor_z_m - lifted[2]) * 1e3:.1f} mm"
+            )
+            lifted[2] = reach.floor_z_m
+            target = dataclasses.replace(target, translation=lifted)
+        res = ik.solve_with_info(target, q, max_iters=max_iters, fallbacks=fallbacks)
         if not res.converged:
             pos, rot = res.position_error_m, res.rotation_error_rad
             if pos <= reach.best_effort_m and rot <= reach.best_effort_rad:
@@ -461,6 +474,8 @@ def solve_pose_sequence_checked(
                     )
                 reasons.append(f"{why}; step dropped")
                 continue
+        if floored and (not clamped or clamped[-1] != k):
+            clamped.append(k)
         q = res.q
         rows.append(q)
         kept.append(k)

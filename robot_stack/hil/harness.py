@@ -172,8 +172,10 @@ def run_scenario(
             projector = load_calibration("sim_tabletop", "front").projector()
             # a real stack's decoding: restart IK from the neutral posture when the warm start fails, accept a
             # best-effort residual of <= 5 mm, clamp targets up to 5 cm beyond reach onto the reachable set and
-            # drop the steps that are still unreachable (all logged)
-            reach = ReachPolicy(HOME_Q, best_effort_m=0.005, best_effort_rad=0.01, clamp_m=0.05, drop_unreachable=True)
+            # drop the steps that are still unreachable, raise targets below 15 mm over the table top (all logged)
+            reach = ReachPolicy(
+                HOME_Q, best_effort_m=0.005, best_effort_rad=0.01, clamp_m=0.05, drop_unreachable=True, floor_z_m=0.015
+            )
             decoder = EeDeltaXyzDecoder(orientation="down", reach=reach)
             task = ReachTouchTask(world, max_duration_s=scenario.duration_s)
             client = TimedClient(proxy.endpoint, robot_id="hil-panda-0", timeout_s=max(2.0, scenario.client_timeout_s))
@@ -213,6 +215,8 @@ def run_scenario(
                     guard=guard,
                     timeout_s=scenario.client_timeout_s,
                     scheduler=scheduler,
+                    # slow model or network: capture the next observation while the request is in flight
+                    pipeline_period_s=period_ns / 1e9,
                 )
                 t0 = clock.now_ns()
                 if ep == 0:
@@ -313,6 +317,7 @@ def _run_episode(
                 if (t_done - t0) / 1e9 >= faults_end:
                     recovered = True
     finally:
+        cycle.close()
         injector.clear(clock.now_ns(), episode, record)
         cycle.robot.executor = None  # the stop ramp below is recorded as "stopped", not as a watchdog hold
         executor.stop()
