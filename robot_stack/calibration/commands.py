@@ -64,11 +64,8 @@ def _load_robot_factory(spec: str) -> Any:
 
 def _cmd_hand_eye_hardware(args: argparse.Namespace) -> int:
     """Guided collection on a real robot: the operator moves the arm, Enter records a station."""
-    from datetime import datetime, timezone
-
     from robot_stack.calibration.handeye_collect import HandEyeCollector, collect_stations
     from robot_stack.calibration.handeye_sim import SIM_BOARD
-    from robot_stack.calibration.store import CameraCalibration, save_calibration
     from robot_stack.cameras.realsense import RealSenseCamera, RealSenseConfig
 
     if not args.robot:
@@ -98,28 +95,36 @@ def _cmd_hand_eye_hardware(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"method": result.method, "mode": result.mode, "stations": len(collector.samples)}
     out.update(result.residuals())
     if args.write and args.mode == "eye_to_hand":
-        cal = CameraCalibration(
-            scene=args.scene,
-            camera_id=args.camera,
-            camera_serial=args.serial or "unknown",
-            robot=args.robot,
-            camera=camera.model,
-            T_base_cam=result.X,
-            method=f"hand_eye_{result.method.replace('+', '_')}",
-            created=datetime.now(timezone.utc),
-            valid_days=30.0,
-            residuals=result.residuals(),
-        )
-        out["written"] = str(save_calibration(cal, args.root))
+        out["written"] = _save_hand_eye(args, result, camera.model, args.serial or "unknown", args.robot)
     _emit(out, args.json)
     return 0
+
+
+def _save_hand_eye(args: argparse.Namespace, result: Any, camera: Any, serial: str, robot: str) -> str:
+    """Write an eye-to-hand result as ``calibration/<scene>/<camera>.yaml`` (valid 30 days); return the path."""
+    from datetime import datetime, timezone
+
+    from robot_stack.calibration.store import CameraCalibration, save_calibration
+
+    cal = CameraCalibration(
+        scene=args.scene,
+        camera_id=args.camera,
+        camera_serial=serial,
+        robot=robot,
+        camera=camera,
+        T_base_cam=result.X,
+        method=f"hand_eye_{result.method.replace('+', '_')}",
+        created=datetime.now(timezone.utc),
+        valid_days=30.0,
+        residuals=result.residuals(),
+    )
+    return str(save_calibration(cal, args.root))
 
 
 def _cmd_hand_eye(args: argparse.Namespace) -> int:
     if not args.sim:
         return _cmd_hand_eye_hardware(args)
     from robot_stack.calibration.handeye_sim import run_sim_hand_eye
-    from robot_stack.calibration.store import CameraCalibration, save_calibration
 
     report = run_sim_hand_eye(
         n_poses=args.poses, seed=args.seed, method=args.method, refine=not args.no_refine, camera_name=args.camera
@@ -138,21 +143,7 @@ def _cmd_hand_eye(args: argparse.Namespace) -> int:
         "T_base_cam_quat_wxyz": np.round(result.X.quat_wxyz(), 6).tolist(),
     }
     if args.write:
-        from datetime import datetime, timezone
-
-        cal = CameraCalibration(
-            scene=args.scene,
-            camera_id=args.camera,
-            camera_serial=f"sim:{args.camera}",
-            robot="panda",
-            camera=report.camera,
-            T_base_cam=result.X,
-            method=f"hand_eye_{result.method.replace('+', '_')}",
-            created=datetime.now(timezone.utc),
-            valid_days=30.0,
-            residuals=result.residuals(),
-        )
-        out["written"] = str(save_calibration(cal, args.root))
+        out["written"] = _save_hand_eye(args, result, report.camera, f"sim:{args.camera}", "panda")
     _emit(out, args.json)
     return 0
 
