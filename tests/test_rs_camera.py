@@ -234,7 +234,9 @@ def test_db3_playback_through_the_same_path(recording: Path) -> None:
     finally:
         camera.stop()
     seqs = [f.seq for f in frames]
-    assert len(frames) >= 5 and seqs == sorted(seqs) and seqs[-1] >= 18  # latest-wins may skip a few
+    # how many frames a latest-wins reader sees depends on machine load (start-up overlaps playback; the rate is
+    # measured by `robot-stack bench capture`); what must hold is order, content and reaching the end
+    assert len(frames) >= 2 and seqs == sorted(set(seqs)) and seqs[-1] >= 18
     assert camera.serial == "REC42"
     f = frames[-1]
     np.testing.assert_array_equal(f.color, scene(f.seq - 1)[0])  # frame numbers start at 1
