@@ -319,7 +319,10 @@ class PolicyCycle:
         else:
             accepted, why = self.executor.set_trajectory(trajectory), "executor refused the trajectory"
         done = time.perf_counter()
-        self._reply_est_s = self._ema(self._reply_est_s, done - t_send)
+        # a slower reply raises the estimate at once (the model or the network just became slow: a prefetch timed
+        # by the old estimate would finish long before the reply and be discarded as too old); a faster one lowers
+        # it gradually
+        self._reply_est_s = max(done - t_send, self._ema(self._reply_est_s, done - t_send))
         if not accepted:
             return self._finish(CycleResult("rejected", why, obs, chunk), step)
         self.times.add("loop_total", done - t_loop)

@@ -148,6 +148,33 @@ def test_recording_robot_flags_every_limit_breach() -> None:
     assert robot.unsafe["position"] == 1 and robot.commands == 6
 
 
+def test_recording_robot_monitor_latches_a_touch_between_policy_cycles() -> None:
+    from robot_stack.sim.task import ReachTouchTask
+
+    world = SimWorld(clock=FakeClock())
+    task = ReachTouchTask(world)
+    task.reset(3)
+    robot = RecordingRobot(SimRobot(world), lambda: 0, period_s=0.002, state_every=5)
+    robot.monitor = task.is_success
+    with world.lock:
+        offset = world.cube_top_center() - world.cube_pose().translation
+        tcp = world.tcp_pose().translation
+    world.set_cube_pose(tcp - offset)  # the cube's top face at the TCP: a touch
+    q = panda.HOME_Q.copy()
+    for _ in range(5):
+        robot.command(q)
+    world.set_cube_pose(tcp - offset + np.array([0.2, 0.0, 0.0]))  # gone again before anyone asked the task
+    assert task.time_to_success_s is not None and task.tcp_distance_m() > task.touch_radius_m
+
+    def broken() -> None:
+        raise RuntimeError("monitor bug")
+
+    robot.monitor = broken
+    for _ in range(10):
+        robot.command(q)  # the failure is logged, the monitor dropped, commands keep flowing
+    assert robot.monitor is None and robot.commands == 15
+
+
 def test_push_applies_and_clears_an_external_force() -> None:
     world = SimWorld(clock=FakeClock())
     apply_push(world, "panda_hand", [0.0, 50.0, 0.0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -80,6 +81,8 @@ def rig():
             actions[3, 1] = np.nan
         if mode["answer"] == "wrong_shape":
             actions = actions[:, :2].copy()
+        if mode["answer"] == "slow":
+            time.sleep(0.15)  # a slow model (real time: the cycle measures its reply time on perf_counter)
         return {"actions": actions}, {"dt_s": 0.1, "horizon": 8, "action_space": "ee_delta_xyz", "model_id": "t"}
 
     server = PolicyServer(handler, bind="tcp://127.0.0.1:*").start()
@@ -201,3 +204,20 @@ def test_reach_policy_raises_targets_below_the_floor() -> None:
     solved = solve_pose_sequence_checked(ik, targets, HOME_Q, 100, "test", ReachPolicy(floor_z_m=0.02))
     assert list(solved.kept) == [0, 1, 2] and solved.clamped == (2,)
     assert ik.fk_xyz(solved.positions[2])[2] == pytest.approx(0.02, abs=1e-3)
+
+
+def test_reply_estimate_follows_a_slowdown_at_once_and_a_speedup_gradually(rig) -> None:
+    # a prefetch timed by a lagging estimate at the onset of a slow model finishes long before the reply and is
+    # discarded as too old (an extra capture on the critical path); the estimate must jump to the slow reply time
+    cycle, _, mode, _, _, clock = rig
+    assert cycle.run().ok
+    fast = cycle._reply_est_s
+    mode["answer"] = "slow"
+    clock.advance(20_000_000)
+    assert cycle.run().ok
+    slow = cycle._reply_est_s
+    assert slow >= 0.15 > fast
+    mode["answer"] = "good"
+    clock.advance(20_000_000)
+    assert cycle.run().ok
+    assert 0.5 * slow <= cycle._reply_est_s < slow

@@ -202,6 +202,7 @@ def run_scenario(
                     robot, clock, rate_hz=scenario.rate_hz, safety=safety, watchdog_timeout_s=scenario.watchdog_s
                 )
                 robot.executor = executor
+                robot.monitor = task.is_success  # latch touches at the state-read rate, not only per policy cycle
                 # latency compensation + splice blending, exactly as ``robot-stack demo`` (default --blend splice)
                 scheduler = ChunkScheduler(executor, SchedulerConfig(mode="splice"))
                 cycle = PolicyCycle(
@@ -297,7 +298,10 @@ def _run_episode(
         for step in range(max_steps):
             now = clock.now_ns()
             t_s = (now - t0) / 1e9
-            if t_s >= scenario.duration_s or (recovered and t_s >= faults_end and task.is_success()):
+            # sample the task every cycle, also inside fault windows: a touch is an event that the task latches
+            # only when it is asked (the executor-rate monitor on the robot samples it between cycles too)
+            succeeded = task.is_success()
+            if t_s >= scenario.duration_s or (recovered and t_s >= faults_end and succeeded):
                 break
             injector.update(t_s, now, episode, record)
             clock.sleep_until(next_query)
@@ -320,4 +324,5 @@ def _run_episode(
         cycle.close()
         injector.clear(clock.now_ns(), episode, record)
         cycle.robot.executor = None  # the stop ramp below is recorded as "stopped", not as a watchdog hold
+        cycle.robot.monitor = None
         executor.stop()

@@ -21,6 +21,8 @@ from robot_stack.robots.base import JointLimits, Robot
 from robot_stack.transport.client import PolicyClient, Reply
 from robot_stack.types import RobotState
 
+log = logging.getLogger("robot_stack.hil")
+
 __all__ = ["AUDIT_TOLERANCE", "CallRecord", "RecordingRobot", "TimedClient", "WarningCounter"]
 
 #: Relative slack of the audit on velocity/acceleration/jerk (float round-off of finite differences only).
@@ -39,7 +41,8 @@ class RecordingRobot(Robot):
         robot: the real robot.
         clock_ns: time source for the record (the process clock's ``now_ns``).
         period_s: the executor period the finite differences are taken over, seconds.
-        state_every: read the measured joint positions every this many commands (for the plot).
+        state_every: read the measured joint positions every this many commands (for the plot), and call
+            :attr:`monitor` as often.
         capacity: commands kept (older ones are dropped from the record, never from the audit).
     """
 
@@ -57,6 +60,10 @@ class RecordingRobot(Robot):
         self.state_every = max(1, int(state_every))
         self.capacity = int(capacity)
         self.executor: Any = None  # set by the harness; its ``state`` is recorded with each command
+        # set by the harness: called (executor thread) every ``state_every`` commands, e.g. the task's success
+        # predicate, so that events shorter than a policy cycle (a brief touch) are latched; an exception in it is
+        # logged and the monitor dropped (it must never stop the control loop)
+        self.monitor: Callable[[], Any] | None = None
         self.unsafe: Counter[str] = Counter()
         self.commands = 0
         self.max_jerk_ratio = 0.0
@@ -124,11 +131,20 @@ class RecordingRobot(Robot):
                 state = getattr(self.executor, "state", None) if self.executor is not None else "stopped"
                 self.states.append(getattr(state, "value", str(state)))
         self.robot.command(q, gripper)
-        if self.commands % self.state_every == 0 and len(self.t_meas_ns) < self.capacity:
+        if self.commands % self.state_every != 0:
+            return
+        if len(self.t_meas_ns) < self.capacity:
             st = self.robot.read_state()
             self.t_meas_ns.append(st.t_ns)
             self.q_meas.append(st.q)
             self.tcp_meas.append(st.ee_pose.translation)
+        monitor = self.monitor
+        if monitor is not None:
+            try:
+                monitor()
+            except Exception:  # a broken monitor must not stop the executor thread
+                log.exception("HIL monitor %r failed; monitoring stopped for this run", monitor)
+                self.monitor = None
 
     @property
     def unsafe_total(self) -> int:
