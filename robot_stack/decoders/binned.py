@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import yaml
 
+from robot_stack.config import read_yaml
 from robot_stack.decoders.base import Decoder, get_decoder, register_decoder
 from robot_stack.errors import ConfigError, DecodeError, PolicyError, ShapeError
 from robot_stack.types import ActionChunk, JointTrajectory, RobotState
@@ -155,10 +156,7 @@ class BinSpec:
             raise ConfigError(
                 f"bin spec {path} not found; write one next to the model (see robot_stack.decoders.binned)"
             )
-        try:
-            return cls.from_dict(yaml.safe_load(path.read_text()), str(path))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"bin spec {path} is not valid YAML: {exc}") from exc
+        return cls.from_dict(read_yaml(path, "bin spec"), str(path))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from robot_stack.config import read_yaml
 from robot_stack.decoders.base import Decoder, register_decoder
 from robot_stack.errors import ConfigError, DecodeError, ShapeError
 from robot_stack.types import ActionChunk, JointTrajectory, RobotState
@@ -168,11 +169,7 @@ class VqManifest:
                 f"VQ tokenizer manifest {path} not found; rebuild the shipped tokenizers with "
                 "`python -m robot_stack.policy.vq_tokenizer` or pass the path of your own"
             )
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"VQ tokenizer manifest {path} is not valid YAML: {exc}") from exc
-        return cls.from_dict(data, base_dir=path.parent, source=path)
+        return cls.from_dict(read_yaml(path, "VQ tokenizer manifest"), base_dir=path.parent, source=path)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: str | Path = ".", source: Path | None = None) -> VqManifest:

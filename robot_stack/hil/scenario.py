@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from robot_stack.config import read_yaml
 from robot_stack.errors import ConfigError
 
 __all__ = ["EXPECTATION_KEYS", "FAULT_PARAMS", "FaultSpec", "Scenario", "load_scenario", "scenario_paths"]
@@ -260,11 +259,7 @@ def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"scenario file {p} not found; see scenarios/*.yaml for examples")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-    return Scenario.from_dict(raw, str(p))
+    return Scenario.from_dict(read_yaml(p, "scenario file"), str(p))
 
 
 def scenario_paths(folder: str | Path) -> list[Path]:

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from robot_stack.config import read_yaml
 from robot_stack.errors import ConfigError
 
 __all__ = ["ACTION_HEADS", "PROVIDERS", "TENSOR_DTYPES", "BackboneSpec", "NormStats", "PolicyManifest", "TensorSpec"]
@@ -318,11 +319,7 @@ class PolicyManifest:
             path = path.with_suffix(".yaml")
         if not path.is_file():
             raise ConfigError(f"model manifest {path} not found; write a <model>.yaml next to the ONNX file")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"model manifest {path} is not valid YAML: {exc}") from exc
-        return cls.from_dict(data, base_dir=path.parent, source=path)
+        return cls.from_dict(read_yaml(path, "model manifest"), base_dir=path.parent, source=path)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: str | Path = ".", source: Path | None = None) -> PolicyManifest:
