@@ -346,20 +346,32 @@ class PolicyServer:
         version: int = PROTOCOL_VERSION,
     ) -> list[Any]:
         self._count(code if code in _COUNTERS else "internal_error")
+        msg = self._stamped("error", request_id, robot, version, {"code": code, "reason": reason}, timing)
+        return encode(msg, self.max_message_bytes)
+
+    def _stamped(
+        self,
+        kind: str,
+        request_id: int,
+        robot: str,
+        version: int,
+        meta: Mapping[str, Any],
+        timing: dict | None,
+        arrays: Mapping[str, Any] | None = None,
+    ) -> Message:
+        """A reply or error message stamped with the server's send time (``t_send_ns`` and ``t_reply_ns``)."""
         t_reply = time.monotonic_ns()
-        if timing is not None:
-            timing = {**timing, "t_reply_ns": t_reply}
-        msg = Message(
-            kind="error",
+        return Message(
+            kind=kind,
             id=request_id,
             robot=robot,
             model=self.model_id,
             t_send_ns=t_reply,
-            meta={"code": code, "reason": reason},
-            timing=timing,
+            arrays=arrays or {},
+            meta=meta,
+            timing=None if timing is None else {**timing, "t_reply_ns": t_reply},
             version=version,
         )
-        return encode(msg, self.max_message_bytes)
 
     def _io_loop(self) -> None:
         poller = zmq.Poller()
@@ -461,17 +473,7 @@ class PolicyServer:
                 }
             else:
                 meta = self._metadata()
-            t_reply = time.monotonic_ns()
-            reply = Message(
-                kind="reply",
-                id=request.id,
-                robot=request.robot,
-                model=self.model_id,
-                t_send_ns=t_reply,
-                meta=meta,
-                timing={**timing, "t_reply_ns": t_reply},
-                version=v,
-            )
+            reply = self._stamped("reply", request.id, request.robot, v, meta, timing)
             self._send(envelope + encode(reply, self.max_message_bytes))
         else:
             reason = f"kind {request.kind!r} is not a request; send infer, health or metadata"
@@ -625,18 +627,7 @@ class PolicyServer:
             return self._error_frames(req.id, req.robot, code, reason, timing, req.version)
         try:
             arrays, meta = result
-            t_reply = time.monotonic_ns()
-            reply = Message(
-                kind="reply",
-                id=req.id,
-                robot=req.robot,
-                model=self.model_id,
-                t_send_ns=t_reply,
-                arrays=arrays,
-                meta=meta,
-                timing={**timing, "t_reply_ns": t_reply},
-                version=req.version,
-            )
+            reply = self._stamped("reply", req.id, req.robot, req.version, meta, timing, arrays)
             frames = encode(reply, self.max_message_bytes)
         except (ProtocolError, TypeError, ValueError) as exc:
             reason = f"handler output cannot be sent: {exc}"
