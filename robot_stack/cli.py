@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train_demo)
 
     from robot_stack.calibration.commands import add_calibrate_parser
+    from robot_stack.dataset.cli import add_dataset_parser
     from robot_stack.hil.cli import add_hil_parser
     from robot_stack.policy.tensorrt import add_compile_parser
     from robot_stack.transport.keys import add_keys_parser
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compile_parser(sub)
     add_hil_parser(sub)
     add_calibrate_parser(sub)
+    add_dataset_parser(sub)
     return parser
 
 

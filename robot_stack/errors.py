@@ -73,3 +73,7 @@ class IKError(DecodeError):
 
 class SafetyError(RobotStackError):
     """A command was refused by the safety layer (non-finite, out of range, stale)."""
+
+
+class DatasetError(RobotStackError):
+    """A recorded dataset is missing, malformed or inconsistent, or a recording request is invalid."""
