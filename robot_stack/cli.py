@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     from robot_stack.dataset.cli import add_dataset_parser
     from robot_stack.hil.cli import add_hil_parser
     from robot_stack.policy.tensorrt import add_compile_parser
+    from robot_stack.training.cli import add_train_parser
     from robot_stack.transport.keys import add_keys_parser
 
     add_keys_parser(sub)
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_hil_parser(sub)
     add_calibrate_parser(sub)
     add_dataset_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

@@ -1,0 +1,95 @@
+"""``robot-stack train`` and ``robot-stack evaluate``.
+
+robot-stack record --teleop expert --episodes 40 --cameras front --out data/reach
+robot-stack train --dataset data/reach --head continuous --out models/mine
+robot-stack train --dataset data/reach --head vq --out models/mine
+robot-stack evaluate --manifest models/mine/reach-visuomotor-continuous.yaml --episodes 50 --expert
+
+torch is imported only when ``train`` runs (``pip install -e .[train]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_train_parser"]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from robot_stack.training.samples import samples_from_dataset
+    from robot_stack.training.trainer import TrainConfig, train
+
+    samples = samples_from_dataset(args.dataset, args.camera, args.horizon, max_episodes=args.max_episodes)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        levels=args.levels,
+        codebook_size=args.codebook_size,
+        control_rate_hz=1.0 / samples.dt_s,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    result = train(samples, args.head, Path(args.out), args.model_id, config)
+    report: dict[str, Any] = {
+        "manifest": str(result.manifest_path),
+        "tokenizer": str(result.tokenizer_path) if result.tokenizer_path else None,
+        **result.metrics,
+    }
+    if args.eval_episodes > 0:
+        from robot_stack.training.evaluate import evaluate_served
+
+        report["eval"] = evaluate_served(result.manifest_path, args.eval_episodes).summary()
+    print(json.dumps(report))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from robot_stack.training.evaluate import evaluate_expert, evaluate_served
+
+    report: dict[str, Any] = {}
+    if args.manifest:
+        report["policy"] = evaluate_served(
+            args.manifest, args.episodes, args.seed, tokenizer=args.tokenizer, threads=args.threads
+        ).summary()
+    if args.expert:
+        report["expert"] = evaluate_expert(args.episodes, args.seed).summary()
+    print(json.dumps(report))
+    if args.min_success is not None and "policy" in report and report["policy"]["success_rate"] < args.min_success:
+        print(f"FAILED: success rate {report['policy']['success_rate']:.0%} is below --min-success")
+        return 1
+    return 0
+
+
+def add_train_parser(sub: Any) -> None:
+    """Add ``train`` and ``evaluate`` to the ``robot-stack`` subcommands."""
+    train = sub.add_parser("train", help="train a visuomotor policy (continuous or VQ-token head) on a dataset")
+    train.add_argument("--dataset", required=True, help="dataset folder written by robot-stack record")
+    train.add_argument("--head", required=True, choices=["continuous", "vq"], help="action head")
+    train.add_argument("--out", required=True, help="output folder for the ONNX model(s) and manifest(s)")
+    train.add_argument("--model-id", default=None, help="default reach-visuomotor-<head>")
+    train.add_argument("--camera", default="front", help="camera the policy sees (default front)")
+    train.add_argument("--horizon", type=int, default=8, help="chunk length in frames (default 8)")
+    train.add_argument("--epochs", type=int, default=12)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=3e-3)
+    train.add_argument("--levels", type=int, default=2, help="VQ residual levels (vq head)")
+    train.add_argument("--codebook-size", type=int, default=64, help="VQ codes per level (vq head)")
+    train.add_argument("--max-episodes", type=int, default=None, help="use at most this many episodes")
+    train.add_argument("--threads", type=int, default=2, help="torch threads")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--eval-episodes", type=int, default=0, help="then evaluate closed-loop on this many")
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="serve a trained policy and measure its success in the lockstep sim")
+    ev.add_argument("--manifest", help="policy manifest YAML")
+    ev.add_argument("--tokenizer", help="VQ tokenizer YAML of a latent_vq policy (default <model_id>-tokenizer.yaml)")
+    ev.add_argument("--episodes", type=int, default=50)
+    ev.add_argument("--seed", type=int, default=1000, help="seed of the first episode (default 1000)")
+    ev.add_argument("--expert", action="store_true", help="also run the scripted expert on the same seeds")
+    ev.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads of the server")
+    ev.add_argument("--min-success", type=float, default=None, help="exit 1 below this success rate")
+    ev.set_defaults(func=_cmd_evaluate)
