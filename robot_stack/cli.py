@@ -1,4 +1,4 @@
-"""``robot-stack`` command line: demo | serve | bench | train-demo.
+"""``robot-stack`` command line: run, serve, record, train, calibrate, launch, test under faults, benchmark.
 
 Each subcommand is a thin wrapper over the library; heavy imports happen inside the handlers so that
 ``robot-stack --help`` stays fast.
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from robot_stack.calibration.commands import add_calibrate_parser
     from robot_stack.dataset.cli import add_dataset_parser
+    from robot_stack.graph.cli import add_up_parser
     from robot_stack.hil.cli import add_hil_parser
     from robot_stack.policy.tensorrt import add_compile_parser
     from robot_stack.training.cli import add_train_parser
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_hil_parser(sub)
     add_calibrate_parser(sub)
     add_dataset_parser(sub)
+    add_up_parser(sub)
     add_train_parser(sub)
     return parser
 

@@ -1,0 +1,205 @@
+"""``robot-stack bench ros``: ROS 2 transport figures of the graph, against raw ZeroMQ in the same run.
+
+* **image**: 640x480 RGB-D (rgb8 + 16UC1 ``sensor_msgs/Image`` pairs, 1.5 MB) published at 30 Hz from one process
+  to another: received rate and publish→receive latency p50/p99 (a pair counts when both images arrived), for
+  best-effort (sensor-data QoS) and reliable delivery. Baseline: the same bytes as a two-frame ZeroMQ PUSH/PULL
+  message between two processes at the same rate.
+* **state→command round trip**: a ``JointState`` goes out, a relay process answers each with a
+  ``Float64MultiArray`` command (as a controller reacting to state does), the sender measures the round trip.
+  Baseline: the same values through a ZeroMQ DEALER/ROUTER echo.
+
+The ROS sides run ``robot_stack_ros.bench_probe`` (rclpy) in subprocesses on a private loopback domain; this module
+never imports rclpy. ``ratio_*`` = p50(ROS) / p50(ZeroMQ). Without rclpy the result says ``skipped``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import zmq
+
+from robot_stack.bench.common import latency_stats, register
+from robot_stack.graph.spec import PACKAGE_DIR
+
+RATE_HZ = 30.0
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_DIR), os.environ.get("PYTHONPATH", "")) if p),
+        "ROS_DOMAIN_ID": str(1 + (os.getpid() + 25) % 101),  # 1..101: safe with every DDS port mapping
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True, env=_env())
+
+
+def _result(proc: subprocess.Popen[str], timeout_s: float) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=timeout_s)
+    for line in reversed(out.strip().splitlines()):
+        if line.startswith("{"):
+            return dict(json.loads(line))
+    raise RuntimeError(f"benchmark process {proc.args} printed no result (exit {proc.returncode})")
+
+
+def _wait_ready(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != "READY":
+        proc.kill()
+        raise RuntimeError(f"benchmark process {proc.args} did not start: {line!r}")
+
+
+def _ros_images(count: int, reliability: str) -> dict[str, Any]:
+    probe = ["-m", "robot_stack_ros.bench_probe"]
+    timeout = count / RATE_HZ + 30.0
+    sub = _spawn(*probe, "image_sub", "--count", str(count), "--timeout", str(timeout), "--reliability", reliability)
+    _wait_ready(sub)
+    pub = _spawn(*probe, "image_pub", "--count", str(count), "--rate", str(RATE_HZ), "--reliability", reliability)
+    sent = _result(pub, timeout + 30)
+    got = _result(sub, timeout + 30)
+    return {**got, "sent": sent["sent"], "delivered": round(got["received"] / max(1, sent["sent"]), 3)}
+
+
+def _zmq_images(count: int) -> dict[str, Any]:
+    ctx = zmq.Context.instance()
+    pull = ctx.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    pub = _spawn("-m", "robot_stack.bench.ros", "zmq_push", str(port), str(count))
+    lat, arrivals = [], []
+    pull.setsockopt(zmq.RCVTIMEO, 20_000)
+    try:
+        for _ in range(count):
+            parts = pull.recv_multipart(copy=False)
+            now = time.time_ns()
+            arrivals.append(time.monotonic())
+            lat.append((now - int(bytes(parts[0].buffer))) / 1e9)
+    except zmq.Again:
+        pass
+    finally:
+        pub.wait(30)
+        pull.close(0)
+    rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0
+    stats = latency_stats(np.array(lat), prefix="latency_") if lat else {}
+    return {"received": len(lat), "rate_hz": rate, **stats}
+
+
+def _zmq_push(port: int, count: int) -> None:
+    """Subprocess side of the image baseline: the same 1.5 MB pair as two frames at RATE_HZ."""
+    rng = np.random.default_rng(0)
+    color = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    depth = rng.integers(300, 3000, (480, 640), dtype=np.uint16)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    for i in range(count):
+        delay = t0 + i / RATE_HZ - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        push.send_multipart([str(time.time_ns()).encode(), color.tobytes(), depth.tobytes()], copy=False)
+    push.close(linger=5000)
+
+
+def _zmq_rtt(count: int) -> dict[str, Any]:
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    echo = _spawn("-m", "robot_stack.bench.ros", "zmq_echo", str(port), str(count))
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    rtts = []
+    try:
+        ident, _ = router.recv_multipart()  # the echo's hello
+        state = np.zeros(15, np.float64)
+        for i in range(count):
+            state[0] = i
+            t0 = time.perf_counter_ns()
+            router.send_multipart([ident, state.tobytes()])
+            router.recv_multipart()
+            rtts.append((time.perf_counter_ns() - t0) / 1e9)
+            time.sleep(max(0.0, 1.0 / 100.0 - rtts[-1]))
+    finally:
+        echo.wait(30)
+        dealer.close(0)
+        router.close(0)
+    return latency_stats(np.array(rtts), prefix="rtt_")
+
+
+def _zmq_echo(port: int, count: int) -> None:
+    """Subprocess side of the round-trip baseline: answer each state with a command of the same values."""
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    dealer.send_multipart([b"hello"])
+    for _ in range(count):
+        (msg,) = dealer.recv_multipart()
+        dealer.send_multipart([np.frombuffer(msg, np.float64).copy().tobytes()])
+    dealer.close(linger=1000)
+
+
+def _ros_rtt(count: int) -> dict[str, Any]:
+    probe = ["-m", "robot_stack_ros.bench_probe"]
+    echo = _spawn(*probe, "echo", "--timeout", str(count / 100.0 + 30.0))
+    _wait_ready(echo)
+    rtt = _result(_spawn(*probe, "rtt", "--count", str(count), "--rate", "100"), count / 100.0 + 60)
+    echo.terminate()
+    echo.wait(10)
+    return rtt
+
+
+@register("ros")
+def run(quick: bool = False) -> dict[str, Any]:
+    """Image topic rate/latency and state→command round trip through ROS 2, with ZeroMQ baselines."""
+    if importlib.util.find_spec("rclpy") is None:
+        return {"skipped": "rclpy is not installed (pip install -e .[ros])"}
+    n_img = 60 if quick else 300
+    n_rtt = 100 if quick else 1000
+    best = _ros_images(n_img, "best_effort")
+    reliable = _ros_images(n_img, "reliable")
+    zimg = _zmq_images(n_img)
+    rtt = _ros_rtt(n_rtt)
+    zrtt = _zmq_rtt(n_rtt)
+
+    def r(x: float) -> float:
+        return round(float(x), 3)
+
+    return {
+        "image_size": "640x480 rgb8 + 16UC1",
+        "image_publish_hz": RATE_HZ,
+        "image_best_effort_rate_hz": r(best["rate_hz"]),
+        "image_best_effort_delivered": best["delivered"],
+        "image_best_effort_latency_p50_ms": r(best["latency_p50_ms"]),
+        "image_best_effort_latency_p99_ms": r(best["latency_p99_ms"]),
+        "image_reliable_rate_hz": r(reliable["rate_hz"]),
+        "image_reliable_delivered": reliable["delivered"],
+        "image_reliable_latency_p50_ms": r(reliable["latency_p50_ms"]),
+        "image_reliable_latency_p99_ms": r(reliable["latency_p99_ms"]),
+        "image_zmq_rate_hz": r(zimg["rate_hz"]),
+        "image_zmq_latency_p50_ms": r(zimg.get("latency_p50_ms", float("nan"))),
+        "image_zmq_latency_p99_ms": r(zimg.get("latency_p99_ms", float("nan"))),
+        "image_ratio_best_effort_vs_zmq": r(best["latency_p50_ms"] / zimg.get("latency_p50_ms", float("nan"))),
+        "image_ratio_reliable_vs_zmq": r(reliable["latency_p50_ms"] / zimg.get("latency_p50_ms", float("nan"))),
+        "rtt_state_to_command_p50_ms": r(rtt["rtt_p50_ms"]),
+        "rtt_state_to_command_p99_ms": r(rtt["rtt_p99_ms"]),
+        "rtt_received": rtt["received"],
+        "rtt_sent": rtt["sent"],
+        "rtt_zmq_p50_ms": r(zrtt["rtt_p50_ms"]),
+        "rtt_zmq_p99_ms": r(zrtt["rtt_p99_ms"]),
+        "rtt_ratio_vs_zmq": r(rtt["rtt_p50_ms"] / zrtt["rtt_p50_ms"]),
+    }
+
+
+if __name__ == "__main__":
+    mode, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    {"zmq_push": _zmq_push, "zmq_echo": _zmq_echo}[mode](port, count)

@@ -1,0 +1,292 @@
+"""Policy client node: images + joint states in, the policy's decoded joint trajectory out.
+
+Runs the core :class:`~robot_stack.runtime.PolicyCycle` unchanged (stale-data guard → base-frame XYZ through the
+calibration → ZeroMQ :class:`~robot_stack.transport.client.PolicyClient` → decoder/IK) at ``rate_hz``, over a
+:class:`~robot_stack.graph.streams.StreamedCamera` (``/camera/color/image_raw`` + ``/camera/aligned_depth_to_color/
+image_raw``, paired by stamp) and a :class:`~robot_stack.graph.streams.StreamedArm` (``/joint_states``).
+
+Publishes ``~/trajectory`` (``trajectory_msgs/JointTrajectory``, wall-clock stamp of the first point; remap to the
+executor's input) and ``~/action_chunk`` (``std_msgs/Float32MultiArray``, the raw chunk, layout
+``horizon x dim``, for debugging). Images with a wrong encoding or size, late/frozen/depth-less frames, stale joint
+states, a dead server or an undecodable answer produce no trajectory — the reason is logged and counted in
+``/diagnostics``; the executor's watchdog then holds the arm. The client reconnects by itself when the server
+comes back.
+
+With ``task_status_topic`` set (the sim graph: ``/sim_bridge/task_status``, ``diagnostic_msgs/DiagnosticStatus``
+with ``episode`` and ``touched``), the client ends an episode the way ``robot-stack demo`` does: once the task
+reports the touch it sends no more trajectories (the executor finishes the last one and its watchdog holds the arm)
+until a new episode starts; then (``home_on_new_episode``) it sends the arm back to the start posture along a
+smooth joint-space move, as every demo episode starts there, and resumes when the move is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32MultiArray, MultiArrayDimension
+from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
+
+from robot_stack.clock import MonotonicClock
+from robot_stack.errors import ConfigError, RobotStackError, ShapeError
+from robot_stack.graph.diagnostics import Health, StreamMonitor
+from robot_stack.graph.messages import positions_by_name, stamp_problem, wall_to_mono
+from robot_stack.graph.streams import StreamedArm, StreamedCamera
+from robot_stack.types import JointTrajectory
+from robot_stack_ros.common import (
+    COMMAND_QOS,
+    STATE_QOS,
+    DiagnosticsPublisher,
+    declare,
+    fields_from_image,
+    image_qos,
+    require,
+    run_node,
+    stamp_ns,
+    status_values,
+    trajectory_msg,
+)
+
+log = logging.getLogger("robot_stack.ros.policy_client")
+
+
+class _TrajectorySink:
+    """What :class:`PolicyCycle` hands trajectories to: here, a publisher (the executor runs in its own node)."""
+
+    def __init__(self, node: PolicyClientNode) -> None:
+        self.node = node
+
+    def set_trajectory(self, traj: JointTrajectory) -> bool:
+        self.node.traj_pub.publish(trajectory_msg(traj))
+        return True
+
+
+class PolicyClientNode(Node):
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__("policy_client")
+        from robot_stack.calibration.store import load_calibration
+        from robot_stack.control.ik import panda_ik
+        from robot_stack.decoders import get_decoder
+        from robot_stack.robots import panda
+        from robot_stack.runtime import GuardConfig, ObservationGuard, PolicyCycle
+        from robot_stack.transport.client import PolicyClient
+
+        self.endpoint = require(self, "policy_endpoint", str, "ZeroMQ endpoint of the policy server, tcp://host:port")
+        self.robot_id = declare(self, "robot_id", "ros-arm-0", "robot id sent to the server (scheduling, metrics)")
+        self.camera_id = declare(self, "camera_id", "front", "logical camera name (model input <camera>/rgb, /xyz)")
+        self.scene = declare(self, "scene", "sim_tabletop", "calibration scene of the camera")
+        self.calibration_root = declare(self, "calibration_root", "", "calibration folder ('' = the repository's)")
+        self.task = declare(self, "task", "", "instruction sent with every observation")
+        self.rate_hz = declare(self, "rate_hz", 10.0, "policy cycles per second, Hz")
+        self.timeout_s = declare(self, "request_timeout_s", 0.5, "per-request deadline at the server, s")
+        self.max_frame_age_s = declare(self, "max_frame_age_s", 0.25, "older frames are not acted on, s")
+        self.max_state_age_s = declare(self, "max_state_age_s", 0.2, "older joint states are not acted on, s")
+        self.decoder_name = declare(self, "decoder", "ee_delta_xyz", "action decoder (robot_stack.decoders registry)")
+        self.orientation = declare(self, "decoder_orientation", "down", "ee decoders: TCP orientation policy")
+        self.depth_scale = declare(self, "depth_scale", 0.001, "metres per unit of the depth frames built here")
+        self.task_topic = declare(
+            self, "task_status_topic", "", "task status (DiagnosticStatus: episode, touched) to pause on ('' = none)"
+        )
+        self.hold_on_success = declare(
+            self, "hold_on_success", True, "send nothing while the task reports a touch, resume on a new episode"
+        )
+        self.home_on_new_episode = declare(
+            self, "home_on_new_episode", True, "new task episode: move to the start posture before the policy resumes"
+        )
+        self.home_speed_fraction = declare(
+            self, "home_speed_fraction", 0.3, "start-posture move: fraction of the joint velocity/accel/jerk limits"
+        )
+        qos = image_qos(declare(self, "image_qos", "sensor_data", "image QoS: sensor_data | reliable"))
+        if self.rate_hz <= 0 or self.timeout_s <= 0:
+            raise ConfigError(f"rate_hz and request_timeout_s must be positive, got {self.rate_hz}, {self.timeout_s}")
+        try:
+            calibration = load_calibration(self.scene, self.camera_id, self.calibration_root or None)
+        except RobotStackError as exc:
+            raise ConfigError(f"camera calibration: {exc}") from exc
+        self.frames = StreamMonitor("frames", expected_hz=0.0, max_silence_s=self.max_frame_age_s * 4)
+        self.states = StreamMonitor("joint_states", max_silence_s=self.max_state_age_s)
+        self.camera = StreamedCamera(self.camera_id, calibration.camera, self.depth_scale, self.frames)
+        ik = panda_ik()
+        self.arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, ik.fk, None, self.max_state_age_s)
+        kwargs: dict[str, Any] = {"orientation": self.orientation} if self.decoder_name.startswith("ee_") else {}
+        try:
+            decoder = get_decoder(self.decoder_name, **kwargs)
+        except RobotStackError as exc:
+            raise ConfigError(f"decoder {self.decoder_name!r}: {exc}") from exc
+        self.client = PolicyClient(self.endpoint, self.robot_id, timeout_s=self.timeout_s)
+        self.traj_pub = self.create_publisher(JointTrajectoryMsg, "~/trajectory", COMMAND_QOS)
+        self.chunk_pub = self.create_publisher(Float32MultiArray, "~/action_chunk", 10)
+        self.cycle = PolicyCycle(
+            [(self.camera, calibration.projector())],
+            self.arm,
+            self.client,
+            decoder,
+            _TrajectorySink(self),  # type: ignore[arg-type]  # duck-typed: set_trajectory(traj) -> bool
+            MonotonicClock(),
+            task=self.task,
+            guard=ObservationGuard(GuardConfig(max_age_s=self.max_frame_age_s)),
+            timeout_s=self.timeout_s,
+        )
+        self.cycles = StreamMonitor("cycles", expected_hz=self.rate_hz, max_silence_s=2.0 / self.rate_hz + 1.0)
+        self._step = 0
+        self.diag = DiagnosticsPublisher(self)
+        inputs = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Image, "/camera/color/image_raw", self._on_color, qos, callback_group=inputs)
+        self.create_subscription(
+            Image, "/camera/aligned_depth_to_color/image_raw", self._on_depth, qos, callback_group=inputs
+        )
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_QOS, callback_group=inputs)
+        self.task_episode: int | None = None
+        self.task_touched = False
+        self.paused_cycles = 0
+        self.homing_moves = 0
+        self._home_pending = False
+        self._homing_until_ns = 0
+        if self.task_topic:
+            self.create_subscription(DiagnosticStatus, self.task_topic, self._on_task, 10, callback_group=inputs)
+        self.create_timer(1.0 / self.rate_hz, self._run_cycle, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=inputs)
+        log.info("policy client for %s at %.1f Hz (decoder %s)", self.endpoint, self.rate_hz, self.decoder_name)
+
+    # ------------------------------------------------------------------------------------------- inputs
+    def _push(self, msg: Image, push: Any) -> None:
+        try:
+            push(stamp_ns(msg.header.stamp), fields_from_image(msg))
+        except ShapeError as exc:  # counted by the camera's monitor
+            log.error("image rejected: %s", exc)
+
+    def _on_color(self, msg: Image) -> None:
+        self._push(msg, self.camera.push_color)
+
+    def _on_depth(self, msg: Image) -> None:
+        self._push(msg, self.camera.push_depth)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        names = self.arm.joint_names
+        try:
+            q = positions_by_name(msg.name, msg.position, names, "joint_states position")
+            dq = positions_by_name(msg.name, msg.velocity, names, "joint_states velocity") if msg.velocity else 0 * q
+        except ShapeError as exc:
+            self.states.dropped("malformed", str(exc))
+            return
+        t_ns = wall_to_mono(stamp_ns(msg.header.stamp))
+        now = time.monotonic_ns()
+        problem = stamp_problem(t_ns, now, self.max_state_age_s)
+        if problem is not None:
+            self.states.dropped(problem.split(":")[0], problem)
+            return
+        self.arm.update(t_ns, q, dq)
+        self.states.received(now, (now - t_ns) / 1e9)
+
+    def _on_task(self, msg: DiagnosticStatus) -> None:
+        values = status_values(msg)
+        try:
+            episode, touched = int(values["episode"]), values["touched"] == "true"
+        except (KeyError, ValueError) as exc:
+            log.error("task status without a valid episode/touched (%s): %s", exc, values)
+            return
+        if episode != self.task_episode:
+            if self.task_episode is not None:
+                log.info("task episode %d started: policy control resumes", episode)
+                self._home_pending = bool(self.home_on_new_episode)
+            self.task_episode = episode
+            self.task_touched = False
+        if touched and not self.task_touched:
+            log.info("task episode %d: cube touched after %s s; holding until the next episode", episode,
+                     values.get("time_to_success_s", "?"))  # fmt: skip
+        self.task_touched = touched
+
+    # -------------------------------------------------------------------------------------------- cycle
+    def _run_cycle(self) -> None:
+        if self.hold_on_success and self.task_touched:
+            self.paused_cycles += 1
+            if self.paused_cycles == 1:
+                self.cycle.close()  # an observation prefetched before the touch is of no use after it
+            return
+        self.paused_cycles = 0
+        problem = self.arm.state_problem(time.monotonic_ns())
+        if problem is not None:
+            self.cycle.outcomes["stale:joint_state"] += 1
+            self.cycles.dropped("stale:joint_state", problem)
+            return
+        now = time.monotonic_ns()
+        if self._home_pending:
+            self._home_pending = False
+            self._send_home(now)
+        if now < self._homing_until_ns:
+            return
+        try:
+            result = self.cycle.run({"step": self._step}, self._step)
+        except RobotStackError as exc:  # e.g. the joint state went stale between the check and the read
+            self.cycle.outcomes["state"] += 1
+            self.cycles.dropped("state", str(exc))
+            return
+        self._step += 1
+        if not result.ok:
+            self.cycles.dropped(result.outcome, result.detail)
+            return
+        self.cycles.received(time.monotonic_ns())
+        chunk = result.chunk
+        if chunk is not None:
+            h, d = chunk.actions.shape
+            msg = Float32MultiArray(data=[float(x) for x in chunk.actions.ravel()])
+            msg.layout.dim = [
+                MultiArrayDimension(label="horizon", size=h, stride=h * d),
+                MultiArrayDimension(label=chunk.action_space, size=d, stride=d),
+            ]
+            self.chunk_pub.publish(msg)
+
+    def _send_home(self, now_ns: int) -> None:
+        """Publish a rest-to-rest move from the current joint state to the start posture; pause cycles until its end."""
+        from robot_stack.robots import panda
+        from robot_stack.runtime import retreat_trajectory
+
+        q = self.arm.read_state().q
+        traj = retreat_trajectory(
+            self.arm.joint_names, q, panda.HOME_Q, panda.LIMITS, now_ns + 50_000_000, self.home_speed_fraction
+        )
+        self.cycle.close()  # an observation prefetched before the move is of no use after it
+        self.traj_pub.publish(trajectory_msg(traj))
+        self._homing_until_ns = int(traj.t_ns[-1])
+        self.homing_moves += 1
+        log.info("new episode: moving to the start posture over %.2f s", (traj.t_ns[-1] - now_ns) / 1e9)
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic_ns()
+        name = self.get_name()
+        outcomes = dict(self.cycle.outcomes)
+        stages = self.cycle.times.summary()
+        values = [("outcomes", str(outcomes)), ("endpoint", self.endpoint)]
+        for stage in ("round_trip", "inference", "decode", "loop_total"):
+            if stage in stages:
+                values += [(f"{stage}_p50_ms", f"{stages[stage]['p50_ms']:.2f}")]
+                values += [(f"{stage}_p99_ms", f"{stages[stage]['p99_ms']:.2f}")]
+        values += [("client_timeouts", str(self.client.timeouts)), ("outages_s", str(self.client.gaps_s[-5:]))]
+        if self.task_topic:
+            values += [("task_episode", str(self.task_episode)), ("task_touched", str(self.task_touched).lower())]
+            values += [("homing_moves", str(self.homing_moves))]
+        ok = self.cycles.health(name, now)
+        if self.hold_on_success and self.task_touched:  # no cycles on purpose: the episode is over
+            ok = Health(ok.name, 0, "task done: holding until the next episode", ok.values)
+        reports = [ok, self.frames.health(name, now), self.states.health(name, now)]
+        reports.append(Health(f"{name}: policy", ok.level, ok.message, tuple(values)))
+        self.diag.publish(reports)
+
+    def close(self) -> None:
+        self.cycle.close()
+        self.client.close()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(PolicyClientNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

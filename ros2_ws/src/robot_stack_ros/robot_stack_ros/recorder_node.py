@@ -1,0 +1,261 @@
+"""Recorder node: teleoperated (or policy) episodes from the graph into a LeRobot-layout dataset.
+
+Hands everything to the core :class:`~robot_stack.dataset.writer.DatasetWriter` (crash-safe episode commit, MP4
+RGB, lossless depth, control-rate stream, calibration snapshot). This node only collects:
+
+* frames: ``/camera/color/image_raw`` + ``/camera/aligned_depth_to_color/image_raw`` paired by stamp
+  (:class:`~robot_stack.graph.streams.StreamedCamera`, size checked against the calibration);
+* state: ``/joint_states``; commands: ``~/commands`` (``std_msgs/Float64MultiArray`` joint set-points, remap to
+  the controller's command topic — what the teleop device or the executor sent);
+* at ``fps``: one frame row (newest frame, state, the command in force, its FK as TCP target) while recording;
+  every joint state becomes a control-rate sample (measured q, dq and the last command).
+
+Services (``std_srvs``): ``~/start_episode`` (Trigger), ``~/stop_episode`` (SetBool: ``data`` = success; commits),
+``~/abort_episode`` (Trigger). A frame older than ``max_frame_age_s`` or a stale joint state is not recorded (the
+episode's drop counters say how many); a node killed mid-episode loses only that episode (the writer's repair on
+the next open removes its remains).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+
+from robot_stack.errors import ConfigError, RobotStackError, ShapeError
+from robot_stack.graph.diagnostics import Health, StreamMonitor
+from robot_stack.graph.messages import positions_by_name, stamp_problem, wall_to_mono
+from robot_stack.graph.streams import StreamedArm, StreamedCamera
+from robot_stack_ros.common import (
+    COMMAND_QOS,
+    STATE_QOS,
+    DiagnosticsPublisher,
+    declare,
+    fields_from_image,
+    image_qos,
+    require,
+    run_node,
+    stamp_ns,
+)
+
+log = logging.getLogger("robot_stack.ros.recorder")
+
+
+class RecorderNode(Node):
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__("recorder")
+        from robot_stack.calibration.store import load_calibration
+        from robot_stack.control.ik import panda_ik
+        from robot_stack.dataset import CameraStream, DatasetSpec, DatasetWriter
+        from robot_stack.robots import panda
+
+        self.root = require(self, "root", str, "dataset folder (created if missing, appended to otherwise)")
+        self.fps = declare(self, "fps", 10, "frames per second of the per-frame table and the videos, Hz")
+        self.camera_id = declare(self, "camera_id", "front", "recorded camera (selects its calibration)")
+        self.scene = declare(self, "scene", "sim_tabletop", "calibration scene of the camera")
+        self.calibration_root = declare(self, "calibration_root", "", "calibration folder ('' = the repository's)")
+        self.task = declare(self, "task", "", "instruction stored with every episode (required to record)")
+        self.max_frame_age_s = declare(self, "max_frame_age_s", 0.25, "older frames are not recorded, s")
+        self.max_state_age_s = declare(self, "max_state_age_s", 0.1, "older joint states are not recorded, s")
+        self.control_rate_hz = declare(self, "control_rate_hz", 100.0, "nominal joint-state rate (highrate/), Hz")
+        qos = image_qos(declare(self, "image_qos", "sensor_data", "image QoS: sensor_data | reliable"))
+        if self.fps <= 0:
+            raise ConfigError(f"fps must be a positive integer, got {self.fps}")
+        try:
+            cal = load_calibration(self.scene, self.camera_id, self.calibration_root or None)
+            spec = DatasetSpec(
+                fps=int(self.fps),
+                cameras=(CameraStream(self.camera_id, cal.camera.width, cal.camera.height),),
+                joint_names=panda.ARM_JOINTS,
+                control_rate_hz=float(self.control_rate_hz),
+            )
+            self.writer = DatasetWriter(self.root, spec, calibrations={self.camera_id: cal})
+        except RobotStackError as exc:
+            raise ConfigError(f"cannot open dataset {self.root}: {exc}") from exc
+        self.ik = panda_ik()
+        self.frames = StreamMonitor("frames", max_silence_s=1.0)
+        self.states = StreamMonitor("joint_states", max_silence_s=self.max_state_age_s * 5)
+        self.rows = StreamMonitor("recorded rows", expected_hz=float(self.fps))
+        self.camera = StreamedCamera(self.camera_id, cal.camera, spec.depth_scale, self.frames)
+        self.arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, self.ik.fk, None, self.max_state_age_s)
+        self.q_cmd: np.ndarray | None = None
+        self.episode: Any = None
+        self.last_seq = 0
+        self.committed: list[Any] = []
+        self._lock = threading.Lock()  # one writer thread at a time (rows, samples, start/stop)
+        group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Image, "/camera/color/image_raw", self._on_color, qos, callback_group=group)
+        self.create_subscription(
+            Image, "/camera/aligned_depth_to_color/image_raw", self._on_depth, qos, callback_group=group
+        )
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_QOS, callback_group=group)
+        self.create_subscription(Float64MultiArray, "~/commands", self._on_command, COMMAND_QOS, callback_group=group)
+        self.create_service(Trigger, "~/start_episode", self._start, callback_group=group)
+        self.create_service(SetBool, "~/stop_episode", self._stop, callback_group=group)
+        self.create_service(Trigger, "~/abort_episode", self._abort, callback_group=group)
+        self.create_timer(1.0 / self.fps, self._record_row, callback_group=group)
+        self.diag = DiagnosticsPublisher(self)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=group)
+        log.info("recorder ready: %s (%d episodes), %d fps, camera %s", self.root, self.writer.num_episodes,
+                 self.fps, self.camera_id)  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------- inputs
+    def _on_color(self, msg: Image) -> None:
+        try:
+            self.camera.push_color(stamp_ns(msg.header.stamp), fields_from_image(msg))
+        except ShapeError as exc:
+            log.error("image rejected: %s", exc)
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            self.camera.push_depth(stamp_ns(msg.header.stamp), fields_from_image(msg))
+        except ShapeError as exc:
+            log.error("image rejected: %s", exc)
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        q = np.asarray(msg.data, dtype=np.float64)
+        if q.shape != (len(self.arm.joint_names),) or not np.all(np.isfinite(q)):
+            log.error("command with %d values (or non-finite) ignored; expected %d", q.size, len(self.arm.joint_names))
+            return
+        self.q_cmd = q
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        from robot_stack.dataset import JointSample
+
+        names = self.arm.joint_names
+        try:
+            q = positions_by_name(msg.name, msg.position, names, "joint_states position")
+            dq = positions_by_name(msg.name, msg.velocity, names, "joint_states velocity") if msg.velocity else 0 * q
+        except ShapeError as exc:
+            self.states.dropped("malformed", str(exc))
+            return
+        t_ns = wall_to_mono(stamp_ns(msg.header.stamp))
+        now = time.monotonic_ns()
+        problem = stamp_problem(t_ns, now, self.max_state_age_s)
+        if problem is not None:
+            self.states.dropped(problem.split(":")[0], problem)
+            return
+        self.arm.update(t_ns, q, dq)
+        self.states.received(now, (now - t_ns) / 1e9)
+        with self._lock:
+            if self.episode is not None:
+                q_cmd = self.q_cmd if self.q_cmd is not None else q
+                self.episode.add_joint_sample(JointSample(t_ns, q, dq, q_cmd, 1.0))
+
+    # ------------------------------------------------------------------------------------------ episodes
+    def _skip(self, reason: str, detail: str) -> None:
+        """Count a frame not recorded; log the first of each reason per episode and every 50th."""
+        self.rows.dropped(reason, detail)
+        n = self.rows.drops[reason]
+        if n == 1 or n % 50 == 0:
+            log.warning("frame not recorded (%s, %d so far this run): %s", reason, n, detail)
+
+    def _record_row(self) -> None:
+        from robot_stack.dataset import FrameRow
+
+        with self._lock:
+            if self.episode is None:
+                return
+            now = time.monotonic_ns()
+            try:
+                frame = self.camera.read()
+                state = self.arm.read_state()
+            except RobotStackError as exc:
+                self._skip("input", str(exc))
+                return
+            if frame.seq == self.last_seq:
+                self.rows.dropped("no_new_frame", f"frame {frame.seq} already recorded")  # camera slower than fps
+                return
+            problem = stamp_problem(frame.t_capture_ns, now, self.max_frame_age_s)
+            if problem is not None:
+                self._skip("stale_frame", problem)
+                return
+            q_target = self.q_cmd if self.q_cmd is not None else state.q
+            index = self.episode.num_frames
+            self.episode.write_rgb(self.camera_id, index, frame.color)
+            self.episode.write_depth(self.camera_id, index, frame.t_capture_ns, frame.depth)
+            self.episode.add_row(
+                FrameRow(state.t_ns, (frame.t_capture_ns,), state, q_target, 1.0, self.ik.fk(q_target))
+            )
+            self.last_seq = frame.seq
+            self.rows.received(now, (now - frame.t_capture_ns) / 1e9)
+
+    def _start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            if self.episode is not None:
+                response.success, response.message = False, "an episode is already being recorded"
+            elif not self.task:
+                response.success, response.message = False, "set the parameter 'task' (the instruction) first"
+            else:
+                self.episode = self.writer.begin_episode(self.task, {"source": "ros2 recorder_node"})
+                response.success, response.message = True, f"recording episode {self.episode.episode_index}"
+        log.info(response.message)
+        return response
+
+    def _stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        with self._lock:
+            episode, self.episode = self.episode, None
+            if episode is None:
+                response.success, response.message = False, "no episode is being recorded"
+                return response
+            drops = {k: v for k, v in self.rows.drops.items()}
+            try:
+                done = self.writer.commit(episode, bool(request.data), {"drops": drops})
+            except Exception as exc:  # noqa: BLE001 - any writer failure: the episode is lost, the node runs on
+                response.success, response.message = False, f"episode not committed: {exc}"
+                log.error(response.message)
+                return response
+        self.committed.append(done)
+        response.success = True
+        response.message = f"committed episode {done.episode_index}: {done.length} frames, success={done.success}"
+        log.info(response.message)
+        return response
+
+    def _abort(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            episode, self.episode = self.episode, None
+        if episode is None:
+            response.success, response.message = False, "no episode is being recorded"
+        else:
+            self.writer.abort(episode)
+            response.success, response.message = True, f"episode {episode.episode_index} discarded"
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        now = time.monotonic_ns()
+        name = self.get_name()
+        recording = self.episode is not None
+        status = Health(
+            f"{name}: dataset", 0, "recording" if recording else "idle",
+            (("root", str(self.root)), ("episodes", str(self.writer.num_episodes)),
+             ("frames", str(self.episode.num_frames if recording else 0))),
+        )  # fmt: skip
+        reports = [status, self.frames.health(name, now), self.states.health(name, now)]
+        if recording:
+            reports.append(self.rows.health(name, now))
+        self.diag.publish(reports)
+
+    def close(self) -> None:
+        with self._lock:
+            episode, self.episode = self.episode, None
+        if episode is not None:
+            log.warning("shutting down mid-episode: episode %d discarded", episode.episode_index)
+            self.writer.abort(episode)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(RecorderNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""Single nodes under real rclpy, driven from the test process: bad input never becomes a command, missing
+parameters refuse the start with the reason, the recorder hands episodes to the dataset writer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.node import Node  # noqa: E402
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy  # noqa: E402
+from ros_graph_probe import ros_env, unique_domain_id  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
+from std_msgs.msg import Float64MultiArray, String  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
+
+from robot_stack.graph.messages import image_to_fields, mono_to_wall, split_stamp  # noqa: E402
+from robot_stack.graph.spec import PACKAGE_DIR  # noqa: E402
+from robot_stack.robots import panda  # noqa: E402
+
+RELIABLE = QoSProfile(depth=2, reliability=QoSReliabilityPolicy.RELIABLE)
+
+
+def _node_process(executable: str, domain: int, *ros_args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, **ros_env(domain), "PYTHONPATH": str(PACKAGE_DIR), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", f"robot_stack_ros.{executable}", "--ros-args", *ros_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(2)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.stdout.read() if proc.stdout else ""
+
+
+@pytest.fixture
+def ros_node():
+    domain = 1 + (unique_domain_id() + 50) % 101  # not the graph test's domain
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain)
+    node = Node("test_driver", context=ctx)
+    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    yield domain, node, executor
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown(context=ctx)
+
+
+def _stamp(msg, t_mono_ns: int) -> None:
+    msg.header.stamp.sec, msg.header.stamp.nanosec = split_stamp(mono_to_wall(t_mono_ns))
+
+
+def _joint_state(q: np.ndarray) -> JointState:
+    msg = JointState(name=list(panda.ARM_JOINTS), position=[float(x) for x in q], velocity=[0.0] * 7)
+    _stamp(msg, time.monotonic_ns())
+    return msg
+
+
+def _spin_for(executor, seconds: float, tick=None) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if tick is not None:
+            tick()
+        executor.spin_once(timeout_sec=0.01)
+
+
+@pytest.mark.parametrize(
+    ("executable", "missing"), [("policy_client_node", "policy_endpoint"), ("recorder_node", "root")]
+)
+def test_missing_required_parameter_refuses_to_start_with_the_reason(executable, missing):
+    proc = _node_process(executable, unique_domain_id())
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert f"refusing to start: parameter '{missing}' is required" in out
+
+
+def test_executor_never_commands_from_bad_trajectories(ros_node):
+    domain, node, executor = ros_node
+    proc = _node_process("executor_node", domain, "-p", "rate_hz:=100", "-r", "~/trajectory:=/policy/trajectory")
+    try:
+        states, commands = [], []
+        js_pub = node.create_publisher(JointState, "/joint_states", 5)
+        traj_pub = node.create_publisher(JointTrajectory, "/policy/trajectory", 1)
+        node.create_subscription(String, "/executor/state", lambda m: states.append(m.data), 10)
+        node.create_subscription(
+            Float64MultiArray, "/executor/commands", lambda m: commands.append(np.array(m.data)), 10
+        )
+        q0 = panda.HOME_Q.copy()
+        publish_state = lambda: js_pub.publish(_joint_state(q0))  # noqa: E731
+
+        def wait(pred, timeout_s):
+            end = time.monotonic() + timeout_s
+            while time.monotonic() < end and not pred():
+                _spin_for(executor, 0.02, publish_state)
+            return pred()
+
+        assert wait(lambda: states and states[-1] == "idle" and len(commands) > 10, 40), _stop(proc)
+
+        def trajectory(names, rows, dt_s=0.2) -> JointTrajectory:
+            msg = JointTrajectory(joint_names=list(names))
+            _stamp(msg, time.monotonic_ns() + 50_000_000)
+            for k, row in enumerate(rows):
+                p = JointTrajectoryPoint(positions=[float(x) for x in row])
+                p.time_from_start.sec, p.time_from_start.nanosec = split_stamp(int((k + 1) * dt_s * 1e9))
+                msg.points.append(p)
+            return msg
+
+        target = q0 + np.array([0.3, 0, 0, 0, 0, 0, 0])
+        bad = [
+            trajectory(["a", "b", "c", "d", "e", "f", "g"], [target]),  # wrong joints
+            trajectory(panda.ARM_JOINTS, [[float("nan")] * 7]),  # NaN
+            trajectory(panda.ARM_JOINTS, [target[:6]]),  # ragged
+            trajectory(panda.ARM_JOINTS, []),  # empty
+        ]
+        stale = trajectory(panda.ARM_JOINTS, [target])
+        stale.header.stamp.sec -= 5  # ended seconds ago
+        for msg in [*bad, stale]:
+            traj_pub.publish(msg)
+            _spin_for(executor, 0.2, publish_state)
+        n_before = len(commands)
+        _spin_for(executor, 0.5, publish_state)
+        assert proc.poll() is None, _stop(proc)  # still running
+        assert states[-1] == "idle"
+        held = np.array(commands[n_before:])
+        assert len(held) > 10 and np.max(np.abs(held - q0)) < 1e-6  # still holding the start: nothing was used
+        # a good trajectory is followed
+        traj_pub.publish(trajectory(panda.ARM_JOINTS, [q0 + (target - q0) * s for s in np.linspace(0.2, 1, 5)]))
+        assert wait(lambda: states[-1] == "tracking", 5), _stop(proc)
+        assert wait(lambda: abs(commands[-1][0] - q0[0]) > 0.05, 5)
+        # and when it ends the watchdog holds
+        assert wait(lambda: states[-1] == "holding", 5)
+    finally:
+        out = _stop(proc)
+    assert "trajectory rejected" in out and "joints ['panda_joint1'" in out  # the reasons are logged
+
+
+def test_recorder_hands_episodes_to_the_dataset_writer(ros_node, tmp_path):
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("av")
+    from robot_stack.dataset import load_dataset
+
+    domain, node, executor = ros_node
+    root = tmp_path / "ds"
+    proc = _node_process(
+        "recorder_node", domain, "-p", f"root:={root}", "-p", "task:=reach the cube", "-p", "fps:=10",
+        "-p", "image_qos:=reliable", "-p", "max_frame_age_s:=1.0", "-p", "max_state_age_s:=0.5",
+        "-r", "~/commands:=/forward_position_controller/commands",
+    )  # fmt: skip
+    try:
+        js_pub = node.create_publisher(JointState, "/joint_states", 5)
+        cmd_pub = node.create_publisher(Float64MultiArray, "/forward_position_controller/commands", 1)
+        color_pub = node.create_publisher(Image, "/camera/color/image_raw", RELIABLE)
+        depth_pub = node.create_publisher(Image, "/camera/aligned_depth_to_color/image_raw", RELIABLE)
+        start = node.create_client(Trigger, "/recorder/start_episode")
+        stop = node.create_client(SetBool, "/recorder/stop_episode")
+        rng = np.random.default_rng(0)
+        color = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        depth = rng.integers(400, 2000, (480, 640), dtype=np.uint16)
+        q = panda.HOME_Q.copy()
+        last_image = [0.0]
+
+        def images(encoding_ok: bool = True) -> None:
+            t = mono_to_wall(time.monotonic_ns())  # one stamp for both halves of the capture
+            for pub, arr, enc in ((color_pub, color, "rgb8" if encoding_ok else "mono8"), (depth_pub, depth, "16UC1")):
+                f = image_to_fields(arr if encoding_ok or enc != "mono8" else arr[..., 0].copy(), enc)
+                msg = Image(height=f.height, width=f.width, encoding=f.encoding, step=f.step)
+                msg.data = f.data
+                msg.header.stamp.sec, msg.header.stamp.nanosec = split_stamp(t)
+                pub.publish(msg)
+
+        def tick() -> None:
+            js_pub.publish(_joint_state(q))
+            cmd_pub.publish(Float64MultiArray(data=[float(x) for x in q]))
+            if time.monotonic() - last_image[0] > 0.1:
+                images()
+                last_image[0] = time.monotonic()
+
+        def call(client, request):
+            assert client.wait_for_service(timeout_sec=40), _stop(proc)
+            future = client.call_async(request)
+            end = time.monotonic() + 60
+            while not future.done() and time.monotonic() < end:
+                _spin_for(executor, 0.02, tick)
+            assert future.done(), _stop(proc)[-3000:]
+            return future.result()
+
+        assert call(start, Trigger.Request()).success
+        images(encoding_ok=False)  # a colour image in the wrong encoding: logged, dropped, recording goes on
+        for _ in range(15):
+            q = q + 0.01
+            _spin_for(executor, 0.1, tick)
+        reply = call(stop, SetBool.Request(data=True))
+        assert reply.success, (reply.message, _stop(proc)[-2000:])
+    finally:
+        out = _stop(proc)
+    assert "image rejected" in out and "mono8" in out
+    ds = load_dataset(root)
+    assert len(ds) == 1
+    episode = ds.load_episode(0)
+    assert episode.success and episode.task == "reach the cube"
+    n = episode.state.shape[0]
+    assert n >= 5, n
+    assert np.all(np.diff(episode.state[:, 0]) >= 0) and episode.state[-1, 0] > episode.state[0, 0]  # q rose
+    cam = episode.cameras["front"]
+    np.testing.assert_array_equal(np.asarray(cam.depth[0]), depth)  # lossless depth through ROS and the writer
+
+
+@pytest.mark.slow
+def test_bench_ros_quick_reports_rates_latencies_and_baselines():
+    from robot_stack.bench.ros import run
+
+    result = run(quick=True)
+    assert result["image_reliable_delivered"] == 1.0  # reliable QoS: every 640x480 RGB-D pair arrives
+    assert result["rtt_received"] == result["rtt_sent"]
+    for key in ("image_reliable_latency_p50_ms", "image_zmq_latency_p50_ms", "rtt_state_to_command_p50_ms"):
+        assert 0 < result[key] < 1000, (key, result[key])
+    assert result["rtt_ratio_vs_zmq"] > 0 and result["image_ratio_reliable_vs_zmq"] > 0
