@@ -230,9 +230,12 @@ def _combine_executor_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
         return [s[key] for s in stats if s.get(key) is not None]
 
     out: dict[str, Any] = {
-        key: int(sum(values(key))) for key in ("ticks", "skipped_ticks", "holds", "command_errors", "lateness_n")
+        key: int(sum(values(key)))
+        for key in ("ticks", "skipped_ticks", "holds", "extensions", "command_errors", "lateness_n")
     }
+    # interventions: ticks where the command itself broke a limit; catch-up: the output only closing a lag
     out["safety_interventions"] = int(sum(s["safety"].get("total", 0) for s in stats))
+    out["safety_catch_up_ticks"] = int(sum(s["safety"].get("catch_up_ticks", 0) for s in stats))
     if values("achieved_rate_hz"):
         out["achieved_rate_hz"] = min(values("achieved_rate_hz"))
     if values("lateness_p50_ms"):
@@ -264,8 +267,9 @@ def format_report(report: DemoReport) -> str:
         )
     lines.append(
         f"  executor: slowest episode {ex.get('achieved_rate_hz')} Hz, {ex.get('ticks')} ticks, "
-        f"{ex.get('skipped_ticks')} skipped, {ex.get('holds')} watchdog holds, "
-        f"{ex.get('safety_interventions')} safety interventions (worst-episode p99 shown)"
+        f"{ex.get('skipped_ticks')} skipped, {ex.get('holds')} watchdog holds, {ex.get('extensions')} late-chunk "
+        f"extensions, {ex.get('safety_interventions')} safety interventions (+{ex.get('safety_catch_up_ticks')} "
+        "catch-up ticks; worst-episode p99 shown)"
     )
     lines.append("")
     lines.append("episodes")

@@ -175,3 +175,20 @@ def test_bad_safety_period_is_reset_and_threaded_loop_runs_with_fake_clock():
     assert st["lateness_max_ms"] == 0.0  # a fake clock never oversleeps
     _, v, _ = ex.commanded
     assert np.all(v == 0.0)  # stop() decelerated to a hold before the thread ended
+
+
+def test_extension_beyond_the_policy_end_is_followed_but_the_watchdog_counts_from_the_policy_end(rig):
+    clock, _, ex = rig  # watchdog 0.3 s
+    _run(clock, ex, 1)
+    t0 = clock.now_ns()
+    traj = _moving_traj(t0, 1.0, speed=0.1)  # covers 1 s, but the policy's own steps end after 0.2 s
+    assert ex.set_trajectory(traj, policy_end_ns=t0 + 200 * MS)
+    _run(clock, ex, 100 + 149)  # 0.298 s after the policy end: still following the extension
+    assert ex.state == ExecutorState.TRACKING and ex.stats()["extensions"] == 1 and ex.stats()["holds"] == 0
+    _run(clock, ex, 2)
+    assert ex.state == ExecutorState.HOLDING and ex.stats()["holds"] == 1
+    # a trajectory without policy_end_ns is the policy's all the way (the old behaviour)
+    t1 = clock.now_ns()
+    assert ex.set_trajectory(_moving_traj(t1, 0.6, speed=0.1, start=ex.commanded[0]))
+    _run(clock, ex, 290)
+    assert ex.state == ExecutorState.TRACKING and ex.stats()["extensions"] == 1

@@ -63,9 +63,27 @@ def test_velocity_acceleration_and_jerk_limits_each_enforced_and_counted():
     assert np.all(np.abs(a) <= LIM.acceleration * (1 + 1e-6))
     assert np.all(np.abs(j) <= LIM.jerk * (1 + 1e-6))  # differencing positions thrice: float noise
     st = f.stats()
-    assert st["velocity"] > 0 and st["acceleration"] > 0 and st["jerk"] > 0
-    assert st["position"] == 0
+    # the step itself is limited (its own velocity, then its own deceleration: counted); the ticks after it only
+    # close the lag the step left while the command is feasible (standing still): catch-up, not interventions
+    assert st["velocity"] == 1 and 1 <= st["acceleration"] <= 2 and st["position"] == 0
+    assert st["catch_up_ticks"] > 100 and st["total"] <= 4
     np.testing.assert_allclose(outs[-1], target, atol=1e-3)  # it still arrives
+
+
+def test_a_ramp_too_fast_is_limited_on_every_tick_it_is_too_fast():
+    f = _filter()
+    speed = 2.0 * LIM.velocity  # every joint commanded at twice its velocity limit for 100 ticks
+    cmds = [panda.HOME_Q + speed * DT * k for k in range(1, 101)]
+    outs = np.array([f.filter(c) for c in cmds])
+    v, a, j = _derivatives(outs, panda.HOME_Q)
+    assert np.all(np.abs(v) <= LIM.velocity * (1 + 1e-9)) and np.all(np.abs(j) <= LIM.jerk * (1 + 1e-6))
+    st = f.stats()
+    assert st["velocity"] == 100  # the command itself breaks the velocity limit on every tick: each counted
+    assert st["catch_up_ticks"] == 0
+    more = [f.filter(cmds[-1]) for _ in range(2000)]  # then it stands still: the output catches up, uncounted
+    np.testing.assert_allclose(more[-1], cmds[-1], atol=1e-3)
+    st2 = f.stats()
+    assert st2["velocity"] == 100 and st2["catch_up_ticks"] > 100 and st2["total"] - st["total"] <= 2
 
 
 def test_jerk_counted_alone_when_only_jerk_is_exceeded():
@@ -110,6 +128,38 @@ def test_workspace_box_stops_tcp_at_the_boundary():
     for _ in range(500):
         q = f.filter(up)
         assert ik.fk_xyz(q)[2] <= box.upper[2] + 1e-9
+    assert f.stats()["workspace"] > 0
+
+
+def test_workspace_margin_keeps_the_commanded_tcp_that_far_inside_and_is_validated():
+    ik = panda_ik()
+    home_xyz = ik.fk_xyz(panda.HOME_Q)
+    box = WorkspaceBox(lower=home_xyz - 0.2, upper=home_xyz + np.array([0.2, 0.2, 0.03]))  # ceiling 3 cm up
+    f = _filter(workspace=box, fk_xyz=ik.fk_xyz, workspace_margin_m=0.01)
+    up = panda.HOME_Q + np.array([0.0, -0.3, 0.0, 0.0, 0.0, 0.0, 0.0])  # joint 2 back: TCP goes up
+    zs = [ik.fk_xyz(f.filter(up))[2] for _ in range(600)]
+    assert max(zs) <= box.upper[2] - 0.01 + 1e-3  # stopped 1 cm below the face (braking tolerance 1 mm)
+    assert max(zs) >= box.upper[2] - 0.012  # ... and got there
+    with pytest.raises(ConfigError, match="margin"):
+        _filter(workspace=box, fk_xyz=ik.fk_xyz, workspace_margin_m=0.3)
+    with pytest.raises(ConfigError, match="margin"):
+        _filter(workspace=box, fk_xyz=ik.fk_xyz, workspace_margin_m=-0.01)
+
+
+def test_a_tcp_inside_the_margin_band_may_move_back_inward_but_not_further_out():
+    # the arm can end up between the face and the margin (reset to a measured posture that lags the commands, a
+    # push): every motion from there used to count as leaving the box and was braked, freezing the arm in the band
+    ik = panda_ik()
+    home_xyz = ik.fk_xyz(panda.HOME_Q)
+    box = WorkspaceBox(lower=home_xyz - 0.2, upper=home_xyz + np.array([0.2, 0.2, 0.005]))  # ceiling 5 mm up
+    f = _filter(workspace=box, fk_xyz=ik.fk_xyz, workspace_margin_m=0.01)  # home is inside the 1 cm band
+    down = panda.HOME_Q + np.array([0.0, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0])  # joint 2 forward: TCP goes down
+    zs = [ik.fk_xyz(f.filter(down))[2] for _ in range(300)]
+    assert zs[-1] < home_xyz[2] - 0.05  # it moved away from the face
+    f.reset(panda.HOME_Q)
+    up = panda.HOME_Q + np.array([0.0, -0.3, 0.0, 0.0, 0.0, 0.0, 0.0])
+    zs = [ik.fk_xyz(f.filter(up))[2] for _ in range(300)]
+    assert max(zs) <= home_xyz[2] + 1e-3  # ... but never further out than it was
     assert f.stats()["workspace"] > 0
 
 

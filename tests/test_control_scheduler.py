@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from robot_stack.clock import FakeClock
-from robot_stack.control.executor import Executor
+from robot_stack.control.executor import Executor, ExecutorState
 from robot_stack.control.safety import SafetyFilter
 from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig, smoothstep5
 from robot_stack.errors import ConfigError, ShapeError
@@ -120,7 +120,8 @@ def test_splice_keeps_the_executing_prefix_so_the_executor_blend_has_nothing_to_
         ex.tick(clock.now_ns())
     now = clock.now_ns()
     # the new chunk disagrees with the executing one by 0.1 rad
-    second = sched.submit(_chunk(now - 100 * MS, _line(panda.HOME_Q + 0.1, 10, 0.02)), now)
+    new_chunk = _chunk(now - 100 * MS, _line(panda.HOME_Q + 0.1, 10, 0.02))
+    second = sched.submit(new_chunk, now)
     assert second.accepted and second.mode == "splice" and second.skipped_steps == 1
     a, b = first.trajectory, second.trajectory
     freeze = now + 20 * MS
@@ -134,11 +135,11 @@ def test_splice_keeps_the_executing_prefix_so_the_executor_blend_has_nothing_to_
     clock.advance(PERIOD)
     q_cmd = ex.tick(clock.now_ns())
     np.testing.assert_allclose(q_cmd, before.q, atol=1e-12)
-    # ... and the transition ends on the new chunk
-    late = int(b.t_ns[-1]) - 50 * MS
+    # ... and the transition ends on the new chunk (before its last step; the extension follows after it)
+    late = int(new_chunk.t_ns[-1]) - 50 * MS
     from robot_stack.control.trajectory import JointSpline
 
-    target = JointSpline(_chunk(now - 100 * MS, _line(panda.HOME_Q + 0.1, 10, 0.02))).sample(late).q
+    target = JointSpline(new_chunk).sample(late).q
     np.testing.assert_allclose(JointSpline(b).sample(late).q, target, atol=2e-3)
 
 
@@ -255,3 +256,84 @@ def test_jerk_across_chunk_boundaries(latency_s):
     # the naive executor-only blend already breaks the limits at 300 ms latency: the stutter the splice removes
     if latency_s >= 0.3:
         assert naive_blend["boundary_peak"] > 1.0
+
+
+def _speeds(robot_q: np.ndarray) -> np.ndarray:
+    """Joint-0 velocity (rad/s) of consecutive 500 Hz set-points."""
+    return np.diff(robot_q[:, 0]) / (PERIOD * 1e-9)
+
+
+def test_extension_comes_to_rest_along_the_motion_and_the_watchdog_counts_from_the_last_policy_step():
+    clock, _, ex = _rig()  # watchdog 0.5 s
+    ex.tick(clock.now_ns())
+    sched = ChunkScheduler(ex, SchedulerConfig(extend_s=0.2))
+    t0 = clock.now_ns()
+    chunk = _chunk(t0, _line(panda.HOME_Q, 8, 0.01))  # 0.1 rad/s on every joint, last step at t0 + 0.7 s
+    res = sched.submit(chunk, t0)
+    assert res.accepted and int(res.trajectory.t_ns[-1]) >= int(chunk.t_ns[-1]) + 200 * MS - sched._res_ns
+    out, states = [], []
+    end = int(chunk.t_ns[-1])
+    while clock.now_ns() < end + 480 * MS:
+        clock.advance(PERIOD)
+        out.append(ex.tick(clock.now_ns()))
+        states.append((clock.now_ns(), ex.state))
+    q = np.array(out)
+    v = _speeds(q)
+    t = np.array([s[0] for s in states])
+    # tracking through the last step and the extension; the arm is at rest when the extension ends
+    assert all(st == ExecutorState.TRACKING for tt, st in states if tt <= end + 190 * MS)
+    i_end = int(np.searchsorted(t, end + 200 * MS))
+    assert abs(v[i_end]) < 1e-3 and abs(v[int(np.searchsorted(t, end))]) > 0.08  # moving at the last step
+    # it came to rest beyond the last step, along the motion: about v * T / 2 further (0.1 rad/s * 0.2 s / 2)
+    assert q[i_end, 0] - chunk.positions[-1, 0] == pytest.approx(0.01, abs=2e-3)
+    assert np.all(np.abs(np.diff(v)) / (PERIOD * 1e-9) <= LIM.acceleration[0] * 0.5 + 1e-6)  # gentle stop
+    # the watchdog counts from the last policy step (0.5 s), not from the end of the extension
+    assert ex.state == ExecutorState.STOPPING and ex.stats()["holds"] == 0 and ex.stats()["extensions"] == 1
+    for _ in range(15):
+        clock.advance(PERIOD)
+        ex.tick(clock.now_ns())
+    assert ex.state == ExecutorState.HOLDING and ex.stats()["holds"] == 1
+
+
+def test_a_late_chunk_is_spliced_in_from_the_extension_so_the_arm_never_stops():
+    clock, _, ex = _rig()
+    ex.tick(clock.now_ns())
+    sched = ChunkScheduler(ex, SchedulerConfig(extend_s=0.25))
+    t0 = clock.now_ns()
+    first = _chunk(t0, _line(panda.HOME_Q, 8, 0.01))
+    assert sched.submit(first, t0).accepted
+    out, states = [], []
+
+    def run_until(t_ns: int) -> None:
+        while clock.now_ns() < t_ns:
+            clock.advance(PERIOD)
+            out.append(ex.tick(clock.now_ns()))
+            states.append(ex.state)
+
+    run_until(int(first.t_ns[-1]) + 120 * MS)  # the next chunk is 120 ms late
+    # its observation was taken 0.4 s after the first one's; it continues the same motion
+    t_obs = t0 + 400 * MS
+    second = _chunk(t_obs, _line(panda.HOME_Q + 0.04, 8, 0.01))
+    res = sched.submit(second)
+    assert res.accepted and res.mode == "splice"
+    run_until(int(second.t_ns[-1]))
+    v = _speeds(np.array(out))
+    assert all(st == ExecutorState.TRACKING for st in states)  # never ran out of trajectory
+    assert ex.stats()["extensions"] == 1 and ex.stats()["holds"] == 0
+    assert v[50:].min() > 0.02  # slowed while the chunk was late, never stopped
+
+
+def test_a_wild_chunk_is_extended_by_a_bounded_distance():
+    clock, _, ex = _rig()
+    ex.tick(clock.now_ns())
+    sched = ChunkScheduler(ex, SchedulerConfig(extend_s=0.25))
+    t0 = clock.now_ns()
+    wild = panda.HOME_Q + np.outer(0.3 * (-1.0) ** np.arange(8), np.ones(7))  # jumps 0.6 rad every step
+    chunk = _chunk(t0, wild)
+    res = sched.submit(chunk, t0)
+    assert res.accepted
+    after = res.trajectory.positions[res.trajectory.t_ns > chunk.t_ns[-1]]
+    travel = np.abs(after - chunk.positions[-1]).max(axis=0)
+    # the chunk ends at several rad/s (spline slope): a faithful stop would travel about a radian; capped, a stop
+    # within half the acceleration limit b over T = 0.25 s travels at most T^2 b / 3 per joint
+    assert np.all(travel > 0.0) and np.all(travel <= 0.25**2 * 0.5 * LIM.acceleration / 3 + 1e-9)

@@ -15,20 +15,9 @@ from robot_stack.hil import load_scenario, run_scenario, scenario_paths
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
-#: Scenarios whose run currently exposes a defect of the stack (measured on the 2-core development machine). Not
-#: strict: on the real clock a lucky run can pass; remove the entry once the defect is fixed.
-KNOWN_DEFECTS = {
-    "workspace-box": "the filter now brakes before the box (0 unsafe commands, jerk ratio 1.0, commanded TCP inside), "
-    "but the measured TCP can pass the face by a few mm (8 mm in one run: tracking lag / contact) and the task is "
-    "not always completed after the fault",
-    "policy-faults": "passes in most runs now (neutral-posture IK restarts, clamping, dropped unreachable steps) but "
-    "failed 1 of 4 runs on the 2-core machine; not yet reliable",
-    "limits": "decoding is fast again (TCP targets below the table are raised to 15 mm, so far fewer IK restarts) "
-    "but after the reach-to-edge fault the shipped policy does not bring the arm back to the cube in time",
-    "slow-inference": "the cube is touched (~2.1 s, now latched: the harness samples the task inside fault windows "
-    "too), but about 1 run in 4 has 1-3 brief stop events: with one request in flight a 0.7 s chunk must outlast two "
-    "round trips (2 x ~285 ms) plus capture and decode, which leaves 0-50 ms on the 2-core machine",
-}
+#: Scenarios whose run currently exposes a defect of the stack (measured on the 2-core development machine), marked
+#: xfail (not strict) with the defect as reason; remove the entry once the defect is fixed. None at present.
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def _params() -> list:

@@ -79,6 +79,14 @@ def echo_server():
     server.close()
 
 
+def _wait_for(condition, timeout_s: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout_s`` seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
 def test_proxy_forwards_delays_drops_and_partitions(echo_server) -> None:
     proxy = NetworkProxy(echo_server.endpoint, seed=1)
     client = PolicyClient(proxy.endpoint, "r", timeout_s=2.0)
@@ -90,9 +98,13 @@ def test_proxy_forwards_delays_drops_and_partitions(echo_server) -> None:
         proxy.set(partition=True)
         with pytest.raises(RequestTimeoutError):
             client.infer({"x": x}, timeout_s=0.3)
+        # on a loaded host the proxy thread may reach the request only after the client gave up: switch the link
+        # only once the proxy has handled it (a bounded wait for an event, not a timing assertion)
+        _wait_for(lambda: proxy.counts["dropped_up"] >= 1)
         proxy.set(loss=1.0)
         with pytest.raises(RequestTimeoutError):
             client.infer({"x": x}, timeout_s=0.3)
+        _wait_for(lambda: proxy.counts["dropped_up"] >= 2)
         proxy.set()
         assert np.array_equal(client.infer({"x": x}).arrays["y"], 2 * x)  # the link heals, the client reconnected
         assert proxy.counts["dropped_up"] == 2 and proxy.counts["forwarded_down"] >= 3

@@ -164,29 +164,40 @@ def _advancing(camera, clock, step_ns: int = 5_000_000) -> None:
     camera.read = later
 
 
-def test_pipelined_cycle_captures_the_next_observation_while_the_request_is_in_flight(rig) -> None:
+@pytest.mark.parametrize("send_ahead", [False, True])
+def test_pipelined_cycle_captures_the_next_observation_while_the_request_is_in_flight(rig, send_ahead) -> None:
     cycle, camera, _, requests, _, clock = rig
     cycle.pipeline_period_s = 1e-6  # every cycle is "slower than the period": prefetch from the second one on
+    cycle.send_ahead = send_ahead
     _advancing(camera, clock)
-    seqs = []
+    seqs, sent = [], []
     for step in range(4):
         result = cycle.run({"step": step}, step)
         assert result.ok, result
         seqs.append(result.observation.t_obs_ns)
+        sent.append(len(requests))
         clock.advance(10_000_000)
     cycle.close()
     assert cycle.prefetch_counts["used"] >= 2
-    assert len(requests) == 4 and len(set(seqs)) == 4  # every cycle sent a different capture
+    assert len(set(seqs)) == 4  # every cycle acted on a different capture
+    assert [r["t_obs_ns"] for r in requests[:4]] == seqs
+    if send_ahead:
+        # from the first slow cycle on, the next request is sent as soon as an answer is back, before it is
+        # decoded: one request in flight, whose answer the next cycle uses; the last one is dropped by close()
+        assert len(requests) == 5
+    else:
+        assert sent == [1, 2, 3, 4]
 
 
 def test_prefetched_frame_too_old_is_replaced_by_a_fresh_capture(rig) -> None:
     cycle, camera, _, requests, _, clock = rig
-    cycle.pipeline_period_s = 1e-6
+    from robot_stack.runtime import _Prefetch
+
     _advancing(camera, clock)
     assert cycle.run().ok
-    assert cycle.run().ok  # starts a prefetch for the next cycle
+    cycle._prefetch = _Prefetch(cycle._capture, 0.0)  # as a slow cycle schedules it
     cycle._prefetch.take()  # the capture is done before the clock jumps
-    clock.advance(200_000_000)  # the prefetched frame is now older than half the guard's max age
+    clock.advance(200_000_000)  # the prefetched frame is now older than 0.6 of the guard's max age
     result = cycle.run()
     assert result.ok and cycle.prefetch_counts["discarded_old"] == 1
     assert clock.now_ns() - result.observation.t_obs_ns < 50_000_000
@@ -221,3 +232,138 @@ def test_reply_estimate_follows_a_slowdown_at_once_and_a_speedup_gradually(rig) 
     clock.advance(20_000_000)
     assert cycle.run().ok
     assert 0.5 * slow <= cycle._reply_est_s < slow
+
+
+def test_reach_stats_record_the_changed_steps_of_each_sequence() -> None:
+    from robot_stack.control.ik import panda_ik
+    from robot_stack.decoders.ee_delta import R_DOWN
+    from robot_stack.decoders.geometry import ReachPolicy, ReachStats, solve_pose_sequence_checked
+    from robot_stack.robots.panda import HOME_Q
+    from robot_stack.types import Pose
+
+    stats = ReachStats()
+    assert stats.last_fraction == 0.0
+    targets = [Pose(R_DOWN, np.array([0.45, 0.0, z]), "base", "tcp") for z in (0.10, 0.05, -0.05, -0.08)]
+    solve_pose_sequence_checked(panda_ik(), targets, HOME_Q, 100, "test", ReachPolicy(floor_z_m=0.02, stats=stats))
+    assert stats.last_fraction == 0.5 and (stats.sequences, stats.steps, stats.changed) == (1, 4, 2)
+    # the goal is the last target raised to the floor, measured from the TCP the sequence started at
+    tcp, goal = stats.last_tcp_goal
+    np.testing.assert_allclose(tcp, panda_ik().fk_xyz(HOME_Q))
+    np.testing.assert_allclose(goal, [0.45, 0.0, 0.02])
+    assert stats.last_goal_distance_m == pytest.approx(np.linalg.norm(goal - tcp))
+
+
+def test_retreat_is_rest_to_rest_within_the_fraction_of_every_limit() -> None:
+    from robot_stack.robots import panda
+    from robot_stack.runtime import retreat_trajectory
+
+    q_from = panda.HOME_Q + np.array([0.8, -0.3, 0.5, 0.4, -0.6, 0.3, 1.2])
+    traj = retreat_trajectory(panda.ARM_JOINTS, q_from, panda.HOME_Q, panda.LIMITS, 10**9, speed_fraction=0.5)
+    np.testing.assert_allclose(traj.positions[0], q_from)
+    np.testing.assert_allclose(traj.positions[-1], panda.HOME_Q)
+    dt = np.diff(traj.t_ns) * 1e-9
+    v = np.diff(traj.positions, axis=0) / dt[:, None]
+    assert np.all(np.abs(v) <= 0.5 * panda.LIMITS.velocity * 1.01)
+    assert np.abs(v[0]).max() < 0.05 and np.abs(v[-1]).max() < 0.05  # starts and ends (nearly) at rest
+    assert np.abs(v).max(axis=0)[6] == pytest.approx(0.5 * panda.LIMITS.velocity[6], rel=0.03)  # no slower
+
+
+def test_recovery_config_is_validated() -> None:
+    from robot_stack.errors import ConfigError
+    from robot_stack.robots.panda import HOME_Q
+    from robot_stack.runtime import RecoveryConfig
+
+    for bad in (
+        {"blocked_cycles": 0},
+        {"min_changed_fraction": 0.0},
+        {"speed_fraction": 1.5},
+        {"resume_lead_s": -1},
+        {"near_goal_m": -0.1},
+    ):
+        with pytest.raises(ConfigError):
+            RecoveryConfig(HOME_Q, **bad)
+
+
+def test_a_policy_stuck_at_a_limit_is_taken_back_to_its_start_posture_then_resumed(rig) -> None:
+    from robot_stack.decoders.geometry import ReachPolicy, ReachStats
+    from robot_stack.robots.panda import HOME_Q
+    from robot_stack.runtime import RecoveryConfig
+
+    old, camera, _, requests, _, clock = rig
+    stats = ReachStats()
+    # a floor above the arm: every step the policy asks for is changed (raised) before execution
+    decoder = EeDeltaXyzDecoder(orientation="down", reach=ReachPolicy(floor_z_m=0.9, clamp_m=1.0, stats=stats))
+    home = HOME_Q + 0.1
+    recovery = RecoveryConfig(home, reach_stats=stats, blocked_cycles=3, resume_lead_s=0.1)
+    cycle = PolicyCycle(
+        [(camera, old.cameras[0][1])], old.robot, old.client, decoder, old.executor, clock, recovery=recovery
+    )
+    for step in range(3):
+        clock.advance(50_000_000)
+        assert cycle.run({}, step).ok
+    assert cycle.recoveries == 1 and stats.last_fraction == 1.0
+    retreat = old.executor._pending
+    np.testing.assert_allclose(retreat.positions[-1], home)
+    n_requests = len(requests)
+    clock.advance(50_000_000)
+    assert cycle.run({}, 3).outcome == "recovering" and len(requests) == n_requests  # no policy request
+    clock.advance(int(retreat.t_ns[-1]) - clock.now_ns())  # within the last 0.1 s: the policy runs again
+    assert cycle.run({}, 4).ok and len(requests) == n_requests + 1
+    assert cycle.outcomes["recovering"] == 1
+
+
+def test_a_policy_near_its_goal_or_getting_closer_is_not_stuck(rig) -> None:
+    # a policy touching down on its target asks for steps below the floor (raised: most of the chunk changed), and
+    # one sliding along a limit towards its goal has most of its chunk clamped: neither may be sent home
+    from robot_stack.decoders.geometry import ReachStats
+    from robot_stack.robots.panda import HOME_Q
+    from robot_stack.runtime import RecoveryConfig
+
+    old, camera, *_ = rig
+    stats = ReachStats()
+    recovery = RecoveryConfig(HOME_Q, reach_stats=stats, blocked_cycles=3, near_goal_m=0.05, progress_m=0.02)
+    cycle = PolicyCycle(
+        [(camera, old.cameras[0][1])], old.robot, old.client, old.decoder, old.executor, old.clock, recovery=recovery
+    )
+    goal = np.array([0.5, 0.0, 0.015])
+    for step in range(10):  # at the goal: every step changed (raised over the floor), the TCP 2 cm from the goal
+        stats.record(8, 8, goal + [0.02, 0.0, 0.0], goal)
+        cycle._check_blocked(step)
+    assert cycle.recoveries == 0
+    for step in range(10):  # far, but the TCP 3 cm closer every cycle
+        stats.record(8, 8, goal + [0.5 - 0.03 * step, 0.0, 0.0], goal)
+        cycle._check_blocked(step)
+    assert cycle.recoveries == 0
+    cycle._safety_limited_fraction = lambda: 1.0  # the safety filter holds the arm at the box face ...
+    for step in range(3):  # ... right where the policy aims: stuck all the same
+        stats.record(8, 8, goal + [0.02, 0.0, 0.0], goal)
+        cycle._check_blocked(step)
+    assert cycle.recoveries == 1
+    cycle._safety_limited_fraction = lambda: 0.0
+    for step in range(3):  # far, the TCP following a goal that wanders along the limit: stuck
+        stats.record(8, 8, goal + [0.3, 0.05 * step, 0.0], goal + [0.25, 0.1 * step, 0.0])
+        cycle._check_blocked(step)
+    assert cycle.recoveries == 2
+
+
+def test_a_long_blocked_run_triggers_the_retreat_even_with_few_cycles(rig) -> None:
+    # on a loaded host cycles slow down: an arm stuck for blocked_s is stuck however few cycles that took
+    from robot_stack.decoders.geometry import ReachStats
+    from robot_stack.errors import ConfigError
+    from robot_stack.robots.panda import HOME_Q
+    from robot_stack.runtime import RecoveryConfig
+
+    old, camera, *_, clock = rig
+    stats = ReachStats()
+    recovery = RecoveryConfig(HOME_Q, reach_stats=stats, blocked_cycles=100, blocked_s=1.0)
+    cycle = PolicyCycle(
+        [(camera, old.cameras[0][1])], old.robot, old.client, old.decoder, old.executor, clock, recovery=recovery
+    )
+    far = np.array([0.7, 0.0, 0.015])
+    for step in range(3):
+        stats.record(8, 8, far + [-0.3, 0.0, 0.3], far)
+        cycle._check_blocked(step)
+        assert cycle.recoveries == (1 if step == 2 else 0)  # 3 cycles over 1.2 s
+        clock.advance(600_000_000)
+    with pytest.raises(ConfigError):
+        RecoveryConfig(HOME_Q, blocked_s=-1.0)

@@ -10,7 +10,11 @@ Each tick (at absolute deadlines ``t0 + k * period`` — never ``sleep(dt)``, so
    sample it; otherwise decelerate from the commanded velocity
    within ``hold_decel_fraction`` of the acceleration limits (never jump to a held point, never extrapolate);
    after ``watchdog_timeout_s`` without coverage the executor declares a watchdog hold (state ``HOLDING``, counted
-   and logged) and keeps the arm at zero velocity until a new trajectory arrives;
+   and logged) and keeps the arm at zero velocity until a new trajectory arrives. A trajectory handed over with
+   ``policy_end_ns`` (the :class:`~robot_stack.control.scheduler.ChunkScheduler` does this for its extensions)
+   is covered by the policy only up to that time: beyond it the trajectory is a scheduler-made extension that
+   brings the arm to rest, it is followed (counted as ``extensions``), but the watchdog counts from
+   ``policy_end_ns``, so an extension never delays a safe hold;
 3. pass the set-point through the :class:`~robot_stack.control.safety.SafetyFilter` and ``robot.command`` it.
 
 :meth:`Executor.tick` runs one tick synchronously at a given time, so tests and lock-step simulations can drive
@@ -101,6 +105,10 @@ class Executor:
 
         self._lock = threading.Lock()  # guards _pending and the counters set_trajectory touches
         self._pending: JointTrajectory | None = None
+        self._pending_end_ns: int | None = None
+        self._policy_end_ns: int | None = None  # active trajectory: where the policy's own steps end
+        self._in_extension = False
+        self._extensions = 0
         self._state = ExecutorState.IDLE
         self._last_covered_ns: int | None = None
         self._gripper: float | None = None
@@ -134,9 +142,13 @@ class Executor:
         log.warning("trajectory rejected (%s): %s", reason, detail)
         return False
 
-    def set_trajectory(self, traj: JointTrajectory) -> bool:
+    def set_trajectory(self, traj: JointTrajectory, policy_end_ns: int | None = None) -> bool:
         """Hand over a new trajectory (thread-safe; the newest wins). Returns False, logging the reason, when it is
-        rejected: not a JointTrajectory, wrong joints, stale (last point already in the past), or stopping."""
+        rejected: not a JointTrajectory, wrong joints, stale (last point already in the past), or stopping.
+
+        ``policy_end_ns`` (monotonic ns, optional): the last time the trajectory carries the policy's own targets;
+        after it, it is an extension that comes to rest (see the module docstring). The watchdog counts from here.
+        None = the whole trajectory is the policy's."""
         if not isinstance(traj, JointTrajectory):
             return self._reject("type", f"expected a JointTrajectory, got {type(traj).__name__}")
         if tuple(traj.joint_names) != self._joint_names:
@@ -158,6 +170,7 @@ class Executor:
             if self._pending is not None:
                 self._superseded += 1
             self._pending = traj
+            self._pending_end_ns = None if policy_end_ns is None else int(policy_end_ns)
             self._accepted += 1
         return True
 
@@ -189,6 +202,7 @@ class Executor:
 
         with self._lock:
             pending, self._pending = self._pending, None
+            pending_end, self._pending_end_ns = self._pending_end_ns, None
         if pending is not None:
             if self._stop_event.is_set():
                 self._reject("stopping", "executor is stopping")
@@ -207,18 +221,33 @@ class Executor:
                 if self._state in (ExecutorState.HOLDING, ExecutorState.STOPPING):
                     log.info("executor resumed tracking from %s", self._state.value)
                 self._state = ExecutorState.TRACKING
-                self._last_covered_ns = now_ns
+                self._policy_end_ns = pending_end
+                self._in_extension = False
+                if pending_end is None or now_ns <= pending_end:
+                    self._last_covered_ns = now_ns
 
         spline = self._follower.spline
-        if spline is not None and now_ns <= spline.t_end_ns and not self._stop_event.is_set():
+        covered = spline is not None and now_ns <= spline.t_end_ns and not self._stop_event.is_set()
+        end = self._policy_end_ns
+        if covered and end is not None and now_ns > end:
+            # beyond the policy's steps: follow the extension (the arm comes to rest along its motion) until the
+            # next chunk arrives, but never past the watchdog deadline, counted from the policy's last step
+            if not self._in_extension:
+                self._in_extension = True
+                self._extensions += 1
+            if self._last_covered_ns is not None and now_ns - self._last_covered_ns >= self.watchdog_timeout_ns:
+                covered = False
+        if covered:
             sample = self._follower.sample(now_ns)
             q_des = sample.q
             if sample.gripper is not None:
                 self._gripper = sample.gripper
-            self._last_covered_ns = now_ns
+            if end is None or now_ns <= end:
+                self._last_covered_ns = now_ns
         else:
             if spline is not None:
                 self._follower.clear()
+                self._policy_end_ns = None
             q_des = self._decelerate(q_prev, v_prev)
             if self._state == ExecutorState.TRACKING:
                 self._state = ExecutorState.STOPPING
@@ -308,14 +337,16 @@ class Executor:
 
     # ---------------------------------------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:
-        """Counters and timing: ticks, achieved_rate_hz (threaded loop), skipped_ticks, holds, lateness
-        p50/p99/max in ms over the last ``lateness_window`` ticks, trajectories accepted/rejected, safety."""
+        """Counters and timing: ticks, achieved_rate_hz (threaded loop), skipped_ticks, holds, extensions (times
+        the policy's steps ran out and an extension was followed), lateness p50/p99/max in ms over the last
+        ``lateness_window`` ticks, trajectories accepted/rejected, safety."""
         n = min(self._lateness_n, self._lateness_ms.shape[0])
         out: dict[str, Any] = {
             "state": self._state.value,
             "ticks": self._ticks,
             "skipped_ticks": self._skipped,
             "holds": self._holds,
+            "extensions": self._extensions,
             "trajectories_accepted": self._accepted,
             "trajectories_superseded": self._superseded,
             "trajectories_rejected": dict(self._rejected),

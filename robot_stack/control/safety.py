@@ -21,7 +21,12 @@ the output settles on it without overshoot or limit cycles; the velocity cap lea
 down at the jerk limit. In the tests (random steps across the whole range, 500 Hz and 1 kHz) every limit holds.
 
 Each intervention is counted by kind, exactly; warnings are logged at most once per ``log_interval_s`` per kind
-with the number of interventions since the last message.
+with the number of interventions since the last message. An intervention is a tick where the *command itself*
+breaks a limit: its position is outside the (tightened) range, its own velocity (difference of consecutive
+commands) is beyond the velocity cap or the braking curve toward a joint limit, its own acceleration or jerk is
+beyond the limit, or the workspace box braking changes it. The ticks after an intervention, in which the output
+merely closes the lag it left behind while the command itself is feasible, are not interventions; they are
+counted separately as ``catch_up_ticks`` (:meth:`SafetyFilter.stats`), so that the counts measure real limiting.
 """
 
 from __future__ import annotations
@@ -115,11 +120,20 @@ class SafetyFilter:
         fk_xyz: Callable[[np.ndarray], np.ndarray] | None = None,
         period_s: float = 0.002,
         log_interval_s: float = 1.0,
+        workspace_margin_m: float = _BOX_MARGIN_M,
     ) -> None:
         if margin_rad < 0 or np.any(limits.upper - limits.lower <= 2 * margin_rad):
             raise ConfigError(f"SafetyFilter: margin_rad={margin_rad} must be >= 0 and leave room inside every limit")
         if workspace is not None and fk_xyz is None:
             raise ConfigError("SafetyFilter: a workspace box needs fk_xyz (e.g. PinocchioIK.fk_xyz)")
+        if not (math.isfinite(workspace_margin_m) and workspace_margin_m >= 0):
+            raise ConfigError(f"SafetyFilter.workspace_margin_m: expected metres >= 0, got {workspace_margin_m}")
+        if workspace is not None and np.any(workspace.upper - workspace.lower <= 2 * workspace_margin_m):
+            raise ConfigError(
+                f"SafetyFilter: workspace_margin_m={workspace_margin_m} m leaves no room inside the box; use a "
+                "margin below half the box's smallest side"
+            )
+        self.workspace_margin_m = float(workspace_margin_m)
         self.limits = limits
         self.margin_rad = float(margin_rad)
         self.workspace = workspace
@@ -134,6 +148,9 @@ class SafetyFilter:
         self._suppressed = dict.fromkeys(INTERVENTION_KINDS, 0)
         self._q: np.ndarray | None = None
         self._q_in: np.ndarray | None = None  # previous (position-clamped) input
+        self._v_in: np.ndarray | None = None  # the command's own velocity / acceleration at the previous call
+        self._a_in: np.ndarray | None = None
+        self._catch_up = 0
         self._v = np.zeros(self.n)
         self._a = np.zeros(self.n)
         self._p: np.ndarray | None = None  # (3,) TCP of the previous output, m (workspace box only)
@@ -171,6 +188,8 @@ class SafetyFilter:
         q = self._validate(q, "reset q", count=False)
         self._q = q.copy()
         self._q_in = q.copy()
+        self._v_in = None
+        self._a_in = None
         self._v = np.zeros(self.n) if dq is None else self._validate(dq, "reset dq", count=False).copy()
         self._a = np.zeros(self.n)
         self._p = None
@@ -220,11 +239,13 @@ class SafetyFilter:
         return arr
 
     def stats(self) -> dict[str, int]:
-        """Exact intervention counts by kind (see :data:`INTERVENTION_KINDS`), plus ``calls`` and ``total``."""
+        """Exact intervention counts by kind (see :data:`INTERVENTION_KINDS`), plus ``calls``, ``total`` (of the
+        interventions) and ``catch_up_ticks`` (output changed only to close an earlier lag; not in ``total``)."""
         with self._lock:
             out = dict(self._counts)
             out["calls"] = self._calls
             out["total"] = sum(self._counts.values())
+            out["catch_up_ticks"] = self._catch_up
             return out
 
     # ------------------------------------------------------------------------------------------------ filter
@@ -250,6 +271,7 @@ class SafetyFilter:
             vel, acc, jrk = self._vel, self._acc, self._jerk
             q_prev, v_prev, a_prev = self._q, self._v, self._a
 
+            total_before = sum(self._counts.values())
             # 1. position limits (tightened by the margin)
             q_pos = np.minimum(np.maximum(q_des, self._lo), self._hi)
             if np.abs(q_pos - q_des).max() > _EPS:
@@ -262,8 +284,10 @@ class SafetyFilter:
             v_des = (q_pos - q_prev) * inv_dt
             if self._q_in is None:
                 v_t = np.zeros(self.n)
+                v_own = None
             else:
-                v_t = (q_pos - self._q_in) * inv_dt  # the command's own velocity (rad/s)
+                v_own = (q_pos - self._q_in) * inv_dt  # the command's own velocity (rad/s)
+                v_t = v_own.copy()
                 v_t[np.abs(v_t) > vel] = 0.0  # a jump: treat the target as static
             e = (v_des - v_t) * dt  # where the command is vs where following its velocity would put us
             rooms = self._rooms
@@ -286,23 +310,38 @@ class SafetyFilter:
             if self.workspace is not None and self._fk_xyz is not None:
                 v = self._box_velocity(q_prev, v_prev, a_prev, v, v_lo, v_hi)
             self._q_in = q_pos
-            if np.abs(v - v_des).max() * dt > _EPS:
-                j = int(np.argmax(np.abs(v - v_des)))
-                self._intervene("velocity", f"joint {j} {v_des[j]:.3f} rad/s limited to {v[j]:.3f}")
+            # interventions are judged on the command's own motion (see the module docstring); the first command
+            # after a reset has none yet and is judged against the output state, as before
+            v_cmd = v_des if v_own is None else v_own
+            over = np.maximum(v_cmd - v_hi, v_lo - v_cmd)
+            if over.max() * dt > _EPS:
+                j = int(np.argmax(over))
+                self._intervene("velocity", f"joint {j} commanded {v_cmd[j]:.3f} rad/s, limited to {v[j]:.3f}")
+            a_cmd = None
+            if v_own is not None and self._v_in is not None:
+                a_cmd = (v_own - self._v_in) * inv_dt  # the command's own acceleration (rad/s^2)
+                j_cmd = None if self._a_in is None else (a_cmd - self._a_in) * inv_dt
+            self._v_in = v_own
+            self._a_in = a_cmd
 
             # 3. acceleration
             a_des = (v - v_prev) * inv_dt
             a = np.minimum(np.maximum(a_des, -acc), acc)
-            if np.abs(a - a_des).max() * dt * dt > _EPS:
-                j = int(np.argmax(np.abs(a - a_des)))
-                self._intervene("acceleration", f"joint {j} {a_des[j]:.2f} rad/s^2 limited to {a[j]:.2f}")
+            a_judged = a_des if a_cmd is None else a_cmd
+            over_a = np.abs(a_judged) - acc
+            if over_a.max() * dt * dt > _EPS and np.abs(a - a_des).max() * dt * dt > _EPS:
+                j = int(np.argmax(over_a))
+                self._intervene("acceleration", f"joint {j} commanded {a_judged[j]:.2f} rad/s^2, limit {acc[j]:.2f}")
 
             # 4. jerk
             j_des = (a - a_prev) * inv_dt
             jerk = np.minimum(np.maximum(j_des, -jrk), jrk)
             if np.abs(jerk - j_des).max() * dt**3 > _EPS:
-                j = int(np.argmax(np.abs(jerk - j_des)))
-                self._intervene("jerk", f"joint {j} {j_des[j]:.1f} rad/s^3 limited to {jerk[j]:.1f}")
+                j_judged = j_des if a_cmd is None or j_cmd is None else j_cmd
+                over_j = np.abs(j_judged) - jrk
+                if over_j.max() * dt**3 > _EPS:
+                    j = int(np.argmax(over_j))
+                    self._intervene("jerk", f"joint {j} commanded {j_judged[j]:.1f} rad/s^3, limit {jrk[j]:.1f}")
                 a = np.minimum(np.maximum(a_prev + jerk * dt, -acc), acc)
                 v = np.minimum(np.maximum(v_prev + a * dt, -vel), vel)
             else:
@@ -311,6 +350,8 @@ class SafetyFilter:
             if self.workspace is not None and self._fk_xyz is not None:
                 self._p = self._fk_xyz(q_out)  # the TCP of this output: the next tick brakes from it
 
+            if sum(self._counts.values()) == total_before and np.abs(q_out - q_des).max() > _EPS:
+                self._catch_up += 1  # only closing an earlier lag: not an intervention
             v_out = (q_out - q_prev) * inv_dt
             self._a = (v_out - v_prev) * inv_dt
             self._q, self._v = q_out, v_out
@@ -336,9 +377,9 @@ class SafetyFilter:
         v_real = np.minimum(np.maximum(v_prev + a * dt, -self._vel), self._vel)
         return np.minimum(np.maximum(q_prev + v_real * dt, self._lo), self._hi)
 
-    def _stop_outside(self, q: np.ndarray, v: np.ndarray) -> float:
-        """How far (m) the TCP ends outside the box (shrunk by :data:`_BOX_MARGIN_M`) after a straight joint-space
-        stop from ``(q, v)``.
+    def _stop_outside(self, q: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """How far (m, per axis: (3,)) the TCP ends outside the box (shrunk by the margin) after a straight
+        joint-space stop from ``(q, v)``.
 
         The stop decelerates every joint proportionally (so the joint path is the line along ``v``) at
         :data:`_BOX_BRAKE_FRACTION` of the tightest acceleration limit, after ramping the acceleration over at the
@@ -347,9 +388,14 @@ class SafetyFilter:
         assert self.workspace is not None and self._fk_xyz is not None
         t_stop = float(np.max(np.abs(v) / (self._acc * _BOX_BRAKE_FRACTION)))
         d = v * (0.5 * t_stop + self._box_ramp_s)
-        xyz = self._fk_xyz(q + d)
-        lo, hi = self.workspace.lower + _BOX_MARGIN_M, self.workspace.upper - _BOX_MARGIN_M
-        return float(np.sum(np.maximum(0.0, lo - xyz) + np.maximum(0.0, xyz - hi)))
+        return self._outside_margin(self._fk_xyz(q + d))
+
+    def _outside_margin(self, xyz: np.ndarray) -> np.ndarray:
+        """How far (m, per axis: (3,)) ``xyz`` ((3,) m) lies outside the box shrunk by the margin."""
+        assert self.workspace is not None
+        m = self.workspace_margin_m
+        lo, hi = self.workspace.lower + m, self.workspace.upper - m
+        return np.maximum(0.0, lo - xyz) + np.maximum(0.0, xyz - hi)
 
     def _box_velocity(
         self,
@@ -366,20 +412,26 @@ class SafetyFilter:
         by where a straight stop from there ends (:meth:`_stop_outside`, with :data:`_BOX_MARGIN_M`). If ``v`` fails,
         bisect between it and the proportional braking reference (``v_prev`` slowed at
         :data:`_BOX_BRAKE_FRACTION` of the limits, whose stop point stays put), so the box is held by braking
-        early — the stages that follow still enforce every dynamic limit. A TCP already outside may only move so
-        that its stop point gets no further out than the TCP is now.
+        early — the stages that follow still enforce every dynamic limit. A TCP already outside the shrunk box (in
+        the margin band, or beyond the box) may only move so that its stop point gets no further out than the TCP
+        is now.
         """
         assert self.workspace is not None and self._fk_xyz is not None
         if self._p is None:
             self._p = self._fk_xyz(q_prev)
-        allowed = self.workspace.outside_by(self._p)
+        # measured like the stop point, per axis, against the box shrunk by the margin: a TCP inside the margin band
+        # may move back inward (measured against the box itself, every motion from there, even away from the face,
+        # would count as leaving it and be braked: the arm would freeze in the band, e.g. during a retreat); per
+        # axis, so that getting back in on one axis never buys room to go out on another
+        allowed = self._outside_margin(self._p) + 1e-9
 
         def outside(v_ref: np.ndarray) -> float:
+            """How far (m) the stop point after ``v_ref`` is further out than allowed, worst axis (<= 0: fine)."""
             q_next = self._follow(q_prev, v_prev, a_prev, v_ref)
-            return self._stop_outside(q_next, (q_next - q_prev) * self._inv_dt)
+            return float(np.max(self._stop_outside(q_next, (q_next - q_prev) * self._inv_dt) - allowed))
 
         first = outside(v)
-        if first <= allowed:
+        if first <= 0.0:
             return v
         t_stop = float(np.max(np.abs(v_prev) / (self._acc * _BOX_BRAKE_FRACTION)))
         slow = max(0.0, 1.0 - self.period_s / t_stop) if t_stop > self.period_s else 0.0
@@ -387,13 +439,13 @@ class SafetyFilter:
         lo_s, hi_s = 0.0, 1.0  # fraction of the way from v_brake to v; lo_s is the best known
         for _ in range(10):
             mid = 0.5 * (lo_s + hi_s)
-            if outside(v_brake + mid * (v - v_brake)) <= allowed:
+            if outside(v_brake + mid * (v - v_brake)) <= 0.0:
                 lo_s = mid
             else:
                 hi_s = mid
         self._intervene(
             "workspace",
-            f"TCP {self._p.round(4).tolist()} m would stop {first * 1e3:.1f} mm outside the box; braking "
-            f"(fraction {lo_s:.3f} of the commanded velocity change kept)",
+            f"TCP {self._p.round(4).tolist()} m would stop {first * 1e3:.1f} mm further outside the box than "
+            f"allowed; braking (fraction {lo_s:.3f} of the commanded velocity change kept)",
         )
         return v_brake + lo_s * (v - v_brake)

@@ -21,7 +21,16 @@ inference latency; :meth:`ChunkScheduler.submit` then
      through the same splice, so the executing prefix is kept as well;
    * ``"none"``: latency compensation only; the executor's own blend handles the switch.
 
-3. resamples the result on a fixed grid (``resample_dt_s``, aligned to absolute multiples of it so consecutive
+3. **extension** (``extend_s`` > 0): after the newest chunk's last step the output does not end; it continues
+   along the chunk's own motion and comes to rest over ``extend_s``. Position, velocity and acceleration are
+   continuous at the last step (velocity follows a cubic Hermite from the chunk's end velocity/acceleration to
+   zero) unless the chunk ends too fast for a stop within ``limit_fraction`` of the acceleration limits in that
+   time: then the extension starts from a capped velocity/acceleration (bounded travel). A next chunk that is
+   late — arrives after the last step but within the extension — is spliced in from the extension, so the arm
+   never runs out of trajectory and never stops abruptly; if none arrives, the arm is at rest when the extension
+   ends. The executor is told where the policy's own steps end (``policy_end_ns``), so its watchdog still counts
+   from there: an extension never delays a safe hold;
+4. resamples the result on a fixed grid (``resample_dt_s``, aligned to absolute multiples of it so consecutive
    outputs share knots) and hands it to :meth:`Executor.set_trajectory`. Chunk steps are interpolated with a C2
    cubic spline (scipy ``CubicSpline``) before resampling.
 
@@ -53,7 +62,7 @@ from robot_stack.types import JointTrajectory
 
 log = logging.getLogger("robot_stack.control.scheduler")
 
-__all__ = ["BlendMode", "ChunkScheduler", "ScheduleResult", "SchedulerConfig", "smoothstep5"]
+__all__ = ["BlendMode", "ChunkScheduler", "ScheduleResult", "SchedulerConfig", "extension_offset", "smoothstep5"]
 
 
 class BlendMode(str, enum.Enum):
@@ -79,7 +88,11 @@ class SchedulerConfig:
         max_chunks: at most this many chunks take part in the ensemble (the newest ones).
         limit_fraction: the transition is stretched beyond ``window_s`` (while the executing trajectory lasts)
             until its own peak acceleration and jerk (``5.77 d / T^2``, ``60 d / T^3`` for a mismatch ``d``)
-            stay within this fraction of every joint's limits.
+            stay within this fraction of every joint's limits; the extension's deceleration (and its start
+            velocity, against the velocity limits) likewise.
+        extend_s: after the newest chunk's last step, come to rest along its motion over this long (seconds;
+            0 = the output ends at the last step and the executor decelerates on its own). Keep it below the
+            executor's watchdog timeout.
     """
 
     mode: str = "splice"
@@ -90,6 +103,7 @@ class SchedulerConfig:
     taper_s: float = 0.3
     max_chunks: int = 8
     limit_fraction: float = 0.5
+    extend_s: float = 0.25
 
     def __post_init__(self) -> None:
         try:
@@ -98,7 +112,7 @@ class SchedulerConfig:
             raise ConfigError(
                 f"SchedulerConfig.mode: {self.mode!r} unknown; expected one of {[m.value for m in BlendMode]}"
             ) from None
-        for name in ("handover_s", "window_s", "resample_dt_s", "taper_s"):
+        for name in ("handover_s", "window_s", "resample_dt_s", "taper_s", "extend_s"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and np.isfinite(value) and value >= 0):
                 raise ConfigError(f"SchedulerConfig.{name}: expected seconds >= 0, got {value!r}")
@@ -148,20 +162,51 @@ class _Chunk:
     t0_ns: int  # time origin of the spline's abscissa
     gripper_t: np.ndarray | None  # (M,) seconds from t0 for the gripper interpolation
     gripper: np.ndarray | None
+    tail_s: float = 0.0  # extension after the last step (s); 0 = held
+    v_end: np.ndarray | None = None  # (n,) rad/s, rad/s^2 of the spline at the last step
+    a_end: np.ndarray | None = None
+
+    @property
+    def end_ns(self) -> int:
+        """Where the chunk's positions stop changing: the last step plus the extension."""
+        return self.t_end_ns + round(self.tail_s * 1e9)
 
     def positions(self, t_ns: np.ndarray) -> np.ndarray:
-        """(len(t), n) positions; extrapolated before the first step (at most one step, see ``_to_chunk``), held
-        after the last."""
+        """(len(t), n) positions; extrapolated before the first step (at most one step, see ``_to_chunk``), then
+        the extension after the last (see :func:`extension_offset`), held after that."""
         if self.spline is None:
             assert self.q_single is not None
             return np.broadcast_to(self.q_single, (len(t_ns), self.q_single.shape[0])).copy()
         ts = (np.minimum(t_ns, self.t_end_ns) - self.t0_ns) * 1e-9
-        return np.asarray(self.spline(ts))
+        out = np.asarray(self.spline(ts))
+        if self.tail_s > 0.0 and self.v_end is not None and self.a_end is not None:
+            after = t_ns > self.t_end_ns
+            if np.any(after):
+                tau = (t_ns[after] - self.t_end_ns) * 1e-9
+                out[after] += extension_offset(self.v_end, self.a_end, self.tail_s, tau)
+        return out
 
     def gripper_at(self, t_ns: np.ndarray) -> np.ndarray | None:
         if self.gripper is None or self.gripper_t is None:
             return None
         return np.interp((t_ns - self.t0_ns) * 1e-9, self.gripper_t, self.gripper)
+
+
+def extension_offset(v_end: np.ndarray, a_end: np.ndarray, duration_s: float, tau_s: np.ndarray) -> np.ndarray:
+    """Displacement (len(tau), n) rad of a C2 come-to-rest that starts with velocity ``v_end`` ((n,) rad/s) and
+    acceleration ``a_end`` ((n,) rad/s^2) and ends at rest after ``duration_s``; ``tau_s`` seconds after the start
+    (clipped to ``[0, duration_s]``: held after).
+
+    The velocity is the cubic Hermite ``v(s) = v_end h00(s) + a_end T h10(s)``, ``s = tau / T``; integrated:
+    ``T [v_end (s^4/2 - s^3 + s) + a_end T (s^4/4 - 2 s^3/3 + s^2/2)]``. Peak deceleration
+    ``<= 1.5 |v_end| / T + |a_end|``.
+    """
+    T = float(duration_s)
+    s = np.clip(np.asarray(tau_s, dtype=np.float64) / T, 0.0, 1.0)[:, None]
+    s2 = s * s
+    p_v = s2 * s2 * 0.5 - s2 * s + s
+    p_a = s2 * s2 * 0.25 - s2 * s * (2.0 / 3.0) + s2 * 0.5
+    return T * (p_v * v_end[None, :] + p_a * (a_end * T)[None, :])
 
 
 class ChunkScheduler:
@@ -220,7 +265,21 @@ class ChunkScheduler:
         # between now and that step) the spline is extrapolated from the future steps, never from past ones
         bc = "not-a-knot" if len(tk) >= 4 else "natural"
         spline = CubicSpline((tk - t0) * 1e-9, qk, axis=0, bc_type=bc, extrapolate=True)
-        return _Chunk(int(tk[-1]), spline, None, t0, grip_t, grip), skipped
+        if self.config.extend_s <= 0.0:
+            return _Chunk(int(tk[-1]), spline, None, t0, grip_t, grip), skipped
+        t_last = (int(tk[-1]) - t0) * 1e-9
+        v_end, a_end = np.asarray(spline(t_last, 1)), np.asarray(spline(t_last, 2))
+        # the come-to-rest's peak deceleration (<= 1.5 |v| / T + |a|) must fit limit_fraction of the acceleration
+        # limits: a chunk that ends fast or wild (a jumping policy) is extended from a capped velocity and
+        # acceleration, so an extension never travels more than a few centiradians (the output then bends into
+        # the extension; the safety filter smooths that within the limits)
+        lim = self.executor.robot.limits
+        tail_s = self.config.extend_s
+        budget = self.config.limit_fraction * np.asarray(lim.acceleration)
+        a_c = np.clip(a_end, -0.5 * budget, 0.5 * budget)
+        v_cap = np.minimum((budget - np.abs(a_c)) * tail_s / 1.5, self.config.limit_fraction * np.asarray(lim.velocity))
+        v_c = np.clip(v_end, -v_cap, v_cap)
+        return _Chunk(int(tk[-1]), spline, None, t0, grip_t, grip, tail_s, v_c, a_c), skipped
 
     def _grid(self, now_ns: int, end_ns: int) -> np.ndarray:
         """Absolute-aligned knots from two before ``now`` to the last one not after ``end_ns`` (at least 3)."""
@@ -332,12 +391,12 @@ class ChunkScheduler:
                 return ScheduleResult(False, "stale", self.mode.value, skipped, None, now)
 
             # the ensemble keeps the newest chunks that still reach into the future
-            self._chunks = [c for c in self._chunks if c.t_end_ns > now][-(self.config.max_chunks - 1) :]
+            self._chunks = [c for c in self._chunks if c.end_ns > now][-(self.config.max_chunks - 1) :]
             if self.config.max_chunks == 1:
                 self._chunks = []
             self._chunks.append(chunk)
 
-            grid = self._grid(now, chunk.t_end_ns)
+            grid = self._grid(now, chunk.end_ns)
             if self.mode == BlendMode.ENSEMBLE:
                 target, target_grip = self._ensemble(grid)
             else:
@@ -364,7 +423,11 @@ class ChunkScheduler:
             out = JointTrajectory(
                 traj.joint_names, grid, positions, None if gripper is None else np.clip(gripper, 0, 1)
             )
-            accepted = self.executor.set_trajectory(out)
+            if chunk.tail_s > 0.0 and isinstance(self.executor, Executor):
+                # the executor's watchdog counts from the policy's last step, not from the extension's end
+                accepted = self.executor.set_trajectory(out, policy_end_ns=chunk.t_end_ns)
+            else:
+                accepted = self.executor.set_trajectory(out)
             if accepted:
                 self._active = out
                 self._counts["accepted"] += 1

@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +33,7 @@ log = logging.getLogger("robot_stack.decoders.geometry")
 __all__ = [
     "PoseSequenceIK",
     "ReachPolicy",
+    "ReachStats",
     "RigidFit",
     "ViewGeometry",
     "kabsch",
@@ -368,6 +370,59 @@ def refine_pose_reprojection(
 # ------------------------------------------------------------------------------------------- pose -> joints
 
 
+class ReachStats:
+    """Running record (thread-safe) of how many steps of each solved TCP sequence a :class:`ReachPolicy` had to
+    change before execution: raised over the floor, clamped onto the reachable set, or dropped. Best-effort steps
+    (within the tolerance) count as solved.
+
+    A policy whose chunks are mostly changed, chunk after chunk, is asking for motion the arm cannot make: a
+    supervisor (:class:`robot_stack.runtime.RecoveryConfig`) reads :attr:`last_fraction` after each decode.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sequences = 0
+        self.steps = 0
+        self.changed = 0
+        self._last = (0, 0)
+        self._tcp_goal: tuple[np.ndarray, np.ndarray] | None = None
+
+    def record(
+        self, steps: int, changed: int, tcp_xyz: np.ndarray | None = None, goal_xyz: np.ndarray | None = None
+    ) -> None:
+        """Add one solved sequence of ``steps`` steps of which ``changed`` were changed (or dropped).
+
+        ``tcp_xyz``: (3,) m base frame, the TCP when the sequence was solved; ``goal_xyz``: (3,) m, the sequence's
+        last target (the policy's goal, raised over the floor if it was below it). Either None = unknown."""
+        with self._lock:
+            self.sequences += 1
+            self.steps += int(steps)
+            self.changed += int(changed)
+            self._last = (int(steps), int(changed))
+            known = tcp_xyz is not None and goal_xyz is not None
+            self._tcp_goal = (np.array(tcp_xyz, np.float64), np.array(goal_xyz, np.float64)) if known else None
+
+    @property
+    def last_tcp_goal(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """((3,), (3,)) m base frame: the TCP and the policy's goal of the last sequence; None if unknown. A policy
+        close to its goal, or whose arm got closer to it, is not stuck however much of its chunk was changed."""
+        with self._lock:
+            return None if self._tcp_goal is None else (self._tcp_goal[0].copy(), self._tcp_goal[1].copy())
+
+    @property
+    def last_goal_distance_m(self) -> float | None:
+        """Distance (m) from the TCP to the last sequence's goal; None if unknown."""
+        pair = self.last_tcp_goal
+        return None if pair is None else float(np.linalg.norm(pair[1] - pair[0]))
+
+    @property
+    def last_fraction(self) -> float:
+        """Fraction (0..1) of the last sequence's steps that were changed; 0 before the first."""
+        with self._lock:
+            steps, changed = self._last
+            return changed / steps if steps else 0.0
+
+
 @dataclass(frozen=True)
 class ReachPolicy:
     """How :func:`solve_pose_sequence` treats TCP targets the IK cannot hit exactly.
@@ -385,6 +440,7 @@ class ReachPolicy:
             whole chunk; the chunk fails only if no step is left.
         floor_z_m: TCP targets below this height (base-frame z, m; e.g. the table top plus a margin) are raised
             to it before the IK (logged, counted as clamped): the hand never presses into the table. None = off.
+        stats: where to record how many steps of each sequence were changed (:class:`ReachStats`); None = off.
     """
 
     fallback_q: np.ndarray | None = None
@@ -393,6 +449,7 @@ class ReachPolicy:
     clamp_m: float = 0.0
     drop_unreachable: bool = False
     floor_z_m: float | None = None
+    stats: ReachStats | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -481,6 +538,12 @@ def solve_pose_sequence_checked(
         kept.append(k)
     if reasons:
         log.warning("%s: %d of %d steps not solved exactly: %s", what, len(reasons), len(poses), "; ".join(reasons))
+    if reach.stats is not None:
+        goal = np.array(poses[-1].translation, dtype=np.float64)
+        if reach.floor_z_m is not None:
+            goal[2] = max(goal[2], reach.floor_z_m)
+        tcp = ik.fk_xyz(np.asarray(q_init, dtype=np.float64))
+        reach.stats.record(len(poses), len(poses) - len(kept) + len(clamped), tcp, goal)
     if not rows:
         raise IKError(f"{what}: no step of the chunk is reachable ({reasons[0] if reasons else 'no steps'})")
     return PoseSequenceIK(np.array(rows), np.array(kept, np.int64), tuple(clamped), tuple(best_effort))

@@ -26,7 +26,11 @@ from robot_stack.hil.scenario import FaultSpec, Scenario
 
 log = logging.getLogger("robot_stack.hil")
 
-__all__ = ["RunRecord", "Window", "run_scenario"]
+__all__ = ["WORKSPACE_MARGIN_M", "RunRecord", "Window", "run_scenario"]
+
+#: The safety filter brakes the commanded TCP this far (m) inside the workspace box: the measured TCP lags the
+#: commands (position-controller tracking, contact), so braking on the face itself lets the real hand pass it.
+WORKSPACE_MARGIN_M = 0.01
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,12 @@ class RunRecord:
 
 
 class _Injector:
-    """Switches each fault of a scenario on and off as episode time passes."""
+    """Switches each fault of a scenario on and off as episode time passes.
+
+    It is updated once per policy cycle, so a window switches on at the first update at or after its start; it then
+    lasts its full duration from there (a slow cycle delays a window, never shortens or skips it). Each window is
+    applied once per episode.
+    """
 
     def __init__(
         self,
@@ -87,6 +96,7 @@ class _Injector:
         self.faults = [f for f in faults if f.kind != "clock_skew"]
         self.proxy, self.server, self.camera, self.world = proxy, server, camera, world
         self.active: dict[int, int] = {}  # fault index -> start time ns
+        self.applied: set[int] = set()  # windows already run this episode
 
     def _switch(self, fault: FaultSpec, on: bool) -> None:
         p = fault.params
@@ -112,19 +122,29 @@ class _Injector:
 
     def update(self, t_s: float, now_ns: int, episode: int, record: RunRecord) -> None:
         for i, fault in enumerate(self.faults):
-            want = fault.active(t_s)
-            if want and i not in self.active:
+            if i in self.active:
+                if (now_ns - self.active[i]) / 1e9 >= fault.end_s - fault.start_s:
+                    self._switch(fault, False)
+                    record.windows.append(Window(fault.label, fault.kind, episode, self.active.pop(i), now_ns))
+            elif i not in self.applied and t_s >= fault.start_s:
+                if t_s > fault.end_s:
+                    log.warning(
+                        "fault %s switched on %.0f ms late (slow cycle)", fault.label, (t_s - fault.start_s) * 1e3
+                    )
                 self._switch(fault, True)
                 self.active[i] = now_ns
-            elif not want and i in self.active:
-                self._switch(fault, False)
-                record.windows.append(Window(fault.label, fault.kind, episode, self.active.pop(i), now_ns))
+                self.applied.add(i)
+
+    def pending(self) -> bool:
+        """Whether a window is still on or has yet to run this episode."""
+        return bool(self.active) or len(self.applied) < len(self.faults)
 
     def clear(self, now_ns: int, episode: int, record: RunRecord) -> None:
         for i in list(self.active):
             fault = self.faults[i]
             self._switch(fault, False)
             record.windows.append(Window(fault.label, fault.kind, episode, self.active.pop(i), now_ns))
+        self.applied.clear()
 
 
 def run_scenario(
@@ -143,12 +163,13 @@ def run_scenario(
     from robot_stack.control.safety import SafetyFilter, WorkspaceBox
     from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig
     from robot_stack.decoders.ee_delta import EeDeltaXyzDecoder
-    from robot_stack.decoders.geometry import ReachPolicy
+    from robot_stack.decoders.geometry import ReachPolicy, ReachStats
     from robot_stack.demo import DEFAULT_MANIFEST
+    from robot_stack.errors import TransportError
     from robot_stack.hil.metrics import compute_metrics, evaluate
     from robot_stack.hil.report import HilReport, write_report
     from robot_stack.robots.panda import HOME_Q
-    from robot_stack.runtime import ObservationGuard, PolicyCycle
+    from robot_stack.runtime import ObservationGuard, PolicyCycle, RecoveryConfig
     from robot_stack.sim.camera import SimCamera
     from robot_stack.sim.robot import SimRobot
     from robot_stack.sim.task import ReachTouchTask
@@ -173,8 +194,15 @@ def run_scenario(
             # a real stack's decoding: restart IK from the neutral posture when the warm start fails, accept a
             # best-effort residual of <= 5 mm, clamp targets up to 5 cm beyond reach onto the reachable set and
             # drop the steps that are still unreachable, raise targets below 15 mm over the table top (all logged)
+            reach_stats = ReachStats()
             reach = ReachPolicy(
-                HOME_Q, best_effort_m=0.005, best_effort_rad=0.01, clamp_m=0.05, drop_unreachable=True, floor_z_m=0.015
+                HOME_Q,
+                best_effort_m=0.005,
+                best_effort_rad=0.01,
+                clamp_m=0.05,
+                drop_unreachable=True,
+                floor_z_m=0.015,
+                stats=reach_stats,
             )
             decoder = EeDeltaXyzDecoder(orientation="down", reach=reach)
             task = ReachTouchTask(world, max_duration_s=scenario.duration_s)
@@ -197,14 +225,17 @@ def run_scenario(
             for ep in range(scenario.episodes):
                 task.reset(scenario.seed + ep)
                 robot.reset_history()
-                safety = SafetyFilter(robot.limits, workspace=box, fk_xyz=fk)
+                safety = SafetyFilter(robot.limits, workspace=box, fk_xyz=fk, workspace_margin_m=WORKSPACE_MARGIN_M)
                 executor = Executor(
                     robot, clock, rate_hz=scenario.rate_hz, safety=safety, watchdog_timeout_s=scenario.watchdog_s
                 )
                 robot.executor = executor
                 robot.monitor = task.is_success  # latch touches at the state-read rate, not only per policy cycle
                 # latency compensation + splice blending, exactly as ``robot-stack demo`` (default --blend splice)
-                scheduler = ChunkScheduler(executor, SchedulerConfig(mode="splice"))
+                # late chunks: the scheduler extends the last one (coming to rest along its motion) up to the watchdog
+                # deadline, so a chunk that arrives before the deadline is spliced in without a stop; beyond it, hold
+                extend_s = scenario.watchdog_s
+                scheduler = ChunkScheduler(executor, SchedulerConfig(mode="splice", extend_s=extend_s))
                 cycle = PolicyCycle(
                     [(camera, projector)],
                     robot,
@@ -218,6 +249,9 @@ def run_scenario(
                     scheduler=scheduler,
                     # slow model or network: capture the next observation while the request is in flight
                     pipeline_period_s=period_ns / 1e9,
+                    # a policy that only pushes into a limit (floor, reach, box) is taken back to its start posture
+                    # (15 cycles or 1.5 s in a row: on a loaded host cycles slow down, the arm is stuck all the same)
+                    recovery=RecoveryConfig(HOME_Q, reach_stats=reach_stats, blocked_s=1.5),
                 )
                 t0 = clock.now_ns()
                 if ep == 0:
@@ -232,12 +266,21 @@ def run_scenario(
                         "time_to_success_s": task.time_to_success_s,
                         "duration_s": round(task.elapsed_s(), 3),
                         "outcomes": dict(cycle.outcomes),
+                        "recoveries": cycle.recoveries,
                         "final_distance_m": round(task.tcp_distance_m(), 4),
                     }
                 )
                 log.info("HIL %s episode %d: %s", scenario.name, ep, record.episodes[-1])
             if server._restart is not None:
                 server._restart.join(60)
+            # the offset estimate comes from the lowest-delay sample of the client's last calls; during an episode
+            # those are image-carrying requests whose upload is slower than their reply (an asymmetry that biases
+            # the estimate by milliseconds on a loaded host): measure it the way a deployment re-syncs, with small
+            # symmetric pings once the control loop is idle
+            try:
+                client.sync_clock(16)
+            except TransportError as exc:
+                log.warning("final clock sync failed (%s); the offset measured during the run is reported", exc)
             record.clock = {
                 "injected_offset_ms": scenario.clock_skew_s * 1e3,
                 "measured_offset_ms": (client.clock_offset_ns or 0) / 1e6,
@@ -301,7 +344,7 @@ def _run_episode(
             # sample the task every cycle, also inside fault windows: a touch is an event that the task latches
             # only when it is asked (the executor-rate monitor on the robot samples it between cycles too)
             succeeded = task.is_success()
-            if t_s >= scenario.duration_s or (recovered and t_s >= faults_end and succeeded):
+            if t_s >= scenario.duration_s or (recovered and not injector.pending() and succeeded):
                 break
             injector.update(t_s, now, episode, record)
             clock.sleep_until(next_query)
@@ -311,14 +354,15 @@ def _run_episode(
             record.cycles.append((t_done, result.outcome, episode))
             if result.ok and result.observation is not None:
                 obs = result.observation
-                call = cycle.client.calls[-1]
+                # the call that carried this observation (with pipelining the next request may already be back)
+                call = next(c for c in reversed(cycle.client.calls) if c.t_obs_ns == obs.t_obs_ns)
                 xyz = obs.cameras[0].xyz_base
                 valid = float(np.count_nonzero(np.isfinite(xyz[::8, ::8, 2]))) / xyz[::8, ::8, 2].size
                 age_ms = (call.t_send_ns - obs.t_obs_ns) / 1e6
                 repeated = obs.t_obs_ns <= last_t_obs
                 record.fresh.append((obs.t_obs_ns, -1.0 if repeated else age_ms, valid))
                 last_t_obs = obs.t_obs_ns
-                if (t_done - t0) / 1e9 >= faults_end:
+                if (t_done - t0) / 1e9 >= faults_end and not injector.pending():
                     recovered = True
     finally:
         cycle.close()

@@ -14,8 +14,11 @@ Metrics every scenario reports (seconds, rad, counts):
 * ``task_success`` (all episodes), ``success_rate``, ``success_after_faults``;
 * ``dropped_actions``: answers requested that never reached the executor (transport, decode, executor rejection);
   ``late_actions``: answers that arrived after their step 1 was due (``t_recv > t_obs + dt``);
-* ``holds``, ``stop_events`` (times the arm ran out of trajectory), stale/camera/decode counts, safety
-  interventions by kind, clock offset figures, commanded-TCP workspace excursion, minimum joint-limit margin.
+* ``holds``, ``stop_events`` (times the arm ran out of trajectory), ``extensions`` (times the policy's steps ran
+  out before the next chunk and the scheduler's come-to-rest extension was followed: late chunks), ``recoveries``
+  (retreats from a blocked state), stale/camera/decode counts, safety interventions by kind (ticks where the
+  command itself broke a limit) and catch-up ticks (the output only closing an earlier lag), clock offset figures,
+  commanded- and measured-TCP workspace excursion, minimum joint-limit margin.
 """
 
 from __future__ import annotations
@@ -72,8 +75,10 @@ def compute_metrics(record: Any) -> dict[str, Any]:
     after_coverage: list[float] = []
     stop_events = 0
     for i in range(1, len(states)):
-        if states[i] == "stopping" and states[i - 1] == "tracking":
+        if states[i] in ("stopping", "holding") and states[i - 1] == "tracking":
             stop_events += 1
+        if states[i] == "holding" and states[i - 1] == "tracking":
+            after_coverage.append(0.0)  # the watchdog cut a come-to-rest extension: held the moment coverage ended
         if states[i] == "holding" and states[i - 1] == "stopping":
             j = i - 1
             while j > 0 and states[j] == "stopping":
@@ -90,10 +95,12 @@ def compute_metrics(record: Any) -> dict[str, Any]:
     stale = {k.split(":", 1)[1]: n for k, n in outcomes.items() if k.startswith("stale:")}
     rejected_exec: Counter[str] = Counter()
     safety: Counter[str] = Counter()
-    holds = 0
+    holds = extensions = catch_up = 0
     for st in record.executor:
+        extensions += int(st.get("extensions", 0))
         rejected_exec.update(st.get("trajectories_rejected", {}))
-        safety.update({k: v for k, v in st.get("safety", {}).items() if k not in ("calls", "total")})
+        safety.update({k: v for k, v in st.get("safety", {}).items() if k not in ("calls", "total", "catch_up_ticks")})
+        catch_up += int(st.get("safety", {}).get("catch_up_ticks", 0))
         holds += int(st.get("holds", 0))
     dropped = outcomes["transport"] + outcomes["decode"] + outcomes["rejected"] + sum(rejected_exec.values())
     dt_ns = record.policy_dt_s * 1e9
@@ -119,7 +126,7 @@ def compute_metrics(record: Any) -> dict[str, Any]:
             elif bad:
                 raw_bad += 1
 
-    ws_excursion = None
+    ws_excursion = ws_measured = None
     if scenario.workspace is not None and len(q):
         from robot_stack.control.ik import panda_ik
         from robot_stack.control.safety import WorkspaceBox
@@ -127,6 +134,8 @@ def compute_metrics(record: Any) -> dict[str, Any]:
         box = WorkspaceBox(np.array(scenario.workspace[0]), np.array(scenario.workspace[1]))
         fk = panda_ik().fk_xyz
         ws_excursion = max(box.outside_by(fk(qi)) for qi in q)
+        if robot.tcp_meas:
+            ws_measured = max(box.outside_by(np.asarray(p)) for p in robot.tcp_meas)
     lim = robot.limits
     margin = float(np.min(np.minimum(q - lim.lower, lim.upper - q))) if len(q) else None
     episodes = record.episodes
@@ -154,6 +163,8 @@ def compute_metrics(record: Any) -> dict[str, Any]:
         "max_jerk_ratio": _round(robot.max_jerk_ratio, 4),
         "holds": holds,
         "stop_events": stop_events,
+        "extensions": extensions,
+        "recoveries": sum(int(e.get("recoveries", 0)) for e in episodes),
         "cycles": len(record.cycles),
         "outcomes": dict(outcomes),
         "stale": stale,
@@ -166,7 +177,9 @@ def compute_metrics(record: Any) -> dict[str, Any]:
         "round_trip_p50_ms": _round(float(np.percentile(rtt, 50)), 2) if rtt else None,
         "round_trip_max_ms": _round(max(rtt), 2) if rtt else None,
         "safety_interventions": dict(safety),
+        "safety_catch_up_ticks": catch_up,
         "tcp_outside_workspace_m": _round(ws_excursion, 4),
+        "tcp_outside_workspace_measured_m": _round(ws_measured, 4),
         "min_joint_limit_margin_rad": _round(margin, 4),
         "clock_offset_injected_ms": _round(clock.get("injected_offset_ms"), 3),
         "clock_offset_measured_ms": _round(clock.get("measured_offset_ms"), 3),
@@ -208,6 +221,7 @@ _BOUNDS: dict[str, tuple[str, str]] = {
     "dropped_actions_max": ("dropped_actions", "<="),
     "clock_offset_error_max_ms": ("clock_offset_error_ms", "<="),
     "tcp_outside_workspace_max_m": ("tcp_outside_workspace_m", "<="),
+    "tcp_measured_outside_workspace_max_m": ("tcp_outside_workspace_measured_m", "<="),
 }
 
 

@@ -78,6 +78,7 @@ EXPECTATION_KEYS: dict[str, str] = {
     "dropped_actions_max": "int: at most this many answers that never reached the executor",
     "clock_offset_error_max_ms": "float: |measured - injected server clock offset|",
     "tcp_outside_workspace_max_m": "float: commanded TCP beyond the workspace box",
+    "tcp_measured_outside_workspace_max_m": "float: measured TCP (robot state) beyond the workspace box",
     "warnings_min": "map logger suffix -> int: at least this many warnings logged by robot_stack.<suffix>",
 }
 
