@@ -35,18 +35,25 @@ def test_full_queues_drop_whole_frames_counted_and_reported(tmp_path):
     rec = Recorder(w, queue_frames=2, max_joint_samples=5)
     rec.start_episode("t")
     gate = threading.Event()
-    entered = threading.Event()
     ep = w._active
-    write_rgb = ep.write_rgb
+    entered = {}
 
-    def stalled(*args):  # the real encoder, stalled until the test lets it go (a slow disk/encoder)
-        entered.set()
-        gate.wait(30)
-        write_rgb(*args)
+    def stall(name: str) -> None:  # the real encoder, stalled until the test lets it go (a slow disk/encoder)
+        write = getattr(ep, name)
+        entered[name] = threading.Event()
 
-    ep.write_rgb = stalled
+        def stalled(*args):
+            entered[name].set()
+            gate.wait(30)
+            write(*args)
+
+        setattr(ep, name, stalled)
+
+    stall("write_rgb")
+    stall("write_depth")
     taken = [rec.add_frame(*_frame(0))]
-    assert entered.wait(30)  # frame 0 is inside the encoder; the rgb queue now holds at most 2 more
+    # frame 0 is inside both encoders (rgb and depth workers); each queue now holds at most 2 more
+    assert all(e.wait(30) for e in entered.values())
     taken += [rec.add_frame(*_frame(k)) for k in range(1, 8)]
     assert taken == [True, True, True] + [False] * 5
     joints = [rec.add_joint_sample(JointSample(k, np.zeros(7), np.zeros(7), np.zeros(7), 1.0)) for k in range(8)]
