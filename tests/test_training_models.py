@@ -3,16 +3,15 @@ and decoded by the registry decoders. No torch needed."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from served import served
 
 from robot_stack.decoders import get_decoder
 from robot_stack.decoders.vq import VqManifest
 from robot_stack.policy.manifest import PolicyManifest
-from robot_stack.policy.service import serve
 from robot_stack.sim.lockstep import LockstepRig
 from robot_stack.training.evaluate import tokenizer_for
 from robot_stack.transport.client import PolicyClient
@@ -35,27 +34,9 @@ def scene():  # type: ignore[no-untyped-def]
 
 
 def _ask(manifest: Path, obs) -> tuple[dict, dict]:  # type: ignore[no-untyped-def]
-    ready, stop, endpoint = threading.Event(), threading.Event(), []
-
-    def on_ready(bound: str) -> None:
-        endpoint.append(bound)
-        ready.set()
-
-    thread = threading.Thread(
-        target=serve,
-        args=(manifest, "tcp://127.0.0.1:*", "cpu"),
-        kwargs={"threads": 1, "on_ready": on_ready, "stop_event": stop},
-        daemon=True,
-    )
-    thread.start()
-    try:
-        assert ready.wait(60), "server did not start"
-        with PolicyClient(endpoint[0], "test", timeout_s=30.0) as client:
-            reply = client.infer(obs.arrays(), {"t_obs_ns": obs.t_obs_ns})
-            return reply.arrays, reply.meta
-    finally:
-        stop.set()
-        thread.join(10)
+    with served(manifest) as endpoint, PolicyClient(endpoint, "test", timeout_s=30.0) as client:
+        reply = client.infer(obs.arrays(), {"t_obs_ns": obs.t_obs_ns})
+        return reply.arrays, reply.meta
 
 
 def test_shipped_files_are_small_and_manifests_validate() -> None:

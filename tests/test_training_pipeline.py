@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from served import served  # noqa: E402
 
 from robot_stack.cli import build_parser, main  # noqa: E402
 from robot_stack.decoders import get_decoder  # noqa: E402
@@ -82,27 +83,6 @@ def test_samples_from_recorded_dataset(dataset: Path, samples) -> None:  # type:
         samples_from_dataset(dataset)
 
 
-def _serve(manifest: Path):  # type: ignore[no-untyped-def]
-    """Start the real server (policy.service.serve) on loopback; return (endpoint, stop event, thread)."""
-    from robot_stack.policy.service import serve
-
-    ready, stop, endpoint = threading.Event(), threading.Event(), []
-
-    def on_ready(bound: str) -> None:
-        endpoint.append(bound)
-        ready.set()
-
-    thread = threading.Thread(
-        target=serve,
-        args=(manifest, "tcp://127.0.0.1:*", "cpu"),
-        kwargs={"threads": 1, "on_ready": on_ready, "stop_event": stop},
-        daemon=True,
-    )
-    thread.start()
-    assert ready.wait(60)
-    return endpoint[0], stop, thread
-
-
 def _full_res(samples, i: int) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
     up = {k: np.repeat(np.repeat(a[i], STRIDE, 0), STRIDE, 1) for k, a in (("rgb", samples.rgb), ("xyz", samples.xyz))}
     return {"front/rgb": up["rgb"], "front/xyz": up["xyz"], "state": samples.state[i]}
@@ -146,13 +126,8 @@ def test_continuous_export_matches_torch_and_is_served(samples, tmp_path: Path) 
         obs = rig.observe()
     finally:
         rig.close()
-    endpoint, stop, thread = _serve(result.manifest_path)
-    try:
-        with PolicyClient(endpoint, "test", timeout_s=30.0) as client:
-            reply = client.infer(obs.arrays(), {"t_obs_ns": obs.t_obs_ns})
-    finally:
-        stop.set()
-        thread.join(10)
+    with served(result.manifest_path) as endpoint, PolicyClient(endpoint, "test", timeout_s=30.0) as client:
+        reply = client.infer(obs.arrays(), {"t_obs_ns": obs.t_obs_ns})
     assert reply.meta["model_id"] == "tiny-continuous" and reply.meta["action_head"] == "continuous"
     chunk = ActionChunk(obs.t_obs_ns, reply.meta["dt_s"], reply.arrays["actions"], reply.meta["action_space"])
     traj = get_decoder(manifest.action_space).decode(chunk, obs.state)

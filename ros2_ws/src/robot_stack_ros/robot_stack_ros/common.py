@@ -29,16 +29,19 @@ from std_msgs.msg import Header
 from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 from trajectory_msgs.msg import JointTrajectoryPoint
 
-from robot_stack.errors import ConfigError
-from robot_stack.graph.diagnostics import Health
+from robot_stack.errors import ConfigError, ShapeError
+from robot_stack.graph.diagnostics import Health, StreamMonitor
 from robot_stack.graph.messages import (
     ImageFields,
     image_to_fields,
     join_stamp,
     mono_to_wall,
+    positions_by_name,
     split_stamp,
+    stamp_problem,
     trajectory_from_points,
     trajectory_to_points,
+    wall_to_mono,
 )
 from robot_stack.types import CameraModel, JointTrajectory
 
@@ -47,6 +50,7 @@ __all__ = [
     "SENSOR_QOS",
     "STATE_QOS",
     "DiagnosticsPublisher",
+    "accepted_joint_state",
     "camera_info_msg",
     "declare",
     "fields_from_image",
@@ -180,6 +184,31 @@ def joint_state_msg(
         msg.velocity = [float(x) for x in dq]
     msg.header = Header(stamp=stamp(t_wall_ns), frame_id=frame_id)
     return msg
+
+
+def accepted_joint_state(
+    msg: JointState, names: Sequence[str], monitor: StreamMonitor, max_age_s: float
+) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """A ``JointState`` checked and reordered to ``names``, or None after counting on ``monitor`` why it was dropped.
+
+    Returns ``(t_ns, q, dq)``: stamp on this process' monotonic clock (ns), positions ``(n,)`` rad and velocities
+    ``(n,)`` rad/s (zeros when the message carries none). Dropped, with the reason: missing/duplicated joints or a
+    wrong number of values (``malformed``), a stamp older than ``max_age_s`` (``stale``) or from the future.
+    """
+    try:
+        q = positions_by_name(msg.name, msg.position, names, "joint_states position")
+        dq = positions_by_name(msg.name, msg.velocity, names, "joint_states velocity") if len(msg.velocity) else 0 * q
+    except ShapeError as exc:
+        monitor.dropped("malformed", str(exc))
+        return None
+    t_ns = wall_to_mono(stamp_ns(msg.header.stamp))
+    now = time.monotonic_ns()
+    problem = stamp_problem(t_ns, now, max_age_s)
+    if problem is not None:
+        monitor.dropped(problem.split(":")[0], problem)
+        return None
+    monitor.received(now, (now - t_ns) / 1e9)
+    return t_ns, q, dq
 
 
 def trajectory_msg(traj: JointTrajectory, frame_id: str = "") -> JointTrajectoryMsg:

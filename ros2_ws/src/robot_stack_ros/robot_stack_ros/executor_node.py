@@ -33,16 +33,15 @@ from robot_stack.control.executor import Executor
 from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig
 from robot_stack.errors import ConfigError, RobotStackError, ShapeError
 from robot_stack.graph.diagnostics import Health, StreamMonitor
-from robot_stack.graph.messages import positions_by_name, stamp_problem, wall_to_mono
 from robot_stack.graph.streams import StreamedArm
 from robot_stack_ros.common import (
     COMMAND_QOS,
     STATE_QOS,
     DiagnosticsPublisher,
+    accepted_joint_state,
     declare,
     run_node,
     single_point_trajectory,
-    stamp_ns,
     trajectory_from_msg,
 )
 
@@ -162,25 +161,9 @@ class ExecutorNode(LifecycleNode):
 
     # ----------------------------------------------------------------------------------------- callbacks
     def _on_joint_state(self, msg: JointState) -> None:
-        try:
-            q = positions_by_name(msg.name, msg.position, self.names, "joint_states position")
-            dq = (
-                positions_by_name(msg.name, msg.velocity, self.names, "joint_states velocity")
-                if len(msg.velocity)
-                else np.zeros_like(q)
-            )
-        except ShapeError as exc:
-            self.joint_states.dropped("malformed", str(exc))
-            return
-        t_ns = wall_to_mono(stamp_ns(msg.header.stamp))
-        now = time.monotonic_ns()
-        problem = stamp_problem(t_ns, now, self.max_state_age_s)
-        if problem is not None:
-            self.joint_states.dropped(problem.split(":")[0], problem)
-            return
-        if self.arm is not None:
-            self.arm.update(t_ns, q, dq)
-        self.joint_states.received(now, (now - t_ns) / 1e9)
+        state = accepted_joint_state(msg, self.names, self.joint_states, self.max_state_age_s)
+        if state is not None and self.arm is not None:
+            self.arm.update(*state)
 
     def _on_trajectory(self, msg: JointTrajectoryMsg) -> None:
         if not self._active or self.control is None:

@@ -35,13 +35,13 @@ from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 from robot_stack.clock import MonotonicClock
 from robot_stack.errors import ConfigError, RobotStackError, ShapeError
 from robot_stack.graph.diagnostics import Health, StreamMonitor
-from robot_stack.graph.messages import positions_by_name, stamp_problem, wall_to_mono
 from robot_stack.graph.streams import StreamedArm, StreamedCamera
 from robot_stack.types import JointTrajectory
 from robot_stack_ros.common import (
     COMMAND_QOS,
     STATE_QOS,
     DiagnosticsPublisher,
+    accepted_joint_state,
     declare,
     fields_from_image,
     image_qos,
@@ -169,21 +169,11 @@ class PolicyClientNode(Node):
         self._push(msg, self.camera.push_depth)
 
     def _on_joint_state(self, msg: JointState) -> None:
-        names = self.arm.joint_names
-        try:
-            q = positions_by_name(msg.name, msg.position, names, "joint_states position")
-            dq = positions_by_name(msg.name, msg.velocity, names, "joint_states velocity") if msg.velocity else 0 * q
-        except ShapeError as exc:
-            self.states.dropped("malformed", str(exc))
+        state = accepted_joint_state(msg, self.arm.joint_names, self.states, self.max_state_age_s)
+        if state is None:
             return
-        t_ns = wall_to_mono(stamp_ns(msg.header.stamp))
-        now = time.monotonic_ns()
-        problem = stamp_problem(t_ns, now, self.max_state_age_s)
-        if problem is not None:
-            self.states.dropped(problem.split(":")[0], problem)
-            return
+        t_ns, q, dq = state
         self.arm.update(t_ns, q, dq)
-        self.states.received(now, (now - t_ns) / 1e9)
 
     def _on_task(self, msg: DiagnosticStatus) -> None:
         values = status_values(msg)

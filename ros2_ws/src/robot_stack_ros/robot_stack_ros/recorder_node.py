@@ -32,12 +32,13 @@ from std_srvs.srv import SetBool, Trigger
 
 from robot_stack.errors import ConfigError, RobotStackError, ShapeError
 from robot_stack.graph.diagnostics import Health, StreamMonitor
-from robot_stack.graph.messages import positions_by_name, stamp_problem, wall_to_mono
+from robot_stack.graph.messages import stamp_problem
 from robot_stack.graph.streams import StreamedArm, StreamedCamera
 from robot_stack_ros.common import (
     COMMAND_QOS,
     STATE_QOS,
     DiagnosticsPublisher,
+    accepted_joint_state,
     declare,
     fields_from_image,
     image_qos,
@@ -132,21 +133,11 @@ class RecorderNode(Node):
     def _on_joint_state(self, msg: JointState) -> None:
         from robot_stack.dataset import JointSample
 
-        names = self.arm.joint_names
-        try:
-            q = positions_by_name(msg.name, msg.position, names, "joint_states position")
-            dq = positions_by_name(msg.name, msg.velocity, names, "joint_states velocity") if msg.velocity else 0 * q
-        except ShapeError as exc:
-            self.states.dropped("malformed", str(exc))
+        state = accepted_joint_state(msg, self.arm.joint_names, self.states, self.max_state_age_s)
+        if state is None:
             return
-        t_ns = wall_to_mono(stamp_ns(msg.header.stamp))
-        now = time.monotonic_ns()
-        problem = stamp_problem(t_ns, now, self.max_state_age_s)
-        if problem is not None:
-            self.states.dropped(problem.split(":")[0], problem)
-            return
+        t_ns, q, dq = state
         self.arm.update(t_ns, q, dq)
-        self.states.received(now, (now - t_ns) / 1e9)
         with self._lock:
             if self.episode is not None:
                 q_cmd = self.q_cmd if self.q_cmd is not None else q
