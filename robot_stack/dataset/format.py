@@ -267,6 +267,29 @@ def _load_json(path: Path) -> Any:
         raise DatasetError(f"{path}: cannot read JSON ({exc})") from exc
 
 
+def read_markers(root: str | Path) -> list[dict[str, Any]]:
+    """The committed episodes' marker rows (``meta/episodes/…parquet``, one row each), in episode order.
+
+    Raises:
+        DatasetError: a marker is unreadable, or the markers are not contiguous from episode 0.
+    """
+    rows = []
+    for expected, path in enumerate(sorted((Path(root) / "meta/episodes").glob("*/*.parquet"))):
+        try:
+            row = pq.read_table(path).to_pylist()
+        except (OSError, pa.ArrowException) as exc:
+            raise DatasetError(
+                f"{path}: committed episode marker is unreadable ({exc}); restore it from backup"
+            ) from exc
+        if len(row) != 1 or row[0]["episode_index"] != expected or episode_of_path(path) != expected:
+            raise DatasetError(
+                f"{path}: episode markers are not contiguous from 0 (expected episode {expected}); the dataset "
+                "was edited by hand — remove the later episodes' files or restore the missing ones"
+            )
+        rows.append(row[0])
+    return rows
+
+
 def validate_layout(root: str | Path) -> dict[str, Any]:
     """Check a dataset against LeRobot v3.0's schema rules with pyarrow only; return a summary.
 
@@ -295,18 +318,12 @@ def validate_layout(root: str | Path) -> dict[str, Any]:
     want = pa.schema([(k, arrow_type(v)) for k, v in features.items() if v["dtype"] != "video"])
     fps = float(info["fps"])
 
-    markers = sorted((root / "meta/episodes").glob("*/*.parquet"))
+    markers = read_markers(root)
     total = 0
     task_ids: set[int] = set()
-    for expected, marker in enumerate(markers):
-        row = pq.read_table(marker).to_pylist()
-        if len(row) != 1:
-            raise DatasetError(f"{marker}: expected one episode row, found {len(row)}")
-        ep = row[0]
-        if ep["episode_index"] != expected or episode_of_path(marker) != expected:
-            raise DatasetError(f"{marker}: episode indices are not contiguous (expected {expected})")
+    for expected, ep in enumerate(markers):
         if ep["dataset_from_index"] != total or ep["dataset_to_index"] != total + ep["length"]:
-            raise DatasetError(f"{marker}: dataset_from/to_index do not chain (expected from {total})")
+            raise DatasetError(f"episode {expected}: dataset_from/to_index do not chain (expected from {total})")
         data_path = root / info["data_path"].format(
             chunk_index=ep["data/chunk_index"], file_index=ep["data/file_index"]
         )

@@ -219,12 +219,9 @@ class Dataset:
             )
         self.info: dict[str, Any] = json.loads(info_path.read_text(encoding="utf-8"))
         self.spec: DatasetSpec = DatasetSpec.from_info(self.info, str(info_path))
-        self._markers: list[dict[str, Any]] = []
-        for expected, path in enumerate(sorted((self.root / "meta/episodes").glob("*/*.parquet"))):
-            row = pq.read_table(path).to_pylist()[0]
-            if row["episode_index"] != expected:
-                raise DatasetError(f"{path}: episode markers not contiguous (expected {expected})")
-            self._markers.append({k: v for k, v in row.items() if not k.startswith("stats/")})
+        self._markers: list[dict[str, Any]] = [
+            {k: v for k, v in row.items() if not k.startswith("stats/")} for row in fmt.read_markers(self.root)
+        ]
         if len(self._markers) != self.info.get("total_episodes"):
             log.warning(
                 "%s: info.json lists %s episodes, %d are committed; `robot-stack record --resume` repairs the index",

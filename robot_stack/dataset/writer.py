@@ -737,24 +737,6 @@ class DatasetWriter:
             fields.append((f"stats/{feat}/count", pa.list_(pa.int64())))
         return pa.schema(fields)
 
-    def _read_markers(self) -> list[dict[str, Any]]:
-        markers = sorted((self.root / "meta/episodes").glob("*/*.parquet"))
-        rows = []
-        for expected, path in enumerate(markers):
-            try:
-                row = pq.read_table(path).to_pylist()
-            except (OSError, pa.ArrowException) as exc:
-                raise DatasetError(
-                    f"{path}: committed episode marker is unreadable ({exc}); restore it from backup"
-                ) from exc
-            if len(row) != 1 or row[0]["episode_index"] != expected or fmt.episode_of_path(path) != expected:
-                raise DatasetError(
-                    f"{path}: episode markers are not contiguous from 0 (expected episode {expected}); the dataset "
-                    "was edited by hand — remove the later episodes' files or restore the missing ones"
-                )
-            rows.append(row[0])
-        return rows
-
     def repair(self) -> RepairReport:
         """Remove half-written and orphaned episode files; rebuild the derived index from the markers."""
         with self._lock:
@@ -768,7 +750,7 @@ class DatasetWriter:
                     shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
             for stray in self.root.rglob(".*.tmp"):  # an interrupted atomic index write
                 stray.unlink(missing_ok=True)
-            markers = self._read_markers()
+            markers = fmt.read_markers(self.root)
             n = len(markers)
             orphans = []
             for top in fmt.PER_EPISODE_DIRS:

@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import rclpy
@@ -73,24 +74,21 @@ def image_sub(args: argparse.Namespace) -> dict[str, object]:
     depth: dict[int, int] = {}
     pairs: list[tuple[float, float]] = []  # (receive monotonic s, latency s)
 
-    def on_depth_pair(msg: Image) -> None:
-        now = time.time_ns()
-        t = stamp_ns(msg.header.stamp)
-        if t in color:
-            pairs.append((time.monotonic(), (max(now, color.pop(t)) - t) / 1e9))
-        else:
-            depth[t] = now
+    def pairing(mine: dict[int, int], partner: dict[int, int]) -> Callable[[Image], None]:
+        """Callback for one half: completes a pair when the partner half with the same stamp has arrived."""
 
-    def on_color_pair(msg: Image) -> None:
-        now = time.time_ns()
-        t = stamp_ns(msg.header.stamp)
-        if t in depth:
-            pairs.append((time.monotonic(), (max(now, depth.pop(t)) - t) / 1e9))
-        else:
-            color[t] = now
+        def on_half(msg: Image) -> None:
+            now = time.time_ns()
+            t = stamp_ns(msg.header.stamp)
+            if t in partner:
+                pairs.append((time.monotonic(), (max(now, partner.pop(t)) - t) / 1e9))
+            else:
+                mine[t] = now
 
-    node.create_subscription(Image, "/bench/color", on_color_pair, qos)
-    node.create_subscription(Image, "/bench/depth", on_depth_pair, qos)
+        return on_half
+
+    node.create_subscription(Image, "/bench/color", pairing(color, depth), qos)
+    node.create_subscription(Image, "/bench/depth", pairing(depth, color), qos)
     print("READY", flush=True)
     # done when every pair arrived, or 2 s after the last arrival (best effort loses some)
     _spin_until(
