@@ -203,6 +203,7 @@ def test_recorder_hands_episodes_to_the_dataset_writer(ros_node, tmp_path):
 
         assert call(start, Trigger.Request()).success
         images(encoding_ok=False)  # a colour image in the wrong encoding: logged, dropped, recording goes on
+        last_image[0] = time.monotonic()  # the next good image 0.1 s later, not at once (it could overwrite it)
         # 3 s of 10 Hz capture: the node encodes inside its timer callback, so a loaded 2-core CI machine records
         # only some of the frames (3 of 15 in 1.5 s seen once); every recorded one is checked below
         for _ in range(30):
