@@ -202,6 +202,10 @@ def test_recorder_hands_episodes_to_the_dataset_writer(ros_node, tmp_path):
             return future.result()
 
         assert call(start, Trigger.Request()).success
+        end = time.monotonic() + 30  # the bad image must not go out before the recorder's subscriptions matched
+        while min(color_pub.get_subscription_count(), depth_pub.get_subscription_count()) == 0:
+            assert time.monotonic() < end, _stop(proc)
+            _spin_for(executor, 0.05, tick)
         images(encoding_ok=False)  # a colour image in the wrong encoding: logged, dropped, recording goes on
         last_image[0] = time.monotonic()  # the next good image 0.1 s later, not at once (it could overwrite it)
         # 3 s of 10 Hz capture: the node encodes inside its timer callback, so a loaded 2-core CI machine records
