@@ -239,3 +239,48 @@ def test_bench_ros_quick_reports_rates_latencies_and_baselines():
     for key in ("image_reliable_latency_p50_ms", "image_zmq_latency_p50_ms", "rtt_state_to_command_p50_ms"):
         assert 0 < result[key] < 1000, (key, result[key])
     assert result["rtt_ratio_vs_zmq"] > 0 and result["image_ratio_reliable_vs_zmq"] > 0
+
+
+@pytest.mark.parametrize("serial", ["123456789012", "036522070660"])  # the README's; one YAML would read as octal
+def test_readme_hardware_example_starts_the_camera_with_its_serial_intact(ros_node, tmp_path, serial):
+    """``robot-stack up hardware ... camera_serial:=<digits>`` (the README's example): the camera node runs with the
+    serial as a string parameter; its configure retries (no calibration for scene ``cell`` here, no device) log
+    at most one line per cause per second, with the count of the folded ones."""
+    from rcl_interfaces.msg import ParameterType
+    from rcl_interfaces.srv import GetParameters
+
+    from robot_stack.graph.spec import load_graph, parse_overrides
+    from robot_stack.graph.supervisor import Supervisor
+
+    domain, node, executor = ros_node
+    readme = "policy_endpoint:=tcp://gpu-box:5555 scene:=cell command_interface:=forward_position executor_rate_hz:=500"
+    overrides = parse_overrides([*readme.split(), f"camera_serial:={serial}"])
+    camera = [n for n in load_graph("hardware").resolve(overrides) if n.name == "camera"]
+    assert camera[0].parameters["serial"] == serial
+    sup = Supervisor(camera, log_dir=tmp_path, echo=False, env=ros_env(domain), stop_timeout_s=5.0)
+    sup.start()
+    try:
+        client = node.create_client(GetParameters, "/camera/get_parameters")
+        assert client.wait_for_service(timeout_sec=40), sup.log_text("camera")[-3000:]
+        future = client.call_async(GetParameters.Request(names=["serial", "scene"]))
+        end = time.monotonic() + 20
+        while not future.done() and time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+        values = future.result().values
+        assert (values[0].type, values[0].string_value) == (ParameterType.PARAMETER_STRING, serial)
+        assert values[1].string_value == "cell"
+
+        def failures() -> list[str]:
+            return [line for line in sup.log_text("camera").splitlines() if "camera configure failed" in line]
+
+        before, t0 = len(failures()), time.monotonic()
+        time.sleep(4.0)  # autostart retries configure every 0.5 s meanwhile: 8 attempts
+        window_s, lines = time.monotonic() - t0, failures()[before:]
+        assert sup.status()["camera"].running and sup.status()["camera"].starts == 1
+    finally:
+        sup.stop()
+    out = sup.log_text("camera")
+    assert "refusing to start" not in out
+    assert lines and "calibration" in lines[0]
+    assert len(lines) <= window_s + 1, lines  # one line per second (twice a second without folding)
+    assert any("(repeated " in line for line in lines), lines

@@ -36,6 +36,7 @@ from robot_stack.cameras.base import Camera
 from robot_stack.errors import CalibrationError, CameraError, ConfigError, RobotStackError, ShapeError
 from robot_stack.graph.diagnostics import Health, StreamMonitor, calibration_health
 from robot_stack.graph.messages import mono_to_wall, positions_by_name, xyz_cloud
+from robot_stack.logs import FoldedLogger
 from robot_stack.types import Frame
 from robot_stack_ros.common import (
     SENSOR_QOS,
@@ -51,6 +52,9 @@ from robot_stack_ros.common import (
 )
 
 log = logging.getLogger("robot_stack.ros.camera")
+#: configure/activate retries every 0.5 s (autostart) while a device or calibration is missing: one line per cause
+#: per second, with the count of the folded ones
+retry_log = FoldedLogger(log, interval_s=1.0)
 
 
 class CameraStreams:
@@ -200,6 +204,12 @@ class CameraNode(LifecycleNode):
             )  # fmt: skip
         return RealSenseCamera(cfg)
 
+    def _source_label(self) -> str:
+        """The source as the log names it (a serial number quoted: it is text, never a number)."""
+        if self.source == "realsense":
+            return f"live RealSense, serial {self.serial!r}" if self.serial else "live RealSense, the only device"
+        return f"recording {self.recording_path!r}" if self.source == "recording" else "simulated cell"
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             projector = None
@@ -212,15 +222,17 @@ class CameraNode(LifecycleNode):
                 except CalibrationError:
                     if self.publish_points:
                         raise
-                    log.warning("no usable calibration for %s in %s: no calibration health", self.camera_id, self.scene)
+                    retry_log.warning(
+                        "no usable calibration for %s in %s: no calibration health", self.camera_id, self.scene
+                    )
             self.camera = self._open_source()
             self.streams = CameraStreams(
                 self, "~", self.frame_id, self.base_frame, projector, int(self.points_stride), self.rate_hz, self.qos
             )
         except (RobotStackError, OSError) as exc:
-            log.error("camera configure failed: %s", exc)
+            retry_log.error("camera configure failed: %s", exc)
             return TransitionCallbackReturn.FAILURE
-        log.info("camera %s configured (source %s, %dx%d)", self.camera_id, self.source, self.width, self.height)
+        log.info("camera %s configured (%s, %dx%d)", self.camera_id, self._source_label(), self.width, self.height)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -228,7 +240,7 @@ class CameraNode(LifecycleNode):
         try:
             self.camera.start()
         except CameraError as exc:
-            log.error("camera start failed: %s", exc)
+            retry_log.error("camera start failed (%s): %s", self._source_label(), exc)
             return TransitionCallbackReturn.FAILURE
         self._capture_timer = self.create_timer(1.0 / self.rate_hz, self._capture)
         log.info("camera %s active at %.1f Hz", self.camera_id, self.rate_hz)
@@ -293,6 +305,7 @@ class CameraNode(LifecycleNode):
             log.error("frame not published: %s", exc)
 
     def _publish_diagnostics(self) -> None:
+        retry_log.flush()  # counts of retries that stopped (e.g. the device appeared) are not lost
         now = time.monotonic_ns()
         name = self.get_name()
         state = self._state_machine.current_state[1]

@@ -43,6 +43,7 @@ from robot_stack.graph.messages import (
     trajectory_to_points,
     wall_to_mono,
 )
+from robot_stack.graph.spec import CONFIG_ERROR_EXIT_CODE
 from robot_stack.types import CameraModel, JointTrajectory
 
 __all__ = [
@@ -118,8 +119,15 @@ def declare(node: Node, name: str, default: Any, description: str) -> Any:
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not type(default):
+        hint = ""
+        if isinstance(default, str) and isinstance(value, (int, float)):
+            hint = (
+                "; the text was parsed as a number on the way (leading zeros are lost that way): give it as a "
+                f"string — a graph argument of type str, or quoted on a command line: -p {name}:=\"'<text>'\""
+            )
         raise ConfigError(
-            f"parameter {name!r} ({description}): expected a {type(default).__name__} like {default!r}, got {value!r}"
+            f"parameter {name!r} ({description}): expected a {type(default).__name__} like {default!r}, got "
+            f"{value!r}{hint}"
         )
     return value
 
@@ -287,7 +295,8 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
     SIGINT and SIGTERM end the spin in this process (rclpy's own handlers are off), so the node's ``close()``
     — e.g. the executor decelerating to a stop — runs while its publishers still work. A node whose construction
     raises :class:`ConfigError` (missing or invalid parameter) is refused: the reason is logged and the process
-    exits with code 2. Returns the exit code.
+    exits with :data:`~robot_stack.graph.spec.CONFIG_ERROR_EXIT_CODE` (2), which neither launcher restarts. Returns
+    the exit code.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     rclpy.init(args=list(sys.argv if args is None else args), signal_handler_options=SignalHandlerOptions.NO)
@@ -299,7 +308,7 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
             node = factory()
         except ConfigError as exc:
             logging.getLogger("robot_stack.ros").error("refusing to start: %s", exc)
-            return 2
+            return CONFIG_ERROR_EXIT_CODE  # never restarted by robot-stack up or ros2 launch
         executor = MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         executor.spin()
