@@ -33,6 +33,8 @@ from robot_stack.graph.spec import (
 from robot_stack.graph.supervisor import Supervisor
 
 LAUNCH_DIR = GRAPHS_DIR.parent
+#: every shipped graph and the launch file that runs it under ros2 launch
+LAUNCH_FILES = {"hardware": "robot_stack.launch.py", "sim": "sim.launch.py", "sim_composed": "sim_composed.launch.py"}
 NODE_SOURCES = PACKAGE_DIR / "robot_stack_ros"
 
 
@@ -51,7 +53,7 @@ def _console_scripts() -> set[str]:
     return set(re.findall(r'"(\w+) = robot_stack_ros\.\w+:main"', text))
 
 
-@pytest.mark.parametrize("graph", ["sim", "hardware"])
+@pytest.mark.parametrize("graph", sorted(LAUNCH_FILES))
 def test_shipped_graphs_resolve_and_both_derivations_agree(graph):
     nodes = load_graph(graph).resolve()
     assert nodes
@@ -86,7 +88,8 @@ def test_shipped_graphs_resolve_and_both_derivations_agree(graph):
 
 
 def test_launch_files_are_valid_python_and_read_the_graph_files():
-    for name, graph in [("robot_stack.launch.py", "hardware"), ("sim.launch.py", "sim")]:
+    assert sorted(p.stem for p in GRAPHS_DIR.glob("*.yaml")) == sorted(LAUNCH_FILES)  # a launch file per graph
+    for graph, name in LAUNCH_FILES.items():
         text = (LAUNCH_DIR / name).read_text()
         tree = ast.parse(text)
         functions = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
@@ -283,7 +286,7 @@ def test_up_runs_a_graph_for_a_duration(tmp_path):
 # ------------------------------------------------------------------------------------------- launch arguments
 
 
-@pytest.mark.parametrize("graph", ["sim", "hardware"])
+@pytest.mark.parametrize("graph", sorted(LAUNCH_FILES))
 def test_every_argument_has_a_description_a_type_and_a_readable_default(graph):
     spec = load_graph(graph)
     defaults = spec.defaults()
@@ -406,7 +409,7 @@ def _described(launch_file: Path, monkeypatch) -> tuple[list, object]:
     return declared, setup
 
 
-@pytest.mark.parametrize(("launch_file", "graph"), [("robot_stack.launch.py", "hardware"), ("sim.launch.py", "sim")])
+@pytest.mark.parametrize(("graph", "launch_file"), sorted(LAUNCH_FILES.items()))
 def test_launch_files_declare_every_argument_with_description_and_readable_default(launch_file, graph, monkeypatch):
     declared, _ = _described(LAUNCH_DIR / launch_file, monkeypatch)
     spec = load_graph(graph)
@@ -462,9 +465,7 @@ def test_built_package_installs_launch_and_graph_files_that_find_each_other(tmp_
     from launch_stand_in import Context, install_package
 
     share = install_package(tmp_path / "install", tmp_path / "build")
-    assert sorted(p.name for p in (share / "launch").iterdir()) == sorted(
-        ["graph_actions.py", "robot_stack.launch.py", "sim.launch.py"]
-    )
+    assert sorted(p.name for p in (share / "launch").iterdir()) == sorted(["graph_actions.py", *LAUNCH_FILES.values()])
     assert sorted(p.name for p in (share / "graphs").iterdir()) == sorted(p.name for p in GRAPHS_DIR.glob("*.yaml"))
     assert sorted(p.name for p in (share / "config").iterdir()) == sorted(
         p.name for p in PACKAGE_CONFIG_DIR.glob("*.yaml")
@@ -472,7 +473,7 @@ def test_built_package_installs_launch_and_graph_files_that_find_each_other(tmp_
     scripts = tmp_path / "install" / "lib" / "robot_stack_ros"
     assert {p.name for p in scripts.iterdir()} == _console_scripts()  # where launch_ros looks for executables
     assert (share.parent / "ament_index" / "resource_index" / "packages" / "robot_stack_ros").is_file()
-    for launch_file, graph in [("sim.launch.py", "sim"), ("robot_stack.launch.py", "hardware")]:
+    for graph, launch_file in LAUNCH_FILES.items():
         declared, setup = _described(share / "launch" / launch_file, monkeypatch)
         actions = setup(Context(declared, []))
         assert len(actions) == len(load_graph(graph).nodes)
@@ -480,7 +481,7 @@ def test_built_package_installs_launch_and_graph_files_that_find_each_other(tmp_
             for f in action.kwargs.get("parameters", []):
                 if isinstance(f, str):
                     assert Path(f).parent == share / "config" and Path(f).is_file()
-        if graph == "sim":
+        if graph.startswith("sim"):
             server = [a for a in actions if a.kwargs["name"] == "policy_server"][0]
             manifest = Path(server.kwargs["cmd"][server.kwargs["cmd"].index("--manifest") + 1])
             assert manifest.is_file()  # $(python_package robot_stack) works from share/ too

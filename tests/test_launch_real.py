@@ -43,7 +43,10 @@ def _launch(launch_file: Path, *arguments: str, timeout_s: float = 60.0, env: di
     )  # fmt: skip
 
 
-@pytest.mark.parametrize(("launch_file", "graph"), [("robot_stack.launch.py", "hardware"), ("sim.launch.py", "sim")])
+@pytest.mark.parametrize(
+    ("launch_file", "graph"),
+    [("robot_stack.launch.py", "hardware"), ("sim.launch.py", "sim"), ("sim_composed.launch.py", "sim_composed")],
+)
 def test_show_args_lists_descriptions_and_readable_defaults(launch_file, graph):
     """What ``ros2 launch <file> -s`` prints: every argument with its description and a readable default."""
     from launch.launch_description_sources import get_launch_description_from_python_launch_file
