@@ -238,14 +238,17 @@ def test_recorder_hands_episodes_to_the_dataset_writer(ros_node, tmp_path):
     # each recorded frame is one the test sent (stamps survive the wall-clock round trip within a millisecond) ...
     match = np.abs(recorded[:, None] - sent[None, :]).argmin(axis=1)
     assert np.all(np.abs(sent[match] - recorded) < 2_000_000), (recorded, sent)
-    # ... and none sent while recording is missing without its reason in the episode's drop counters: every pair
-    # between the first and the last recorded one is there, or was refused as older than max_frame_age_s when it
-    # arrived (reliable delivery repairing a lost fragment took > 1 s in 3 of 40 runs on a loaded 2-core machine)
-    missing = [int(t) for t in sent if recorded[0] <= t <= recorded[-1] and t not in set(sent[match].tolist())]
+    # ... and none sent during the 3 s is missing unless the episode's drop counters name it: refused as older than
+    # max_frame_age_s when it arrived (reliable delivery repairing a lost fragment took > 1 s in a few of 40 runs
+    # on a loaded 2-core machine), or no fresh joint state to go with it
+    recorded_set = set(sent[match].tolist())
+    window = [int(t) for t in sent if t_loop <= t <= t_loop_end - image_period_s * 1e9]
+    missing = [t for t in window if t not in recorded_set]
     drops = episode.meta["drops"]
-    print(f"recorded {n} frames, {len(missing)} missing inside the recording; {reply.message}")  # (pytest -s)
-    assert n == recorded.size and len(missing) <= drops.get("stale_frame", 0) <= 2, (missing, reply.message)
-    assert recorded[0] <= t_loop and recorded[-1] >= t_loop_end - 2 * image_period_s * 1e9, (recorded, t_loop)
+    accounted = drops.get("stale_frame", 0) + drops.get("input", 0)
+    print(f"recorded {n} frames, {len(missing)} of {len(window)} sent in 3 s missing; {reply.message}")  # pytest -s
+    assert n == recorded.size and len(window) >= 8, (n, window)
+    assert len(missing) <= accounted <= 2, (missing, reply.message)
     assert episode.meta["dropped_frames"] == 0, episode.meta  # the encoders kept up: nothing dropped
     assert np.all(np.diff(episode.state[:, 0]) >= 0) and episode.state[-1, 0] > episode.state[0, 0]  # q rose
     np.testing.assert_array_equal(np.asarray(cam.depth[0]), depth)  # lossless depth through ROS and the writer
