@@ -4,7 +4,10 @@ peers, queue caps answered ``busy``, negotiated codecs only, decoding off the I/
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -288,6 +291,27 @@ def test_queued_bytes_cap_answers_busy_and_client_raises_server_busy_error(handl
             sock.close(0)
 
 
+def test_a_connection_over_its_rejection_budget_is_muted_others_are_served(handler: Handler) -> None:
+    limits = AdmissionLimits(rejections_per_s=1, rejection_burst=5)
+    with PolicyServer(handler, bind=ANY_PORT, limits=limits) as srv:
+        flood = connect(srv.endpoint)
+        try:
+            for i in range(50):
+                flood.send_multipart([packed(v=99, id=i)])
+            answers = []
+            while flood.poll(300):
+                answers.append(decode(flood.recv_multipart()))
+            assert [m.id for m in answers] == [0, 1, 2, 3, 4]  # the budget: 5 answers, then silence
+            assert {m.error_code for m in answers} == {"version_mismatch"}
+            wait_until(lambda: srv.stats()["received"] == 50)
+            with PolicyClient(srv.endpoint, "good", timeout_s=5) as good:  # another connection: unaffected
+                assert good.infer({"x": np.ones(2, np.float32)}).arrays["x"].shape == (2,)
+        finally:
+            flood.close(0)
+        stats = srv.stats()
+    assert stats["muted"] == 45 and stats["version_mismatch"] == 5 and stats["infer_ok"] == 1
+
+
 @pytest.mark.skipif(not HAVE_ZSTD, reason="needs zstandard")
 def test_only_negotiated_codecs_are_decoded(handler: Handler, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
@@ -490,3 +514,27 @@ def wait_until(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
     while not cond():
         assert time.monotonic() < t_end, "condition not reached"
         time.sleep(0.005)
+
+
+# ------------------------------------------------------------------------------------------ bench smoke
+
+
+def test_bench_hostile_quick_runs_a_real_server_through_every_flood() -> None:
+    """``robot-stack bench hostile --quick``: the figures exist and the limits hold (no timing thresholds)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "robot_stack.cli", "bench", "hostile", "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    zstd, valid, health = figures["zstd_flood"], figures["valid_flood"], figures["health_png"]
+    assert zstd["sent"] == 1000 and "reply" not in zstd["answers"]  # never served, never decoded
+    assert zstd["answers"].get("protocol_error", 0) > 0
+    assert valid["answers"]["busy"] > 0 and valid["answers"].get("reply", 0) <= valid["sent"] - valid["answers"]["busy"]
+    assert health["answers"] == {"protocol_error": 5}
+    for case in (zstd, valid, health):
+        assert case["rss_growth_mb"] <= 64, case
+        assert case["victim_failed"] == [0, 0] and case["server_log_lines"] <= 15, case
+    assert figures["victim_errors"] == {} and "server_died" not in figures

@@ -9,6 +9,9 @@
 * **Caps** (:class:`AdmissionLimits`): queued requests in all, per connection, and their declared (decoded) bytes
   in all. A request over a cap is refused with :class:`~robot_stack.errors.ServerBusyError` (the server answers
   ``busy``) before anything of it is decoded, so no client can make the server hold more than the caps allow.
+* **Rejection budget** (:class:`RejectionBudget`): a connection that keeps sending what has to be refused is muted
+  for a while (its messages dropped unanswered) instead of costing the server a decoded header and an error
+  answer each.
 * **Order.** The worker takes decoded requests earliest deadline first (no deadline last, ties by arrival); work
   whose deadline has passed is handed back as expired. Compressed requests wait for the decoder thread, which
   serves connections round robin (:class:`FairQueue`): one client's expensive streams delay only that client.
@@ -28,7 +31,15 @@ import numpy as np
 from robot_stack.errors import ConfigError, ServerBusyError
 from robot_stack.transport.protocol import Header
 
-__all__ = ["ANY_ROBOT", "AdmissionLimits", "ClientGrant", "FairQueue", "PendingQueue", "QueuedRequest"]
+__all__ = [
+    "ANY_ROBOT",
+    "AdmissionLimits",
+    "ClientGrant",
+    "FairQueue",
+    "PendingQueue",
+    "QueuedRequest",
+    "RejectionBudget",
+]
 
 #: Robot-id entry of a grant that allows any robot id.
 ANY_ROBOT = "*"
@@ -44,14 +55,27 @@ class AdmissionLimits:
             flight; the slack covers a few robots multiplexed on one socket).
         max_pending_bytes: declared (decoded) array bytes queued in all; must be at least the message cap so
             that one largest request can always be queued.
+        rejections_per_s, rejection_burst: each connection's budget of rejected messages (any error answer its
+            own input caused: malformed, refused, ``busy``...), a token bucket. A connection over budget is
+            *muted*: its messages are dropped unread and unanswered (counted as ``muted``) until the budget
+            refills. Answering a flood costs the server ~0.1 ms of Python per message; dropping one costs a few
+            microseconds, so a flooding peer cannot buy a large share of the server's CPU.
     """
 
     max_pending: int = 64
     max_pending_per_connection: int = 4
     max_pending_bytes: int = 256 * 1024 * 1024
+    rejections_per_s: int = 100
+    rejection_burst: int = 400
 
     def __post_init__(self) -> None:
-        for name in ("max_pending", "max_pending_per_connection", "max_pending_bytes"):
+        for name in (
+            "max_pending",
+            "max_pending_per_connection",
+            "max_pending_bytes",
+            "rejections_per_s",
+            "rejection_burst",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"AdmissionLimits.{name} must be a positive int, got {value!r}")
@@ -287,3 +311,42 @@ class FairQueue(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+class RejectionBudget:
+    """Per-connection token buckets of rejected messages (used by the I/O thread only: not thread-safe).
+
+    Args:
+        rate_per_s: tokens added per second; burst: bucket size (a fresh connection starts full).
+        max_connections: connections remembered (least recently rejected forgotten first: they start full again).
+        clock: monotonic ns.
+    """
+
+    def __init__(
+        self, rate_per_s: float, burst: int, max_connections: int = 4096, clock: Callable[[], int] = time.monotonic_ns
+    ) -> None:
+        self.rate_per_ns = float(rate_per_s) / 1e9
+        self.burst = float(burst)
+        self.max_connections = int(max_connections)
+        self._clock = clock
+        self._buckets: collections.OrderedDict[bytes, tuple[float, int]] = collections.OrderedDict()
+
+    def _level(self, connection: bytes, now: int) -> float:
+        level, t = self._buckets.get(connection, (self.burst, now))
+        return min(self.burst, level + (now - t) * self.rate_per_ns)
+
+    def muted(self, connection: bytes) -> bool:
+        """True while ``connection`` has no token left (its messages are to be dropped unread)."""
+        if connection not in self._buckets:
+            return False
+        return self._level(connection, self._clock()) < 1.0
+
+    def spend(self, connection: bytes) -> bool:
+        """Take one token for a rejection; False if there was none (the connection is now muted)."""
+        now = self._clock()
+        level = self._level(connection, now)
+        self._buckets.pop(connection, None)
+        self._buckets[connection] = (max(0.0, level - 1.0), now)
+        while len(self._buckets) > self.max_connections:
+            self._buckets.popitem(last=False)
+        return level >= 1.0

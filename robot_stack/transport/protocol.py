@@ -47,6 +47,7 @@ __all__ = [
     "decode_arrays",
     "decode_header",
     "encode",
+    "encode_error",
     "prepare_arrays",
     "salvage_request_id",
 ]
@@ -299,6 +300,34 @@ def encode(
             f"lists or str-keyed maps of these"
         ) from exc
     return [head, *payload]
+
+
+def encode_error(
+    request_id: int,
+    robot: str,
+    model: str,
+    code: str,
+    reason: str,
+    t_send_ns: int,
+    timing: Mapping[str, int | float] | None = None,
+    version: int = PROTOCOL_VERSION,
+) -> list[bytes]:
+    """The frames of an ``error`` answer: what :func:`encode` makes of ``Message("error", ..., meta={"code",
+    "reason"})``, without its general machinery (a server rejecting a flood sends many of these)."""
+    header: dict[str, Any] = {
+        "v": int(version),
+        "kind": "error",
+        "id": int(request_id),
+        "robot": robot,
+        "model": model,
+        "t_send_ns": int(t_send_ns),
+        "timeout_ms": 0.0,
+        "arrays": [],
+        "meta": {"code": code, "reason": reason},
+    }
+    if timing is not None:
+        header["timing"] = dict(timing)
+    return [msgpack.packb(header, use_bin_type=True)]
 
 
 def _spec_dict(spec: ArraySpec) -> dict[str, Any]:

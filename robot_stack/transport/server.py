@@ -53,7 +53,14 @@ from robot_stack.errors import (
     VersionMismatchError,
 )
 from robot_stack.metrics import StageTimes
-from robot_stack.transport.admission import AdmissionLimits, ClientGrant, FairQueue, PendingQueue, QueuedRequest
+from robot_stack.transport.admission import (
+    AdmissionLimits,
+    ClientGrant,
+    FairQueue,
+    PendingQueue,
+    QueuedRequest,
+    RejectionBudget,
+)
 from robot_stack.transport.codecs import available_codecs
 from robot_stack.transport.memory import trim_heap
 from robot_stack.transport.protocol import (
@@ -67,6 +74,7 @@ from robot_stack.transport.protocol import (
     decode_arrays,
     decode_header,
     encode,
+    encode_error,
     salvage_request_id,
 )
 from robot_stack.transport.ratelog import RateLimitedLog
@@ -99,6 +107,8 @@ TRIM_AFTER_BYTES = 32 * 1024 * 1024
 _TRIM_MIN_INTERVAL_NS = 1_000_000_000
 #: Messages the I/O thread reads before it sends queued replies again (keeps replies flowing under a flood).
 _RECV_BURST = 16
+#: Answers smaller than this are sent copied (cheaper than zero-copy frames for a few hundred bytes).
+_COPY_BELOW_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,7 @@ _COUNTERS = (
     "handler_error",
     "internal_error",
     "auth_rejected",
+    "muted",
     "batches",
 )
 
@@ -232,6 +243,7 @@ class PolicyServer:
         self._t_start_ns = time.monotonic_ns()
         self._wake_addr = f"inproc://robot-stack-server-wake-{id(self)}-{time.monotonic_ns()}"
         self._rejections = RateLimitedLog(log)
+        self._budget = RejectionBudget(self.limits.rejections_per_s, self.limits.rejection_burst)
         self._bytes_since_trim = 0
         self._t_trim_ns = 0
         self.trims = 0
@@ -422,8 +434,9 @@ class PolicyServer:
         version: int = PROTOCOL_VERSION,
     ) -> list[Any]:
         self._count(code if code in _COUNTERS else "internal_error")
-        msg = self._stamped("error", request_id, robot, version, {"code": code, "reason": reason}, timing)
-        return encode(msg, self.max_message_bytes)
+        t_reply = time.monotonic_ns()
+        timing = None if timing is None else {**timing, "t_reply_ns": t_reply}
+        return encode_error(request_id, robot, self.model_id, code, reason, t_reply, timing, version)
 
     def _reject(
         self,
@@ -435,11 +448,23 @@ class PolicyServer:
         timing: dict | None,
         version: int = PROTOCOL_VERSION,
     ) -> None:
-        """Answer ``code`` with ``reason`` and log one (rate-limited) line."""
+        """Answer ``code`` with ``reason``, log one (rate-limited) line, and charge the sender's rejection
+        budget (see :class:`AdmissionLimits`)."""
         self._rejections.log(
             logging.WARNING, code, "rejected request %d of robot %r: [%s] %s", request_id, robot, code, reason
         )
         self._send(envelope + self._error_frames(request_id, robot, code, reason, timing, version))
+        connection = _frame_bytes(envelope[0])
+        if not self._budget.spend(connection):
+            self._rejections.log(
+                logging.WARNING,
+                "muted",
+                "muting connection %s: more than %d rejected messages (%d/s sustained); its messages are dropped "
+                "unanswered until its budget refills",
+                connection.hex(),
+                self.limits.rejection_burst,
+                self.limits.rejections_per_s,
+            )
 
     def _stamped(
         self,
@@ -510,15 +535,20 @@ class PolicyServer:
             self.trims += 1
 
     def _send(self, frames: list[Any]) -> None:
-        try:
-            self._sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+        try:  # zero-copy pays off for array frames; small answers (errors, health) are cheaper copied
+            copy = len(frames) <= 3 and sum(len(f) for f in frames) < _COPY_BELOW_BYTES
+            self._sock.send_multipart(frames, copy=copy, flags=zmq.NOBLOCK)
             self._count("replied")
         except zmq.Again:
             self._rejections.log(logging.WARNING, "hwm", "reply dropped: the client's send queue is full (HWM)")
 
     def _on_message_safe(self, frames: list[Any]) -> None:
         """:meth:`_on_message`, but a server bug still answers the sender (``internal_error``, with the same
-        envelope, so REQ peers get it too) and is counted."""
+        envelope, so REQ peers get it too) and is counted. Messages of a muted connection are dropped unread."""
+        if self._budget.muted(_frame_bytes(frames[0])):
+            self._count("received")
+            self._count("muted")
+            return
         envelope, body = _split_envelope(frames)
         try:
             self._on_message(frames, envelope, body, time.monotonic_ns())
@@ -558,8 +588,8 @@ class PolicyServer:
         if header.model and self.model_id and header.model != self.model_id:
             reject("model_mismatch", f"request is for model {header.model!r} but this server serves {self.model_id!r}")
             return
-        client = self._client_of(frames)
-        grant = self._grants.get(client)
+        client = self._client_of(frames) if self._grants or header.kind == "infer" else ""
+        grant = self._grants.get(client) if self._grants else None
         if grant is not None and not grant.allows(header.robot):
             allowed = sorted(grant.robot_ids or ())
             reject(
