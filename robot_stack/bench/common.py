@@ -7,9 +7,8 @@ absolute times on shared machines are noise.
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -56,32 +55,3 @@ def latency_stats(samples_s: np.ndarray, prefix: str = "") -> dict[str, float]:
         f"{prefix}max_ms": round(float(s.max()), 4),
         f"{prefix}n": int(s.size),
     }
-
-
-def start_ready_subprocess(
-    cmd: Sequence[str], what: str, env: Mapping[str, str] | None = None, **popen: Any
-) -> tuple[subprocess.Popen[str], str]:
-    """Start ``cmd`` and wait for its first stdout line ``READY <endpoint>``; return (process, endpoint).
-
-    Raises:
-        RuntimeError: the process printed anything else first (it is killed).
-    """
-    proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, text=True, env=dict(env) if env else None, **popen)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("READY "):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"{what} failed to start (got {line!r})")
-    return proc, line.split()[1]
-
-
-def stop_subprocess(proc: subprocess.Popen[str], timeout_s: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL after ``timeout_s``; always reaps the process."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.wait()

@@ -47,7 +47,7 @@ import msgpack
 import numpy as np
 import yaml
 
-from robot_stack.bench.common import latency_stats, register, start_ready_subprocess, stop_subprocess
+from robot_stack.bench.common import latency_stats, register
 
 __all__ = ["CASES", "RSS_GUARD_BYTES", "run", "run_cases"]
 
@@ -85,6 +85,31 @@ def _manifest(folder: Path) -> Path:
     path = folder / "hostile.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def start_ready_subprocess(
+    cmd: list[str], what: str, env: dict[str, str] | None = None, **popen: Any
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``cmd``; wait for its first stdout line ``READY <endpoint>``; return (process, endpoint)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, **popen)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("READY "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{what} failed to start (got {line!r})")
+    return proc, line.split()[1]
+
+
+def stop_subprocess(proc: subprocess.Popen[str], timeout_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``; always reaps the process."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
 
 
 # ------------------------------------------------------------------------------------------------ attacker

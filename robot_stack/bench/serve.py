@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from robot_stack.bench.common import latency_stats, register, start_ready_subprocess, stop_subprocess
+from robot_stack.bench.common import latency_stats, register
 
 CONCURRENCY = (1, 4, 8)
 MAX_BATCH = 8
@@ -55,7 +55,13 @@ def _write_model(folder: Path) -> Path:
 def _start(manifest: Path, max_batch: int) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "robot_stack.bench.serve", str(manifest), str(max_batch)]
-    return start_ready_subprocess(cmd, "serve bench server", env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("READY "):
+        proc.kill()
+        raise RuntimeError(f"serve bench server failed to start (got {line!r})")
+    return proc, line.split()[1]
 
 
 def _load(endpoint: str, clients: int, duration_s: float, tag: str) -> dict[str, Any]:
@@ -121,7 +127,12 @@ def run(quick: bool) -> dict[str, Any]:
                     out.update({prefix + k: v for k, v in res.items()})
         finally:
             for proc, _ in procs.values():
-                stop_subprocess(proc)
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
     out["batching_speedup_8"] = round(
         out["clients8_throughput_hz"] / max(out["clients8_unbatched_throughput_hz"], 1e-9), 3
     )

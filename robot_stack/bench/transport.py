@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from robot_stack.bench.common import latency_stats, register, start_ready_subprocess, stop_subprocess
+from robot_stack.bench.common import latency_stats, register
 
 CHUNK = np.linspace(-0.01, 0.01, 24, dtype=np.float32).reshape(8, 3)
 
@@ -48,12 +48,27 @@ def observation() -> dict[str, np.ndarray]:
 
 def _start(kind: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return start_ready_subprocess(
-        [sys.executable, "-m", "robot_stack.bench.transport", kind], f"{kind} bench server", env
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robot_stack.bench.transport", kind],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("READY "):
+        proc.kill()
+        raise RuntimeError(f"{kind} bench server failed to start (got {line!r})")
+    return proc, line.split()[1]
 
 
-_stop = stop_subprocess
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @register("transport")
