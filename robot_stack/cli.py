@@ -3,6 +3,11 @@
 This module only assembles the subcommands: each package defines its own in its ``cli.py`` (heavy imports happen
 inside the handlers, so ``robot-stack --help`` stays fast) and this entry point, the top of the layer order, wires
 them together (docs/architecture.md).
+
+Exit codes, the same for every command: 0 success; 1 failure (the command ran and something was wrong: a bad
+configuration or data file, a failed check, an OS error such as an unwritable path, a policy below its success
+floor); 2 usage (the command line itself is wrong: unknown option, missing argument); 130 interrupted (Ctrl-C).
+Errors are one line on stderr, naming what was wrong and what to do; ``-v`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -62,8 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except RobotStackError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
+        log.error("%s: %s", type(exc).__name__, exc, exc_info=args.verbose)
         return 1
+    except OSError as exc:  # an unwritable or missing path, a full disk: the user's environment, not a crash
+        where = f": {exc.filename}" if exc.filename else ""
+        log.error("%s%s (%s)", exc.strerror or exc, where, type(exc).__name__, exc_info=args.verbose)
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
 
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise ConfigError(f"scene {args.scene!r} is not simulated; give --recording CAMERA=FILE.db3 for each camera")
     report = check_scene(args.scene, cameras, frames, args.reference, args.root, args.report, truth=truth)
     _emit(report, args.json)
-    return 0 if report["ok"] else 2
+    return 0 if report["ok"] else 1
 
 
 def add_calibrate_parser(
