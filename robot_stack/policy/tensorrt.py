@@ -20,21 +20,20 @@ Device memory and copies use the CUDA runtime from ``cuda-python`` (``cuda.bindi
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import time_calls
 from robot_stack.errors import ConfigError, PolicyError
+from robot_stack.metrics import time_calls
 from robot_stack.policy.manifest import PolicyManifest, TensorSpec
 from robot_stack.policy.runtime import OnnxPolicy, finish_outputs, normalize_inputs, validate_arrays
 
@@ -47,7 +46,6 @@ __all__ = [
     "EngineKey",
     "ShapeProfile",
     "TrtPolicy",
-    "add_compile_parser",
     "check_accuracy",
     "choose_backend",
     "compare_outputs",
@@ -753,40 +751,3 @@ def compile_manifest(
         report["ort_p50_ms"] = round(float(np.median(time_calls(lambda: ort_policy.run(feed), timing_runs))) * 1e3, 4)
         report["ort_provider"] = ort_policy.provider
     return CompileReport(**report)  # type: ignore[arg-type]
-
-
-def _cmd_compile(args: argparse.Namespace) -> int:
-    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
-    report = compile_model(
-        args.manifest, precision, max_batch=args.max_batch, cache_dir=args.cache_dir, rebuild=args.rebuild
-    )
-    if args.json:
-        print(json.dumps(asdict(report)))
-    elif report.ok:
-        print(
-            f"{report.model_id}: {precision} engine {'loaded from cache' if report.cache_hit else 'built'} and "
-            f"validated against ONNX Runtime (max abs err {report.max_abs_err})\n  {report.engine_path}\n"
-            f"  latency p50: TensorRT {report.trt_p50_ms} ms vs ONNX Runtime ({report.ort_provider}) "
-            f"{report.ort_p50_ms} ms"
-        )
-    else:
-        print(
-            f"{report.model_id}: no TensorRT engine; serving would fall back to ONNX Runtime. Reason: {report.reason}"
-        )
-    return 0 if report.ok else 1
-
-
-def add_compile_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``robot-stack compile MANIFEST [--fp16 | --int8] [--max-batch N] [--cache-dir D] [--rebuild]``;
-    exit code 0 = engine built (or cached) and validated, 1 = it could not be (reason printed)."""
-    parser = subparsers.add_parser("compile", help="build and validate a TensorRT engine for a model manifest")
-    parser.add_argument("manifest", help="model manifest YAML (or its .onnx with the YAML next to it)")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
-    group.add_argument("--int8", action="store_true", help="INT8 (+FP16) with entropy calibration")
-    parser.add_argument("--max-batch", type=int, default=None, help="batch-dim profile max (default: manifest)")
-    parser.add_argument("--cache-dir", default=None, help="engine cache (default: <model dir>/.trt_engines)")
-    parser.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    parser.set_defaults(func=_cmd_compile)
-    return parser
