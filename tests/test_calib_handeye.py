@@ -122,7 +122,7 @@ def test_misread_stations_are_caught_and_the_result_stays_accurate_over_seeds() 
     """Eye-to-hand, 20 stations, 0.5 px corner noise, the robot pose of 4 stations misread by 5-20 mm and 1-5 deg
     (the board's corners projected through the simulated camera, not rendered: fast enough for many seeds)."""
     from robot_stack.calibration.handeye import REPROJECTION_GATE_PX
-    from robot_stack.calibration.handeye_sim import projected_stations
+    from robot_stack.sim.handeye import projected_stations
 
     caught = missed = dropped = 0
     errors = []
@@ -179,7 +179,7 @@ def test_cli_write_refuses_a_calibration_over_the_gate_unless_overridden(tmp_pat
 
 @pytest.mark.slow
 def test_sim_rendered_outlier_stations_over_seeds() -> None:
-    from robot_stack.calibration.handeye_sim import run_sim_hand_eye
+    from robot_stack.sim.handeye import run_sim_hand_eye
 
     for seed in (0, 1, 2):
         report = run_sim_hand_eye(20, seed, corner_noise_px=0.5, perturb_stations=4)

@@ -47,7 +47,8 @@ import msgpack
 import numpy as np
 import yaml
 
-from robot_stack.bench.common import latency_stats, register
+from robot_stack.bench.registry import register
+from robot_stack.metrics import latency_stats
 
 __all__ = ["CASES", "RSS_GUARD_BYTES", "run", "run_cases"]
 
