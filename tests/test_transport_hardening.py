@@ -538,3 +538,21 @@ def test_bench_hostile_quick_runs_a_real_server_through_every_flood() -> None:
         assert case["rss_growth_mb"] <= 64, case
         assert case["victim_failed"] == [0, 0] and case["server_log_lines"] <= 15, case
     assert figures["victim_errors"] == {} and "server_died" not in figures
+
+
+def test_pending_queue_releases_the_frames_of_superseded_and_expired_requests() -> None:
+    from robot_stack.transport.admission import PendingQueue, QueuedRequest
+    from robot_stack.transport.protocol import decode_header
+
+    now = [1_000]
+    queue = PendingQueue(AdmissionLimits(), clock=lambda: now[0])
+
+    def item(rid: int, deadline: int | None) -> QueuedRequest:
+        frames = infer_frames(rid, robot="arm")
+        return QueuedRequest([b"id"], decode_header(frames), list(frames), 0, deadline, "c", b"id")
+
+    old, new = item(1, None), item(2, 500)
+    queue.admit(old)
+    assert queue.admit(new) is old and old.frames == [] and len(new.frames) == 2
+    assert queue.take(1) == ([], [new]) and new.frames == []  # deadline 500 < now: expired, released
+    assert len(queue) == 0 and queue.queued_bytes == 0

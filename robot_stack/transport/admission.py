@@ -181,6 +181,8 @@ class PendingQueue:
         self._bytes += item.nbytes
 
     def _remove(self, item: QueuedRequest) -> None:
+        item.frames = []  # superseded, expired, dropped or taken: its received frames are needed no more (decoded
+        # arrays keep what they view alive); rebinding, not clearing, so a decode in progress keeps its list
         del self._items[item.key]
         self._per_connection[item.connection] -= 1
         if self._per_connection[item.connection] <= 0:
