@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import zmq.auth
 
 from robot_stack.errors import ConfigError, RequestTimeoutError, ServerError
 from robot_stack.policy.service import serve
-from robot_stack.policy.toy_models import build_toy_model, toy_manifest_dict
+from robot_stack.policy.toy_models import ToyModel, build_toy_model, toy_manifest_dict
 from robot_stack.transport import PolicyClient, PolicyServer
 from robot_stack.transport.cli import add_keys_parser
 from robot_stack.transport.keys import (
@@ -105,25 +107,17 @@ def test_allow_listed_key_is_served_unknown_key_is_rejected_and_counted(tmp_path
             assert again.infer(x).arrays["x"][1] == 2
 
 
-def test_serve_loads_key_files(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def serving_with_keys(tmp_path: Path, keys: Path) -> Iterator[tuple[str, ToyModel]]:
+    """``serve()`` a toy model (state float32[3] -> actions[2, 3]) with CURVE from ``keys`` in a thread; yield
+    (endpoint, model); stop it on exit."""
     model = build_toy_model(tmp_path / "m.onnx", [("state", "float32", (3,))], ("actions", (2, 3)))
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(toy_manifest_dict(model, "m")))
-    keys = tmp_path / "keys"
-    generate_keys(keys, "server")
-    generate_keys(keys, "robot1", allow_dir=keys / "allowed")
     ready: list[str] = []
     stop = threading.Event()
-    t = threading.Thread(
-        target=serve,
-        args=(tmp_path / "m.yaml", "tcp://127.0.0.1:*", "cpu"),
-        kwargs={
-            "on_ready": ready.append,
-            "stop_event": stop,
-            "curve_secret": keys / "server.key_secret",
-            "allow_dir": keys / "allowed",
-            "threads": 1,
-        },
-    )
+    kwargs = {"on_ready": ready.append, "stop_event": stop, "threads": 1}
+    kwargs |= {"curve_secret": keys / "server.key_secret", "allow_dir": keys / "allowed"}
+    t = threading.Thread(target=serve, args=(tmp_path / "m.yaml", "tcp://127.0.0.1:*", "cpu"), kwargs=kwargs)
     t.start()
     try:
         for _ in range(500):
@@ -131,17 +125,25 @@ def test_serve_loads_key_files(tmp_path: Path) -> None:
                 break
             stop.wait(0.01)
         assert ready, "server did not start"
+        yield ready[0], model
+    finally:
+        stop.set()
+        t.join(10)
+
+
+def test_serve_loads_key_files(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    generate_keys(keys, "server")
+    generate_keys(keys, "robot1", allow_dir=keys / "allowed")
+    with serving_with_keys(tmp_path, keys) as (endpoint, model):
         kwargs = client_curve_kwargs(keys / "server.key", keys / "robot1.key_secret")
-        with PolicyClient(ready[0], "robot1", timeout_s=5, **kwargs) as client:
+        with PolicyClient(endpoint, "robot1", timeout_s=5, **kwargs) as client:
             state = np.ones((1, 3), np.float32)
             np.testing.assert_allclose(
                 client.infer({"state": state}).arrays["actions"], model.reference({"state": state}), rtol=1e-5
             )
-        with PolicyClient(ready[0], "plain", timeout_s=0.3) as plain, pytest.raises(RequestTimeoutError):
+        with PolicyClient(endpoint, "plain", timeout_s=0.3) as plain, pytest.raises(RequestTimeoutError):
             plain.health()
-    finally:
-        stop.set()
-        t.join(10)
     with pytest.raises(ConfigError, match="needs --curve-secret"):
         serve(tmp_path / "m.yaml", "tcp://127.0.0.1:*", allow_dir=keys / "allowed")
 
@@ -179,30 +181,14 @@ def test_robot_id_sidecars_are_written_loaded_and_validated(tmp_path: Path, caps
 
 
 def test_serve_binds_robot_ids_to_client_keys(tmp_path: Path) -> None:
-    model = build_toy_model(tmp_path / "m.onnx", [("state", "float32", (3,))], ("actions", (2, 3)))
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump(toy_manifest_dict(model, "m")))
     keys = tmp_path / "keys"
     generate_keys(keys, "server")
     generate_keys(keys, "robot1", allow_dir=keys / "allowed", robot_ids=["arm-left"])
-    ready: list[str] = []
-    stop = threading.Event()
-    kwargs = {"on_ready": ready.append, "stop_event": stop, "threads": 1}
-    kwargs |= {"curve_secret": keys / "server.key_secret", "allow_dir": keys / "allowed"}
-    t = threading.Thread(target=serve, args=(tmp_path / "m.yaml", "tcp://127.0.0.1:*", "cpu"), kwargs=kwargs)
-    t.start()
-    try:
-        for _ in range(500):
-            if ready or not t.is_alive():
-                break
-            stop.wait(0.01)
-        assert ready, "server did not start"
+    with serving_with_keys(tmp_path, keys) as (endpoint, _):
         curve = client_curve_kwargs(keys / "server.key", keys / "robot1.key_secret")
         state = {"state": np.ones((1, 3), np.float32)}
-        with PolicyClient(ready[0], "arm-left", timeout_s=5, **curve) as client:
+        with PolicyClient(endpoint, "arm-left", timeout_s=5, **curve) as client:
             assert client.infer(state).arrays["actions"].shape == (1, 2, 3)
-        with PolicyClient(ready[0], "arm-right", timeout_s=5, **curve) as other, pytest.raises(ServerError) as info:
+        with PolicyClient(endpoint, "arm-right", timeout_s=5, **curve) as other, pytest.raises(ServerError) as info:
             other.infer(state)
         assert info.value.code == "robot_forbidden" and "robot1.robots" in info.value.reason
-    finally:
-        stop.set()
-        t.join(10)
