@@ -19,7 +19,7 @@ import pytest
 import zmq
 
 from robot_stack.errors import PolicyError, ServerBusyError, ServerError
-from robot_stack.transport import PROTOCOL_VERSION, Message, PolicyClient, PolicyServer, decode, encode
+from robot_stack.transport import PROTOCOL_VERSION, Message, PolicyClient, PolicyServer, decode, encode, memory
 from robot_stack.transport import protocol as protocol_module
 from robot_stack.transport.admission import AdmissionLimits, FairQueue
 from robot_stack.transport.codecs import available_codecs, encode_array
@@ -556,3 +556,27 @@ def test_pending_queue_releases_the_frames_of_superseded_and_expired_requests() 
     assert queue.admit(new) is old and old.frames == [] and len(new.frames) == 2
     assert queue.take(1) == ([], [new]) and new.frames == []  # deadline 500 < now: expired, released
     assert len(queue) == 0 and queue.queued_bytes == 0
+
+
+@pytest.mark.skipif(not memory.trim_heap(), reason="not glibc: no malloc_trim")
+def test_heap_is_trimmed_after_a_burst_but_not_in_steady_state(handler: Handler) -> None:
+    limits = AdmissionLimits(max_pending=8, max_pending_per_connection=8)
+    big = {"x": np.zeros(5 << 20, np.uint8)}  # 5 MiB raw
+    with PolicyServer(handler, bind=ANY_PORT, max_message_bytes=8 << 20, limits=limits) as srv:
+        with PolicyClient(srv.endpoint, "steady", timeout_s=5, max_message_bytes=8 << 20) as client:
+            for _ in range(12):  # 60 MiB, one request at a time: buffers are reused, nothing to trim
+                client.infer(big)
+        time.sleep(0.3)  # (the I/O loop checks every 100 ms at least)
+        assert srv.stats()["heap_trims"] == 0
+        sock = connect(srv.endpoint)
+        try:
+            sock.send_multipart(infer_frames(1, robot="run", block=True))
+            assert handler.entered.wait(5)
+            for rid in range(2, 6):  # 4 x 5 MiB queued at once: a burst
+                sock.send_multipart(encode(Message("infer", rid, robot=f"r{rid}", arrays=big)))
+            wait_until(lambda: srv.stats()["queued"] == 4)
+            handler.gate.set()
+            assert {decode(sock.recv_multipart()).id for _ in range(5)} == {1, 2, 3, 4, 5}
+            wait_until(lambda: srv.stats()["heap_trims"] == 1)
+        finally:
+            sock.close(0)

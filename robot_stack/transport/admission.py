@@ -163,6 +163,7 @@ class PendingQueue:
         self._items: dict[tuple[str, str], QueuedRequest] = {}
         self._per_connection: collections.Counter[bytes] = collections.Counter()
         self._bytes = 0
+        self._peak_bytes = 0
         self._closed = False
 
     def __len__(self) -> int:
@@ -175,10 +176,21 @@ class PendingQueue:
         with self._cond:
             return self._bytes
 
+    @property
+    def peak_bytes(self) -> int:
+        """Most declared bytes queued at once since :meth:`reset_peak` (or creation)."""
+        with self._cond:
+            return self._peak_bytes
+
+    def reset_peak(self) -> None:
+        with self._cond:
+            self._peak_bytes = self._bytes
+
     def _add(self, item: QueuedRequest) -> None:
         self._items[item.key] = item
         self._per_connection[item.connection] += 1
         self._bytes += item.nbytes
+        self._peak_bytes = max(self._peak_bytes, self._bytes)
 
     def _remove(self, item: QueuedRequest) -> None:
         item.frames = []  # superseded, expired, dropped or taken: its received frames are needed no more (decoded

@@ -102,8 +102,10 @@ Handler = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], tuple[Mapping[
 #: Requests remembered per robot for the per-client percentiles; robot ids tracked at most (least recent evicted).
 CLIENT_WINDOW = 1024
 MAX_TRACKED_CLIENTS = 256
-#: Bytes received or decoded after which the server trims its heap once its queue is empty (at most 1/s).
-TRIM_AFTER_BYTES = 32 * 1024 * 1024
+#: A burst worth trimming the heap after (once the queue is empty, at most 1/s): this many declared bytes queued at
+#: once, or this many bytes x 4 of refused messages, since the last trim. One robot's requests, one at a time,
+#: never trigger it (its buffers are reused, and trimming would only make it fault their pages in again).
+TRIM_AFTER_BYTES = 16 * 1024 * 1024
 _TRIM_MIN_INTERVAL_NS = 1_000_000_000
 #: Messages the I/O thread reads before it sends queued replies again (keeps replies flowing under a flood).
 _RECV_BURST = 16
@@ -244,7 +246,8 @@ class PolicyServer:
         self._wake_addr = f"inproc://robot-stack-server-wake-{id(self)}-{time.monotonic_ns()}"
         self._rejections = RateLimitedLog(log)
         self._budget = RejectionBudget(self.limits.rejections_per_s, self.limits.rejection_burst)
-        self._bytes_since_trim = 0
+        self._refused_bytes = 0  # bytes of refused messages since the last trim
+        self._message_bytes = 0  # size of the message being handled (I/O thread)
         self._t_trim_ns = 0
         self.trims = 0
 
@@ -448,6 +451,7 @@ class PolicyServer:
             logging.WARNING, code, "rejected request %d of robot %r: [%s] %s", request_id, robot, code, reason
         )
         self._send(envelope + self._error_frames(request_id, robot, code, reason, timing, version))
+        self._refused_bytes += self._message_bytes
         connection = _frame_bytes(envelope[0])
         if not self._budget.spend(connection):
             self._rejections.log(
@@ -516,14 +520,17 @@ class PolicyServer:
             self._wake_rx.close(0)
 
     def _maybe_trim(self) -> None:
-        """After a burst (``TRIM_AFTER_BYTES`` received or decoded) and once the queue is empty, give freed heap
-        memory back to the OS (at most once a second)."""
-        if self._bytes_since_trim < TRIM_AFTER_BYTES or len(self._queue):
+        """After a burst (see :data:`TRIM_AFTER_BYTES`) and once the queue is empty, give freed heap memory back
+        to the OS (at most once a second)."""
+        if len(self._queue):
             return
         now = time.monotonic_ns()
         if now - self._t_trim_ns < _TRIM_MIN_INTERVAL_NS:
             return
-        self._bytes_since_trim = 0
+        if self._queue.peak_bytes < TRIM_AFTER_BYTES and self._refused_bytes < 4 * TRIM_AFTER_BYTES:
+            return
+        self._queue.reset_peak()
+        self._refused_bytes = 0
         self._t_trim_ns = now
         if trim_heap():
             self.trims += 1
@@ -542,6 +549,7 @@ class PolicyServer:
         if self._budget.muted(_frame_bytes(frames[0])):
             self._count("received")
             self._count("muted")
+            self._refused_bytes += sum(len(f) for f in frames)
             return
         envelope, body = _split_envelope(frames)
         try:
@@ -560,7 +568,7 @@ class PolicyServer:
 
     def _on_message(self, frames: list[Any], envelope: list[Any], body: list[Any], t_recv_ns: int) -> None:
         self._count("received")
-        self._bytes_since_trim += sum(len(f) for f in frames)
+        self._message_bytes = sum(len(f) for f in frames)
         if not body:
             self._reject(envelope, -1, "", "protocol_error", "empty message", None)
             return
@@ -651,7 +659,6 @@ class PolicyServer:
             reject("busy", str(exc))
             return
         if header.compressed:
-            self._bytes_since_trim += header.declared_bytes
             self._to_decode.push(connection, item)
         if old is not None:
             reason = f"superseded by newer request {header.id} from robot {header.robot!r} (latest wins)"
