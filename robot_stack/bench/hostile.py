@@ -19,7 +19,9 @@ round trip (failed calls count with the time they took to fail) while the server
 
 Per case: what was sent, the answers by code, the server's RSS (``/proc``) idle before the case, peak during it
 and after it (queue drained, then 1.2 s; 0.3 s with ``--quick``), the server's log lines written during it, and
-the victim's p50/p99 quiet vs under attack (``victim_p99_ratio``; same run, so machine load hits both). Targets
+the victim's p50/p99 quiet vs under attack (``victim_p99_ratio``; same run, so machine load hits both) and vs
+the same flood sent to a *decoy* sink in the attacker's own process (``victim_p99_ratio_vs_decoy``: what is left
+once the attacker's own CPU, which a remote attacker would not spend here, is accounted for). Targets
 (issue 11): RSS growth <= 64 MB and victim p99 ratio <= 1.5 for ``zstd_flood`` at 10,000 requests. A guard kills
 the server above :data:`RSS_GUARD_BYTES` (an unprotected server would otherwise exhaust the machine). Attacker,
 victim and server share this machine's cores: on a 2-core machine the attacker's own CPU is part of what the
@@ -282,6 +284,28 @@ class _RssSampler(threading.Thread):
                 return
 
 
+def _flood(
+    attacker: subprocess.Popen[str],
+    endpoint: str,
+    case: str,
+    count: int,
+    drain_s: float,
+    victim: _Victim,
+    abort: Callable[[], bool],
+) -> tuple[list[tuple[float, float, bool]], dict[str, Any]]:
+    """Have the attacker flood ``endpoint`` (``"decoy"``: its own sink) while the victim runs; return the victim's
+    calls and the attacker's JSON result (plus ``rate_hz``)."""
+    assert attacker.stdin is not None and attacker.stdout is not None
+    attacker.stdin.write(f"{endpoint} {case} {count} {CASES[case][2]} {drain_s}\n")
+    attacker.stdin.flush()
+    answer: list[str] = []
+    reader = threading.Thread(target=lambda: answer.append(attacker.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    calls = victim.run_for(lambda: not reader.is_alive() or abort())
+    reader.join(120)
+    return calls, {"rate_hz": CASES[case][2], **json.loads(answer[0])}
+
+
 def _queue_empty(victim: _Victim) -> bool:
     try:
         return int(victim.client.health(timeout_s=2.0).get("queued", 0)) == 0
@@ -308,16 +332,12 @@ def _run_case(
     log_start = len(log.read_text().splitlines())
     sampler = _RssSampler(proc)
     sampler.start()
-    attacker.stdin.write(f"{endpoint} {case} {count} {CASES[case][2]} {drain_s}\n")
-    attacker.stdin.flush()
-    answer: list[str] = []
-    reader = threading.Thread(target=lambda: answer.append(attacker.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    during = victim.run_for(lambda: not reader.is_alive() or sampler.killed)
-    reader.join(120)
+    # Decoy: the same flood at a sink in the attacker's own process (never read): what the attacker's CPU alone
+    # costs the victim on this machine. Then the attack on the server.
+    decoy, _ = _flood(attacker, "decoy", case, count, 0.0, victim, lambda: False)
+    during, result = _flood(attacker, endpoint, case, count, drain_s, victim, lambda: sampler.killed)
     sampler.stop_event.set()
     sampler.join()
-    result: dict[str, Any] = {"rate_hz": CASES[case][2], **json.loads(answer[0])}
     t_end = result.pop("t_active_end")
     under_attack = [s for s in during if s[0] <= t_end]  # not the calls after the attack and its answers ended
     if sampler.killed:
@@ -328,6 +348,7 @@ def _run_case(
     time.sleep(settle_s)  # the server trims its heap once its queue is empty after a burst (at most once a second)
     rss_after = _rss_mb(proc.pid)
     quiet_stats = latency_stats(np.asarray([s[1] for s in quiet] or [np.nan]))
+    decoy_stats = latency_stats(np.asarray([s[1] for s in decoy] or [np.nan]))
     attack_stats = latency_stats(np.asarray([s[1] for s in under_attack] or [np.nan]))
     return {
         **result,
@@ -338,11 +359,18 @@ def _run_case(
         "server_log_lines": len(log.read_text().splitlines()) - log_start,
         "victim_quiet_p50_ms": quiet_stats["p50_ms"],
         "victim_quiet_p99_ms": quiet_stats["p99_ms"],
+        "victim_decoy_p50_ms": decoy_stats["p50_ms"],
+        "victim_decoy_p99_ms": decoy_stats["p99_ms"],
         "victim_attack_p50_ms": attack_stats["p50_ms"],
         "victim_attack_p99_ms": attack_stats["p99_ms"],
-        "victim_calls": [len(quiet), len(under_attack)],
-        "victim_failed": [sum(not s[2] for s in quiet), sum(not s[2] for s in under_attack)],
+        "victim_calls": [len(quiet), len(decoy), len(under_attack)],
+        "victim_failed": [
+            sum(not s[2] for s in quiet),
+            sum(not s[2] for s in decoy),
+            sum(not s[2] for s in under_attack),
+        ],
         "victim_p99_ratio": round(attack_stats["p99_ms"] / quiet_stats["p99_ms"], 3),
+        "victim_p99_ratio_vs_decoy": round(attack_stats["p99_ms"] / decoy_stats["p99_ms"], 3),
     }
 
 
@@ -409,16 +437,25 @@ def run(quick: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """The attacker process: prepare the cases' messages, print READY, then per stdin line ``ENDPOINT CASE COUNT
-    RATE DRAIN_S`` attack and print one JSON line."""
+    RATE DRAIN_S`` attack (``ENDPOINT`` ``decoy``: a sink socket of this process that never reads) and print one
+    JSON line."""
     parser = argparse.ArgumentParser(prog="python -m robot_stack.bench.hostile")
     parser.add_argument("--attacker", nargs="+", metavar="CASE", required=True, choices=sorted(CASES))
     args = parser.parse_args(argv)
+    import zmq
+
     prepared = {case: _attack_frames(case) for case in args.attacker}
+    sink = zmq.Context.instance().socket(zmq.ROUTER)  # the decoy: receives (libzmq does the work), never read
+    sink.setsockopt(zmq.LINGER, 0)
+    sink.setsockopt(zmq.RCVHWM, 0)
+    sink_endpoint = f"tcp://127.0.0.1:{sink.bind_to_random_port('tcp://127.0.0.1')}"
     print("READY attacker", flush=True)
     for line in sys.stdin:
         endpoint, case, count, rate, drain_s = line.split()
-        result = attack(endpoint, prepared[case], int(count), float(rate), float(drain_s))
+        target = sink_endpoint if endpoint == "decoy" else endpoint
+        result = attack(target, prepared[case], int(count), float(rate), float(drain_s))
         print(json.dumps(result), flush=True)
+    sink.close(0)
     return 0
 
 
