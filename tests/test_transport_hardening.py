@@ -445,13 +445,16 @@ def test_two_connections_sharing_a_robot_id_never_supersede_each_other(handler: 
             c.send_multipart(infer_frames(1, robot="other", block=True))
             assert handler.entered.wait(5)
             a.send_multipart(infer_frames(2, robot="arm", tag="a"))
-            b.send_multipart(infer_frames(3, robot="arm", tag="b"))  # same robot id, another client
+            wait_until(lambda: srv.stats()["queued"] == 1)
+            b.send_multipart(infer_frames(3, robot="arm", tag="b"))  # same robot id, another client: queued too
+            wait_until(lambda: srv.stats()["queued"] == 2)
             a.send_multipart(infer_frames(4, robot="arm", tag="a2"))  # same client and robot: latest wins
             first = decode(a.recv_multipart())
             assert (first.id, first.error_code) == (2, "superseded")
             handler.gate.set()
             assert decode(b.recv_multipart()).kind == "reply"
-            assert decode(a.recv_multipart()).id == 4
+            last = decode(a.recv_multipart())
+            assert (last.id, last.kind) == (4, "reply")
         finally:
             for s in (a, b, c):
                 s.close(0)
