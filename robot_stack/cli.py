@@ -72,6 +72,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         curve_secret=args.curve_secret,
         allow_dir=args.allow_dir,
         engine=args.engine,
+        precision=args.precision,
     )
     return 0
 
@@ -132,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
     serve.add_argument("--curve-secret", help="server .key_secret file: enables CURVE authentication")
     serve.add_argument("--allow-dir", help="folder of allowed client .key files (needs --curve-secret)")
-    serve.add_argument("--engine", default="ort", choices=["ort", "tensorrt"], help="ONNX Runtime or native TensorRT")
+    serve.add_argument(
+        "--engine", default="ort", choices=["ort", "tensorrt", "torch"], help="ONNX Runtime, native TensorRT or torch"
+    )
+    serve.add_argument("--precision", default=None, help="fp32|fp16|int8 (TensorRT), fp32|fp16|bf16 (torch)")
     serve.set_defaults(func=_cmd_serve)
 
     train = sub.add_parser("train-demo", help="collect expert data in sim, train and export the demo policy")

@@ -47,25 +47,47 @@ def manifest_path(tmp_path: Path) -> Path:
 
 
 def test_cache_key_is_deterministic_and_covers_every_field() -> None:
-    key = engine_cache_key(SHA, "NVIDIA H100 80GB HBM3", "10.3.0", "fp16", PROFILES)
-    same = engine_cache_key(SHA, "  NVIDIA  H100 80GB HBM3 ", "10.3.0", "fp16", PROFILES[::-1])
+    base = dict(
+        external_data_sha256="",
+        compute_capability="9.0",
+        workspace_bytes=1 << 30,
+        tf32=False,
+        calibration_sha256="",
+        strongly_typed=False,
+        multiprocessors=16,
+    )
+    key = engine_cache_key(SHA, "NVIDIA H100 80GB HBM3", "10.3.0", "fp16", PROFILES, **base)
+    same = engine_cache_key(SHA, "  NVIDIA  H100 80GB HBM3 ", "10.3.0", "fp16", PROFILES[::-1], **base)
     assert key == same and key.digest() == same.digest()  # whitespace and profile order do not matter
     assert len(key.digest()) == 64 and json.loads(key.canonical())["gpu"] == "NVIDIA H100 80GB HBM3"
+    gpu = "NVIDIA H100 80GB HBM3"
     variants = [
-        engine_cache_key("cd" * 32, "NVIDIA H100 80GB HBM3", "10.3.0", "fp16", PROFILES),  # another model
-        engine_cache_key(SHA, "Orin (nvgpu)", "10.3.0", "fp16", PROFILES),  # another GPU
-        engine_cache_key(SHA, "NVIDIA H100 80GB HBM3", "8.6.1", "fp16", PROFILES),  # another TensorRT
-        engine_cache_key(SHA, "NVIDIA H100 80GB HBM3", "10.3.0", "int8", PROFILES),  # another precision
+        engine_cache_key("cd" * 32, gpu, "10.3.0", "fp16", PROFILES, **base),  # another model
+        engine_cache_key(SHA, "Orin (nvgpu)", "10.3.0", "fp16", PROFILES, **base),  # another GPU
+        engine_cache_key(SHA, gpu, "8.6.1", "fp16", PROFILES, **base),  # another TensorRT
+        engine_cache_key(SHA, gpu, "10.3.0", "fp32", PROFILES, **base),  # another precision
         engine_cache_key(  # another shape range
-            SHA, "NVIDIA H100 80GB HBM3", "10.3.0", "fp16", (replace(PROFILES[0], max=(16, 6)), PROFILES[1])
+            SHA, gpu, "10.3.0", "fp16", (replace(PROFILES[0], max=(16, 6)), PROFILES[1]), **base
         ),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "external_data_sha256": "ef" * 32}),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "compute_capability": "8.7"}),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "workspace_bytes": 2 << 30}),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "tf32": True}),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "strongly_typed": True}),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "multiprocessors": 8}),
+        engine_cache_key(SHA, gpu, "10.3.0", "int8", PROFILES, **{**base, "calibration_sha256": "01" * 32}),
+        engine_cache_key(SHA, gpu, "10.3.0", "int8", PROFILES, **{**base, "calibration_sha256": "02" * 32}),
     ]
     digests = {key.digest(), *(v.digest() for v in variants)}
-    assert len(digests) == 6
+    assert len(digests) == len(variants) + 1
+    # Two Jetson Orin modules report the same name "Orin": the compute capability and memory-relevant settings
+    # must still separate their engines.
     # Pinned: the key function must not drift silently between releases (that would orphan every cached engine).
     assert engine_cache_key(SHA, "GPU", "1.0", "fp32", PROFILES[:1]).canonical() == (
-        '{"format":1,"gpu":"GPU","onnx_sha256":"' + SHA + '","precision":"fp32","profiles":'
-        '[{"max":[8,6],"min":[1,6],"name":"state","opt":[1,6]}],"trt_version":"1.0"}'
+        '{"calibration_sha256":"","compute_capability":"","external_data_sha256":"","format":2,"gpu":"GPU",'
+        '"multiprocessors":0,"onnx_sha256":"' + SHA + '","precision":"fp32","profiles":'
+        '[{"max":[8,6],"min":[1,6],"name":"state","opt":[1,6]}],"strongly_typed":false,"tf32":false,'
+        '"trt_version":"1.0","workspace_bytes":0}'
     )
 
 
@@ -78,6 +100,10 @@ def test_cache_key_rejects_bad_fields() -> None:
         engine_cache_key(SHA, "gpu", "10", "fp16", PROFILES[:1] * 2)
     with pytest.raises(ConfigError, match="min <= opt <= max"):
         ShapeProfile("x", (4,), (2,), (8,))
+    with pytest.raises(ConfigError, match="required for int8"):
+        engine_cache_key(SHA, "gpu", "10", "int8", PROFILES)  # INT8 engines depend on their calibration data
+    with pytest.raises(ConfigError, match="8.7"):
+        engine_cache_key(SHA, "gpu", "10", "fp16", PROFILES, compute_capability="sm87")
 
 
 def test_default_profiles_follow_the_manifest(manifest_path: Path, tmp_path: Path) -> None:
@@ -170,9 +196,13 @@ def test_engine_builds_passes_accuracy_and_is_reused_from_cache(
     env = trt_environment()
     if isinstance(env, str):
         pytest.skip(env)
-    from robot_stack.policy.tensorrt import TrtPolicy, compile_model
+    from robot_stack.policy.compiler import compile_model
+    from robot_stack.policy.tensorrt import TrtPolicy
 
-    report = compile_model(manifest_path, precision, cache_dir=tmp_path / "engines")
+    report = compile_model(manifest_path, precision, cache_dir=tmp_path / "engines", calibration_data=None)
+    if precision == "int8":  # INT8 needs recorded calibration frames; the toy model has none: it must say so
+        assert not report.ok and "calibration" in report.reason
+        return
     assert report.ok, report.reason
     assert not report.cache_hit and Path(report.engine_path).is_file()
     print(f"\n{precision}: TensorRT p50 {report.trt_p50_ms} ms vs ORT ({report.ort_provider}) {report.ort_p50_ms} ms")
