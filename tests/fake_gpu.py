@@ -26,6 +26,7 @@ TF32 left on: a deterministic 2e-3 relative error, the size TF32 accumulation re
 recorded in ``calls``; faults are injected by name (see :class:`Faults`).
 """
 
+# ruff: noqa: N802, N815 - the fakes keep the real APIs' names (cudaMalloc, cudaSuccess, ...)
 from __future__ import annotations
 
 import ctypes
@@ -221,18 +222,60 @@ class Faults:
     parse_fails: bool = False
 
 
-_FLAGS_10 = (
-    "FP16 BF16 INT8 DEBUG GPU_FALLBACK REFIT DISABLE_TIMING_CACHE EDITABLE_TIMING_CACHE TF32 SPARSE_WEIGHTS "
-    "SAFETY_SCOPE OBEY_PRECISION_CONSTRAINTS PREFER_PRECISION_CONSTRAINTS DIRECT_IO REJECT_EMPTY_ALGORITHMS "
-    "VERSION_COMPATIBLE EXCLUDE_LEAN_RUNTIME FP8 ERROR_ON_TIMING_CACHE_MISS DISABLE_COMPILATION_CACHE WEIGHTLESS "
-    "STRIP_PLAN REFIT_IDENTICAL WEIGHT_STREAMING INT4 REFIT_INDIVIDUAL STRICT_NANS MONITOR_MEMORY FP4 "
-    "DISTRIBUTIVE_INDEPENDENCE"
-).split()
-_FLAGS_11 = (
-    "DEBUG GPU_FALLBACK REFIT DISABLE_TIMING_CACHE EDITABLE_TIMING_CACHE TF32 SPARSE_WEIGHTS SAFETY_SCOPE DIRECT_IO "
-    "VERSION_COMPATIBLE EXCLUDE_LEAN_RUNTIME ERROR_ON_TIMING_CACHE_MISS DISABLE_COMPILATION_CACHE STRIP_PLAN "
-    "REFIT_IDENTICAL WEIGHT_STREAMING REFIT_INDIVIDUAL STRICT_NANS MONITOR_MEMORY DISTRIBUTIVE_INDEPENDENCE"
-).split()
+_FLAGS_10 = [
+    "FP16",
+    "BF16",
+    "INT8",
+    "DEBUG",
+    "GPU_FALLBACK",
+    "REFIT",
+    "DISABLE_TIMING_CACHE",
+    "EDITABLE_TIMING_CACHE",
+    "TF32",
+    "SPARSE_WEIGHTS",
+    "SAFETY_SCOPE",
+    "OBEY_PRECISION_CONSTRAINTS",
+    "PREFER_PRECISION_CONSTRAINTS",
+    "DIRECT_IO",
+    "REJECT_EMPTY_ALGORITHMS",
+    "VERSION_COMPATIBLE",
+    "EXCLUDE_LEAN_RUNTIME",
+    "FP8",
+    "ERROR_ON_TIMING_CACHE_MISS",
+    "DISABLE_COMPILATION_CACHE",
+    "WEIGHTLESS",
+    "STRIP_PLAN",
+    "REFIT_IDENTICAL",
+    "WEIGHT_STREAMING",
+    "INT4",
+    "REFIT_INDIVIDUAL",
+    "STRICT_NANS",
+    "MONITOR_MEMORY",
+    "FP4",
+    "DISTRIBUTIVE_INDEPENDENCE",
+]
+_FLAGS_11 = [
+    "DEBUG",
+    "GPU_FALLBACK",
+    "REFIT",
+    "DISABLE_TIMING_CACHE",
+    "EDITABLE_TIMING_CACHE",
+    "TF32",
+    "SPARSE_WEIGHTS",
+    "SAFETY_SCOPE",
+    "DIRECT_IO",
+    "VERSION_COMPATIBLE",
+    "EXCLUDE_LEAN_RUNTIME",
+    "ERROR_ON_TIMING_CACHE_MISS",
+    "DISABLE_COMPILATION_CACHE",
+    "STRIP_PLAN",
+    "REFIT_IDENTICAL",
+    "WEIGHT_STREAMING",
+    "REFIT_INDIVIDUAL",
+    "STRICT_NANS",
+    "MONITOR_MEMORY",
+    "DISTRIBUTIVE_INDEPENDENCE",
+]
 _ORT_TO_TRT = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -382,7 +425,9 @@ class FakeTensorRT:
 
             def set_shape(self, name: str, min: Any, opt: Any, max: Any) -> None:  # noqa: A002 - the real names
                 lo, op, hi = tuple(min), tuple(opt), tuple(max)
-                if not (len(lo) == len(op) == len(hi)) or not all(a <= b <= c for a, b, c in zip(lo, op, hi)):
+                if not (len(lo) == len(op) == len(hi)) or not all(
+                    a <= b <= c for a, b, c in zip(lo, op, hi, strict=True)
+                ):
                     raise ValueError(f"invalid profile for {name}")
                 self.shapes[name] = (lo, op, hi)
 
@@ -558,7 +603,7 @@ class FakeTensorRT:
             def set_input_shape(self, name: str, shape: Any) -> bool:
                 lo, _, hi = self.engine.plan["profiles"].get(name, (None, None, None))
                 shape = tuple(int(d) for d in shape)
-                if lo is not None and not all(a <= d <= b for a, d, b in zip(lo, shape, hi)):
+                if lo is not None and not all(a <= d <= b for a, d, b in zip(lo, shape, hi, strict=True)):
                     return False
                 self.shapes[name] = shape
                 self._outputs = None
@@ -711,20 +756,56 @@ def fake_gpu(
 
 #: TensorRT EP option names of onnxruntime-gpu 1.26.0 (libonnxruntime_providers_tensorrt.so string table).
 ORT_TRT_OPTIONS = frozenset(
-    "device_id trt_max_partition_iterations trt_min_subgraph_size trt_max_workspace_size trt_fp16_enable "
-    "trt_bf16_enable trt_int8_enable trt_int8_calibration_table_name trt_int8_use_native_calibration_table "
-    "trt_dla_enable trt_dla_core trt_dump_subgraphs trt_engine_cache_enable trt_engine_cache_path "
-    "trt_engine_cache_prefix trt_engine_decryption_enable trt_engine_decryption_lib_path "
-    "trt_force_sequential_engine_build trt_context_memory_sharing_enable trt_layer_norm_fp32_fallback "
-    "trt_timing_cache_enable trt_timing_cache_path trt_force_timing_cache trt_detailed_build_log "
-    "trt_build_heuristics_enable trt_sparsity_enable trt_builder_optimization_level trt_auxiliary_streams "
-    "trt_tactic_sources trt_extra_plugin_lib_paths trt_profile_min_shapes trt_profile_max_shapes "
-    "trt_profile_opt_shapes trt_cuda_graph_enable trt_dump_ep_context_model trt_ep_context_file_path "
-    "trt_ep_context_embed_mode trt_engine_hw_compatible trt_onnx_model_folder_path trt_op_types_to_exclude "
-    "trt_preview_features trt_load_user_initializer trt_weight_stripped_engine_enable".split()
+    [
+        "device_id",
+        "trt_max_partition_iterations",
+        "trt_min_subgraph_size",
+        "trt_max_workspace_size",
+        "trt_fp16_enable",
+        "trt_bf16_enable",
+        "trt_int8_enable",
+        "trt_int8_calibration_table_name",
+        "trt_int8_use_native_calibration_table",
+        "trt_dla_enable",
+        "trt_dla_core",
+        "trt_dump_subgraphs",
+        "trt_engine_cache_enable",
+        "trt_engine_cache_path",
+        "trt_engine_cache_prefix",
+        "trt_engine_decryption_enable",
+        "trt_engine_decryption_lib_path",
+        "trt_force_sequential_engine_build",
+        "trt_context_memory_sharing_enable",
+        "trt_layer_norm_fp32_fallback",
+        "trt_timing_cache_enable",
+        "trt_timing_cache_path",
+        "trt_force_timing_cache",
+        "trt_detailed_build_log",
+        "trt_build_heuristics_enable",
+        "trt_sparsity_enable",
+        "trt_builder_optimization_level",
+        "trt_auxiliary_streams",
+        "trt_tactic_sources",
+        "trt_extra_plugin_lib_paths",
+        "trt_profile_min_shapes",
+        "trt_profile_max_shapes",
+        "trt_profile_opt_shapes",
+        "trt_cuda_graph_enable",
+        "trt_dump_ep_context_model",
+        "trt_ep_context_file_path",
+        "trt_ep_context_embed_mode",
+        "trt_engine_hw_compatible",
+        "trt_onnx_model_folder_path",
+        "trt_op_types_to_exclude",
+        "trt_preview_features",
+        "trt_load_user_initializer",
+        "trt_weight_stripped_engine_enable",
+    ]
 )
 #: CUDA EP option names used here (onnxruntime-gpu 1.26.0 libonnxruntime_providers_cuda.so).
-ORT_CUDA_OPTIONS = frozenset("device_id use_tf32 prefer_nhwc cudnn_conv_algo_search arena_extend_strategy".split())
+ORT_CUDA_OPTIONS = frozenset(
+    ["device_id", "use_tf32", "prefer_nhwc", "cudnn_conv_algo_search", "arena_extend_strategy"]
+)
 
 
 @dataclass

@@ -301,7 +301,7 @@ def test_engine_wrong_in_one_small_channel_is_rejected_and_released(tmp_path, mo
         )
         # the rejected engine, its context, stream and device buffers are gone before ORT serves
         assert gpu.trt.live_engines == 0 and not gpu.cuda.streams and not gpu.cuda.memory
-        assert ("cudaStreamDestroy",) == tuple(c[0] for c in gpu.cuda.calls if c[0] == "cudaStreamDestroy")
+        assert tuple(c[0] for c in gpu.cuda.calls if c[0] == "cudaStreamDestroy") == ("cudaStreamDestroy",)
 
 
 def test_gate_feeds_nan_where_the_manifest_allows_it(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
