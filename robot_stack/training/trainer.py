@@ -226,6 +226,7 @@ def _write_torch_program(module: nn.Module, samples: TrainingSamples, path: Path
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.export.export(module.eval(), _example(samples))
+    program.example_inputs = None  # not needed to run; would store a full-size zero frame (pickled) in the file
     torch.export.save(program, str(path))
     return path
 
