@@ -38,6 +38,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -826,6 +827,9 @@ def fake_ort_gpu(monkeypatch: Any, *, bias: float = 0.0, events: list[str] | Non
     providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(providers))
     monkeypatch.setattr(onnxruntime, "preload_dlls", lambda **kw: record.preloads.append(kw), raising=False)
+    from robot_stack.policy import gpu_env
+
+    monkeypatch.setattr(gpu_env, "_PRELOADED", set())  # a fresh process as far as preloading goes
 
     class Session:
         def __init__(self, path: str, sess_options: Any = None, providers: list[Any] | None = None) -> None:
@@ -838,6 +842,16 @@ def fake_ort_gpu(monkeypatch: Any, *, bias: float = 0.0, events: list[str] | Non
                         raise RuntimeError(f"[ONNXRuntimeError] : unknown provider option(s) {sorted(unknown)}")
             record.sessions.append((str(path), chain))
             self._names = [e[0] if isinstance(e, tuple) else e for e in chain]
+            trt = next((e[1] for e in chain if isinstance(e, tuple) and e[0] == "TensorrtExecutionProvider"), None)
+            if trt and trt.get("trt_engine_cache_enable") == "1":  # the EP writes its engine on first build
+                folder = Path(trt["trt_engine_cache_path"])
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / "TensorrtExecutionProvider_TRTKernel_graph_main_0_0_sm90.engine").write_bytes(b"plan")
+                except OSError as exc:
+                    raise RuntimeError(
+                        f"[ONNXRuntimeError] : 1 : FAIL : TensorRT EP cannot write its cache: {exc}"
+                    ) from exc
             self._real = _RealSession(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
             record.events.append(f"ort+{self._names[0]}")
             weakref.finalize(self, record.events.append, f"ort-{self._names[0]}")

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.errors import ConfigError, PolicyError
+from robot_stack.errors import BackendError, ConfigError, PolicyError
 from robot_stack.policy.accuracy import AccuracyReport, gate_candidate, gate_inputs, reference_outputs
 from robot_stack.policy.gpu_env import ENGINES
 from robot_stack.policy.manifest import PolicyManifest
@@ -118,7 +118,14 @@ def load_backend(
             artifact = prepare_engine(manifest, precision, calibration=calibration, **options)  # (1) builder released
             inputs = gate_inputs(manifest, artifact.profiles, precision, gate_frames)
             reference = reference_outputs(manifest, inputs, threads)  # (2) reference released
-            candidate = TrtPolicy(manifest, precision, artifact=artifact)  # (3)
+            try:
+                candidate = TrtPolicy(manifest, precision, artifact=artifact)  # (3)
+            except BackendError as exc:
+                if not artifact.cache_hit:
+                    raise
+                log.warning("cached engine %s unusable (%s); rebuilding it", artifact.path, exc)
+                artifact = prepare_engine(manifest, precision, calibration=calibration, **{**options, "rebuild": True})
+                candidate = TrtPolicy(manifest, precision, artifact=artifact)
             del artifact
         else:
             from robot_stack.policy.torch_engine import TorchPolicy, torch_profiles
@@ -281,8 +288,6 @@ class FallbackPolicy:
         try:
             return self.primary.run(arrays)
         except PolicyError as exc:
-            from robot_stack.errors import BackendError
-
             if not isinstance(exc, BackendError):
                 raise
             self._switch(exc)

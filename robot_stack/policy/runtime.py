@@ -46,10 +46,21 @@ _ORT_TYPES = {
 }
 
 
+def _onnxruntime() -> Any:
+    """The ``onnxruntime`` module, or :class:`PolicyError` saying which extra installs it."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise PolicyError(
+            f"ONNX Runtime is not installed ({exc}); pip install 'robot-stack[cpu]' (or 'robot-stack[gpu]' on an "
+            f"NVIDIA machine, never both: README 'GPU')"
+        ) from exc
+    return ort
+
+
 def available_providers() -> list[str]:
     """Short names (``tensorrt``/``cuda``/``cpu``) this onnxruntime build offers."""
-    import onnxruntime as ort
-
+    ort = _onnxruntime()
     have = set(ort.get_available_providers())
     return [p for p in PROVIDERS if ORT_PROVIDERS[p][0] in have]
 
@@ -92,8 +103,7 @@ class OnnxPolicy:
         tf32: bool = False,
         workspace_mb: int = 1024,
     ) -> None:
-        import onnxruntime as ort
-
+        ort = _onnxruntime()
         self.manifest = manifest
         self._session: Any = None
         if not manifest.onnx_path.is_file():
