@@ -384,6 +384,7 @@ class FakeTensorRT:
             def __init__(self, flags: int) -> None:
                 self.flags = flags
                 self.onnx_path: str | None = None
+                self.model: bytes | None = None  # what parse(bytes) was given
 
         class OnnxParser:
             def __init__(self, network: INetworkDefinition, logger: Logger) -> None:
@@ -407,6 +408,7 @@ class FakeTensorRT:
                     loc = next(e.value for t in _get_all_tensors(proto) for e in t.external_data if e.key == "location")
                     self._errors.append(ParserError(f"Failed to open file: {loc} (external weights need the path)"))
                     return False
+                self.network.model = bytes(model) if path is None else None
                 return self._accept(path)
 
             def parse_from_file(self, path: str) -> bool:
@@ -530,7 +532,8 @@ class FakeTensorRT:
                 }
                 import onnx
 
-                weights = onnx.load(network.onnx_path).SerializeToString()  # a plan embeds its weights
+                # a plan embeds its weights
+                weights = network.model or onnx.load(network.onnx_path).SerializeToString()
                 return IHostMemory(_MAGIC + json.dumps(plan).encode() + b"\n" + weights)
 
         m.Builder = Builder
