@@ -15,9 +15,9 @@ import yaml
 
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy import OnnxPolicy, PolicyManifest
+from robot_stack.policy.cli import add_compile_parser
 from robot_stack.policy.tensorrt import (
     ShapeProfile,
-    add_compile_parser,
     choose_backend,
     compare_outputs,
     default_profiles,

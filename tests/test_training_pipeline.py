@@ -125,7 +125,7 @@ def test_continuous_export_matches_torch_and_is_served(samples, tmp_path: Path) 
         np.testing.assert_allclose(out, ref[row], atol=2e-5)
 
     # served by the real server, decoded by the registry decoder into a joint trajectory
-    from robot_stack.sim.lockstep import LockstepRig
+    from robot_stack.stack.lockstep import LockstepRig
 
     rig = LockstepRig()
     try:
@@ -179,7 +179,7 @@ def test_vq_export_matches_torch_and_is_served_and_decoded(samples, tmp_path: Pa
 def test_serving_path_never_imports_torch() -> None:
     code = (
         "import sys; import robot_stack.training, robot_stack.training.evaluate, robot_stack.training.cli, "
-        "robot_stack.training.samples, robot_stack.policy.service, robot_stack.runtime, robot_stack.cli; "
+        "robot_stack.training.samples, robot_stack.policy.service, robot_stack.cycle.policy_cycle, robot_stack.cli; "
         "robot_stack.cli.build_parser(); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

@@ -1,6 +1,6 @@
 """``robot-stack bench executor``: the fixed-rate executor at 500 Hz and 1 kHz on the real monotonic clock.
 
-The executor drives a :class:`~robot_stack.robots.kinematic.KinematicRobot` (FK on every state read) while a
+The executor drives a :class:`~robot_stack.sim.kinematic.KinematicRobot` (FK on every state read) while a
 publisher thread hands it a new 1 s trajectory every 100 ms, like a policy streaming chunks. Reported per rate:
 achieved rate, tick lateness against the absolute schedule (p50/p99/max ms), skipped ticks and the cost of one
 tick. Baseline, same run and same work: a naive ``tick(); time.sleep(period)`` loop, whose rate falls short and
@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import latency_stats, register
+from robot_stack.bench.registry import register
 from robot_stack.clock import MonotonicClock
 from robot_stack.control.executor import Executor
+from robot_stack.metrics import latency_stats
 from robot_stack.robots import panda
-from robot_stack.robots.kinematic import KinematicRobot
+from robot_stack.sim.kinematic import KinematicRobot
 from robot_stack.types import JointTrajectory
 
 log = logging.getLogger("robot_stack.bench.executor")

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import latency_stats
 from robot_stack.clock import Clock
 from robot_stack.control.safety import SafetyFilter
 from robot_stack.control.trajectory import TrajectoryFollower
 from robot_stack.errors import ConfigError, RobotStackError
+from robot_stack.metrics import latency_stats
 from robot_stack.robots.base import Robot
 from robot_stack.types import JointTrajectory
 

@@ -4,8 +4,7 @@ INT8 is calibrated on recorded episodes (``--calibration-data DATASET``: the pro
 :mod:`robot_stack.policy.calibration_data`); a quarter of the sampled frames are held out and the INT8 gate is
 judged on them. The gate's per-output, per-channel figures are printed (and in ``--json``).
 
-:func:`add_compile_options` adds this module's options to the ``compile`` parser and :func:`run_compile` is its
-handler, so the parser itself can live wherever the CLI keeps it.
+:func:`run_compile` is the handler of the ``compile`` parser (:mod:`robot_stack.policy.cli`).
 """
 
 from __future__ import annotations
@@ -21,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import time_calls
+from robot_stack.metrics import time_calls
 from robot_stack.policy.accuracy import sample_inputs
 from robot_stack.policy.backends import load_backend
 from robot_stack.policy.manifest import PolicyManifest
 
-__all__ = ["CompileReport", "add_compile_options", "compile_manifest", "compile_model", "run_compile"]
+__all__ = ["CompileReport", "compile_manifest", "compile_model", "run_compile"]
 
 log = logging.getLogger("robot_stack.policy.compiler")
 
@@ -189,21 +188,6 @@ def compile_manifest(
 
 def _p50_ms(run: Any, feed: Mapping[str, np.ndarray], runs: int) -> float:
     return round(float(np.median(time_calls(lambda: run(feed), runs))) * 1e3, 4)
-
-
-def add_compile_options(parser: argparse.ArgumentParser) -> None:
-    """The ``compile`` options of this module: recorded calibration data, TF32, workspace."""
-    parser.add_argument(
-        "--calibration-data",
-        metavar="DATASET",
-        default=None,
-        help="recorded dataset (robot-stack record): calibrates --int8 and adds held-out frames to the accuracy gate",
-    )
-    parser.add_argument(
-        "--calibration-frames", type=int, default=32, help="frames sampled from the dataset (default 32)"
-    )
-    parser.add_argument("--tf32", action="store_true", help="allow TF32 math in FP32 layers (looser FP32 gate)")
-    parser.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace (default 1024)")
 
 
 def run_compile(args: argparse.Namespace) -> int:

@@ -48,10 +48,13 @@ import yaml
 
 from robot_stack.config import read_yaml
 from robot_stack.errors import ConfigError
+from robot_stack.types import ActionHead
 
 __all__ = [
     "ACTION_HEADS",
+    "DEMO_MANIFEST",
     "PROVIDERS",
+    "SHIPPED_MODELS_DIR",
     "TENSOR_DTYPES",
     "TORCH_FORMATS",
     "BackboneSpec",
@@ -62,7 +65,11 @@ __all__ = [
 ]
 
 #: Action head types the decoders know.
-ACTION_HEADS = ("continuous", "binned", "latent_vq", "motion_tracks")
+ACTION_HEADS = tuple(h.value for h in ActionHead)
+#: The models shipped with the package (``robot_stack/policy/models``).
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "models"
+#: The demo's policy: ``reach-touch-v1`` (colour key + MLP -> ``ee_delta_xyz`` chunks), built by ``train-demo``.
+DEMO_MANIFEST = SHIPPED_MODELS_DIR / "reach-touch-v1.yaml"
 #: Execution providers by short name, fastest first.
 PROVIDERS = ("tensorrt", "cuda", "cpu")
 #: Tensor dtypes a manifest may declare (the wire whitelist).
@@ -235,6 +242,7 @@ class PolicyManifest:
             raise ConfigError(f"{where}: action_space must be a non-empty string such as 'ee_delta_xyz'")
         if self.action_head not in ACTION_HEADS:
             raise ConfigError(f"{where}: action_head {self.action_head!r} unknown; expected one of {ACTION_HEADS}")
+        object.__setattr__(self, "action_head", ActionHead(self.action_head).value)
         if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 1:
             raise ConfigError(f"{where}: horizon must be an int >= 1, got {self.horizon!r}")
         if not _positive(self.dt_s):

@@ -31,7 +31,6 @@ the CPU against a fake ``tensorrt``/``cuda`` module built from the real 10.x/11.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -75,7 +74,6 @@ __all__ = [
     "ShapeProfile",
     "TrtEnvironment",
     "TrtPolicy",
-    "add_compile_parser",
     "arrays_sha256",
     "check_accuracy",
     "choose_backend",
@@ -787,32 +785,3 @@ def choose_backend(
 def load_policy(manifest: PolicyManifest, backend: str = "tensorrt", **kwargs: Any) -> Any:
     """The policy of :func:`choose_backend` (a checked TensorRT engine, or ONNX Runtime with a logged reason)."""
     return choose_backend(manifest, backend, **kwargs).policy
-
-
-# ----------------------------------------------------------------------------------------- compile CLI
-
-
-def _cmd_compile(args: argparse.Namespace) -> int:
-    from robot_stack.policy.compiler import run_compile
-
-    return run_compile(args)
-
-
-def add_compile_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``robot-stack compile MANIFEST [--fp16 | --int8] [--max-batch N] [--cache-dir D] [--rebuild]``
-    (+ :func:`robot_stack.policy.compiler.add_compile_options`); exit code 0 = engine built (or cached) and
-    validated, 1 = it could not be (reason printed)."""
-    from robot_stack.policy.compiler import add_compile_options
-
-    parser = subparsers.add_parser("compile", help="build and validate a TensorRT engine for a model manifest")
-    parser.add_argument("manifest", help="model manifest YAML (or its .onnx with the YAML next to it)")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
-    group.add_argument("--int8", action="store_true", help="INT8 (+FP16), calibrated on --calibration-data")
-    parser.add_argument("--max-batch", type=int, default=None, help="batch-dim profile max (default: manifest)")
-    parser.add_argument("--cache-dir", default=None, help="engine cache (default: <model dir>/.trt_engines)")
-    parser.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    add_compile_options(parser)
-    parser.set_defaults(func=_cmd_compile)
-    return parser

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robot_stack.errors import DatasetError, ShapeError
-from robot_stack.policy.reach_model import TCP_SLICE
+from robot_stack.training.reach_model import TCP_SLICE
 
 __all__ = ["STRIDE", "TrainingSamples", "chunk_labels", "samples_from_dataset", "subsample"]
 

@@ -56,8 +56,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
     cameras = tuple(c for c in args.cameras.split(",") if c)
     if args.live or args.teleop != "expert":
         return _record_live(args, cameras)
+    from robot_stack.collection.session import SimRecordingRig
     from robot_stack.teleop.expert import ExpertTeleop
-    from robot_stack.teleop.sim import SimRecordingRig
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
@@ -90,9 +90,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _record_live(args: argparse.Namespace, cameras: tuple[str, ...]) -> int:
+    from robot_stack.collection.session import run_live_session, sim_dataset_spec
     from robot_stack.dataset.recorder import Recorder
     from robot_stack.teleop.keys import StdinKeySource
-    from robot_stack.teleop.sim import run_live_session, sim_dataset_spec
 
     spec = sim_dataset_spec(cameras, args.fps, args.width, args.height)
     from robot_stack.calibration.store import load_calibration
@@ -138,13 +138,13 @@ def _make_device(args: argparse.Namespace, keys: Any) -> Any:
         raise ConfigError("--live --teleop expert: the expert records in lockstep; drop --live")
     raise ConfigError(
         f"--teleop {args.teleop}: a leader arm needs its driver (robot_stack.teleop.LeaderArm(robot)); wire it in "
-        "Python (see robot_stack.teleop.sim.run_live_session)"
+        "Python (see robot_stack.collection.session.run_live_session)"
     )
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from robot_stack.collection.replay import replay_in_sim
     from robot_stack.dataset.loader import load_dataset
-    from robot_stack.dataset.replay import replay_in_sim
     from robot_stack.dataset.viewer import episode_figure, episode_rerun, episode_video
 
     ds = load_dataset(args.dataset)

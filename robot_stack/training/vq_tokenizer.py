@@ -17,7 +17,7 @@ states is held out and never used for fitting.
    ``rate`` the control rate in Hz between decoded actions. ``Phi`` is the outer product
    ``robot ⊗ [1, r, r²] ⊗ [z / scale, 1]`` (``r`` the rate mapped to [-1, 1]): a linear head per robot type
    whose weights vary smoothly with the rate (fitted by least squares); the MLP
-   (:func:`robot_stack.policy.reach_model.train_mlp`, numpy + Adam) learns the remaining non-linear part.
+   (:func:`robot_stack.training.reach_model.train_mlp`, numpy + Adam) learns the remaining non-linear part.
    The output is normalised; the manifest's stats de-normalise it (``chunk = chunk_norm * std + mean``).
 
 **Embodiments** (:data:`EMBODIMENTS`) are variants of the demo arm the decoder is conditioned on: the canonical
@@ -53,8 +53,8 @@ from onnx import TensorProto, helper
 
 from robot_stack.decoders.vq import VQ_MODELS_DIR, VqManifest
 from robot_stack.errors import ConfigError, PolicyError, ShapeError
-from robot_stack.policy.reach_model import MlpParams, mlp_onnx_nodes, onnx_constant, train_mlp
 from robot_stack.sim.expert import ExpertConfig, expert_actions
+from robot_stack.training.reach_model import MlpParams, mlp_onnx_nodes, onnx_constant, train_mlp
 
 __all__ = [
     "CUBE_BOUNDS",
@@ -259,7 +259,7 @@ class TokenizerConfig:
         levels: residual levels (1 = single codebook); codebook_size: codes per level and token.
         n_states: sampled (TCP, cube) situations; held_out_fraction of them are never fitted.
         rate_range_hz: control rates the decoder is trained on (uniform); canonical_rate_hz: the tokens' rate.
-        hidden, epochs, batch_size, lr: the residual MLP (:func:`~robot_stack.policy.reach_model.train_mlp`).
+        hidden, epochs, batch_size, lr: the residual MLP (:func:`~robot_stack.training.reach_model.train_mlp`).
         kmeans_iters: Lloyd iterations per codebook. seed: every random choice.
     """
 

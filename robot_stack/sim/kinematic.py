@@ -1,7 +1,7 @@
 """A kinematic twin of the Panda: tracks every command perfectly. For tests and the executor benchmark.
 
 ``q`` is the last commanded set-point, ``dq`` the finite difference of the last two commands over the clock time
-between them, and the TCP pose comes from :class:`~robot_stack.control.ik.PinocchioIK` forward kinematics (the
+between them, and the TCP pose comes from :class:`~robot_stack.kinematics.ik.PinocchioIK` forward kinematics (the
 same URDF the MuJoCo simulator loads).
 """
 
@@ -13,8 +13,8 @@ from collections import deque
 import numpy as np
 
 from robot_stack.clock import Clock, MonotonicClock
-from robot_stack.control.ik import PinocchioIK, panda_ik
 from robot_stack.errors import RobotError
+from robot_stack.kinematics.ik import PinocchioIK, panda_ik
 from robot_stack.robots import panda
 from robot_stack.robots.base import JointLimits, Robot
 from robot_stack.types import RobotState
@@ -26,7 +26,7 @@ class KinematicRobot(Robot):
     """Perfect position tracking, no dynamics.
 
     Args:
-        ik: kinematics for the TCP pose (default: :func:`~robot_stack.control.ik.panda_ik`).
+        ik: kinematics for the TCP pose (default: :func:`~robot_stack.kinematics.ik.panda_ik`).
         q0: (n,) initial joint positions, rad (default: ``panda.HOME_Q``).
         clock: time source for ``t_ns`` and velocity differences (default: ``MonotonicClock``).
         limits: joint limits reported to the safety layer (default: ``panda.LIMITS``).

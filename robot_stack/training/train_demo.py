@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from robot_stack.errors import PolicyError
-from robot_stack.policy.manifest import PolicyManifest
-from robot_stack.policy.reach_model import (
+from robot_stack.policy.manifest import SHIPPED_MODELS_DIR, PolicyManifest
+from robot_stack.sim.expert import ExpertConfig, expert_actions
+from robot_stack.stack.lockstep import EpisodeResult, LockstepRig
+from robot_stack.training.reach_model import (
     FEATURE_DIM,
     STATE_DIM,
     MlpParams,
@@ -29,14 +31,12 @@ from robot_stack.policy.reach_model import (
     features_numpy,
     train_mlp,
 )
-from robot_stack.sim.expert import ExpertConfig, expert_actions
-from robot_stack.sim.lockstep import EpisodeResult, LockstepRig
 from robot_stack.types import ActionChunk, Observation
 
 log = logging.getLogger("robot_stack.policy.train_demo")
 
 #: Where the shipped demo model lives (package data).
-MODELS_DIR = Path(__file__).parent / "models"
+MODELS_DIR = SHIPPED_MODELS_DIR
 DEFAULT_MODEL_ID = "reach-touch-v1"
 
 

@@ -1,6 +1,6 @@
 """Recording teleoperated episodes in the simulated cell (two RGB-D cameras, 500 Hz executor).
 
-:class:`SimRecordingRig` is the :class:`~robot_stack.sim.lockstep.LockstepRig` (fake clock, deterministic, as fast
+:class:`SimRecordingRig` is the :class:`~robot_stack.stack.lockstep.LockstepRig` (fake clock, deterministic, as fast
 as the machine renders) with a second camera and taps that feed a :class:`~robot_stack.dataset.recorder.Recorder`:
 
 * every policy step (``1 / fps``): all cameras render, the robot state is read, the teleop device returns a chunk,
@@ -24,19 +24,19 @@ import numpy as np
 
 from robot_stack.calibration.store import CameraCalibration, load_calibration
 from robot_stack.clock import Clock, MonotonicClock
-from robot_stack.control.executor import Executor
+from robot_stack.cycle import observation_from
 from robot_stack.dataset.format import CameraStream, DatasetSpec
 from robot_stack.dataset.recorder import Recorder
 from robot_stack.dataset.writer import CommittedEpisode, FrameRow, JointSample, calibration_at
 from robot_stack.decoders.ee_delta import R_DOWN
 from robot_stack.errors import DatasetError, RobotStackError
 from robot_stack.robots.base import JointLimits, Robot
-from robot_stack.sim.camera import DEPTH_SCALE, SimCamera
-from robot_stack.sim.lockstep import EpisodeResult, LockstepRig
-from robot_stack.sim.robot import SimRobot
-from robot_stack.sim.scene import SceneConfig
+from robot_stack.sim.camera import DEPTH_SCALE
 from robot_stack.sim.task import ReachTouchTask
 from robot_stack.sim.world import SimWorld
+from robot_stack.stack.build import build_cell, build_executor
+from robot_stack.stack.config import CameraConfig, StackConfig, load_stack_config
+from robot_stack.stack.lockstep import EpisodeResult, LockstepRig
 from robot_stack.teleop.base import TeleopDecoder, TeleopDevice
 from robot_stack.teleop.keyboard import KeyboardJog
 from robot_stack.teleop.keys import KeyEvent, KeySource, episode_event
@@ -44,24 +44,30 @@ from robot_stack.types import ActionChunk, Frame, JointTrajectory, Observation, 
 
 log = logging.getLogger("robot_stack.teleop.sim")
 
-__all__ = ["ENV_STATE_NAMES", "RecordingRobot", "SimRecordingRig", "sim_dataset_spec", "sim_scene_config"]
+__all__ = ["ENV_STATE_NAMES", "RecordingRobot", "SimRecordingRig", "recording_stack_config", "sim_dataset_spec"]
 
 #: ``observation.environment_state`` of simulated datasets: the cube's top-centre, metres, base frame.
 ENV_STATE_NAMES = ("cube_top_x", "cube_top_y", "cube_top_z")
 
 
-def sim_scene_config(cameras: Sequence[str]) -> SceneConfig:
-    """The demo scene with the requested cameras (``front`` exists; ``side`` is the motion-track second view)."""
-    from robot_stack.decoders.motion_tracks import sim_side_camera
-
-    config = SceneConfig()
-    side = sim_side_camera()
-    if "side" in cameras:
-        config = config.with_camera(side)
-    unknown = [c for c in cameras if c not in {cam.name for cam in config.cameras}]
-    if unknown:
-        raise RobotStackError(f"the simulated cell has no camera(s) {unknown}; available: front, side")
-    return config
+def recording_stack_config(
+    cameras: Sequence[str] = ("front", "side"),
+    width: int = 640,
+    height: int = 480,
+    max_duration_s: float = 8.0,
+    rate_hz: float = 500.0,
+    scene: str = "sim_tabletop",
+    base: StackConfig | None = None,
+) -> StackConfig:
+    """The stack a simulated recording session runs: the ``demo`` preset (or ``base``) with the recorded cameras at
+    the recorded size, the control rate and the episode limit."""
+    config = base or load_stack_config("demo")
+    config = config.with_overrides(
+        [f"calibration.scene={scene}", f"control.rate_hz={rate_hz}", f"task.max_duration_s={max_duration_s}"]
+    )
+    return config.replace(
+        cameras=tuple(CameraConfig(camera_id=c, kind="sim", width=width, height=height) for c in cameras)
+    )
 
 
 def sim_dataset_spec(
@@ -176,35 +182,26 @@ class SimRecordingRig(LockstepRig):
         rate_hz: float = 500.0,
         scene: str = "sim_tabletop",
     ) -> None:
-        super().__init__(
-            scene=scene,
-            camera_id=cameras[0],
-            rate_hz=rate_hz,
-            policy_period_s=1.0 / fps,
-            max_duration_s=max_duration_s,
-        )
-        self.camera.stop()  # the base rig's one-camera world is replaced by one with every requested camera
-        self.spec = sim_dataset_spec(cameras, fps, width, height)
-        self.world = SimWorld(clock=self.clock, config=sim_scene_config(cameras))
         self.recorder: Recorder | None = None
-        self.robot = RecordingRobot(SimRobot(self.world), self._on_command, _world_measure(self.world))
-        self.cameras = {c: SimCamera(self.world, c, width, height) for c in cameras}
-        for cam in self.cameras.values():
-            cam.start()
-        self.camera = self.cameras[cameras[0]]
+
+        def tap(robot: Robot) -> Robot:
+            return RecordingRobot(robot, self._on_command, _world_measure(robot.world))  # type: ignore[attr-defined]
+
+        super().__init__(
+            recording_stack_config(cameras, width, height, max_duration_s, rate_hz, scene),
+            policy_period_s=1.0 / fps,
+            max_duration_s=None,
+            robot_wrapper=tap,
+        )
+        self.spec = sim_dataset_spec(cameras, fps, width, height)
+        self.cameras = {camera.camera_id: camera for camera, _ in self.cell.cameras}
         self.calibrations: dict[str, CameraCalibration] = {
             c: calibration_at(load_calibration(scene, c), width, height) for c in cameras
         }
-        self.projector = self.calibrations[cameras[0]].projector()
         self.decoder = TeleopDecoder()
-        self.task = ReachTouchTask(self.world, max_duration_s=max_duration_s)
         self._frames: list[Frame] = []
         self._pending: tuple[ActionChunk, Observation] | None = None
         self._env_at_obs: np.ndarray | None = None
-
-    def close(self) -> None:
-        for cam in self.cameras.values():
-            cam.stop()
 
     def _on_command(self, sample: JointSample) -> None:
         if self.recorder is not None:
@@ -215,9 +212,7 @@ class SimRecordingRig(LockstepRig):
         self._flush_pending()
         self._frames = [cam.read() for cam in self.cameras.values()]
         state = self.robot.read_state()
-        return Observation(
-            self._frames[0].t_capture_ns, state, (self.projector.observe(self._frames[0]),), self.task.instruction
-        )
+        return observation_from(self._frames, (self.projector.observe(self._frames[0]),), state, self.task.instruction)
 
     def _flush_pending(self) -> None:
         """Record the frame of the previous step with what its command decoded to."""
@@ -297,15 +292,18 @@ def run_live_session(
     ``idle_timeout_s``: return after this long without a key (None = wait for ``q``).
     """
     clock = clock or MonotonicClock()
-    world = SimWorld(clock=clock, config=sim_scene_config(rig_cameras))
+    config = recording_stack_config(rig_cameras, width, height, max_duration_s=1e9)
+
+    def tap(robot: Robot) -> Robot:
+        return RecordingRobot(robot, recorder.add_joint_sample, _world_measure(robot.world))  # type: ignore[attr-defined]
+
+    cell = build_cell(config, clock, robot_wrapper=tap)
+    robot, world = cell.robot, cell.world
     task = ReachTouchTask(world, max_duration_s=1e9)
-    robot = RecordingRobot(SimRobot(world), recorder.add_joint_sample, _world_measure(world))
-    cams = {c: SimCamera(world, c, width, height) for c in rig_cameras}
-    for cam in cams.values():
-        cam.start()
+    cams = {camera.camera_id: camera for camera, _ in cell.cameras}
     decoder = TeleopDecoder()
     fk = decoder.decoders["ee_delta_xyz"].ik.fk
-    executor = Executor(robot, clock)
+    executor = build_executor(config, robot, clock)
     executor.start()
     committed: list[CommittedEpisode] = []
     events: list[str] = []
@@ -335,7 +333,7 @@ def run_live_session(
                     if not recorder.recording:
                         task.reset(episode_seed)
                         executor.stop()
-                        executor = Executor(robot, clock)
+                        executor = build_executor(config, robot, clock)
                         executor.start()
                         device.reset()
                         recorder.start_episode(
@@ -360,7 +358,7 @@ def run_live_session(
                 device.press(jog)  # one reader of the terminal: jog keys are handed to the device
             frames = [cam.read() for cam in cams.values()]
             state = robot.read_state()
-            obs = Observation(frames[0].t_capture_ns, state, (), task.instruction)
+            obs = observation_from(frames, (), state, task.instruction)
             chunk = device(obs)
             traj = None
             try:
@@ -380,6 +378,5 @@ def run_live_session(
         executor.stop()
         device.stop()
         keys.stop()
-        for cam in cams.values():
-            cam.stop()
+        cell.close()
     return LiveSessionReport(tuple(committed), discarded, tuple(events))

@@ -12,7 +12,7 @@ that speaks tokens, bins or motion tracks, and the robot side really decodes the
 
 Variants are derived in well under a second, so they are built on demand next to a copy of the shipped manifest
 rather than shipped as more binaries. Every variant's action tensor is its model's output named by
-:data:`robot_stack.runtime.ACTION_OUTPUTS`.
+:attr:`robot_stack.types.ActionHead.output`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from robot_stack.errors import ConfigError
+from robot_stack.decoders.binned import BinSpec
+from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.manifest import PolicyManifest
-from robot_stack.policy.reach_model import TCP_SLICE, onnx_constant
+from robot_stack.training.reach_model import TCP_SLICE, onnx_constant
 
 HEADS = ("continuous", "latent_vq", "binned", "motion_tracks")
 #: Bin layout of the binned variant: per-step TCP displacement range of the demo's chunks, metres.
@@ -115,15 +116,13 @@ def build_variant(base_manifest: Path, head: str, out_dir: Path) -> tuple[Path, 
     decoder_kwargs: dict[str, Any] = {}
     if head == "latent_vq":
         from robot_stack.decoders.vq import DEFAULT_VQ_MANIFEST, VqManifest
-        from robot_stack.policy.vq_tokenizer import vq_policy_head
+        from robot_stack.training.vq_tokenizer import vq_policy_head
 
         variant = vq_policy_head(model, DEFAULT_VQ_MANIFEST, tokens_output="tokens")
         shape = list(VqManifest.load(DEFAULT_VQ_MANIFEST).token_shape)
         doc.update(outputs=[{"name": "tokens", "dtype": "int64", "shape": shape}, *features], horizon=shape[0])
         decoder_kwargs = {"manifest": DEFAULT_VQ_MANIFEST}
     elif head == "binned":
-        from robot_stack.decoders.binned import BinSpec, binned_policy_head
-
         spec = BinSpec(np.full(3, BIN_LOW), np.full(3, BIN_HIGH), N_BINS, "ee_delta_xyz")
         variant = binned_policy_head(model, spec, bins_output="bins")
         spec_path = spec.save(out_dir / f"{base.model_id}-binned.bins.yaml")
@@ -146,3 +145,46 @@ def build_variant(base_manifest: Path, head: str, out_dir: Path) -> tuple[Path, 
     manifest_path = out_dir / f"{model_id}.yaml"
     PolicyManifest.from_dict(doc, base_dir=out_dir).save(manifest_path)
     return manifest_path, decoder_kwargs
+
+
+def binned_policy_head(
+    model: onnx.ModelProto,
+    spec: BinSpec,
+    actions_output: str = "actions",
+    bins_output: str = "bins",
+    keep_actions: bool = False,
+) -> onnx.ModelProto:
+    """Append uniform binning to ``model``: its float32 (horizon, dim) output ``actions_output`` becomes int64
+    bins ``bins_output`` (same shape; values outside [low, high] saturate, exactly :meth:`BinSpec.tokenize`).
+
+    Serve the result with ``action_space: binned``, ``action_head: binned`` and the spec's YAML next to it.
+    """
+    out = {o.name: o for o in model.graph.output}
+    if actions_output not in out:
+        raise PolicyError(f"binned_policy_head: model has no output {actions_output!r} (outputs: {sorted(out)})")
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in out[actions_output].type.tensor_type.shape.dim]
+    if not dims or dims[-1] not in (spec.dim, -1):
+        raise PolicyError(f"binned_policy_head: {actions_output} has shape {dims}, the spec has {spec.dim} dims")
+    import onnx
+    from onnx import TensorProto, helper
+
+    p = "bin/"
+    nodes = [
+        onnx_constant(p + "low", spec.low),
+        onnx_constant(p + "width", spec.width),
+        onnx_constant(p + "zero", 0.0),
+        onnx_constant(p + "top", float(spec.n_bins - 1)),
+        helper.make_node("Sub", [actions_output, p + "low"], [p + "shifted"]),
+        helper.make_node("Div", [p + "shifted", p + "width"], [p + "scaled"]),
+        helper.make_node("Floor", [p + "scaled"], [p + "floored"]),
+        helper.make_node("Clip", [p + "floored", p + "zero", p + "top"], [p + "clipped"]),
+        helper.make_node("Cast", [p + "clipped"], [bins_output], to=TensorProto.INT64),
+    ]
+    outputs = [o for o in model.graph.output if keep_actions or o.name != actions_output]
+    outputs.append(helper.make_tensor_value_info(bins_output, TensorProto.INT64, [d if d > 0 else None for d in dims]))
+    g = model.graph
+    graph = helper.make_graph(list(g.node) + nodes, g.name, list(g.input), outputs, initializer=list(g.initializer))
+    merged = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="robot-stack")
+    merged.ir_version = model.ir_version
+    onnx.checker.check_model(merged)
+    return merged

@@ -1,7 +1,11 @@
 """``robot-stack calibrate hand-eye | intrinsics | check``: command-line entry points of the calibration tools.
 
-Wire into the main CLI with ``add_calibrate_parser(subparsers)``. The simulated cell runs everything
+Wire into the main CLI with ``add_calibrate_parser(subparsers, sim_tools)``. The simulated cell runs everything
 automatically (``--sim``); recordings (``--recording CAMERA=FILE.db3``) feed ``check`` and ``intrinsics``.
+
+The simulator sits above calibration in the layer order (docs/architecture.md), so this module never imports it:
+the entry point that assembles the CLI passes ``sim_tools``, a zero-argument callable returning the module (or any
+object) with :class:`SimCalibrationTools`' functions, imported only when a ``--sim`` command runs.
 """
 
 from __future__ import annotations
@@ -9,15 +13,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from robot_stack.errors import CalibrationError, ConfigError
 
-__all__ = ["add_calibrate_parser"]
+__all__ = ["SimCalibrationTools", "add_calibrate_parser"]
 
 log = logging.getLogger("robot_stack.calibration")
+
+
+class SimCalibrationTools(Protocol):
+    """What ``--sim`` needs from the simulator (:mod:`robot_stack.sim.handeye`, :mod:`robot_stack.sim.calibration`)."""
+
+    def run_sim_hand_eye(self, **kwargs: Any) -> Any: ...
+
+    def render_board_views(self, **kwargs: Any) -> Any: ...
+
+    def render_sim_views(self, camera_ids: Sequence[str], seed: int = 0) -> Mapping[str, Any]: ...
+
+
+def _sim(args: argparse.Namespace) -> SimCalibrationTools:
+    if args.sim_tools is None:
+        raise ConfigError("--sim needs the simulator (robot_stack.sim), which this entry point did not provide")
+    return args.sim_tools()
 
 
 def _recordings(items: list[str] | None) -> dict[str, str]:
@@ -64,8 +85,8 @@ def _load_robot_factory(spec: str) -> Any:
 
 def _cmd_hand_eye_hardware(args: argparse.Namespace) -> int:
     """Guided collection on a real robot: the operator moves the arm, Enter records a station."""
+    from robot_stack.calibration.charuco import DEFAULT_BOARD
     from robot_stack.calibration.handeye_collect import HandEyeCollector, collect_stations
-    from robot_stack.calibration.handeye_sim import SIM_BOARD
     from robot_stack.cameras.realsense import RealSenseCamera, RealSenseConfig
 
     if not args.robot:
@@ -77,9 +98,9 @@ def _cmd_hand_eye_hardware(args: argparse.Namespace) -> int:
     camera = RealSenseCamera(RealSenseConfig(camera_id=args.camera, serial=args.serial))
     camera.start()
     try:
-        collector = HandEyeCollector(robot, camera, SIM_BOARD, mode=args.mode)
+        collector = HandEyeCollector(robot, camera, DEFAULT_BOARD, mode=args.mode)
         print(
-            f"Mount the {SIM_BOARD.squares_x}x{SIM_BOARD.squares_y} ChArUco board "
+            f"Mount the {DEFAULT_BOARD.squares_x}x{DEFAULT_BOARD.squares_y} ChArUco board "
             + ("on the flange" if args.mode == "eye_to_hand" else "fixed in the cell")
             + f". Visit {args.poses} stations: change position AND rotate about different axes (>= 10 deg)."
         )
@@ -124,9 +145,7 @@ def _save_hand_eye(args: argparse.Namespace, result: Any, camera: Any, serial: s
 def _cmd_hand_eye(args: argparse.Namespace) -> int:
     if not args.sim:
         return _cmd_hand_eye_hardware(args)
-    from robot_stack.calibration.handeye_sim import run_sim_hand_eye
-
-    report = run_sim_hand_eye(
+    report = _sim(args).run_sim_hand_eye(
         n_poses=args.poses, seed=args.seed, method=args.method, refine=not args.no_refine, camera_name=args.camera
     )
     result = report.result
@@ -149,11 +168,10 @@ def _cmd_hand_eye(args: argparse.Namespace) -> int:
 
 
 def _cmd_intrinsics(args: argparse.Namespace) -> int:
-    from robot_stack.calibration.charuco import calibrate_intrinsics, detect_board
-    from robot_stack.calibration.handeye_sim import SIM_BOARD, render_board_views
+    from robot_stack.calibration.charuco import DEFAULT_BOARD, calibrate_intrinsics, detect_board
 
     if args.sim:
-        views = render_board_views(n_poses=args.poses, seed=args.seed, max_tilt_deg=45.0)
+        views = _sim(args).render_board_views(n_poses=args.poses, seed=args.seed, max_tilt_deg=45.0)
         images, truth = list(views.images), views.camera
     else:
         recordings = _recordings(args.recording)
@@ -164,7 +182,7 @@ def _cmd_intrinsics(args: argparse.Namespace) -> int:
     detections = []
     for image in images:
         try:
-            detections.append(detect_board(image, SIM_BOARD))
+            detections.append(detect_board(image, DEFAULT_BOARD))
         except CalibrationError as exc:
             log.info("view skipped: %s", exc)
     result = calibrate_intrinsics(detections)
@@ -188,20 +206,30 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from robot_stack.calibration.report import check_scene
 
     recordings = _recordings(args.recording)
-    frames = None
+    cameras = args.cameras.split(",") if args.cameras else list(recordings) or ["front", "side"]
+    truth = None
     if recordings:
         frames = {name: fs[0] for name, fs in _frames_from_recordings(recordings).items()}
-    cameras = args.cameras.split(",") if args.cameras else list(recordings) or ["front", "side"]
-    report = check_scene(args.scene, cameras, frames, args.reference, args.root, args.report, seed=args.seed)
+    elif args.scene.startswith("sim"):
+        views = _sim(args).render_sim_views(tuple(cameras), seed=args.seed)
+        frames = {c: v.frame for c, v in views.items()}
+        truth = {c: v.truth for c, v in views.items()}
+    else:
+        raise ConfigError(f"scene {args.scene!r} is not simulated; give --recording CAMERA=FILE.db3 for each camera")
+    report = check_scene(args.scene, cameras, frames, args.reference, args.root, args.report, truth=truth)
     _emit(report, args.json)
-    return 0 if report["ok"] else 2
+    return 0 if report["ok"] else 1
 
 
-def add_calibrate_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``calibrate {hand-eye,intrinsics,check}`` to a main parser's subparsers; return the ``calibrate`` parser."""
+def add_calibrate_parser(
+    subparsers: Any, sim_tools: Callable[[], SimCalibrationTools] | None = None
+) -> argparse.ArgumentParser:
+    """Add ``calibrate {hand-eye,intrinsics,check}`` to a main parser's subparsers; return the ``calibrate`` parser.
+    ``sim_tools`` provides the simulator for ``--sim`` (see the module docstring)."""
     from robot_stack.calibration.handeye import HAND_EYE_METHODS
 
     calibrate = subparsers.add_parser("calibrate", help="camera calibration: hand-eye, intrinsics, check")
+    calibrate.set_defaults(sim_tools=sim_tools)
     sub = calibrate.add_subparsers(dest="calibrate_command", required=True)
 
     he = sub.add_parser("hand-eye", help="hand-eye calibration (automatic in the simulator with --sim)")
