@@ -76,14 +76,10 @@ class Report:
 
 
 def p50_ms(run: Callable[[Any], Any], feed: Any, runs: int) -> float:
-    for _ in range(3):
-        run(feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        run(feed)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
+    """Median latency (ms) of ``run(feed)`` after 3 warm-up calls (:func:`robot_stack.metrics.time_calls`)."""
+    from robot_stack.metrics import time_calls
+
+    return float(np.median(time_calls(lambda: run(feed), runs))) * 1e3
 
 
 # ---------------------------------------------------------------------------------------------- sections

@@ -255,28 +255,20 @@ _FLAGS_10 = [
     "FP4",
     "DISTRIBUTIVE_INDEPENDENCE",
 ]
-_FLAGS_11 = [
-    "DEBUG",
-    "GPU_FALLBACK",
-    "REFIT",
-    "DISABLE_TIMING_CACHE",
-    "EDITABLE_TIMING_CACHE",
-    "TF32",
-    "SPARSE_WEIGHTS",
-    "SAFETY_SCOPE",
-    "DIRECT_IO",
-    "VERSION_COMPATIBLE",
-    "EXCLUDE_LEAN_RUNTIME",
-    "ERROR_ON_TIMING_CACHE_MISS",
-    "DISABLE_COMPILATION_CACHE",
-    "STRIP_PLAN",
-    "REFIT_IDENTICAL",
-    "WEIGHT_STREAMING",
-    "REFIT_INDIVIDUAL",
-    "STRICT_NANS",
-    "MONITOR_MEMORY",
-    "DISTRIBUTIVE_INDEPENDENCE",
-]
+#: Removed in TensorRT 11 (migration notes: strong typing / explicit quantization replace them).
+_REMOVED_IN_11 = {
+    "FP16",
+    "BF16",
+    "INT8",
+    "FP8",
+    "INT4",
+    "FP4",
+    "OBEY_PRECISION_CONSTRAINTS",
+    "PREFER_PRECISION_CONSTRAINTS",
+    "REJECT_EMPTY_ALGORITHMS",
+    "WEIGHTLESS",
+}
+_FLAGS_11 = [f for f in _FLAGS_10 if f not in _REMOVED_IN_11]
 _ORT_TO_TRT = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
