@@ -188,28 +188,74 @@ def test_missing_tensorrt_falls_back_to_ort_with_a_logged_reason(
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_builds_passes_accuracy_and_is_reused_from_cache(
     manifest_path: Path, tmp_path: Path, precision: str
 ) -> None:
-    pytest.importorskip("tensorrt")
     env = trt_environment()
     if isinstance(env, str):
         pytest.skip(env)
     from robot_stack.policy.compiler import compile_model
     from robot_stack.policy.tensorrt import TrtPolicy
 
-    report = compile_model(manifest_path, precision, cache_dir=tmp_path / "engines", calibration_data=None)
-    if precision == "int8":  # INT8 needs recorded calibration frames; the toy model has none: it must say so
-        assert not report.ok and "calibration" in report.reason
-        return
+    report = compile_model(manifest_path, precision, cache_dir=tmp_path / "engines")
     assert report.ok, report.reason
-    assert not report.cache_hit and Path(report.engine_path).is_file()
+    assert not report.cache_hit and Path(report.engine_path).is_file() and not report.cache_error
+    assert report.gate and report.gate[0].startswith(f"accuracy gate ({precision}")
     print(f"\n{precision}: TensorRT p50 {report.trt_p50_ms} ms vs ORT ({report.ort_provider}) {report.ort_p50_ms} ms")
-    again = TrtPolicy(PolicyManifest.load(manifest_path), precision, cache_dir=tmp_path / "engines")
-    assert again.cache_hit and again.key.digest() == report.cache_key
     manifest = PolicyManifest.load(manifest_path)
+    again = TrtPolicy(manifest, precision, cache_dir=tmp_path / "engines")
+    assert again.cache_hit and again.key.digest() == report.cache_key
+    assert again.key.compute_capability == env.device.sm and again.key.strongly_typed == env.info.strongly_typed_only
     ref = OnnxPolicy(manifest, "cpu")
     x = sample_inputs(manifest, again.profiles, seed=5)[1]
     np.testing.assert_allclose(again.run(x)["actions"], ref.run(x)["actions"], rtol=0.1, atol=0.05)
     again.close()
+
+
+@pytest.mark.gpu
+def test_int8_engine_calibrates_and_passes_its_gate(manifest_path: Path, tmp_path: Path) -> None:
+    """TensorRT 10: entropy calibrator; TensorRT 11: INT8 Q/DQ graph. Calibration and gate sets come from the same
+    distribution (a real deployment uses recorded episodes: robot-stack compile --int8 --calibration-data)."""
+    env = trt_environment()
+    if isinstance(env, str):
+        pytest.skip(env)
+    from robot_stack.policy.backends import load_backend
+
+    manifest = PolicyManifest.load(manifest_path)
+    profiles = default_profiles(manifest)
+    calib = sample_inputs(manifest, profiles, seed=1, shapes=("opt",) * 64)
+    held = sample_inputs(manifest, profiles, seed=2, shapes=("opt",) * 4)
+    choice = load_backend(
+        manifest,
+        "tensorrt",
+        precision="int8",
+        calibration=calib,
+        gate_frames=held,
+        trt_options={"cache_dir": tmp_path / "engines"},
+        runtime_fallback=False,
+    )
+    print("\n" + "\n".join(choice.accuracy.table()) if choice.accuracy else choice.reason)
+    assert choice.backend == "tensorrt", choice.reason
+    choice.policy.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("provider", ["tensorrt", "cuda"])
+def test_ort_gpu_provider_is_gated_and_caches_by_weights(manifest_path: Path, tmp_path: Path, provider: str) -> None:
+    import onnxruntime as ort
+
+    if f"{'Tensorrt' if provider == 'tensorrt' else 'CUDA'}ExecutionProvider" not in ort.get_available_providers():
+        pytest.skip(f"this onnxruntime build has no {provider} provider")
+    from robot_stack.policy.backends import load_backend
+
+    manifest = PolicyManifest.load(manifest_path)
+    choice = load_backend(manifest, "ort", provider=provider, trt_options={"cache_dir": tmp_path / "trt"})
+    assert choice.policy.provider == provider and choice.accuracy is not None and choice.accuracy.ok, choice.reason
+    x = sample_inputs(manifest, default_profiles(manifest), seed=3)[1]  # batch 8: inside the explicit profile
+    np.testing.assert_allclose(
+        choice.policy.run(x)["actions"], OnnxPolicy(manifest, "cpu").run(x)["actions"], rtol=1e-2, atol=1e-3
+    )
+    if provider == "tensorrt":
+        engines = list((tmp_path / "trt").rglob("*.engine"))
+        assert len(engines) == 1, engines  # one engine for the whole batch range, in the weights-keyed folder

@@ -340,7 +340,11 @@ def serve(
 def _log_backend_check(engine: str, provider: str | None, manifest: PolicyManifest, precision: str | None) -> None:
     from robot_stack.policy.gpu_env import check_backends
 
-    report = check_backends(engine, provider, manifest=manifest, precision=precision)
+    try:
+        report = check_backends(engine, provider, manifest=manifest, precision=precision)
+    except Exception as exc:  # a diagnostic must never stop the server from starting
+        log.warning("backend check failed (%s: %s); loading anyway", type(exc).__name__, exc)
+        return
     for line in report.lines():
         (log.info if report.ok else log.warning)("%s", line)
 
