@@ -98,6 +98,12 @@ def test_continuous_export_matches_torch_and_is_served(samples, tmp_path: Path) 
     assert manifest.horizon == 8 and manifest.dt_s == pytest.approx(samples.dt_s)
     assert set(manifest.normalization) == {"state", "actions"}
     assert {t.name for t in manifest.inputs} == {"front/rgb", "front/xyz", "state"}
+    # the torch program for `serve --engine torch` is exported beside the ONNX graph and passes the same gate
+    assert manifest.torch is not None and manifest.torch.program == tmp_path / "tiny-continuous.pt2"
+    from robot_stack.policy.backends import load_backend
+
+    torch_choice = load_backend(manifest, "torch", threads=1)
+    assert torch_choice.backend == "torch" and torch_choice.accuracy.ok, torch_choice.reason
 
     # ONNX Runtime (through the project's runtime, manifest normalisation) vs the torch model on the batched,
     # subsampled training tensors

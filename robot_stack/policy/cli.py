@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import asdict
 from typing import Any
 
 __all__ = ["add_compile_parser", "add_serve_parser"]
@@ -22,6 +20,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         curve_secret=args.curve_secret,
         allow_dir=args.allow_dir,
         engine=args.engine,
+        precision=args.precision,
     )
     return 0
 
@@ -36,45 +35,41 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
     serve.add_argument("--curve-secret", help="server .key_secret file: enables CURVE authentication")
     serve.add_argument("--allow-dir", help="folder of allowed client .key files (needs --curve-secret)")
-    serve.add_argument("--engine", default="ort", choices=["ort", "tensorrt"], help="ONNX Runtime or native TensorRT")
+    serve.add_argument(
+        "--engine", default="ort", choices=["ort", "tensorrt", "torch"], help="ONNX Runtime, native TensorRT or torch"
+    )
+    serve.add_argument("--precision", default=None, help="fp32|fp16|int8 (TensorRT), fp32|fp16|bf16 (torch)")
     serve.set_defaults(func=_cmd_serve)
     return serve
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
-    from robot_stack.policy.tensorrt import compile_model
+    from robot_stack.policy.compiler import run_compile
 
-    report = compile_model(
-        args.manifest, precision, max_batch=args.max_batch, cache_dir=args.cache_dir, rebuild=args.rebuild
-    )
-    if args.json:
-        print(json.dumps(asdict(report)))
-    elif report.ok:
-        print(
-            f"{report.model_id}: {precision} engine {'loaded from cache' if report.cache_hit else 'built'} and "
-            f"validated against ONNX Runtime (max abs err {report.max_abs_err})\n  {report.engine_path}\n"
-            f"  latency p50: TensorRT {report.trt_p50_ms} ms vs ONNX Runtime ({report.ort_provider}) "
-            f"{report.ort_p50_ms} ms"
-        )
-    else:
-        print(
-            f"{report.model_id}: no TensorRT engine; serving would fall back to ONNX Runtime. Reason: {report.reason}"
-        )
-    return 0 if report.ok else 1
+    return run_compile(args)
 
 
 def add_compile_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``robot-stack compile MANIFEST [--fp16 | --int8] [--max-batch N] [--cache-dir D] [--rebuild]``;
+    """Register ``robot-stack compile MANIFEST [--fp16 | --int8] [--max-batch N] [--cache-dir D] [--rebuild]
+    [--calibration-data DATASET] [--tf32]`` (the work: :func:`robot_stack.policy.compiler.run_compile`);
     exit code 0 = engine built (or cached) and validated, 1 = it could not be (reason printed)."""
     parser = subparsers.add_parser("compile", help="build and validate a TensorRT engine for a model manifest")
     parser.add_argument("manifest", help="model manifest YAML (or its .onnx with the YAML next to it)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
-    group.add_argument("--int8", action="store_true", help="INT8 (+FP16) with entropy calibration")
+    group.add_argument("--int8", action="store_true", help="INT8 (+FP16), calibrated on --calibration-data")
     parser.add_argument("--max-batch", type=int, default=None, help="batch-dim profile max (default: manifest)")
     parser.add_argument("--cache-dir", default=None, help="engine cache (default: <model dir>/.trt_engines)")
     parser.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--calibration-data",
+        metavar="DATASET",
+        default=None,
+        help="recorded dataset (robot-stack record): calibrates --int8 and adds held-out frames to the accuracy gate",
+    )
+    parser.add_argument("--calibration-frames", type=int, default=32, help="frames sampled from it (default 32)")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 math in FP32 layers (looser FP32 gate)")
+    parser.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace (default 1024)")
     parser.set_defaults(func=_cmd_compile)
     return parser

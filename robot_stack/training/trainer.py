@@ -225,14 +225,30 @@ def _goal_loss(out: tuple[torch.Tensor, ...], goal: torch.Tensor) -> torch.Tenso
     return -(target * log_att[:, 0]).sum(-1).mean()
 
 
-def _onnx_bytes(module: nn.Module, samples: TrainingSamples, output: str) -> bytes:
-    """Export ``module`` (unbatched server tensors -> ``output``) with the TorchScript exporter at :data:`OPSET`."""
+def _example(samples: TrainingSamples) -> tuple[torch.Tensor, ...]:
+    """Zero server tensors (unbatched, full resolution): the export examples."""
     h, w = samples.image_shape
-    example = (
+    return (
         torch.zeros(h, w, 3, dtype=torch.uint8),
         torch.zeros(h, w, 3, dtype=torch.float32),
         torch.zeros(STATE_DIM, dtype=torch.float32),
     )
+
+
+def _write_torch_program(module: nn.Module, samples: TrainingSamples, path: Path) -> Path:
+    """Export ``module`` (same contract as the ONNX graph) with ``torch.export`` to ``path`` (``.pt2``): the program
+    ``serve --engine torch`` runs (:mod:`robot_stack.policy.torch_engine`)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(module.eval(), _example(samples))
+    program.example_inputs = None  # not needed to run; would store a full-size zero frame (pickled) in the file
+    torch.export.save(program, str(path))
+    return path
+
+
+def _onnx_bytes(module: nn.Module, samples: TrainingSamples, output: str) -> bytes:
+    """Export ``module`` (unbatched server tensors -> ``output``) with the TorchScript exporter at :data:`OPSET`."""
+    example = _example(samples)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated; it needs no onnxscript
@@ -345,11 +361,13 @@ def export_continuous(
     config: TrainConfig,
     description: str = "",
 ) -> Path:
-    """Write ``<model_id>.onnx`` and ``<model_id>.yaml`` (state and action normalisation in the manifest)."""
+    """Write ``<model_id>.onnx``, its torch program ``<model_id>.pt2`` and ``<model_id>.yaml`` (state and action
+    normalisation in the manifest)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / f"{model_id}.onnx"
     onnx_path.write_bytes(_onnx_bytes(ContinuousExport(model), samples, "actions"))
+    program = _write_torch_program(ContinuousExport(model), samples, out / f"{model_id}.pt2")
     trunk = model.trunk
     manifest = PolicyManifest.from_dict(
         {
@@ -371,6 +389,7 @@ def export_continuous(
             },
             "providers": ["cpu"],
             "description": description,
+            "torch": {"program": program.name},
         },
         base_dir=out,
     )
@@ -533,6 +552,7 @@ def export_vq(
     )
     onnx_path = out / f"{model_id}.onnx"
     onnx_path.write_bytes(_onnx_bytes(TokenExport(model), samples, "tokens"))
+    program = _write_torch_program(TokenExport(model), samples, out / f"{model_id}.pt2")
     trunk = model.trunk
     manifest = PolicyManifest.from_dict(
         {
@@ -548,6 +568,7 @@ def export_vq(
             "normalization": {"state": {"mean": trunk.state_mean.tolist(), "std": trunk.state_std.tolist()}},
             "providers": ["cpu"],
             "description": description,
+            "torch": {"program": program.name},
         },
         base_dir=out,
     )
