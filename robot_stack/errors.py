@@ -59,6 +59,10 @@ class ServerError(TransportError):
     """The server answered with an error (the reply carries its reason)."""
 
 
+class ServerBusyError(ServerError):
+    """The server refused a request because a queue cap was reached (error code ``busy``); retry later."""
+
+
 class PolicyError(RobotStackError):
     """The model runtime failed: bad manifest, missing model, inference error, non-finite outputs."""
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from robot_stack.errors import ConfigError, ProtocolError, RequestTimeoutError, ServerError
+from robot_stack.errors import ConfigError, ProtocolError, RequestTimeoutError, ServerBusyError, ServerError
 from robot_stack.transport.codecs import available_codecs
 from robot_stack.transport.protocol import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_MESSAGE_BYTES, Message, decode, encode
 
@@ -196,7 +196,8 @@ class PolicyClient:
 
         Raises:
             RequestTimeoutError: no reply within ``timeout_s`` (the socket is then recreated).
-            ServerError: the server answered with an error; ``.code`` and ``.reason`` say why.
+            ServerError: the server answered with an error; ``.code`` and ``.reason`` say why
+                (:class:`~robot_stack.errors.ServerBusyError` for ``busy``: a queue cap was reached, retry later).
             PayloadTooLargeError / ProtocolError: the request cannot be encoded (nothing was sent).
         """
         return self._call("infer", arrays, meta or {}, timeout_s)
@@ -320,7 +321,8 @@ class PolicyClient:
             self._note_answer(t_done)
         timing = dict(reply.timing or {})
         if reply.kind == "error":
-            err = ServerError(
+            err_type = ServerBusyError if reply.error_code == "busy" else ServerError
+            err = err_type(
                 f"policy server {self.endpoint} rejected {kind} request {request_id} "
                 f"[{reply.error_code}]: {reply.error_reason}"
             )
