@@ -63,6 +63,10 @@ class ServerBusyError(ServerError):
     """The server refused a request because a queue cap was reached (error code ``busy``); retry later."""
 
 
+class StaleObservationError(RobotStackError):
+    """An observation was older than its age limit when it would have been sent; it was not sent."""
+
+
 class PolicyError(RobotStackError):
     """The model runtime failed: bad manifest, missing model, inference error, non-finite outputs."""
 

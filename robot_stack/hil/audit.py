@@ -180,10 +180,14 @@ class TimedClient(PolicyClient):
         self.requests = 0
 
     def infer(
-        self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None, timeout_s: float | None = None
+        self,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> Reply:
         self.requests += 1
-        reply = super().infer(arrays, meta, timeout_s)
+        reply = super().infer(arrays, meta, timeout_s, before_send)
         st = reply.server_timing
         self.calls.append(
             CallRecord(
