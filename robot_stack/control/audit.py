@@ -46,57 +46,72 @@ def stream_ratios(t_ns: np.ndarray, q: np.ndarray, limits: JointLimits) -> dict[
 
 
 class DerivativeMonitor:
-    """Running peak ratios of a live set-point stream (see :func:`stream_ratios`); a few µs per sample.
+    """Running peak ratios of a live set-point stream (see :func:`stream_ratios`); about a microsecond per sample
+    (samples are buffered and differenced in vectorised batches; :attr:`peak` flushes the buffer).
 
     Args:
         limits: the robot's joint limits (ratios are against these, not against any planning fraction).
+        batch: samples buffered between vectorised updates.
     """
 
-    def __init__(self, limits: JointLimits) -> None:
-        self._inv_v = 1.0 / np.asarray(limits.velocity)
-        self._inv_a = 1.0 / np.asarray(limits.acceleration)
-        self._inv_j = 1.0 / np.asarray(limits.jerk)
+    def __init__(self, limits: JointLimits, batch: int = 64) -> None:
+        self._limits = limits
+        self._n = int(np.asarray(limits.velocity).shape[0])
+        self._batch = int(batch)
+        self._t = np.zeros(batch + 3, dtype=np.int64)
+        self._q = np.zeros((batch + 3, self._n))
         self.reset()
 
     def reset(self) -> None:
         """Forget the stream (the next samples start a new one) and the peaks."""
-        self._t: list[float] = []
-        self._q: np.ndarray | None = None
-        self._v: np.ndarray | None = None
-        self._a: np.ndarray | None = None
-        self._t_prev = 0
+        self._k = 0  # samples in the buffer (the first ``_carry`` of them are the previous batch's tail)
+        self._carry = 0
         self.samples = 0
-        self.peak = {"velocity": 0.0, "acceleration": 0.0, "jerk": 0.0}
+        self._peak = {"velocity": 0.0, "acceleration": 0.0, "jerk": 0.0}
         self.peak_t_ns = {"velocity": 0, "acceleration": 0, "jerk": 0}
 
     def restart(self) -> None:
         """Start a new stream (e.g. after the robot was re-seeded) but keep the peaks."""
-        self._t, self._q, self._v, self._a = [], None, None, None
-
-    def _note(self, kind: str, ratio: float, t_ns: int) -> None:
-        if ratio > self.peak[kind]:
-            self.peak[kind] = ratio
-            self.peak_t_ns[kind] = t_ns
+        self._flush()
+        self._k = self._carry = 0
 
     def update(self, t_ns: int, q: np.ndarray) -> None:
         """Add the set-point ``q`` ((n,) rad) sent at ``t_ns`` (after the previous one)."""
-        ts = t_ns * 1e-9
-        times = self._t
-        times.append(ts)
-        if len(times) > 4:
-            del times[0]
+        k = self._k
+        self._t[k] = t_ns
+        self._q[k] = q
+        self._k = k + 1
         self.samples += 1
-        if self._q is None:
-            self._q = np.array(q, dtype=np.float64)
+        if self._k == self._t.shape[0]:
+            self._flush()
+
+    @property
+    def peak(self) -> dict[str, float]:
+        """Peak ratio so far per kind (``velocity``, ``acceleration``, ``jerk``)."""
+        self._flush()
+        return dict(self._peak)
+
+    def _flush(self) -> None:
+        k = self._k
+        if k - self._carry <= 0 or k < 2:
             return
-        v = (q - self._q) / (times[-1] - times[-2])
-        self._q = np.array(q, dtype=np.float64)
-        self._note("velocity", float(np.max(np.abs(v) * self._inv_v)), t_ns)
-        if self._v is not None:
-            a = 2.0 * (v - self._v) / (times[-1] - times[-3])
-            self._note("acceleration", float(np.max(np.abs(a) * self._inv_a)), t_ns)
-            if self._a is not None:
-                j = 3.0 * (a - self._a) / (times[-1] - times[-4])
-                self._note("jerk", float(np.max(np.abs(j) * self._inv_j)), t_ns)
-            self._a = a
-        self._v = v
+        t, q = self._t[:k], self._q[:k]
+        v, a, j = divided_differences(t, q)
+        lim = self._limits
+        # only differences that end on a new sample (the carried ones were judged in the previous batch)
+        for kind, d, limit, order in (
+            ("velocity", v, lim.velocity, 1),
+            ("acceleration", a, lim.acceleration, 2),
+            ("jerk", j, lim.jerk, 3),
+        ):
+            first = max(self._carry - order, 0)
+            if len(d) > first:
+                r = np.max(np.abs(d[first:]) / limit, axis=1)
+                i = int(np.argmax(r))
+                if r[i] > self._peak[kind]:
+                    self._peak[kind] = float(r[i])
+                    self.peak_t_ns[kind] = int(t[first + i + order])
+        keep = min(k, 3)  # the last three samples start the next batch's differences
+        self._t[:keep] = self._t[k - keep : k]
+        self._q[:keep] = self._q[k - keep : k]
+        self._k = self._carry = keep

@@ -492,6 +492,11 @@ class Executor:
                 if time.monotonic() - self._last_error_log > 1.0:
                     log.error("executor tick failed (%d so far): %s", self._command_errors, exc)
                     self._last_error_log = time.monotonic()
+            except Exception:  # a bug must not end the control loop: counted, logged with its traceback
+                self._command_errors += 1
+                if time.monotonic() - self._last_error_log > 1.0:
+                    log.exception("executor tick failed unexpectedly (%d errors so far)", self._command_errors)
+                    self._last_error_log = time.monotonic()
             if after_tick is not None:
                 after_tick()
             self._loop_ticks += 1

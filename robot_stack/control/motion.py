@@ -26,7 +26,7 @@ import numpy as np
 from robot_stack.control.online import MotionLimits, OnlineGenerator
 from robot_stack.control.plan import JointState, MotionPlan
 from robot_stack.control.timing import ChunkTiming, TimingConfig, time_chunk
-from robot_stack.errors import ConfigError
+from robot_stack.errors import ConfigError, MotionError
 from robot_stack.robots.base import JointLimits
 from robot_stack.types import JointTrajectory
 
@@ -107,6 +107,8 @@ class MotionPlanner:
         self.join_limits = MotionLimits.of(limits, cfg.join_velocity, cfg.join_acceleration, cfg.join_jerk)
         self.stop_limits = MotionLimits.of(limits, 1.0, cfg.stop_fraction, cfg.stop_fraction)
         self.extension_limits = MotionLimits.of(limits, 1.0, cfg.extension_fraction, cfg.extension_fraction)
+        #: the last resort of a join: just inside the robot's limits (what the safety filter enforces)
+        self.ceiling_limits = MotionLimits.of(limits, 0.999, 0.999, 0.999)
         margin = min(cfg.position_margin_rad, 0.25 * float(np.min(limits.upper - limits.lower)))
         self.bounds = (limits.lower + margin, limits.upper - margin)
         self.generator = OnlineGenerator(self.joint_names, self.join_limits)
@@ -144,8 +146,13 @@ class MotionPlanner:
         return plan
 
     def join(self, state: JointState, t_ns: int, target: MotionPlan) -> MotionPlan:
-        """From ``state`` at ``t_ns`` onto ``target`` (see :meth:`OnlineGenerator.join`), within the join limits."""
-        return self.generator.join(state, t_ns, target, self.join_limits)
+        """From ``state`` at ``t_ns`` onto ``target`` (see :meth:`OnlineGenerator.join`), within the join limits;
+        a target that itself moves at the join limits somewhere (e.g. an earlier join, when a splice reaches the
+        executor too late to be adopted) is joined within the robot's limits instead."""
+        try:
+            return self.generator.join(state, t_ns, target, self.join_limits)
+        except MotionError:
+            return self.generator.join(state, t_ns, target, self.ceiling_limits)
 
     def stop(self, state: JointState, t_ns: int) -> MotionPlan:
         """Come to rest from ``state`` at ``t_ns`` within the stop limits."""

@@ -120,6 +120,15 @@ def trajectory_to_plan(traj: ruckig.Trajectory, joint_names: Sequence[str], t0_n
     return MotionPlan.from_states(joint_names, t0_ns, cuts, states, jerk)
 
 
+def _clip_rounding(values: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """``values`` with magnitudes over ``limit`` by no more than rounding (1e-9 relative) brought onto it."""
+    over = np.abs(values) > limit
+    if not np.any(over):
+        return values
+    rounding = over & (np.abs(values) <= limit * (1.0 + 1e-9))
+    return np.where(rounding, np.sign(values) * limit, values)
+
+
 class OnlineGenerator:
     """Ruckig transitions for one arm (not thread-safe: one instance per thread or process).
 
@@ -165,13 +174,14 @@ class OnlineGenerator:
         else:
             inp.control_interface = ruckig.ControlInterface.Position
             inp.target_position = target.q.tolist()
-            inp.target_velocity = target.v.tolist()
-            inp.target_acceleration = target.a.tolist()
+            # a target exactly at a limit (a plan made within the same limits) may exceed it by rounding
+            inp.target_velocity = _clip_rounding(target.v, limits.velocity).tolist()
+            inp.target_acceleration = _clip_rounding(target.a, limits.acceleration).tolist()
         inp.minimum_duration = minimum_duration_s
         self.calculations += 1
         try:
             result = self._otg.calculate(inp, self._traj)
-        except RuntimeError as exc:  # ruckig raises on invalid input (e.g. a target beyond the limits)
+        except (RuntimeError, ruckig.RuckigError) as exc:  # invalid input (e.g. a target beyond the limits)
             raise MotionError(f"ruckig refused the transition: {exc}") from exc
         if result not in (ruckig.Result.Working, ruckig.Result.Finished):
             raise MotionError(
@@ -221,26 +231,54 @@ class OnlineGenerator:
         Raises MotionError if ruckig fails (e.g. a target state outside ``limits``)."""
         lim = limits or self.limits
         t0 = int(t_ns)
-        d = max(0.0, (target.start_ns - t0) * 1e-9)
-        for it in range(64):
-            t_join = t0 + round(d * 1e9)
-            goal = target.sample(t_join)  # clamped: at or after the target's end, its end state
+        d_min = max(0.0, (target.start_ns - t0) * 1e-9)
+        d_end = max(d_min, (target.end_ns - t0) * 1e-9)
+
+        def feasible(d: float) -> bool:
+            """Whether ruckig lands on the target's state at t0 + d exactly (leaves the trajectory in _traj)."""
+            goal = target.sample(t0 + round(d * 1e9))  # clamped: at or after its end, the end state
             need = self._calculate(state, goal, lim)
-            if need <= d + _TIME_TOL_S or t_join >= target.end_ns:
-                d = max(d, need)
-                if d < MIN_PIECE_S:
+            if need > d + _TIME_TOL_S:
+                return False
+            if d < MIN_PIECE_S:
+                return True
+            return self._calculate(state, goal, lim, d) <= d + 1e-9  # False in a blocked interval of a joint
+
+        # the earliest join time d (seconds after t0) with feasible(d): a few fixed-point steps d <- T(d) from the
+        # earliest possible time, then growth to a feasible time, then bisection down to 1 ms of the boundary
+        lo, d = d_min, d_min
+        hi = None
+        for _ in range(4):
+            if feasible(d):
+                hi = d
+                break
+            lo = d
+            goal = target.sample(t0 + round(d * 1e9))
+            d = min(max(self._calculate(state, goal, lim), d + 1e-3), d_end)
+        step = max(d - lo, 0.01)
+        while hi is None:
+            if feasible(d):
+                hi = d
+            elif d >= d_end:
+                # even the target's end state is not reachable by then: meet it where ruckig can
+                goal = target.sample(target.end_ns)
+                hi = max(self._calculate(state, goal, lim), d_end)
+                d_end = hi
+                if feasible(hi):
                     break
-                got = self._calculate(state, goal, lim, d)
-                if got <= d + 1e-9:
-                    break
-                d = got  # d lies in a blocked interval of some joint: ruckig needs longer; re-aim at the target
-                continue
-            # fixed-point iteration toward the earliest feasible join; accelerated after a few rounds so that a
-            # target moving nearly as fast as the arm is still caught (or met at its end) in a bounded number of
-            # calculations
-            d = need if it < 8 else max(need, d * 1.25)
-        else:
-            raise MotionError(f"join did not converge within 64 ruckig calculations (last join time {d:.3f} s)")
+                raise MotionError(f"join: ruckig cannot land on the target's end state ({hi:.3f} s)")
+            else:
+                lo, d = d, min(d + step, d_end)
+                step *= 1.5
+        while hi - lo > 1e-3:
+            mid = 0.5 * (lo + hi)
+            if feasible(mid):
+                hi = mid
+            else:
+                lo = mid
+        d = hi
+        if not feasible(d):  # leave the chosen transition in _traj
+            raise MotionError(f"join: no transition at the chosen time {d:.4f} s")
         t_join = t0 + round(d * 1e9)
         rest = target.after(t_join)
         if d < MIN_PIECE_S:

@@ -92,8 +92,10 @@ class SchedulerConfig:
 
     Attributes:
         mode: ``"splice"``, ``"ensemble"`` or ``"none"`` (:class:`BlendMode`).
-        handover_s: executing prefix kept after ``now``: at least the time until the executor picks the new
-            plan up (one control period) plus scheduling jitter, seconds.
+        handover_s: executing prefix kept after the plan is made: at least the time until the executor picks the
+            new plan up (one control period) plus scheduling jitter, seconds. The scheduler adds the time its own
+            joins and hand-overs recently took (measured), so a loaded host lengthens the prefix instead of handing
+            over plans the executor can no longer adopt.
         ensemble_m: ACT's exponential weight ``exp(-m * i)`` (``i = 0`` the oldest chunk), per chunk.
         taper_s: in ensemble mode, older chunks fade out over their last ``taper_s`` seconds.
         max_chunks: at most this many chunks take part in the ensemble (the newest ones).
@@ -192,6 +194,7 @@ class ChunkScheduler:
         self._lock = threading.Lock()
         self._active: MotionPlan | None = None
         self._chunks: list[MotionPlan] = []  # timed chunks (ensemble), oldest first
+        self._handover_est_s = 0.0  # recent time from planning the hand-over to handing it over (s)
         self._counts = {
             "submitted": 0,
             "accepted": 0,
@@ -322,14 +325,18 @@ class ChunkScheduler:
                     if len(self._chunks) > 1:
                         chunk = self.planner.time(self._ensemble_target(chunk, now)).plan
                 target = self.planner.extend(chunk)
-                freeze = now + round(self.config.handover_s * 1e9)
+                # the executing prefix runs until the plan can reach the executor: after the timing above
+                # (milliseconds of TOPP-RA on a loaded host), the join below and the hand-over (their recent
+                # duration, measured), plus handover_s
+                t_planned = max(now, self.clock.now_ns())
+                freeze = t_planned + round((self.config.handover_s + self._handover_est_s) * 1e9)
                 old = self._active_covering(freeze) if self.mode != BlendMode.NONE else None
                 if old is None:
                     out, used = target, ("fresh" if self.mode != BlendMode.NONE else "none")
                 else:
                     # keep the executing plan up to the freeze point (from a little before now, so that the
                     # executor, picking the plan up at its next tick, finds it continuing exactly), then join
-                    keep_from = max(old.start_ns, now - 4 * round(self.config.resample_dt_s * 1e9))
+                    keep_from = max(old.start_ns, min(now, freeze) - 4 * round(self.config.resample_dt_s * 1e9))
                     prefix = old.after(keep_from).until(freeze) if freeze > keep_from else None
                     joined = self.planner.join(old.sample(freeze), freeze, target)
                     out = prefix.then(joined) if prefix is not None else joined
@@ -348,6 +355,9 @@ class ChunkScheduler:
                 log.error("chunk refused: no motion within the limits (%s)", exc)
                 return ScheduleResult(False, "motion", self.mode.value, skipped, None, None, now)
             accepted = self.executor.set_plan(out)
+            took_s = max(self.clock.now_ns() - t_planned, 0) * 1e-9
+            # a slower hand-over raises the estimate at once, a faster one lowers it gradually
+            self._handover_est_s = max(took_s, 0.8 * self._handover_est_s + 0.2 * took_s)
             waypoints = self._waypoints(out)
             if accepted:
                 self._active = out
