@@ -21,7 +21,8 @@ Each tick at time ``t`` (:meth:`Executor.tick`):
    rest along its motion (counted as ``extensions``). Once no policy step has covered the tick for
    ``watchdog_timeout_s``, the executor declares a watchdog hold (state ``HOLDING``, counted and logged): if the
    plan is still moving, a ruckig stop from the plan's state at ``t`` replaces the rest of it;
-4. pass the set-point through the safety filter (with the real elapsed time) and ``robot.command`` it.
+4. pass the set-point through the safety filter (with the real elapsed time) and send it to the robot
+   (``robot.command_at(t, q, gripper)`` where the robot takes the set-point's time, else ``robot.command``).
 
 Plans that do not end at rest are refused. :meth:`Executor.tick` runs one tick synchronously at a given time, so
 tests and lock-step simulations drive the executor deterministically with :class:`~robot_stack.clock.FakeClock`;
@@ -158,6 +159,9 @@ class Executor:
         self._planner = MotionPlanner(self._joint_names, robot.limits, self.motion_config)
         self._monitor = DerivativeMonitor(robot.limits)
         self.on_tick = on_tick
+        #: robots that take a set-point's time (``command_at(t_ns, q, gripper)``: the simulator, the set-point ring,
+        #: the HIL audit) get the tick's time with every set-point
+        self._command_at = getattr(robot, "command_at", None)
         self.history: deque[TickRecord] = deque(maxlen=max(int(history), 0))
 
         self._lock = threading.Lock()  # guards _pending and the counters set_plan touches
@@ -390,7 +394,10 @@ class Executor:
         dev = float(np.max(np.abs(q_safe - desired.q)))
         if dev > self._deviation_max:
             self._deviation_max = dev
-        self.robot.command(q_safe, self._gripper)
+        if self._command_at is not None:
+            self._command_at(t, q_safe, self._gripper)  # the robot learns the time the set-point is meant for
+        else:
+            self.robot.command(q_safe, self._gripper)
         self._ticks += 1
         if self.history.maxlen:
             self.history.append(TickRecord(t, desired.q, q_safe))

@@ -47,6 +47,7 @@ from robot_stack.clock import Clock
 from robot_stack.control.executor import ExecutorState
 from robot_stack.control.motion import MotionConfig, MotionPlanner
 from robot_stack.control.plan import MotionPlan
+from robot_stack.control.timing import preload
 from robot_stack.errors import ConfigError, MotionError, ShapeError
 from robot_stack.robots.base import JointLimits
 from robot_stack.types import JointTrajectory
@@ -190,6 +191,7 @@ class ChunkScheduler:
         if cfg.extend_s is not None:
             motion = MotionConfig(**{**motion.__dict__, "extend_min_s": cfg.extend_s})
         self.planner = MotionPlanner(executor.joint_names, executor.limits, motion)
+        preload()  # the first re-timed chunk must not stall a control thread in this process on an import
         self._res_ns = round(cfg.resample_dt_s * 1e9)
         self._lock = threading.Lock()
         self._active: MotionPlan | None = None

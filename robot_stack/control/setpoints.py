@@ -170,10 +170,14 @@ class RingRobot(Robot):
         return RobotState(t, q, dq, Pose.identity("base", "tcp"), g)
 
     def command(self, q: np.ndarray, gripper: float | None = None) -> None:
+        self.command_at(self._clock.now_ns(), q, gripper)
+
+    def command_at(self, t_ns: int, q: np.ndarray, gripper: float | None = None) -> None:
+        """Write the set-point meant for tick time ``t_ns`` into the ring."""
         arr = np.asarray(q, dtype=np.float64)
         if arr.shape != (len(self._names),) or not np.all(np.isfinite(arr)):
             raise RobotError(f"RingRobot.command: expected finite ({len(self._names)},) rad, got {arr!r}")
-        self.ring.write(self._clock.now_ns(), arr, gripper)
+        self.ring.write(int(t_ns), arr, gripper)
 
 
 class SetpointRelay:

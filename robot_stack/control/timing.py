@@ -37,9 +37,15 @@ from robot_stack.types import JointTrajectory
 
 log = logging.getLogger("robot_stack.control.timing")
 
-__all__ = ["ChunkTiming", "TimingConfig", "time_chunk"]
+__all__ = ["ChunkTiming", "TimingConfig", "preload", "time_chunk"]
 
 _TOPPRA: Any = None
+
+
+def preload() -> None:
+    """Import toppra now (about a second: it imports matplotlib), before a control thread shares this process's
+    GIL, rather than at the first chunk that needs re-timing."""
+    _toppra_module()
 
 
 def _toppra_module() -> Any:
