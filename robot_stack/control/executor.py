@@ -57,7 +57,7 @@ from robot_stack.types import JointTrajectory
 
 log = logging.getLogger("robot_stack.control.executor")
 
-__all__ = ["Executor", "ExecutorState", "OverrunEvent", "TickRecord"]
+__all__ = ["Executor", "ExecutorState", "OverrunEvent", "TickRecord", "plan_refusal"]
 
 
 class ExecutorState(str, enum.Enum):
@@ -106,6 +106,23 @@ class TickRecord:
     t_ns: int
     q_plan: np.ndarray
     q_sent: np.ndarray
+
+
+def plan_refusal(plan: object, joint_names: tuple[str, ...], now_ns: int, stopping: bool) -> tuple[str, str] | None:
+    """Why an executor must refuse ``plan`` handed over at ``now_ns`` — ``(reason, detail)`` — or None: not a
+    MotionPlan, other joints, not ending at rest, its policy part already over (stale), or the executor stopping."""
+    if not isinstance(plan, MotionPlan):
+        return "type", f"expected a MotionPlan, got {type(plan).__name__}"
+    if plan.joint_names != joint_names:
+        return "joints", f"joint names {plan.joint_names} do not match the robot's {joint_names}"
+    if not plan.ends_at_rest():
+        return "not_at_rest", "plans must end at rest (append MotionPlanner.extend)"
+    last = plan.policy_end_ns if plan.policy_end_ns is not None else plan.end_ns
+    if last < now_ns:
+        return "stale", f"its policy part ended {(now_ns - last) / 1e6:.1f} ms ago"
+    if stopping:
+        return "stopping", "executor is stopping"
+    return None
 
 
 class Executor:
@@ -263,20 +280,9 @@ class Executor:
         """Hand over a plan (thread-safe; the newest wins). Returns False, logging the reason, when it is
         rejected: not a MotionPlan, wrong joints, not ending at rest, stale (its policy part already over),
         or stopping."""
-        if not isinstance(plan, MotionPlan):
-            return self._reject("type", f"expected a MotionPlan, got {type(plan).__name__}")
-        if plan.joint_names != self._joint_names:
-            return self._reject(
-                "joints", f"joint names {plan.joint_names} do not match the robot's {self._joint_names}"
-            )
-        if not plan.ends_at_rest():
-            return self._reject("not_at_rest", "plans must end at rest (append MotionPlanner.extend)")
-        now = self.clock.now_ns()
-        last = plan.policy_end_ns if plan.policy_end_ns is not None else plan.end_ns
-        if last < now:
-            return self._reject("stale", f"its policy part ended {(now - last) / 1e6:.1f} ms ago")
-        if self._stop_event.is_set():
-            return self._reject("stopping", "executor is stopping")
+        refused = plan_refusal(plan, self._joint_names, self.clock.now_ns(), self._stop_event.is_set())
+        if refused is not None:
+            return self._reject(*refused)
         with self._lock:
             if self._pending is not None:
                 self._superseded += 1
@@ -472,9 +478,10 @@ class Executor:
         self, before_tick: Callable[[], None] | None = None, after_tick: Callable[[], None] | None = None
     ) -> None:
         """The paced loop (the thread's body; also the real-time process's): absolute deadlines
-        ``t0 + k * period``; each tick is computed for its deadline, or for the time the loop really woke when that
-        was a period or more late; when a tick ends more than a period behind, the missed deadlines are skipped
-        (counted, and an :class:`OverrunEvent` logged), not replayed in a burst. Returns once a requested stop has
+        ``t0 + k * period``; each tick is computed for its deadline, or — when the loop wakes a period or more
+        after it (it woke late, or the previous tick overran) — the missed deadlines are skipped (counted, an
+        :class:`OverrunEvent` kept), not replayed in a burst, and the tick is computed for the true time. Tick times
+        therefore always increase. Returns once a requested stop has
         brought the arm to rest. ``before_tick`` / ``after_tick`` run around every tick (the real-time process
         reads new plans and publishes its state there)."""
         clock, period = self.clock, self.period_ns
@@ -487,9 +494,18 @@ class Executor:
             now = clock.now_ns()
             late = now - deadline
             self._record_lateness(late)
-            t_cmd = deadline if late < period else now  # a deadline missed by a period or more: the true time
-            if self._t_last is not None and t_cmd <= self._t_last:
-                t_cmd = self._t_last + 1
+            t_cmd = deadline
+            if late >= period:
+                # a deadline missed by a period or more (a late wake-up, or a tick that overran): skip the missed
+                # deadlines instead of replaying them in a burst, and compute this tick for the true time
+                skip = int(late // period)
+                if t0 + (k + skip + 1) * period - now < period // 2:
+                    skip += 1  # keep ticks at least half a period apart: the next deadline is too close to now
+                self._skipped += skip
+                self._overruns += 1
+                self.overrun_events.append(OverrunEvent(deadline, late / 1e6, skip))
+                k += skip
+                t_cmd = now
             try:
                 if before_tick is not None:
                     before_tick()
@@ -511,13 +527,6 @@ class Executor:
             if self._stop_event.is_set() and self._stopped_at_rest():
                 break
             k += 1
-            behind = self._loop_last_ns - (t0 + k * period)
-            if behind > period:  # more than a period late: skip the missed deadlines instead of bursting
-                skip = int(behind // period)
-                self._skipped += skip
-                self._overruns += 1
-                self.overrun_events.append(OverrunEvent(t0 + k * period, behind / 1e6, skip))
-                k += skip
         log.info(
             "executor stopped after %d ticks (%d skipped in %d overruns)",
             self._loop_ticks,

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import logging
 import multiprocessing
 import os
@@ -50,7 +49,8 @@ import numpy as np
 
 from robot_stack.bench.common import latency_stats
 from robot_stack.clock import Clock, MonotonicClock
-from robot_stack.control.executor import STATE_BY_CODE, Executor, ExecutorState
+from robot_stack.config import import_object
+from robot_stack.control.executor import STATE_BY_CODE, Executor, ExecutorState, plan_refusal
 from robot_stack.control.motion import MotionConfig, MotionPlanner
 from robot_stack.control.plan import MotionPlan
 from robot_stack.control.safety import INTERVENTION_KINDS, SafetyFilter, WorkspaceBox
@@ -97,14 +97,8 @@ _ACTIVE_NONE, _ACTIVE_OWN = -1, -2
 
 
 def resolve(target: str) -> Any:
-    """The object named ``"package.module:attribute"``."""
-    module, _, attr = target.partition(":")
-    if not module or not attr:
-        raise ConfigError(f"expected 'package.module:attribute', got {target!r}")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot import {target!r}: {exc}") from exc
+    """The object named ``"package.module:attribute"`` (ConfigError if it does not import)."""
+    return import_object(target, "real-time process factory")
 
 
 @dataclass(frozen=True)
@@ -632,18 +626,10 @@ class ProcessExecutor:
 
     def set_plan(self, plan: MotionPlan) -> bool:
         """Send ``plan`` to the real-time loop (checked here first, like :meth:`Executor.set_plan`)."""
-        if not isinstance(plan, MotionPlan):
-            return self._reject("type", f"expected a MotionPlan, got {type(plan).__name__}")
-        if plan.joint_names != self._joint_names:
-            return self._reject("joints", f"joint names {plan.joint_names} are not the robot's {self._joint_names}")
-        if not plan.ends_at_rest():
-            return self._reject("not_at_rest", "plans must end at rest (append MotionPlanner.extend)")
-        now = self.clock.now_ns()
-        last = plan.policy_end_ns if plan.policy_end_ns is not None else plan.end_ns
-        if last < now:
-            return self._reject("stale", f"its policy part ended {(now - last) / 1e6:.1f} ms ago")
-        if self._stopping or self._conn is None:
-            return self._reject("stopping", "the real-time executor is not running or is stopping")
+        stopping = self._stopping or self._conn is None
+        refused = plan_refusal(plan, self._joint_names, self.clock.now_ns(), stopping)
+        if refused is not None:
+            return self._reject(*refused)
         plan_id = self._next_id
         self._next_id += 1
         self._sent[plan_id] = plan

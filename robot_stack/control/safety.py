@@ -75,6 +75,7 @@ _BOX_BRAKE_FRACTION = 0.5
 #: The box braking aims this far (m) inside each face: slack for the curvature of the TCP path within one tick.
 _BOX_MARGIN_M = 1e-5
 _EPS = 1e-9  # changes smaller than this (rad) are float noise, not interventions
+_ROUNDING = 1e-12  # an output this close (rad) to a feasible command is that command re-integrated with rounding
 
 
 @dataclass(frozen=True)
@@ -398,8 +399,10 @@ class SafetyFilter:
                 v = v_prev + a * (0.5 * (dt + dt1))
             q_out = np.minimum(np.maximum(q_prev + v * dt, self._lo), self._hi)
             untouched = sum(self._counts.values()) == total_before
-            if untouched and np.abs(q_out - q_des).max() <= _EPS:
-                q_out = q_des.copy()  # a feasible command passes bit for bit (not re-integrated with rounding)
+            if untouched and np.abs(q_out - q_des).max() <= _ROUNDING:
+                # a feasible command passes bit for bit (not re-integrated with rounding); only a rounding-sized
+                # difference is replaced, since a replacement changes the output's velocity by difference / dt
+                q_out = q_des.copy()
             if self.workspace is not None and self._fk_xyz is not None:
                 self._p = self._fk_xyz(q_out)  # the TCP of this output: the next tick brakes from it
 

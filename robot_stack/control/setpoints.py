@@ -16,16 +16,15 @@ Times: monotonic ns; positions rad; gripper opening in [0, 1] (NaN in the ring =
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Sequence
-from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
 
 from robot_stack.clock import MonotonicClock
+from robot_stack.control.shared import close_segment, open_segment
 from robot_stack.errors import ConfigError, RobotError
 from robot_stack.robots.base import JointLimits, Robot
 from robot_stack.types import Pose, RobotState
@@ -51,13 +50,7 @@ class SetpointRing:
         if n < 1 or capacity < 2:
             raise ConfigError(f"SetpointRing: expected n >= 1 and capacity >= 2, got {n}, {capacity}")
         self.n, self.capacity = int(n), int(capacity)
-        size = 8 * (2 + capacity + capacity * n + capacity + 1 + 2 * n + 1)
-        if name is None:
-            self.shm = shared_memory.SharedMemory(create=True, size=size)
-            self.owner = True
-        else:
-            self.shm = shared_memory.SharedMemory(name=name)
-            self.owner = False
+        self.shm, self.owner = open_segment(8 * (2 + capacity + capacity * n + capacity + 1 + 2 * n + 1), name)
         buf, off = self.shm.buf, 0
         self._head = np.ndarray((2,), np.int64, buf, off)
         off += 16
@@ -131,10 +124,7 @@ class SetpointRing:
 
     def close(self) -> None:
         del self._head, self._t, self._q, self._g, self._st_t, self._st
-        self.shm.close()
-        if self.owner:
-            with contextlib.suppress(FileNotFoundError):
-                self.shm.unlink()
+        close_segment(self.shm, self.owner)
 
 
 class RingRobot(Robot):

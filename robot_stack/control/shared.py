@@ -20,7 +20,27 @@ import numpy as np
 
 from robot_stack.errors import ConfigError, ShapeError
 
-__all__ = ["ByteSlot", "SeqlockBlock"]
+__all__ = ["ByteSlot", "SeqlockBlock", "close_segment", "open_segment"]
+
+
+def open_segment(size: int, name: str | None) -> tuple[shared_memory.SharedMemory, bool]:
+    """A new segment of ``size`` bytes (``name`` None; returns owner True) or the existing one called ``name``
+    (owner False; ConfigError if it is smaller than ``size``)."""
+    if name is None:
+        return shared_memory.SharedMemory(create=True, size=size), True
+    shm = shared_memory.SharedMemory(name=name)
+    if shm.size < size:
+        shm.close()
+        raise ConfigError(f"shared memory {name!r} has {shm.size} bytes, expected at least {size}")
+    return shm, False
+
+
+def close_segment(shm: shared_memory.SharedMemory, owner: bool) -> None:
+    """Detach from ``shm`` and, on the side that created it, remove it."""
+    shm.close()
+    if owner:
+        with contextlib.suppress(FileNotFoundError):
+            shm.unlink()
 
 
 class SeqlockBlock:
@@ -32,15 +52,7 @@ class SeqlockBlock:
     """
 
     def __init__(self, n_int: int, n_float: int, name: str | None = None) -> None:
-        size = 8 * (1 + n_int + n_float)
-        if name is None:
-            self.shm = shared_memory.SharedMemory(create=True, size=size)
-            self.owner = True
-        else:
-            self.shm = shared_memory.SharedMemory(name=name)
-            self.owner = False
-            if self.shm.size < size:
-                raise ConfigError(f"shared block {name!r} has {self.shm.size} bytes, expected {size}")
+        self.shm, self.owner = open_segment(8 * (1 + n_int + n_float), name)
         buf = self.shm.buf
         self._seq = np.ndarray((1,), dtype=np.int64, buffer=buf, offset=0)
         self.ints = np.ndarray((n_int,), dtype=np.int64, buffer=buf, offset=8)
@@ -76,10 +88,7 @@ class SeqlockBlock:
     def close(self) -> None:
         """Detach (and remove the segment if this side created it)."""
         del self._seq, self.ints, self.floats
-        self.shm.close()
-        if self.owner:
-            with contextlib.suppress(FileNotFoundError):
-                self.shm.unlink()
+        close_segment(self.shm, self.owner)
 
 
 class ByteSlot:
@@ -90,13 +99,7 @@ class ByteSlot:
     _HEADER = 24
 
     def __init__(self, capacity: int, name: str | None = None) -> None:
-        size = self._HEADER + int(capacity)
-        if name is None:
-            self.shm = shared_memory.SharedMemory(create=True, size=size)
-            self.owner = True
-        else:
-            self.shm = shared_memory.SharedMemory(name=name)
-            self.owner = False
+        self.shm, self.owner = open_segment(self._HEADER + int(capacity), name)
         self.capacity = self.shm.size - self._HEADER
         self._head = np.ndarray((3,), dtype=np.int64, buffer=self.shm.buf, offset=0)
         self._data = np.ndarray((self.capacity,), dtype=np.uint8, buffer=self.shm.buf, offset=self._HEADER)
@@ -138,7 +141,4 @@ class ByteSlot:
 
     def close(self) -> None:
         del self._head, self._data
-        self.shm.close()
-        if self.owner:
-            with contextlib.suppress(FileNotFoundError):
-                self.shm.unlink()
+        close_segment(self.shm, self.owner)
