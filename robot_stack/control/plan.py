@@ -42,6 +42,7 @@ __all__ = ["MIN_PIECE_S", "JointState", "MotionPlan", "PlanPeaks"]
 MIN_PIECE_S = 1e-9
 
 _MAGIC = b"RSPLAN1\0"
+_BASIS = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]])
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,10 @@ class MotionPlan:
         """The state at ``t_ns`` (clamped to ``[start_ns, end_ns]``: a plan ending at rest holds its last point)."""
         i, s = self._local(t_ns)
         s2 = s * s
-        qva = np.array([[1.0, s, s2, s2 * s], [0.0, 1.0, 2.0 * s, 3.0 * s2], [0.0, 0.0, 2.0, 6.0 * s]]) @ self.coeffs[i]
+        m = _BASIS.copy()  # rows: the monomials of q, v, a at s (a small-matrix product is the cheapest form)
+        m[0, 1], m[0, 2], m[0, 3] = s, s2, s2 * s
+        m[1, 2], m[1, 3], m[2, 3] = 2.0 * s, 3.0 * s2, 6.0 * s
+        qva = m @ self.coeffs[i]
         return JointState(qva[0], qva[1], qva[2])
 
     def sample_many(self, t_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -253,6 +257,12 @@ class MotionPlan:
         if self.gripper is None or self.gripper_t_ns is None:
             return None
         return float(np.interp(float(t_ns), self.gripper_t_ns.astype(np.float64), self.gripper))
+
+    def gripper_many(self, t_ns: np.ndarray) -> np.ndarray | None:
+        """Gripper openings at ``t_ns`` ((len(t),), like :meth:`gripper_at`), or None."""
+        if self.gripper is None or self.gripper_t_ns is None:
+            return None
+        return np.interp(np.asarray(t_ns, dtype=np.float64), self.gripper_t_ns.astype(np.float64), self.gripper)
 
     @property
     def end_state(self) -> JointState:

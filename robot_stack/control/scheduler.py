@@ -35,6 +35,7 @@ Times are monotonic ns (int); positions rad.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import threading
@@ -189,7 +190,7 @@ class ChunkScheduler:
         self.clock: Clock = clock or executor.clock
         motion = cfg.motion or executor.motion_config
         if cfg.extend_s is not None:
-            motion = MotionConfig(**{**motion.__dict__, "extend_min_s": cfg.extend_s})
+            motion = dataclasses.replace(motion, extend_min_s=cfg.extend_s)
         self.planner = MotionPlanner(executor.joint_names, executor.limits, motion)
         preload()  # the first re-timed chunk must not stall a control thread in this process on an import
         self._res_ns = round(cfg.resample_dt_s * 1e9)
@@ -275,18 +276,14 @@ class ChunkScheduler:
             den += w
         q_new, _, _ = newest.sample_many(t)
         pos = np.where(den[:, None] > 1e-12, num / np.maximum(den, 1e-12)[:, None], q_new)
-        grip = None
-        if newest.gripper is not None:
-            grip = np.array([newest.gripper_at(int(x)) for x in t])
-        return JointTrajectory(newest.joint_names, t, pos, grip)
+        return JointTrajectory(newest.joint_names, t, pos, newest.gripper_many(t))
 
     def _waypoints(self, plan: MotionPlan) -> JointTrajectory:
         res = self._res_ns
         t = np.arange(plan.start_ns, plan.end_ns, res, dtype=np.int64)
         t = np.append(t, plan.end_ns) if t[-1] < plan.end_ns else t
         q, _, _ = plan.sample_many(t)
-        grip = None if plan.gripper is None else np.array([plan.gripper_at(int(x)) for x in t])
-        return JointTrajectory(plan.joint_names, t, q, grip)
+        return JointTrajectory(plan.joint_names, t, q, plan.gripper_many(t))
 
     # ------------------------------------------------------------------------------------------- submit
     def submit(self, traj: JointTrajectory, now_ns: int | None = None) -> ScheduleResult:
