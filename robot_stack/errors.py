@@ -63,6 +63,11 @@ class PolicyError(RobotStackError):
     """The model runtime failed: bad manifest, missing model, inference error, non-finite outputs."""
 
 
+class BackendError(PolicyError):
+    """A GPU backend (TensorRT, CUDA, torch on CUDA) failed at build or run time for reasons of the device, driver
+    or engine rather than of the request; the caller may fall back to another backend."""
+
+
 class DecodeError(RobotStackError):
     """An action chunk could not be turned into a joint trajectory."""
 

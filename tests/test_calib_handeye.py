@@ -82,7 +82,7 @@ def test_bad_arguments() -> None:
 
 
 def test_sim_eye_to_hand_meets_accuracy_target() -> None:
-    from robot_stack.calibration.handeye_sim import run_sim_hand_eye
+    from robot_stack.sim.handeye import run_sim_hand_eye
 
     report = run_sim_hand_eye(n_poses=10, seed=1, method="park")
     assert report.n_detected >= 8
@@ -95,7 +95,7 @@ def test_sim_eye_to_hand_meets_accuracy_target() -> None:
 
 
 def test_sim_degenerate_pose_set_gives_clear_error() -> None:
-    from robot_stack.calibration.handeye_sim import _look_pose, run_sim_hand_eye
+    from robot_stack.sim.handeye import _look_pose, run_sim_hand_eye
 
     toward = np.array([1.15, 0.0, 0.95])
     poses = [_look_pose(np.array([0.5, 0.0, 0.42]), toward, np.zeros(3), r) for r in np.deg2rad([-40, -20, 0, 20, 40])]
@@ -105,7 +105,7 @@ def test_sim_degenerate_pose_set_gives_clear_error() -> None:
 
 @pytest.mark.slow
 def test_sim_repeatability_over_ten_pose_sets() -> None:
-    from robot_stack.calibration.handeye_sim import run_sim_hand_eye
+    from robot_stack.sim.handeye import run_sim_hand_eye
 
     reports = [run_sim_hand_eye(n_poses=15, seed=100 + k, method=HAND_EYE_METHODS[k % 5]) for k in range(10)]
     t = np.array([r.result.X.translation for r in reports])

@@ -11,7 +11,7 @@ from robot_stack.control.executor import Executor, ExecutorState
 from robot_stack.control.plan import MotionPlan
 from robot_stack.control.safety import SafetyFilter
 from robot_stack.robots import panda
-from robot_stack.robots.kinematic import KinematicRobot
+from robot_stack.sim.kinematic import KinematicRobot
 from robot_stack.types import JointTrajectory
 
 NAMES = panda.ARM_JOINTS

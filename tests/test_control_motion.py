@@ -21,7 +21,7 @@ from robot_stack.control.executor import Executor, ExecutorState
 from robot_stack.control.safety import SafetyFilter
 from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig
 from robot_stack.robots import panda
-from robot_stack.robots.kinematic import KinematicRobot
+from robot_stack.sim.kinematic import KinematicRobot
 from robot_stack.types import JointTrajectory
 
 NAMES = panda.ARM_JOINTS
@@ -163,7 +163,7 @@ def test_stop_from_full_speed_starts_from_the_plan_state():
 
 
 def test_retreat_while_moving():
-    from robot_stack.runtime import retreat_trajectory
+    from robot_stack.cycle.recovery import retreat_trajectory
 
     clock, robot, ex = _rig()
     ex.tick(clock.now_ns())

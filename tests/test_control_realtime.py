@@ -24,7 +24,7 @@ from robot_stack.control.setpoints import RingRobot, SetpointRelay, SetpointRing
 from robot_stack.control.shared import ByteSlot, SeqlockBlock
 from robot_stack.errors import ConfigError, RobotError, ShapeError
 from robot_stack.robots import panda
-from robot_stack.robots.kinematic import KinematicRobot
+from robot_stack.sim.kinematic import KinematicRobot
 from robot_stack.types import JointTrajectory
 
 NAMES = panda.ARM_JOINTS
@@ -67,8 +67,8 @@ def test_seqlock_block_and_byte_slot_round_trip():
 
 
 def test_specs_resolve_importable_factories_only():
-    assert resolve("robot_stack.robots.kinematic:KinematicRobot") is KinematicRobot
-    for bad in ("nomodule", "robot_stack.robots.kinematic:Nope", "no_such_module_xyz:thing"):
+    assert resolve("robot_stack.sim.kinematic:KinematicRobot") is KinematicRobot
+    for bad in ("nomodule", "robot_stack.sim.kinematic:Nope", "no_such_module_xyz:thing"):
         with pytest.raises(ConfigError):
             resolve(bad)
     with pytest.raises(ConfigError):
@@ -126,7 +126,7 @@ def test_derivative_monitor_agrees_with_the_batch_computation():
 @pytest.mark.realtime
 def test_process_executor_follows_spliced_plans_within_the_limits_and_leaves_nothing_behind():
     ex = ProcessExecutor(
-        RobotSpec("robot_stack.robots.kinematic:KinematicRobot"),
+        RobotSpec("robot_stack.sim.kinematic:KinematicRobot"),
         NAMES,
         panda.LIMITS,
         realtime=RealtimeConfig(start_timeout_s=120.0),

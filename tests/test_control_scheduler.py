@@ -15,7 +15,7 @@ from robot_stack.control.safety import SafetyFilter
 from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig, smoothstep5
 from robot_stack.errors import ConfigError, ShapeError
 from robot_stack.robots import panda
-from robot_stack.robots.kinematic import KinematicRobot
+from robot_stack.sim.kinematic import KinematicRobot
 from robot_stack.types import JointTrajectory
 
 MS = 1_000_000

@@ -18,8 +18,8 @@ from robot_stack.errors import ConfigError, RequestTimeoutError
 from robot_stack.policy.service import serve
 from robot_stack.policy.toy_models import build_toy_model, toy_manifest_dict
 from robot_stack.transport import PolicyClient, PolicyServer
+from robot_stack.transport.cli import add_keys_parser
 from robot_stack.transport.keys import (
-    add_keys_parser,
     client_curve_kwargs,
     generate_keys,
     load_allow_dir,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import logging
 
-from robot_stack.bench.common import latency_stats, register, registry, time_calls
+from robot_stack.bench.registry import register, registry
+from robot_stack.metrics import latency_stats, time_calls
 
 __all__ = ["latency_stats", "load_builtin", "register", "registry", "time_calls"]
 

@@ -1,6 +1,6 @@
 """``robot-stack bench executor``: the fixed-rate executor at 500 Hz and 1 kHz on the real monotonic clock.
 
-The executor drives a :class:`~robot_stack.robots.kinematic.KinematicRobot` (FK on every state read) while a
+The executor drives a :class:`~robot_stack.sim.kinematic.KinematicRobot` (FK on every state read) while a
 publisher thread hands it a new 1 s trajectory every 100 ms, like a policy streaming chunks. Reported per rate:
 achieved rate, tick lateness against the absolute schedule (p50/p99/max ms), skipped ticks and the cost of one
 tick. Baseline, same run and same work: a naive ``tick(); time.sleep(period)`` loop, whose rate falls short and
@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import latency_stats, register
+from robot_stack.bench.registry import register
 from robot_stack.clock import MonotonicClock
 from robot_stack.control.executor import Executor
 from robot_stack.control.rt_process import ProcessExecutor, RobotSpec
+from robot_stack.metrics import latency_stats
 from robot_stack.robots import panda
-from robot_stack.robots.kinematic import KinematicRobot
+from robot_stack.sim.kinematic import KinematicRobot
 from robot_stack.types import JointTrajectory
 
 log = logging.getLogger("robot_stack.bench.executor")
@@ -123,7 +124,7 @@ def _run_loaded(mode: str, duration_s: float) -> dict[str, Any]:
         ex = Executor(KinematicRobot(clock=clock), clock, rate_hz=500.0, lateness_window=window)
     else:
         ex = ProcessExecutor(
-            RobotSpec("robot_stack.robots.kinematic:KinematicRobot"), panda.ARM_JOINTS, panda.LIMITS, clock=clock
+            RobotSpec("robot_stack.sim.kinematic:KinematicRobot"), panda.ARM_JOINTS, panda.LIMITS, clock=clock
         )
     ex.start()
     stop = threading.Event()

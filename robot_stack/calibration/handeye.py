@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from robot_stack.calibration.charuco import BoardDetection
-from robot_stack.decoders.geometry import so3_exp
 from robot_stack.errors import CalibrationError
+from robot_stack.geometry import so3_exp
 from robot_stack.types import CameraModel, Pose
 
 __all__ = [

@@ -45,13 +45,13 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import latency_stats
 from robot_stack.clock import Clock
 from robot_stack.control.audit import DerivativeMonitor
 from robot_stack.control.motion import MotionConfig, MotionPlanner
 from robot_stack.control.plan import JointState, MotionPlan
 from robot_stack.control.safety import SafetyFilter
 from robot_stack.errors import ConfigError, MotionError, RobotStackError, ShapeError
+from robot_stack.metrics import latency_stats
 from robot_stack.robots.base import JointLimits, Robot
 from robot_stack.types import JointTrajectory
 

@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import latency_stats
 from robot_stack.clock import Clock, MonotonicClock
 from robot_stack.config import import_object
 from robot_stack.control.executor import STATE_BY_CODE, Executor, ExecutorState, plan_refusal
@@ -56,6 +55,7 @@ from robot_stack.control.plan import MotionPlan
 from robot_stack.control.safety import INTERVENTION_KINDS, SafetyFilter, WorkspaceBox
 from robot_stack.control.shared import ByteSlot, SeqlockBlock
 from robot_stack.errors import ConfigError, MotionError, RobotError, ShapeError
+from robot_stack.metrics import latency_stats
 from robot_stack.robots.base import JointLimits, Robot
 from robot_stack.types import JointTrajectory
 
@@ -131,7 +131,7 @@ class SafetySpec:
     margin_rad: float = 0.02
     workspace: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
     workspace_margin_m: float = 1e-5
-    fk_factory: str = "robot_stack.control.ik:panda_ik"
+    fk_factory: str = "robot_stack.kinematics.ik:panda_ik"
 
     def build(self, limits: JointLimits) -> SafetyFilter:
         box = fk = None

@@ -1,7 +1,7 @@
 """Franka Emika Panda description shared by the simulator and the kinematics (one source of truth).
 
 The URDF and collision meshes come from the ``example-robot-data`` wheel (installed with robot-stack, no download
-at run time). MuJoCo (``robot_stack.sim``) and pinocchio (``robot_stack.control.ik``) both load *this* URDF, so the
+at run time). MuJoCo (``robot_stack.sim``) and pinocchio (``robot_stack.kinematics.ik``) both load *this* URDF, so the
 simulated arm and the IK model have identical kinematics.
 """
 

@@ -235,12 +235,6 @@ class PolicyServer:
             self._worker_thread.start()
         return self
 
-    def serve_forever(self, poll_s: float = 0.2) -> None:
-        """Start (if needed) and block until :meth:`close` is called from another thread or a signal handler."""
-        self.start()
-        while not self._stop.wait(poll_s):
-            pass
-
     def close(self, timeout_s: float = 2.0) -> None:
         """Stop both threads, close the sockets. Idempotent. Queued requests are dropped unanswered."""
         if self._closed:

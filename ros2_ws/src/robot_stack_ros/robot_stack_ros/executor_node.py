@@ -116,7 +116,7 @@ class ExecutorNode(LifecycleNode):
         self.commands.received(time.monotonic_ns())
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from robot_stack.control.ik import panda_ik
+        from robot_stack.kinematics.ik import panda_ik
 
         try:
             ik = panda_ik()
