@@ -176,3 +176,21 @@ def test_a_path_overshooting_the_joint_range_between_steps_is_interpolated_witho
     assert np.all(lo >= bounds[0] - 1e-3) and np.all(hi <= bounds[1] + 1e-3)
     assert lim.admits(plan)
     np.testing.assert_allclose(plan.sample(plan.policy_end_ns).q, wild[-1], atol=1e-9)
+
+
+def test_a_state_at_rest_up_to_rounding_needs_no_transition():
+    # the end of a plan comes to rest only up to rounding (v ~ 1e-16 rad/s): a stop or an extension from there used
+    # to produce a ruckig trajectory of a few nanoseconds whose pieces were all too short, and raise
+    from robot_stack.control.motion import MotionPlanner
+
+    planner = MotionPlanner(NAMES, LIM)
+    q = panda.HOME_Q + np.outer(np.arange(6) * 0.03, np.ones(7))
+    extended = planner.extend(planner.time(_chunk(q)).plan)  # a chunk and its come-to-rest
+    residue = extended.end_state
+    assert np.any(residue.v != 0.0) or np.any(residue.a != 0.0)  # at rest only up to rounding
+    gen = planner.generator
+    for plan in (gen.stop(residue, extended.end_ns), planner.extend(extended)):
+        assert plan.ends_at_rest()
+        np.testing.assert_allclose(plan.end_state.q, residue.q, atol=1e-12)
+    joined = gen.join(residue, extended.end_ns, MotionPlan.hold(NAMES, residue.q, extended.end_ns))
+    np.testing.assert_allclose(joined.sample(extended.end_ns).q, residue.q, atol=1e-12)

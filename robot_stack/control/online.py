@@ -37,6 +37,9 @@ __all__ = ["MotionLimits", "OnlineGenerator", "trajectory_to_plan"]
 
 #: A join lands within this much (s) of the time it was computed for before it is accepted.
 _TIME_TOL_S = 1e-6
+#: A transition shorter than this (s) is skipped: the state already is the target (up to rounding residue, e.g. a
+#: velocity of 1e-16 rad/s left at the end of a plan), and its pieces would be too short to represent.
+NEGLIGIBLE_S = 1e-6
 
 
 @dataclass(frozen=True)
@@ -108,15 +111,12 @@ def trajectory_to_plan(traj: ruckig.Trajectory, joint_names: Sequence[str], t0_n
         cuts[-1] = duration
     n = len(profiles)
     m = len(cuts) - 1
-    states = np.empty((m, 3, n))
+    states = np.array([traj.at_time(float(c)) for c in cuts[:-1]], dtype=np.float64).reshape(m, 3, n)
+    mids = 0.5 * (cuts[:-1] + cuts[1:])
     jerk = np.empty((m, n))
-    for i in range(m):
-        p, v, a = traj.at_time(float(cuts[i]))
-        states[i, 0], states[i, 1], states[i, 2] = p, v, a
-        mid = 0.5 * (cuts[i] + cuts[i + 1])
-        for d in range(n):
-            k = min(int(np.searchsorted(bounds[d], mid)), len(jerks[d]) - 1)
-            jerk[i, d] = jerks[d][k]
+    for d in range(n):
+        k = np.minimum(np.searchsorted(bounds[d], mids), len(jerks[d]) - 1)
+        jerk[:, d] = jerks[d][k]
     return MotionPlan.from_states(joint_names, t0_ns, cuts, states, jerk)
 
 
@@ -203,7 +203,7 @@ class OnlineGenerator:
         if not (np.any(state.v != 0.0) or np.any(state.a != 0.0)):
             return MotionPlan.hold(self.joint_names, state.q, t_ns)
         self._calculate(state, None, lim, minimum_duration_s or None)
-        if self._traj.duration < MIN_PIECE_S:
+        if self._traj.duration < NEGLIGIBLE_S:
             return MotionPlan.hold(self.joint_names, state.q, t_ns)
         return self._plan(t_ns)
 
@@ -219,7 +219,7 @@ class OnlineGenerator:
         lim = limits or self.limits
         target = JointState.at_rest(q_target)
         duration = self._calculate(state, target, lim, minimum_duration_s or None)
-        if duration < MIN_PIECE_S:
+        if duration < NEGLIGIBLE_S:
             return MotionPlan.hold(self.joint_names, target.q, t_ns)
         return self._plan(t_ns)
 
@@ -240,7 +240,7 @@ class OnlineGenerator:
             need = self._calculate(state, goal, lim)
             if need > d + _TIME_TOL_S:
                 return False
-            if d < MIN_PIECE_S:
+            if d < NEGLIGIBLE_S:
                 return True
             return self._calculate(state, goal, lim, d) <= d + 1e-9  # False in a blocked interval of a joint
 
@@ -281,7 +281,7 @@ class OnlineGenerator:
             raise MotionError(f"join: no transition at the chosen time {d:.4f} s")
         t_join = t0 + round(d * 1e9)
         rest = target.after(t_join)
-        if d < MIN_PIECE_S:
+        if d < NEGLIGIBLE_S:
             return rest.with_gripper(target.gripper_t_ns, target.gripper)
         joined = self._plan(t0).then(rest)
         return MotionPlan(
