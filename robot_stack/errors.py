@@ -90,3 +90,7 @@ class SafetyError(RobotStackError):
 
 class DatasetError(RobotStackError):
     """A recorded dataset is missing, malformed or inconsistent, or a recording request is invalid."""
+
+
+class MotionError(RobotStackError):
+    """A motion could not be generated within the joint limits (ruckig or TOPP-RA failed on the given input)."""

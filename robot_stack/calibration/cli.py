@@ -72,15 +72,9 @@ def _emit(report: dict[str, Any], as_json: bool) -> None:
 
 def _load_robot_factory(spec: str) -> Any:
     """``package.module:function`` -> the function (which returns a connected :class:`Robot`)."""
-    import importlib
+    from robot_stack.config import import_object
 
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"--robot expects package.module:factory, got {spec!r}")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"--robot {spec!r}: cannot load the robot factory: {exc}") from exc
+    return import_object(spec, "--robot (the robot factory)")
 
 
 def _cmd_hand_eye_hardware(args: argparse.Namespace) -> int:
