@@ -1,10 +1,11 @@
-"""Per-stage latency bookkeeping for long-running loops (demo, clients, harnesses)."""
+"""Latency figures: per-stage bookkeeping for long-running loops, and the percentile summaries every benchmark and
+statistics counter reports (``<prefix>p50_ms`` ...)."""
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -51,3 +52,28 @@ class StageTimes:
                 "max_ms": float(ms.max()),
             }
         return out
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 3) -> np.ndarray:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times; return (repeats,) float64 seconds per call."""
+    for _ in range(warmup):
+        fn()
+    samples = np.empty(repeats)
+    for i in range(repeats):
+        t0 = time.perf_counter_ns()
+        fn()
+        samples[i] = (time.perf_counter_ns() - t0) / 1e9
+    return samples
+
+
+def latency_stats(samples_s: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """p50/p90/p99/mean/max in milliseconds (keys ``<prefix>p50_ms`` ...) and the sample count."""
+    s = np.asarray(samples_s, dtype=np.float64) * 1e3
+    return {
+        f"{prefix}p50_ms": round(float(np.percentile(s, 50)), 4),
+        f"{prefix}p90_ms": round(float(np.percentile(s, 90)), 4),
+        f"{prefix}p99_ms": round(float(np.percentile(s, 99)), 4),
+        f"{prefix}mean_ms": round(float(s.mean()), 4),
+        f"{prefix}max_ms": round(float(s.max()), 4),
+        f"{prefix}n": int(s.size),
+    }

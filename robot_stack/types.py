@@ -15,16 +15,18 @@ Arrays inside frozen dataclasses are made read-only so that a value really is a 
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from robot_stack.errors import ShapeError
+from robot_stack.errors import ConfigError, ShapeError
 
 __all__ = [
     "ActionChunk",
+    "ActionHead",
     "CameraModel",
     "CameraObservation",
     "Frame",
@@ -98,12 +100,6 @@ class Pose:
         if m.shape != (4, 4):
             raise ShapeError(f"Pose.from_matrix: expected (4, 4), got {m.shape}")
         return cls(m[:3, :3], m[:3, 3], parent, child)
-
-    @classmethod
-    def from_rotation_and_translation(
-        cls, rotation: np.ndarray, translation: np.ndarray, parent: str = "", child: str = ""
-    ) -> Pose:
-        return cls(rotation, translation, parent, child)
 
     @classmethod
     def from_quat_xyz(cls, quat_wxyz: np.ndarray, xyz: np.ndarray, parent: str = "", child: str = "") -> Pose:
@@ -333,6 +329,40 @@ class Observation:
             out[f"{cam.camera_id}/rgb"] = cam.rgb
             out[f"{cam.camera_id}/xyz"] = cam.xyz_base
         return out
+
+
+class ActionHead(str, enum.Enum):
+    """The action language a policy speaks (its manifest's ``action_head``): one name everywhere.
+
+    ``continuous``: a float chunk in a continuous action space; ``binned``: integer bins per dimension;
+    ``latent_vq``: vector-quantised action tokens; ``motion_tracks``: 2D keypoint tracks in two calibrated views.
+    """
+
+    CONTINUOUS = "continuous"
+    BINNED = "binned"
+    LATENT_VQ = "latent_vq"
+    MOTION_TRACKS = "motion_tracks"
+
+    @property
+    def output(self) -> str:
+        """The model output that carries the chunk in this language."""
+        return _ACTION_OUTPUTS[self]
+
+    @classmethod
+    def parse(cls, value: ActionHead | str) -> ActionHead:
+        """``value`` as an ActionHead; ConfigError naming the valid heads otherwise."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(f"action head {value!r} unknown; expected one of {[h.value for h in cls]}") from None
+
+
+_ACTION_OUTPUTS = {
+    ActionHead.CONTINUOUS: "actions",
+    ActionHead.BINNED: "bins",
+    ActionHead.LATENT_VQ: "tokens",
+    ActionHead.MOTION_TRACKS: "tracks",
+}
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The test suite (what CI runs): lint, then pytest without the hardware/gpu/slow markers.
+# The test suite (what CI runs): lint, the import-layer contract, then pytest without the hardware/gpu/slow markers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV=${ROBOT_STACK_VENV:-.venv}
 "$VENV/bin/ruff" check robot_stack tests ros2_ws
+"$VENV/bin/lint-imports"   # the layer contract of docs/architecture.md
 set +e
 "$VENV/bin/python" -m pytest -q "$@"
 rc=$?

@@ -115,15 +115,6 @@ class GraphProbe:
         with self._lock:
             return self.executor_states[-1][1] if self.executor_states else None
 
-    def wait_for(self, predicate: Any, timeout_s: float, poll_s: float = 0.1) -> bool:
-        """Poll ``predicate()`` until it is true or ``timeout_s`` passes (an event wait, not a timing assertion)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(poll_s)
-        return bool(predicate())
-
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2.0)

@@ -18,18 +18,18 @@ from robot_stack.errors import CalibrationError  # noqa: E402
 
 @pytest.fixture(scope="module")
 def views():  # noqa: ANN201
-    from robot_stack.calibration.handeye_sim import render_board_views
+    from robot_stack.sim.handeye import render_board_views
 
     return render_board_views(n_poses=12, seed=7, width=1280, height=960, max_tilt_deg=45.0)
 
 
 def test_intrinsics_from_rendered_views_match_the_camera_model(views) -> None:
-    from robot_stack.calibration.handeye_sim import SIM_BOARD
+    from robot_stack.calibration.charuco import DEFAULT_BOARD
 
     detections = []
     for image in views.images:
         try:
-            detections.append(detect_board(image, SIM_BOARD))
+            detections.append(detect_board(image, DEFAULT_BOARD))
         except CalibrationError:
             continue
     assert len(detections) >= 10
@@ -43,14 +43,15 @@ def test_intrinsics_from_rendered_views_match_the_camera_model(views) -> None:
 
 
 def test_board_pose_reprojects_and_matches_depth(views) -> None:
-    from robot_stack.calibration.handeye_sim import BOARD_OFFSET_M, SIM_BOARD
+    from robot_stack.calibration.charuco import DEFAULT_BOARD
+    from robot_stack.sim.handeye import BOARD_OFFSET_M
 
     image, tcp = views.images[0], views.tcp_poses[0]
-    detection = detect_board(image, SIM_BOARD)
+    detection = detect_board(image, DEFAULT_BOARD)
     T_cam_board, rms = board_pose(detection, views.camera)
     assert rms < 0.5
     # the board centre is BOARD_OFFSET_M along the TCP z axis: check it through the ground-truth camera pose
-    centre_board = np.array([*SIM_BOARD.size_m, 0.0]) / 2
+    centre_board = np.array([*DEFAULT_BOARD.size_m, 0.0]) / 2
     centre_base = views.truth.apply(T_cam_board.apply(centre_board))
     expected = tcp.apply(np.array([0.0, 0.0, BOARD_OFFSET_M + 0.001]))
     assert np.linalg.norm(centre_base - expected) < 0.003

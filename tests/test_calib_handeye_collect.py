@@ -5,19 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from robot_stack.calibration.charuco import DEFAULT_BOARD
 from robot_stack.calibration.handeye_collect import HandEyeCollector, collect_stations
-from robot_stack.calibration.handeye_sim import SIM_BOARD, build_board_model, random_board_poses
 from robot_stack.clock import FakeClock
-from robot_stack.control.ik import panda_ik
+from robot_stack.kinematics.ik import panda_ik
 from robot_stack.robots import panda
 from robot_stack.sim.camera import SimCamera
+from robot_stack.sim.handeye import build_board_model, random_board_poses
 from robot_stack.sim.robot import SimRobot
 from robot_stack.sim.world import SimWorld
 
 
 @pytest.fixture(scope="module")
 def cell():
-    world = SimWorld(FakeClock(), model=build_board_model(SIM_BOARD, "front"))
+    world = SimWorld(FakeClock(), model=build_board_model(DEFAULT_BOARD, "front"))
     camera = SimCamera(world, "front", 1280, 960)
     camera.start()
     truth = world.T_world_base.inverse() @ camera.ground_truth_pose()
@@ -40,7 +41,7 @@ def _joint_stations(truth, n: int, seed: int) -> list[np.ndarray]:
 def test_guided_collection_meets_the_accuracy_target(cell) -> None:
     world, robot, camera, truth = cell
     stations = _joint_stations(truth, 12, seed=3)
-    collector = HandEyeCollector(robot, camera, SIM_BOARD)
+    collector = HandEyeCollector(robot, camera, DEFAULT_BOARD)
     lines: list[str] = []
 
     def move(k: int) -> bool:  # on hardware: the operator moves the arm and presses Enter
@@ -58,7 +59,7 @@ def test_guided_collection_meets_the_accuracy_target(cell) -> None:
 
 def test_a_station_without_the_board_in_view_is_refused_with_advice(cell) -> None:
     world, robot, camera, _ = cell
-    collector = HandEyeCollector(robot, camera, SIM_BOARD)
+    collector = HandEyeCollector(robot, camera, DEFAULT_BOARD)
     away = panda.HOME_Q.copy()
     away[0] = 2.5  # the arm (and the board on the hand) turned away from the camera
     world.set_arm_q(away)
@@ -70,7 +71,7 @@ def test_a_station_without_the_board_in_view_is_refused_with_advice(cell) -> Non
 def test_operator_can_stop_early_and_is_told_the_set_is_not_enough(cell) -> None:
     world, robot, camera, truth = cell
     stations = _joint_stations(truth, 4, seed=5)
-    collector = HandEyeCollector(robot, camera, SIM_BOARD)
+    collector = HandEyeCollector(robot, camera, DEFAULT_BOARD)
     lines: list[str] = []
 
     def move(k: int) -> bool:

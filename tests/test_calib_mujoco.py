@@ -18,7 +18,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from robot_stack.calibration.store import calibration_from_mujoco  # noqa: E402
+from robot_stack.calibration.mujoco_truth import calibration_from_mujoco  # noqa: E402
 from robot_stack.types import Pose  # noqa: E402
 
 W, H = 640, 480

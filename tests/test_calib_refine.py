@@ -19,7 +19,7 @@ CROP = ((0.0, -0.5, -0.01), (0.9, 0.5, 0.8))
 
 @pytest.fixture(scope="module")
 def rig():  # noqa: ANN201
-    from robot_stack.calibration.report import render_sim_views
+    from robot_stack.sim.calibration import render_sim_views
 
     return render_sim_views(("front", "side"), seed=2)
 
@@ -103,11 +103,17 @@ def test_calibrate_check_reports_drift_and_writes_png(tmp_path) -> None:  # noqa
 
     from robot_stack.calibration.report import check_scene
     from robot_stack.calibration.store import default_root, load_calibration, save_calibration
+    from robot_stack.sim.calibration import render_sim_views
 
     shutil.copytree(default_root() / "sim_tabletop", tmp_path / "sim_tabletop")
     side = load_calibration("sim_tabletop", "side", tmp_path)
     save_calibration(dataclasses.replace(side, T_base_cam=perturb(side.T_base_cam, 10.0, 0.5, seed=4)), tmp_path)
-    report = check_scene("sim_tabletop", ["front", "side"], root=tmp_path, report_png=tmp_path / "r.png", seed=2)
+    views = render_sim_views(("front", "side"), seed=2)
+    frames = {c: v.frame for c, v in views.items()}
+    truth = {c: v.truth for c, v in views.items()}
+    report = check_scene(
+        "sim_tabletop", ["front", "side"], frames, root=tmp_path, report_png=tmp_path / "r.png", truth=truth
+    )
     entry = report["cameras"]["side"]
     assert entry["stored_vs_ground_truth_mm"] > 9.0
     assert entry["health"]["accepted"] and 7.0 < entry["drift_mm"] < 13.0  # the ICP sees the 10 mm drift
@@ -115,4 +121,4 @@ def test_calibrate_check_reports_drift_and_writes_png(tmp_path) -> None:  # noqa
     assert Image.open(report["report_png"]).size[0] > 500
     (tmp_path / "sim_tabletop" / "side.yaml").unlink()
     with pytest.raises(CalibrationError, match="no calibration for camera 'side'"):
-        check_scene("sim_tabletop", ["front", "side"], root=tmp_path)
+        check_scene("sim_tabletop", ["front", "side"], frames, root=tmp_path)

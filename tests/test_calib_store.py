@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
+from robot_stack.calibration.mujoco_truth import calibration_from_mujoco
 from robot_stack.calibration.store import (
     ENV_CALIBRATION_DIR,
     CameraCalibration,
-    calibration_from_mujoco,
     calibration_path,
     default_root,
     list_calibrations,
@@ -98,7 +98,7 @@ def test_missing_file_names_the_path_and_the_fix(tmp_path: Path) -> None:
         load_calibration("sim_tabletop", "side", root=tmp_path)
     message = str(err.value)
     assert str(tmp_path / "sim_tabletop" / "side.yaml") in message
-    assert "python -m robot_stack.calibration.store --scene sim_tabletop --camera side" in message
+    assert "python -m robot_stack.sim.calibration --scene sim_tabletop --camera side" in message
     with pytest.raises(CalibrationError) as err:
         load_calibration("my_cell", "front", root=tmp_path)
     assert str(tmp_path / "my_cell" / "front.yaml") in str(err.value) and "save_calibration" in str(err.value)
@@ -262,7 +262,7 @@ def test_shipped_sim_calibration_matches_the_sim_scene() -> None:
         "sim_tabletop",
         T_world_base=scene.T_WORLD_BASE,
     )
-    hint = "the demo scene changed: run `python -m robot_stack.calibration.store --scene sim_tabletop --camera front`"
+    hint = "the demo scene changed: run `python -m robot_stack.sim.calibration --scene sim_tabletop --camera front`"
     assert np.allclose(truth.T_base_cam.matrix, shipped.T_base_cam.matrix, atol=1e-9), hint
     assert (truth.camera.fx, truth.camera.fy, truth.camera.cx, truth.camera.cy) == pytest.approx(
         (shipped.camera.fx, shipped.camera.fy, shipped.camera.cx, shipped.camera.cy), abs=1e-9

@@ -6,8 +6,8 @@ import numpy as np
 import pinocchio as pin
 import pytest
 
-from robot_stack.control.ik import IKConfig, panda_ik
 from robot_stack.errors import IKError, ShapeError
+from robot_stack.kinematics.ik import IKConfig, panda_ik
 from robot_stack.robots import panda
 from robot_stack.types import Pose
 

@@ -7,9 +7,9 @@ import logging
 import numpy as np
 import pytest
 
-from robot_stack.control.ik import panda_ik
 from robot_stack.control.safety import SafetyFilter, WorkspaceBox
 from robot_stack.errors import ConfigError, SafetyError
+from robot_stack.kinematics.ik import panda_ik
 from robot_stack.robots import panda
 
 LIM = panda.LIMITS

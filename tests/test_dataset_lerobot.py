@@ -128,9 +128,9 @@ def _lerobot_dataset_class(monkeypatch):
 
 @pytest.mark.slow
 def test_lerobot_loads_a_dataset_recorded_in_the_sim(tmp_path, monkeypatch):
+    from robot_stack.collection.session import SimRecordingRig
     from robot_stack.dataset.recorder import Recorder
     from robot_stack.teleop import ExpertTeleop
-    from robot_stack.teleop.sim import SimRecordingRig
 
     rig = SimRecordingRig(("front", "side"), fps=10, width=160, height=120, max_duration_s=1.0)
     root = tmp_path / "ds"

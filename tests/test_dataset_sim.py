@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from robot_stack.collection.replay import replay_in_sim, replay_on_robot
+from robot_stack.collection.session import SimRecordingRig
 from robot_stack.dataset import DatasetWriter, load_dataset, validate_layout
 from robot_stack.dataset.recorder import Recorder
-from robot_stack.dataset.replay import replay_in_sim, replay_on_robot
 from robot_stack.dataset.viewer import episode_figure
 from robot_stack.errors import DatasetError
 from robot_stack.teleop import ExpertTeleop
-from robot_stack.teleop.sim import SimRecordingRig
 
 
 class _KeepingRecorder(Recorder):
@@ -132,7 +132,7 @@ def test_sidecar_has_robot_description_and_labels(recorded):
 def test_replay_on_a_robot_interface(recorded):
     """The robot path (real arms: same call with the hardware driver) on the kinematic twin with a fake clock."""
     from robot_stack.clock import FakeClock
-    from robot_stack.robots.kinematic import KinematicRobot
+    from robot_stack.sim.kinematic import KinematicRobot
 
     root, _, _, _ = recorded
     ep = load_dataset(root).load_episode(0)

@@ -11,12 +11,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from onnx import TensorProto, helper
 
-from robot_stack.control.ik import panda_ik
 from robot_stack.decoders import get_decoder
-from robot_stack.decoders.binned import BinnedDecoder, BinSpec, binned_policy_head
+from robot_stack.decoders.binned import BinnedDecoder, BinSpec
 from robot_stack.decoders.joint_delta import JointDeltaDecoder
 from robot_stack.errors import ConfigError, DecodeError, ShapeError
+from robot_stack.kinematics.ik import panda_ik
 from robot_stack.robots import panda
+from robot_stack.training.demo_variants import binned_policy_head
 from robot_stack.types import ActionChunk, RobotState
 
 MS = 1_000_000
@@ -118,7 +119,7 @@ def test_bad_bins_are_typed_errors(ik, state):
         BinSpec([0.0], [1.0], 8, "latent_vq")
     with pytest.raises(ConfigError, match="exactly"):
         BinSpec.from_dict({"n_bins": 8})
-    with pytest.raises(ConfigError, match="no decoder"):
+    with pytest.raises(ConfigError, match="cannot be decoded"):
         BinnedDecoder({"action_space": "ee_pose_6d", "n_bins": 8, "low": [0.0], "high": [1.0]})
 
 

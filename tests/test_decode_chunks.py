@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_stack.control.ik import panda_ik
 from robot_stack.decoders import available_decoders, get_decoder
 from robot_stack.decoders.ee_delta import R_DOWN, EeDeltaXyzDecoder
 from robot_stack.decoders.joint import JointPositionDecoder
 from robot_stack.errors import ConfigError, DecodeError, IKError, ShapeError
+from robot_stack.kinematics.ik import panda_ik
 from robot_stack.robots import panda
 from robot_stack.types import ActionChunk, Pose, RobotState
 
@@ -112,7 +112,7 @@ def test_decoded_trajectory_drives_the_executor_to_the_targets(ik):
     """End to end in lock-step: chunk -> decoder -> executor -> kinematic robot reaches the last target."""
     from robot_stack.clock import FakeClock
     from robot_stack.control.executor import Executor
-    from robot_stack.robots.kinematic import KinematicRobot
+    from robot_stack.sim.kinematic import KinematicRobot
 
     clock = FakeClock(start_ns=10_000 * MS)
     robot = KinematicRobot(ik=ik, clock=clock)

@@ -9,19 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robot_stack.calibration.store import load_calibration
-from robot_stack.control.ik import panda_ik
 from robot_stack.decoders import available_decoders, get_decoder
 from robot_stack.decoders.ee_delta import R_DOWN
-from robot_stack.decoders.geometry import kabsch, rotation_angle, so3_exp, triangulate, triangulate_dlt
 from robot_stack.decoders.motion_tracks import (
     PANDA_HAND_KEYPOINTS,
     GripperKeypoints,
     MotionTrackDecoder,
     MotionTracks,
-    sim_side_calibration,
 )
 from robot_stack.errors import ConfigError, DecodeError, ShapeError
+from robot_stack.geometry import kabsch, rotation_angle, so3_exp, triangulate, triangulate_dlt
+from robot_stack.kinematics.ik import panda_ik
 from robot_stack.robots import panda
+from robot_stack.sim.calibration import sim_side_calibration
 from robot_stack.types import ActionChunk, RobotState
 
 MS = 1_000_000

@@ -9,11 +9,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from robot_stack.control.ik import panda_ik
 from robot_stack.decoders import get_decoder
 from robot_stack.decoders.vq import DEFAULT_VQ_MANIFEST, VQ_MODELS_DIR, LatentVQDecoder, VqManifest
 from robot_stack.errors import ConfigError, DecodeError, ShapeError
-from robot_stack.policy.vq_tokenizer import (
+from robot_stack.kinematics.ik import panda_ik
+from robot_stack.robots import panda
+from robot_stack.training.vq_tokenizer import (
     EMBODIMENTS,
     TokenizerConfig,
     build_decoder_onnx,
@@ -24,7 +25,6 @@ from robot_stack.policy.vq_tokenizer import (
     train_tokenizer,
     vq_policy_head,
 )
-from robot_stack.robots import panda
 from robot_stack.types import ActionChunk, RobotState
 
 MS = 1_000_000
@@ -215,7 +215,7 @@ def test_manifest_round_trip_and_validation(tmp_path):
 
 @pytest.mark.slow
 def test_rebuilding_the_shipped_tokenizers_meets_the_bound(tmp_path):
-    from robot_stack.policy.vq_tokenizer import build_shipped
+    from robot_stack.training.vq_tokenizer import build_shipped
 
     report = build_shipped(tmp_path)
     assert report["rvq-reach-v1"]["heldout_rmse_mm"] <= RVQ_BOUND_MM

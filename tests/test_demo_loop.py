@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from robot_stack.demo import DEFAULT_MANIFEST, format_report, run_demo
+from robot_stack.demo.loop import DEFAULT_MANIFEST, demo_config, format_report, run_demo
 from robot_stack.policy.manifest import PolicyManifest
 from robot_stack.policy.runtime import OnnxPolicy
-from robot_stack.policy.train_demo import evaluate, train_demo
+from robot_stack.training.train_demo import evaluate, train_demo
 
 
 def test_shipped_policy_touches_the_cube_in_simulated_time() -> None:
@@ -22,15 +23,19 @@ def test_shipped_policy_touches_the_cube_in_simulated_time() -> None:
         assert r.steps > 3  # the policy, not a lucky reset, moved the arm
 
 
+@pytest.mark.realtime
 def test_live_demo_runs_every_stage_and_moves_the_arm_toward_the_cube() -> None:
-    report = run_demo(episodes=1, seed=7, max_duration_s=6.0)
+    report = run_demo(demo_config(max_duration_s=6.0), episodes=1, seed=7)
     (episode,) = report.episodes
     outcomes = episode["outcomes"]
     assert outcomes.get("ok", 0) > 3, outcomes
-    assert set(outcomes) <= {"ok", "stale:late"}, outcomes  # a frame delayed by machine load is refused, not used
+    # a frame delayed by machine load is refused, not used; a policy pushing into a limit is taken back home
+    assert set(outcomes) <= {"ok", "stale:late", "recovering"}, outcomes
     assert episode["final_distance_m"] < 0.08  # started > 0.2 m away: the served policy moved the arm
-    assert report.stages["capture"]["n"] == episode["policy_steps"]
-    for stage in ("xyz", "serialize", "network", "inference", "decode", "overhead_beyond_inference"):
+    # every cycle that asked the policy captured (a prefetched capture that aged too much is captured again)
+    assert report.stages["capture"]["n"] >= episode["policy_steps"] - outcomes.get("recovering", 0)
+    assert report.stages["xyz"]["n"] == report.stages["capture"]["n"]
+    for stage in ("serialize", "network", "inference", "decode", "overhead_beyond_inference"):
         assert report.stages[stage]["n"] == outcomes["ok"], stage
         assert report.stages[stage]["p50_ms"] >= 0.0
     assert report.executor["ticks"] > 300  # ≥ 0.6 s of 500 Hz control

@@ -13,6 +13,8 @@ import pytest
 
 from robot_stack.hil import load_scenario, run_scenario, scenario_paths
 
+pytestmark = pytest.mark.realtime  # wall-clock: the stack runs live on the real clock
+
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 #: Scenarios whose run currently exposes a defect of the stack (measured on the 2-core development machine), marked

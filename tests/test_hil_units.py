@@ -6,12 +6,13 @@ import time
 
 import numpy as np
 import pytest
+from conftest import wait_until
 
 from robot_stack.clock import FakeClock
 from robot_stack.errors import CameraError, ConfigError, RequestTimeoutError
+from robot_stack.hil.audit import RecordingRobot
 from robot_stack.hil.faults import FaultyCamera, NetworkProxy, apply_push
 from robot_stack.hil.metrics import _BOUNDS, evaluate
-from robot_stack.hil.recording import RecordingRobot
 from robot_stack.hil.scenario import EXPECTATION_KEYS, Scenario
 from robot_stack.hil.server import FaultInjectingService
 from robot_stack.robots import panda
@@ -79,14 +80,6 @@ def echo_server():
     server.close()
 
 
-def _wait_for(condition, timeout_s: float = 10.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout_s`` seconds."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
-
-
 def test_proxy_forwards_delays_drops_and_partitions(echo_server) -> None:
     proxy = NetworkProxy(echo_server.endpoint, seed=1)
     client = PolicyClient(proxy.endpoint, "r", timeout_s=2.0)
@@ -100,11 +93,11 @@ def test_proxy_forwards_delays_drops_and_partitions(echo_server) -> None:
             client.infer({"x": x}, timeout_s=0.3)
         # on a loaded host the proxy thread may reach the request only after the client gave up: switch the link
         # only once the proxy has handled it (a bounded wait for an event, not a timing assertion)
-        _wait_for(lambda: proxy.counts["dropped_up"] >= 1)
+        assert wait_until(lambda: proxy.counts["dropped_up"] >= 1, poll_s=0.005), "condition not reached in time"
         proxy.set(loss=1.0)
         with pytest.raises(RequestTimeoutError):
             client.infer({"x": x}, timeout_s=0.3)
-        _wait_for(lambda: proxy.counts["dropped_up"] >= 2)
+        assert wait_until(lambda: proxy.counts["dropped_up"] >= 2, poll_s=0.005), "condition not reached in time"
         proxy.set()
         assert np.array_equal(client.infer({"x": x}).arrays["y"], 2 * x)  # the link heals, the client reconnected
         assert proxy.counts["dropped_up"] == 2 and proxy.counts["forwarded_down"] >= 3
@@ -196,7 +189,7 @@ def test_push_applies_and_clears_an_external_force() -> None:
 
 
 def test_answer_faults_wrap_the_real_model() -> None:
-    from robot_stack.demo import DEFAULT_MANIFEST
+    from robot_stack.policy.manifest import DEMO_MANIFEST as DEFAULT_MANIFEST
     from robot_stack.policy.manifest import PolicyManifest
     from robot_stack.policy.service import PolicyService
 

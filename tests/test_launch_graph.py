@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import wait_until
 from launch_stand_in import NODE_KWARGS, PROCESS_KWARGS
 
 from robot_stack.cli import build_parser
@@ -194,15 +195,6 @@ def _graph(nodes: list[dict]) -> list:
     return GraphSpec.from_dict({"nodes": nodes}).resolve()
 
 
-def _wait(pred, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return bool(pred())
-
-
 def test_supervisor_respawns_stops_in_order_and_escalates(tmp_path):
     marker = tmp_path / "order.txt"
     polite = _script(
@@ -238,18 +230,18 @@ def test_supervisor_respawns_stops_in_order_and_escalates(tmp_path):
     sup = Supervisor(nodes, log_dir=tmp_path / "logs", echo=False, stop_timeout_s=1.0)
     sup.start()
     try:
-        assert _wait(lambda: sup.status()["crasher"].starts == 3 and not sup.status()["crasher"].running)
+        assert wait_until(lambda: sup.status()["crasher"].starts == 3 and not sup.status()["crasher"].running)
         time.sleep(0.5)
         assert sup.status()["crasher"].starts == 3  # gave up after max_restarts
         assert sup.status()["crasher"].exit_code == 3
         assert sup.log_text("crasher").count("--- start") == 3
-        assert _wait(lambda: "up first" in sup.log_text("first"))
+        assert wait_until(lambda: "up first" in sup.log_text("first"))
         assert all(sup.status()[n].running for n in ("first", "second", "stubborn"))
         sup.kill("second", signal.SIGKILL)  # no respawn: stays down, graph goes on
-        assert _wait(lambda: not sup.status()["second"].running)
+        assert wait_until(lambda: not sup.status()["second"].running)
         sup.restart("second")
-        assert _wait(lambda: sup.status()["second"].running and sup.status()["second"].starts == 2)
-        assert _wait(lambda: sup.log_text("second").count("up second") == 2)
+        assert wait_until(lambda: sup.status()["second"].running and sup.status()["second"].starts == 2)
+        assert wait_until(lambda: sup.log_text("second").count("up second") == 2)
     finally:
         t0 = time.monotonic()
         sup.stop()
@@ -387,7 +379,7 @@ def test_supervisor_never_restarts_a_configuration_error(tmp_path):
     sup = Supervisor(nodes, log_dir=tmp_path / "logs", echo=False, stop_timeout_s=1.0)
     sup.start()
     try:
-        assert _wait(lambda: sup.status()["crashes"].starts == 3 and not sup.status()["crashes"].running)
+        assert wait_until(lambda: sup.status()["crashes"].starts == 3 and not sup.status()["crashes"].running)
         time.sleep(0.5)
         assert sup.status()["refuses"].starts == 1 and sup.status()["refuses"].exit_code == 2  # not retried
         assert sup.status()["crashes"].starts == 3  # another failure is retried max_restarts times

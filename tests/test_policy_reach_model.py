@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 
 from robot_stack.errors import ShapeError
-from robot_stack.policy.reach_model import (
+from robot_stack.training.reach_model import (
     FEATURE_DIM,
     MIN_PIXELS,
     build_onnx,

@@ -15,9 +15,9 @@ import yaml
 
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy import OnnxPolicy, PolicyManifest
+from robot_stack.policy.cli import add_compile_parser
 from robot_stack.policy.tensorrt import (
     ShapeProfile,
-    add_compile_parser,
     choose_backend,
     compare_outputs,
     default_profiles,
@@ -47,25 +47,47 @@ def manifest_path(tmp_path: Path) -> Path:
 
 
 def test_cache_key_is_deterministic_and_covers_every_field() -> None:
-    key = engine_cache_key(SHA, "NVIDIA H100 80GB HBM3", "10.3.0", "fp16", PROFILES)
-    same = engine_cache_key(SHA, "  NVIDIA  H100 80GB HBM3 ", "10.3.0", "fp16", PROFILES[::-1])
+    base = dict(
+        external_data_sha256="",
+        compute_capability="9.0",
+        workspace_bytes=1 << 30,
+        tf32=False,
+        calibration_sha256="",
+        strongly_typed=False,
+        multiprocessors=16,
+    )
+    key = engine_cache_key(SHA, "NVIDIA H100 80GB HBM3", "10.3.0", "fp16", PROFILES, **base)
+    same = engine_cache_key(SHA, "  NVIDIA  H100 80GB HBM3 ", "10.3.0", "fp16", PROFILES[::-1], **base)
     assert key == same and key.digest() == same.digest()  # whitespace and profile order do not matter
     assert len(key.digest()) == 64 and json.loads(key.canonical())["gpu"] == "NVIDIA H100 80GB HBM3"
+    gpu = "NVIDIA H100 80GB HBM3"
     variants = [
-        engine_cache_key("cd" * 32, "NVIDIA H100 80GB HBM3", "10.3.0", "fp16", PROFILES),  # another model
-        engine_cache_key(SHA, "Orin (nvgpu)", "10.3.0", "fp16", PROFILES),  # another GPU
-        engine_cache_key(SHA, "NVIDIA H100 80GB HBM3", "8.6.1", "fp16", PROFILES),  # another TensorRT
-        engine_cache_key(SHA, "NVIDIA H100 80GB HBM3", "10.3.0", "int8", PROFILES),  # another precision
+        engine_cache_key("cd" * 32, gpu, "10.3.0", "fp16", PROFILES, **base),  # another model
+        engine_cache_key(SHA, "Orin (nvgpu)", "10.3.0", "fp16", PROFILES, **base),  # another GPU
+        engine_cache_key(SHA, gpu, "8.6.1", "fp16", PROFILES, **base),  # another TensorRT
+        engine_cache_key(SHA, gpu, "10.3.0", "fp32", PROFILES, **base),  # another precision
         engine_cache_key(  # another shape range
-            SHA, "NVIDIA H100 80GB HBM3", "10.3.0", "fp16", (replace(PROFILES[0], max=(16, 6)), PROFILES[1])
+            SHA, gpu, "10.3.0", "fp16", (replace(PROFILES[0], max=(16, 6)), PROFILES[1]), **base
         ),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "external_data_sha256": "ef" * 32}),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "compute_capability": "8.7"}),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "workspace_bytes": 2 << 30}),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "tf32": True}),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "strongly_typed": True}),
+        engine_cache_key(SHA, gpu, "10.3.0", "fp16", PROFILES, **{**base, "multiprocessors": 8}),
+        engine_cache_key(SHA, gpu, "10.3.0", "int8", PROFILES, **{**base, "calibration_sha256": "01" * 32}),
+        engine_cache_key(SHA, gpu, "10.3.0", "int8", PROFILES, **{**base, "calibration_sha256": "02" * 32}),
     ]
     digests = {key.digest(), *(v.digest() for v in variants)}
-    assert len(digests) == 6
+    assert len(digests) == len(variants) + 1
+    # Two Jetson Orin modules report the same name "Orin": the compute capability and memory-relevant settings
+    # must still separate their engines.
     # Pinned: the key function must not drift silently between releases (that would orphan every cached engine).
     assert engine_cache_key(SHA, "GPU", "1.0", "fp32", PROFILES[:1]).canonical() == (
-        '{"format":1,"gpu":"GPU","onnx_sha256":"' + SHA + '","precision":"fp32","profiles":'
-        '[{"max":[8,6],"min":[1,6],"name":"state","opt":[1,6]}],"trt_version":"1.0"}'
+        '{"calibration_sha256":"","compute_capability":"","external_data_sha256":"","format":2,"gpu":"GPU",'
+        '"multiprocessors":0,"onnx_sha256":"' + SHA + '","precision":"fp32","profiles":'
+        '[{"max":[8,6],"min":[1,6],"name":"state","opt":[1,6]}],"strongly_typed":false,"tf32":false,'
+        '"trt_version":"1.0","workspace_bytes":0}'
     )
 
 
@@ -78,6 +100,10 @@ def test_cache_key_rejects_bad_fields() -> None:
         engine_cache_key(SHA, "gpu", "10", "fp16", PROFILES[:1] * 2)
     with pytest.raises(ConfigError, match="min <= opt <= max"):
         ShapeProfile("x", (4,), (2,), (8,))
+    with pytest.raises(ConfigError, match="required for int8"):
+        engine_cache_key(SHA, "gpu", "10", "int8", PROFILES)  # INT8 engines depend on their calibration data
+    with pytest.raises(ConfigError, match="8.7"):
+        engine_cache_key(SHA, "gpu", "10", "fp16", PROFILES, compute_capability="sm87")
 
 
 def test_default_profiles_follow_the_manifest(manifest_path: Path, tmp_path: Path) -> None:
@@ -162,24 +188,74 @@ def test_missing_tensorrt_falls_back_to_ort_with_a_logged_reason(
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_engine_builds_passes_accuracy_and_is_reused_from_cache(
     manifest_path: Path, tmp_path: Path, precision: str
 ) -> None:
-    pytest.importorskip("tensorrt")
     env = trt_environment()
     if isinstance(env, str):
         pytest.skip(env)
-    from robot_stack.policy.tensorrt import TrtPolicy, compile_model
+    from robot_stack.policy.compiler import compile_model
+    from robot_stack.policy.tensorrt import TrtPolicy
 
     report = compile_model(manifest_path, precision, cache_dir=tmp_path / "engines")
     assert report.ok, report.reason
-    assert not report.cache_hit and Path(report.engine_path).is_file()
+    assert not report.cache_hit and Path(report.engine_path).is_file() and not report.cache_error
+    assert report.gate and report.gate[0].startswith(f"accuracy gate ({precision}")
     print(f"\n{precision}: TensorRT p50 {report.trt_p50_ms} ms vs ORT ({report.ort_provider}) {report.ort_p50_ms} ms")
-    again = TrtPolicy(PolicyManifest.load(manifest_path), precision, cache_dir=tmp_path / "engines")
-    assert again.cache_hit and again.key.digest() == report.cache_key
     manifest = PolicyManifest.load(manifest_path)
+    again = TrtPolicy(manifest, precision, cache_dir=tmp_path / "engines")
+    assert again.cache_hit and again.key.digest() == report.cache_key
+    assert again.key.compute_capability == env.device.sm and again.key.strongly_typed == env.info.strongly_typed_only
     ref = OnnxPolicy(manifest, "cpu")
     x = sample_inputs(manifest, again.profiles, seed=5)[1]
     np.testing.assert_allclose(again.run(x)["actions"], ref.run(x)["actions"], rtol=0.1, atol=0.05)
     again.close()
+
+
+@pytest.mark.gpu
+def test_int8_engine_calibrates_and_passes_its_gate(manifest_path: Path, tmp_path: Path) -> None:
+    """TensorRT 10: entropy calibrator; TensorRT 11: INT8 Q/DQ graph. Calibration and gate sets come from the same
+    distribution (a real deployment uses recorded episodes: robot-stack compile --int8 --calibration-data)."""
+    env = trt_environment()
+    if isinstance(env, str):
+        pytest.skip(env)
+    from robot_stack.policy.backends import load_backend
+
+    manifest = PolicyManifest.load(manifest_path)
+    profiles = default_profiles(manifest)
+    calib = sample_inputs(manifest, profiles, seed=1, shapes=("opt",) * 64)
+    held = sample_inputs(manifest, profiles, seed=2, shapes=("opt",) * 4)
+    choice = load_backend(
+        manifest,
+        "tensorrt",
+        precision="int8",
+        calibration=calib,
+        gate_frames=held,
+        trt_options={"cache_dir": tmp_path / "engines"},
+        runtime_fallback=False,
+    )
+    print("\n" + "\n".join(choice.accuracy.table()) if choice.accuracy else choice.reason)
+    assert choice.backend == "tensorrt", choice.reason
+    choice.policy.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("provider", ["tensorrt", "cuda"])
+def test_ort_gpu_provider_is_gated_and_caches_by_weights(manifest_path: Path, tmp_path: Path, provider: str) -> None:
+    import onnxruntime as ort
+
+    if f"{'Tensorrt' if provider == 'tensorrt' else 'CUDA'}ExecutionProvider" not in ort.get_available_providers():
+        pytest.skip(f"this onnxruntime build has no {provider} provider")
+    from robot_stack.policy.backends import load_backend
+
+    manifest = PolicyManifest.load(manifest_path)
+    choice = load_backend(manifest, "ort", provider=provider, trt_options={"cache_dir": tmp_path / "trt"})
+    assert choice.policy.provider == provider and choice.accuracy is not None and choice.accuracy.ok, choice.reason
+    x = sample_inputs(manifest, default_profiles(manifest), seed=3)[1]  # batch 8: inside the explicit profile
+    np.testing.assert_allclose(
+        choice.policy.run(x)["actions"], OnnxPolicy(manifest, "cpu").run(x)["actions"], rtol=1e-2, atol=1e-3
+    )
+    if provider == "tensorrt":
+        engines = list((tmp_path / "trt").rglob("*.engine"))
+        assert len(engines) == 1, engines  # one engine for the whole batch range, in the weights-keyed folder

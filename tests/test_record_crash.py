@@ -139,7 +139,7 @@ def test_damaged_dataset_is_refused_with_advice(tmp_path):
 
 def test_existing_dataset_needs_resume(tmp_path, caplog):
     from robot_stack.cli import main
-    from robot_stack.teleop.sim import sim_dataset_spec
+    from robot_stack.collection.session import sim_dataset_spec
 
     cals = {c: load_calibration("sim_tabletop", c) for c in ("front", "side")}
     DatasetWriter(tmp_path / "ds", sim_dataset_spec(("front", "side"), 10, 160, 120), cals)

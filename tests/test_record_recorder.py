@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from robot_stack.calibration.store import load_calibration
+from robot_stack.collection.session import run_live_session
 from robot_stack.dataset import CameraStream, DatasetSpec, DatasetWriter, FrameRow, JointSample, load_dataset
 from robot_stack.dataset.recorder import Recorder
 from robot_stack.errors import DatasetError
 from robot_stack.teleop import KeyboardJog, KeySource
-from robot_stack.teleop.sim import run_live_session
 from robot_stack.types import Frame, Pose, RobotState
 
 W, H = 32, 24
@@ -110,7 +110,7 @@ class _ScriptedKeys(KeySource):
 
 
 def test_live_session_start_discard_redo_stop(tmp_path):
-    from robot_stack.teleop.sim import sim_dataset_spec
+    from robot_stack.collection.session import sim_dataset_spec
 
     spec = sim_dataset_spec(("front",), fps=20, width=64, height=48)
     w = DatasetWriter(tmp_path / "ds", spec, {"front": load_calibration("sim_tabletop", "front")})

@@ -16,8 +16,11 @@ import time
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.realtime  # wall-clock: the ROS graph runs live on the real clock
+
 pytest.importorskip("rclpy")
 
+from conftest import wait_until  # noqa: E402
 from ros_graph_probe import GraphProbe, ros_env, unique_domain_id  # noqa: E402
 
 from robot_stack.graph.spec import load_graph  # noqa: E402
@@ -81,17 +84,17 @@ def _q_moved(probe: GraphProbe, q0: np.ndarray, rad: float) -> bool:
 def test_sim_graph_policy_control_rates_and_server_outage(graph):
     sup, probe, command_topic = graph
     # 1. the graph comes up: joint states flow, the executor activates and holds the start position
-    assert probe.wait_for(lambda: len(probe.joint_q) > 10 and probe.state() in ("idle", "tracking"), 40), _logs(sup)
+    assert wait_until(lambda: len(probe.joint_q) > 10 and probe.state() in ("idle", "tracking"), 40), _logs(sup)
     q0 = np.array(probe.joint_q[0][1])
     # 2. the policy moves the arm (trajectories → executor → position commands → sim bridge)
-    assert probe.wait_for(lambda: _q_moved(probe, q0, 0.05), 40), _logs(sup)
+    assert wait_until(lambda: _q_moved(probe, q0, 0.05), 40), _logs(sup)
     assert probe.arrivals["/policy/trajectory"], "the arm moved without a policy trajectory"
 
     # 3. server killed at the first motion (the reach is still ahead): no more trajectories, the executor's
     # watchdog holds the arm
     sup.kill("policy_server", signal.SIGKILL)
     t_kill = time.monotonic()
-    assert probe.wait_for(lambda: probe.state() == "holding", 10), _logs(sup)
+    assert wait_until(lambda: probe.state() == "holding", 10), _logs(sup)
     assert sum(1 for t in probe.arrivals["/policy/trajectory"] if t > t_kill + 1.0) == 0
 
     # 4. rates over 2 s windows: everything but the policy keeps running at its configured rate (at least half of
@@ -101,14 +104,14 @@ def test_sim_graph_policy_control_rates_and_server_outage(graph):
         return probe.rate_hz(topic, time.monotonic() - 2.0)
 
     time.sleep(2.0)
-    assert probe.wait_for(lambda: window_rate("/joint_states") >= 0.5 * JOINT_RATE_HZ, 10)
-    assert probe.wait_for(lambda: window_rate(command_topic) >= 0.5 * EXECUTOR_RATE_HZ, 10)
+    assert wait_until(lambda: window_rate("/joint_states") >= 0.5 * JOINT_RATE_HZ, 10)
+    assert wait_until(lambda: window_rate(command_topic) >= 0.5 * EXECUTOR_RATE_HZ, 10)
     assert probe.state() == "holding"
 
     def camera_rate() -> float:
         return float(probe.diagnostics.get("camera: frames", {}).get("rate_hz", 0))
 
-    assert probe.wait_for(lambda: camera_rate() >= 0.5 * CAMERA_RATE_HZ, 10), probe.diagnostics.get("camera: frames")
+    assert wait_until(lambda: camera_rate() >= 0.5 * CAMERA_RATE_HZ, 10), probe.diagnostics.get("camera: frames")
     assert window_rate("/camera/color/image_raw") > 0  # 640x480 frames reach other processes
     q_hold = np.array(probe.joint_q[-1][1])
     time.sleep(0.5)
@@ -117,11 +120,11 @@ def test_sim_graph_policy_control_rates_and_server_outage(graph):
     # 5. server back: the client reconnects by itself, trajectories resume, the executor tracks again
     sup.restart("policy_server")
     t_restart = time.monotonic()
-    assert probe.wait_for(lambda: probe.state() == "tracking", 40), _logs(sup)
+    assert wait_until(lambda: probe.state() == "tracking", 40), _logs(sup)
     assert any(t > t_restart for t in probe.arrivals["/policy/trajectory"])
 
     # 6. the policy touches the cube: the sim bridge's task (checked at its joint-state rate) reports it
-    assert probe.wait_for(lambda: probe.touches(t_restart), 40), (probe.task[-3:], _logs(sup))
+    assert wait_until(lambda: probe.touches(t_restart), 40), (probe.task[-3:], _logs(sup))
     t_touch, touch = probe.touches(t_restart)[0]
     assert touch["state"] == "touched" and float(touch["time_to_success_s"]) > 0, touch
     assert float(touch["distance_m"]) < 0.1, touch  # at the touch, not after wandering off
@@ -132,12 +135,12 @@ def test_sim_graph_policy_control_rates_and_server_outage(graph):
     def next_episode() -> float | None:
         return next((t for t, v in list(probe.task) if t > t_touch and v["episode"] != touch["episode"]), None)
 
-    assert probe.wait_for(lambda: next_episode() is not None, RESET_PAUSE_S + 10), probe.task[-3:]
+    assert wait_until(lambda: next_episode() is not None, RESET_PAUSE_S + 10), probe.task[-3:]
     t_next = next_episode()
     assert t_next is not None and t_next - t_touch > 1.5
     quiet = [t for t in probe.arrivals["/policy/trajectory"] if t_touch + 1.0 < t < t_next - 0.3]
     assert not quiet, f"{len(quiet)} trajectories while the episode was over"
-    assert probe.wait_for(lambda: any(t > t_next for t in probe.arrivals["/policy/trajectory"]), 10), _logs(sup)
+    assert wait_until(lambda: any(t > t_next for t in probe.arrivals["/policy/trajectory"]), 10), _logs(sup)
     policy = probe.diagnostics.get("policy_client: policy", {})
     assert "transport" in policy.get("outcomes", "") or "'ok'" in policy.get("outcomes", ""), policy
     task = probe.diagnostics.get("sim_bridge: task", {})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_until
 
 rs = pytest.importorskip("pyrealsense2")
 
@@ -19,7 +20,7 @@ from robot_stack.cameras.realsense import (  # noqa: E402
     RealSenseConfig,
     list_devices,
 )
-from robot_stack.cameras.recording import SoftwareRealSense, write_recording  # noqa: E402
+from robot_stack.cameras.software_device import SoftwareRealSense, write_recording  # noqa: E402
 from robot_stack.errors import CameraError, ConfigError, ShapeError  # noqa: E402
 from robot_stack.types import CameraModel  # noqa: E402
 
@@ -149,14 +150,10 @@ def test_unplug_raises_camera_error_and_capture_recovers(software, caplog) -> No
     with pytest.raises(CameraError, match="reconnects by itself") as info:
         camera.read(1.5)
     assert "SWTEST1" in str(info.value) or "lost" in str(info.value)
-    deadline = time.monotonic() + 5
-    while camera.stats().connected and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: not camera.stats().connected, timeout_s=5)
     assert not camera.stats().connected and camera.stats().disconnects == 1
     device.plug()
-    deadline = time.monotonic() + 5
-    while not camera.stats().connected and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: camera.stats().connected, timeout_s=5)
     frame = push_and_read(device, camera, 3)
     np.testing.assert_array_equal(frame.color, scene(3)[0])
     stats = camera.stats()
@@ -258,9 +255,7 @@ def test_playback_end_is_a_disconnect_and_replay_recovers(recording: Path) -> No
     camera.start()
     try:
         first = read_all(camera, idle_s=0.15)  # until the end of the file
-        deadline = time.monotonic() + 5
-        while camera.stats().reconnects == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: camera.stats().reconnects > 0, timeout_s=5)
         again = camera.read(1.0)  # the "camera" came back: the file plays again
     finally:
         camera.stop()

@@ -11,9 +11,9 @@ import pytest
 from robot_stack.calibration.store import load_calibration
 from robot_stack.clock import FakeClock
 from robot_stack.control.executor import Executor
+from robot_stack.cycle import GuardConfig, ObservationGuard, PolicyCycle
 from robot_stack.decoders.ee_delta import EeDeltaXyzDecoder
 from robot_stack.errors import CameraError
-from robot_stack.runtime import GuardConfig, ObservationGuard, PolicyCycle
 from robot_stack.sim.camera import SimCamera
 from robot_stack.sim.robot import SimRobot
 from robot_stack.sim.world import SimWorld
@@ -117,6 +117,24 @@ def test_stale_camera_data_never_reaches_the_policy(rig, fault: str, outcome: st
     assert len(requests) == 1  # only the good cycle asked the server
 
 
+def test_an_observation_that_ages_while_it_is_encoded_is_never_sent(rig) -> None:
+    # the guard passes a fresh frame; packing and encoding then take long enough (a loaded host) for the
+    # observation to pass its age limit: its age is measured at the moment the request would leave (not estimated
+    # from earlier encodings), so the first such request is refused and nothing reaches the server
+    cycle, _, _, requests, _, clock = rig
+    client = cycle.client
+    real_infer = client.infer
+
+    def slow_encoding(arrays, meta=None, timeout_s=None, before_send=None):
+        clock.advance(300_000_000)  # 0.3 s pass between the guard and the send: older than the 0.25 s limit
+        return real_infer(arrays, meta, timeout_s, before_send)
+
+    client.infer = slow_encoding
+    result = cycle.run()
+    assert result.outcome == "stale:late" and "when sent" in result.detail
+    assert requests == [] and client.refused_stale == 1 and cycle.guard.rejections["late"] == 1
+
+
 def test_late_frame_is_refused(rig) -> None:
     cycle, camera, _, requests, _, clock = rig
     camera.fault = "frozen"
@@ -167,8 +185,8 @@ def _advancing(camera, clock, step_ns: int = 5_000_000) -> None:
 @pytest.mark.parametrize("send_ahead", [False, True])
 def test_pipelined_cycle_captures_the_next_observation_while_the_request_is_in_flight(rig, send_ahead) -> None:
     cycle, camera, _, requests, _, clock = rig
-    cycle.pipeline_period_s = 1e-6  # every cycle is "slower than the period": prefetch from the second one on
-    cycle.send_ahead = send_ahead
+    cycle.timing.period_s = 1e-6  # every cycle is "slower than the period": prefetch from the second one on
+    cycle.timing.send_ahead = send_ahead
     _advancing(camera, clock)
     seqs, sent = [], []
     for step in range(4):
@@ -191,7 +209,7 @@ def test_pipelined_cycle_captures_the_next_observation_while_the_request_is_in_f
 
 def test_prefetched_frame_too_old_is_replaced_by_a_fresh_capture(rig) -> None:
     cycle, camera, _, requests, _, clock = rig
-    from robot_stack.runtime import _Prefetch
+    from robot_stack.cycle.pipelining import Prefetch as _Prefetch
 
     _advancing(camera, clock)
     assert cycle.run().ok
@@ -204,9 +222,9 @@ def test_prefetched_frame_too_old_is_replaced_by_a_fresh_capture(rig) -> None:
 
 
 def test_reach_policy_raises_targets_below_the_floor() -> None:
-    from robot_stack.control.ik import panda_ik
     from robot_stack.decoders.ee_delta import R_DOWN
-    from robot_stack.decoders.geometry import ReachPolicy, solve_pose_sequence_checked
+    from robot_stack.kinematics.ik import panda_ik
+    from robot_stack.kinematics.reach import ReachPolicy, solve_pose_sequence_checked
     from robot_stack.robots.panda import HOME_Q
     from robot_stack.types import Pose
 
@@ -222,22 +240,22 @@ def test_reply_estimate_follows_a_slowdown_at_once_and_a_speedup_gradually(rig) 
     # discarded as too old (an extra capture on the critical path); the estimate must jump to the slow reply time
     cycle, _, mode, _, _, clock = rig
     assert cycle.run().ok
-    fast = cycle._reply_est_s
+    fast = cycle.timing.reply_s
     mode["answer"] = "slow"
     clock.advance(20_000_000)
     assert cycle.run().ok
-    slow = cycle._reply_est_s
+    slow = cycle.timing.reply_s
     assert slow >= 0.15 > fast
     mode["answer"] = "good"
     clock.advance(20_000_000)
     assert cycle.run().ok
-    assert 0.5 * slow <= cycle._reply_est_s < slow
+    assert 0.5 * slow <= cycle.timing.reply_s < slow
 
 
 def test_reach_stats_record_the_changed_steps_of_each_sequence() -> None:
-    from robot_stack.control.ik import panda_ik
     from robot_stack.decoders.ee_delta import R_DOWN
-    from robot_stack.decoders.geometry import ReachPolicy, ReachStats, solve_pose_sequence_checked
+    from robot_stack.kinematics.ik import panda_ik
+    from robot_stack.kinematics.reach import ReachPolicy, ReachStats, solve_pose_sequence_checked
     from robot_stack.robots.panda import HOME_Q
     from robot_stack.types import Pose
 
@@ -254,8 +272,8 @@ def test_reach_stats_record_the_changed_steps_of_each_sequence() -> None:
 
 
 def test_retreat_is_rest_to_rest_within_the_fraction_of_every_limit() -> None:
+    from robot_stack.cycle import retreat_trajectory
     from robot_stack.robots import panda
-    from robot_stack.runtime import retreat_trajectory
 
     q_from = panda.HOME_Q + np.array([0.8, -0.3, 0.5, 0.4, -0.6, 0.3, 1.2])
     traj = retreat_trajectory(panda.ARM_JOINTS, q_from, panda.HOME_Q, panda.LIMITS, 10**9, speed_fraction=0.5)
@@ -269,9 +287,9 @@ def test_retreat_is_rest_to_rest_within_the_fraction_of_every_limit() -> None:
 
 
 def test_recovery_config_is_validated() -> None:
+    from robot_stack.cycle import RecoveryConfig
     from robot_stack.errors import ConfigError
     from robot_stack.robots.panda import HOME_Q
-    from robot_stack.runtime import RecoveryConfig
 
     for bad in (
         {"blocked_cycles": 0},
@@ -285,9 +303,9 @@ def test_recovery_config_is_validated() -> None:
 
 
 def test_a_policy_stuck_at_a_limit_is_taken_back_to_its_start_posture_then_resumed(rig) -> None:
-    from robot_stack.decoders.geometry import ReachPolicy, ReachStats
+    from robot_stack.cycle import RecoveryConfig
+    from robot_stack.kinematics.reach import ReachPolicy, ReachStats
     from robot_stack.robots.panda import HOME_Q
-    from robot_stack.runtime import RecoveryConfig
 
     old, camera, _, requests, _, clock = rig
     stats = ReachStats()
@@ -302,12 +320,14 @@ def test_a_policy_stuck_at_a_limit_is_taken_back_to_its_start_posture_then_resum
         clock.advance(50_000_000)
         assert cycle.run({}, step).ok
     assert cycle.recoveries == 1 and stats.last_fraction == 1.0
-    retreat = old.executor._pending
-    np.testing.assert_allclose(retreat.positions[-1], home)
+    retreat = old.executor._pending  # the retreat, timed and ending at rest (a MotionPlan)
+    # (its waypoints end at rest; the spline through them ends with a residual velocity of mrad/s, which the
+    # extension brings to rest a fraction of a mrad further)
+    np.testing.assert_allclose(retreat.end_state.q, home, atol=1e-3)
     n_requests = len(requests)
     clock.advance(50_000_000)
     assert cycle.run({}, 3).outcome == "recovering" and len(requests) == n_requests  # no policy request
-    clock.advance(int(retreat.t_ns[-1]) - clock.now_ns())  # within the last 0.1 s: the policy runs again
+    clock.advance(int(retreat.policy_end_ns) - clock.now_ns())  # within the last 0.1 s: the policy runs again
     assert cycle.run({}, 4).ok and len(requests) == n_requests + 1
     assert cycle.outcomes["recovering"] == 1
 
@@ -315,9 +335,9 @@ def test_a_policy_stuck_at_a_limit_is_taken_back_to_its_start_posture_then_resum
 def test_a_policy_near_its_goal_or_getting_closer_is_not_stuck(rig) -> None:
     # a policy touching down on its target asks for steps below the floor (raised: most of the chunk changed), and
     # one sliding along a limit towards its goal has most of its chunk clamped: neither may be sent home
-    from robot_stack.decoders.geometry import ReachStats
+    from robot_stack.cycle import RecoveryConfig
+    from robot_stack.kinematics.reach import ReachStats
     from robot_stack.robots.panda import HOME_Q
-    from robot_stack.runtime import RecoveryConfig
 
     old, camera, *_ = rig
     stats = ReachStats()
@@ -328,30 +348,30 @@ def test_a_policy_near_its_goal_or_getting_closer_is_not_stuck(rig) -> None:
     goal = np.array([0.5, 0.0, 0.015])
     for step in range(10):  # at the goal: every step changed (raised over the floor), the TCP 2 cm from the goal
         stats.record(8, 8, goal + [0.02, 0.0, 0.0], goal)
-        cycle._check_blocked(step)
+        cycle.recovery.check(step)
     assert cycle.recoveries == 0
     for step in range(10):  # far, but the TCP 3 cm closer every cycle
         stats.record(8, 8, goal + [0.5 - 0.03 * step, 0.0, 0.0], goal)
-        cycle._check_blocked(step)
+        cycle.recovery.check(step)
     assert cycle.recoveries == 0
-    cycle._safety_limited_fraction = lambda: 1.0  # the safety filter holds the arm at the box face ...
+    cycle.recovery._safety_limited_fraction = lambda: 1.0  # the safety filter holds the arm at the box face ...
     for step in range(3):  # ... right where the policy aims: stuck all the same
         stats.record(8, 8, goal + [0.02, 0.0, 0.0], goal)
-        cycle._check_blocked(step)
+        cycle.recovery.check(step)
     assert cycle.recoveries == 1
-    cycle._safety_limited_fraction = lambda: 0.0
+    cycle.recovery._safety_limited_fraction = lambda: 0.0
     for step in range(3):  # far, the TCP following a goal that wanders along the limit: stuck
         stats.record(8, 8, goal + [0.3, 0.05 * step, 0.0], goal + [0.25, 0.1 * step, 0.0])
-        cycle._check_blocked(step)
+        cycle.recovery.check(step)
     assert cycle.recoveries == 2
 
 
 def test_a_long_blocked_run_triggers_the_retreat_even_with_few_cycles(rig) -> None:
     # on a loaded host cycles slow down: an arm stuck for blocked_s is stuck however few cycles that took
-    from robot_stack.decoders.geometry import ReachStats
+    from robot_stack.cycle import RecoveryConfig
     from robot_stack.errors import ConfigError
+    from robot_stack.kinematics.reach import ReachStats
     from robot_stack.robots.panda import HOME_Q
-    from robot_stack.runtime import RecoveryConfig
 
     old, camera, *_, clock = rig
     stats = ReachStats()
@@ -362,7 +382,7 @@ def test_a_long_blocked_run_triggers_the_retreat_even_with_few_cycles(rig) -> No
     far = np.array([0.7, 0.0, 0.015])
     for step in range(3):
         stats.record(8, 8, far + [-0.3, 0.0, 0.3], far)
-        cycle._check_blocked(step)
+        cycle.recovery.check(step)
         assert cycle.recoveries == (1 if step == 2 else 0)  # 3 cycles over 1.2 s
         clock.advance(600_000_000)
     with pytest.raises(ConfigError):

@@ -11,7 +11,7 @@ from robot_stack.clock import FakeClock
 from robot_stack.control.executor import Executor
 from robot_stack.errors import DecodeError
 from robot_stack.robots import panda
-from robot_stack.robots.kinematic import KinematicRobot
+from robot_stack.sim.kinematic import KinematicRobot
 from robot_stack.teleop import (
     ExpertTeleop,
     KeyboardJog,

@@ -12,7 +12,7 @@ from served import served
 from robot_stack.decoders import get_decoder
 from robot_stack.decoders.vq import VqManifest
 from robot_stack.policy.manifest import PolicyManifest
-from robot_stack.sim.lockstep import LockstepRig
+from robot_stack.stack.lockstep import LockstepRig
 from robot_stack.training.evaluate import tokenizer_for
 from robot_stack.transport.client import PolicyClient
 from robot_stack.types import ActionChunk

@@ -98,6 +98,12 @@ def test_continuous_export_matches_torch_and_is_served(samples, tmp_path: Path) 
     assert manifest.horizon == 8 and manifest.dt_s == pytest.approx(samples.dt_s)
     assert set(manifest.normalization) == {"state", "actions"}
     assert {t.name for t in manifest.inputs} == {"front/rgb", "front/xyz", "state"}
+    # the torch program for `serve --engine torch` is exported beside the ONNX graph and passes the same gate
+    assert manifest.torch is not None and manifest.torch.program == tmp_path / "tiny-continuous.pt2"
+    from robot_stack.policy.backends import load_backend
+
+    torch_choice = load_backend(manifest, "torch", threads=1)
+    assert torch_choice.backend == "torch" and torch_choice.accuracy.ok, torch_choice.reason
 
     # ONNX Runtime (through the project's runtime, manifest normalisation) vs the torch model on the batched,
     # subsampled training tensors
@@ -119,7 +125,7 @@ def test_continuous_export_matches_torch_and_is_served(samples, tmp_path: Path) 
         np.testing.assert_allclose(out, ref[row], atol=2e-5)
 
     # served by the real server, decoded by the registry decoder into a joint trajectory
-    from robot_stack.sim.lockstep import LockstepRig
+    from robot_stack.stack.lockstep import LockstepRig
 
     rig = LockstepRig()
     try:
@@ -173,7 +179,7 @@ def test_vq_export_matches_torch_and_is_served_and_decoded(samples, tmp_path: Pa
 def test_serving_path_never_imports_torch() -> None:
     code = (
         "import sys; import robot_stack.training, robot_stack.training.evaluate, robot_stack.training.cli, "
-        "robot_stack.training.samples, robot_stack.policy.service, robot_stack.runtime, robot_stack.cli; "
+        "robot_stack.training.samples, robot_stack.policy.service, robot_stack.cycle.policy_cycle, robot_stack.cli; "
         "robot_stack.cli.build_parser(); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)

@@ -3,7 +3,6 @@ gets exactly one well-formed answer, and a good client keeps being served correc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -11,6 +10,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from conftest import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -156,9 +156,8 @@ def test_server_still_serves_a_good_client_after_fuzzing(server: PolicyServer) -
         x = np.arange(6, dtype=np.float32).reshape(2, 3)
         np.testing.assert_array_equal(client.infer({"x": x}).arrays["x"], x)
         assert client.health()["status"] == "ok"
-    deadline = time.monotonic() + 5  # the I/O thread counts a reply just after sending it: let it catch up
-    while server.stats()["replied"] != server.stats()["received"] and time.monotonic() < deadline:
-        time.sleep(0.005)
+    # the I/O thread counts a reply just after sending it: let it catch up
+    wait_until(lambda: server.stats()["replied"] == server.stats()["received"], timeout_s=5, poll_s=0.005)
     stats = server.stats()
     assert stats["internal_error"] == 0
     assert stats["replied"] == stats["received"] > 0  # one answer per message, nothing left behind

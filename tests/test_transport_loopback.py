@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgpack
 import numpy as np
 import pytest
 import zmq
+from conftest import wait_until
 
 from robot_stack.errors import PayloadTooLargeError, RequestTimeoutError, ServerError
 from robot_stack.transport import PROTOCOL_VERSION, Message, PolicyClient, PolicyServer, decode, encode
@@ -36,14 +36,6 @@ class GatedHandler:
         assert self.gate.wait(10), "test never opened the gate"
         self.seen.append(meta.get("n"))
         return {"n": np.array([meta.get("n", -1)], np.int64)}, dict(meta)
-
-
-def wait_for(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Poll ``cond`` (not a timing assertion: only a bound on how long the test may hang)."""
-    t_end = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < t_end, "condition not reached"
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -198,7 +190,7 @@ def test_latest_wins_per_robot() -> None:
             assert handler.entered.wait(5)
             for rid, robot in ((2, "A"), (3, "A"), (4, "B")):
                 sock.send_multipart(encode(Message("infer", rid, robot=robot, meta={"n": rid})))
-            wait_for(lambda: srv.stats()["received"] == 4)
+            assert wait_until(lambda: srv.stats()["received"] == 4, timeout_s=5, poll_s=0.005), "condition not reached"
             handler.gate.set()
             replies = {}
             for _ in range(4):
@@ -223,7 +215,9 @@ def test_expired_queued_work_is_dropped_with_deadline_exceeded() -> None:
             late.infer({}, {"n": 2})
         handler.gate.set()
         t.join(5)
-        wait_for(lambda: srv.stats()["deadline_exceeded"] == 1)
+        assert wait_until(lambda: srv.stats()["deadline_exceeded"] == 1, timeout_s=5, poll_s=0.005), (
+            "condition not reached"
+        )
         assert handler.seen == [1]  # the expired request never reached the model
         blocker.close()
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib
 import logging
 
-from robot_stack.bench.common import latency_stats, register, registry, time_calls
+from robot_stack.bench.registry import register, registry
+from robot_stack.metrics import latency_stats, time_calls
 
 __all__ = ["latency_stats", "load_builtin", "register", "registry", "time_calls"]
 
 #: Modules that register built-in benchmarks (each imported lazily so a missing optional dep only hides one).
-BUILTIN_MODULES = ("xyz", "transport", "executor", "ik", "decode", "serve", "capture", "ros", "record")
+BUILTIN_MODULES = ("xyz", "transport", "executor", "ik", "decode", "serve", "capture", "ros", "record", "hostile")
 
 
 def load_builtin() -> dict[str, str]:

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import register
+from robot_stack.bench.registry import register
 from robot_stack.bench.xyz import bench_camera, synthetic_depth
 from robot_stack.cameras.realsense import FilterConfig, RealSenseCamera, RealSenseConfig
-from robot_stack.cameras.recording import write_recording
+from robot_stack.cameras.software_device import write_recording
 from robot_stack.errors import CameraError
 
 FPS = 30

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import register, time_calls
-from robot_stack.control.ik import panda_ik
+from robot_stack.bench.registry import register
 from robot_stack.decoders import get_decoder
 from robot_stack.decoders.binned import BinSpec
 from robot_stack.decoders.vq import DEFAULT_VQ_MANIFEST, LatentVQDecoder
+from robot_stack.kinematics.ik import panda_ik
+from robot_stack.metrics import time_calls
 from robot_stack.robots import panda
 from robot_stack.types import ActionChunk, Pose, RobotState
 

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pinocchio as pin
 
-from robot_stack.bench.common import latency_stats, register, time_calls
-from robot_stack.control.ik import panda_ik
+from robot_stack.bench.registry import register
+from robot_stack.kinematics.ik import panda_ik
+from robot_stack.metrics import latency_stats, time_calls
 from robot_stack.robots import panda
 from robot_stack.types import Pose
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import register
+from robot_stack.bench.registry import register
 from robot_stack.clock import MonotonicClock
 from robot_stack.types import Frame
 
@@ -34,11 +34,11 @@ def _render_frames(n: int, width: int, height: int) -> tuple[dict[str, list[Fram
     from robot_stack.dataset.writer import calibration_at
     from robot_stack.robots import panda
     from robot_stack.sim.camera import SimCamera
+    from robot_stack.sim.scene import scene_with_cameras
     from robot_stack.sim.world import SimWorld
-    from robot_stack.teleop.sim import sim_scene_config
 
     cams = ("front", "side")
-    world = SimWorld(FakeClock(), config=sim_scene_config(cams))
+    world = SimWorld(FakeClock(), config=scene_with_cameras(cams))
     world.reset(seed=1)
     out: dict[str, list[Frame]] = {c: [] for c in cams}
     cameras = [SimCamera(world, c, width, height) for c in cams]

@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import zmq
 
-from robot_stack.bench.common import latency_stats, register
+from robot_stack.bench.registry import register
 from robot_stack.graph.spec import PACKAGE_DIR
+from robot_stack.metrics import latency_stats
 
 RATE_HZ = 30.0
 

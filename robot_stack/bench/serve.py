@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from robot_stack.bench.common import latency_stats, register
+from robot_stack.bench.registry import register
+from robot_stack.metrics import latency_stats
 
 CONCURRENCY = (1, 4, 8)
 MAX_BATCH = 8

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import zmq
 
-from robot_stack.bench.common import latency_stats, register
+from robot_stack.bench.registry import register
+from robot_stack.metrics import latency_stats
 
 CHUNK = np.linspace(-0.01, 0.01, 24, dtype=np.float32).reshape(8, 3)
 

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import latency_stats, register, time_calls
+from robot_stack.bench.registry import register
 from robot_stack.calibration.projection import DepthProjector
+from robot_stack.metrics import latency_stats, time_calls
 from robot_stack.types import CameraModel, Pose
 
 WIDTH, HEIGHT = 640, 480
@@ -140,7 +141,7 @@ def rs_pointcloud_baseline(
     """
     import pyrealsense2 as rs
 
-    from robot_stack.cameras.recording import SoftwareRealSense
+    from robot_stack.cameras.software_device import SoftwareRealSense
 
     device = SoftwareRealSense(camera, depth_scale=depth_scale)
     syncer = device.start()

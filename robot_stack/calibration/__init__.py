@@ -5,7 +5,7 @@ Public API (imported lazily, so ``import robot_stack.calibration`` does not pull
 * :class:`~robot_stack.calibration.projection.DepthProjector` — (H, W) uint16 depth -> (H, W, 3) float32 XYZ.
 * :class:`~robot_stack.calibration.store.CameraCalibration`, :func:`~robot_stack.calibration.store.load_calibration`,
   :func:`~robot_stack.calibration.store.save_calibration`, :func:`~robot_stack.calibration.store.list_calibrations`,
-  :func:`~robot_stack.calibration.store.calibration_from_mujoco`.
+  :func:`~robot_stack.calibration.mujoco_truth.calibration_from_mujoco`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ _EXPORTS = {
     "undistort_normalized": "projection",
     "CalibrationRef": "store",
     "CameraCalibration": "store",
-    "calibration_from_mujoco": "store",
+    "calibration_from_mujoco": "mujoco_truth",
     "calibration_path": "store",
     "default_root": "store",
-    "generate_sim_calibration": "store",
     "list_calibrations": "store",
     "load_calibration": "store",
     "save_calibration": "store",

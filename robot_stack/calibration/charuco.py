@@ -109,6 +109,11 @@ class BoardDetection:
     image_size: tuple[int, int]
 
 
+#: The project's board: 5 x 7 squares of 30 mm, 22 mm markers, ``DICT_5X5_100`` (printed for the hardware procedure,
+#: rendered in the simulator).
+DEFAULT_BOARD = CharucoBoardSpec(5, 7, 0.03, 0.022, "DICT_5X5_100")
+
+
 def detect_board(image: np.ndarray, spec: CharucoBoardSpec, min_corners: int = 6) -> BoardDetection:
     """Find the ChArUco corners of ``spec`` in an (H, W, 3) uint8 RGB or (H, W) uint8 image.
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,71 +20,16 @@ import numpy as np
 
 from robot_stack.calibration.projection import DepthProjector
 from robot_stack.calibration.refine import RefineConfig, RefinementResult, refine_extrinsics
-from robot_stack.calibration.store import CameraCalibration, load_calibration
+from robot_stack.calibration.store import load_calibration
 from robot_stack.errors import CalibrationError
 from robot_stack.types import CameraModel, Frame, Pose
 
-__all__ = ["SimView", "check_scene", "render_sim_views", "write_report_png"]
+__all__ = ["check_scene", "write_report_png"]
 
 log = logging.getLogger("robot_stack.calibration.report")
 
 #: Workspace crop for the clouds compared by ``calibrate check`` (base frame, metres).
 CHECK_CROP = ((0.0, -0.5, -0.01), (0.9, 0.5, 0.8))
-
-
-@dataclass(frozen=True)
-class SimView:
-    """One rendered camera of the simulated cell: its frame, intrinsics and ground-truth ``T_base_cam``."""
-
-    camera_id: str
-    frame: Frame
-    camera: CameraModel
-    truth: Pose
-
-
-def render_sim_views(
-    camera_ids: Sequence[str] = ("front", "side"), seed: int = 0, width: int = 640, height: int = 480
-) -> dict[str, SimView]:
-    """Render the demo cell (cube placed by ``seed``) from each camera; ``side`` is added to the scene if asked."""
-    from robot_stack.clock import FakeClock
-    from robot_stack.decoders.motion_tracks import sim_side_camera
-    from robot_stack.sim import scene
-    from robot_stack.sim.camera import SimCamera
-    from robot_stack.sim.world import SimWorld
-
-    config = scene.SceneConfig()
-    if "side" in camera_ids:
-        config = config.with_camera(sim_side_camera())
-    world = SimWorld(FakeClock(), config=config)
-    world.reset(seed=seed)
-    views = {}
-    for name in camera_ids:
-        camera = SimCamera(world, name, width, height)
-        camera.start()
-        try:
-            frame = camera.read()
-        finally:
-            camera.stop()
-        truth = world.T_world_base.inverse() @ camera.ground_truth_pose()
-        views[name] = SimView(name, frame, camera.model, truth)
-    return views
-
-
-def _scaled(calibration: CameraCalibration, frame: Frame) -> CameraModel:
-    """The calibration's intrinsics at the frame's size (calibrations may be at another resolution)."""
-    cam = calibration.camera
-    h, w = frame.depth.shape
-    if (cam.width, cam.height) == (w, h):
-        return cam
-    sx, sy = w / cam.width, h / cam.height
-    if abs(sx - sy) > 1e-6:
-        raise CalibrationError(
-            f"camera {calibration.camera_id!r}: frame {w}x{h} has another aspect ratio than its calibration "
-            f"{cam.width}x{cam.height}; calibrate intrinsics at this resolution"
-        )
-    return CameraModel(
-        w, h, cam.fx * sx, cam.fy * sy, (cam.cx + 0.5) * sx - 0.5, (cam.cy + 0.5) * sy - 0.5, cam.distortion
-    )
 
 
 def _histogram_panel(result: RefinementResult, size: tuple[int, int]) -> Any:
@@ -181,18 +125,21 @@ def write_report_png(
 def check_scene(
     scene: str,
     camera_ids: Sequence[str],
-    frames: Mapping[str, Frame] | None = None,
+    frames: Mapping[str, Frame],
     reference: str | None = None,
     root: str | os.PathLike[str] | None = None,
     report_png: str | os.PathLike[str] | None = None,
     config: RefineConfig = RefineConfig(),  # noqa: B008 - frozen
-    seed: int = 0,
+    *,
+    truth: Mapping[str, Pose] | None = None,
 ) -> dict[str, Any]:
     """Validate the calibrations of ``camera_ids`` in ``scene`` and estimate their drift.
 
     Args:
-        frames: one aligned frame per camera (live or from recordings); None renders the simulated cell
-            (only for ``sim_*`` scenes) and also reports the error against ground truth.
+        frames: one aligned frame per camera (live, from recordings, or rendered by the simulator:
+            :func:`robot_stack.sim.calibration.render_sim_views`).
+        truth: ground-truth ``T_base_cam`` per camera where known (the simulator): the stored calibration's error
+            against it is reported too.
         reference: the camera whose calibration is trusted (default: the first).
         report_png: where to write the PNG report (optional).
 
@@ -205,18 +152,12 @@ def check_scene(
     if len(camera_ids) < 2:
         raise CalibrationError("calibrate check needs at least two overlapping cameras (reference + checked)")
     calibrations = {c: load_calibration(scene, c, root) for c in camera_ids}
-    truth: dict[str, Pose] = {}
-    if frames is None:
-        if not scene.startswith("sim"):
-            raise CalibrationError(f"scene {scene!r} is not simulated; give frames (live or --recording) to check it")
-        views = render_sim_views(tuple(camera_ids), seed=seed)
-        frames = {c: v.frame for c, v in views.items()}
-        truth = {c: v.truth for c, v in views.items()}
+    truth = truth or {}
     missing = [c for c in camera_ids if c not in frames]
     if missing:
         raise CalibrationError(f"calibrate check: no frame for camera(s) {missing}")
     ref_id = reference or camera_ids[0]
-    models = {c: _scaled(calibrations[c], frames[c]) for c in camera_ids}
+    models = {c: calibrations[c].intrinsics_at(frames[c].depth.shape[1], frames[c].depth.shape[0]) for c in camera_ids}
 
     def cloud(c: str) -> np.ndarray:
         f = frames[c]

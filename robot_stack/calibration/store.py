@@ -23,20 +23,18 @@ is described in ``calibration/README.md``; in short::
 Loading never falls back to an identity transform: a missing, malformed or stale file is a
 :class:`~robot_stack.errors.CalibrationError` that says which file and what to do.
 
-Run ``python -m robot_stack.calibration.store --scene sim_tabletop --camera front`` to (re)write the simulator's
+Run ``python -m robot_stack.sim.calibration --scene sim_tabletop --camera front`` to (re)write the simulator's
 ground-truth calibration.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
 import re
-import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -51,17 +49,15 @@ from robot_stack.errors import CalibrationError, RobotStackError
 from robot_stack.types import CameraModel, Pose
 
 if TYPE_CHECKING:
-    import mujoco
+    pass
 
 __all__ = [
     "ENV_CALIBRATION_DIR",
     "SCHEMA_VERSION",
     "CalibrationRef",
     "CameraCalibration",
-    "calibration_from_mujoco",
     "calibration_path",
     "default_root",
-    "generate_sim_calibration",
     "list_calibrations",
     "load_calibration",
     "save_calibration",
@@ -127,6 +123,28 @@ class CameraCalibration:
     valid_days: float
     residuals: Mapping[str, float] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+
+    def intrinsics_at(self, width: int, height: int) -> CameraModel:
+        """The calibrated intrinsics rescaled to a ``width`` x ``height`` image (pixels); the calibration may have
+        been made at another resolution of the same aspect ratio. Raises CalibrationError for another aspect ratio."""
+        cam = self.camera
+        if (cam.width, cam.height) == (width, height):
+            return cam
+        sx, sy = width / cam.width, height / cam.height
+        if abs(sx - sy) > 1e-6:
+            raise CalibrationError(
+                f"camera {self.camera_id!r}: frame {width}x{height} has another aspect ratio than its calibration "
+                f"{cam.width}x{cam.height}; calibrate intrinsics at this resolution"
+            )
+        return CameraModel(
+            width,
+            height,
+            cam.fx * sx,
+            cam.fy * sy,
+            (cam.cx + 0.5) * sx - 0.5,
+            (cam.cy + 0.5) * sy - 0.5,
+            cam.distortion,
+        )
 
     def __post_init__(self) -> None:
         for name in ("scene", "camera_id"):
@@ -371,13 +389,13 @@ def _create_hint(scene: str, camera_id: str, root: Path | None) -> str:
     root_flag = f" --root {root}" if root is not None else ""
     if scene in SIM_SCENES:
         return (
-            f"Create it with `python -m robot_stack.calibration.store --scene {scene} --camera {camera_id}{root_flag}` "
+            f"Create it with `python -m robot_stack.sim.calibration --scene {scene} --camera {camera_id}{root_flag}` "
             "(writes the simulator's ground-truth calibration)."
         )
     return (
         "Calibrate this camera (hand-eye for a real camera) and write the result with "
         "robot_stack.calibration.store.save_calibration(); for a simulated scene use "
-        f"`python -m robot_stack.calibration.store --scene <sim scene> --camera {camera_id}{root_flag}` "
+        f"`python -m robot_stack.sim.calibration --scene <sim scene> --camera {camera_id}{root_flag}` "
         f"(simulated scenes: {', '.join(SIM_SCENES)})."
     )
 
@@ -472,132 +490,3 @@ def list_calibrations(root: str | os.PathLike[str] | None = None) -> list[Calibr
         if p.is_file() and _NAME_RE.match(p.parent.name) and _NAME_RE.match(p.stem)
     ]
     return sorted(refs)
-
-
-# ---------------------------------------------------------------------------------------------- MuJoCo
-
-
-def calibration_from_mujoco(
-    model: mujoco.MjModel,
-    data: mujoco.MjData,
-    camera: str,
-    width: int,
-    height: int,
-    scene: str,
-    *,
-    camera_id: str | None = None,
-    robot: str = "panda",
-    T_world_base: Pose | None = None,
-    camera_serial: str | None = None,
-    valid_days: float = SIM_VALID_DAYS,
-    created: datetime | None = None,
-) -> CameraCalibration:
-    """Ground-truth calibration of MuJoCo camera ``camera`` (method ``"sim_ground_truth"``).
-
-    ``T_base_cam = T_world_base^-1 @ T_world_cam``, with ``T_world_cam`` in the optical convention from
-    :mod:`robot_stack.calibration.sim_truth`.
-
-    Args:
-        model, data: the simulation; ``data`` must have kinematics computed (``mujoco.mj_forward``).
-        camera: MuJoCo camera name.
-        width, height: rendered image size in pixels.
-        scene: calibration scene name.
-        camera_id: logical camera name (default: ``camera``).
-        robot: robot model name recorded in the file.
-        T_world_base: pose of the robot base in the MuJoCo world (default identity, frames ``"world"``/``"base"``).
-        camera_serial: recorded device serial (default ``"sim:<camera>"``).
-        valid_days: validity period.
-        created: creation time (default now, UTC).
-    """
-    import mujoco
-
-    from robot_stack.calibration.sim_truth import camera_model_from_mujoco, camera_pose_from_mujoco
-
-    cam_index = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
-    if cam_index >= 0 and not np.any(data.cam_xmat[cam_index]):
-        raise CalibrationError(
-            f"MuJoCo data has no kinematics for camera {camera!r} (cam_xmat is zero); call mujoco.mj_forward(model, "
-            "data) before reading the ground-truth calibration"
-        )
-    intrinsics = camera_model_from_mujoco(model, camera, width, height)
-    T_world_cam = camera_pose_from_mujoco(model, data, camera)
-    if T_world_base is None:
-        T_world_base = Pose.identity("world", "base")
-    if T_world_base.parent != T_world_cam.parent:
-        raise CalibrationError(
-            f"T_world_base maps into frame {T_world_base.parent!r} but the MuJoCo camera pose is in "
-            f"{T_world_cam.parent!r}; pass T_world_base with parent frame {T_world_cam.parent!r}"
-        )
-    T_base_cam = T_world_base.inverse() @ T_world_cam
-    return CameraCalibration(
-        scene=scene,
-        camera_id=camera_id or camera,
-        camera_serial=camera_serial or f"sim:{camera}",
-        robot=robot,
-        camera=intrinsics,
-        T_base_cam=T_base_cam,
-        method="sim_ground_truth",
-        created=created if created is not None else _utc_now(),
-        valid_days=valid_days,
-        residuals={},
-    )
-
-
-def generate_sim_calibration(
-    scene: str = "sim_tabletop",
-    camera_id: str = "front",
-    width: int = 640,
-    height: int = 480,
-    root: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Build the simulated scene, read the ground-truth calibration of ``camera_id`` and save it; return the path.
-
-    Raises:
-        CalibrationError: ``scene`` is not a simulated scene robot-stack can build, or the camera is unknown.
-    """
-    if scene not in SIM_SCENES:
-        raise CalibrationError(f"unknown simulated scene {scene!r}; known: {', '.join(SIM_SCENES)}")
-    import mujoco
-
-    from robot_stack.sim import scene as sim_scene
-
-    model = sim_scene.build_model(sim_scene.SceneConfig())
-    data = mujoco.MjData(model)
-    mujoco.mj_forward(model, data)
-    cal = calibration_from_mujoco(
-        model,
-        data,
-        camera_id,
-        width,
-        height,
-        scene,
-        robot="panda",
-        T_world_base=sim_scene.T_WORLD_BASE,
-    )
-    return save_calibration(cal, root)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m robot_stack.calibration.store``: write a simulated scene's ground-truth calibration."""
-    parser = argparse.ArgumentParser(
-        prog="python -m robot_stack.calibration.store",
-        description="Write the ground-truth calibration of a simulated camera to <root>/<scene>/<camera>.yaml.",
-    )
-    parser.add_argument("--scene", default="sim_tabletop", help=f"simulated scene ({', '.join(SIM_SCENES)})")
-    parser.add_argument("--camera", default="front", help="camera name in the scene")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--root", default=None, help=f"calibration folder (default ${ENV_CALIBRATION_DIR} or repo)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        path = generate_sim_calibration(args.scene, args.camera, args.width, args.height, args.root)
-    except RobotStackError as exc:
-        log.error("%s: %s", type(exc).__name__, exc)
-        return 1
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,7 @@ One code path for three sources, chosen by :class:`RealSenseConfig` (or by passi
 
 * a live device, selected by serial number (``serial``; several cameras = several instances);
 * a recording (``playback_path``, rosbag2 ``.db3`` or ROS1 ``.bag``) played with ``enable_device_from_file``;
-* an ``rs.software_device`` (:class:`robot_stack.cameras.recording.SoftwareRealSense`) that tests and tools feed
+* an ``rs.software_device`` (:class:`robot_stack.cameras.software_device.SoftwareRealSense`) that tests and tools feed
   with synthetic frames.
 
 Every frameset goes through the same processing: the selected post-processing filters on depth (decimation ->
@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,7 +45,7 @@ from robot_stack.types import CameraModel, Frame
 if TYPE_CHECKING:
     import pyrealsense2 as rs
 
-    from robot_stack.cameras.recording import SoftwareRealSense
+    from robot_stack.cameras.software_device import SoftwareRealSense
 
 __all__ = [
     "DEPTH_PRESETS",
@@ -309,7 +309,8 @@ class _PipelineSource:
             path = Path(cfg.playback_path)
             if not path.is_file():
                 raise CameraError(
-                    f"recording {path} does not exist; record one with `robot_stack.cameras.recording` or fix the path"
+                    f"recording {path} does not exist; record one with `robot_stack.cameras.software_device` "
+                    "or fix the path"
                 )
             rs_config.enable_device_from_file(str(path), repeat_playback=cfg.repeat_playback)
         else:
@@ -360,7 +361,7 @@ class _PipelineSource:
 
 
 class _SoftwareSource:
-    """An ``rs.software_device`` (see :class:`robot_stack.cameras.recording.SoftwareRealSense`)."""
+    """An ``rs.software_device`` (see :class:`robot_stack.cameras.software_device.SoftwareRealSense`)."""
 
     def __init__(self, device: SoftwareRealSense) -> None:
         self.device = device
@@ -695,10 +696,6 @@ class RealSenseCamera(Camera):
                 number,
             )
         return Frame(np.ascontiguousarray(color), depth.copy(), depth_scale, t_capture_ns, self.camera_id, number)
-
-    def with_config(self, **changes: Any) -> RealSenseCamera:
-        """A new (unstarted) camera with some config fields replaced."""
-        return RealSenseCamera(replace(self.config, **changes))
 
 
 def _frame_array(frame: Any, bytes_per_pixel: int, what: str) -> np.ndarray:

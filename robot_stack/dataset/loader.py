@@ -193,6 +193,11 @@ class Episode:
         """(T, 7) float32 commanded TCP pose, xyz (m) + quaternion wxyz, base frame."""
         return self.action[:, -7:]
 
+    def state_vector(self, k: int) -> np.ndarray:
+        """(n + 4,) float32 proprio vector of frame ``k`` in the layout a policy is served
+        (``RobotState.vector()``): q (rad), TCP xyz (m, base frame), gripper opening [0, 1]."""
+        return np.concatenate([self.q[k], self.ee_pose[k, :3], self.state[k, -1:]]).astype(np.float32)
+
     def xyz_base(self, camera_id: str, k: int) -> np.ndarray:
         """(H, W, 3) float32 base-frame XYZ (m) of ``camera_id``'s depth at frame ``k``; NaN = invalid."""
         if camera_id not in self.cameras:

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import latency_stats
 from robot_stack.dataset.writer import CommittedEpisode, DatasetWriter, EpisodeWriter, FrameRow, JointSample
 from robot_stack.errors import DatasetError
+from robot_stack.metrics import latency_stats
 from robot_stack.types import Frame
 
 log = logging.getLogger("robot_stack.dataset.recorder")

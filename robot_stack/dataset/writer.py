@@ -43,7 +43,7 @@ from robot_stack.calibration.store import CameraCalibration
 from robot_stack.dataset import format as fmt
 from robot_stack.dataset.format import DatasetSpec, RobotDescription, camera_key, episode_files
 from robot_stack.errors import DatasetError
-from robot_stack.types import CameraModel, Frame, Pose, RobotState
+from robot_stack.types import CameraModel, Pose, RobotState
 
 log = logging.getLogger("robot_stack.dataset")
 
@@ -221,10 +221,7 @@ def calibration_at(cal: CameraCalibration, width: int, height: int) -> CameraCal
     resolution than the recorded stream)."""
     import dataclasses
 
-    from robot_stack.calibration.report import _scaled  # the one intrinsics-rescaling rule of the project
-
-    probe = Frame(np.zeros((height, width, 3), np.uint8), np.zeros((height, width), np.uint16), 0.001, 0, "probe")
-    camera: CameraModel = _scaled(cal, probe)
+    camera: CameraModel = cal.intrinsics_at(width, height)
     return cal if camera is cal.camera else dataclasses.replace(cal, camera=camera)
 
 

@@ -1,22 +1,16 @@
-"""Decoder interface and registry: ``ActionChunk`` + the ``RobotState`` it was computed from -> ``JointTrajectory``.
+"""The decoder interface: ``ActionChunk`` + the ``RobotState`` it was computed from -> ``JointTrajectory``.
 
-Decoders are registered by the action space / head type they understand (``ActionChunk.action_space``), and
-built with :func:`get_decoder`::
-
-    decoder = get_decoder("ee_delta_xyz")          # default Panda IK
-    traj = decoder.decode(chunk, observation.state)
+Decoders are built by name from the one table in :mod:`robot_stack.decoders.registry`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any
 
-from robot_stack.errors import ConfigError, DecodeError
+from robot_stack.errors import DecodeError
 from robot_stack.types import ActionChunk, JointTrajectory, RobotState
 
-__all__ = ["Decoder", "available_decoders", "get_decoder", "register_decoder"]
+__all__ = ["Decoder"]
 
 
 class Decoder(ABC):
@@ -41,36 +35,3 @@ class Decoder(ABC):
                 f"{type(self).__name__} decodes action_space {self.action_space!r}, got {chunk.action_space!r}; "
                 f"pick the decoder with get_decoder({chunk.action_space!r})"
             )
-
-
-DecoderFactory = Callable[..., Decoder]
-_REGISTRY: dict[str, DecoderFactory] = {}
-
-
-def register_decoder(name: str) -> Callable[[DecoderFactory], DecoderFactory]:
-    """Decorator: make ``factory(**kwargs) -> Decoder`` available as ``get_decoder(name, **kwargs)``."""
-
-    def wrap(factory: DecoderFactory) -> DecoderFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def _load_builtin() -> None:
-    # importing the modules registers them; done lazily to avoid import cycles
-    from robot_stack.decoders import ee_delta, joint  # noqa: F401
-
-
-def available_decoders() -> tuple[str, ...]:
-    """Names accepted by :func:`get_decoder`."""
-    _load_builtin()
-    return tuple(sorted(_REGISTRY))
-
-
-def get_decoder(name: str, **kwargs: Any) -> Decoder:
-    """Build the decoder registered for action space / head type ``name`` with ``kwargs``."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise ConfigError(f"no decoder for action space {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](**kwargs)

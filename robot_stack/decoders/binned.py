@@ -13,31 +13,35 @@ The bin layout is a small YAML next to the model (``BinSpec.load``)::
     low:  [-0.2, -0.2, -0.2]        # per dimension, units of that space
     high: [0.2, 0.2, 0.2]
 
-:func:`binned_policy_head` appends the tokenisation to a policy graph that outputs a continuous chunk, so the
-served model emits bins.
+:func:`robot_stack.training.demo_variants.binned_policy_head` appends the tokenisation to a policy graph that
+outputs a continuous chunk, so the served model emits bins.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import yaml
 
 from robot_stack.config import read_yaml
-from robot_stack.decoders.base import Decoder, get_decoder, register_decoder
-from robot_stack.errors import ConfigError, DecodeError, PolicyError, ShapeError
+from robot_stack.decoders.base import Decoder
+from robot_stack.decoders.ee_delta import EeDeltaXyzDecoder
+from robot_stack.decoders.joint import JointPositionDecoder
+from robot_stack.decoders.joint_delta import JointDeltaDecoder
+from robot_stack.errors import ConfigError, DecodeError, ShapeError
 from robot_stack.types import ActionChunk, JointTrajectory, RobotState
 
-if TYPE_CHECKING:
-    import onnx
-
-__all__ = ["BinSpec", "BinnedDecoder", "binned_policy_head"]
+__all__ = ["BinSpec", "BinnedDecoder"]
 
 #: Action spaces that are token heads themselves and therefore cannot be the target of binning.
 _TOKEN_SPACES = ("binned", "latent_vq")
+#: The continuous action spaces bins can encode, and their decoders.
+_CONTINUOUS: dict[str, type[Decoder]] = {
+    cls.action_space: cls for cls in (EeDeltaXyzDecoder, JointPositionDecoder, JointDeltaDecoder)
+}
 
 
 @dataclass(frozen=True)
@@ -164,13 +168,12 @@ class BinSpec:
         return path
 
 
-@register_decoder("binned")
 class BinnedDecoder(Decoder):
     """Decode ``binned`` chunks: de-tokenise to bin centres, then the continuous decoder of the spec's space.
 
     Args:
         spec: the bin layout (a :class:`BinSpec`, a mapping, or the path of its YAML).
-        **decoder_kwargs: passed to ``get_decoder(spec.action_space, ...)`` (e.g. ``ik=``, ``orientation=``,
+        **decoder_kwargs: passed to the continuous decoder of ``spec.action_space`` (e.g. ``ik=``, ``orientation=``,
             ``limits=``, ``latency_offset_s=``).
 
     Input chunk: ``actions`` (horizon, dim) integer-valued float32 bin ids, ``gripper`` passed through.
@@ -184,7 +187,12 @@ class BinnedDecoder(Decoder):
         elif not isinstance(spec, BinSpec):
             spec = BinSpec.load(spec)
         self.spec = spec
-        self.continuous = get_decoder(spec.action_space, **decoder_kwargs)
+        if spec.action_space not in _CONTINUOUS:
+            raise ConfigError(
+                f"BinnedDecoder: bins of action space {spec.action_space!r} cannot be decoded; expected one of "
+                f"{sorted(_CONTINUOUS)}"
+            )
+        self.continuous = _CONTINUOUS[spec.action_space](**decoder_kwargs)
 
     def detokenize(self, chunk: ActionChunk) -> ActionChunk:
         """The continuous chunk (``spec.action_space``) a binned chunk stands for."""
@@ -194,48 +202,3 @@ class BinnedDecoder(Decoder):
 
     def decode(self, chunk: ActionChunk, state: RobotState) -> JointTrajectory:
         return self.continuous.decode(self.detokenize(chunk), state)
-
-
-def binned_policy_head(
-    model: onnx.ModelProto,
-    spec: BinSpec,
-    actions_output: str = "actions",
-    bins_output: str = "bins",
-    keep_actions: bool = False,
-) -> onnx.ModelProto:
-    """Append uniform binning to ``model``: its float32 (horizon, dim) output ``actions_output`` becomes int64
-    bins ``bins_output`` (same shape; values outside [low, high] saturate, exactly :meth:`BinSpec.tokenize`).
-
-    Serve the result with ``action_space: binned``, ``action_head: binned`` and the spec's YAML next to it.
-    """
-    out = {o.name: o for o in model.graph.output}
-    if actions_output not in out:
-        raise PolicyError(f"binned_policy_head: model has no output {actions_output!r} (outputs: {sorted(out)})")
-    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in out[actions_output].type.tensor_type.shape.dim]
-    if not dims or dims[-1] not in (spec.dim, -1):
-        raise PolicyError(f"binned_policy_head: {actions_output} has shape {dims}, the spec has {spec.dim} dims")
-    import onnx
-    from onnx import TensorProto, helper
-
-    from robot_stack.policy.reach_model import onnx_constant
-
-    p = "bin/"
-    nodes = [
-        onnx_constant(p + "low", spec.low),
-        onnx_constant(p + "width", spec.width),
-        onnx_constant(p + "zero", 0.0),
-        onnx_constant(p + "top", float(spec.n_bins - 1)),
-        helper.make_node("Sub", [actions_output, p + "low"], [p + "shifted"]),
-        helper.make_node("Div", [p + "shifted", p + "width"], [p + "scaled"]),
-        helper.make_node("Floor", [p + "scaled"], [p + "floored"]),
-        helper.make_node("Clip", [p + "floored", p + "zero", p + "top"], [p + "clipped"]),
-        helper.make_node("Cast", [p + "clipped"], [bins_output], to=TensorProto.INT64),
-    ]
-    outputs = [o for o in model.graph.output if keep_actions or o.name != actions_output]
-    outputs.append(helper.make_tensor_value_info(bins_output, TensorProto.INT64, [d if d > 0 else None for d in dims]))
-    g = model.graph
-    graph = helper.make_graph(list(g.node) + nodes, g.name, list(g.input), outputs, initializer=list(g.initializer))
-    merged = helper.make_model(graph, opset_imports=list(model.opset_import), producer_name="robot-stack")
-    merged.ir_version = model.ir_version
-    onnx.checker.check_model(merged)
-    return merged

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_stack.control.ik import PinocchioIK, panda_ik
-from robot_stack.decoders.base import Decoder, register_decoder
-from robot_stack.decoders.geometry import ReachPolicy, solve_pose_sequence_checked
+from robot_stack.decoders.base import Decoder
 from robot_stack.errors import ConfigError, DecodeError, ShapeError
+from robot_stack.kinematics.ik import PinocchioIK, panda_ik
+from robot_stack.kinematics.reach import ReachPolicy, solve_pose_sequence_checked
 from robot_stack.types import ActionChunk, JointTrajectory, Pose, RobotState
 
 __all__ = ["R_DOWN", "EeDeltaXyzDecoder"]
@@ -23,12 +23,11 @@ __all__ = ["R_DOWN", "EeDeltaXyzDecoder"]
 R_DOWN = np.diag([1.0, -1.0, -1.0])
 
 
-@register_decoder("ee_delta_xyz")
 class EeDeltaXyzDecoder(Decoder):
     """Decode TCP-displacement chunks with inverse kinematics.
 
     Args:
-        ik: kinematics of the arm (default: :func:`~robot_stack.control.ik.panda_ik`).
+        ik: kinematics of the arm (default: :func:`~robot_stack.kinematics.ik.panda_ik`).
         orientation: ``"keep"`` (observed TCP orientation), ``"down"`` (:data:`R_DOWN`) or a (3, 3) rotation
             matrix in the base frame.
         latency_offset_s: added to every step time (``t = t_obs + latency_offset + k * dt``), seconds.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_stack.decoders.base import Decoder, register_decoder
+from robot_stack.decoders.base import Decoder
 from robot_stack.errors import ShapeError
 from robot_stack.robots import panda
 from robot_stack.robots.base import JointLimits
@@ -13,7 +13,6 @@ from robot_stack.types import ActionChunk, JointTrajectory, RobotState
 __all__ = ["JointPositionDecoder"]
 
 
-@register_decoder("joint_position")
 class JointPositionDecoder(Decoder):
     """``actions[k]`` = (n,) joint positions in rad for time ``t_obs + latency_offset + k * dt``.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_stack.decoders.base import Decoder, register_decoder
+from robot_stack.decoders.base import Decoder
 from robot_stack.decoders.joint import JointPositionDecoder
 from robot_stack.errors import ShapeError
 from robot_stack.robots import panda
@@ -19,7 +19,6 @@ from robot_stack.types import ActionChunk, JointTrajectory, RobotState
 __all__ = ["JointDeltaDecoder"]
 
 
-@register_decoder("joint_delta")
 class JointDeltaDecoder(Decoder):
     """``actions[k]`` = (n,) joint displacement in rad from ``state.q``, for ``t_obs + latency_offset + k * dt``.
 

@@ -14,7 +14,7 @@ the keypoint's pixel position in each of two calibrated cameras. Decoding, per s
 4. refine the pose by Gauss-Newton on the reprojection error of the inlier observations (the maximum-likelihood
    pose under Gaussian pixel noise), giving ``T_base_tcp``;
 
-then inverse kinematics (:func:`~robot_stack.decoders.geometry.solve_pose_sequence`, warm-started from the
+then inverse kinematics (:func:`~robot_stack.kinematics.reach.solve_pose_sequence`, warm-started from the
 observed ``q``) turns the 6-DoF TCP poses into a timestamped :class:`~robot_stack.types.JointTrajectory`; step
 ``k`` is meant for ``t_obs + latency_offset + k * dt``.
 
@@ -41,27 +41,20 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from robot_stack.calibration.projection import distort_normalized, undistort_normalized
 from robot_stack.calibration.store import CameraCalibration, load_calibration
-from robot_stack.decoders.base import Decoder, register_decoder
-from robot_stack.decoders.geometry import (
-    ViewGeometry,
-    refine_pose_reprojection,
-    robust_rigid_fit,
-    solve_pose_sequence,
-    triangulate,
-)
+from robot_stack.decoders.base import Decoder
 from robot_stack.errors import ConfigError, DecodeError, ShapeError
+from robot_stack.geometry import ViewGeometry, refine_pose_reprojection, robust_rigid_fit, triangulate
+from robot_stack.kinematics.reach import solve_pose_sequence
 from robot_stack.types import ActionChunk, JointTrajectory, Pose, RobotState
 
 if TYPE_CHECKING:
-    from robot_stack.control.ik import PinocchioIK
-    from robot_stack.sim.scene import CameraSpec
+    from robot_stack.kinematics.ik import PinocchioIK
 
 log = logging.getLogger("robot_stack.decoders.motion_tracks")
 
@@ -73,8 +66,6 @@ __all__ = [
     "MotionTrackDecoder",
     "MotionTracks",
     "TcpTrack",
-    "sim_side_calibration",
-    "sim_side_camera",
 ]
 
 #: The two views of the demo scene, in action-layout order.
@@ -142,43 +133,6 @@ def _panda_hand_keypoints() -> GripperKeypoints:
 #: The default keypoint model of the Panda hand: 4 corners of the flange plate, 4 corners of the hand's finger
 #: side and the grasp centre between the fingertip pads (K = 9), TCP frame. None of them moves with the fingers.
 PANDA_HAND_KEYPOINTS = _panda_hand_keypoints()
-
-
-# -------------------------------------------------------------------------------------------- the 2nd view
-
-
-def sim_side_camera() -> CameraSpec:
-    """The second camera of the demo scene: 0.9 m to the robot's right, looking across the workspace.
-
-    Add it to a scene with ``SceneConfig().with_camera(sim_side_camera())``; its ground-truth calibration is
-    ``calibration/sim_tabletop/side.yaml`` (see :func:`sim_side_calibration`).
-    """
-    from robot_stack.sim.scene import CameraSpec
-
-    return CameraSpec("side", pos=(0.45, -0.9, 0.7), target=(0.45, 0.0, 0.3), fovy_deg=50.0)
-
-
-def sim_side_calibration(
-    width: int = 1280, height: int = 960, created: datetime | None = None, scene: str = "sim_tabletop"
-) -> CameraCalibration:
-    """Ground-truth calibration of :func:`sim_side_camera` in the demo scene (built in MuJoCo, ~0.1 s).
-
-    The side view is 1280x960 (a D435-class colour stream): with two 640x480 views the rotation error at 1 px track
-    noise is ~1.6 deg at the 95th percentile; the sharper second view brings it under 1 deg.
-
-    Write it with ``save_calibration(sim_side_calibration())`` to refresh ``calibration/<scene>/side.yaml``.
-    """
-    import mujoco
-
-    from robot_stack.calibration.store import calibration_from_mujoco
-    from robot_stack.sim import scene as sim_scene
-
-    model = sim_scene.build_model(sim_scene.SceneConfig().with_camera(sim_side_camera()))
-    data = mujoco.MjData(model)
-    mujoco.mj_forward(model, data)
-    return calibration_from_mujoco(
-        model, data, "side", width, height, scene, robot="panda", T_world_base=sim_scene.T_WORLD_BASE, created=created
-    )
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -482,13 +436,12 @@ class MotionTracks:
 # ---------------------------------------------------------------------------------------------- decoder
 
 
-@register_decoder("motion_tracks")
 class MotionTrackDecoder(Decoder):
     """Decode ``motion_tracks`` chunks: tracks -> TCP poses (:class:`MotionTracks`) -> IK -> joint trajectory.
 
     Args:
         tracks: the calibrated two-view model; default ``MotionTracks.from_store(scene, camera_ids)``.
-        ik: arm kinematics (default :func:`~robot_stack.control.ik.panda_ik`).
+        ik: arm kinematics (default :func:`~robot_stack.kinematics.ik.panda_ik`).
         latency_offset_s: added to every step time (``t = t_obs + latency_offset + k * dt``), seconds.
         max_iters: IK iterations per step (warm-started from the previous step).
         scene, camera_ids, calibration_root: where to load the calibrations when ``tracks`` is None.
@@ -509,7 +462,7 @@ class MotionTrackDecoder(Decoder):
         config: MotionTrackConfig | None = None,
     ) -> None:
         if ik is None:
-            from robot_stack.control.ik import panda_ik
+            from robot_stack.kinematics.ik import panda_ik
 
             ik = panda_ik()
         self.ik = ik

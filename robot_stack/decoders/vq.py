@@ -1,6 +1,6 @@
 """``latent_vq`` chunks: vector-quantised action tokens -> embodiment decoder (ONNX) -> ee_delta_xyz -> IK.
 
-A VQ action tokenizer (trained by :mod:`robot_stack.policy.vq_tokenizer` on the project's own scripted-expert
+A VQ action tokenizer (trained by :mod:`robot_stack.training.vq_tokenizer` on the project's own scripted-expert
 demonstrations) maps an ``ee_delta_xyz`` chunk (horizon, 3) to ``n_tokens`` latent vectors of ``latent_dim``
 dims, each quantised by a residual VQ with ``levels`` codebooks (``levels == 1``: a single codebook). A policy
 with a ``latent_vq`` head emits the token ids; this decoder turns them back into motion:
@@ -32,16 +32,17 @@ import numpy as np
 import yaml
 
 from robot_stack.config import read_yaml
-from robot_stack.decoders.base import Decoder, register_decoder
+from robot_stack.decoders.base import Decoder
 from robot_stack.errors import ConfigError, DecodeError, ShapeError
+from robot_stack.policy.manifest import SHIPPED_MODELS_DIR
 from robot_stack.types import ActionChunk, JointTrajectory, RobotState
 
 __all__ = ["DEFAULT_VQ_MANIFEST", "VQ_MODELS_DIR", "LatentVQDecoder", "VqManifest"]
 
 log = logging.getLogger("robot_stack.decoders.vq")
 
-#: Where the shipped tokenizers live (package data; rebuilt by ``robot_stack.policy.vq_tokenizer``).
-VQ_MODELS_DIR = Path(__file__).resolve().parent.parent / "policy" / "models" / "vq"
+#: Where the shipped tokenizers live (package data; rebuilt by ``robot_stack.training.vq_tokenizer``).
+VQ_MODELS_DIR = SHIPPED_MODELS_DIR / "vq"
 #: The shipped residual-VQ tokenizer used when no manifest is given.
 DEFAULT_VQ_MANIFEST = VQ_MODELS_DIR / "rvq-reach-v1.yaml"
 
@@ -167,7 +168,7 @@ class VqManifest:
         if not path.is_file():
             raise ConfigError(
                 f"VQ tokenizer manifest {path} not found; rebuild the shipped tokenizers with "
-                "`python -m robot_stack.policy.vq_tokenizer` or pass the path of your own"
+                "`python -m robot_stack.training.vq_tokenizer` or pass the path of your own"
             )
         return cls.from_dict(read_yaml(path, "VQ tokenizer manifest"), base_dir=path.parent, source=path)
 
@@ -316,7 +317,6 @@ class VqManifest:
         return min(max(rate, lo), hi)
 
 
-@register_decoder("latent_vq")
 class LatentVQDecoder(Decoder):
     """Decode VQ action-token chunks (``action_space == "latent_vq"``) into joint trajectories.
 
@@ -326,7 +326,7 @@ class LatentVQDecoder(Decoder):
         robot_type: embodiment to decode for (one of ``manifest.robot_types``).
         control_rate_hz: Hz between consecutive decoded actions (the decoder's conditioning); None = take it
             from each chunk (``1 / chunk.dt_s``). Must lie in ``manifest.control_rate_range_hz``.
-        ik, orientation, latency_offset_s, max_iters: passed to the
+        ik, orientation, latency_offset_s, max_iters, reach: passed to the
             :class:`~robot_stack.decoders.ee_delta.EeDeltaXyzDecoder` that turns the decoded chunk into joints.
         intra_op_threads: ONNX Runtime threads for the embodiment decoder (1: it is tiny, leave the cores to the
             control loop).
@@ -347,6 +347,7 @@ class LatentVQDecoder(Decoder):
         latency_offset_s: float = 0.0,
         max_iters: int = 50,
         intra_op_threads: int = 1,
+        reach: Any = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -376,7 +377,7 @@ class LatentVQDecoder(Decoder):
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ConfigError(f"cannot load embodiment decoder {m.decoder_path}: {exc}") from exc
         self.ee_decoder = EeDeltaXyzDecoder(
-            ik=ik, orientation=orientation, latency_offset_s=latency_offset_s, max_iters=max_iters
+            ik=ik, orientation=orientation, latency_offset_s=latency_offset_s, max_iters=max_iters, reach=reach
         )
 
     def decode_tokens(self, tokens: Any, control_rate_hz: float | None = None) -> np.ndarray:

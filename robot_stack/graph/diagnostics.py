@@ -14,7 +14,7 @@ from datetime import datetime
 
 import numpy as np
 
-from robot_stack.bench.common import latency_stats
+from robot_stack.metrics import latency_stats
 
 __all__ = ["ERROR", "OK", "STALE", "WARN", "Health", "StreamMonitor", "calibration_health", "worst"]
 

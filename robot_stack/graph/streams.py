@@ -2,7 +2,7 @@
 
 :class:`StreamedCamera` pairs colour and aligned-depth images by stamp into :class:`Frame` s;
 :class:`StreamedArm` turns the newest joint state into :class:`RobotState` and hands commands to a callback. The
-ROS nodes push message fields in; :class:`~robot_stack.runtime.PolicyCycle` and
+ROS nodes push message fields in; :class:`~robot_stack.cycle.PolicyCycle` and
 :class:`~robot_stack.control.executor.Executor` read them through the usual interfaces. Nothing here knows ROS.
 """
 

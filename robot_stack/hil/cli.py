@@ -1,7 +1,7 @@
 """``robot-stack hil <scenario.yaml>...``: run hardware-in-the-loop scenarios, print the metrics table.
 
 Wired into the main CLI with :func:`add_hil_parser`. Exit code 0 when every check of every scenario held, 1
-otherwise (2 for a bad scenario file).
+otherwise (a failed check or a bad scenario file).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _cmd_hil(args: argparse.Namespace) -> int:
         scenarios = [load_scenario(p) for p in paths]
     except ConfigError as exc:
         print(f"bad scenario: {exc}", file=sys.stderr)
-        return 2
+        return 1
     if not args.soak:
         skipped = [s.name for s in scenarios if s.tier == "soak"]
         scenarios = [s for s in scenarios if s.tier != "soak"] if len(scenarios) > 1 else scenarios

@@ -297,7 +297,7 @@ class ServerProcess:
 
     def start(self, timeout_s: float = 60.0) -> None:
         """Start (or restart, on the same endpoints) the server; block until it printed READY."""
-        from robot_stack.demo import start_server
+        from robot_stack.policy.process import start_server
 
         prefix: list[str] = []
         extra = ["--threads", str(self.threads)]
@@ -371,7 +371,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         """End the server (SIGTERM, then SIGKILL) and any restart in flight."""
-        from robot_stack.demo import stop_server
+        from robot_stack.policy.process import stop_server
 
         if self._restart is not None:
             self._restart.join(60)

@@ -54,18 +54,19 @@ def _round(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(float(x), nd)
 
 
-def compute_metrics(record: Any) -> dict[str, Any]:
-    """Compute the metrics (see the module docstring) from a finished run's record."""
-    robot = record.robot
-    scenario: Scenario = record.scenario
+def _command_arrays(robot: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t ns, commanded q (N, n) rad, executor state per command) of the audited run."""
     t = np.asarray(robot.t_ns, dtype=np.int64)
     q = np.asarray(robot.q_cmd, dtype=np.float64).reshape(len(robot.q_cmd), -1)
-    states = np.asarray(robot.states, dtype=object)
+    return t, q, np.asarray(robot.states, dtype=object)
+
+
+def _hold_timing(record: Any, t: np.ndarray, q: np.ndarray, states: np.ndarray) -> dict[str, Any]:
+    """Fault start -> arm held at rest; coverage lost -> watchdog hold; stop events; fault end -> recovery."""
     speed = np.zeros(len(t))
     if len(t) > 1:
-        speed[1:] = np.max(np.abs(np.diff(q, axis=0)), axis=1) / robot.period_s
+        speed[1:] = np.max(np.abs(np.diff(q, axis=0)), axis=1) / record.robot.period_s
     holding = states == "holding"
-
     disruptive = [w for w in record.windows if w.kind not in ("clock_skew",)]
     to_hold: list[float] = []
     for w in disruptive:
@@ -90,9 +91,16 @@ def compute_metrics(record: Any) -> dict[str, Any]:
         later = ok_times[ok_times >= w.end_ns]
         if later.size:
             to_recover.append((later[0] - w.end_ns) / 1e9)
+    return {
+        "time_to_safe_hold_s": _round(max(to_hold)) if to_hold else None,
+        "hold_after_coverage_s": _round(max(after_coverage)) if after_coverage else None,
+        "time_to_recover_s": _round(max(to_recover)) if to_recover else None,
+        "stop_events": stop_events,
+    }
 
-    outcomes = Counter(c[1] for c in record.cycles)
-    stale = {k.split(":", 1)[1]: n for k, n in outcomes.items() if k.startswith("stale:")}
+
+def _executor_totals(record: Any) -> dict[str, Any]:
+    """Holds, extensions, executor rejections and safety interventions summed over the episodes."""
     rejected_exec: Counter[str] = Counter()
     safety: Counter[str] = Counter()
     holds = extensions = catch_up = 0
@@ -102,7 +110,23 @@ def compute_metrics(record: Any) -> dict[str, Any]:
         safety.update({k: v for k, v in st.get("safety", {}).items() if k not in ("calls", "total", "catch_up_ticks")})
         catch_up += int(st.get("safety", {}).get("catch_up_ticks", 0))
         holds += int(st.get("holds", 0))
-    dropped = outcomes["transport"] + outcomes["decode"] + outcomes["rejected"] + sum(rejected_exec.values())
+    ex_rates = [st["achieved_rate_hz"] for st in record.executor if st.get("achieved_rate_hz")]
+    ex_p99 = [st["lateness_p99_ms"] for st in record.executor if st.get("lateness_p99_ms") is not None]
+    return {
+        "holds": holds,
+        "extensions": extensions,
+        "executor_rejections": dict(rejected_exec),
+        "safety_interventions": dict(safety),
+        "safety_catch_up_ticks": catch_up,
+        "executor_rate_hz_min": min(ex_rates) if ex_rates else None,
+        "executor_lateness_p99_ms_max": max(ex_p99) if ex_p99 else None,
+    }
+
+
+def _cycle_outcomes(record: Any, executor_rejections: dict[str, int]) -> dict[str, Any]:
+    """What the policy cycles produced: outcomes, stale-frame refusals, dropped, late and stale-data actions."""
+    outcomes = Counter(c[1] for c in record.cycles)
+    dropped = outcomes["transport"] + outcomes["decode"] + outcomes["rejected"] + sum(executor_rejections.values())
     dt_ns = record.policy_dt_s * 1e9
     late = sum(1 for c in record.calls if c.t_recv_ns > c.t_obs_ns + dt_ns)
     stale_actions = sum(
@@ -110,10 +134,27 @@ def compute_metrics(record: Any) -> dict[str, Any]:
         for t_obs, age_ms, valid in record.fresh
         if age_ms < 0 or age_ms > record.guard_max_age_s * 1e3 or valid < MIN_VALID_FRACTION
     )
+    rtt = [c.round_trip_ms for c in record.calls]
+    return {
+        "actions_from_stale_data": stale_actions,
+        "cycles": len(record.cycles),
+        "outcomes": dict(outcomes),
+        "stale": {k.split(":", 1)[1]: n for k, n in outcomes.items() if k.startswith("stale:")},
+        "camera_errors": outcomes["camera"],
+        "decode_rejections": outcomes["decode"],
+        "transport_errors": outcomes["transport"],
+        "dropped_actions": int(dropped),
+        "late_actions": int(late),
+        "round_trip_p50_ms": _round(float(np.percentile(rtt, 50)), 2) if rtt else None,
+        "round_trip_max_ms": _round(max(rtt), 2) if rtt else None,
+    }
 
-    # clock: server timestamps corrected by the measured offset must fall inside the client's send/receive window
-    offset_ns = record.clock.get("measured_offset_ms", 0.0) * 1e6
-    unc_ns = record.clock.get("uncertainty_ms", 0.0) * 1e6 + 1e5
+
+def _clock_figures(record: Any) -> dict[str, Any]:
+    """Server timestamps corrected by the measured offset must fall inside the client's send/receive window."""
+    clock = record.clock
+    offset_ns = clock.get("measured_offset_ms", 0.0) * 1e6
+    unc_ns = clock.get("uncertainty_ms", 0.0) * 1e6 + 1e5
     corrected_bad = raw_bad = 0
     for c in record.calls:
         if not c.server_start_ns:
@@ -125,62 +166,7 @@ def compute_metrics(record: Any) -> dict[str, Any]:
                 corrected_bad += 1
             elif bad:
                 raw_bad += 1
-
-    ws_excursion = ws_measured = None
-    if scenario.workspace is not None and len(q):
-        from robot_stack.control.ik import panda_ik
-        from robot_stack.control.safety import WorkspaceBox
-
-        box = WorkspaceBox(np.array(scenario.workspace[0]), np.array(scenario.workspace[1]))
-        fk = panda_ik().fk_xyz
-        ws_excursion = max(box.outside_by(fk(qi)) for qi in q)
-        if robot.tcp_meas:
-            ws_measured = max(box.outside_by(np.asarray(p)) for p in robot.tcp_meas)
-    lim = robot.limits
-    margin = float(np.min(np.minimum(q - lim.lower, lim.upper - q))) if len(q) else None
-    episodes = record.episodes
-    first_fault = min((f.start_s for f in scenario.faults if f.kind != "clock_skew"), default=0.0)
-    succ_times = [e["time_to_success_s"] for e in episodes]
-    rtt = [c.round_trip_ms for c in record.calls]
-    ex_rates = [st["achieved_rate_hz"] for st in record.executor if st.get("achieved_rate_hz")]
-    ex_p99 = [st["lateness_p99_ms"] for st in record.executor if st.get("lateness_p99_ms") is not None]
-    clock = record.clock
     return {
-        "scenario": scenario.name,
-        "episodes": len(episodes),
-        "commands": int(robot.commands),
-        "unsafe_commands": robot.unsafe_total,
-        "unsafe_by_limit": dict(robot.unsafe),
-        "actions_from_stale_data": stale_actions,
-        "task_success": bool(episodes) and all(e["success"] for e in episodes),
-        "success_rate": sum(e["success"] for e in episodes) / max(1, len(episodes)),
-        "success_after_faults": bool(episodes) and all(s is not None and s >= first_fault for s in succ_times),
-        "time_to_success_s": [_round(s) for s in succ_times],
-        "time_to_safe_hold_s": _round(max(to_hold)) if to_hold else None,
-        "hold_after_coverage_s": _round(max(after_coverage)) if after_coverage else None,
-        "time_to_recover_s": _round(max(to_recover)) if to_recover else None,
-        "max_jerk_rad_s3": _round(robot.max_jerk, 1),
-        "max_jerk_ratio": _round(robot.max_jerk_ratio, 4),
-        "holds": holds,
-        "stop_events": stop_events,
-        "extensions": extensions,
-        "recoveries": sum(int(e.get("recoveries", 0)) for e in episodes),
-        "cycles": len(record.cycles),
-        "outcomes": dict(outcomes),
-        "stale": stale,
-        "camera_errors": outcomes["camera"],
-        "decode_rejections": outcomes["decode"],
-        "transport_errors": outcomes["transport"],
-        "executor_rejections": dict(rejected_exec),
-        "dropped_actions": int(dropped),
-        "late_actions": int(late),
-        "round_trip_p50_ms": _round(float(np.percentile(rtt, 50)), 2) if rtt else None,
-        "round_trip_max_ms": _round(max(rtt), 2) if rtt else None,
-        "safety_interventions": dict(safety),
-        "safety_catch_up_ticks": catch_up,
-        "tcp_outside_workspace_m": _round(ws_excursion, 4),
-        "tcp_outside_workspace_measured_m": _round(ws_measured, 4),
-        "min_joint_limit_margin_rad": _round(margin, 4),
         "clock_offset_injected_ms": _round(clock.get("injected_offset_ms"), 3),
         "clock_offset_measured_ms": _round(clock.get("measured_offset_ms"), 3),
         "clock_offset_error_ms": _round(
@@ -190,8 +176,66 @@ def compute_metrics(record: Any) -> dict[str, Any]:
         "clock_skew_method": clock.get("method"),
         "server_timing_outside_window_corrected": corrected_bad,
         "server_timing_outside_window_uncorrected": raw_bad,
-        "executor_rate_hz_min": min(ex_rates) if ex_rates else None,
-        "executor_lateness_p99_ms_max": max(ex_p99) if ex_p99 else None,
+    }
+
+
+def _limits_figures(record: Any, q: np.ndarray) -> dict[str, Any]:
+    """How far the commanded (and measured) TCP went outside the workspace box; the smallest joint-limit margin."""
+    scenario: Scenario = record.scenario
+    robot = record.robot
+    ws_excursion = ws_measured = None
+    if scenario.workspace is not None and len(q):
+        from robot_stack.control.safety import WorkspaceBox
+        from robot_stack.kinematics.ik import panda_ik
+
+        box = WorkspaceBox(np.array(scenario.workspace[0]), np.array(scenario.workspace[1]))
+        fk = panda_ik().fk_xyz
+        ws_excursion = max(box.outside_by(fk(qi)) for qi in q)
+        if robot.tcp_meas:
+            ws_measured = max(box.outside_by(np.asarray(p)) for p in robot.tcp_meas)
+    lim = robot.limits
+    margin = float(np.min(np.minimum(q - lim.lower, lim.upper - q))) if len(q) else None
+    return {
+        "tcp_outside_workspace_m": _round(ws_excursion, 4),
+        "tcp_outside_workspace_measured_m": _round(ws_measured, 4),
+        "min_joint_limit_margin_rad": _round(margin, 4),
+    }
+
+
+def _task_figures(record: Any) -> dict[str, Any]:
+    """Success, success after the first fault, times to success, recoveries."""
+    scenario: Scenario = record.scenario
+    episodes = record.episodes
+    first_fault = min((f.start_s for f in scenario.faults if f.kind != "clock_skew"), default=0.0)
+    succ_times = [e["time_to_success_s"] for e in episodes]
+    return {
+        "episodes": len(episodes),
+        "task_success": bool(episodes) and all(e["success"] for e in episodes),
+        "success_rate": sum(e["success"] for e in episodes) / max(1, len(episodes)),
+        "success_after_faults": bool(episodes) and all(s is not None and s >= first_fault for s in succ_times),
+        "time_to_success_s": [_round(s) for s in succ_times],
+        "recoveries": sum(int(e.get("recoveries", 0)) for e in episodes),
+    }
+
+
+def compute_metrics(record: Any) -> dict[str, Any]:
+    """Compute the metrics (see the module docstring) from a finished run's record."""
+    robot = record.robot
+    t, q, states = _command_arrays(robot)
+    executor = _executor_totals(record)
+    return {
+        "scenario": record.scenario.name,
+        "commands": int(robot.commands),
+        "unsafe_commands": robot.unsafe_total,
+        "unsafe_by_limit": dict(robot.unsafe),
+        "max_jerk_rad_s3": _round(robot.max_jerk, 1),
+        "max_jerk_ratio": _round(robot.max_jerk_ratio, 4),
+        **_task_figures(record),
+        **_hold_timing(record, t, q, states),
+        **executor,
+        **_cycle_outcomes(record, executor["executor_rejections"]),
+        **_limits_figures(record, q),
+        **_clock_figures(record),
         "fault_windows": [
             {
                 "fault": w.label,

@@ -4,6 +4,7 @@ A scenario file (YAML) looks like::
 
     name: partition
     description: the network between robot and policy server goes silent for 1.4 s
+    stack: demo            # the stack preset (robot_stack/configs) or a YAML file next to the scenario
     tier: short            # short (CI) | soak (marked slow)
     seed: 3                # cube placement of episode 0 (episode i uses seed + i)
     episodes: 1
@@ -115,6 +116,8 @@ class Scenario:
     Attributes:
         name: identifier (report file names).
         description: one line for humans.
+        stack: the stack under test: a preset name (``robot_stack/configs/<stack>.yaml``) or a YAML path
+            (relative to the scenario file); the scenario's settings below override it.
         tier: ``short`` (runs in CI) or ``soak`` (pytest marker ``slow``).
         seed: cube placement of the first episode.
         episodes: episodes run back to back with the same fault schedule.
@@ -130,6 +133,7 @@ class Scenario:
 
     name: str
     description: str = ""
+    stack: str = "demo"
     tier: str = "short"
     seed: int = 0
     episodes: int = 1
@@ -141,6 +145,13 @@ class Scenario:
     faults: tuple[FaultSpec, ...] = ()
     expect: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+
+    def stack_path(self) -> str | Path:
+        """The stack preset name, or its file resolved against the scenario's folder."""
+        if not self.stack.endswith((".yaml", ".yml")):
+            return self.stack
+        path = Path(self.stack)
+        return path if path.is_absolute() or not self.source else Path(self.source).parent / path
 
     @property
     def faults_end_s(self) -> float:
@@ -161,6 +172,7 @@ class Scenario:
         known = {
             "name",
             "description",
+            "stack",
             "tier",
             "seed",
             "episodes",
@@ -210,6 +222,7 @@ class Scenario:
         return cls(
             name=raw["name"],
             description=str(raw.get("description", "")),
+            stack=str(raw.get("stack", "demo")),
             tier=tier,
             seed=int(raw.get("seed", 0)),
             episodes=episodes,

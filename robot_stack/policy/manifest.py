@@ -22,6 +22,9 @@ Example ``models/reach.yaml`` (next to ``models/reach.onnx``)::
     max_batch: 8                     # optional: the server may micro-batch up to 8 robots' requests (needs a
                                      # dynamic first dim on every input and output)
     compression: {front/rgb: png}    # optional: per-stream wire codec the clients should use (png|jpeg|zstd|lz4)
+    torch: {program: reach.pt2}      # optional: the same model as a torch program for `serve --engine torch`
+                                     # (.pt2 = torch.export, .pt/.ts = TorchScript): normalised inputs in, outputs
+                                     # out, in manifest order, exactly like the ONNX graph
     backbone:                        # optional split-rate model: a heavy backbone run at most at rate_hz per robot
       onnx: backbone.onnx            # whose outputs are cached and fed, by name, into the (light) main model
       rate_hz: 5
@@ -45,11 +48,28 @@ import yaml
 
 from robot_stack.config import read_yaml
 from robot_stack.errors import ConfigError
+from robot_stack.types import ActionHead
 
-__all__ = ["ACTION_HEADS", "PROVIDERS", "TENSOR_DTYPES", "BackboneSpec", "NormStats", "PolicyManifest", "TensorSpec"]
+__all__ = [
+    "ACTION_HEADS",
+    "DEMO_MANIFEST",
+    "PROVIDERS",
+    "SHIPPED_MODELS_DIR",
+    "TENSOR_DTYPES",
+    "TORCH_FORMATS",
+    "BackboneSpec",
+    "NormStats",
+    "PolicyManifest",
+    "TensorSpec",
+    "TorchSpec",
+]
 
 #: Action head types the decoders know.
-ACTION_HEADS = ("continuous", "binned", "latent_vq", "motion_tracks")
+ACTION_HEADS = tuple(h.value for h in ActionHead)
+#: The models shipped with the package (``robot_stack/policy/models``).
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent / "models"
+#: The demo's policy: ``reach-touch-v1`` (colour key + MLP -> ``ee_delta_xyz`` chunks), built by ``train-demo``.
+DEMO_MANIFEST = SHIPPED_MODELS_DIR / "reach-touch-v1.yaml"
 #: Execution providers by short name, fastest first.
 PROVIDERS = ("tensorrt", "cuda", "cpu")
 #: Tensor dtypes a manifest may declare (the wire whitelist).
@@ -65,6 +85,7 @@ _KEYS_OPTIONAL = (
     "max_batch",
     "compression",
     "backbone",
+    "torch",
 )
 _BACKBONE_KEYS = {"onnx", "inputs", "outputs", "rate_hz", "normalization"}
 
@@ -108,6 +129,31 @@ class NormStats:
             arr = np.array(getattr(self, attr), dtype=np.float32, copy=True)
             arr.setflags(write=False)
             object.__setattr__(self, attr, arr)
+
+
+#: Torch program file suffix -> how it is loaded (``torch.export.load`` or ``torch.jit.load``).
+TORCH_FORMATS = {".pt2": "export", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
+
+
+@dataclass(frozen=True)
+class TorchSpec:
+    """The model as a torch program, for the torch engine (:mod:`robot_stack.policy.torch_engine`).
+
+    The program takes the manifest's inputs, normalised, in manifest order and returns its outputs (a tensor or a
+    tuple) in manifest order — the contract of the ONNX graph. Loading it needs no model class: ``.pt2`` files are
+    ``torch.export`` programs, ``.pt``/``.ts`` TorchScript archives (treat both as code: load only trusted files,
+    as with the ONNX model next to them).
+
+    Attributes:
+        program: absolute path of the file.
+    """
+
+    program: Path
+
+    @property
+    def format(self) -> str:
+        """``export`` or ``torchscript``."""
+        return TORCH_FORMATS[self.program.suffix]
 
 
 @dataclass(frozen=True)
@@ -167,6 +213,7 @@ class PolicyManifest:
             > 1 needs a dynamic (-1) first dim on every input and output, of the backbone too.
         compression: request input name -> wire codec (see ``robot_stack.transport.codecs``).
         backbone: optional heavy model run at a lower rate (see :class:`BackboneSpec`).
+        torch: optional torch program of the same model (see :class:`TorchSpec`).
     """
 
     model_id: str
@@ -185,6 +232,7 @@ class PolicyManifest:
     max_batch: int = 1
     compression: Mapping[str, str] = field(default_factory=dict)
     backbone: BackboneSpec | None = None
+    torch: TorchSpec | None = None
 
     def __post_init__(self) -> None:
         where = f"manifest {self.source or self.model_id!s}"
@@ -194,6 +242,7 @@ class PolicyManifest:
             raise ConfigError(f"{where}: action_space must be a non-empty string such as 'ee_delta_xyz'")
         if self.action_head not in ACTION_HEADS:
             raise ConfigError(f"{where}: action_head {self.action_head!r} unknown; expected one of {ACTION_HEADS}")
+        object.__setattr__(self, "action_head", ActionHead(self.action_head).value)
         if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 1:
             raise ConfigError(f"{where}: horizon must be an int >= 1, got {self.horizon!r}")
         if not _positive(self.dt_s):
@@ -349,6 +398,7 @@ class PolicyManifest:
         if not isinstance(compression, dict) or not all(isinstance(v, str) for v in compression.values()):
             raise ConfigError(f"{where}: compression must map request input name -> codec name, e.g. {{rgb: png}}")
         backbone = _parse_backbone(data.get("backbone"), base_dir, where)
+        torch_spec = _parse_torch(data.get("torch"), base_dir, where)
         return cls(
             model_id=str(data["model_id"]) if data["model_id"] is not None else "",
             onnx_path=onnx_path,
@@ -366,6 +416,7 @@ class PolicyManifest:
             max_batch=data.get("max_batch", 1),
             compression={str(k): v for k, v in compression.items()},
             backbone=backbone,
+            torch=torch_spec,
         )
 
     def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
@@ -394,6 +445,8 @@ class PolicyManifest:
             out["compression"] = dict(self.compression)
         if self.backbone is not None:
             out["backbone"] = self.backbone.to_dict(_relative(self.backbone.onnx_path, relative_to))
+        if self.torch is not None:
+            out["torch"] = {"program": _relative(self.torch.program, relative_to)}
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -409,6 +462,7 @@ class PolicyManifest:
         out.pop("onnx")
         if "backbone" in out:
             out["backbone"].pop("onnx")
+        out.pop("torch", None)
         out["request_inputs"] = [t.to_dict() for t in self.request_inputs]
         return out
 
@@ -458,6 +512,27 @@ def _parse_backbone(raw: Any, base_dir: str | Path, where: str) -> BackboneSpec 
         if name not in specs or not specs[name].dtype.startswith("float"):
             raise ConfigError(f"{where}: backbone normalization for {name!r}, which is not a float backbone tensor")
     return BackboneSpec(onnx_path, inputs, outputs, raw["rate_hz"], norm)
+
+
+def _parse_torch(raw: Any, base_dir: str | Path, where: str) -> TorchSpec | None:
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, dict)
+        or set(raw) != {"program"}
+        or not isinstance(raw["program"], str)
+        or not raw["program"]
+    ):
+        raise ConfigError(f"{where}: torch must be a mapping with exactly one key, program: <file> (.pt2 or .pt)")
+    program = Path(raw["program"])
+    if program.suffix not in TORCH_FORMATS:
+        raise ConfigError(
+            f"{where}: torch.program {raw['program']!r} has an unknown suffix; use .pt2 (torch.export) or "
+            f".pt/.ts (TorchScript)"
+        )
+    if not program.is_absolute():
+        program = (Path(base_dir) / program).resolve()
+    return TorchSpec(program)
 
 
 def _positive(x: Any) -> bool:

@@ -21,9 +21,10 @@ import numpy as np
 from robot_stack.clock import Clock, MonotonicClock
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.batching import batch_rows, group_compatible, split, stack
+from robot_stack.policy.gpu_env import ENGINES
 from robot_stack.policy.manifest import PolicyManifest
-from robot_stack.policy.runtime import OnnxPolicy, validate_arrays
-from robot_stack.transport.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from robot_stack.policy.runtime import validate_arrays, validate_declared
+from robot_stack.transport.protocol import DEFAULT_MAX_MESSAGE_BYTES, ArraySpec
 from robot_stack.transport.server import MAX_TRACKED_CLIENTS, BatchItem, PolicyServer
 
 __all__ = ["PolicyService", "main", "serve"]
@@ -35,7 +36,8 @@ ECHO_META_KEYS = ("t_obs_ns", "episode", "step")
 
 
 class PolicyService:
-    """A :class:`PolicyServer` handler that runs a policy backend (:class:`OnnxPolicy` or a TensorRT policy).
+    """A :class:`PolicyServer` handler that runs a policy backend (ONNX Runtime, TensorRT or torch; see
+    :mod:`robot_stack.policy.backends`).
 
     Request arrays must be exactly the manifest's :attr:`~PolicyManifest.request_inputs` (names, dtypes, shapes);
     the reply carries every output plus meta ``{model_id, action_space, action_head, dt_s, horizon,
@@ -78,7 +80,11 @@ class PolicyService:
         self._request_names = [t.name for t in m.request_inputs]
         self._feature_names = [t.name for t in m.backbone.outputs] if m.backbone else []
         self._decoder_direct = [t.name for t in m.inputs if t.name not in set(self._feature_names)]
-        self._cache: collections.OrderedDict[str, tuple[int, dict[str, np.ndarray]]] = collections.OrderedDict()
+        #: (client, robot) -> (time computed ns, backbone outputs): robot ids are the clients' choice, so one
+        #: client's features are never served to another that happens to use the same robot id.
+        self._cache: collections.OrderedDict[tuple[str, str], tuple[int, dict[str, np.ndarray]]] = (
+            collections.OrderedDict()
+        )
         self._lock = threading.Lock()
         self.backbone_runs = 0
         self.decoder_runs = 0
@@ -102,21 +108,24 @@ class PolicyService:
         threads: int | None = None,
         engine: str = "ort",
         clock: Clock | None = None,
+        precision: str | None = None,
     ) -> PolicyService:
-        """Load the main model (and the backbone, if declared) with ONNX Runtime (``engine="ort"``) or native
-        TensorRT with automatic ORT fallback (``engine="tensorrt"``, see :mod:`robot_stack.policy.tensorrt`)."""
-        if engine not in ("ort", "tensorrt"):
-            raise ConfigError(f"engine {engine!r} unknown; choose ort or tensorrt")
+        """Load the main model (and the backbone, if declared) on ``engine`` — ``ort`` (ONNX Runtime; a GPU
+        provider is gated), ``tensorrt`` (native engine) or ``torch`` (the manifest's torch program; the backbone,
+        which has none, runs on ONNX Runtime) — behind the accuracy gate, falling back to ONNX Runtime with a
+        logged reason on any failure (:func:`robot_stack.policy.backends.load_backend`)."""
+        from robot_stack.policy.backends import load_backend
 
-        def load(man: PolicyManifest) -> Any:
-            if engine == "tensorrt":
-                from robot_stack.policy.tensorrt import load_policy
+        if engine not in ENGINES:
+            raise ConfigError(f"engine {engine!r} unknown; choose one of {ENGINES}")
 
-                return load_policy(man, "tensorrt", strict=strict, provider=provider, intra_op_threads=threads)
-            return OnnxPolicy(man, provider, strict=strict, intra_op_threads=threads)
+        def load(man: PolicyManifest, eng: str) -> Any:
+            return load_backend(man, eng, provider=provider, precision=precision, strict=strict, threads=threads).policy
 
-        backbone = load(manifest.backbone_manifest()) if manifest.backbone is not None else None
-        return cls(load(manifest), backbone, clock=clock)
+        backbone = None
+        if manifest.backbone is not None:
+            backbone = load(manifest.backbone_manifest(), "ort" if engine == "torch" else engine)
+        return cls(load(manifest, engine), backbone, clock=clock)
 
     def warmup(self) -> None:
         """Run each backend once on zeros so the first request does not pay for lazy initialisation."""
@@ -125,6 +134,16 @@ class PolicyService:
                 backend.warmup()
 
     # ------------------------------------------------------------------------------------------- requests
+    @property
+    def compression(self) -> dict[str, str]:
+        """Request input -> the wire codec the manifest declares for it (the only codec the server accepts)."""
+        return dict(self.manifest.compression)
+
+    def check_request(self, specs: Sequence[ArraySpec]) -> None:
+        """Refuse (:class:`PolicyError`) a request whose *declared* arrays are not exactly the model's request
+        inputs (names, dtypes, shapes); the server calls this before decoding anything."""
+        validate_declared(self.manifest.request_inputs, {s.name: (s.dtype, s.shape) for s in specs}, self.model_id)
+
     def __call__(
         self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -163,7 +182,7 @@ class PolicyService:
             if isinstance(out, BaseException):
                 results[i] = out
                 continue
-            reply_meta = {**self._meta, **extra_meta[i]}
+            reply_meta = {**self._meta, **extra_meta[i], "provider": self.policy.provider}
             for key in ECHO_META_KEYS:
                 if key in items[i].meta:
                     reply_meta[key] = items[i].meta[key]
@@ -184,7 +203,7 @@ class PolicyService:
         now = self._clock.now_ns()
         stale: dict[int, dict[str, np.ndarray]] = {}
         for i in ok:
-            cached = self._cache.get(items[i].robot)
+            cached = self._cache.get((items[i].client, items[i].robot))
             rows = batch_rows(items[i].arrays, self._request_names)
             if cached is None or now - cached[0] >= period or batch_rows(cached[1], self._feature_names) != rows:
                 stale[i] = {t.name: items[i].arrays[t.name] for t in self.manifest.backbone.inputs}
@@ -192,15 +211,16 @@ class PolicyService:
             if isinstance(out, BaseException):
                 results[i] = out
                 continue
-            self._cache.pop(items[i].robot, None)
-            self._cache[items[i].robot] = (now, {n: np.array(a) for n, a in out.items()})
+            key = (items[i].client, items[i].robot)
+            self._cache.pop(key, None)
+            self._cache[key] = (now, {n: np.array(a) for n, a in out.items()})
             while len(self._cache) > MAX_TRACKED_CLIENTS:
                 self._cache.popitem(last=False)
         alive = []
         for i in ok:
             if results[i] is not None:
                 continue
-            t_cached, features = self._cache[items[i].robot]
+            t_cached, features = self._cache[(items[i].client, items[i].robot)]
             feeds[i].update(features)
             extra_meta[i] = {"backbone_ran": i in stale, "backbone_age_ms": (now - t_cached) / 1e6}
             alive.append(i)
@@ -265,6 +285,7 @@ def serve(
     curve_secret: str | Path | None = None,
     allow_dir: str | Path | None = None,
     engine: str = "ort",
+    precision: str | None = None,
 ) -> None:
     """Load the model and serve it until SIGINT/SIGTERM (or ``stop_event`` is set). Blocking.
 
@@ -278,21 +299,30 @@ def serve(
         stop_event: alternative to signals (e.g. when serving from a non-main thread).
         curve_secret: the server's ``.key_secret`` file (``robot-stack keys generate DIR --name server --server``);
             enables CURVE encryption and authentication.
-        allow_dir: folder of allowed client ``.key`` files (needs ``curve_secret``); without it any client that
-            knows the server's public key may connect.
-        engine: ``ort`` (ONNX Runtime, ``provider`` picks the EP) or ``tensorrt`` (native engine, falls back to
-            ORT with a logged reason).
+        allow_dir: folder of allowed client ``.key`` files, each optionally with a ``<name>.robots`` file of the
+            robot ids it may use (see :mod:`robot_stack.transport.keys`; needs ``curve_secret``); without it any
+            client that knows the server's public key may connect.
+        engine: ``ort`` (ONNX Runtime, ``provider`` picks the EP), ``tensorrt`` (native engine) or ``torch`` (the
+            manifest's torch program); every GPU path is gated and falls back to ORT with a logged reason.
+        precision: engine precision (TensorRT fp32/fp16/int8, default fp16; torch fp32/fp16/bf16; ORT TensorRT EP
+            fp32/fp16), None = the engine's default.
+
+    At start the backend check (:func:`robot_stack.policy.gpu_env.check_backends`) is logged: which path will run
+    and why, and what is missing for the faster ones.
     """
-    from robot_stack.transport.keys import load_allow_dir, load_key_pair
+    from robot_stack.transport.keys import load_allow_list, load_key_pair
 
     if allow_dir is not None and curve_secret is None:
         raise ConfigError("--allow-dir needs --curve-secret (client keys are checked by CURVE)")
     secret = load_key_pair(curve_secret).secret_key if curve_secret is not None else None
-    allowed = load_allow_dir(allow_dir) if allow_dir is not None else None
+    allowed = load_allow_list(allow_dir) if allow_dir is not None else None
     if secret is None and not _is_loopback(bind):
         log.warning("serving on %s without CURVE: anyone who can reach it can use the model", bind)
     manifest = PolicyManifest.load(manifest_path)
-    service = PolicyService.from_manifest(manifest, provider, strict=strict, threads=threads, engine=engine)
+    _log_backend_check(engine, provider, manifest, precision)
+    service = PolicyService.from_manifest(
+        manifest, provider, strict=strict, threads=threads, engine=engine, precision=precision
+    )
     service.warmup()
     stop = stop_event or threading.Event()
     previous: dict[int, Any] = {}
@@ -323,6 +353,18 @@ def serve(
             signal.signal(sig, handler)
 
 
+def _log_backend_check(engine: str, provider: str | None, manifest: PolicyManifest, precision: str | None) -> None:
+    from robot_stack.policy.gpu_env import check_backends
+
+    try:
+        report = check_backends(engine, provider, manifest=manifest, precision=precision)
+    except Exception as exc:  # a diagnostic must never stop the server from starting
+        log.warning("backend check failed (%s: %s); loading anyway", type(exc).__name__, exc)
+        return
+    for line in report.lines():
+        (log.info if report.ok else log.warning)("%s", line)
+
+
 def _is_loopback(bind: str) -> bool:
     host = bind.split("://", 1)[-1].rsplit(":", 1)[0]
     return bind.startswith(("inproc://", "ipc://")) or host in ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -336,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--provider", default=None, choices=["cpu", "cuda", "tensorrt"])
     parser.add_argument("--strict", action="store_true", help="fail if the provider is unavailable")
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
-    parser.add_argument("--engine", default="ort", choices=["ort", "tensorrt"], help="ONNX Runtime or native TRT")
+    parser.add_argument("--engine", default="ort", choices=list(ENGINES), help="ONNX Runtime, native TRT or torch")
+    parser.add_argument("--precision", default=None, help="fp32|fp16|int8 (TensorRT), fp32|fp16|bf16 (torch)")
     parser.add_argument("--curve-secret", help="server .key_secret file: enables CURVE")
     parser.add_argument("--allow-dir", help="folder of allowed client .key files (needs --curve-secret)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -359,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             curve_secret=args.curve_secret,
             allow_dir=args.allow_dir,
             engine=args.engine,
+            precision=args.precision,
         )
     except RobotStackError as exc:
         log.error("%s: %s", type(exc).__name__, exc)

@@ -1,62 +1,88 @@
-"""Native TensorRT backend: build an engine from the manifest's ONNX model, cache it, check it, run it.
+"""Native TensorRT backend: build an engine from the manifest's ONNX model, cache it, run it.
 
-* **Build** (``tensorrt`` Python API, TensorRT 8.6+ / 10.x): ONNX parser, FP32/FP16/INT8 (INT8 with an entropy
-  calibrator fed from calibration inputs), one optimisation profile covering every dynamic dim
-  (:class:`ShapeProfile`; the batch dim spans ``1..max_batch``).
-* **Cache**: ``<cache_dir>/<digest>.engine`` (+ ``.json`` with the key and the accuracy result). The digest is
-  :func:`engine_cache_key`: SHA-256 of the ONNX file's hash, the GPU model, the TensorRT version, the precision
-  and the shape profiles, so an engine is never reused on another GPU, TensorRT or shape range.
-* **Accuracy check**: before an engine is used, its outputs on seeded random inputs (at the ``opt`` and ``max``
-  shapes) are compared with ONNX Runtime (CPU) on the same inputs (:func:`compare_outputs`, tolerances per
-  precision in :data:`TOLERANCES`).
-* **Fallback**: :func:`load_policy` returns an ONNX Runtime :class:`OnnxPolicy` instead, with the reason logged
-  and returned, when ``tensorrt``, the CUDA runtime bindings or a GPU are missing, the build fails, or the
-  accuracy check fails.
+* **Build** (``tensorrt`` Python API; TensorRT 8.6, 10.x and 11.x): the ONNX parser reads the model *from its file*
+  (``parse_from_file``), so external weights (models over 2 GB) are found next to it. One optimisation profile
+  covers every dynamic dim (:class:`ShapeProfile`; the batch dim spans ``1..max_batch``). Precision:
 
-Device memory and copies use the CUDA runtime from ``cuda-python`` (``cuda.bindings.runtime`` or the older
-``cuda.cudart``). On a machine without them only the fallback path runs; the build/inference tests are marked
-``gpu``.
+  - TensorRT <= 10 (weak typing): FP32, ``BuilderFlag.FP16``, ``BuilderFlag.INT8`` with an entropy calibrator fed
+    with recorded frames (:mod:`robot_stack.policy.calibration_data`);
+  - TensorRT 11 (strongly typed networks only; the FP16/INT8 flags and the calibrator were removed): the precision
+    is put into the graph first (:mod:`robot_stack.policy.onnx_variants`: an FP16 copy, or INT8 Q/DQ calibrated
+    on recorded frames) and the network is built strongly typed.
+
+  FP32 builds clear ``BuilderFlag.TF32`` unless ``tf32=True`` (TF32 is on by default in TensorRT and would make
+  FP32 engines fail an FP32 accuracy gate they do not deserve to fail).
+* **Cache**: ``<cache_dir>/<digest>.engine`` (+ ``.json`` with the key). The digest (:func:`engine_cache_key`)
+  covers the ONNX file and its external data, the GPU name *and* compute capability (every Jetson Orin reports
+  the name "Orin"), the TensorRT version and API generation, precision, TF32, workspace, shape profiles and the
+  INT8 calibration data. A cache that cannot be written (read-only, full) is logged and the engine served from
+  memory; one that cannot be read is rebuilt.
+* **Run**: every engine output is bound (an engine with outputs the manifest does not list still executes); the
+  manifest's outputs are returned. Device failures raise :class:`~robot_stack.errors.BackendError`.
+* **Release**: :meth:`TrtPolicy.close` frees device buffers, the stream, the execution context and the engine;
+  it runs on every failure after the engine was loaded, and when the accuracy gate rejects the engine.
+
+Selection (accuracy gate, memory order, fallback to ONNX Runtime on *any* failure) is
+:func:`robot_stack.policy.backends.load_backend`; :func:`choose_backend` / :func:`load_policy` are its TensorRT
+entry points. Device memory and copies use the CUDA runtime from ``cuda-python`` (``cuda.bindings.runtime`` or the
+older ``cuda.cudart``). Build and inference on a GPU are tested under ``pytest -m gpu``; everything else runs on
+the CPU against a fake ``tensorrt``/``cuda`` module built from the real 10.x/11.x Python APIs (tests/fake_gpu.py).
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from robot_stack.bench.common import time_calls
-from robot_stack.errors import ConfigError, PolicyError
-from robot_stack.policy.manifest import PolicyManifest, TensorSpec
-from robot_stack.policy.runtime import OnnxPolicy, finish_outputs, normalize_inputs, validate_arrays
+from robot_stack.errors import BackendError, ConfigError, PolicyError
+from robot_stack.policy.accuracy import (
+    TOLERANCES,
+    AccuracyReport,
+    check_accuracy,
+    compare_outputs,
+    sample_inputs,
+)
+from robot_stack.policy.gpu_env import (
+    CudaRuntime,
+    GpuDevice,
+    TensorRTInfo,
+    cuda_call,
+    probe_cuda,
+    probe_tensorrt,
+)
+from robot_stack.policy.manifest import PolicyManifest
+from robot_stack.policy.onnx_variants import file_sha256, fp16_variant, int8_qdq_variant, weights_digest
+from robot_stack.policy.runtime import finish_outputs, normalize_inputs, validate_arrays
 
 __all__ = [
     "PRECISIONS",
     "TOLERANCES",
     "AccuracyReport",
-    "BackendChoice",
-    "CompileReport",
+    "EngineArtifact",
     "EngineKey",
     "ShapeProfile",
+    "TrtEnvironment",
     "TrtPolicy",
-    "add_compile_parser",
+    "arrays_sha256",
     "check_accuracy",
     "choose_backend",
     "compare_outputs",
-    "compile_manifest",
-    "compile_model",
     "default_profiles",
     "engine_cache_key",
     "file_sha256",
     "load_policy",
+    "prepare_engine",
     "sample_inputs",
     "select_backend",
     "trt_environment",
@@ -65,9 +91,8 @@ __all__ = [
 log = logging.getLogger("robot_stack.policy.tensorrt")
 
 PRECISIONS = ("fp32", "fp16", "int8")
-#: precision -> (rtol, atol): an output passes if ``max|trt - ort| <= atol + rtol * max|ort|``.
-TOLERANCES: dict[str, tuple[float, float]] = {"fp32": (1e-3, 1e-4), "fp16": (2e-2, 1e-3), "int8": (1e-1, 1e-2)}
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
+_HEX = frozenset("0123456789abcdef")
 
 
 # ----------------------------------------------------------------------------------------- cache keys
@@ -94,22 +119,46 @@ class ShapeProfile:
 
 @dataclass(frozen=True)
 class EngineKey:
-    """Everything an engine depends on. Two keys are equal iff their :meth:`digest` is."""
+    """Everything an engine depends on. Two keys are equal iff their :meth:`digest` is.
+
+    Attributes:
+        onnx_sha256: the ``.onnx`` file. external_data_sha256: its external weight files ("" when none).
+        gpu: GPU name (whitespace normalised). compute_capability: ``"8.7"``; multiprocessors: SM count (names
+            are ambiguous: every Jetson Orin says "Orin", and Orin Nano, NX and AGX all are sm 8.7).
+        trt_version: TensorRT version. strongly_typed: built as a strongly typed network (TensorRT 11 API).
+        precision: fp32 | fp16 | int8. tf32: TF32 math allowed in FP32 layers. workspace_bytes: builder workspace.
+        calibration_sha256: the INT8 calibration inputs ("" for other precisions).
+        profiles: the shape profiles, sorted by input name.
+    """
 
     onnx_sha256: str
     gpu: str
     trt_version: str
     precision: str
     profiles: tuple[ShapeProfile, ...]
+    external_data_sha256: str = ""
+    compute_capability: str = ""
+    workspace_bytes: int = 0
+    tf32: bool = False
+    calibration_sha256: str = ""
+    strongly_typed: bool = False
+    multiprocessors: int = 0
 
     def canonical(self) -> str:
         """Canonical JSON (sorted keys, profiles sorted by name, no whitespace): the hashed text."""
         data = {
             "format": _CACHE_FORMAT,
             "onnx_sha256": self.onnx_sha256,
+            "external_data_sha256": self.external_data_sha256,
             "gpu": self.gpu,
+            "compute_capability": self.compute_capability,
+            "multiprocessors": self.multiprocessors,
             "trt_version": self.trt_version,
+            "strongly_typed": self.strongly_typed,
             "precision": self.precision,
+            "tf32": self.tf32,
+            "workspace_bytes": self.workspace_bytes,
+            "calibration_sha256": self.calibration_sha256,
             "profiles": [
                 {"name": p.name, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)}
                 for p in sorted(self.profiles, key=lambda p: p.name)
@@ -123,30 +172,69 @@ class EngineKey:
 
 
 def engine_cache_key(
-    onnx_sha256: str, gpu: str, trt_version: str, precision: str, profiles: Sequence[ShapeProfile]
+    onnx_sha256: str,
+    gpu: str,
+    trt_version: str,
+    precision: str,
+    profiles: Sequence[ShapeProfile],
+    *,
+    external_data_sha256: str = "",
+    compute_capability: str = "",
+    workspace_bytes: int = 0,
+    tf32: bool = False,
+    calibration_sha256: str = "",
+    strongly_typed: bool = False,
+    multiprocessors: int = 0,
 ) -> EngineKey:
     """Build the (deterministic) cache key of an engine; GPU name whitespace is normalised, profile order ignored.
 
     Raises:
-        ConfigError: unknown precision, malformed hash, or two profiles for one input.
+        ConfigError: unknown precision, malformed hash or compute capability, negative workspace, INT8 without
+            calibration data (or calibration data for another precision), or two profiles for one input.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} unknown; choose one of {PRECISIONS}")
-    if len(onnx_sha256) != 64 or any(c not in "0123456789abcdef" for c in onnx_sha256):
-        raise ConfigError(f"onnx_sha256 must be 64 lowercase hex chars, got {onnx_sha256!r:.80}")
+    for label, value, optional in (
+        ("onnx_sha256", onnx_sha256, False),
+        ("external_data_sha256", external_data_sha256, True),
+        ("calibration_sha256", calibration_sha256, True),
+    ):
+        if (value or not optional) and (len(value) != 64 or not set(value) <= _HEX):
+            raise ConfigError(f"{label} must be 64 lowercase hex chars, got {value!r:.80}")
+    if compute_capability and not all(p.isdigit() for p in compute_capability.split(".", 1)):
+        raise ConfigError(f"compute_capability must look like '8.7', got {compute_capability!r}")
+    if int(workspace_bytes) < 0:
+        raise ConfigError(f"workspace_bytes must be >= 0, got {workspace_bytes}")
+    if (precision == "int8") != bool(calibration_sha256):
+        raise ConfigError("calibration_sha256 is required for int8 and only for int8")
     names = [p.name for p in profiles]
     if len(set(names)) != len(names):
         raise ConfigError(f"one shape profile per input, got {names}")
     ordered = tuple(sorted(profiles, key=lambda p: p.name))
-    return EngineKey(onnx_sha256, " ".join(gpu.split()), str(trt_version), precision, ordered)
+    return EngineKey(
+        onnx_sha256,
+        " ".join(gpu.split()),
+        str(trt_version),
+        precision,
+        ordered,
+        external_data_sha256,
+        compute_capability,
+        int(workspace_bytes),
+        bool(tf32),
+        calibration_sha256,
+        bool(strongly_typed),
+        int(multiprocessors),
+    )
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 (hex) of a file, read in 1 MiB blocks."""
+def arrays_sha256(sets: Sequence[Mapping[str, np.ndarray]]) -> str:
+    """SHA-256 over input sets (names sorted; dtype, shape and bytes of each array): the calibration data's key."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    for k, arrays in enumerate(sets):
+        for name in sorted(arrays):
+            a = np.ascontiguousarray(arrays[name])
+            digest.update(f"{k}:{name}:{a.dtype.str}:{a.shape}\n".encode())
+            digest.update(a.tobytes())
     return digest.hexdigest()
 
 
@@ -187,209 +275,132 @@ def default_profiles(
     return tuple(out)
 
 
-# -------------------------------------------------------------------------------------- accuracy check
-
-
-@dataclass(frozen=True)
-class AccuracyReport:
-    """Outcome of comparing a candidate backend with ONNX Runtime.
-
-    Attributes:
-        ok: every output of every sample within tolerance.
-        max_abs_err: output name -> worst ``max|candidate - reference|`` over the samples.
-        allowed: output name -> the tolerance it was held to (``atol + rtol * max|reference|``, worst sample).
-        samples: input sets compared.
-        reason: empty when ok, else which output failed and by how much.
-    """
-
-    ok: bool
-    max_abs_err: Mapping[str, float]
-    allowed: Mapping[str, float]
-    samples: int
-    reason: str = ""
-
-
-def compare_outputs(
-    reference: Sequence[Mapping[str, np.ndarray]],
-    candidate: Sequence[Mapping[str, np.ndarray]],
-    rtol: float,
-    atol: float,
-) -> AccuracyReport:
-    """Compare per-sample output maps; shapes and names must match exactly, values within tolerance."""
-    if len(reference) != len(candidate) or not reference:
-        raise PolicyError(f"accuracy check needs equally many samples, got {len(reference)} and {len(candidate)}")
-    errs: dict[str, float] = {}
-    allowed: dict[str, float] = {}
-    reasons: list[str] = []
-    for k, (ref, cand) in enumerate(zip(reference, candidate, strict=True)):
-        if set(ref) != set(cand):
-            reasons.append(f"sample {k}: outputs {sorted(cand)} but expected {sorted(ref)}")
-            continue
-        for name, r in ref.items():
-            r64 = np.asarray(r, dtype=np.float64)
-            c64 = np.asarray(cand[name], dtype=np.float64)
-            if r64.shape != c64.shape:
-                reasons.append(f"sample {k}: output {name!r} shape {c64.shape}, expected {r64.shape}")
-                continue
-            err = float(np.max(np.abs(c64 - r64))) if r64.size else 0.0
-            if not np.isfinite(err):
-                err = float("inf")
-            tol = atol + rtol * (float(np.max(np.abs(r64))) if r64.size else 0.0)
-            if err > errs.get(name, -1.0):
-                errs[name], allowed[name] = err, tol
-            if err > tol:
-                reasons.append(f"sample {k}: output {name!r} max abs error {err:.3g} > allowed {tol:.3g}")
-    return AccuracyReport(not reasons, errs, allowed, len(reference), "; ".join(reasons[:3]))
-
-
-def sample_inputs(
-    manifest: PolicyManifest, profiles: Sequence[ShapeProfile], seed: int = 0, shapes: Sequence[str] = ("opt", "max")
-) -> list[dict[str, np.ndarray]]:
-    """Seeded random inputs at the profiles' ``opt`` and ``max`` shapes, in the inputs' raw (un-normalised) units:
-    floats ~ mean + std * N(0, 1) of their normalisation stats (N(0, 1) without), uint8 over 0..255, other ints
-    over 0..9, bools fair coin flips."""
-    rng = np.random.default_rng(seed)
-    by_name = {p.name: p for p in profiles}
-    out = []
-    for which in shapes:
-        arrays: dict[str, np.ndarray] = {}
-        for spec in manifest.inputs:
-            shape = getattr(by_name[spec.name], which)
-            arrays[spec.name] = _random_tensor(rng, spec, shape, manifest)
-        out.append(arrays)
-    return out
-
-
-def _random_tensor(rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...], m: PolicyManifest) -> np.ndarray:
-    if spec.dtype.startswith("float"):
-        x = rng.standard_normal(shape)
-        stats = m.normalization.get(spec.name)
-        if stats is not None:
-            x = x * stats.std + stats.mean
-        return x.astype(spec.dtype)
-    if spec.dtype == "bool":
-        return rng.integers(0, 2, shape).astype(bool)
-    high = 256 if spec.dtype == "uint8" else 10
-    return rng.integers(0, high, shape).astype(spec.dtype)
-
-
-def check_accuracy(
-    reference: Any, candidate: Any, inputs: Sequence[Mapping[str, np.ndarray]], precision: str
-) -> AccuracyReport:
-    """Run both backends (anything with ``run(arrays) -> outputs``) on ``inputs`` and compare (:data:`TOLERANCES`).
-    A candidate that raises fails the check (its error is the reason)."""
-    rtol, atol = TOLERANCES[precision]
-    ref = [reference.run(x) for x in inputs]
-    try:
-        cand = [candidate.run(x) for x in inputs]
-    except PolicyError as exc:
-        return AccuracyReport(False, {}, {}, len(inputs), f"candidate failed to run: {exc}")
-    return compare_outputs(ref, cand, rtol, atol)
-
-
 # ------------------------------------------------------------------------------------ environment probe
 
 
 @dataclass(frozen=True)
-class _TrtEnv:
-    trt: Any
-    cudart: Any
-    version: str
-    gpu: str
+class TrtEnvironment:
+    """What a native TensorRT engine needs: the ``tensorrt`` module (and its API generation), the CUDA runtime
+    bindings and the GPU the engine is for."""
+
+    info: TensorRTInfo
+    cuda: CudaRuntime
+    device: GpuDevice
+
+    @property
+    def trt(self) -> Any:
+        return self.info.trt
+
+    @property
+    def cudart(self) -> Any:
+        return self.cuda.cudart
+
+    @property
+    def version(self) -> str:
+        return self.info.version
+
+    @property
+    def gpu(self) -> str:
+        return self.device.name
 
 
-def _import_cudart() -> Any:
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        from cuda import cudart  # type: ignore[no-redef]  # older cuda-python
-    return cudart
-
-
-def _cuda_check(result: Any, what: str) -> Any:
-    """cuda-python calls return ``(err, *values)``; raise PolicyError on an error, return the value(s)."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise PolicyError(f"CUDA {what} failed with error {err}")
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def trt_environment() -> _TrtEnv | str:
-    """The TensorRT module, the CUDA runtime bindings, TensorRT's version and GPU 0's name; or a string saying
-    why the native TensorRT path cannot run here."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        return f"the tensorrt Python package is not installed ({exc}); pip install tensorrt on a CUDA machine"
-    try:
-        cudart = _import_cudart()
-    except ImportError as exc:
-        return f"CUDA runtime bindings missing ({exc}); pip install cuda-python matching the CUDA driver"
-    try:
-        count = _cuda_check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
-        if count < 1:
-            return "no CUDA device visible (cudaGetDeviceCount = 0)"
-        props = _cuda_check(cudart.cudaGetDeviceProperties(0), "cudaGetDeviceProperties")
-    except PolicyError as exc:
-        return f"CUDA is not usable: {exc}"
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return _TrtEnv(trt, cudart, str(trt.__version__), name.rstrip("\x00").strip())
+def trt_environment(device: int = 0) -> TrtEnvironment | str:
+    """The TensorRT module, the CUDA runtime bindings and GPU ``device``; or a string saying why the native
+    TensorRT path cannot run here (with what to install)."""
+    info = probe_tensorrt()
+    if isinstance(info, str):
+        return info
+    cuda = probe_cuda()
+    if isinstance(cuda, str):
+        return cuda
+    if not 0 <= device < len(cuda.devices):
+        return f"CUDA device {device} does not exist ({len(cuda.devices)} visible)"
+    return TrtEnvironment(info, cuda, cuda.devices[device])
 
 
 # --------------------------------------------------------------------------------------- engine build
 
 
 def _build_engine(
-    env: _TrtEnv,
+    env: TrtEnvironment,
     manifest: PolicyManifest,
     precision: str,
     profiles: Sequence[ShapeProfile],
     calibration: Sequence[Mapping[str, np.ndarray]] | None,
     workspace_bytes: int,
+    tf32: bool,
 ) -> bytes:
-    trt = env.trt
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if int(env.version.split(".")[0]) < 10:  # explicit batch is the only mode (and the flag deprecated) in 10.x
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(manifest.onnx_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise PolicyError(f"TensorRT cannot parse {manifest.onnx_path}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-    profile = builder.create_optimization_profile()
-    for p in profiles:
-        profile.set_shape(p.name, p.min, p.opt, p.max)
-    config.add_optimization_profile(profile)
-    if precision in ("fp16", "int8"):
-        if not getattr(builder, "platform_has_fast_fp16", True):  # (deprecated in TensorRT 10)
-            log.warning("this GPU has no fast FP16; building %s anyway", precision)
-        config.set_flag(trt.BuilderFlag.FP16)
-    calibrator = None
-    if precision == "int8":
-        if not calibration:
-            raise PolicyError("INT8 needs calibration inputs (a few representative observations)")
-        config.set_flag(trt.BuilderFlag.INT8)
-        calibrator = _make_calibrator(env, manifest, calibration)
-        config.int8_calibrator = calibrator
-        config.set_calibration_profile(profile)
-    t0 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    if calibrator is not None:
-        calibrator.free()
-    if serialized is None:
-        raise PolicyError(f"TensorRT failed to build an engine for {manifest.onnx_path} ({precision}); see its log")
-    log.info("built %s engine for %s in %.1f s", precision, manifest.model_id, time.perf_counter() - t0)
-    return bytes(serialized)
+    """Build and serialize an engine. Builder, network, parser and config are released before returning."""
+    trt, info = env.trt, env.info
+    feeds = [normalize_inputs(manifest, c) for c in calibration] if calibration else []
+    if precision == "int8" and not feeds:
+        raise PolicyError(
+            f"INT8 needs calibration data for {manifest.model_id}: recorded frames (robot-stack compile --int8 "
+            f"--calibration-data DATASET); random inputs would calibrate the wrong ranges"
+        )
+    with tempfile.TemporaryDirectory(prefix="robot-stack-trt-") as tmp:
+        source = manifest.onnx_path
+        flags = 0
+        if info.strongly_typed_only:  # TensorRT 11: precision lives in the graph
+            if precision == "fp16":
+                source = fp16_variant(manifest.onnx_path, Path(tmp) / "model-fp16.onnx")
+            elif precision == "int8":
+                source = int8_qdq_variant(manifest.onnx_path, Path(tmp) / "model-int8-qdq.onnx", feeds)
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)  # deprecated no-op in 11.x
+        elif info.major < 10:  # explicit batch is the only mode (and the flag deprecated) from 10.0
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(source)):  # from the file: external weights are found next to it
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise PolicyError(f"TensorRT cannot parse {source}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+        if tf32:
+            config.set_flag(trt.BuilderFlag.TF32)
+        else:
+            config.clear_flag(trt.BuilderFlag.TF32)  # on by default; FP32 engines are held to FP32 accuracy
+        profile = builder.create_optimization_profile()
+        for p in profiles:
+            profile.set_shape(p.name, p.min, p.opt, p.max)
+        config.add_optimization_profile(profile)
+        calibrator = None
+        if not info.strongly_typed_only:
+            if precision in ("fp16", "int8"):
+                config.set_flag(trt.BuilderFlag.FP16)
+            if precision == "int8":
+                if not info.int8_calibrator:
+                    raise PolicyError(f"TensorRT {info.version} has no INT8 calibrator API")
+                config.set_flag(trt.BuilderFlag.INT8)
+                calibrator = _make_calibrator(env, feeds)
+                config.int8_calibrator = calibrator
+                config.set_calibration_profile(profile)
+        t0 = time.perf_counter()
+        try:
+            serialized = builder.build_serialized_network(network, config)
+        finally:
+            if calibrator is not None:
+                calibrator.free()
+        if serialized is None:
+            raise PolicyError(f"TensorRT failed to build an engine for {manifest.onnx_path} ({precision}); see its log")
+        blob = bytes(serialized)
+        del serialized, parser, network, config, builder  # release the builder's memory before the engine loads
+    log.info(
+        "built %s engine for %s (TensorRT %s, %s) in %.1f s",
+        precision,
+        manifest.model_id,
+        info.version,
+        "strongly typed" if info.strongly_typed_only else "weakly typed",
+        time.perf_counter() - t0,
+    )
+    return blob
 
 
-def _make_calibrator(env: _TrtEnv, manifest: PolicyManifest, batches: Sequence[Mapping[str, np.ndarray]]) -> Any:
-    """An ``IInt8EntropyCalibrator2`` that feeds the (normalised) calibration inputs one set at a time."""
+def _make_calibrator(env: TrtEnvironment, feeds: Sequence[Mapping[str, np.ndarray]]) -> Any:
+    """An ``IInt8EntropyCalibrator2`` (TensorRT <= 10) that feeds the normalised calibration sets one at a time."""
     trt, cudart = env.trt, env.cudart
-    feeds = [normalize_inputs(manifest, b) for b in batches]
 
     class _Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
         def __init__(self) -> None:
@@ -411,11 +422,11 @@ def _make_calibrator(env: _TrtEnv, manifest: PolicyManifest, batches: Sequence[M
                 ptr, size = self._ptrs.get(name, (0, 0))
                 if size < host.nbytes:
                     if ptr:
-                        _cuda_check(cudart.cudaFree(ptr), "cudaFree")
-                    ptr, size = int(_cuda_check(cudart.cudaMalloc(host.nbytes), "cudaMalloc")), host.nbytes
+                        cuda_call(cudart.cudaFree(ptr), "cudaFree")
+                    ptr, size = int(cuda_call(cudart.cudaMalloc(host.nbytes), "cudaMalloc")), host.nbytes
                     self._ptrs[name] = (ptr, size)
                 kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-                _cuda_check(cudart.cudaMemcpy(ptr, host.ctypes.data, host.nbytes, kind), "cudaMemcpy")
+                cuda_call(cudart.cudaMemcpy(ptr, host.ctypes.data, host.nbytes, kind), "cudaMemcpy")
                 out.append(ptr)
             return out
 
@@ -433,28 +444,136 @@ def _make_calibrator(env: _TrtEnv, manifest: PolicyManifest, batches: Sequence[M
     return _Calibrator()
 
 
+# ---------------------------------------------------------------------------------------- engine cache
+
+
+@dataclass(frozen=True)
+class EngineArtifact:
+    """A serialized engine ready to load, and where it came from.
+
+    Attributes:
+        blob: the serialized engine. key: its :class:`EngineKey`. path: its cache file.
+        cache_hit: loaded from the cache rather than built. cache_error: why it could not be written to (or read
+            from) the cache ("" when it was). profiles: the shape profiles it was built for.
+    """
+
+    blob: bytes
+    key: EngineKey
+    path: Path
+    cache_hit: bool
+    cache_error: str
+    profiles: tuple[ShapeProfile, ...]
+
+
+def prepare_engine(
+    manifest: PolicyManifest,
+    precision: str = "fp16",
+    *,
+    env: TrtEnvironment | None = None,
+    cache_dir: str | Path | None = None,
+    max_batch: int | None = None,
+    dims: Mapping[str, Sequence[tuple[int, int, int]]] | None = None,
+    calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
+    workspace_mb: int = 1024,
+    rebuild: bool = False,
+    tf32: bool = False,
+) -> EngineArtifact:
+    """Load the engine from the cache, or build it (and try to cache it). No device memory stays allocated.
+
+    Args:
+        calibration: INT8 calibration input sets, raw (request) units, e.g. from
+            :func:`robot_stack.policy.calibration_data.recorded_frames`; required for ``int8``.
+
+    Raises:
+        BackendError: TensorRT/CUDA/GPU unusable. PolicyError: missing model files, the parse or build failed.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} unknown; choose one of {PRECISIONS}")
+    env = env or _environment()
+    if not manifest.onnx_path.is_file():
+        raise PolicyError(f"model file {manifest.onnx_path} not found")
+    profiles = default_profiles(manifest, max_batch, dims)
+    onnx_sha, ext_sha = weights_digest(manifest.onnx_path)
+    calib_sha = arrays_sha256(calibration) if precision == "int8" and calibration else ""
+    if precision == "int8" and not calib_sha:
+        raise PolicyError(
+            f"INT8 needs calibration data for {manifest.model_id}: recorded frames (robot-stack compile --int8 "
+            f"--calibration-data DATASET)"
+        )
+    key = engine_cache_key(
+        onnx_sha,
+        env.gpu,
+        env.version,
+        precision,
+        profiles,
+        external_data_sha256=ext_sha,
+        compute_capability=env.device.sm,
+        workspace_bytes=int(workspace_mb) << 20,
+        tf32=tf32,
+        calibration_sha256=calib_sha,
+        strongly_typed=env.info.strongly_typed_only,
+        multiprocessors=env.device.multiprocessors,
+    )
+    folder = Path(cache_dir) if cache_dir else manifest.onnx_path.parent / ".trt_engines"
+    path = folder / f"{key.digest()}.engine"
+    if path.is_file() and not rebuild:
+        try:
+            blob = path.read_bytes()
+            log.info("engine cache hit: %s", path)
+            return EngineArtifact(blob, key, path, True, "", profiles)
+        except OSError as exc:
+            log.warning("cannot read cached engine %s (%s); rebuilding", path, exc)
+    blob = _build_engine(env, manifest, precision, profiles, calibration, int(workspace_mb) << 20, tf32)
+    error = _store(path, blob, key, manifest)
+    return EngineArtifact(blob, key, path, False, error, profiles)
+
+
+def _store(path: Path, blob: bytes, key: EngineKey, manifest: PolicyManifest) -> str:
+    """Write the engine atomically (a concurrent reader never sees half of it); "" or why it could not."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(blob)
+        tmp.replace(path)
+        path.with_suffix(".json").write_text(
+            json.dumps({"key": json.loads(key.canonical()), "model_id": manifest.model_id}, indent=1)
+        )
+        return ""
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = f"engine cache {path.parent} is not writable ({type(exc).__name__}: {exc})"
+        log.warning("%s; serving the engine from memory, it will be rebuilt at the next start", reason)
+        return reason
+
+
+def _environment() -> TrtEnvironment:
+    env = trt_environment()
+    if isinstance(env, str):
+        raise BackendError(f"native TensorRT unavailable: {env}")
+    return env
+
+
 # -------------------------------------------------------------------------------------------- runtime
 
 
 class TrtPolicy:
     """Run a manifest's model as a TensorRT engine (same contract as :class:`OnnxPolicy`: ``run``,
-    ``validate_inputs``, ``warmup``, ``manifest``, ``provider``).
+    ``validate_inputs``, ``warmup``, ``close``, ``manifest``, ``provider``).
 
     Args:
         manifest: the model description (its ONNX file is what gets built).
         precision: ``fp32`` | ``fp16`` | ``int8``.
-        cache_dir: engine cache folder (default ``<model dir>/.trt_engines``).
-        max_batch: upper end of the batch-dim profile (default the manifest's ``max_batch``).
-        dims: ranges of dynamic non-batch dims (see :func:`default_profiles`).
-        calibration: INT8 calibration inputs (raw units, like requests); default: :func:`sample_inputs`.
-        workspace_mb: TensorRT builder workspace.
-        rebuild: ignore a cached engine.
+        artifact: a prepared engine (:func:`prepare_engine`); None = prepare it now with the keyword options
+            (``cache_dir``, ``max_batch``, ``dims``, ``calibration``, ``workspace_mb``, ``rebuild``, ``tf32``).
 
     Attributes:
-        key: the engine's :class:`EngineKey`; engine_path: its cache file; cache_hit: loaded rather than built.
+        key, engine_path, cache_hit, cache_error, profiles: from the artifact.
 
     Raises:
-        PolicyError: TensorRT/CUDA/GPU missing, the ONNX model does not parse, or the build fails.
+        BackendError: TensorRT/CUDA/GPU missing, the engine does not deserialize, no execution context, or a CUDA
+            call fails (everything allocated so far is released first). PolicyError: parse/build failure, or the
+            engine's tensors do not match the manifest.
     """
 
     def __init__(
@@ -462,63 +581,82 @@ class TrtPolicy:
         manifest: PolicyManifest,
         precision: str = "fp16",
         *,
-        cache_dir: str | Path | None = None,
-        max_batch: int | None = None,
-        dims: Mapping[str, Sequence[tuple[int, int, int]]] | None = None,
-        calibration: Sequence[Mapping[str, np.ndarray]] | None = None,
-        workspace_mb: int = 1024,
-        rebuild: bool = False,
+        artifact: EngineArtifact | None = None,
+        env: TrtEnvironment | None = None,
+        **prepare: Any,
     ) -> None:
-        env = trt_environment()
-        if isinstance(env, str):
-            raise PolicyError(f"native TensorRT unavailable: {env}")
-        if not manifest.onnx_path.is_file():
-            raise PolicyError(f"model file {manifest.onnx_path} not found")
         self.manifest = manifest
         self.precision = precision
         self.provider = f"tensorrt-native-{precision}"
-        self._env = env
-        self.profiles = default_profiles(manifest, max_batch, dims)
-        self.key = engine_cache_key(file_sha256(manifest.onnx_path), env.gpu, env.version, precision, self.profiles)
-        folder = Path(cache_dir) if cache_dir else manifest.onnx_path.parent / ".trt_engines"
-        self.engine_path = folder / f"{self.key.digest()}.engine"
-        self.cache_hit = self.engine_path.is_file() and not rebuild
-        if self.cache_hit:
-            blob = self.engine_path.read_bytes()
-            log.info("engine cache hit: %s", self.engine_path)
-        else:
-            calib = calibration if calibration is not None else sample_inputs(manifest, self.profiles, seed=1)
-            blob = _build_engine(env, manifest, precision, self.profiles, calib, workspace_mb << 20)
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.engine_path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(blob)
-            tmp.replace(self.engine_path)  # atomic: a concurrent reader never sees half an engine
-            self.engine_path.with_suffix(".json").write_text(
-                json.dumps({"key": json.loads(self.key.canonical()), "model_id": manifest.model_id}, indent=1)
-            )
-        trt, cudart = env.trt, env.cudart
+        self._env = env or _environment()
+        self._buffers: dict[str, tuple[int, int]] = {}
+        self._stream: Any = None
+        self._context: Any = None
+        self._engine: Any = None
+        self._runtime: Any = None
+        artifact = artifact or prepare_engine(manifest, precision, env=self._env, **prepare)
+        self.key, self.engine_path, self.cache_hit = artifact.key, artifact.path, artifact.cache_hit
+        self.cache_error, self.profiles = artifact.cache_error, artifact.profiles
+        try:
+            self._load(artifact.blob)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, blob: bytes) -> None:
+        trt, cudart = self._env.trt, self._env.cudart
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engine = self._runtime.deserialize_cuda_engine(blob)
         if self._engine is None:
-            raise PolicyError(f"cannot deserialize {self.engine_path}; delete it (or pass rebuild=True)")
+            raise BackendError(
+                f"TensorRT {self._env.version} cannot deserialize {self.engine_path} (built by another version or "
+                f"GPU, or damaged); delete it or rebuild"
+            )
         self._context = self._engine.create_execution_context()
-        self._stream = _cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._buffers: dict[str, tuple[int, int]] = {}
+        if self._context is None:
+            raise BackendError(
+                f"TensorRT could not create an execution context for {self.manifest.model_id} (out of device "
+                f"memory on {self._env.gpu}?)"
+            )
+        self._stream = cuda_call(cudart.cudaStreamCreate(), "cudaStreamCreate")
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        self._inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self._outputs = [t.name for t in manifest.outputs]
-        missing = sorted({t.name for t in manifest.inputs + manifest.outputs} - set(names))
+        modes = {n: self._engine.get_tensor_mode(n) for n in names}
+        self._inputs = [n for n in names if modes[n] == trt.TensorIOMode.INPUT]
+        self._all_outputs = [n for n in names if modes[n] == trt.TensorIOMode.OUTPUT]
+        self._outputs = [t.name for t in self.manifest.outputs]
+        declared_in = {t.name for t in self.manifest.inputs}
+        if set(self._inputs) != declared_in:
+            raise PolicyError(
+                f"engine {self.engine_path} has inputs {sorted(self._inputs)} but the manifest declares "
+                f"{sorted(declared_in)}"
+            )
+        missing = sorted(set(self._outputs) - set(self._all_outputs))
         if missing:
-            raise PolicyError(f"engine {self.engine_path} lacks tensors {missing} the manifest declares")
-        self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
+            raise PolicyError(f"engine {self.engine_path} lacks outputs {missing} the manifest declares")
+        extra = sorted(set(self._all_outputs) - set(self._outputs))
+        if extra:
+            log.info(
+                "engine %s has outputs the manifest does not list (bound, not returned): %s",
+                self.key.digest()[:12],
+                extra,
+            )
+        self._dtypes: dict[str, np.dtype] = {}
+        for n in names:
+            try:
+                self._dtypes[n] = np.dtype(trt.nptype(self._engine.get_tensor_dtype(n)))
+            except TypeError as exc:
+                raise BackendError(
+                    f"engine tensor {n!r} has a TensorRT type without a numpy equivalent ({exc})"
+                ) from exc
 
     def _device(self, name: str, nbytes: int) -> int:
         ptr, size = self._buffers.get(name, (0, 0))
         if size < max(nbytes, 1):
             cudart = self._env.cudart
             if ptr:
-                _cuda_check(cudart.cudaFree(ptr), "cudaFree")
-            ptr = int(_cuda_check(cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
+                cuda_call(cudart.cudaFree(ptr), "cudaFree")
+                del self._buffers[name]
+            ptr = int(cuda_call(cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
             self._buffers[name] = (ptr, max(nbytes, 1))
         return ptr
 
@@ -534,8 +672,10 @@ class TrtPolicy:
                 )
 
     def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Validate, normalise, copy in, execute, copy out, de-normalise, check (see :meth:`OnnxPolicy.run`)."""
+        """Validate, normalise, copy in, execute (every output bound), copy out, de-normalise, check."""
         self.validate_inputs(arrays)
+        if self._context is None:
+            raise BackendError(f"TensorRT policy {self.manifest.model_id} was closed")
         cudart = self._env.cudart
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         hosts = []
@@ -543,23 +683,25 @@ class TrtPolicy:
             host = np.ascontiguousarray(value, dtype=self._dtypes[name])
             hosts.append(host)
             ptr = self._device(name, host.nbytes)
-            self._context.set_input_shape(name, host.shape)
+            if not self._context.set_input_shape(name, host.shape):
+                raise BackendError(f"TensorRT rejected input shape {host.shape} for {name!r}")
             self._context.set_tensor_address(name, ptr)
-            _cuda_check(cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, h2d, self._stream), "H2D copy")
-        results = []
-        for name in self._outputs:
+            cuda_call(cudart.cudaMemcpyAsync(ptr, host.ctypes.data, host.nbytes, h2d, self._stream), "H2D copy")
+        results: dict[str, np.ndarray] = {}
+        for name in self._all_outputs:
             shape = tuple(self._context.get_tensor_shape(name))
             out = np.empty(shape, dtype=self._dtypes[name])
             self._context.set_tensor_address(name, self._device(name, out.nbytes))
-            results.append(out)
+            results[name] = out
         if not self._context.execute_async_v3(int(self._stream)):
-            raise PolicyError(f"TensorRT execution of {self.manifest.model_id} failed")
-        for name, out in zip(self._outputs, results, strict=True):
+            raise BackendError(f"TensorRT execution of {self.manifest.model_id} failed (see the TensorRT log)")
+        for name in self._outputs:
+            out = results[name]
             ptr = self._buffers[name][0]
-            _cuda_check(cudart.cudaMemcpyAsync(out.ctypes.data, ptr, out.nbytes, d2h, self._stream), "D2H copy")
-        _cuda_check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+            cuda_call(cudart.cudaMemcpyAsync(out.ctypes.data, ptr, out.nbytes, d2h, self._stream), "D2H copy")
+        cuda_call(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         del hosts  # kept alive until the copies finished
-        return finish_outputs(self.manifest, results)
+        return finish_outputs(self.manifest, [results[n] for n in self._outputs])
 
     def warmup(self, runs: int = 2) -> None:
         """Run on zeros at the profile's opt shapes."""
@@ -567,42 +709,39 @@ class TrtPolicy:
         for _ in range(runs):
             self.run(feed)
 
+    @property
+    def closed(self) -> bool:
+        return self._engine is None and self._stream is None and not self._buffers
+
     def close(self) -> None:
-        """Free device buffers and the stream (the engine goes with the object)."""
+        """Free device buffers and the stream, release the execution context, engine and runtime. Idempotent;
+        never raises (it runs on failure paths)."""
         cudart = self._env.cudart
         for ptr, _ in self._buffers.values():
-            cudart.cudaFree(ptr)
+            try:
+                cudart.cudaFree(ptr)
+            except Exception as exc:  # pragma: no cover - a dying device
+                log.warning("cudaFree failed while closing: %s", exc)
         self._buffers.clear()
         if self._stream is not None:
-            cudart.cudaStreamDestroy(self._stream)
+            try:
+                cudart.cudaStreamDestroy(self._stream)
+            except Exception as exc:  # pragma: no cover
+                log.warning("cudaStreamDestroy failed while closing: %s", exc)
             self._stream = None
+        self._context = None  # TensorRT frees an object when its last reference goes: context, engine, runtime
+        self._engine = None
+        self._runtime = None
 
 
 # --------------------------------------------------------------------------------- selection / fallback
 
 
-@dataclass(frozen=True)
-class BackendChoice:
-    """What :func:`load_policy` picked.
-
-    Attributes:
-        policy: the backend to use (``TrtPolicy`` or ``OnnxPolicy``).
-        backend: ``"tensorrt"`` or ``"ort"``.
-        reason: why ORT was used instead of TensorRT ("" when TensorRT was chosen or not asked for).
-        accuracy: the accuracy check of the TensorRT engine, if one ran.
-    """
-
-    policy: Any
-    backend: str
-    reason: str = ""
-    accuracy: AccuracyReport | None = None
-
-
-def select_backend(
-    reference: OnnxPolicy, candidate: Any, inputs: Sequence[Mapping[str, np.ndarray]], precision: str
-) -> BackendChoice:
+def select_backend(reference: Any, candidate: Any, inputs: Sequence[Mapping[str, np.ndarray]], precision: str) -> Any:
     """Use ``candidate`` only if it matches ``reference`` (ONNX Runtime) on ``inputs``; otherwise fall back to
-    ``reference`` and log why."""
+    ``reference`` and log why. Returns a :class:`~robot_stack.policy.backends.BackendChoice`."""
+    from robot_stack.policy.backends import BackendChoice
+
     report = check_accuracy(reference, candidate, inputs, precision)
     if report.ok:
         log.info("accuracy check passed for %s (%s): %s", reference.manifest.model_id, precision, report.max_abs_err)
@@ -610,29 +749,6 @@ def select_backend(
     reason = f"accuracy check against ONNX Runtime failed ({precision}): {report.reason}"
     log.warning("%s — falling back to ONNX Runtime for %s", reason, reference.manifest.model_id)
     return BackendChoice(reference, "ort", reason, report)
-
-
-def load_policy(
-    manifest: PolicyManifest,
-    backend: str = "tensorrt",
-    *,
-    precision: str = "fp16",
-    strict: bool = False,
-    provider: str | None = None,
-    intra_op_threads: int | None = None,
-    **trt_kwargs: Any,
-) -> Any:
-    """The policy backend to serve ``manifest`` with: a checked TensorRT engine, or ONNX Runtime with a logged
-    reason. See :func:`choose_backend` for the details; returns only the policy."""
-    return choose_backend(
-        manifest,
-        backend,
-        precision=precision,
-        strict=strict,
-        provider=provider,
-        intra_op_threads=intra_op_threads,
-        **trt_kwargs,
-    ).policy
 
 
 def choose_backend(
@@ -644,149 +760,28 @@ def choose_backend(
     provider: str | None = None,
     intra_op_threads: int | None = None,
     **trt_kwargs: Any,
-) -> BackendChoice:
-    """Build/load the TensorRT engine (``backend="tensorrt"``), check it against ONNX Runtime, and fall back to
-    ONNX Runtime (``provider``, default the manifest's preference) when anything fails.
+) -> Any:
+    """A gated TensorRT engine (``backend="tensorrt"``), or ONNX Runtime with the logged reason when anything fails
+    (see :func:`robot_stack.policy.backends.load_backend`). Returns a ``BackendChoice``.
 
     Raises:
         PolicyError: ``strict`` and TensorRT could not be used (the reason says why).
     """
     if backend not in ("tensorrt", "ort"):
         raise ConfigError(f"backend {backend!r} unknown; choose tensorrt or ort")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r} unknown; choose one of {PRECISIONS}")
-    ort_policy = OnnxPolicy(manifest, provider, intra_op_threads=intra_op_threads)
-    if backend == "ort":
-        return BackendChoice(ort_policy, "ort")
-    try:
-        candidate = TrtPolicy(manifest, precision, **trt_kwargs)
-    except PolicyError as exc:
-        if strict:
-            raise
-        reason = str(exc)
-        log.warning("%s — falling back to ONNX Runtime (%s) for %s", reason, ort_policy.provider, manifest.model_id)
-        return BackendChoice(ort_policy, "ort", reason)
-    reference = ort_policy if ort_policy.provider == "cpu" else OnnxPolicy(manifest, "cpu")
-    choice = select_backend(reference, candidate, sample_inputs(manifest, candidate.profiles), precision)
-    if choice.backend != "tensorrt":
-        if strict:
-            raise PolicyError(choice.reason)
-        return BackendChoice(ort_policy, "ort", choice.reason, choice.accuracy)
-    return choice
+    from robot_stack.policy.backends import load_backend
 
-
-# ----------------------------------------------------------------------------------------- compile CLI
-
-
-@dataclass(frozen=True)
-class CompileReport:
-    """Result of ``robot-stack compile``: what was built, whether it passed, and latency vs ONNX Runtime.
-
-    ``trt_p50_ms``/``ort_p50_ms`` are per-call latencies at the profile's opt shapes (ORT on its best provider).
-    """
-
-    model_id: str
-    precision: str
-    ok: bool
-    backend: str
-    reason: str = ""
-    engine_path: str = ""
-    cache_key: str = ""
-    cache_hit: bool = False
-    max_abs_err: Mapping[str, float] = field(default_factory=dict)
-    trt_p50_ms: float = 0.0
-    ort_p50_ms: float = 0.0
-    ort_provider: str = ""
-
-
-def compile_model(
-    manifest_path: str | Path,
-    precision: str = "fp32",
-    *,
-    max_batch: int | None = None,
-    cache_dir: str | Path | None = None,
-    rebuild: bool = False,
-    timing_runs: int = 50,
-) -> CompileReport:
-    """Build (or load from cache) and validate the engine of a manifest's model (and of its backbone, first, if
-    any — the report is the main model's); time it against ONNX Runtime."""
-    manifest = PolicyManifest.load(manifest_path)
-    opts: dict[str, Any] = {"max_batch": max_batch, "cache_dir": cache_dir, "rebuild": rebuild}
-    if manifest.backbone is not None:
-        sub = compile_manifest(manifest.backbone_manifest(), precision, timing_runs=0, **opts)
-        if not sub.ok:
-            return CompileReport(manifest.model_id, precision, False, "ort", f"backbone: {sub.reason}")
-    return compile_manifest(manifest, precision, timing_runs=timing_runs, **opts)
-
-
-def compile_manifest(
-    manifest: PolicyManifest,
-    precision: str,
-    *,
-    max_batch: int | None = None,
-    cache_dir: str | Path | None = None,
-    rebuild: bool = False,
-    timing_runs: int = 50,
-) -> CompileReport:
-    """:func:`compile_model` for an already loaded manifest (without its backbone)."""
-    choice = choose_backend(
-        manifest, "tensorrt", precision=precision, max_batch=max_batch, cache_dir=cache_dir, rebuild=rebuild
-    )
-    acc = dict(choice.accuracy.max_abs_err) if choice.accuracy else {}
-    if choice.backend != "tensorrt":
-        return CompileReport(manifest.model_id, precision, False, "ort", choice.reason, max_abs_err=acc)
-    trt_policy: TrtPolicy = choice.policy
-    report = dict(
-        model_id=manifest.model_id,
+    return load_backend(
+        manifest,
+        backend,
+        provider=provider,
         precision=precision,
-        ok=True,
-        backend="tensorrt",
-        engine_path=str(trt_policy.engine_path),
-        cache_key=trt_policy.key.digest(),
-        cache_hit=trt_policy.cache_hit,
-        max_abs_err=acc,
+        strict=strict,
+        threads=intra_op_threads,
+        trt_options=trt_kwargs,
     )
-    if timing_runs:
-        feed = sample_inputs(manifest, trt_policy.profiles, shapes=("opt",))[0]
-        ort_policy = OnnxPolicy(manifest)  # the manifest's preferred EP (CUDA on a GPU box)
-        report["trt_p50_ms"] = round(float(np.median(time_calls(lambda: trt_policy.run(feed), timing_runs))) * 1e3, 4)
-        report["ort_p50_ms"] = round(float(np.median(time_calls(lambda: ort_policy.run(feed), timing_runs))) * 1e3, 4)
-        report["ort_provider"] = ort_policy.provider
-    return CompileReport(**report)  # type: ignore[arg-type]
 
 
-def _cmd_compile(args: argparse.Namespace) -> int:
-    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
-    report = compile_model(
-        args.manifest, precision, max_batch=args.max_batch, cache_dir=args.cache_dir, rebuild=args.rebuild
-    )
-    if args.json:
-        print(json.dumps(asdict(report)))
-    elif report.ok:
-        print(
-            f"{report.model_id}: {precision} engine {'loaded from cache' if report.cache_hit else 'built'} and "
-            f"validated against ONNX Runtime (max abs err {report.max_abs_err})\n  {report.engine_path}\n"
-            f"  latency p50: TensorRT {report.trt_p50_ms} ms vs ONNX Runtime ({report.ort_provider}) "
-            f"{report.ort_p50_ms} ms"
-        )
-    else:
-        print(
-            f"{report.model_id}: no TensorRT engine; serving would fall back to ONNX Runtime. Reason: {report.reason}"
-        )
-    return 0 if report.ok else 1
-
-
-def add_compile_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``robot-stack compile MANIFEST [--fp16 | --int8] [--max-batch N] [--cache-dir D] [--rebuild]``;
-    exit code 0 = engine built (or cached) and validated, 1 = it could not be (reason printed)."""
-    parser = subparsers.add_parser("compile", help="build and validate a TensorRT engine for a model manifest")
-    parser.add_argument("manifest", help="model manifest YAML (or its .onnx with the YAML next to it)")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--fp16", action="store_true", help="allow FP16 kernels")
-    group.add_argument("--int8", action="store_true", help="INT8 (+FP16) with entropy calibration")
-    parser.add_argument("--max-batch", type=int, default=None, help="batch-dim profile max (default: manifest)")
-    parser.add_argument("--cache-dir", default=None, help="engine cache (default: <model dir>/.trt_engines)")
-    parser.add_argument("--rebuild", action="store_true", help="ignore a cached engine")
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    parser.set_defaults(func=_cmd_compile)
-    return parser
+def load_policy(manifest: PolicyManifest, backend: str = "tensorrt", **kwargs: Any) -> Any:
+    """The policy of :func:`choose_backend` (a checked TensorRT engine, or ONNX Runtime with a logged reason)."""
+    return choose_backend(manifest, backend, **kwargs).policy

@@ -1,7 +1,9 @@
 """Small real ONNX models built in code (for tests, benchmarks and serving drills; no downloads).
 
-:func:`build_toy_model` writes a batch-dynamic model: every input is cast to float32, flattened per row and
-concatenated, then ``[MatMul -> Relu ->] MatMul + bias`` and a reshape to the output's shape. The returned
+:func:`build_toy_model` writes a batch-dynamic model: every input is cast to float32 (NaN -> 0 for the inputs named
+in ``nan_to_zero``, as a model reading XYZ maps with invalid depth does), flattened per row and concatenated, then
+``[MatMul -> Relu ->] MatMul + bias`` and a reshape to the output's shape. ``external_data=True`` stores the
+weights in ``<model>.onnx.data`` next to the file, the way models over 2 GB must be stored. The returned
 :class:`ToyModel` knows its weights, so tests can compute the exact expected output in NumPy.
 """
 
@@ -36,18 +38,30 @@ class ToyModel:
     output: tuple[str, tuple[int, ...]]
     weights: tuple[np.ndarray, ...]
     bias: np.ndarray
+    nan_to_zero: tuple[str, ...] = ()
 
     def reference(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         """What the model computes, in NumPy (float32 ``(N, *output shape)``)."""
         n = np.shape(arrays[self.inputs[0][0]])[0]
-        x = np.concatenate([np.asarray(arrays[name], np.float32).reshape(n, -1) for name, _, _ in self.inputs], 1)
+        x = np.concatenate(
+            [
+                np.nan_to_num(np.asarray(arrays[name], np.float32), nan=0.0).reshape(n, -1)
+                if name in self.nan_to_zero
+                else np.asarray(arrays[name], np.float32).reshape(n, -1)
+                for name, _, _ in self.inputs
+            ],
+            1,
+        )
         for w in self.weights[:-1]:
             x = np.maximum(x @ w, 0.0)
         return (x @ self.weights[-1] + self.bias).reshape(n, *self.output[1])
 
     def tensor_specs(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Manifest ``inputs`` and ``outputs`` entries (batch dim -1)."""
-        ins = [{"name": n, "dtype": d, "shape": [-1, *s]} for n, d, s in self.inputs]
+        ins = [
+            {"name": n, "dtype": d, "shape": [-1, *s], **({"allow_nonfinite": True} if n in self.nan_to_zero else {})}
+            for n, d, s in self.inputs
+        ]
         return ins, [{"name": self.output[0], "dtype": "float32", "shape": [-1, *self.output[1]]}]
 
 
@@ -58,6 +72,9 @@ def build_toy_model(
     hidden: int | None = None,
     seed: int = 0,
     scale: float = 0.1,
+    *,
+    nan_to_zero: Sequence[str] = (),
+    external_data: bool = False,
 ) -> ToyModel:
     """Write the ONNX model (opset 17) to ``path`` and return its description.
 
@@ -66,16 +83,25 @@ def build_toy_model(
         output: (name, per-row shape) of the float32 output.
         hidden: width of one ReLU hidden layer (None = a single linear layer).
         scale: standard deviation of the random weights.
+        nan_to_zero: float inputs whose NaN entries the model replaces by 0 (their manifest entries allow NaN).
+        external_data: store the weights in ``<file>.data`` (ONNX external data) instead of inside the file.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     nodes, inits, flats = [], [numpy_helper.from_array(np.array([0, -1], np.int64), "flat_shape")], []
+    if nan_to_zero:
+        inits.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
     for name, _dtype, _ in inputs:
         safe = name.replace("/", "_")
         nodes.append(helper.make_node("Cast", [name], [f"{safe}_f"], to=TensorProto.FLOAT))
-        nodes.append(helper.make_node("Reshape", [f"{safe}_f", "flat_shape"], [f"{safe}_flat"]))
+        if name in nan_to_zero:
+            nodes.append(helper.make_node("IsNaN", [f"{safe}_f"], [f"{safe}_isnan"]))
+            nodes.append(helper.make_node("Where", [f"{safe}_isnan", "zero", f"{safe}_f"], [f"{safe}_z"]))
+            nodes.append(helper.make_node("Reshape", [f"{safe}_z", "flat_shape"], [f"{safe}_flat"]))
+        else:
+            nodes.append(helper.make_node("Reshape", [f"{safe}_f", "flat_shape"], [f"{safe}_flat"]))
         flats.append(f"{safe}_flat")
     nodes.append(helper.make_node("Concat", flats, ["x0"], axis=1))
     width = sum(math.prod(s) for _, _, s in inputs)
@@ -107,13 +133,17 @@ def build_toy_model(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    if external_data:
+        onnx.save(model, str(path), save_as_external_data=True, location=f"{Path(path).name}.data", size_threshold=64)
+    else:
+        onnx.save(model, str(path))
     return ToyModel(
         Path(path),
         tuple((n, d, tuple(s)) for n, d, s in inputs),
         (output[0], tuple(output[1])),
         weights,
         bias,
+        tuple(nan_to_zero),
     )
 
 

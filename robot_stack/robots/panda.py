@@ -3,7 +3,7 @@
 The URDF and collision meshes come from the ``example-robot-data`` wheel (installed with robot-stack, no download
 at run time), found through that distribution's own metadata (its RECORD), wherever it was installed: the virtual
 environment, ``pip install --user``, ``--target`` / ``PYTHONPATH`` layers. MuJoCo (``robot_stack.sim``) and pinocchio
-(``robot_stack.control.ik``) both load *this* URDF, so the simulated arm and the IK model have identical kinematics.
+(``robot_stack.kinematics.ik``) both load *this* URDF, so the simulated arm and the IK model have identical kinematics.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ Rendering
     Pixels beyond ``max_depth_m`` or with no surface (background) are 0 = invalid.
 
 Intrinsics / extrinsics
-    :attr:`SimCamera.model` comes from :func:`robot_stack.calibration.sim_truth.camera_model_from_mujoco` (pinhole,
+    :attr:`SimCamera.model` comes from :func:`robot_stack.calibration.mujoco_truth.camera_model_from_mujoco` (pinhole,
     no distortion, principal point at the image centre); :meth:`SimCamera.ground_truth_pose` is
-    ``T_world_cam`` in the optical convention from :func:`~robot_stack.calibration.sim_truth.camera_pose_from_mujoco`.
+    ``T_world_cam`` in the optical convention from
+    :func:`~robot_stack.calibration.mujoco_truth.camera_pose_from_mujoco`.
 
 OpenGL backend (headless)
     ``mujoco`` decides its *default* backend from ``MUJOCO_GL`` when it is first imported, which in a larger program
@@ -44,7 +45,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from robot_stack.calibration.sim_truth import camera_model_from_mujoco, camera_pose_from_mujoco
+from robot_stack.calibration.mujoco_truth import camera_model_from_mujoco, camera_pose_from_mujoco
 from robot_stack.cameras.base import Camera
 from robot_stack.errors import CameraError
 from robot_stack.sim.world import SimWorld

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import mujoco
@@ -305,3 +306,23 @@ def scene_xml(config: SceneConfig = SceneConfig()) -> str:  # noqa: B008 - froze
     except Exception as exc:
         raise SimError(f"MuJoCo could not compile the scene: {exc}") from exc
     return spec.to_xml()
+
+
+def sim_side_camera() -> CameraSpec:
+    """The second camera of the demo scene: 0.9 m to the robot's right, looking across the workspace.
+
+    Add it to a scene with ``SceneConfig().with_camera(sim_side_camera())``; its ground-truth calibration is
+    ``calibration/sim_tabletop/side.yaml`` (see :func:`sim_side_calibration`).
+    """
+    return CameraSpec("side", pos=(0.45, -0.9, 0.7), target=(0.45, 0.0, 0.3), fovy_deg=50.0)
+
+
+def scene_with_cameras(camera_ids: Sequence[str]) -> SceneConfig:
+    """The demo scene with the requested cameras (``front`` exists; ``side`` is :func:`sim_side_camera`)."""
+    config = SceneConfig()
+    if "side" in camera_ids:
+        config = config.with_camera(sim_side_camera())
+    unknown = [c for c in camera_ids if c not in {cam.name for cam in config.cameras}]
+    if unknown:
+        raise SimError(f"the simulated cell has no camera(s) {unknown}; available: front, side")
+    return config

@@ -20,9 +20,9 @@ import numpy as np
 
 from robot_stack.decoders.base import Decoder
 from robot_stack.decoders.ee_delta import EeDeltaXyzDecoder
-from robot_stack.decoders.geometry import ReachPolicy
 from robot_stack.decoders.joint import JointPositionDecoder
 from robot_stack.errors import DecodeError
+from robot_stack.kinematics.reach import ReachPolicy
 from robot_stack.robots import panda
 from robot_stack.types import ActionChunk, JointTrajectory, Observation, RobotState
 

@@ -17,7 +17,7 @@ class LeaderArm(TeleopDevice):
 
     Args:
         leader: anything implementing :class:`~robot_stack.robots.base.Robot` ``read_state`` (a real leader arm's
-            driver, a ROS joint-state bridge, :class:`~robot_stack.robots.kinematic.KinematicRobot` in tests).
+            driver, a ROS joint-state bridge, :class:`~robot_stack.sim.kinematic.KinematicRobot` in tests).
         offset_rad: (n,) added to the leader's joints (calibration between leader and follower), rad.
         period_s: chunk dt: the follower reaches the leader's pose this much later.
     """

@@ -6,7 +6,7 @@ these points, the TCP and the joint state feed an MLP. Heads:
 
 * ``continuous`` — an ``ee_delta_xyz`` chunk (horizon, 3), served with ``action_head: continuous``;
 * ``vq`` — token ids (n_tokens, levels) of a VQ action tokenizer trained on the recorded chunks
-  (:mod:`robot_stack.policy.vq_tokenizer`), served with ``action_head: latent_vq`` and decoded by
+  (:mod:`robot_stack.training.vq_tokenizer`), served with ``action_head: latent_vq`` and decoded by
   :class:`robot_stack.decoders.vq.LatentVQDecoder`.
 
 torch is imported only by the modules of this package (``pip install -e .[train]``); the serving path (ONNX

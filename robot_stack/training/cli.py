@@ -1,8 +1,8 @@
-"""``robot-stack train`` and ``robot-stack evaluate``.
+"""``robot-stack train``, ``robot-stack evaluate`` and ``robot-stack train-demo``.
 
 robot-stack record --teleop expert --episodes 40 --cameras front --out data/reach
 robot-stack train --dataset data/reach --head continuous --out models/mine
-robot-stack train --dataset data/reach --head vq --out models/mine
+robot-stack train --dataset data/reach --head latent_vq --out models/mine
 robot-stack evaluate --manifest models/mine/reach-visuomotor-continuous.yaml --episodes 50 --expert
 
 torch is imported only when ``train`` runs (``pip install -e .[train]``).
@@ -64,11 +64,38 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_demo(args: argparse.Namespace) -> int:
+    from robot_stack.training.train_demo import MODELS_DIR, train_demo
+
+    report = train_demo(
+        out_dir=Path(args.out) if args.out else MODELS_DIR,
+        episodes=args.episodes,
+        epochs=args.epochs,
+        eval_episodes=args.eval_episodes,
+        seed=args.seed,
+    )
+    print(json.dumps(report))
+    return 0
+
+
 def add_train_parser(sub: Any) -> None:
-    """Add ``train`` and ``evaluate`` to the ``robot-stack`` subcommands."""
+    """Add ``train``, ``evaluate`` and ``train-demo`` to the ``robot-stack`` subcommands."""
+    demo = sub.add_parser("train-demo", help="collect expert data in sim, train and export the demo policy")
+    demo.add_argument("--episodes", type=int, default=40)
+    demo.add_argument("--epochs", type=int, default=200)
+    demo.add_argument("--eval-episodes", type=int, default=10)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", help="output folder (default: the package's models/ folder)")
+    demo.set_defaults(func=_cmd_train_demo)
+
     train = sub.add_parser("train", help="train a visuomotor policy (continuous or VQ-token head) on a dataset")
     train.add_argument("--dataset", required=True, help="dataset folder written by robot-stack record")
-    train.add_argument("--head", required=True, choices=["continuous", "vq"], help="action head")
+    train.add_argument(
+        "--head",
+        required=True,
+        choices=["continuous", "latent_vq", "vq"],
+        help="action head (vq is the old name of latent_vq)",
+    )
     train.add_argument("--out", required=True, help="output folder for the ONNX model(s) and manifest(s)")
     train.add_argument("--model-id", default=None, help="default reach-visuomotor-<head>")
     train.add_argument("--camera", default="front", help="camera the policy sees (default front)")

@@ -2,9 +2,9 @@
 
 The model is served exactly as ``robot-stack serve`` serves it (:func:`robot_stack.policy.service.serve` in a
 thread, ZeroMQ on loopback); every observation goes through :class:`~robot_stack.transport.client.PolicyClient`,
-the reply is decoded by the registry decoder for the manifest's action head (``ee_delta_xyz`` IK decoder, or
+the reply is decoded by the stack's decoder for the manifest's action head (``ee_delta_xyz`` IK decoder, or
 ``latent_vq`` tokens -> embodiment decoder -> IK) and executed by the lockstep rig
-(:class:`~robot_stack.sim.lockstep.LockstepRig`, fake clock: results do not depend on machine load). The scripted
+(:class:`~robot_stack.stack.lockstep.LockstepRig`, fake clock: results do not depend on machine load). The scripted
 expert runs on the same seeds for reference.
 
 This module does not import torch.
@@ -12,6 +12,7 @@ This module does not import torch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -21,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from robot_stack.decoders import get_decoder
+from robot_stack.cycle import chunk_from_reply
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.manifest import PolicyManifest
-from robot_stack.runtime import ACTION_OUTPUTS
 from robot_stack.sim.expert import ExpertConfig, ScriptedExpert
-from robot_stack.sim.lockstep import EpisodeResult, LockstepRig
-from robot_stack.types import ActionChunk, Observation
+from robot_stack.stack.build import build_decoder
+from robot_stack.stack.lockstep import EpisodeResult, LockstepRig
+from robot_stack.types import ActionChunk, ActionHead, Observation
 
 __all__ = ["EvalReport", "evaluate_expert", "evaluate_served", "tokenizer_for"]
 
@@ -130,17 +131,20 @@ def evaluate_served(
     from robot_stack.transport.client import PolicyClient
 
     manifest = PolicyManifest.load(manifest_path)
-    head = manifest.action_head
-    if head == "latent_vq":
-        decoder = get_decoder("latent_vq", manifest=tokenizer or tokenizer_for(manifest_path), orientation="down")
-    elif head == "continuous" and manifest.action_space == "ee_delta_xyz":
-        decoder = get_decoder("ee_delta_xyz", orientation="down")
+    head = ActionHead.parse(manifest.action_head)
+    rig = LockstepRig(max_duration_s=max_duration_s)
+    if head is ActionHead.LATENT_VQ:
+        options = {"manifest": tokenizer or tokenizer_for(manifest_path)}
+        config = rig.config.replace(decoder=dataclasses.replace(rig.config.decoder, options=options))
+        rig.decoder = build_decoder(config, head.value, manifest.action_space)[0]
+    elif head is ActionHead.CONTINUOUS and manifest.action_space == "ee_delta_xyz":
+        pass  # the rig's own decoder: the stack's ee_delta_xyz decoder
     else:
+        rig.close()
         raise ConfigError(
             f"evaluate: {manifest.model_id} has action head {head!r} / space {manifest.action_space!r}; this "
             "evaluation handles continuous ee_delta_xyz and latent_vq policies"
         )
-    output = ACTION_OUTPUTS[head]
     endpoint: list[str] = []
     ready = threading.Event()
     stop = threading.Event()
@@ -160,8 +164,6 @@ def evaluate_served(
 
     thread = threading.Thread(target=serve_thread, name="eval-policy-server", daemon=True)
     thread.start()
-    rig = LockstepRig(max_duration_s=max_duration_s)
-    rig.decoder = decoder
     try:
         if not ready.wait(60.0) or errors:
             raise PolicyError(f"policy server for {manifest_path} did not start: {errors[0] if errors else 'timeout'}")
@@ -171,15 +173,7 @@ def evaluate_served(
             def act(obs: Observation) -> ActionChunk:
                 step[0] += 1
                 reply = client.infer(obs.arrays(), {"t_obs_ns": obs.t_obs_ns, "step": step[0]})
-                out = np.asarray(reply.arrays[output])
-                return ActionChunk(
-                    obs.t_obs_ns,
-                    float(reply.meta["dt_s"]),
-                    out.astype(np.float32),
-                    str(reply.meta["action_space"]),
-                    np.ones(len(out), np.float32),
-                    str(reply.meta["model_id"]),
-                )
+                return chunk_from_reply(reply, obs.t_obs_ns)
 
             return _run(rig, act, list(range(seed, seed + episodes)), manifest.model_id)
     finally:

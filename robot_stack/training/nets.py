@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from robot_stack.policy.reach_model import STATE_DIM, TCP_SLICE
+from robot_stack.training.reach_model import STATE_DIM, TCP_SLICE
 from robot_stack.training.samples import STRIDE
 
 __all__ = [

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robot_stack.errors import DatasetError, ShapeError
-from robot_stack.policy.reach_model import TCP_SLICE
+from robot_stack.training.reach_model import TCP_SLICE
 
 __all__ = ["STRIDE", "TrainingSamples", "chunk_labels", "samples_from_dataset", "subsample"]
 
@@ -175,7 +175,7 @@ def samples_from_dataset(
         for k in range(ep.length):
             rgb.append(np.ascontiguousarray(subsample(cam.rgb[k])))
             xyz.append(np.ascontiguousarray(subsample(cam.xyz_base(k, projector))))
-            state.append(np.concatenate([ep.q[k], tcp[k], ep.state[k, -1:]]).astype(np.float32))
+            state.append(ep.state_vector(k))
             chunks.append(labels[k])
             episode.append(index)
         image_shape = (int(cam.rgb.shape[1]), int(cam.rgb.shape[2]))

@@ -2,7 +2,7 @@
 
 :func:`train_continuous` fits :class:`~robot_stack.training.nets.ContinuousPolicy` by MSE on normalised
 ``ee_delta_xyz`` chunks; :func:`train_vq` first trains a VQ action tokenizer on the same chunks
-(:func:`robot_stack.policy.vq_tokenizer.train_tokenizer`, canonical robot at the recording rate), then fits
+(:func:`robot_stack.training.vq_tokenizer.train_tokenizer`, canonical robot at the recording rate), then fits
 :class:`~robot_stack.training.nets.TokenPolicy` by cross-entropy on the chunks' token ids. Both export one ONNX
 graph (opset 17, unbatched server tensors in, manifest outputs out), write the manifest (normalisation stats,
 action head, horizon, dt, control rate) and check that ONNX Runtime, through the project's own
@@ -25,7 +25,6 @@ from torch import nn
 
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.manifest import PolicyManifest
-from robot_stack.policy.reach_model import STATE_DIM
 from robot_stack.training.nets import (
     ContinuousExport,
     ContinuousPolicy,
@@ -33,7 +32,9 @@ from robot_stack.training.nets import (
     TokenPolicy,
     VisuomotorTrunk,
 )
+from robot_stack.training.reach_model import STATE_DIM
 from robot_stack.training.samples import STRIDE, TrainingSamples
+from robot_stack.types import ActionHead
 
 __all__ = [
     "HEADS",
@@ -49,8 +50,22 @@ __all__ = [
 
 log = logging.getLogger("robot_stack.training")
 
-#: Heads ``robot-stack train --head`` accepts.
-HEADS = ("continuous", "vq")
+#: The heads this trainer builds; ``"vq"`` is accepted as the old name of ``latent_vq``.
+HEADS = (ActionHead.CONTINUOUS, ActionHead.LATENT_VQ)
+#: Default model id per head (the shipped files keep their names).
+_DEFAULT_IDS = {ActionHead.CONTINUOUS: "reach-visuomotor-continuous", ActionHead.LATENT_VQ: "reach-visuomotor-vq"}
+
+
+def parse_head(head: ActionHead | str) -> ActionHead:
+    """``head`` as one of :data:`HEADS` (``"vq"`` = ``latent_vq``); ConfigError otherwise."""
+    parsed = ActionHead.parse("latent_vq" if head == "vq" else head)
+    if parsed not in HEADS:
+        raise ConfigError(
+            f"train: action head {parsed.value!r} is not trained here; choose one of {[h.value for h in HEADS]}"
+        )
+    return parsed
+
+
 #: ONNX opset of the exported graphs (what the shipped models and the runtime use).
 OPSET = 17
 #: Floors of the normalisation scales: a constant state entry (the gripper) or chunk step (step 0 is always 0).
@@ -72,7 +87,7 @@ class TrainConfig:
             the target; see ``_goal_loss``); 0 disables it.
         val_fraction: fraction of the episodes held out for validation (whole episodes).
         n_tokens, latent_dim, levels, codebook_size: the VQ tokenizer (``vq`` head only; see
-            :class:`robot_stack.policy.vq_tokenizer.TokenizerConfig`).
+            :class:`robot_stack.training.vq_tokenizer.TokenizerConfig`).
         tokenizer_epochs: epochs of the tokenizer's residual MLP.
         control_rate_hz: how often the robot asks for a chunk (manifest ``control_rate_hz``).
         threads: torch intra-op threads. seed: every random choice.
@@ -105,7 +120,7 @@ class TrainResult:
         tokenizer_path: the VQ tokenizer manifest (``vq`` head only), else None.
         metrics: training report (losses, errors in mm, timings, ONNX consistency).
         model: the trained torch module (:class:`ContinuousPolicy` or :class:`TokenPolicy`, eval mode).
-        tokenizer: the trained :class:`~robot_stack.policy.vq_tokenizer.VqTokenizer` (``vq`` head), else None.
+        tokenizer: the trained :class:`~robot_stack.training.vq_tokenizer.VqTokenizer` (``vq`` head), else None.
     """
 
     manifest_path: Path
@@ -210,14 +225,30 @@ def _goal_loss(out: tuple[torch.Tensor, ...], goal: torch.Tensor) -> torch.Tenso
     return -(target * log_att[:, 0]).sum(-1).mean()
 
 
-def _onnx_bytes(module: nn.Module, samples: TrainingSamples, output: str) -> bytes:
-    """Export ``module`` (unbatched server tensors -> ``output``) with the TorchScript exporter at :data:`OPSET`."""
+def _example(samples: TrainingSamples) -> tuple[torch.Tensor, ...]:
+    """Zero server tensors (unbatched, full resolution): the export examples."""
     h, w = samples.image_shape
-    example = (
+    return (
         torch.zeros(h, w, 3, dtype=torch.uint8),
         torch.zeros(h, w, 3, dtype=torch.float32),
         torch.zeros(STATE_DIM, dtype=torch.float32),
     )
+
+
+def _write_torch_program(module: nn.Module, samples: TrainingSamples, path: Path) -> Path:
+    """Export ``module`` (same contract as the ONNX graph) with ``torch.export`` to ``path`` (``.pt2``): the program
+    ``serve --engine torch`` runs (:mod:`robot_stack.policy.torch_engine`)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(module.eval(), _example(samples))
+    program.example_inputs = None  # not needed to run; would store a full-size zero frame (pickled) in the file
+    torch.export.save(program, str(path))
+    return path
+
+
+def _onnx_bytes(module: nn.Module, samples: TrainingSamples, output: str) -> bytes:
+    """Export ``module`` (unbatched server tensors -> ``output``) with the TorchScript exporter at :data:`OPSET`."""
+    example = _example(samples)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated; it needs no onnxscript
@@ -330,11 +361,13 @@ def export_continuous(
     config: TrainConfig,
     description: str = "",
 ) -> Path:
-    """Write ``<model_id>.onnx`` and ``<model_id>.yaml`` (state and action normalisation in the manifest)."""
+    """Write ``<model_id>.onnx``, its torch program ``<model_id>.pt2`` and ``<model_id>.yaml`` (state and action
+    normalisation in the manifest)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / f"{model_id}.onnx"
     onnx_path.write_bytes(_onnx_bytes(ContinuousExport(model), samples, "actions"))
+    program = _write_torch_program(ContinuousExport(model), samples, out / f"{model_id}.pt2")
     trunk = model.trunk
     manifest = PolicyManifest.from_dict(
         {
@@ -343,7 +376,7 @@ def export_continuous(
             "inputs": _inputs_doc(samples),
             "outputs": [{"name": "actions", "dtype": "float32", "shape": [samples.horizon, 3]}],
             "action_space": "ee_delta_xyz",
-            "action_head": "continuous",
+            "action_head": ActionHead.CONTINUOUS.value,
             "horizon": samples.horizon,
             "dt_s": samples.dt_s,
             "control_rate_hz": config.control_rate_hz,
@@ -356,6 +389,7 @@ def export_continuous(
             },
             "providers": ["cpu"],
             "description": description,
+            "torch": {"program": program.name},
         },
         base_dir=out,
     )
@@ -397,7 +431,7 @@ def _normalised_feed(manifest: PolicyManifest, arrays: dict[str, np.ndarray]) ->
 
 def _tokenizer(samples: TrainingSamples, train_idx: np.ndarray, config: TrainConfig) -> Any:
     """Train a VQ tokenizer on the recorded chunks (canonical robot, recording rate only)."""
-    from robot_stack.policy.vq_tokenizer import EMBODIMENTS, TokenizerConfig, TokenizerData, train_tokenizer
+    from robot_stack.training.vq_tokenizer import EMBODIMENTS, TokenizerConfig, TokenizerData, train_tokenizer
 
     n = len(samples)
     if len(train_idx) < max(config.codebook_size, config.n_tokens * config.latent_dim + 1):
@@ -465,7 +499,7 @@ def train_vq(
 
     fit = _fit(model, inputs, loss_fn, train_idx, val_idx, config, "vq")
     metrics: dict[str, Any] = {
-        "head": "vq",
+        "head": ActionHead.LATENT_VQ.value,
         "samples": len(samples),
         "episodes": samples.episodes,
         **fit,
@@ -504,7 +538,7 @@ def export_vq(
     description: str = "",
 ) -> tuple[Path, Path]:
     """Write the token policy (``<model_id>.{onnx,yaml}``) and its tokenizer (``<model_id>-tokenizer.*``)."""
-    from robot_stack.policy.vq_tokenizer import export_tokenizer
+    from robot_stack.training.vq_tokenizer import export_tokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -518,6 +552,7 @@ def export_vq(
     )
     onnx_path = out / f"{model_id}.onnx"
     onnx_path.write_bytes(_onnx_bytes(TokenExport(model), samples, "tokens"))
+    program = _write_torch_program(TokenExport(model), samples, out / f"{model_id}.pt2")
     trunk = model.trunk
     manifest = PolicyManifest.from_dict(
         {
@@ -525,14 +560,15 @@ def export_vq(
             "onnx": onnx_path.name,
             "inputs": _inputs_doc(samples),
             "outputs": [{"name": "tokens", "dtype": "int64", "shape": [config.n_tokens, config.levels]}],
-            "action_space": "latent_vq",
-            "action_head": "latent_vq",
+            "action_space": ActionHead.LATENT_VQ.value,
+            "action_head": ActionHead.LATENT_VQ.value,
             "horizon": config.n_tokens,
             "dt_s": samples.dt_s,
             "control_rate_hz": config.control_rate_hz,
             "normalization": {"state": {"mean": trunk.state_mean.tolist(), "std": trunk.state_std.tolist()}},
             "providers": ["cpu"],
             "description": description,
+            "torch": {"program": program.name},
         },
         base_dir=out,
     )
@@ -564,16 +600,16 @@ def _check_tokens_served(manifest_path: Path, model: TokenPolicy, samples: Train
 
 def train(
     samples: TrainingSamples,
-    head: str,
+    head: ActionHead | str,
     out_dir: str | Path,
     model_id: str | None = None,
     config: TrainConfig = TrainConfig(),  # noqa: B008
 ) -> TrainResult:
-    """Train and export the ``head`` policy (``continuous`` | ``vq``); default model id ``reach-visuomotor-<head>``."""
-    if head not in HEADS:
-        raise ConfigError(f"unknown head {head!r}; choose one of {HEADS}")
-    model_id = model_id or f"reach-visuomotor-{head}"
-    fn = train_continuous if head == "continuous" else train_vq
+    """Train and export the ``head`` policy (``continuous`` | ``latent_vq``); default model id
+    ``reach-visuomotor-continuous`` / ``reach-visuomotor-vq``."""
+    head = parse_head(head)
+    model_id = model_id or _DEFAULT_IDS[head]
+    fn = train_continuous if head is ActionHead.CONTINUOUS else train_vq
     result = fn(samples, out_dir, model_id, config)
     log.info("trained %s: %s", model_id, result.metrics)
     return replace(result, metrics={**result.metrics, "config": asdict(config)})

@@ -33,10 +33,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from robot_stack.bench.common import latency_stats
 from robot_stack.cameras.base import Camera
 from robot_stack.graph.diagnostics import StreamMonitor
 from robot_stack.graph.streams import StreamedCamera
+from robot_stack.metrics import latency_stats
 from robot_stack.types import CameraModel, Frame
 from robot_stack_ros.camera_node import publishing_camera
 from robot_stack_ros.common import STATE_QOS, fields_from_image, image_qos, stamp, stamp_ns

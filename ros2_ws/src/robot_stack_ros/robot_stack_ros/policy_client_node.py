@@ -1,7 +1,9 @@
 """Policy client node: images + joint states in, the policy's decoded joint trajectory out.
 
-Runs the core :class:`~robot_stack.runtime.PolicyCycle` unchanged (stale-data guard → base-frame XYZ through the
-calibration → ZeroMQ :class:`~robot_stack.transport.client.PolicyClient` → decoder/IK) at ``rate_hz``, over a
+Runs the core :class:`~robot_stack.cycle.PolicyCycle` unchanged (stale-data guard → base-frame XYZ through the
+calibration → ZeroMQ :class:`~robot_stack.transport.client.PolicyClient` → decoder/IK), built by the stack builder
+(:func:`robot_stack.stack.build_cycle`, :func:`robot_stack.stack.build_decoder`) from the ``stack_config`` preset
+(decoder reach policy, pipelining, stuck-policy recovery: the demo's settings) at ``rate_hz``, over a
 :class:`~robot_stack.graph.streams.StreamedCamera` (``/camera/color/image_raw`` + ``/camera/aligned_depth_to_color/
 image_raw``, paired by stamp) and a :class:`~robot_stack.graph.streams.StreamedArm` (``/joint_states``).
 
@@ -29,6 +31,7 @@ smooth joint-space move, as every demo episode starts there, and resumes when th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -83,10 +86,9 @@ class PolicyClientNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_client")
         from robot_stack.calibration.store import load_calibration
-        from robot_stack.control.ik import panda_ik
-        from robot_stack.decoders import get_decoder
+        from robot_stack.kinematics.ik import panda_ik
         from robot_stack.robots import panda
-        from robot_stack.runtime import GuardConfig, ObservationGuard, PolicyCycle
+        from robot_stack.stack import build_cycle, build_decoder, load_stack_config
         from robot_stack.transport.client import PolicyClient
 
         self.endpoint = require(self, "policy_endpoint", str, "ZeroMQ endpoint of the policy server, tcp://host:port")
@@ -99,6 +101,9 @@ class PolicyClientNode(Node):
         self.timeout_s = declare(self, "request_timeout_s", 0.5, "per-request deadline at the server, s")
         self.max_frame_age_s = declare(self, "max_frame_age_s", 0.25, "older frames are not acted on, s")
         self.max_state_age_s = declare(self, "max_state_age_s", 0.2, "older joint states are not acted on, s")
+        self.stack_config = declare(
+            self, "stack_config", "demo", "stack preset (robot_stack/configs) or YAML file: decoder, cycle settings"
+        )
         self.decoder_name = declare(self, "decoder", "ee_delta_xyz", "action decoder (robot_stack.decoders registry)")
         self.orientation = declare(self, "decoder_orientation", "down", "ee decoders: TCP orientation policy")
         self.depth_scale = declare(self, "depth_scale", 0.001, "metres per unit of the depth frames built here")
@@ -136,24 +141,32 @@ class PolicyClientNode(Node):
             self.camera = self.owned = self._composed_camera(qos, calibration.camera)
         ik = panda_ik()
         self.arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, ik.fk, None, self.max_state_age_s)
-        kwargs: dict[str, Any] = {"orientation": self.orientation} if self.decoder_name.startswith("ee_") else {}
         try:
-            decoder = get_decoder(self.decoder_name, **kwargs)
+            config = load_stack_config(
+                self.stack_config,
+                [
+                    f"decoder.orientation={self.orientation}",
+                    f"cycle.max_frame_age_s={self.max_frame_age_s}",
+                    f"policy.request_timeout_s={self.timeout_s}",
+                ],
+            )
+            config = config.replace(task=dataclasses.replace(config.task, instruction=self.task))
+            decoder, reach_stats = build_decoder(config, "continuous", self.decoder_name, self.decoder_name)
         except RobotStackError as exc:
             raise ConfigError(f"decoder {self.decoder_name!r}: {exc}") from exc
         self.client = PolicyClient(self.endpoint, self.robot_id, timeout_s=self.timeout_s)
         self.traj_pub = self.create_publisher(JointTrajectoryMsg, "~/trajectory", COMMAND_QOS)
         self.chunk_pub = self.create_publisher(Float32MultiArray, "~/action_chunk", 10)
-        self.cycle = PolicyCycle(
+        self.cycle = build_cycle(
+            config,
             [(self.camera, calibration.projector())],
             self.arm,
             self.client,
             decoder,
-            _TrajectorySink(self),  # type: ignore[arg-type]  # duck-typed: set_trajectory(traj) -> bool
+            _TrajectorySink(self),
             MonotonicClock(),
-            task=self.task,
-            guard=ObservationGuard(GuardConfig(max_age_s=self.max_frame_age_s)),
-            timeout_s=self.timeout_s,
+            reach_stats=reach_stats,
+            period_s=1.0 / self.rate_hz,
         )
         self.cycles = StreamMonitor("cycles", expected_hz=self.rate_hz, max_silence_s=2.0 / self.rate_hz + 1.0)
         self._step = 0
@@ -288,8 +301,8 @@ class PolicyClientNode(Node):
 
     def _send_home(self, now_ns: int) -> None:
         """Publish a rest-to-rest move from the current joint state to the start posture; pause cycles until its end."""
+        from robot_stack.cycle import retreat_trajectory
         from robot_stack.robots import panda
-        from robot_stack.runtime import retreat_trajectory
 
         q = self.arm.read_state().q
         traj = retreat_trajectory(

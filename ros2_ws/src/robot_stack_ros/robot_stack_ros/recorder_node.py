@@ -61,9 +61,9 @@ class RecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("recorder")
         from robot_stack.calibration.store import load_calibration
-        from robot_stack.control.ik import panda_ik
         from robot_stack.dataset import CameraStream, DatasetSpec, DatasetWriter
         from robot_stack.dataset.recorder import Recorder
+        from robot_stack.kinematics.ik import panda_ik
         from robot_stack.robots import panda
 
         self.root = require(self, "root", str, "dataset folder (created if missing, appended to otherwise)")

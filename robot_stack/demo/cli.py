@@ -1,0 +1,61 @@
+"""``robot-stack demo``: the full loop live on the simulated cell; per-stage latency and the success rate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from robot_stack.stack.cli import add_stack_config_arguments
+from robot_stack.types import ActionHead
+
+__all__ = ["add_demo_parser"]
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from robot_stack.demo.loop import demo_config, format_report, run_demo
+
+    config = demo_config(
+        args.config,
+        args.set or (),
+        manifest=Path(args.manifest) if args.manifest else None,
+        provider=args.provider,
+        rate_hz=args.rate_hz,
+        max_duration_s=args.max_duration,
+        action_head=args.action_head,
+        blend=args.blend,
+    )
+    report = run_demo(config, episodes=args.episodes, seed=args.seed, gif_path=Path(args.gif) if args.gif else None)
+    print(format_report(report))
+    if args.json:
+        print(json.dumps({"success_rate": report.success_rate, "episodes": report.episodes, "stages": report.stages}))
+    if report.success_rate < args.min_success:
+        print(f"FAILED: success rate {report.success_rate:.0%} is below --min-success {args.min_success:.0%}")
+        return 1
+    return 0
+
+
+def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``robot-stack demo``."""
+    demo = subparsers.add_parser("demo", help="run the full loop live on the simulated cell")
+    demo.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the first episode's cube position")
+    add_stack_config_arguments(demo)
+    demo.add_argument("--manifest", help="policy manifest (default: the preset's, the shipped reach-touch model)")
+    demo.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime EP (default: cpu)")
+    demo.add_argument("--rate-hz", type=float, help="executor rate, Hz (default 500)")
+    demo.add_argument("--max-duration", type=float, help="seconds per episode before it fails (default 10)")
+    demo.add_argument("--min-success", type=float, default=0.5, help="exit 1 below this success rate")
+    demo.add_argument("--gif", help="save the first episode as an animated GIF at this path")
+    demo.add_argument(
+        "--action-head",
+        choices=[h.value for h in ActionHead],
+        help="action language the served policy speaks, decoded on the robot side (default: continuous)",
+    )
+    demo.add_argument(
+        "--blend", choices=["splice", "ensemble", "none"], help="chunk-to-chunk blending (default: splice)"
+    )
+    demo.add_argument("--json", action="store_true", help="also print the report as JSON")
+    demo.set_defaults(func=_cmd_demo)
+    return demo
