@@ -1,6 +1,8 @@
-"""Hardware graph: RealSense camera + policy client + executor on a ros2_control arm (launch/graphs/hardware.yaml).
+"""Hardware graph: RealSense camera + policy client + executor on a ros2_control arm (graphs/hardware.yaml).
 
-    ros2 launch launch/robot_stack.launch.py policy_endpoint:=tcp://gpu-box:5555 command_interface:=joint_trajectory
+    ros2 launch robot_stack_ros robot_stack.launch.py policy_endpoint:=tcp://gpu-box:5555 camera_serial:=123456789012
+    ros2 launch launch/robot_stack.launch.py ...             # from the repository
+    ros2 launch robot_stack_ros robot_stack.launch.py -s     # the arguments, their descriptions and defaults
 
 The same graph runs without the ROS CLI as ``robot-stack up hardware policy_endpoint:=...``.
 """
@@ -8,12 +10,11 @@ The same graph runs without the ROS CLI as ``robot-stack up hardware policy_endp
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-from graph_launch import describe  # noqa: E402
-
-GRAPH = Path(__file__).resolve().parent / "graphs" / "hardware.yaml"
+from graph_actions import describe_shipped  # noqa: E402
 
 
 def generate_launch_description():
-    return describe(GRAPH)
+    return describe_shipped(HERE, "hardware")

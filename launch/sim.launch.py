@@ -1,6 +1,8 @@
-"""Simulation graph: sim bridge + camera + policy server + policy client + executor (launch/graphs/sim.yaml).
+"""Simulation graph: sim bridge + camera + policy server + policy client + executor (graphs/sim.yaml).
 
-    ros2 launch launch/sim.launch.py seed:=3
+    ros2 launch robot_stack_ros sim.launch.py seed:=3        # installed with the package (colcon build)
+    ros2 launch launch/sim.launch.py seed:=3                 # from the repository
+    ros2 launch robot_stack_ros sim.launch.py -s             # the arguments, their descriptions and defaults
 
 The same graph runs without the ROS CLI as ``robot-stack up sim seed:=3``.
 """
@@ -8,12 +10,11 @@ The same graph runs without the ROS CLI as ``robot-stack up sim seed:=3``.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-from graph_launch import describe  # noqa: E402
-
-GRAPH = Path(__file__).resolve().parent / "graphs" / "sim.yaml"
+from graph_actions import describe_shipped  # noqa: E402
 
 
 def generate_launch_description():
-    return describe(GRAPH)
+    return describe_shipped(HERE, "sim")

@@ -1,6 +1,8 @@
 """The graph description, its two derivations (``ros2 launch`` kwargs and ``robot-stack up`` argv) and the
-supervisor. No ROS needed: the supervisor is exercised on plain processes; the launch files are checked for syntax
-and for reading the shipped graph files (``launch``/``launch_ros`` themselves are not installable here)."""
+supervisor. No ROS needed: the supervisor is exercised on plain processes; the launch files' behaviour (argument
+declarations, refusals, restart policy, string parameters) is checked here through ``launch/graph_actions.py``
+loaded over a minimal stand-in of ``launch``/``launch_ros`` (not installable here), and against the real launch
+API in tests/test_launch_real.py where it is importable."""
 
 from __future__ import annotations
 
@@ -15,20 +17,26 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import wait_until
+from launch_stand_in import NODE_KWARGS, PROCESS_KWARGS
 
 from robot_stack.cli import build_parser
 from robot_stack.errors import ConfigError
-from robot_stack.graph.spec import GRAPHS_DIR, PACKAGE_CONFIG_DIR, PACKAGE_DIR, GraphSpec, load_graph, parse_overrides
+from robot_stack.graph.spec import (
+    GRAPHS_DIR,
+    PACKAGE_CONFIG_DIR,
+    PACKAGE_DIR,
+    GraphSpec,
+    command_line_overrides,
+    launch_layout,
+    load_graph,
+    parse_overrides,
+)
 from robot_stack.graph.supervisor import Supervisor
 
 LAUNCH_DIR = GRAPHS_DIR.parent
+#: every shipped graph and the launch file that runs it under ros2 launch
+LAUNCH_FILES = {"hardware": "robot_stack.launch.py", "sim": "sim.launch.py", "sim_composed": "sim_composed.launch.py"}
 NODE_SOURCES = PACKAGE_DIR / "robot_stack_ros"
-#: keyword arguments launch_ros.actions.Node / launch.actions.ExecuteProcess accept (kilted)
-NODE_KWARGS = {
-    "package", "executable", "name", "namespace", "parameters", "remappings", "arguments", "respawn",
-    "respawn_delay", "output", "additional_env", "on_exit", "ros_arguments", "exec_name",
-}  # fmt: skip
-PROCESS_KWARGS = {"cmd", "name", "respawn", "respawn_delay", "output", "additional_env", "on_exit", "cwd", "shell"}
 
 
 def _declared_parameters(executable: str) -> set[str]:
@@ -46,7 +54,7 @@ def _console_scripts() -> set[str]:
     return set(re.findall(r'"(\w+) = robot_stack_ros\.\w+:main"', text))
 
 
-@pytest.mark.parametrize("graph", ["sim", "hardware"])
+@pytest.mark.parametrize("graph", sorted(LAUNCH_FILES))
 def test_shipped_graphs_resolve_and_both_derivations_agree(graph):
     nodes = load_graph(graph).resolve()
     assert nodes
@@ -81,18 +89,21 @@ def test_shipped_graphs_resolve_and_both_derivations_agree(graph):
 
 
 def test_launch_files_are_valid_python_and_read_the_graph_files():
-    for name, graph in [("robot_stack.launch.py", "hardware.yaml"), ("sim.launch.py", "sim.yaml")]:
+    assert sorted(p.stem for p in GRAPHS_DIR.glob("*.yaml")) == sorted(LAUNCH_FILES)  # a launch file per graph
+    for graph, name in LAUNCH_FILES.items():
         text = (LAUNCH_DIR / name).read_text()
         tree = ast.parse(text)
         functions = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
         assert "generate_launch_description" in functions
-        assert f'"graphs" / "{graph}"' in text and "from graph_launch import describe" in text
-        assert (GRAPHS_DIR / graph).is_file()
-    helper = ast.parse((LAUNCH_DIR / "graph_launch.py").read_text())
+        assert f'describe_shipped(HERE, "{graph}")' in text and "from graph_actions import describe_shipped" in text
+        assert (GRAPHS_DIR / f"{graph}.yaml").is_file()
+    helper = ast.parse((LAUNCH_DIR / "graph_actions.py").read_text())
     imported = {a.name for n in ast.walk(helper) if isinstance(n, ast.ImportFrom) for a in n.names}
     assert {"Node", "ExecuteProcess", "DeclareLaunchArgument", "OpaqueFunction", "load_graph"} <= imported
     calls = {getattr(c.func, "attr", getattr(c.func, "id", "")) for c in ast.walk(helper) if isinstance(c, ast.Call)}
     assert {"launch_kwargs", "resolve", "Node", "ExecuteProcess"} <= calls  # derived from the spec, no copy of it
+    # ros2 launch offers every file ending in "launch.py" as a launch file: the helper's name must not
+    assert not (LAUNCH_DIR / "graph_actions.py").name.endswith("launch.py")
 
 
 def test_arguments_substitute_typed_and_unknown_ones_are_refused(tmp_path):
@@ -164,6 +175,11 @@ def test_up_is_wired_into_the_cli(capsys):
     assert str(PACKAGE_CONFIG_DIR / "executor.yaml") in out
     args = build_parser().parse_args(["up", "sim", "nope:=1"])
     assert args.func(args) == 2
+    args = build_parser().parse_args(["up", "hardware", "-s"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "'camera_serial':\n        RealSense serial number" in out and "(default: '')" in out
+    assert "Valid choices are: ['forward_position', 'joint_trajectory']" in out
 
 
 # ------------------------------------------------------------------------------------------------ supervisor
@@ -257,3 +273,207 @@ def test_up_runs_a_graph_for_a_duration(tmp_path):
     args = build_parser().parse_args(["up", str(graph), "msg:=hello", "--duration", "1", "--log-dir", str(tmp_path)])
     assert args.func(args) == 0
     assert "hello" in (tmp_path / "talker.log").read_text()
+
+
+# ------------------------------------------------------------------------------------------- launch arguments
+
+
+@pytest.mark.parametrize("graph", sorted(LAUNCH_FILES))
+def test_every_argument_has_a_description_a_type_and_a_readable_default(graph):
+    spec = load_graph(graph)
+    defaults = spec.defaults()
+    for name, arg in spec.arguments.items():
+        assert arg.description, f"{graph}: argument {name} has no description"
+        assert arg.type != "auto", f"{graph}: argument {name} has no type"
+        assert "$(" not in defaults[name], (name, defaults[name])  # what ros2 launch -s shows and uses
+        arg.value(defaults[name], graph)  # every default is a valid value of its type
+    if graph == "sim":
+        manifest = Path(defaults["manifest"])
+        assert manifest.is_absolute() and manifest.is_file() and ".." not in manifest.parts
+
+
+def test_serial_numbers_stay_strings_and_typed_arguments_are_checked():
+    spec = load_graph("hardware")
+    for serial in ("123456789012", "036522070660", "0x1F"):  # YAML: an int, an octal int, a hex int
+        (camera,) = [n for n in spec.resolve({"camera_serial": serial}) if n.name == "camera"]
+        assert camera.parameters["serial"] == serial
+        doc = yaml.safe_load(yaml.safe_dump(camera.inline_params_document()))  # what robot-stack up writes
+        assert doc["/**"]["ros__parameters"]["serial"] == serial
+    executor = [n for n in spec.resolve({"executor_rate_hz": "100"}) if n.name == "executor"][0]
+    assert executor.parameters["rate_hz"] == 100.0 and isinstance(executor.parameters["rate_hz"], float)
+    sim = load_graph("sim")
+    bridge = [n for n in sim.resolve({"seed": "7", "auto_reset": "false"}) if n.name == "sim_bridge"][0]
+    assert bridge.parameters["seed"] == 7 and bridge.parameters["auto_reset"] is False
+    with pytest.raises(ConfigError, match=r"seed:='abc'.*expected an integer"):
+        sim.resolve({"seed": "abc"})
+    with pytest.raises(ConfigError, match=r"expected true or false"):
+        sim.resolve({"auto_reset": "yes please"})
+    with pytest.raises(ConfigError, match=r"not one of \['forward_position', 'joint_trajectory'\]; did you mean"):
+        sim.resolve({"command_interface": "joint_trajectories"})
+    with pytest.raises(ConfigError, match="finite"):
+        sim.resolve({"policy_rate_hz": "nan"})
+
+
+def test_undeclared_arguments_are_refused_with_the_closest_name():
+    spec = load_graph("sim")
+    with pytest.raises(ConfigError, match=r"unknown arguments 'sed' \(did you mean 'seed'\?\)"):
+        spec.resolve({"sed": "3"})
+    # ros2 launch: the command line as LaunchContext.argv has it; its own launch-prefix items are not the graph's
+    given = command_line_overrides(["seed:=3", "launch-prefix:=gdb -ex run", "not-an-argument"])
+    assert given == {"seed": "3"}
+    spec.check_argument_names(given)
+    with pytest.raises(ConfigError, match="sed"):
+        spec.check_argument_names(command_line_overrides(["sed:=3"]))
+
+
+@pytest.mark.parametrize(
+    ("doc", "match"),
+    [
+        ({"a": {"default": "1", "type": "integer"}}, "type 'integer' is not one of"),
+        ({"a": {"default": "x", "type": "int"}}, "expected an integer"),
+        ({"a": {"default": "x", "choices": ["y", "z"]}}, "not one of"),
+        ({"a": {"default": "x", "descripton": "typo"}}, "unknown keys"),
+        ({"a": {"default": "x", "choices": "y"}}, "must be a list"),
+    ],
+)
+def test_bad_argument_declarations_are_refused(doc, match):
+    with pytest.raises(ConfigError, match=match):
+        GraphSpec.from_dict({"arguments": doc, "nodes": [{"name": "n", "cmd": ["x"]}]})
+
+
+def test_launch_kwargs_carry_max_restarts_as_respawn_max_retries():
+    nodes = _graph([
+        {"name": "a", "cmd": ["x"], "respawn": True, "max_restarts": 3},
+        {"name": "b", "package": "robot_stack_ros", "executable": "camera_node", "respawn": True},
+    ])  # fmt: skip
+    assert nodes[0].launch_kwargs()["respawn_max_retries"] == 3
+    assert nodes[1].launch_kwargs()["respawn_max_retries"] == 5  # the supervisor's default too
+    for graph in ("sim", "hardware"):
+        for node in load_graph(graph).resolve():
+            assert node.launch_kwargs()["respawn_max_retries"] == node.max_restarts
+    with pytest.raises(ConfigError, match="respawn_delay_s 0.0 is below"):
+        _graph([{"name": "a", "cmd": ["x"], "respawn": True, "respawn_delay_s": 0.0}])
+
+
+def test_launch_layout_source_tree_and_installed_share(tmp_path):
+    graphs, config = launch_layout(LAUNCH_DIR)
+    assert graphs == GRAPHS_DIR and config.resolve() == PACKAGE_CONFIG_DIR.resolve()
+    share = tmp_path / "share" / "robot_stack_ros"
+    for sub in ("launch", "graphs", "config"):
+        (share / sub).mkdir(parents=True)
+    (share / "package.xml").write_text("<package/>")
+    assert launch_layout(share / "launch") == (share / "graphs", share / "config")
+    with pytest.raises(ConfigError, match="no graph files beside them"):
+        launch_layout(tmp_path)
+
+
+def test_supervisor_never_restarts_a_configuration_error(tmp_path):
+    refuses = _script(
+        tmp_path, "refuses", "import sys; print('refusing to start: bad parameter', flush=True); sys.exit(2)"
+    )
+    crashes = _script(tmp_path, "crashes", "import sys; sys.exit(1)")
+    nodes = _graph([
+        {"name": "refuses", "cmd": refuses, "respawn": True, "respawn_delay_s": 0.1, "max_restarts": 5},
+        {"name": "crashes", "cmd": crashes, "respawn": True, "respawn_delay_s": 0.1, "max_restarts": 2},
+    ])  # fmt: skip
+    sup = Supervisor(nodes, log_dir=tmp_path / "logs", echo=False, stop_timeout_s=1.0)
+    sup.start()
+    try:
+        assert wait_until(lambda: sup.status()["crashes"].starts == 3 and not sup.status()["crashes"].running)
+        time.sleep(0.5)
+        assert sup.status()["refuses"].starts == 1 and sup.status()["refuses"].exit_code == 2  # not retried
+        assert sup.status()["crashes"].starts == 3  # another failure is retried max_restarts times
+    finally:
+        sup.stop()
+
+
+# -------------------------------------------------------------------- the launch files over a stand-in launch API
+
+
+def _described(launch_file: Path, monkeypatch) -> tuple[list, object]:
+    """(declared arguments, the OpaqueFunction's setup) of a launch file's generate_launch_description()."""
+    from launch_stand_in import DeclareLaunchArgument, OpaqueFunction, load_launch_file, stand_in_launch
+
+    stand_in_launch(monkeypatch)
+    entities = load_launch_file(launch_file, monkeypatch).generate_launch_description().entities
+    declared = [e for e in entities if isinstance(e, DeclareLaunchArgument)]
+    (setup,) = [e.function for e in entities if isinstance(e, OpaqueFunction)]
+    return declared, setup
+
+
+@pytest.mark.parametrize(("graph", "launch_file"), sorted(LAUNCH_FILES.items()))
+def test_launch_files_declare_every_argument_with_description_and_readable_default(launch_file, graph, monkeypatch):
+    declared, _ = _described(LAUNCH_DIR / launch_file, monkeypatch)
+    spec = load_graph(graph)
+    assert [d.name for d in declared] == list(spec.arguments)
+    for d in declared:
+        arg = spec.arguments[d.name]
+        assert d.description == arg.help() and arg.description in d.description  # ros2 launch -s shows it
+        assert d.default_value == spec.defaults()[d.name] and "$(" not in d.default_value
+        assert d.choices == (list(arg.choices) or None)
+    assert {d.name: d.choices for d in declared}["command_interface"] == ["forward_position", "joint_trajectory"]
+
+
+def test_hardware_launch_file_readme_example(monkeypatch):
+    """``ros2 launch ... camera_serial:=123456789012`` (README): the serial reaches launch_ros as a string parameter,
+    restarts are bounded by max_restarts, a configuration error is shut down instead of restarted, the required
+    executor's exit ends the launch; an undeclared argument stops the launch before any node starts."""
+    from launch_stand_in import Context, EmitEvent, LogInfo, Node, ParameterValue, ProcessExited, Shutdown
+
+    declared, setup = _described(LAUNCH_DIR / "robot_stack.launch.py", monkeypatch)
+    readme = [
+        "policy_endpoint:=tcp://gpu-box:5555", "scene:=cell", "camera_serial:=123456789012",
+        "command_interface:=forward_position", "executor_rate_hz:=500.0",
+    ]  # fmt: skip
+    actions = setup(Context(declared, [*readme, "launch-prefix:=xterm -e"]))
+    by_name = {a.kwargs["name"]: a for a in actions}
+    assert list(by_name) == ["camera", "policy_client", "executor"] and all(isinstance(a, Node) for a in actions)
+    camera = by_name["camera"].kwargs
+    assert camera["parameters"][0] == str(PACKAGE_CONFIG_DIR / "camera_realsense.yaml")
+    inline = camera["parameters"][1]
+    assert isinstance(inline["serial"], ParameterValue) and inline["serial"].value_type is str
+    assert inline["serial"].value == "123456789012"
+    assert camera["respawn"] is True and camera["respawn_max_retries"] == 5 and camera["respawn_delay"] == 2.0
+    rate = by_name["executor"].kwargs["parameters"][1]["rate_hz"]
+    assert rate == 500.0 and isinstance(rate, float)  # typed values are passed as they are
+    # exit code 2 (configuration refused): logged and shut down, never restarted; other exits: the respawn policy
+    on_exit = camera["on_exit"]
+    exit2 = on_exit(ProcessExited(2, by_name["camera"]), None)
+    assert any(isinstance(a, LogInfo) and "not restarted" in a.msg for a in exit2)
+    (shutdown,) = [a for a in exit2 if isinstance(a, EmitEvent)]
+    assert shutdown.event.process_matcher(by_name["camera"]) and not shutdown.event.process_matcher(by_name["executor"])
+    assert on_exit(ProcessExited(1, by_name["camera"]), None) == []
+    required = by_name["executor"].kwargs["on_exit"](ProcessExited(0, by_name["executor"]), None)
+    assert [type(a) for a in required] == [Shutdown] and "executor" in required[0].reason
+    with pytest.raises(ConfigError, match=r"unknown arguments 'camera_seriall' \(did you mean 'camera_serial'\?\)"):
+        setup(Context(declared, ["camera_seriall:=123456789012"]))
+    with pytest.raises(ConfigError, match="expected a number"):
+        setup(Context(declared, ["executor_rate_hz:=fast"]))
+
+
+def test_built_package_installs_launch_and_graph_files_that_find_each_other(tmp_path, monkeypatch):
+    """colcon-style install of the ament_python package: launch files, their helper, graph files and parameter
+    files land in share/robot_stack_ros, and the installed launch files read the installed graphs and configs."""
+    from launch_stand_in import Context, install_package
+
+    share = install_package(tmp_path / "install", tmp_path / "build")
+    assert sorted(p.name for p in (share / "launch").iterdir()) == sorted(["graph_actions.py", *LAUNCH_FILES.values()])
+    assert sorted(p.name for p in (share / "graphs").iterdir()) == sorted(p.name for p in GRAPHS_DIR.glob("*.yaml"))
+    assert sorted(p.name for p in (share / "config").iterdir()) == sorted(
+        p.name for p in PACKAGE_CONFIG_DIR.glob("*.yaml")
+    )
+    scripts = tmp_path / "install" / "lib" / "robot_stack_ros"
+    assert {p.name for p in scripts.iterdir()} == _console_scripts()  # where launch_ros looks for executables
+    assert (share.parent / "ament_index" / "resource_index" / "packages" / "robot_stack_ros").is_file()
+    for graph, launch_file in LAUNCH_FILES.items():
+        declared, setup = _described(share / "launch" / launch_file, monkeypatch)
+        actions = setup(Context(declared, []))
+        assert len(actions) == len(load_graph(graph).nodes)
+        for action in actions:
+            for f in action.kwargs.get("parameters", []):
+                if isinstance(f, str):
+                    assert Path(f).parent == share / "config" and Path(f).is_file()
+        if graph.startswith("sim"):
+            server = [a for a in actions if a.kwargs["name"] == "policy_server"][0]
+            manifest = Path(server.kwargs["cmd"][server.kwargs["cmd"].index("--manifest") + 1])
+            assert manifest.is_file()  # $(python_package robot_stack) works from share/ too

@@ -145,3 +145,27 @@ def test_sim_graph_policy_control_rates_and_server_outage(graph):
     assert "transport" in policy.get("outcomes", "") or "'ok'" in policy.get("outcomes", ""), policy
     task = probe.diagnostics.get("sim_bridge: task", {})
     assert int(task.get("touches", 0)) >= 1, task
+
+
+@pytest.mark.slow  # the whole sim graph a second time (~40 s); the node itself is tested in tests/test_ros_nodes.py
+def test_sim_composed_graph_touches_with_the_camera_inside_the_policy_client(tmp_path):
+    """graphs/sim_composed.yaml: no camera node, the policy client owns the camera and takes its frames in-process;
+    the policy touches the cube, and observers still get the frames on the camera topics."""
+    domain = unique_domain_id()
+    nodes = load_graph("sim_composed").resolve(
+        {"policy_endpoint": f"tcp://127.0.0.1:{_free_port()}", "camera_rate_hz": str(CAMERA_RATE_HZ)}
+    )
+    assert "camera" not in {n.name for n in nodes}
+    sup = Supervisor(nodes, log_dir=tmp_path, echo=False, env=ros_env(domain), stop_timeout_s=5.0)
+    sup.start()
+    probe = GraphProbe(domain)
+    try:
+        assert probe.wait_for(lambda: bool(probe.touches()), 90), (probe.task[-3:], _logs(sup))
+        assert probe.arrivals["/policy/trajectory"], "touched without the policy"
+        assert probe.wait_for(lambda: len(probe.arrivals["/camera/color/image_raw"]) > 3, 20), _logs(sup)
+        frames = probe.diagnostics.get("policy_client: frames", {})
+        assert int(frames.get("count", 0)) > 0, frames
+    finally:
+        probe.close()
+        sup.stop()
+    assert "camera: composed (sim)" in sup.log_text("policy_client")

@@ -1,7 +1,7 @@
 """``robot-stack up <graph> [name:=value ...]``: run a graph file's nodes as supervised processes.
 
-Wired into the main CLI with :func:`add_up_parser`. The same graph runs on hardware with
-``ros2 launch launch/robot_stack.launch.py graph:=<graph> name:=value``.
+Wired into the main CLI with :func:`add_up_parser`. The same graphs run on hardware with
+``ros2 launch robot_stack_ros robot_stack.launch.py name:=value`` (hardware) or ``... sim.launch.py`` (sim).
 """
 
 from __future__ import annotations
@@ -19,6 +19,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     try:
         spec = load_graph(args.graph)
+        if args.show_args:  # as ros2 launch <file> -s
+            defaults = spec.defaults()
+            print(f"Arguments of {spec.name} (pass arguments as '<name>:=<value>'):")
+            for name, arg in spec.arguments.items():
+                choices = f" Valid choices are: {list(arg.choices)}" if arg.choices else ""
+                print(f"\n    {name!r}:\n        {arg.help()}{choices}\n        (default: {defaults[name]!r})")
+            return 0
         nodes = spec.resolve(parse_overrides(args.overrides), args.config_dir)
     except ConfigError as exc:
         print(f"bad graph: {exc}", file=sys.stderr)
@@ -50,5 +57,8 @@ def add_up_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     up.add_argument("--localhost", action="store_true", help="keep DDS discovery on this host")
     up.add_argument("--quiet", action="store_true", help="do not echo node output (it still goes to the logs)")
     up.add_argument("--print", action="store_true", help="print each process' command line and exit")
+    up.add_argument(
+        "-s", "--show-args", action="store_true", help="list the graph's arguments (as ros2 launch -s) and exit"
+    )
     up.set_defaults(func=_cmd_up)
     return up

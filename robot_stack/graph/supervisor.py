@@ -4,8 +4,9 @@ Each :class:`~robot_stack.graph.spec.NodeLaunch` becomes one child process (its 
 Ctrl-C reaches the supervisor only, which then stops the children one by one in reverse start order: SIGINT, then
 SIGTERM after ``stop_timeout_s``, then SIGKILL). ROS nodes get their name, namespace, parameter files, inline parameters
 (written to a parameter file) and remappings as ``--ros-args``, exactly what ``launch_ros`` would pass. A child that
-exits on its own is restarted after ``respawn_delay_s`` when ``respawn`` is set (at most ``max_restarts`` times);
-when it is ``required`` the whole graph stops.
+exits on its own is restarted after ``respawn_delay_s`` when ``respawn`` is set (at most ``max_restarts`` times), except
+after exit code :data:`~robot_stack.graph.spec.CONFIG_ERROR_EXIT_CODE` (it refused its configuration: a restart
+cannot help); when it is ``required`` the whole graph stops.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import IO, Any
 import yaml
 
 from robot_stack.errors import ConfigError
-from robot_stack.graph.spec import PACKAGE_DIR, NodeLaunch
+from robot_stack.graph.spec import CONFIG_ERROR_EXIT_CODE, PACKAGE_DIR, NodeLaunch
 
 log = logging.getLogger("robot_stack.graph.supervisor")
 
@@ -177,7 +178,12 @@ class Supervisor:
                         log.error("%s: stopping the graph", self.failure)
                         self._stop.set()
                         return
-                    if node.respawn and child.starts <= node.max_restarts:
+                    if proc.returncode == CONFIG_ERROR_EXIT_CODE:
+                        log.error(
+                            "%s refused its configuration (exit code %d): not restarted; the reason is in %s",
+                            node.name, proc.returncode, self.log_dir / f"{node.name}.log",
+                        )  # fmt: skip
+                    elif node.respawn and child.starts <= node.max_restarts:
                         child.restart_at = now + node.respawn_delay_s
                     elif node.respawn:
                         log.error("%s: gave up after %d restarts", node.name, node.max_restarts)

@@ -1,13 +1,15 @@
 """Franka Emika Panda description shared by the simulator and the kinematics (one source of truth).
 
 The URDF and collision meshes come from the ``example-robot-data`` wheel (installed with robot-stack, no download
-at run time). MuJoCo (``robot_stack.sim``) and pinocchio (``robot_stack.kinematics.ik``) both load *this* URDF, so the
-simulated arm and the IK model have identical kinematics.
+at run time), found through that distribution's own metadata (its RECORD), wherever it was installed: the virtual
+environment, ``pip install --user``, ``--target`` / ``PYTHONPATH`` layers. MuJoCo (``robot_stack.sim``) and pinocchio
+(``robot_stack.kinematics.ik``) both load *this* URDF, so the simulated arm and the IK model have identical kinematics.
 """
 
 from __future__ import annotations
 
-import sysconfig
+import functools
+import importlib.metadata
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +36,44 @@ LIMITS = JointLimits(
 )
 
 
+#: The distribution that ships the Panda description, and where its files put the URDF (``cmeel.prefix/share/...``).
+DISTRIBUTION = "example-robot-data"
+_URDF_SUFFIX = "example-robot-data/robots/panda_description/urdf/panda.urdf"
+_PREFIX_GUESS = "cmeel.prefix/share/example-robot-data/robots/panda_description"
+
+
+@functools.lru_cache(maxsize=1)
 def description_dir() -> Path:
-    """Folder ``panda_description`` of the example-robot-data wheel (urdf/, meshes/collision/*.stl)."""
-    candidates = [
-        Path(sysconfig.get_paths()["purelib"]) / "cmeel.prefix/share/example-robot-data/robots/panda_description",
-        Path(sysconfig.get_paths()["platlib"]) / "cmeel.prefix/share/example-robot-data/robots/panda_description",
-    ]
-    for path in candidates:
-        if (path / "urdf" / "panda.urdf").is_file():
-            return path
+    """Folder ``panda_description`` of the installed example-robot-data distribution (urdf/, meshes/collision/*.stl).
+
+    Resolved through the distribution's metadata (the first one on ``sys.path``, as ``import`` would find): the
+    file its RECORD lists as ``.../panda_description/urdf/panda.urdf``, else its known layout under the folder it
+    was installed into. Cached for the process (``description_dir.cache_clear()`` after changing ``sys.path``).
+
+    Raises:
+        ConfigError: the distribution is not installed, or holds no Panda URDF.
+    """
+    try:
+        dist = importlib.metadata.distribution(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(
+            f"Panda description not found: the {DISTRIBUTION} distribution is not installed for this Python "
+            f"(searched sys.path). Install it with `pip install {DISTRIBUTION}`."
+        ) from None
+    tried = []
+    for entry in dist.files or ():
+        if entry.as_posix().endswith(_URDF_SUFFIX):
+            urdf = Path(str(dist.locate_file(entry)))
+            tried.append(str(urdf))
+            if urdf.is_file():
+                return urdf.parent.parent
+    guess = Path(str(dist.locate_file(_PREFIX_GUESS)))
+    if (guess / "urdf" / "panda.urdf").is_file():
+        return guess
+    tried.append(str(guess / "urdf" / "panda.urdf"))
     raise ConfigError(
-        "Panda description not found (looked in: "
-        + ", ".join(str(c) for c in candidates)
-        + "). Install it with `pip install example-robot-data`."
+        f"Panda description not found in the installed {DISTRIBUTION} {dist.version} (looked at: {', '.join(tried)}); "
+        f"reinstall it with `pip install --force-reinstall {DISTRIBUTION}`."
     )
 
 

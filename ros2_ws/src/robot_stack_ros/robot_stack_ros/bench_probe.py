@@ -2,10 +2,16 @@
 
 Modes (each prints one JSON line on stdout when done):
 
-* ``image_pub --count N --rate R --reliability best_effort|reliable``: publishes N 640x480 RGB-D pairs (rgb8 +
-  16UC1) at R Hz, each stamped with its send time;
-* ``image_sub --count N --timeout S --reliability ...``: receives pairs, reports rate and stamp→receive latency
-  (one host: stamps and receive times are on the same wall clock);
+* ``camera --count N --rate R --qos reliable|sensor_data [--policy]``: a 640x480 RGB-D frame source read at R Hz on
+  its own thread (:class:`~robot_stack.cameras.threaded.ThreadedCamera`, the composed mode's camera) whose frames are
+  published on ``/camera/color/image_raw`` + ``/camera/aligned_depth_to_color/image_raw`` by the camera node's
+  publishers (:class:`~robot_stack_ros.camera_node.CameraStreams`, same conversion) with the shipped image QoS; with
+  ``--policy`` a policy loop in the same process reads the newest frame in-process (composed mode) and reports
+  the frame age at its reads (:class:`PolicyLoop`); waits until every frame is acknowledged before it exits;
+* ``policy --count N --timeout S --qos ...``: what the policy client does with the topics (topics mode): both images
+  into a :class:`~robot_stack.graph.streams.StreamedCamera` (paired by stamp), a policy loop reading the newest
+  frame; reports the pairs delivered, stamp→pair latency and the frame age at the policy's reads (one host: stamps
+  and receive times are on the same clocks);
 * ``echo``: a state→command relay: each ``/bench/joint_states`` becomes a ``/bench/commands`` Float64MultiArray
   of its positions (what a controller that reacts to state does; position[0] carries the sequence number);
 * ``rtt --count N --rate R``: publishes JointState, measures the round trip to the relay's command.
@@ -16,23 +22,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import rclpy
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from robot_stack_ros.common import STATE_QOS, image_msg, stamp, stamp_ns
+from robot_stack.cameras.base import Camera
+from robot_stack.graph.diagnostics import StreamMonitor
+from robot_stack.graph.streams import StreamedCamera
+from robot_stack.metrics import latency_stats
+from robot_stack.types import CameraModel, Frame
+from robot_stack_ros.camera_node import publishing_camera
+from robot_stack_ros.common import STATE_QOS, fields_from_image, image_qos, stamp, stamp_ns
 
-
-def _image_qos(reliability: str) -> QoSProfile:
-    rel = QoSReliabilityPolicy.RELIABLE if reliability == "reliable" else QoSReliabilityPolicy.BEST_EFFORT
-    return QoSProfile(depth=5, reliability=rel, history=QoSHistoryPolicy.KEEP_LAST)
+#: the policy loop's mean read rate in both modes, Hz
+POLICY_HZ = 30.0
 
 
 def _spin_until(node: Node, done: object, timeout_s: float) -> None:
@@ -44,64 +54,117 @@ def _spin_until(node: Node, done: object, timeout_s: float) -> None:
         pass
 
 
-def image_pub(args: argparse.Namespace) -> dict[str, object]:
-    node = Node("bench_image_pub")
-    qos = _image_qos(args.reliability)
-    color_pub = node.create_publisher(Image, "/bench/color", qos)
-    depth_pub = node.create_publisher(Image, "/bench/depth", qos)
-    rng = np.random.default_rng(0)
-    color = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    depth = rng.integers(300, 3000, (480, 640), dtype=np.uint16)
-    _spin_until(node, lambda: color_pub.get_subscription_count() > 0, 20.0)
-    time.sleep(0.5)  # let discovery settle on both topics
-    period = 1.0 / args.rate
-    t0 = time.monotonic()
-    for i in range(args.count):
-        delay = t0 + i * period - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        t = time.time_ns()
-        color_pub.publish(image_msg(color, "rgb8", t, "bench"))
-        depth_pub.publish(image_msg(depth, "16UC1", t, "bench"))
-    time.sleep(1.0)
-    return {"sent": args.count, "send_rate_hz": args.count / (time.monotonic() - t0 - 1.0)}
+class BenchCamera(Camera):
+    """A benchmark frame source: the same 640x480 RGB (uint8) + depth (uint16 mm) arrays, a new capture time and
+    sequence number at each read (what a driver hands over; the bytes are what the transports carry)."""
+
+    camera_id = "front"
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.color = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        self.depth = rng.integers(300, 3000, (480, 640), dtype=np.uint16)
+        self.seq = 0
+        self._model = CameraModel.from_fovy(640, 480, 58.0)
+
+    def start(self) -> None:
+        """Nothing to open."""
+
+    def stop(self) -> None:
+        """Nothing to close."""
+
+    @property
+    def model(self) -> CameraModel:
+        return self._model
+
+    def read(self) -> Frame:
+        self.seq += 1
+        return Frame(self.color, self.depth, 0.001, time.monotonic_ns(), self.camera_id, self.seq)
 
 
-def image_sub(args: argparse.Namespace) -> dict[str, object]:
-    node = Node("bench_image_sub")
-    qos = _image_qos(args.reliability)
-    color: dict[int, int] = {}  # stamp -> receive time of the half whose partner has not arrived
-    depth: dict[int, int] = {}
-    pairs: list[tuple[float, float]] = []  # (receive monotonic s, latency s)
+class PolicyLoop:
+    """A policy's frame intake on its own thread: at random times (mean rate :data:`POLICY_HZ`, so that every phase
+    against the camera is sampled) it takes the newest frame and records its age (read time - capture time, s):
+    how old the freshest frame a policy cycle can act on is."""
 
-    def pairing(mine: dict[int, int], partner: dict[int, int]) -> Callable[[Image], None]:
-        """Callback for one half: completes a pair when the partner half with the same stamp has arrived."""
+    def __init__(self, camera: Camera) -> None:
+        self.camera, self.ages_s, self.frames = camera, [], 0
+        self._stop = threading.Event()
+        self._rng = np.random.default_rng(1)
+        self._thread = threading.Thread(target=self._run, name="bench-policy", daemon=True)
+        self._thread.start()
 
-        def on_half(msg: Image) -> None:
-            now = time.time_ns()
-            t = stamp_ns(msg.header.stamp)
-            if t in partner:
-                pairs.append((time.monotonic(), (max(now, partner.pop(t)) - t) / 1e9))
-            else:
-                mine[t] = now
+    def _run(self) -> None:
+        last = 0
+        while not self._stop.wait(float(self._rng.uniform(0.5, 1.5)) / POLICY_HZ):
+            try:
+                frame = self.camera.read()
+            except Exception:  # noqa: BLE001 - no frame yet
+                continue
+            self.ages_s.append((time.monotonic_ns() - frame.t_capture_ns) / 1e9)
+            if frame.seq != last:
+                last, self.frames = frame.seq, self.frames + 1
 
-        return on_half
+    def stop(self) -> dict[str, object]:
+        self._stop.set()
+        self._thread.join(5.0)
+        stats = latency_stats(np.array(self.ages_s), prefix="age_") if self.ages_s else {}
+        return {"policy_frames": self.frames, **stats}
 
-    node.create_subscription(Image, "/bench/color", pairing(color, depth), qos)
-    node.create_subscription(Image, "/bench/depth", pairing(depth, color), qos)
-    print("READY", flush=True)
-    # done when every pair arrived, or 2 s after the last arrival (best effort loses some)
+
+def camera(args: argparse.Namespace) -> dict[str, object]:
+    node = Node("bench_camera")
+    source = BenchCamera()
+    threaded, streams = publishing_camera(node, source, args.rate, "bench", image_qos(args.qos))
     _spin_until(
-        node, lambda: len(pairs) >= args.count or (pairs and time.monotonic() - pairs[-1][0] > 2.0), args.timeout
-    )
-    lat = np.array([p[1] for p in pairs]) if pairs else np.array([np.nan])
-    span = pairs[-1][0] - pairs[0][0] if len(pairs) > 1 else float("nan")
+        node, lambda: streams.color.get_subscription_count() > 0 and streams.depth.get_subscription_count() > 0, 30
+    )  # both halves matched: a pair half published before discovery would be lost
+    time.sleep(0.5)
+    threaded.start()
+    policy = PolicyLoop(threaded) if args.policy else None
+    t0 = time.monotonic()
+    while threaded.stats().frames < args.count and time.monotonic() - t0 < args.count / args.rate + 30:
+        time.sleep(0.01)
+    threaded.stop()  # no more frames; the observer thread has handed over the last one
+    acked = all(pub.wait_for_all_acked(Duration(seconds=10)) for pub in (streams.color, streams.depth))
+    stats = threaded.stats()
+    out: dict[str, object] = {
+        "sent": stats.observed, "captured": stats.frames, "publish_skipped": stats.observer_skipped, "acked": acked,
+        "capture_rate_hz": stats.frames / max(1e-9, time.monotonic() - t0),
+    }  # fmt: skip
+    if policy is not None:
+        out.update(policy.stop())
+    return out
+
+
+def policy(args: argparse.Namespace) -> dict[str, object]:
+    node = Node("bench_policy")
+    qos = image_qos(args.qos)
+    monitor = StreamMonitor("frames", latency_window=100_000)
+    cam = StreamedCamera("front", CameraModel.from_fovy(640, 480, 58.0), 0.001, monitor)
+    node.create_subscription(Image, "/camera/color/image_raw", lambda m: _push(cam.push_color, m), qos)
+    node.create_subscription(Image, "/camera/aligned_depth_to_color/image_raw", lambda m: _push(cam.push_depth, m), qos)
+    print("READY", flush=True)
+    loop = PolicyLoop(cam)
+    last = [time.monotonic(), 0]
+
+    def done() -> bool:  # every frame arrived, or none for 3 s after the first (best effort loses some)
+        if monitor.count != last[1]:
+            last[:] = [time.monotonic(), monitor.count]
+        return monitor.count >= args.count or (monitor.count > 0 and time.monotonic() - last[0] > 3.0)
+
+    _spin_until(node, done, args.timeout)
+    lat = monitor.latency()  # stamp -> pair complete (both halves here), s
+    nan = float("nan")
     return {
-        "received": len(pairs),
-        "rate_hz": (len(pairs) - 1) / span if len(pairs) > 1 else 0.0,
-        "latency_p50_ms": float(np.percentile(lat, 50) * 1e3),
-        "latency_p99_ms": float(np.percentile(lat, 99) * 1e3),
-    }
+        "received": monitor.count, "drops": dict(monitor.drops),
+        "latency_p50_ms": lat.get("latency_p50_ms", nan), "latency_p99_ms": lat.get("latency_p99_ms", nan),
+        **loop.stop(),
+    }  # fmt: skip
+
+
+def _push(push: object, msg: Image) -> None:
+    push(stamp_ns(msg.header.stamp), fields_from_image(msg))  # type: ignore[operator]
 
 
 def echo(args: argparse.Namespace) -> dict[str, object]:
@@ -153,15 +216,16 @@ def rtt(args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="robot_stack_ros.bench_probe")
-    parser.add_argument("mode", choices=["image_pub", "image_sub", "echo", "rtt"])
+    parser.add_argument("mode", choices=["camera", "policy", "echo", "rtt"])
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--timeout", type=float, default=30.0)
-    parser.add_argument("--reliability", default="best_effort", choices=["best_effort", "reliable"])
+    parser.add_argument("--qos", default="reliable", choices=["sensor_data", "reliable"], help="shipped image QoS")
+    parser.add_argument("--policy", action="store_true", help="camera: also run the policy loop in-process")
     args = parser.parse_args(argv)
     rclpy.init()
     try:
-        result = {"image_pub": image_pub, "image_sub": image_sub, "echo": echo, "rtt": rtt}[args.mode](args)
+        result = {"camera": camera, "policy": policy, "echo": echo, "rtt": rtt}[args.mode](args)
     finally:
         rclpy.try_shutdown()
     print(json.dumps(result), flush=True)

@@ -33,9 +33,11 @@ from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2, PointFie
 from std_msgs.msg import Header
 
 from robot_stack.cameras.base import Camera
+from robot_stack.cameras.threaded import ThreadedCamera
 from robot_stack.errors import CalibrationError, CameraError, ConfigError, RobotStackError, ShapeError
 from robot_stack.graph.diagnostics import Health, StreamMonitor, calibration_health
 from robot_stack.graph.messages import mono_to_wall, positions_by_name, xyz_cloud
+from robot_stack.logs import FoldedLogger
 from robot_stack.types import Frame
 from robot_stack_ros.common import (
     SENSOR_QOS,
@@ -51,6 +53,9 @@ from robot_stack_ros.common import (
 )
 
 log = logging.getLogger("robot_stack.ros.camera")
+#: configure/activate retries every 0.5 s (autostart) while a device or calibration is missing: one line per cause
+#: per second, with the count of the folded ones
+retry_log = FoldedLogger(log, interval_s=1.0)
 
 
 class CameraStreams:
@@ -116,6 +121,115 @@ def cloud_msg(points: np.ndarray, t_wall_ns: int, frame_id: str) -> PointCloud2:
     return msg
 
 
+class CameraSource:
+    """The camera a node owns, from the camera parameters (the camera node's, or the policy client's in composed mode).
+
+    ``sim`` renders a twin of the simulated cell whose arm follows ``/joint_states`` and (with ``task_topic``)
+    whose cube follows the task's episodes; ``recording`` plays a RealSense ``.db3`` file; ``realsense`` opens a live
+    device by ``serial`` ('' = the only one). :attr:`lock` guards the twin world: hold it around every read.
+
+    Raises:
+        ConfigError: an unknown ``source``.
+    """
+
+    def __init__(
+        self, node: Node, source: str, camera_id: str, width: int, height: int, rate_hz: float, seed: int = 0,
+        task_topic: str = "", recording_path: str = "", serial: str = "",
+    ) -> None:  # fmt: skip
+        if source not in ("sim", "recording", "realsense"):
+            raise ConfigError(f"source {source!r}: expected sim, recording or realsense")
+        self.node, self.source, self.camera_id = node, source, camera_id
+        self.width, self.height, self.rate_hz, self.seed = width, height, rate_hz, seed
+        self.task_topic, self.recording_path, self.serial = task_topic, recording_path, serial
+        self.world: Any = None
+        self.lock = threading.Lock()
+        self.joint_monitor = StreamMonitor("joint_states (sim twin)")
+        self._twin_seed = seed
+
+    def label(self) -> str:
+        """The source as logs name it (a serial number quoted: it is text, never a number)."""
+        if self.source == "realsense":
+            return f"live RealSense, serial {self.serial!r}" if self.serial else "live RealSense, the only device"
+        return f"recording {self.recording_path!r}" if self.source == "recording" else "simulated cell"
+
+    def open(self) -> Camera:
+        """Build the camera (not started); for ``sim`` also subscribe to the twin's inputs.
+
+        Raises:
+            ConfigError: ``recording`` without ``recording_path``.
+        """
+        if self.source == "sim":
+            from robot_stack.clock import MonotonicClock
+            from robot_stack.sim.camera import SimCamera
+            from robot_stack.sim.world import SimWorld
+
+            # a render twin: no step cap (catching up is cheap) so a busy machine does not log skipped time
+            self.world = SimWorld(clock=MonotonicClock(), max_steps_per_sync=10**9)
+            self.world.reset(int(self.seed))
+            self._twin_seed = int(self.seed)
+            self.node.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_QOS)
+            if self.task_topic:
+                # its own group: in the default one, back-to-back renders and 100 Hz joint states starve it
+                self.node.create_subscription(
+                    DiagnosticStatus, self.task_topic, self._on_task, 10,
+                    callback_group=MutuallyExclusiveCallbackGroup(),
+                )  # fmt: skip
+            return SimCamera(self.world, self.camera_id, self.width, self.height)
+        from robot_stack.cameras.realsense import RealSenseCamera, RealSenseConfig
+
+        if self.source == "recording":
+            if not self.recording_path:
+                raise ConfigError("source=recording needs the parameter recording_path (a .db3 file)")
+            cfg = RealSenseConfig(
+                camera_id=self.camera_id, playback_path=self.recording_path, width=self.width, height=self.height,
+                fps=max(1, round(self.rate_hz)), repeat_playback=True,
+            )  # fmt: skip
+        else:
+            cfg = RealSenseConfig(
+                camera_id=self.camera_id, serial=self.serial or None, width=self.width, height=self.height,
+                fps=max(1, round(self.rate_hz)),
+            )  # fmt: skip
+        return RealSenseCamera(cfg)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        from robot_stack.robots import panda
+
+        try:
+            q = positions_by_name(msg.name, msg.position, panda.ARM_JOINTS, "joint_states")
+        except ShapeError as exc:
+            self.joint_monitor.dropped("malformed", str(exc))
+            return
+        with self.lock:
+            self.world.set_arm_q(np.clip(q, panda.LIMITS.lower, panda.LIMITS.upper))
+        self.joint_monitor.received(time.monotonic_ns())
+
+    def _on_task(self, msg: DiagnosticStatus) -> None:
+        try:
+            seed = int(status_values(msg)["seed"])
+        except (KeyError, ValueError) as exc:
+            log.error("task status without a valid seed (%s): the twin's cube stays where it is", exc)
+            return
+        if seed == self._twin_seed:
+            return
+        with self.lock:
+            q = self.world.arm_q()
+            self.world.reset(seed)  # the same seeded cube pose as the sim bridge's new episode
+            self.world.set_arm_q(q)
+            self._twin_seed = seed
+        log.info("new task episode: twin cube re-placed (seed %d)", seed)
+
+
+def publishing_camera(
+    node: Node, camera: Camera, rate_hz: float, frame_id: str, qos: Any, read_lock: threading.Lock | None = None
+) -> tuple[ThreadedCamera, CameraStreams]:
+    """The composed mode's camera: ``camera`` read at ``rate_hz`` on its own thread; its reader (the policy) takes
+    the newest frame in-process, and each frame is republished on ``/camera/...`` (the camera node's topics) from
+    another thread for observers — latest wins, so a slow transport never delays capture or the policy."""
+    streams = CameraStreams(node, "/camera", frame_id, "base", None, 1, rate_hz, qos)
+    threaded = ThreadedCamera(camera, rate_hz, lambda frame: streams.publish(frame, camera), read_lock)
+    return threaded, streams
+
+
 class CameraNode(LifecycleNode):
     """See the module docstring."""
 
@@ -142,16 +256,15 @@ class CameraNode(LifecycleNode):
         self.qos = image_qos(declare(self, "image_qos", "sensor_data", "image/cloud QoS: sensor_data | reliable"))
         if self.rate_hz <= 0:
             raise ConfigError(f"rate_hz must be positive, got {self.rate_hz}")
-        if self.source not in ("sim", "recording", "realsense"):
-            raise ConfigError(f"source {self.source!r}: expected sim, recording or realsense")
+        self.owned = CameraSource(
+            self, self.source, self.camera_id, self.width, self.height, self.rate_hz, int(self.seed),
+            self.task_topic, self.recording_path, self.serial,
+        )  # fmt: skip
         self.diag = DiagnosticsPublisher(self)
         self.camera: Camera | None = None
         self.streams: CameraStreams | None = None
-        self.world: Any = None
         self.calibration: Any = None
         self.failures = 0
-        self.joint_monitor = StreamMonitor("joint_states (sim twin)")
-        self._lock = threading.Lock()
         self._capture_timer: Any = None
         self.create_timer(1.0, self._publish_diagnostics)
         self._autostart_timer = self.create_timer(0.5, self._autostart) if self.autostart else None
@@ -166,39 +279,8 @@ class CameraNode(LifecycleNode):
         elif state == "active" and self._autostart_timer is not None:
             self._autostart_timer.cancel()
 
-    def _open_source(self) -> Camera:
-        if self.source == "sim":
-            from robot_stack.clock import MonotonicClock
-            from robot_stack.sim.camera import SimCamera
-            from robot_stack.sim.world import SimWorld
-
-            # a render twin: no step cap (catching up is cheap) so a busy machine does not log skipped time
-            self.world = SimWorld(clock=MonotonicClock(), max_steps_per_sync=10**9)
-            self.world.reset(int(self.seed))
-            self._twin_seed = int(self.seed)
-            self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_QOS)
-            if self.task_topic:
-                # its own group: in the default one, back-to-back renders and 100 Hz joint states starve it
-                self.create_subscription(
-                    DiagnosticStatus, self.task_topic, self._on_task, 10,
-                    callback_group=MutuallyExclusiveCallbackGroup(),
-                )  # fmt: skip
-            return SimCamera(self.world, self.camera_id, self.width, self.height)
-        from robot_stack.cameras.realsense import RealSenseCamera, RealSenseConfig
-
-        if self.source == "recording":
-            if not self.recording_path:
-                raise ConfigError("source=recording needs the parameter recording_path (a .db3 file)")
-            cfg = RealSenseConfig(
-                camera_id=self.camera_id, playback_path=self.recording_path, width=self.width, height=self.height,
-                fps=max(1, round(self.rate_hz)), repeat_playback=True,
-            )  # fmt: skip
-        else:
-            cfg = RealSenseConfig(
-                camera_id=self.camera_id, serial=self.serial or None, width=self.width, height=self.height,
-                fps=max(1, round(self.rate_hz)),
-            )  # fmt: skip
-        return RealSenseCamera(cfg)
+    def _source_label(self) -> str:
+        return self.owned.label()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
@@ -212,15 +294,18 @@ class CameraNode(LifecycleNode):
                 except CalibrationError:
                     if self.publish_points:
                         raise
-                    log.warning("no usable calibration for %s in %s: no calibration health", self.camera_id, self.scene)
-            self.camera = self._open_source()
+                    retry_log.warning(
+                        "no usable calibration for %s in %s: no calibration health", self.camera_id, self.scene
+                    )
+            if self.camera is None:  # a retried configure reuses the source (and its subscriptions)
+                self.camera = self.owned.open()
             self.streams = CameraStreams(
                 self, "~", self.frame_id, self.base_frame, projector, int(self.points_stride), self.rate_hz, self.qos
             )
         except (RobotStackError, OSError) as exc:
-            log.error("camera configure failed: %s", exc)
+            retry_log.error("camera configure failed: %s", exc)
             return TransitionCallbackReturn.FAILURE
-        log.info("camera %s configured (source %s, %dx%d)", self.camera_id, self.source, self.width, self.height)
+        log.info("camera %s configured (%s, %dx%d)", self.camera_id, self._source_label(), self.width, self.height)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -228,7 +313,7 @@ class CameraNode(LifecycleNode):
         try:
             self.camera.start()
         except CameraError as exc:
-            log.error("camera start failed: %s", exc)
+            retry_log.error("camera start failed (%s): %s", self._source_label(), exc)
             return TransitionCallbackReturn.FAILURE
         self._capture_timer = self.create_timer(1.0 / self.rate_hz, self._capture)
         log.info("camera %s active at %.1f Hz", self.camera_id, self.rate_hz)
@@ -248,37 +333,10 @@ class CameraNode(LifecycleNode):
             self.camera.stop()
 
     # ------------------------------------------------------------------------------------------ streams
-    def _on_joint_state(self, msg: JointState) -> None:
-        from robot_stack.robots import panda
-
-        try:
-            q = positions_by_name(msg.name, msg.position, panda.ARM_JOINTS, "joint_states")
-        except ShapeError as exc:
-            self.joint_monitor.dropped("malformed", str(exc))
-            return
-        with self._lock:
-            self.world.set_arm_q(np.clip(q, panda.LIMITS.lower, panda.LIMITS.upper))
-        self.joint_monitor.received(time.monotonic_ns())
-
-    def _on_task(self, msg: DiagnosticStatus) -> None:
-        try:
-            seed = int(status_values(msg)["seed"])
-        except (KeyError, ValueError) as exc:
-            log.error("task status without a valid seed (%s): the twin's cube stays where it is", exc)
-            return
-        if seed == self._twin_seed:
-            return
-        with self._lock:
-            q = self.world.arm_q()
-            self.world.reset(seed)  # the same seeded cube pose as the sim bridge's new episode
-            self.world.set_arm_q(q)
-            self._twin_seed = seed
-        log.info("new task episode: twin cube re-placed (seed %d)", seed)
-
     def _capture(self) -> None:
         assert self.camera is not None and self.streams is not None
         try:
-            with self._lock:
+            with self.owned.lock:
                 frame = self.camera.read()
         except CameraError as exc:
             self.failures += 1
@@ -293,14 +351,15 @@ class CameraNode(LifecycleNode):
             log.error("frame not published: %s", exc)
 
     def _publish_diagnostics(self) -> None:
+        retry_log.flush()  # counts of retries that stopped (e.g. the device appeared) are not lost
         now = time.monotonic_ns()
         name = self.get_name()
         state = self._state_machine.current_state[1]
         reports = [Health(f"{name}: lifecycle", 0 if state == "active" else 1, state, (("source", self.source),))]
         if self.streams is not None:
             reports.append(self.streams.monitor.health(name, now))
-        if self.world is not None:
-            reports.append(self.joint_monitor.health(name, now))
+        if self.owned.world is not None:
+            reports.append(self.owned.joint_monitor.health(name, now))
         cal = self.calibration
         if cal is not None:
             reports.append(

@@ -43,10 +43,13 @@ from robot_stack.graph.messages import (
     trajectory_to_points,
     wall_to_mono,
 )
+from robot_stack.graph.spec import CONFIG_ERROR_EXIT_CODE
 from robot_stack.types import CameraModel, JointTrajectory
 
 __all__ = [
     "COMMAND_QOS",
+    "IMAGE_HISTORY_DEPTH",
+    "RELIABLE_IMAGE_QOS",
     "SENSOR_QOS",
     "STATE_QOS",
     "DiagnosticsPublisher",
@@ -78,10 +81,16 @@ COMMAND_QOS = QoSProfile(
     durability=QoSDurabilityPolicy.VOLATILE,
 )  # fmt: skip
 
-#: Images delivered reliably (keep the newest 2): large RGB-D frames are UDP-fragmented; best effort loses a whole
-#: frame with any fragment (``robot-stack bench ros``: 43 % of 30 Hz 640x480 pairs delivered vs 100 % reliable).
+#: Frames a reliable image stream may hold while its subscriber catches up: 1 s at 30 Hz.
+IMAGE_HISTORY_DEPTH = 30
+
+#: Images delivered reliably: large RGB-D frames are UDP-fragmented and best effort loses a whole frame with any
+#: fragment. KEEP_LAST history is what bounds "reliable": a sample that finds the subscriber's history full replaces
+#: the oldest one, so a Python subscriber that falls a few frames behind (a busy core, a repaired fragment) loses
+#: frames. At depth 2 (~67 ms of slack at 30 Hz) 9-18 % of 30 Hz 640x480 pairs were lost with a CPU hog beside the
+#: graph, at depth 5 ~3 %, at depth 30 none (``robot-stack bench ros``: the delivered fraction).
 RELIABLE_IMAGE_QOS = QoSProfile(
-    depth=2, reliability=QoSReliabilityPolicy.RELIABLE, history=QoSHistoryPolicy.KEEP_LAST,
+    depth=IMAGE_HISTORY_DEPTH, reliability=QoSReliabilityPolicy.RELIABLE, history=QoSHistoryPolicy.KEEP_LAST,
     durability=QoSDurabilityPolicy.VOLATILE,
 )  # fmt: skip
 
@@ -118,8 +127,15 @@ def declare(node: Node, name: str, default: Any, description: str) -> Any:
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if type(value) is not type(default):
+        hint = ""
+        if isinstance(default, str) and isinstance(value, (int, float)):
+            hint = (
+                "; the text was parsed as a number on the way (leading zeros are lost that way): give it as a "
+                f"string — a graph argument of type str, or quoted on a command line: -p {name}:=\"'<text>'\""
+            )
         raise ConfigError(
-            f"parameter {name!r} ({description}): expected a {type(default).__name__} like {default!r}, got {value!r}"
+            f"parameter {name!r} ({description}): expected a {type(default).__name__} like {default!r}, got "
+            f"{value!r}{hint}"
         )
     return value
 
@@ -287,7 +303,8 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
     SIGINT and SIGTERM end the spin in this process (rclpy's own handlers are off), so the node's ``close()``
     — e.g. the executor decelerating to a stop — runs while its publishers still work. A node whose construction
     raises :class:`ConfigError` (missing or invalid parameter) is refused: the reason is logged and the process
-    exits with code 2. Returns the exit code.
+    exits with :data:`~robot_stack.graph.spec.CONFIG_ERROR_EXIT_CODE` (2), which neither launcher restarts. Returns
+    the exit code.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     rclpy.init(args=list(sys.argv if args is None else args), signal_handler_options=SignalHandlerOptions.NO)
@@ -299,7 +316,7 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
             node = factory()
         except ConfigError as exc:
             logging.getLogger("robot_stack.ros").error("refusing to start: %s", exc)
-            return 2
+            return CONFIG_ERROR_EXIT_CODE  # never restarted by robot-stack up or ros2 launch
         executor = MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         executor.spin()

@@ -14,6 +14,14 @@ states, a dead server or an undecodable answer produce no trajectory — the rea
 ``/diagnostics``; the executor's watchdog then holds the arm. The client reconnects by itself when the server
 comes back.
 
+**Composed mode** (``camera_source`` = ``sim`` | ``recording`` | ``realsense`` instead of ``topics``): this process
+owns the camera (:class:`~robot_stack_ros.camera_node.CameraSource`, the camera node's sources and parameters with a
+``camera_`` prefix) and reads it on its own thread (:class:`~robot_stack.cameras.threaded.ThreadedCamera`): the policy
+takes the newest frame in-process, never over DDS; each frame is republished on ``/camera/color/image_raw`` and
+``/camera/aligned_depth_to_color/image_raw`` (with ``image_qos``) from another thread for observers (recorder,
+monitoring), latest wins. Run no camera node beside it (``launch/graphs/sim_composed.yaml``). ``robot-stack bench ros``
+reports the frame age at the policy in both modes.
+
 With ``task_status_topic`` set (the sim graph: ``/sim_bridge/task_status``, ``diagnostic_msgs/DiagnosticStatus``
 with ``episode`` and ``touched``), the client ends an episode the way ``robot-stack demo`` does: once the task
 reports the touch it sends no more trajectories (the executor finishes the last one and its watchdog holds the arm)
@@ -35,11 +43,14 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 
+from robot_stack.cameras.base import Camera
+from robot_stack.cameras.threaded import ThreadedCamera
 from robot_stack.clock import MonotonicClock
 from robot_stack.errors import ConfigError, RobotStackError, ShapeError
 from robot_stack.graph.diagnostics import Health, StreamMonitor
 from robot_stack.graph.streams import StreamedArm, StreamedCamera
 from robot_stack.types import JointTrajectory
+from robot_stack_ros.camera_node import CameraSource, publishing_camera
 from robot_stack_ros.common import (
     COMMAND_QOS,
     STATE_QOS,
@@ -109,6 +120,12 @@ class PolicyClientNode(Node):
             self, "home_speed_fraction", 0.3, "start-posture move: fraction of the joint velocity/accel/jerk limits"
         )
         qos = image_qos(declare(self, "image_qos", "sensor_data", "image QoS: sensor_data | reliable"))
+        self.camera_source = declare(
+            self, "camera_source", "topics", "topics (a camera node's images over DDS) | sim | recording | realsense "
+            "(composed: this process owns the camera and republishes its frames for observers)",
+        )  # fmt: skip
+        if self.camera_source not in ("topics", "sim", "recording", "realsense"):
+            raise ConfigError(f"camera_source {self.camera_source!r}: expected topics, sim, recording or realsense")
         if self.rate_hz <= 0 or self.timeout_s <= 0:
             raise ConfigError(f"rate_hz and request_timeout_s must be positive, got {self.rate_hz}, {self.timeout_s}")
         try:
@@ -117,7 +134,11 @@ class PolicyClientNode(Node):
             raise ConfigError(f"camera calibration: {exc}") from exc
         self.frames = StreamMonitor("frames", expected_hz=0.0, max_silence_s=self.max_frame_age_s * 4)
         self.states = StreamMonitor("joint_states", max_silence_s=self.max_state_age_s)
-        self.camera = StreamedCamera(self.camera_id, calibration.camera, self.depth_scale, self.frames)
+        self.owned: ThreadedCamera | None = None
+        if self.camera_source == "topics":
+            self.camera: Camera = StreamedCamera(self.camera_id, calibration.camera, self.depth_scale, self.frames)
+        else:
+            self.camera = self.owned = self._composed_camera(qos, calibration.camera)
         ik = panda_ik()
         self.arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, ik.fk, None, self.max_state_age_s)
         try:
@@ -151,10 +172,13 @@ class PolicyClientNode(Node):
         self._step = 0
         self.diag = DiagnosticsPublisher(self)
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, "/camera/color/image_raw", self._on_color, qos, callback_group=inputs)
-        self.create_subscription(
-            Image, "/camera/aligned_depth_to_color/image_raw", self._on_depth, qos, callback_group=inputs
-        )
+        if self.owned is None:
+            self.create_subscription(Image, "/camera/color/image_raw", self._on_color, qos, callback_group=inputs)
+            self.create_subscription(
+                Image, "/camera/aligned_depth_to_color/image_raw", self._on_depth, qos, callback_group=inputs
+            )
+        else:
+            self.owned.start()
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_QOS, callback_group=inputs)
         self.task_episode: int | None = None
         self.task_touched = False
@@ -166,7 +190,36 @@ class PolicyClientNode(Node):
             self.create_subscription(DiagnosticStatus, self.task_topic, self._on_task, 10, callback_group=inputs)
         self.create_timer(1.0 / self.rate_hz, self._run_cycle, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(1.0, self._publish_diagnostics, callback_group=inputs)
-        log.info("policy client for %s at %.1f Hz (decoder %s)", self.endpoint, self.rate_hz, self.decoder_name)
+        log.info("policy client for %s at %.1f Hz (decoder %s), camera: %s", self.endpoint, self.rate_hz,
+                 self.decoder_name, "topics" if self.owned is None else f"composed ({self.camera_source})")  # fmt: skip
+
+    def _composed_camera(self, qos: Any, calibrated: Any) -> ThreadedCamera:
+        """Composed mode: the camera opened here, read on its own thread, republished for observers.
+
+        Raises:
+            ConfigError: a bad rate, or an image size other than the calibration's (``calibrated``: its model).
+        """
+        rate = declare(self, "camera_rate_hz", 15.0, "composed: frames per second captured and republished, Hz")
+        width = declare(self, "camera_width", 640, "composed: image width, pixels")
+        height = declare(self, "camera_height", 480, "composed: image height, pixels")
+        seed = declare(self, "camera_seed", 0, "composed, sim: cube placement seed (must match the sim bridge's)")
+        path = declare(self, "camera_recording_path", "", "composed, recording: the .db3 file to play")
+        serial = declare(self, "camera_serial", "", "composed, realsense: device serial ('' = the only device)")
+        frame_id = declare(self, "camera_frame_id", "camera_color_optical_frame", "composed: optical frame id")
+        if rate <= 0:
+            raise ConfigError(f"camera_rate_hz must be positive, got {rate}")
+        if (width, height) != (calibrated.width, calibrated.height):
+            raise ConfigError(
+                f"camera_width x camera_height {width}x{height} differ from the calibration of {self.camera_id!r} in "
+                f"scene {self.scene!r} ({calibrated.width}x{calibrated.height}): set them to the calibrated size"
+            )
+        source = CameraSource(
+            self, self.camera_source, self.camera_id, width, height, rate, seed, self.task_topic, path, serial
+        )
+        threaded, self.observer_streams = publishing_camera(self, source.open(), rate, frame_id, qos, source.lock)
+        self.frames = self.observer_streams.monitor  # what diagnostics report as "frames": the frames captured
+        log.info("composed camera: %s at %.1f Hz, republished on /camera/... for observers", source.label(), rate)
+        return threaded
 
     # ------------------------------------------------------------------------------------------- inputs
     def _push(self, msg: Image, push: Any) -> None:
@@ -285,6 +338,8 @@ class PolicyClientNode(Node):
     def close(self) -> None:
         self.cycle.close()
         self.client.close()
+        if self.owned is not None:
+            self.owned.stop()
 
 
 def main(args: list[str] | None = None) -> int:

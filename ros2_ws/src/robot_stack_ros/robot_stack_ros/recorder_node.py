@@ -1,25 +1,30 @@
 """Recorder node: teleoperated (or policy) episodes from the graph into a LeRobot-layout dataset.
 
-Hands everything to the core :class:`~robot_stack.dataset.writer.DatasetWriter` (crash-safe episode commit, MP4
-RGB, lossless depth, control-rate stream, calibration snapshot). This node only collects:
+Hands everything to the core :class:`~robot_stack.dataset.recorder.Recorder` over a
+:class:`~robot_stack.dataset.writer.DatasetWriter` (crash-safe episode commit, MP4 RGB, lossless depth, control-rate
+stream, calibration snapshot): H.264 and depth encoding run on the recorder's own threads behind bounded queues, never
+in this node's callbacks; a frame that finds the queues full is dropped and counted (the episode's metadata says how
+many). This node only collects:
 
 * frames: ``/camera/color/image_raw`` + ``/camera/aligned_depth_to_color/image_raw`` paired by stamp
   (:class:`~robot_stack.graph.streams.StreamedCamera`, size checked against the calibration);
 * state: ``/joint_states``; commands: ``~/commands`` (``std_msgs/Float64MultiArray`` joint set-points, remap to
   the controller's command topic — what the teleop device or the executor sent);
-* at ``fps``: one frame row (newest frame, state, the command in force, its FK as TCP target) while recording;
+* while recording, each new colour + depth pair whose capture time is at least ``0.9 / fps`` after the last
+  recorded one becomes a frame row (the frame, the newest state, the command in force, its FK as TCP target): frames
+  are chosen by capture time as they arrive, so a delivery burst (reliable QoS holds later samples while it repairs
+  an earlier one) loses nothing, and a camera faster than ``fps`` is thinned evenly (counted as ``decimated``);
   every joint state becomes a control-rate sample (measured q, dq and the last command).
 
-Services (``std_srvs``): ``~/start_episode`` (Trigger), ``~/stop_episode`` (SetBool: ``data`` = success; commits),
-``~/abort_episode`` (Trigger). A frame older than ``max_frame_age_s`` or a stale joint state is not recorded (the
-episode's drop counters say how many); a node killed mid-episode loses only that episode (the writer's repair on
-the next open removes its remains).
+Services (``std_srvs``): ``~/start_episode`` (Trigger), ``~/stop_episode`` (SetBool: ``data`` = success; drains the
+encoding queues, then commits), ``~/abort_episode`` (Trigger). A frame older than ``max_frame_age_s`` or a stale joint
+state is not recorded (the episode's drop counters say how many); a node killed mid-episode loses only that episode
+(the writer's repair on the next open removes its remains).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -57,6 +62,7 @@ class RecorderNode(Node):
         super().__init__("recorder")
         from robot_stack.calibration.store import load_calibration
         from robot_stack.dataset import CameraStream, DatasetSpec, DatasetWriter
+        from robot_stack.dataset.recorder import Recorder
         from robot_stack.kinematics.ik import panda_ik
         from robot_stack.robots import panda
 
@@ -69,6 +75,7 @@ class RecorderNode(Node):
         self.max_frame_age_s = declare(self, "max_frame_age_s", 0.25, "older frames are not recorded, s")
         self.max_state_age_s = declare(self, "max_state_age_s", 0.1, "older joint states are not recorded, s")
         self.control_rate_hz = declare(self, "control_rate_hz", 100.0, "nominal joint-state rate (highrate/), Hz")
+        queue_frames = declare(self, "queue_frames", 64, "frames waiting for the encoders before new ones are dropped")
         qos = image_qos(declare(self, "image_qos", "sensor_data", "image QoS: sensor_data | reliable"))
         if self.fps <= 0:
             raise ConfigError(f"fps must be a positive integer, got {self.fps}")
@@ -81,6 +88,7 @@ class RecorderNode(Node):
                 control_rate_hz=float(self.control_rate_hz),
             )
             self.writer = DatasetWriter(self.root, spec, calibrations={self.camera_id: cal})
+            self.recorder = Recorder(self.writer, queue_frames=int(queue_frames))
         except RobotStackError as exc:
             raise ConfigError(f"cannot open dataset {self.root}: {exc}") from exc
         self.ik = panda_ik()
@@ -90,21 +98,21 @@ class RecorderNode(Node):
         self.camera = StreamedCamera(self.camera_id, cal.camera, spec.depth_scale, self.frames)
         self.arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, self.ik.fk, None, self.max_state_age_s)
         self.q_cmd: np.ndarray | None = None
-        self.episode: Any = None
         self.last_seq = 0
+        self.last_recorded_ns = -(2**62)  # capture time of the last recorded frame
+        self.min_spacing_ns = int(0.9e9 / self.fps)  # 10 % below the period: capture jitter never skips a frame
         self.committed: list[Any] = []
-        self._lock = threading.Lock()  # one writer thread at a time (rows, samples, start/stop)
-        group = MutuallyExclusiveCallbackGroup()
+        group = MutuallyExclusiveCallbackGroup()  # inputs and rows: quick (encoding runs on the recorder's threads)
+        control = MutuallyExclusiveCallbackGroup()  # start/stop/abort: stop waits for the encoders to drain
         self.create_subscription(Image, "/camera/color/image_raw", self._on_color, qos, callback_group=group)
         self.create_subscription(
             Image, "/camera/aligned_depth_to_color/image_raw", self._on_depth, qos, callback_group=group
         )
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_QOS, callback_group=group)
         self.create_subscription(Float64MultiArray, "~/commands", self._on_command, COMMAND_QOS, callback_group=group)
-        self.create_service(Trigger, "~/start_episode", self._start, callback_group=group)
-        self.create_service(SetBool, "~/stop_episode", self._stop, callback_group=group)
-        self.create_service(Trigger, "~/abort_episode", self._abort, callback_group=group)
-        self.create_timer(1.0 / self.fps, self._record_row, callback_group=group)
+        self.create_service(Trigger, "~/start_episode", self._start, callback_group=control)
+        self.create_service(SetBool, "~/stop_episode", self._stop, callback_group=control)
+        self.create_service(Trigger, "~/abort_episode", self._abort, callback_group=control)
         self.diag = DiagnosticsPublisher(self)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=group)
         log.info("recorder ready: %s (%d episodes), %d fps, camera %s", self.root, self.writer.num_episodes,
@@ -112,16 +120,18 @@ class RecorderNode(Node):
 
     # ------------------------------------------------------------------------------------------- inputs
     def _on_color(self, msg: Image) -> None:
-        try:
-            self.camera.push_color(stamp_ns(msg.header.stamp), fields_from_image(msg))
-        except ShapeError as exc:
-            log.error("image rejected: %s", exc)
+        self._on_image(msg, self.camera.push_color)
 
     def _on_depth(self, msg: Image) -> None:
+        self._on_image(msg, self.camera.push_depth)
+
+    def _on_image(self, msg: Image, push: Any) -> None:
         try:
-            self.camera.push_depth(stamp_ns(msg.header.stamp), fields_from_image(msg))
+            push(stamp_ns(msg.header.stamp), fields_from_image(msg))
         except ShapeError as exc:
             log.error("image rejected: %s", exc)
+            return
+        self._record_new_frame()
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         q = np.asarray(msg.data, dtype=np.float64)
@@ -138,10 +148,9 @@ class RecorderNode(Node):
             return
         t_ns, q, dq = state
         self.arm.update(t_ns, q, dq)
-        with self._lock:
-            if self.episode is not None:
-                q_cmd = self.q_cmd if self.q_cmd is not None else q
-                self.episode.add_joint_sample(JointSample(t_ns, q, dq, q_cmd, 1.0))
+        if self.recorder.recording:
+            q_cmd = self.q_cmd if self.q_cmd is not None else q
+            self.recorder.add_joint_sample(JointSample(t_ns, q, dq, q_cmd, 1.0))  # False = buffer full: counted
 
     # ------------------------------------------------------------------------------------------ episodes
     def _skip(self, reason: str, detail: str) -> None:
@@ -151,97 +160,103 @@ class RecorderNode(Node):
         if n == 1 or n % 50 == 0:
             log.warning("frame not recorded (%s, %d so far this run): %s", reason, n, detail)
 
-    def _record_row(self) -> None:
+    def _record_new_frame(self) -> None:
+        """A new pair completed: hand it with the newest state to the recorder when it is due by capture time
+        (references only: encoding runs on the recorder's threads)."""
         from robot_stack.dataset import FrameRow
 
-        with self._lock:
-            if self.episode is None:
-                return
-            now = time.monotonic_ns()
-            try:
-                frame = self.camera.read()
-                state = self.arm.read_state()
-            except RobotStackError as exc:
-                self._skip("input", str(exc))
-                return
-            if frame.seq == self.last_seq:
-                self.rows.dropped("no_new_frame", f"frame {frame.seq} already recorded")  # camera slower than fps
-                return
-            problem = stamp_problem(frame.t_capture_ns, now, self.max_frame_age_s)
-            if problem is not None:
-                self._skip("stale_frame", problem)
-                return
-            q_target = self.q_cmd if self.q_cmd is not None else state.q
-            index = self.episode.num_frames
-            self.episode.write_rgb(self.camera_id, index, frame.color)
-            self.episode.write_depth(self.camera_id, index, frame.t_capture_ns, frame.depth)
-            self.episode.add_row(
-                FrameRow(state.t_ns, (frame.t_capture_ns,), state, q_target, 1.0, self.ik.fk(q_target))
-            )
-            self.last_seq = frame.seq
+        try:
+            frame = self.camera.read()
+        except RobotStackError:
+            return  # no complete pair yet
+        if frame.seq == self.last_seq or not self.recorder.recording:
+            return
+        self.last_seq = frame.seq
+        if frame.t_capture_ns - self.last_recorded_ns < self.min_spacing_ns:
+            self.rows.dropped("decimated", "camera faster than fps")  # thinned evenly, by capture time
+            return
+        now = time.monotonic_ns()
+        problem = stamp_problem(frame.t_capture_ns, now, self.max_frame_age_s)
+        if problem is not None:
+            self._skip("stale_frame", problem)
+            return
+        try:
+            state = self.arm.read_state()
+        except RobotStackError as exc:
+            self._skip("input", str(exc))
+            return
+        q_target = self.q_cmd if self.q_cmd is not None else state.q
+        row = FrameRow(state.t_ns, (frame.t_capture_ns,), state, q_target, 1.0, self.ik.fk(q_target))
+        if self.recorder.add_frame(row, [frame]):
+            self.last_recorded_ns = frame.t_capture_ns
             self.rows.received(now, (now - frame.t_capture_ns) / 1e9)
+        elif self.recorder.recording:  # the encoders are behind: dropped and counted by the recorder
+            self.rows.dropped("queue_full", "encoding queues full")
 
     def _start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self._lock:
-            if self.episode is not None:
-                response.success, response.message = False, "an episode is already being recorded"
-            elif not self.task:
-                response.success, response.message = False, "set the parameter 'task' (the instruction) first"
-            else:
-                self.episode = self.writer.begin_episode(self.task, {"source": "ros2 recorder_node"})
-                response.success, response.message = True, f"recording episode {self.episode.episode_index}"
+        if not self.task:
+            response.success, response.message = False, "set the parameter 'task' (the instruction) first"
+            return response
+        try:
+            index = self.recorder.start_episode(self.task, {"source": "ros2 recorder_node"})
+        except RobotStackError as exc:  # e.g. an episode is already being recorded
+            response.success, response.message = False, str(exc)
+            return response
+        self.rows = StreamMonitor("recorded rows", expected_hz=float(self.fps))  # this episode's skips
+        self.last_recorded_ns = -(2**62)
+        response.success, response.message = True, f"recording episode {index}"
         log.info(response.message)
         return response
 
     def _stop(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        with self._lock:
-            episode, self.episode = self.episode, None
-            if episode is None:
-                response.success, response.message = False, "no episode is being recorded"
-                return response
-            drops = {k: v for k, v in self.rows.drops.items()}
-            try:
-                done = self.writer.commit(episode, bool(request.data), {"drops": drops})
-            except Exception as exc:  # noqa: BLE001 - any writer failure: the episode is lost, the node runs on
-                response.success, response.message = False, f"episode not committed: {exc}"
-                log.error(response.message)
-                return response
+        if not self.recorder.recording:
+            response.success, response.message = False, "no episode is being recorded"
+            return response
+        drops = dict(self.rows.drops)
+        try:
+            done = self.recorder.stop_episode(bool(request.data), {"drops": drops})
+        except Exception as exc:  # noqa: BLE001 - any writer failure: the episode is lost, the node runs on
+            response.success, response.message = False, f"episode not committed: {exc}"
+            log.error(response.message)
+            return response
         self.committed.append(done)
+        stats = self.recorder.stats()
         response.success = True
-        response.message = f"committed episode {done.episode_index}: {done.length} frames, success={done.success}"
+        response.message = (
+            f"committed episode {done.episode_index}: {done.length} frames, success={done.success}, "
+            f"{stats.dropped_frames} dropped by full encoding queues, skipped {drops}"
+        )
         log.info(response.message)
         return response
 
     def _abort(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self._lock:
-            episode, self.episode = self.episode, None
-        if episode is None:
-            response.success, response.message = False, "no episode is being recorded"
+        index = self.recorder.stats().episode_index
+        if self.recorder.discard():
+            response.success, response.message = True, f"episode {index} discarded"
         else:
-            self.writer.abort(episode)
-            response.success, response.message = True, f"episode {episode.episode_index} discarded"
+            response.success, response.message = False, "no episode is being recorded"
         return response
 
     def _publish_diagnostics(self) -> None:
         now = time.monotonic_ns()
         name = self.get_name()
-        recording = self.episode is not None
+        stats = self.recorder.stats()
         status = Health(
-            f"{name}: dataset", 0, "recording" if recording else "idle",
+            f"{name}: dataset", 0, "recording" if stats.recording else "idle",
             (("root", str(self.root)), ("episodes", str(self.writer.num_episodes)),
-             ("frames", str(self.episode.num_frames if recording else 0))),
+             ("frames", str(stats.frames if stats.recording else 0)),
+             ("dropped_frames", str(stats.dropped_frames)), ("dropped_joint_samples", str(stats.dropped_joint_samples)),
+             ("queue_depth", str(dict(stats.queue_depth)))),
         )  # fmt: skip
         reports = [status, self.frames.health(name, now), self.states.health(name, now)]
-        if recording:
+        if stats.recording:
             reports.append(self.rows.health(name, now))
         self.diag.publish(reports)
 
     def close(self) -> None:
-        with self._lock:
-            episode, self.episode = self.episode, None
-        if episode is not None:
-            log.warning("shutting down mid-episode: episode %d discarded", episode.episode_index)
-            self.writer.abort(episode)
+        index = self.recorder.stats().episode_index
+        if self.recorder.discard():
+            log.warning("shutting down mid-episode: episode %d discarded", index)
 
 
 def main(args: list[str] | None = None) -> int:
