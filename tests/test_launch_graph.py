@@ -387,6 +387,22 @@ def test_supervisor_never_restarts_a_configuration_error(tmp_path):
         sup.stop()
 
 
+def test_up_exits_1_with_a_summary_when_a_node_was_given_up(tmp_path, capsys):
+    # a node that keeps crashing uses up its restarts: the graph ran degraded, so `up` must not report success
+    graph = tmp_path / "g.yaml"
+    graph.write_text(yaml.safe_dump({"nodes": [
+        {"name": "steady", "cmd": [sys.executable, "-c", "import time; time.sleep(30)"]},
+        {"name": "crashes", "cmd": [sys.executable, "-c", "import sys; sys.exit(3)"], "respawn": True,
+         "respawn_delay_s": 0.1, "max_restarts": 2},
+    ]}))  # fmt: skip
+    args = build_parser().parse_args(["up", str(graph), "--duration", "2.5", "--log-dir", str(tmp_path / "logs")])
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    summary = [line for line in err.splitlines() if line.startswith(("steady", "crashes"))]
+    assert any("GAVE UP: gave up after 2 restarts (exit code 3)" in line and " 3 " in line for line in summary), err
+    assert any("stopped" in line for line in summary if line.startswith("steady")), err
+
+
 # -------------------------------------------------------------------- the launch files over a stand-in launch API
 
 

@@ -40,8 +40,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     supervisor = Supervisor(nodes, log_dir=args.log_dir, echo=not args.quiet, env=env)
     print(f"robot-stack up: {spec.name} ({len(nodes)} processes), logs in {supervisor.log_dir}", file=sys.stderr)
     code = supervisor.run(args.duration)
-    if supervisor.failure:
-        print(f"graph stopped: {supervisor.failure}", file=sys.stderr)
+    print(supervisor.summary(), file=sys.stderr)
+    for name, why in supervisor.given_up.items():
+        print(f"{name} {why}: see {supervisor.log_dir / (name + '.log')}", file=sys.stderr)
     return code
 
 

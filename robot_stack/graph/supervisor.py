@@ -37,13 +37,15 @@ __all__ = ["ChildStatus", "Supervisor"]
 
 @dataclass(frozen=True)
 class ChildStatus:
-    """One child's state: pid (None when not running), starts so far, last exit code, whether it runs."""
+    """One child's state: pid (None when not running), starts so far, last exit code, whether it runs, and why the
+    supervisor gave up on it (None while it may still run: it refused its configuration, or used up its restarts)."""
 
     name: str
     pid: int | None
     running: bool
     starts: int
     exit_code: int | None
+    gave_up: str | None = None
 
 
 def _program(name: str) -> str:
@@ -66,6 +68,7 @@ class _Child:
         self.exit_code: int | None = None
         self.restart_at: float | None = None
         self.stopping = False  # exit expected (stop/kill by the supervisor's user): no respawn, not "required"
+        self.gave_up: str | None = None  # why the node stays down for good (config refused, restarts used up)
         self.pump: threading.Thread | None = None
 
 
@@ -179,6 +182,7 @@ class Supervisor:
                         self._stop.set()
                         return
                     if proc.returncode == CONFIG_ERROR_EXIT_CODE:
+                        child.gave_up = f"refused its configuration (exit code {proc.returncode})"
                         log.error(
                             "%s refused its configuration (exit code %d): not restarted; the reason is in %s",
                             node.name, proc.returncode, self.log_dir / f"{node.name}.log",
@@ -186,7 +190,10 @@ class Supervisor:
                     elif node.respawn and child.starts <= node.max_restarts:
                         child.restart_at = now + node.respawn_delay_s
                     elif node.respawn:
+                        child.gave_up = f"gave up after {node.max_restarts} restarts (exit code {proc.returncode})"
                         log.error("%s: gave up after %d restarts", node.name, node.max_restarts)
+                    else:
+                        child.gave_up = f"exited with code {proc.returncode} (not respawned)"
                 if child.restart_at is not None and now >= child.restart_at and not self._stop.is_set():
                     child.restart_at = None
                     self._spawn(child)
@@ -270,8 +277,26 @@ class Supervisor:
                 code = (
                     c.exit_code if c.exit_code is not None else (None if running or c.proc is None else c.proc.poll())
                 )
-                out[name] = ChildStatus(name, c.proc.pid if running and c.proc else None, running, c.starts, code)
+                pid = c.proc.pid if running and c.proc else None
+                out[name] = ChildStatus(name, pid, running, c.starts, code, c.gave_up)
             return out
+
+    @property
+    def given_up(self) -> dict[str, str]:
+        """Nodes that stay down for good, with why (the graph ran without them)."""
+        with self._lock:
+            return {name: c.gave_up for name, c in self._children.items() if c.gave_up is not None}
+
+    def summary(self) -> str:
+        """A table of every node: starts, restarts, last exit code and how it ended (printed when ``up`` exits)."""
+        rows = [f"{'node':<18}{'starts':>7}{'restarts':>9}{'exit':>6}  state"]
+        for s in self.status().values():
+            state = "running" if s.running else (f"GAVE UP: {s.gave_up}" if s.gave_up else "stopped")
+            code = "-" if s.exit_code is None else str(s.exit_code)
+            rows.append(f"{s.name:<18}{s.starts:>7}{max(0, s.starts - 1):>9}{code:>6}  {state}")
+        if self.failure:
+            rows.append(f"graph stopped: {self.failure}")
+        return "\n".join(rows)
 
     def log_text(self, name: str) -> str:
         """Everything one child printed so far (all its starts)."""
@@ -281,7 +306,8 @@ class Supervisor:
     # ------------------------------------------------------------------------------------------ foreground
     def run(self, duration_s: float | None = None) -> int:
         """Start the graph and supervise it until SIGINT/SIGTERM, ``duration_s`` or a required node's exit;
-        then stop it. Returns 0, or 1 when a required node exited on its own."""
+        then stop it. Returns 0, or 1 when a required node exited on its own or the supervisor gave up on any node
+        (the graph ran degraded: a configuration refused, restarts used up)."""
         previous: dict[int, Any] = {}
 
         def on_signal(signum: int, _frame: Any) -> None:
@@ -303,7 +329,7 @@ class Supervisor:
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        return 1 if self.failure else 0
+        return 1 if self.failure or self.given_up else 0
 
     def __enter__(self) -> Supervisor:
         self.start()
