@@ -48,7 +48,10 @@ def get_decoder(name: str, **kwargs: Any) -> Decoder:
     """Build the decoder for action space ``name`` with ``kwargs`` (ConfigError for an unknown name)."""
     if name not in DECODERS:
         raise ConfigError(f"no decoder for action space {name!r}; available: {', '.join(available_decoders())}")
-    return DECODERS[name](**kwargs)
+    try:
+        return DECODERS[name](**kwargs)
+    except TypeError as exc:  # an option the decoder does not take (e.g. a typo in the config's decoder.options)
+        raise ConfigError(f"decoder {name!r}: bad options {sorted(kwargs)}: {exc}") from exc
 
 
 def decoder_name_for(head: ActionHead | str, action_space: str) -> str:

@@ -1,0 +1,81 @@
+"""Every command that starts processes ends them on every exit path: a failure after the policy server started,
+SIGTERM, Ctrl-C (issue 11 item 7). The server of each run is found by a marker path on its command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+
+from robot_stack.policy.manifest import DEMO_MANIFEST
+
+
+def _marked_manifest(tmp_path: Path) -> Path:
+    """A copy of the demo model in a folder only this test uses: its path marks the server process."""
+    folder = tmp_path / f"leak-marker-{os.getpid()}"
+    folder.mkdir()
+    for f in DEMO_MANIFEST.parent.glob(DEMO_MANIFEST.stem + ".*"):
+        shutil.copy(f, folder / f.name)
+    return folder / DEMO_MANIFEST.name
+
+
+def _processes_with(marker: str) -> list[int]:
+    """pids (not this process) whose command line mentions ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _demo(manifest: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "robot_stack.cli", "demo", "--episodes", "20", "--manifest", str(manifest), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_demo_failing_after_its_server_started_leaves_no_server(tmp_path: Path) -> None:
+    manifest = _marked_manifest(tmp_path)
+    proc = _demo(manifest, "--set", "decoder.options={bogus_option: 1}")  # fails building the decoder
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 1, err
+    assert "bad options" in err and "Traceback" not in err
+    assert "policy server ready" in err  # the failure came after the server was up
+    assert wait_until(lambda: not _processes_with(str(manifest.parent)), timeout_s=10), _processes_with(
+        str(manifest.parent)
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_demo_stopped_by_a_signal_stops_its_server(tmp_path: Path, sig: signal.Signals) -> None:
+    manifest = _marked_manifest(tmp_path)
+    proc = _demo(manifest)
+    try:
+        server_started = wait_until(lambda: len(_processes_with(str(manifest.parent))) >= 2, timeout_s=120)
+        assert server_started, "the demo's policy server never started"
+        time.sleep(1.0)  # the loop is running
+        proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (1, 130), proc.returncode
+    assert wait_until(lambda: not _processes_with(str(manifest.parent)), timeout_s=15), _processes_with(
+        str(manifest.parent)
+    )
