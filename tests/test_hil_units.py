@@ -55,6 +55,8 @@ def test_every_expectation_key_is_checked() -> None:
         stale={},
         safety_interventions={},
         injectors={},
+        traced_commands=10,
+        interventions_outside_faults=0,
     )
     scenario = Scenario("x", expect={"holds_min": 2, "time_to_recover_max_s": 5.0})
     checks = {c.name: c.ok for c in evaluate(scenario, metrics)}
@@ -62,13 +64,26 @@ def test_every_expectation_key_is_checked() -> None:
         "unsafe_commands": True,
         "actions_from_stale_data": True,
         "commands_sent": True,
+        "plan_audited": True,
+        "interventions_outside_faults": True,
         "holds_min": False,
         "time_to_recover_max_s": True,
     }
+    # plans are feasible by construction: one intervention outside the fault windows fails any scenario
+    metrics["interventions_outside_faults"] = 1
+    checks = {c.name: c.ok for c in evaluate(scenario, metrics)}
+    assert checks["interventions_outside_faults"] is False
 
 
 def test_a_time_bound_fails_when_the_event_never_happened() -> None:
-    metrics = {"unsafe_commands": 0, "actions_from_stale_data": 0, "commands": 10, "time_to_safe_hold_s": None}
+    metrics = {
+        "unsafe_commands": 0,
+        "actions_from_stale_data": 0,
+        "commands": 10,
+        "time_to_safe_hold_s": None,
+        "traced_commands": 10,
+        "interventions_outside_faults": 0,
+    }
     (*_, check) = evaluate(Scenario("x", expect={"time_to_safe_hold_max_s": 1.0}), metrics)
     assert not check.ok
 
