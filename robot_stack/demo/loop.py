@@ -10,7 +10,6 @@ the arm, and the executor's latency compensation and watchdog are exercised.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -69,18 +68,6 @@ def demo_config(
     return config.with_overrides(named) if named else config
 
 
-def _with_served_variant(config: StackConfig, variants_dir: Path) -> StackConfig:
-    """The demo serves its model in the action language the config names: a variant of the shipped model with that
-    head grafted into its graph (:func:`robot_stack.training.demo_variants.build_variant`); the decoder gets the
-    variant's files (bin layout, tokenizer)."""
-    from robot_stack.training.demo_variants import build_variant
-
-    served, decoder_kwargs = build_variant(config.policy.manifest_path(), config.policy.action_head, variants_dir)
-    policy = dataclasses.replace(config.policy, manifest=str(served))
-    decoder = dataclasses.replace(config.decoder, options={**config.decoder.options, **decoder_kwargs})
-    return config.replace(policy=policy, decoder=decoder)
-
-
 def run_demo(
     config: StackConfig | None = None, episodes: int = 3, seed: int = 0, gif_path: Path | None = None
 ) -> DemoReport:
@@ -93,7 +80,9 @@ def run_demo(
     gif_frames: list[np.ndarray] = []
     per_episode_executor: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="robot-stack-models-") as variants_dir, terminate_on_signals():
-        config = _with_served_variant(config, Path(variants_dir))
+        from robot_stack.training.demo_variants import with_served_variant
+
+        config = with_served_variant(config, Path(variants_dir))
         with build_stack(config) as stack:
             task = ReachTouchTask(stack.world, max_duration_s=config.task.max_duration_s)
             period_ns = round(stack.period_s * 1e9)

@@ -31,7 +31,7 @@ Metrics every scenario reports (seconds, rad, counts):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ import numpy as np
 from robot_stack.control.audit import stream_ratios
 from robot_stack.hil.scenario import Scenario
 
-__all__ = ["Check", "compute_metrics", "evaluate"]
+__all__ = ["Check", "compute_metrics", "evaluate", "plan_audit"]
 
 #: Commanded joint speed below this (rad/s, every joint) counts as stopped.
 HOLD_SPEED_RAD_S = 1e-3
@@ -227,12 +227,19 @@ def _task_figures(record: Any) -> dict[str, Any]:
 
 
 def _plan_audit(record: Any) -> dict[str, Any]:
-    """The plan's own set-points (before the safety filter) against the limits, the filter's interventions and
-    where they fell, and how far what was sent strayed from the plan (from the executor's tick traces).
+    """:func:`plan_audit` of a scenario run. An intervention counts as *inside* a fault window from the window's
+    start until ``policy_dt_s * horizon`` after its end: the last chunk a fault shaped may execute for its whole
+    horizon."""
+    grace_ns = int(record.policy_dt_s * record.horizon * 1e9)
+    windows = [(w.start_ns, w.end_ns + grace_ns) for w in record.windows if w.kind != "clock_skew"]
+    return plan_audit(record.robot, windows)
 
-    An intervention counts as *inside* a fault window from the window's start until ``policy_dt_s * horizon``
-    after its end: the last chunk a fault shaped may execute for its whole horizon."""
-    robot = record.robot
+
+def plan_audit(robot: Any, windows: Sequence[tuple[int, int]] = ()) -> dict[str, Any]:
+    """The plan's own set-points (before the safety filter) against the limits, the filter's interventions and
+    whether they fell inside ``windows`` ((start, end) ns, robot clock), and how far what was sent strayed from the
+    plan, from the tick traces a :class:`~robot_stack.hil.audit.RecordingRobot` recorded (see the module
+    docstring for the keys)."""
     n_cmd = len(robot.t_ns)
     limits = robot.limits
     empty: dict[str, Any] = {
@@ -254,8 +261,6 @@ def _plan_audit(record: Any) -> dict[str, Any]:
     traced = np.all(np.isfinite(q_plan), axis=1) & (count >= 0)
     if not np.any(traced):
         return empty
-    grace_ns = int(record.policy_dt_s * record.horizon * 1e9)
-    windows = [(w.start_ns, w.end_ns + grace_ns) for w in record.windows if w.kind != "clock_skew"]
     peaks = {"velocity": 0.0, "acceleration": 0.0, "jerk": 0.0}
     deviation: list[np.ndarray] = []
     events: list[int] = []
