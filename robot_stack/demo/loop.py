@@ -131,6 +131,11 @@ def _episode_summary(ep: int, seed: int, task: Any, episode: EpisodeStack, steps
         "executor_rate_hz": ex_stats.get("achieved_rate_hz"),
         "executor_lateness_p99_ms": ex_stats.get("lateness_p99_ms"),
         "holds": ex_stats.get("holds"),
+        # plans are feasible by construction: every safety intervention is a fault event, counted here
+        "safety_interventions": int(ex_stats["safety"]["total"]),
+        "prefilter_peak_ratio": ex_stats.get("prefilter_peak_ratio"),
+        "plan_deviation_max_mrad": ex_stats.get("plan_deviation_max_mrad"),
+        "delay_estimate_ms": cycle.delay.summary()["estimate_ms"],
     }
 
 
@@ -149,6 +154,9 @@ def _combine_executor_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
     # interventions: ticks where the command itself broke a limit; catch-up: the output only closing a lag
     out["safety_interventions"] = int(sum(s["safety"].get("total", 0) for s in stats))
     out["safety_catch_up_ticks"] = int(sum(s["safety"].get("catch_up_ticks", 0) for s in stats))
+    peaks = [s.get("prefilter_peak_ratio") or {} for s in stats]
+    out["prefilter_peak_ratio"] = {k: max(p.get(k, 0.0) for p in peaks) for k in ("velocity", "acceleration", "jerk")}
+    out["plan_deviation_max_mrad"] = max(float(s.get("plan_deviation_max_mrad") or 0.0) for s in stats)
     if values("achieved_rate_hz"):
         out["achieved_rate_hz"] = min(values("achieved_rate_hz"))
     if values("lateness_p50_ms"):
@@ -181,8 +189,14 @@ def format_report(report: DemoReport) -> str:
     lines.append(
         f"  executor: slowest episode {ex.get('achieved_rate_hz')} Hz, {ex.get('ticks')} ticks, "
         f"{ex.get('skipped_ticks')} skipped, {ex.get('holds')} watchdog holds, {ex.get('extensions')} late-chunk "
-        f"extensions, {ex.get('safety_interventions')} safety interventions (+{ex.get('safety_catch_up_ticks')} "
-        "catch-up ticks; worst-episode p99 shown)"
+        f"extensions (worst-episode p99 shown)"
+    )
+    peak = ex.get("prefilter_peak_ratio") or {}
+    lines.append(
+        f"  motion: {ex.get('safety_interventions')} safety interventions (fault events; "
+        f"+{ex.get('safety_catch_up_ticks')} catch-up ticks), plan before the filter at "
+        f"{peak.get('velocity', 0):.3f} / {peak.get('acceleration', 0):.3f} / {peak.get('jerk', 0):.3f} of the "
+        f"velocity / acceleration / jerk limits, plan vs sent at most {ex.get('plan_deviation_max_mrad', 0):.3f} mrad"
     )
     lines.append("")
     lines.append("episodes")
