@@ -232,14 +232,17 @@ def _plan_audit(record: Any) -> dict[str, Any]:
     horizon."""
     grace_ns = int(record.policy_dt_s * record.horizon * 1e9)
     windows = [(w.start_ns, w.end_ns + grace_ns) for w in record.windows if w.kind != "clock_skew"]
-    return plan_audit(record.robot, windows)
+    audit = plan_audit(record.robot, windows)
+    outside = audit.pop("outside_times_ns")
+    audit["interventions_outside_faults_at_s"] = [_round((t - record.t0_ns) / 1e9) for t in outside[:20]]
+    return audit
 
 
 def plan_audit(robot: Any, windows: Sequence[tuple[int, int]] = ()) -> dict[str, Any]:
     """The plan's own set-points (before the safety filter) against the limits, the filter's interventions and
     whether they fell inside ``windows`` ((start, end) ns, robot clock), and how far what was sent strayed from the
     plan, from the tick traces a :class:`~robot_stack.hil.audit.RecordingRobot` recorded (see the module
-    docstring for the keys)."""
+    docstring for the keys; ``outside_times_ns`` lists when each intervention outside the windows happened)."""
     n_cmd = len(robot.t_ns)
     limits = robot.limits
     empty: dict[str, Any] = {
@@ -251,6 +254,7 @@ def plan_audit(robot: Any, windows: Sequence[tuple[int, int]] = ()) -> dict[str,
         "plan_vs_executed_max_mrad": None,
         "interventions": 0,
         "interventions_outside_faults": 0,
+        "outside_times_ns": [],
     }
     if n_cmd == 0 or len(robot.q_plan) != n_cmd:
         return empty
@@ -282,7 +286,7 @@ def plan_audit(robot: Any, windows: Sequence[tuple[int, int]] = ()) -> dict[str,
         if len(c) and c[0] > 0:  # interventions before the first traced command of the episode
             events += [int(t[idx[0]])] * int(c[0])
     dev = np.concatenate(deviation) if deviation else np.zeros(1)
-    outside = sum(1 for e in events if not any(lo <= e <= hi for lo, hi in windows))
+    outside = [e for e in events if not any(lo <= e <= hi for lo, hi in windows)]
     return {
         "traced_commands": int(np.count_nonzero(traced)),
         "prefilter_velocity_ratio": _round(peaks["velocity"], 4),
@@ -291,7 +295,8 @@ def plan_audit(robot: Any, windows: Sequence[tuple[int, int]] = ()) -> dict[str,
         "plan_vs_executed_p99_mrad": _round(float(np.percentile(dev, 99)) * 1e3, 4),
         "plan_vs_executed_max_mrad": _round(float(np.max(dev)) * 1e3, 4),
         "interventions": len(events),
-        "interventions_outside_faults": outside,
+        "interventions_outside_faults": len(outside),
+        "outside_times_ns": outside,
     }
 
 

@@ -80,6 +80,7 @@ def build_decoder(
     kwargs: dict[str, Any] = dict(dc.options)
     if name in _EE_DECODERS:
         kwargs.setdefault("orientation", dc.orientation)
+        box = _target_box(config)
         kwargs.setdefault(
             "reach",
             ReachPolicy(
@@ -89,6 +90,8 @@ def build_decoder(
                 clamp_m=dc.clamp_m,
                 drop_unreachable=dc.drop_unreachable,
                 floor_z_m=dc.floor_z_m,
+                box_lower=None if box is None else box[0],
+                box_upper=None if box is None else box[1],
                 stats=stats,
             ),
         )
@@ -96,6 +99,27 @@ def build_decoder(
         kwargs.setdefault("scene", config.calibration.scene)
         kwargs.setdefault("calibration_root", config.calibration.root)
     return get_decoder(name, **kwargs), stats
+
+
+#: TCP targets are kept this far (m) inside the safety filter's braking margin of a workspace box: room for the
+#: path between two steps and for the come-to-rest after a chunk's last one.
+TARGET_BOX_SLACK_M = 0.02
+
+
+def _target_box(config: StackConfig) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    """The box the decoder keeps TCP targets in: the workspace box shrunk by the filter's braking margin and
+    :data:`TARGET_BOX_SLACK_M`, so plans respect the box by construction and the filter only watches it."""
+    box = _workspace(config)
+    if box is None:
+        return None
+    inset = config.control.workspace_margin_m + TARGET_BOX_SLACK_M
+    lower, upper = box.lower + inset, box.upper - inset
+    if np.any(lower >= upper):
+        raise ConfigError(
+            f"control.workspace: the box {box.lower.tolist()}..{box.upper.tolist()} m leaves no room for targets "
+            f"{inset:.3f} m inside its faces; enlarge it or lower control.workspace_margin_m"
+        )
+    return tuple(lower.tolist()), tuple(upper.tolist())  # type: ignore[return-value]
 
 
 def _workspace(config: StackConfig) -> WorkspaceBox | None:
