@@ -165,3 +165,55 @@ def test_a_cycle_sends_its_executing_prefix_and_the_estimated_delay(rtc_rig) -> 
     q_obs = plan_now.sample(t_obs).q
     np.testing.assert_allclose(arrays[RTC_PREFIX][0], ik.fk_xyz(q_obs) - p0, atol=5e-3)
     assert cycle.rtc_requests == 1
+
+
+def test_rtc_end_to_end_a_flow_policy_continues_the_plan_the_robot_executes(tmp_path) -> None:
+    # the robot side (sim cell, policy cycle, scheduler, executor on FakeClock) against the real server serving a
+    # flow-matching model over ZeroMQ: from the second cycle on, every request carries the executing plan's prefix
+    # and the server inpaints it; the chunks are spliced in within the limits, the filter never intervenes
+    from robot_stack.control.audit import stream_ratios
+    from robot_stack.control.safety import SafetyFilter
+    from robot_stack.decoders.joint import JointPositionDecoder
+    from robot_stack.policy.flow_toy import build_gaussian_flow_model
+    from robot_stack.policy.manifest import PolicyManifest
+    from robot_stack.policy.service import PolicyService
+
+    model = build_gaussian_flow_model(tmp_path, goal=panda.HOME_Q + 0.15, cameras=("front",), std=0.02, seed=3)
+    service = PolicyService.from_manifest(PolicyManifest.load(model.manifest), "cpu", threads=1)
+    server = PolicyServer(service, bind="tcp://127.0.0.1:*").start()
+    client = PolicyClient(server.endpoint, robot_id="rtc", timeout_s=5.0)
+    clock = FakeClock(start_ns=1_000_000_000)
+    world = SimWorld(clock=clock)
+    world.reset(seed=3)
+    robot = SimRobot(world)
+    camera = SimCamera(world)
+    camera.start()
+    try:
+        executor = Executor(robot, clock, safety=SafetyFilter(panda.LIMITS), history=100_000)
+        rtc = RtcPrefix.for_model(client.metadata())
+        assert rtc is not None and rtc.action_space == "joint_position"
+        cycle = PolicyCycle(
+            [(camera, load_calibration("sim_tabletop", "front").projector())],
+            robot,
+            client,
+            JointPositionDecoder(),
+            executor,
+            clock,
+            scheduler=ChunkScheduler(executor),
+            rtc=rtc,
+        )
+        executor.tick(clock.now_ns())
+        for step in range(5):
+            assert cycle.run({}, step).ok
+            for _ in range(50):  # 100 ms between cycles
+                clock.advance(2 * MS)
+                executor.tick(clock.now_ns())
+        assert cycle.rtc_requests == 4 and service.policy.rtc_runs == 4  # every request after the first
+        t = np.array([r.t_ns for r in executor.history])
+        ratios = stream_ratios(t, np.array([r.q_plan for r in executor.history]), panda.LIMITS)
+        assert max(ratios.values()) <= 1.0 and executor.safety.stats()["total"] == 0
+        assert executor.stats()["adopted"] >= 3  # the splices continued exactly what was executing
+    finally:
+        client.close()
+        server.close()
+        camera.stop()

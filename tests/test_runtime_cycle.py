@@ -235,6 +235,39 @@ def test_reach_policy_raises_targets_below_the_floor() -> None:
     assert ik.fk_xyz(solved.positions[2])[2] == pytest.approx(0.02, abs=1e-3)
 
 
+def test_reach_policy_keeps_targets_inside_a_workspace_box() -> None:
+    # a workspace box the safety filter enforces is kept by the plan itself: targets outside are moved onto it
+    # before the IK (counted as changed steps, like the floor), so the filter only watches the box
+    from robot_stack.decoders.ee_delta import R_DOWN
+    from robot_stack.kinematics.ik import panda_ik
+    from robot_stack.kinematics.reach import ReachPolicy, ReachStats, solve_pose_sequence_checked
+    from robot_stack.robots.panda import HOME_Q
+    from robot_stack.types import Pose
+
+    ik = panda_ik()
+    stats = ReachStats()
+    reach = ReachPolicy(box_lower=(0.2, -0.3, 0.05), box_upper=(0.6, 0.3, 0.6), stats=stats)
+    targets = [Pose(R_DOWN, np.array([x, 0.0, 0.3]), "base", "tcp") for x in (0.45, 0.58, 0.75)]
+    solved = solve_pose_sequence_checked(ik, targets, HOME_Q, 100, "test", reach)
+    assert list(solved.kept) == [0, 1, 2] and solved.clamped == (2,)
+    assert ik.fk_xyz(solved.positions[2])[0] == pytest.approx(0.6, abs=1e-3)
+    assert stats.last_fraction == pytest.approx(1 / 3) and stats.last_tcp_goal[1][0] == pytest.approx(0.6)
+
+
+def test_the_stack_keeps_decoder_targets_inside_the_filters_braking_margin() -> None:
+    from robot_stack.stack import build_decoder, load_stack_config
+    from robot_stack.stack.build import TARGET_BOX_SLACK_M
+
+    config = load_stack_config(
+        "demo", ["control.workspace_lower=[0.15, -0.45, 0.01]", "control.workspace_upper=[0.70, 0.45, 0.80]"]
+    )
+    decoder, _ = build_decoder(config, "continuous", "ee_delta_xyz")
+    inset = config.control.workspace_margin_m + TARGET_BOX_SLACK_M
+    np.testing.assert_allclose(decoder.reach.box_upper, np.array([0.70, 0.45, 0.80]) - inset)
+    np.testing.assert_allclose(decoder.reach.box_lower, np.array([0.15, -0.45, 0.01]) + inset)
+    assert build_decoder(load_stack_config("demo"), "continuous", "ee_delta_xyz")[0].reach.box_upper is None
+
+
 def test_reply_estimate_follows_a_slowdown_at_once_and_a_speedup_gradually(rig) -> None:
     # a prefetch timed by a lagging estimate at the onset of a slow model finishes long before the reply and is
     # discarded as too old (an extra capture on the critical path); the estimate must jump to the slow reply time

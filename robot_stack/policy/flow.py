@@ -3,7 +3,8 @@
 A manifest with ``flow_matching:`` (:class:`~robot_stack.policy.manifest.FlowMatchingSpec`) describes two graphs:
 the prefix encoder (the manifest's ``onnx``: the model's inputs -> context tensors, e.g. the vision-language
 prefix's keys and values) and the denoising step (``step_graph``: noisy actions ``x_t`` (B, H, D), time ``tau``
-(B, 1), the context -> velocity (B, H, D)). :class:`FlowMatchingPolicy` serves them as one backend: the encoder
+(B, 1), the context -> velocity (B, H, D); an unbatched model, whose action output is (H, D), has no batch axis
+anywhere and ``tau`` (1,)). :class:`FlowMatchingPolicy` serves them as one backend: the encoder
 runs once per request, then ``x`` is integrated from Gaussian noise at ``tau = 0`` to the action chunk at
 ``tau = 1`` in K Euler steps (``x += v / K``) reusing the context, and the result is de-normalised like any
 model output. Each graph is an ordinary backend (ONNX Runtime, or a gated GPU engine: both graphs are loaded by
@@ -61,7 +62,8 @@ class FlowMatchingPolicy:
         self._rng = np.random.default_rng(self.spec.seed)
         out = manifest.outputs[0]
         self._action = out
-        self._horizon, self._dim = int(out.shape[1]), int(out.shape[2])
+        self._batched = len(out.shape) == 3  # else an unbatched model: one chunk per call, no batch axis anywhere
+        self._horizon, self._dim = int(out.shape[-2]), int(out.shape[-1])
         stats = manifest.normalization.get(out.name)
         self._mean = None if stats is None else np.asarray(stats.mean, dtype=np.float64)
         self._std = None if stats is None else np.asarray(stats.std, dtype=np.float64)
@@ -96,7 +98,7 @@ class FlowMatchingPolicy:
         """
         self.validate_inputs(arrays)
         context = self.encoder.run(arrays)
-        batch = int(next(iter(context.values())).shape[0])
+        batch = int(next(iter(context.values())).shape[0]) if self._batched else 1
         rows = list(rtc) if rtc is not None else [None] * batch
         if len(rows) != batch:
             raise PolicyError(f"flow matching: {len(rows)} RTC entries for a batch of {batch} rows")
@@ -117,19 +119,20 @@ class FlowMatchingPolicy:
         fm = self.spec
         x = self._rng.standard_normal((batch, h, d))
         k = fm.steps
-        tau_in = np.zeros((batch, 1), dtype=np.float32)
+        tau_in = np.zeros((batch, 1) if self._batched else (1,), dtype=np.float32)
         for i in range(k):
             tau = i / k
             tau_in[:] = tau
-            feed = {fm.noise_input: x.astype(np.float32), fm.time_input: tau_in, **context}
-            v = np.asarray(self.step.run(feed)[fm.velocity_output], dtype=np.float64)
+            x_in = x.astype(np.float32) if self._batched else x[0].astype(np.float32)
+            feed = {fm.noise_input: x_in, fm.time_input: tau_in, **context}
+            v = np.asarray(self.step.run(feed)[fm.velocity_output], dtype=np.float64).reshape(batch, h, d)
             if guided:
                 v = guided_velocity(x, v, tau, target, weights, fm.guidance_beta)
             x = x + v / k
         self.runs += 1
         self.rtc_runs += int(guided)
         # the sampled chunk is in normalised units: finish_outputs de-normalises and checks it
-        return finish_outputs(self.manifest, [x.astype(np.float32)])
+        return finish_outputs(self.manifest, [x.astype(np.float32) if self._batched else x[0].astype(np.float32)])
 
     def warmup(self, runs: int = 1) -> None:
         """Sample from zeros once (dynamic dims = 1) so the first request does not pay for lazy initialisation."""

@@ -44,9 +44,13 @@ class GaussianFlowModel:
     std: float
     covariance: np.ndarray
 
+    goal: np.ndarray | None = None
+
     def mean(self, state: np.ndarray) -> np.ndarray:
-        """(H, 7) mean chunk (rad) for ``state`` = ``[q, goal]`` (14,)."""
-        q, goal = np.asarray(state[:_N], np.float64), np.asarray(state[_N : 2 * _N], np.float64)
+        """(H, 7) mean chunk (rad) for ``state``: ``[q, goal]`` (14,), or with a fixed :attr:`goal` the robot's
+        state vector ``[q (7), tcp (3), gripper]`` (11,)."""
+        q = np.asarray(state[:_N], np.float64)
+        goal = np.asarray(state[_N : 2 * _N] if self.goal is None else self.goal, np.float64)
         alpha = np.minimum(1.0, np.arange(1, self.horizon + 1) / self.horizon)
         return q[None, :] + alpha[:, None] * (goal - q)[None, :]
 
@@ -77,9 +81,16 @@ def build_gaussian_flow_model(
     std: float = 0.05,
     rtc: bool = True,
     seed: int | None = 0,
+    goal: np.ndarray | None = None,
+    cameras: tuple[str, ...] = (),
+    control_rate_hz: float | None = None,
 ) -> GaussianFlowModel:
     """Write ``gaussian-flow.encoder.onnx``, ``gaussian-flow.step.onnx`` and ``gaussian-flow.yaml`` into
-    ``folder``; return the model (see the module docstring). ``std``: rad per normalised action unit."""
+    ``folder``; return the model (see the module docstring). ``std``: rad per normalised action unit.
+
+    With ``goal`` ((7,) rad) the model takes what the robot stack sends instead of ``[q, goal]``, unbatched like the
+    demo's policy: ``state`` (11,) and, per camera in ``cameras``, ``<camera>/rgb`` (480, 640, 3) uint8 and
+    ``<camera>/xyz`` (480, 640, 3) float32 (accepted, unused); every chunk heads for the fixed ``goal``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -89,36 +100,57 @@ def build_gaussian_flow_model(
     cov = _smooth_covariance(h, dt_s)
     lam, u = np.linalg.eigh(cov)
 
-    # encoder: state (B, 14) -> mu (B, H, 7) in normalised units: mu = state @ A / std
+    # encoder: state -> mu (B, H, 7) in normalised units: mu = (state @ A + b) / std
     alpha = np.minimum(1.0, np.arange(1, h + 1) / h)
-    a = np.zeros((2 * n, h * n))
+    state_dim = 2 * n if goal is None else n + 4
+    a = np.zeros((state_dim, h * n))
+    b = np.zeros(h * n)
     for k in range(h):
         for j in range(n):
             a[j, k * n + j] = 1.0 - alpha[k]
-            a[n + j, k * n + j] = alpha[k]
-    a /= std
+            if goal is None:
+                a[n + j, k * n + j] = alpha[k]
+            else:
+                b[k * n + j] = alpha[k] * float(goal[j])
+    batched = goal is None
+    lead: list[str | int] = ["B"] if batched else []
+    spec_lead = [-1] if batched else []
+    inputs = [helper.make_tensor_value_info("state", TensorProto.FLOAT, [*lead, state_dim])]
+    specs = [{"name": "state", "dtype": "float32", "shape": [*spec_lead, state_dim]}]
+    for cam in cameras:
+        inputs.append(helper.make_tensor_value_info(f"{cam}/rgb", TensorProto.UINT8, [*lead, 480, 640, 3]))
+        inputs.append(helper.make_tensor_value_info(f"{cam}/xyz", TensorProto.FLOAT, [*lead, 480, 640, 3]))
+        specs.append({"name": f"{cam}/rgb", "dtype": "uint8", "shape": [*spec_lead, 480, 640, 3]})
+        specs.append(
+            {"name": f"{cam}/xyz", "dtype": "float32", "shape": [*spec_lead, 480, 640, 3], "allow_nonfinite": True}
+        )
     enc = helper.make_graph(
         [
-            helper.make_node("MatMul", ["state", "A"], ["flat"]),
+            helper.make_node("Reshape", ["state", "row"], ["state2"]),  # (B, S) either way
+            helper.make_node("MatMul", ["state2", "A"], ["flat0"]),
+            helper.make_node("Add", ["flat0", "b"], ["flat"]),
             helper.make_node("Reshape", ["flat", "shape"], ["mu"]),
         ],
         "gaussian_flow_encoder",
-        [helper.make_tensor_value_info("state", TensorProto.FLOAT, ["B", 2 * n])],
-        [helper.make_tensor_value_info("mu", TensorProto.FLOAT, ["B", h, n])],
+        inputs,
+        [helper.make_tensor_value_info("mu", TensorProto.FLOAT, [*lead, h, n])],
         [
-            numpy_helper.from_array(a.astype(np.float32), "A"),
-            numpy_helper.from_array(np.array([-1, h, n], dtype=np.int64), "shape"),
+            numpy_helper.from_array(np.array([-1, state_dim], dtype=np.int64), "row"),
+            numpy_helper.from_array((a / std).astype(np.float32), "A"),
+            numpy_helper.from_array((b / std).astype(np.float32), "b"),
+            numpy_helper.from_array(np.array([*spec_lead, h, n], dtype=np.int64), "shape"),
         ],
     )
 
     # step: v = mu + (U ((g(tau) * (U^T y))) with y = x - tau mu along the time axis, per joint
     f32 = np.float32
+    perm = [0, 2, 1] if batched else [1, 0]
     step = helper.make_graph(
         [
-            helper.make_node("Unsqueeze", ["tau", "ax2"], ["tau3"]),  # (B, 1, 1)
+            helper.make_node("Unsqueeze", ["tau", "ax"], ["tau3"]),  # (B, 1, 1) or (1, 1)
             helper.make_node("Mul", ["tau3", "mu"], ["tmu"]),
             helper.make_node("Sub", ["x_t", "tmu"], ["y"]),
-            helper.make_node("Transpose", ["y"], ["yt"], perm=[0, 2, 1]),  # (B, 7, H)
+            helper.make_node("Transpose", ["y"], ["yt"], perm=perm),  # (B, 7, H)
             helper.make_node("MatMul", ["yt", "U"], ["z"]),  # eigen coordinates (B, 7, H)
             helper.make_node("Sub", ["one", "tau3"], ["omt"]),
             helper.make_node("Mul", ["tau3", "lam"], ["tl"]),
@@ -130,20 +162,20 @@ def build_gaussian_flow_model(
             helper.make_node("Div", ["num", "den"], ["g"]),  # (B, 1, H)
             helper.make_node("Mul", ["z", "g"], ["zg"]),
             helper.make_node("MatMul", ["zg", "Ut"], ["back"]),  # (B, 7, H)
-            helper.make_node("Transpose", ["back"], ["backt"], perm=[0, 2, 1]),
+            helper.make_node("Transpose", ["back"], ["backt"], perm=perm),
             helper.make_node("Add", ["mu", "backt"], ["velocity"]),
         ],
         "gaussian_flow_step",
         [
-            helper.make_tensor_value_info("x_t", TensorProto.FLOAT, ["B", h, n]),
-            helper.make_tensor_value_info("tau", TensorProto.FLOAT, ["B", 1]),
-            helper.make_tensor_value_info("mu", TensorProto.FLOAT, ["B", h, n]),
+            helper.make_tensor_value_info("x_t", TensorProto.FLOAT, [*lead, h, n]),
+            helper.make_tensor_value_info("tau", TensorProto.FLOAT, ["B", 1] if batched else [1]),
+            helper.make_tensor_value_info("mu", TensorProto.FLOAT, [*lead, h, n]),
         ],
-        [helper.make_tensor_value_info("velocity", TensorProto.FLOAT, ["B", h, n])],
+        [helper.make_tensor_value_info("velocity", TensorProto.FLOAT, [*lead, h, n])],
         [
-            numpy_helper.from_array(np.array([2], dtype=np.int64), "ax2"),
+            numpy_helper.from_array(np.array([2] if batched else [1], dtype=np.int64), "ax"),
             numpy_helper.from_array(np.array(1.0, dtype=f32), "one"),
-            numpy_helper.from_array(lam.astype(f32)[None, None, :], "lam"),
+            numpy_helper.from_array(lam.astype(f32)[None, None, :] if batched else lam.astype(f32)[None, :], "lam"),
             numpy_helper.from_array(u.astype(f32), "U"),
             numpy_helper.from_array(u.T.astype(f32).copy(), "Ut"),
         ],
@@ -157,22 +189,23 @@ def build_gaussian_flow_model(
         "model_id": "gaussian-flow-v1",
         "onnx": "gaussian-flow.encoder.onnx",
         "description": "Gaussian flow-matching policy with an exact velocity field (robot_stack.policy.flow_toy)",
-        "inputs": [{"name": "state", "dtype": "float32", "shape": [-1, 2 * n]}],
-        "outputs": [{"name": "actions", "dtype": "float32", "shape": [-1, h, n]}],
+        "inputs": specs,
+        "outputs": [{"name": "actions", "dtype": "float32", "shape": [*spec_lead, h, n]}],
         "action_space": "joint_position",
         "action_head": "continuous",
         "horizon": h,
         "dt_s": dt_s,
+        **({} if control_rate_hz is None else {"control_rate_hz": float(control_rate_hz)}),
         "normalization": {"actions": {"mean": [0.0] * n, "std": [std] * n}},
-        "max_batch": 8,
+        "max_batch": 8 if batched else 1,
         "flow_matching": {
             "step_graph": "gaussian-flow.step.onnx",
             "steps": int(steps),
-            "context": [{"name": "mu", "dtype": "float32", "shape": [-1, h, n]}],
+            "context": [{"name": "mu", "dtype": "float32", "shape": [*spec_lead, h, n]}],
             "rtc": bool(rtc),
             **({} if seed is None else {"seed": int(seed)}),
         },
     }
     path = folder / "gaussian-flow.yaml"
     path.write_text(yaml.safe_dump(manifest, sort_keys=False))
-    return GaussianFlowModel(path, h, float(dt_s), float(std), cov)
+    return GaussianFlowModel(path, h, float(dt_s), float(std), cov, None if goal is None else np.asarray(goal, float))

@@ -413,10 +413,12 @@ class PolicyManifest:
                 f"(-1, horizon, dim); got {[t.name for t in self.outputs]}"
             )
         out = self.outputs[0]
-        if out.dtype != "float32" or len(out.shape) != 3 or out.shape[1] != self.horizon or out.shape[2] < 1:
+        batched = len(out.shape) == 3 and out.shape[1] == self.horizon
+        single = len(out.shape) == 2 and out.shape[0] == self.horizon
+        if out.dtype != "float32" or not (batched or single) or out.shape[-1] < 1:
             raise ConfigError(
-                f"{where}: flow_matching output {out.name!r} must be float32 (-1, {self.horizon}, dim), got "
-                f"{out.dtype} {list(out.shape)}"
+                f"{where}: flow_matching output {out.name!r} must be float32 (-1, {self.horizon}, dim) (a batched "
+                f"model) or ({self.horizon}, dim), got {out.dtype} {list(out.shape)}"
             )
         names = {fm.noise_input, fm.time_input, *(t.name for t in fm.context)}
         if len(names) != 2 + len(fm.context):
@@ -442,14 +444,16 @@ class PolicyManifest:
         )
 
     def flow_step_manifest(self) -> PolicyManifest:
-        """The denoising step of a flow-matching model alone: (noisy actions, tau, context) -> velocity."""
+        """The denoising step of a flow-matching model alone: (noisy actions, tau, context) -> velocity. A batched
+        model's ``tau`` is (B, 1), an unbatched one's (1,)."""
         fm = self._require_flow()
         actions = self.outputs[0]
         x = TensorSpec(fm.noise_input, "float32", actions.shape)
+        tau = TensorSpec(fm.time_input, "float32", (-1, 1) if len(actions.shape) == 3 else (1,))
         return PolicyManifest(
             model_id=f"{self.model_id}/step",
             onnx_path=fm.step_graph,
-            inputs=(x, TensorSpec(fm.time_input, "float32", (-1, 1)), *fm.context),
+            inputs=(x, tau, *fm.context),
             outputs=(TensorSpec(fm.velocity_output, "float32", actions.shape),),
             action_space=self.action_space,
             action_head=self.action_head,

@@ -188,7 +188,7 @@ class PolicyService:
             try:
                 arrays, rtc[i] = self._split_rtc(item)
                 validate_arrays(self.manifest.request_inputs, arrays, self.model_id)
-                if self.max_batch > 1 or self.backbone is not None or rtc[i] is not None:
+                if self.max_batch > 1 or self.backbone is not None:
                     rows = batch_rows(arrays, self._request_names)
                     if rtc[i] is not None and rows != 1:
                         raise PolicyError(f"model {self.model_id}: {RTC_PREFIX} goes with a request of one row")
