@@ -20,6 +20,7 @@ from robot_stack.clock import FakeClock
 from robot_stack.control.executor import Executor, ExecutorState
 from robot_stack.control.safety import SafetyFilter
 from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig
+from robot_stack.errors import ShapeError
 from robot_stack.robots import panda
 from robot_stack.sim.kinematic import KinematicRobot
 from robot_stack.types import JointTrajectory
@@ -163,20 +164,46 @@ def test_stop_from_full_speed_starts_from_the_plan_state():
 
 
 def test_retreat_while_moving():
-    from robot_stack.cycle.recovery import retreat_trajectory
-
+    # recovery's retreat: the executing chunk is kept for the hand-over prefix, then ruckig moves from its state
+    # (moving) to rest at the target, within the fraction of the limits; the executor adopts it as it is
     clock, robot, ex = _rig()
     ex.tick(clock.now_ns())
     sched = ChunkScheduler(ex)
     assert sched.submit(_line(clock.now_ns(), panda.HOME_Q, 0.5, steps=10)).accepted
     _run(clock, ex, 0.4)
-    q_from = ex.commanded[0]
-    retreat = retreat_trajectory(NAMES, q_from, panda.HOME_Q - 0.2, LIM, clock.now_ns() + 20 * MS, 0.7)
-    assert sched.submit(retreat).accepted
-    _run(clock, ex, 2.5)
+    assert np.max(np.abs(ex.commanded[1])) > 0.1  # moving
+    joins = ex.stats()["joins"]
+    result = sched.move_to(panda.HOME_Q - 0.2, 0.7)
+    assert result.accepted and result.mode == "move" and result.plan.policy_end_ns is None
+    _run(clock, ex, (result.plan.end_ns - clock.now_ns()) / 1e9 + 0.05)
     _check(ex, robot)
-    np.testing.assert_allclose(ex.commanded[0], panda.HOME_Q - 0.2, atol=2e-3)
+    assert ex.stats()["joins"] == joins and sched.stats()["moves"] == 1  # adopted: continues what was commanded
+    np.testing.assert_allclose(ex.commanded[0], panda.HOME_Q - 0.2, atol=1e-9)
     assert ex.at_rest
+
+
+def test_retreat_from_rest_and_waypoints_for_remote_sinks():
+    # nothing executing: the move starts from where the executor rests; as waypoints (a ROS topic) it is the same
+    # ruckig profile, which the scheduler at the other end times within the limits
+    from robot_stack.cycle.recovery import retreat_trajectory
+
+    clock, robot, ex = _rig()
+    ex.tick(clock.now_ns())
+    sched = ChunkScheduler(ex)
+    result = sched.move_to(panda.HOME_Q + 0.3, 0.5)
+    assert result.accepted
+    _run(clock, ex, (result.plan.end_ns - clock.now_ns()) / 1e9 + 0.05)
+    _check(ex, robot)
+    np.testing.assert_allclose(ex.commanded[0], panda.HOME_Q + 0.3, atol=1e-9)
+    traj = retreat_trajectory(NAMES, ex.commanded[0], panda.HOME_Q, LIM, clock.now_ns() + 20 * MS, 0.5)
+    assert sched.submit(traj).accepted
+    _run(clock, ex, (int(traj.t_ns[-1]) - clock.now_ns()) / 1e9 + 0.5)
+    _check(ex, robot)
+    # (the spline through the waypoints ends with the slope of its last cubic, mrad/s; the extension after the last
+    # waypoint brings that to rest a couple of mrad further)
+    np.testing.assert_allclose(ex.commanded[0], panda.HOME_Q, atol=3e-3)
+    with pytest.raises(ShapeError):
+        sched.move_to(np.full(7, np.nan))
 
 
 @pytest.mark.parametrize("skips", [(1,), (2, 5), (1, 3, 7)])

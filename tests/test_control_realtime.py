@@ -199,3 +199,82 @@ def test_process_executor_drives_a_robot_in_this_process_through_the_setpoint_ri
     t = np.array([c[0] for c in robot.commands])
     assert np.median(np.diff(t)) < 5 * MS  # a stream of set-points, not a few jumps
     ring.close()
+
+
+class _TracedSink(KinematicRobot):
+    """A robot that takes the executor's tick traces (like the HIL audit)."""
+
+    def __init__(self) -> None:
+        super().__init__(history=100_000)
+        self.traces: list[tuple[int, object]] = []
+
+    def command_traced(self, t_ns, q, gripper, trace) -> None:
+        self.traces.append((t_ns, trace))
+        self.command(q, gripper)
+
+
+def test_the_ring_carries_each_ticks_trace_to_a_robot_that_takes_it():
+    from robot_stack.control.executor import TickTrace
+
+    robot = _TracedSink()
+    ring = SetpointRing(7, capacity=16)
+    relay = SetpointRelay(robot, ring)
+    sink = RingRobot(ring.name, NAMES, panda.LIMITS, capacity=16)
+    q_plan = panda.HOME_Q + 0.01
+    sink.command_traced(5 * MS, panda.HOME_Q, None, TickTrace(q_plan, ExecutorState.TRACKING, 3))
+    sink.command_at(7 * MS, panda.HOME_Q)  # no trace: forwarded the plain way
+    relay.drain()
+    assert [t for t, _ in robot.traces] == [5 * MS] and len(robot.commands) == 2
+    trace = robot.traces[0][1]
+    np.testing.assert_array_equal(trace.q_plan, q_plan)
+    assert trace.state == ExecutorState.TRACKING and trace.interventions == 3
+    sink.ring.close()
+    ring.close()
+
+
+@pytest.mark.realtime
+def test_a_kept_alive_process_runs_a_fresh_executor_per_session():
+    # the demo's and HIL's episodes: one real-time process for the whole run, a new executor (seeded where the arm
+    # is now, fresh counters and safety filter) per start(); the relay hands each tick's trace over
+    robot = _TracedSink()
+    ring = SetpointRing(7)
+    relay = SetpointRelay(robot, ring)
+    relay.start()
+    ex = ProcessExecutor(
+        RobotSpec(
+            "robot_stack.control.setpoints:RingRobot",
+            {"ring_name": ring.name, "joint_names": NAMES, "limits": panda.LIMITS},
+        ),
+        NAMES,
+        panda.LIMITS,
+        realtime=RealtimeConfig(start_timeout_s=120.0),
+        keep_alive=True,
+        relay=relay,
+    )
+    try:
+        ex.start()
+        pid = ex.pid
+        t0 = ex.clock.now_ns()
+        q = np.stack([panda.HOME_Q, panda.HOME_Q + 0.1])
+        traj = JointTrajectory(NAMES, np.array([t0 + 50 * MS, t0 + 300 * MS]), q)
+        assert ex.set_trajectory(traj)
+        assert ex.wait(lambda e: e.stats()["ticks"] > 250 and e.at_rest, timeout_s=10.0)
+        ex.stop()
+        first = ex.stats()
+        assert ex.state == ExecutorState.STOPPED and os.kill(pid, 0) is None  # the process waits for the next one
+        assert not ex.set_plan(MotionPlan.hold(NAMES, panda.HOME_Q, ex.clock.now_ns(), 1.0))  # no session: refused
+        robot.command(panda.HOME_Q - 0.05)  # the arm was moved between sessions (a new episode)
+        ex.start()
+        assert ex.pid == pid
+        np.testing.assert_allclose(ex.commanded[0], panda.HOME_Q - 0.05, atol=1e-12)  # seeded where it is now
+        assert ex.stats()["ticks"] < first["ticks"] and ex.stats()["trajectories_accepted"] == 0  # fresh counters
+        ex.stop()
+        assert relay.applied == ring.written  # stop() drained the last set-points into the robot
+    finally:
+        ex.close()
+        relay.stop()
+    assert first["safety"]["total"] == 0
+    assert len(robot.traces) == relay.applied and all(tr.interventions == 0 for _, tr in robot.traces)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    ring.close()

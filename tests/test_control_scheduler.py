@@ -341,3 +341,38 @@ def test_a_wild_chunk_is_retimed_within_the_limits_and_extended_by_a_bounded_dis
         clock.advance(PERIOD)
         ex.tick(clock.now_ns())
     _assert_feasible_and_unfiltered(ex)
+
+
+def _landing(join, t0: int, target) -> int:
+    """When a join (plan starting at ``t0``) is back on ``target``: the first break after which they agree."""
+    t = np.arange(t0, target.end_ns, 1_000_000)
+    q_join, _, _ = join.sample_many(t)
+    q_target, _, _ = target.sample_many(t)
+    off = np.flatnonzero(np.max(np.abs(q_join - q_target), axis=1) > 1e-7)
+    return int(t[off[-1] + 1]) if len(off) else t0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_the_splice_departing_at_the_hand_over_lands_on_the_new_chunk_first(seed):
+    # the splice leaves the executing plan at the end of the hand-over prefix and joins the new chunk at the earliest
+    # time a jerk-limited motion within the join limits can: any later departure (following the old plan longer)
+    # is itself such a motion from the same state, so it cannot land earlier
+    from robot_stack.control.motion import MotionPlanner
+
+    rng = np.random.default_rng(seed)
+    planner = MotionPlanner(NAMES, LIM)
+    t0 = 1_000 * MS
+    steps = np.arange(8) * 0.1
+    v_old, v_new = rng.uniform(-0.6, 0.6, 7), rng.uniform(-0.6, 0.6, 7)
+    old = planner.chunk_plan(_chunk(t0, panda.HOME_Q + np.outer(steps, v_old)))
+    offset = rng.normal(0.0, 0.03, 7)
+    start = old.sample(t0 + 150 * MS).q + offset
+    target = planner.extend(planner.time(_chunk(t0 + 150 * MS, start + np.outer(steps, v_new))).plan)
+    freeze = t0 + 170 * MS
+    first = planner.join(old.sample(freeze), freeze, target)
+    land = _landing(first, freeze, target)
+    for later_ms in (10, 30, 60, 120):
+        depart = freeze + later_ms * MS
+        later = planner.join(old.sample(depart), depart, target)
+        assert land <= _landing(later, depart, target) + 2 * MS  # (the join's landing search resolves 1 ms)
+    assert planner.join_limits.admits(first)

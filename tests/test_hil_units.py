@@ -12,7 +12,7 @@ from robot_stack.clock import FakeClock
 from robot_stack.errors import CameraError, ConfigError, RequestTimeoutError
 from robot_stack.hil.audit import RecordingRobot
 from robot_stack.hil.faults import FaultyCamera, NetworkProxy, apply_push
-from robot_stack.hil.metrics import _BOUNDS, evaluate
+from robot_stack.hil.metrics import _BOUNDS, evaluate, plan_audit
 from robot_stack.hil.scenario import EXPECTATION_KEYS, Scenario
 from robot_stack.hil.server import FaultInjectingService
 from robot_stack.robots import panda
@@ -55,6 +55,8 @@ def test_every_expectation_key_is_checked() -> None:
         stale={},
         safety_interventions={},
         injectors={},
+        traced_commands=10,
+        interventions_outside_faults=0,
     )
     scenario = Scenario("x", expect={"holds_min": 2, "time_to_recover_max_s": 5.0})
     checks = {c.name: c.ok for c in evaluate(scenario, metrics)}
@@ -62,13 +64,62 @@ def test_every_expectation_key_is_checked() -> None:
         "unsafe_commands": True,
         "actions_from_stale_data": True,
         "commands_sent": True,
+        "plan_audited": True,
+        "interventions_outside_faults": True,
         "holds_min": False,
         "time_to_recover_max_s": True,
     }
+    # plans are feasible by construction: one intervention outside the fault windows fails any scenario
+    metrics["interventions_outside_faults"] = 1
+    checks = {c.name: c.ok for c in evaluate(scenario, metrics)}
+    assert checks["interventions_outside_faults"] is False
+
+
+def test_the_plan_audit_sees_the_plan_before_the_filter_and_places_every_intervention_in_time() -> None:
+    # the executor hands the audit each tick's trace: the plan's own set-point, its state, the filter's count. A plan
+    # that leads past a joint limit (ruckig has no position limits) is clamped by the filter: fault events, inside
+    # a fault window or not, and the plan-vs-sent deviation shows it
+    from robot_stack.control.executor import Executor
+    from robot_stack.control.plan import MotionPlan
+    from robot_stack.sim.kinematic import KinematicRobot
+
+    clock = FakeClock(start_ns=10**9)
+    robot = RecordingRobot(KinematicRobot(clock=clock), clock.now_ns, 0.002)
+    ex = Executor(robot, clock, 500.0, watchdog_timeout_s=5.0)
+
+    def run(seconds: float) -> None:
+        for _ in range(round(seconds / 0.002)):
+            clock.advance(2_000_000)
+            ex.tick(clock.now_ns())
+
+    ex.tick(clock.now_ns())
+    run(0.2)
+    clean = plan_audit(robot)
+    assert clean["traced_commands"] == 101 and clean["interventions"] == 0
+    assert clean["plan_vs_executed_max_mrad"] == 0.0 and clean["prefilter_velocity_ratio"] == 0.0
+    t_fault = clock.now_ns()
+    beyond = panda.HOME_Q.copy()
+    beyond[0] = panda.LIMITS.upper[0] + 0.2
+    assert ex.set_plan(MotionPlan.hold(panda.ARM_JOINTS, beyond, t_fault + 10_000_000, 1.0))
+    run(3.0)
+    audit = plan_audit(robot)
+    assert audit["interventions"] > 0 and audit["interventions"] == ex.safety.stats()["total"]
+    assert audit["interventions_outside_faults"] == audit["interventions"]
+    inside = plan_audit(robot, [(t_fault, clock.now_ns())])
+    assert inside["interventions_outside_faults"] == 0
+    assert audit["prefilter_acceleration_ratio"] <= 1.0  # the plan itself is within the dynamic limits
+    assert audit["plan_vs_executed_max_mrad"] > 100.0  # the filter held the joint short of the limit
 
 
 def test_a_time_bound_fails_when_the_event_never_happened() -> None:
-    metrics = {"unsafe_commands": 0, "actions_from_stale_data": 0, "commands": 10, "time_to_safe_hold_s": None}
+    metrics = {
+        "unsafe_commands": 0,
+        "actions_from_stale_data": 0,
+        "commands": 10,
+        "time_to_safe_hold_s": None,
+        "traced_commands": 10,
+        "interventions_outside_faults": 0,
+    }
     (*_, check) = evaluate(Scenario("x", expect={"time_to_safe_hold_max_s": 1.0}), metrics)
     assert not check.ok
 

@@ -235,6 +235,39 @@ def test_reach_policy_raises_targets_below_the_floor() -> None:
     assert ik.fk_xyz(solved.positions[2])[2] == pytest.approx(0.02, abs=1e-3)
 
 
+def test_reach_policy_keeps_targets_inside_a_workspace_box() -> None:
+    # a workspace box the safety filter enforces is kept by the plan itself: targets outside are moved onto it
+    # before the IK (counted as changed steps, like the floor), so the filter only watches the box
+    from robot_stack.decoders.ee_delta import R_DOWN
+    from robot_stack.kinematics.ik import panda_ik
+    from robot_stack.kinematics.reach import ReachPolicy, ReachStats, solve_pose_sequence_checked
+    from robot_stack.robots.panda import HOME_Q
+    from robot_stack.types import Pose
+
+    ik = panda_ik()
+    stats = ReachStats()
+    reach = ReachPolicy(box_lower=(0.2, -0.3, 0.05), box_upper=(0.6, 0.3, 0.6), stats=stats)
+    targets = [Pose(R_DOWN, np.array([x, 0.0, 0.3]), "base", "tcp") for x in (0.45, 0.58, 0.75)]
+    solved = solve_pose_sequence_checked(ik, targets, HOME_Q, 100, "test", reach)
+    assert list(solved.kept) == [0, 1, 2] and solved.clamped == (2,)
+    assert ik.fk_xyz(solved.positions[2])[0] == pytest.approx(0.6, abs=1e-3)
+    assert stats.last_fraction == pytest.approx(1 / 3) and stats.last_tcp_goal[1][0] == pytest.approx(0.6)
+
+
+def test_the_stack_keeps_decoder_targets_inside_the_filters_braking_margin() -> None:
+    from robot_stack.stack import build_decoder, load_stack_config
+    from robot_stack.stack.build import TARGET_BOX_SLACK_M
+
+    config = load_stack_config(
+        "demo", ["control.workspace_lower=[0.15, -0.45, 0.01]", "control.workspace_upper=[0.70, 0.45, 0.80]"]
+    )
+    decoder, _ = build_decoder(config, "continuous", "ee_delta_xyz")
+    inset = config.control.workspace_margin_m + TARGET_BOX_SLACK_M
+    np.testing.assert_allclose(decoder.reach.box_upper, np.array([0.70, 0.45, 0.80]) - inset)
+    np.testing.assert_allclose(decoder.reach.box_lower, np.array([0.15, -0.45, 0.01]) + inset)
+    assert build_decoder(load_stack_config("demo"), "continuous", "ee_delta_xyz")[0].reach.box_upper is None
+
+
 def test_reply_estimate_follows_a_slowdown_at_once_and_a_speedup_gradually(rig) -> None:
     # a prefetch timed by a lagging estimate at the onset of a slow model finishes long before the reply and is
     # discarded as too old (an extra capture on the critical path); the estimate must jump to the slow reply time
@@ -272,18 +305,23 @@ def test_reach_stats_record_the_changed_steps_of_each_sequence() -> None:
 
 
 def test_retreat_is_rest_to_rest_within_the_fraction_of_every_limit() -> None:
+    # the retreat's waypoints (for sinks that take waypoints, e.g. a ROS topic) sample ruckig's time-optimal
+    # jerk-limited move: rest to rest, every derivative within the fraction of its limit, no slower than that allows
+    from robot_stack.control.audit import stream_ratios
     from robot_stack.cycle import retreat_trajectory
     from robot_stack.robots import panda
 
     q_from = panda.HOME_Q + np.array([0.8, -0.3, 0.5, 0.4, -0.6, 0.3, 1.2])
-    traj = retreat_trajectory(panda.ARM_JOINTS, q_from, panda.HOME_Q, panda.LIMITS, 10**9, speed_fraction=0.5)
-    np.testing.assert_allclose(traj.positions[0], q_from)
-    np.testing.assert_allclose(traj.positions[-1], panda.HOME_Q)
+    traj = retreat_trajectory(panda.ARM_JOINTS, q_from, panda.HOME_Q, panda.LIMITS, 10**9, 0.5, dt_s=0.002)
+    np.testing.assert_allclose(traj.positions[0], q_from, atol=1e-12)
+    np.testing.assert_allclose(traj.positions[-1], panda.HOME_Q, atol=1e-12)
+    ratios = stream_ratios(traj.t_ns, traj.positions, panda.LIMITS)
+    assert max(ratios.values()) <= 0.5 + 1e-6, ratios
+    assert ratios["velocity"] == pytest.approx(0.5, rel=0.02)  # the longest joint cruises at its velocity cap
     dt = np.diff(traj.t_ns) * 1e-9
     v = np.diff(traj.positions, axis=0) / dt[:, None]
-    assert np.all(np.abs(v) <= 0.5 * panda.LIMITS.velocity * 1.01)
-    assert np.abs(v[0]).max() < 0.05 and np.abs(v[-1]).max() < 0.05  # starts and ends (nearly) at rest
-    assert np.abs(v).max(axis=0)[6] == pytest.approx(0.5 * panda.LIMITS.velocity[6], rel=0.03)  # no slower
+    edge = 0.5 * panda.LIMITS.acceleration * 0.002  # at rest at both ends: one tick of acceleration at most
+    assert np.all(np.abs(v[0]) <= edge) and np.all(np.abs(v[-1]) <= edge)
 
 
 def test_recovery_config_is_validated() -> None:
@@ -320,14 +358,13 @@ def test_a_policy_stuck_at_a_limit_is_taken_back_to_its_start_posture_then_resum
         clock.advance(50_000_000)
         assert cycle.run({}, step).ok
     assert cycle.recoveries == 1 and stats.last_fraction == 1.0
-    retreat = old.executor._pending  # the retreat, timed and ending at rest (a MotionPlan)
-    # (its waypoints end at rest; the spline through them ends with a residual velocity of mrad/s, which the
-    # extension brings to rest a fraction of a mrad further)
-    np.testing.assert_allclose(retreat.end_state.q, home, atol=1e-3)
+    retreat = old.executor._pending  # the retreat: a ruckig move to rest at the start posture (a MotionPlan)
+    np.testing.assert_allclose(retreat.end_state.q, home, atol=1e-9)
+    assert retreat.ends_at_rest() and retreat.policy_end_ns is None  # the watchdog never cuts it short
     n_requests = len(requests)
     clock.advance(50_000_000)
     assert cycle.run({}, 3).outcome == "recovering" and len(requests) == n_requests  # no policy request
-    clock.advance(int(retreat.policy_end_ns) - clock.now_ns())  # within the last 0.1 s: the policy runs again
+    clock.advance(int(retreat.end_ns) - 50_000_000 - clock.now_ns())  # within the last 0.1 s: the policy runs again
     assert cycle.run({}, 4).ok and len(requests) == n_requests + 1
     assert cycle.outcomes["recovering"] == 1
 

@@ -80,7 +80,68 @@ def test_the_demo_and_every_hil_scenario_run_the_same_stack() -> None:
         assert hil.decoder == shipped.decoder and hil.cycle == shipped.cycle and hil.cameras == shipped.cameras
         assert hil.policy.manifest_path() == shipped.policy.manifest_path()
         assert hil.control.blend == shipped.control.blend
+        assert hil.control.executor == shipped.control.executor  # HIL rehearses the demo's control loop
         assert hil.control.extension_s == scenario.watchdog_s  # late chunks come to rest within the watchdog
+
+
+def test_the_control_loop_is_a_thread_or_a_real_time_process() -> None:
+    config = load_stack_config("demo", ["control.executor=thread"])
+    assert config.control.executor == "thread"
+    for bad, message in (
+        (["control.executor=fiber"], "control.executor"),
+        (["control.realtime_priority=120"], "realtime_priority"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_stack_config("demo", bad)
+
+
+@pytest.mark.realtime
+def test_the_process_executor_drives_the_sim_cell_and_lives_across_episodes() -> None:
+    # control.executor: process — the loop runs in its own process, the MuJoCo world stays here and applies every
+    # set-point at its own time when it syncs; one process for the whole run, one fresh executor per episode
+    import os
+
+    import numpy as np
+
+    from robot_stack.clock import MonotonicClock
+    from robot_stack.robots import panda
+    from robot_stack.stack.build import build_cell, build_process_executor, build_scheduler
+    from robot_stack.types import JointTrajectory
+
+    config = load_stack_config("demo", ["control.executor=process"])
+    clock = MonotonicClock()
+    with build_cell(config, clock) as cell:
+        executor, close = build_process_executor(config, cell.robot, clock, cell.world)
+        try:
+            executor.start()
+            pid = executor.pid
+            scheduler = build_scheduler(config, executor)
+            t0 = clock.now_ns()
+            steps = np.arange(8) * 0.1
+            q = panda.HOME_Q + np.outer(steps, 0.2 * np.ones(7))
+            chunk = JointTrajectory(panda.ARM_JOINTS, t0 + np.round(steps * 1e9).astype(np.int64), q)
+            assert scheduler.submit(chunk).accepted
+
+            def settled(e) -> bool:
+                cell.world.sync_now()  # a render or a state read: the relay applies what the loop sent, at its times
+                return e.stats()["ticks"] > 600 and e.at_rest
+
+            assert executor.wait(settled, timeout_s=20.0, poll_s=0.05)
+            cell.world.sync_now()
+            np.testing.assert_allclose(cell.robot.read_state().q, executor.commanded[0], atol=0.02)  # servo tracked
+            executor.stop()
+            first = executor.stats()
+            assert first["safety"]["total"] == 0 and max(first["prefilter_peak_ratio"].values()) <= 1.0
+            cell.world.reset(seed=1)  # the next episode: the arm is back at its start posture
+            executor.start()
+            assert executor.pid == pid  # the same process, a fresh executor seeded where the arm is
+            np.testing.assert_allclose(executor.commanded[0], cell.robot.read_state().q, atol=1e-9)
+            executor.stop()
+        finally:
+            close()
+        assert cell.world.pre_sync is None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_a_failed_build_stops_the_server_it_started(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from typing import Any
@@ -19,7 +20,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         hint = f" (failed to load: {failures[args.name]})" if args.name in failures else ""
         print(f"unknown benchmark {args.name!r}{hint}; available: {', '.join(sorted(benches))}", file=sys.stderr)
         return 2
-    result = {"bench": args.name, **benches[args.name](args.quick)}
+    fn = benches[args.name]
+    if args.set:
+        if "overrides" not in inspect.signature(fn).parameters:
+            print(f"benchmark {args.name!r} takes no --set (it builds no stack)", file=sys.stderr)
+            return 2
+        result = {"bench": args.name, **fn(args.quick, overrides=args.set)}  # type: ignore[call-arg]
+    else:
+        result = {"bench": args.name, **fn(args.quick)}
     if args.json:
         print(json.dumps(result))
     else:
@@ -36,5 +44,11 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     bench.add_argument("name", help=" | ".join(BUILTIN_MODULES))
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test)")
+    bench.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.FIELD=VALUE",
+        help="stack-config override for benchmarks that run the stack (motion), e.g. --set control.blend=ensemble",
+    )
     bench.set_defaults(func=_cmd_bench)
     return bench

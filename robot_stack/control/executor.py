@@ -21,8 +21,11 @@ Each tick at time ``t`` (:meth:`Executor.tick`):
    rest along its motion (counted as ``extensions``). Once no policy step has covered the tick for
    ``watchdog_timeout_s``, the executor declares a watchdog hold (state ``HOLDING``, counted and logged): if the
    plan is still moving, a ruckig stop from the plan's state at ``t`` replaces the rest of it;
-4. pass the set-point through the safety filter (with the real elapsed time) and send it to the robot
-   (``robot.command_at(t, q, gripper)`` where the robot takes the set-point's time, else ``robot.command``).
+4. pass the set-point through the safety filter (with the real elapsed time) and send it to the robot:
+   ``robot.command_traced(t, q, gripper, trace)`` where the robot takes the tick's :class:`TickTrace` (the plan's
+   set-point before the filter, the executor state, the filter's intervention count: the set-point ring of the
+   real-time process, the HIL audit), else ``robot.command_at(t, q, gripper)`` where it takes the set-point's time
+   (the simulator), else ``robot.command(q, gripper)``.
 
 Plans that do not end at rest are refused. :meth:`Executor.tick` runs one tick synchronously at a given time, so
 tests and lock-step simulations drive the executor deterministically with :class:`~robot_stack.clock.FakeClock`;
@@ -57,7 +60,7 @@ from robot_stack.types import JointTrajectory
 
 log = logging.getLogger("robot_stack.control.executor")
 
-__all__ = ["Executor", "ExecutorState", "OverrunEvent", "TickRecord", "plan_refusal"]
+__all__ = ["Executor", "ExecutorState", "OverrunEvent", "TickRecord", "TickTrace", "plan_refusal"]
 
 
 class ExecutorState(str, enum.Enum):
@@ -106,6 +109,22 @@ class TickRecord:
     t_ns: int
     q_plan: np.ndarray
     q_sent: np.ndarray
+
+
+@dataclass(frozen=True)
+class TickTrace:
+    """What a tick knew besides the set-point it sent, for robots that audit or relay it (``command_traced``).
+
+    Attributes:
+        q_plan: (n,) rad, the plan's set-point before the safety filter.
+        state: the executor state after the tick.
+        interventions: the safety filter's interventions so far (all kinds; a change between two ticks is a fault
+            event at that tick).
+    """
+
+    q_plan: np.ndarray
+    state: ExecutorState
+    interventions: int
 
 
 def plan_refusal(plan: object, joint_names: tuple[str, ...], now_ns: int, stopping: bool) -> tuple[str, str] | None:
@@ -176,9 +195,11 @@ class Executor:
         self._planner = MotionPlanner(self._joint_names, robot.limits, self.motion_config)
         self._monitor = DerivativeMonitor(robot.limits)
         self.on_tick = on_tick
-        #: robots that take a set-point's time (``command_at(t_ns, q, gripper)``: the simulator, the set-point ring,
-        #: the HIL audit) get the tick's time with every set-point
+        #: robots that take a set-point's time (``command_at(t_ns, q, gripper)``: the simulator) get the tick's time
+        #: with every set-point; robots that take its trace too (``command_traced(t_ns, q, gripper, trace)``: the
+        #: set-point ring, the HIL audit) get the plan's set-point, the state and the filter's count as well
         self._command_at = getattr(robot, "command_at", None)
+        self._command_traced = getattr(robot, "command_traced", None)
         self.history: deque[TickRecord] = deque(maxlen=max(int(history), 0))
 
         self._lock = threading.Lock()  # guards _pending and the counters set_plan touches
@@ -400,7 +421,9 @@ class Executor:
         dev = float(np.max(np.abs(q_safe - desired.q)))
         if dev > self._deviation_max:
             self._deviation_max = dev
-        if self._command_at is not None:
+        if self._command_traced is not None:
+            self._command_traced(t, q_safe, self._gripper, TickTrace(desired.q, self._state, self.safety.interventions))
+        elif self._command_at is not None:
             self._command_at(t, q_safe, self._gripper)  # the robot learns the time the set-point is meant for
         else:
             self.robot.command(q_safe, self._gripper)

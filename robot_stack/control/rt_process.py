@@ -87,6 +87,7 @@ _INT_FIELDS = (
     "cpu",
     "active_id",
     "active_version",
+    "session",
     *(f"safety_{k}" for k in INTERVENTION_KINDS),
     "safety_calls",
     "safety_catch_up",
@@ -234,11 +235,12 @@ def _realtime_setup(cfg: RealtimeConfig) -> tuple[int, int]:
 class _Publisher:
     """Writes the executor's state into the shared block after every tick (child side)."""
 
-    def __init__(self, ex: Executor, block: SeqlockBlock, slot: ByteSlot, cpu: int, fifo: int) -> None:
+    def __init__(self, ex: Executor, block: SeqlockBlock, slot: ByteSlot, cpu: int, fifo: int, session: int) -> None:
         self.ex, self.block, self.slot = ex, block, slot
         self.n = len(ex.joint_names)
         self.window = ex._lateness_ms.shape[0]
         self.cpu, self.fifo = cpu, fifo
+        self.session = session
         self.received: dict[int, tuple[MotionPlan, int]] = {}  # id(plan) -> (plan, plan id from the main process)
         self._reported: MotionPlan | None = None
         self._active_id = _ACTIVE_NONE
@@ -289,6 +291,7 @@ class _Publisher:
         ints[_I["cpu"]] = self.cpu
         ints[_I["active_id"]] = self._active_id
         ints[_I["active_version"]] = self.slot.version
+        ints[_I["session"]] = self.session
         for k in INTERVENTION_KINDS:
             ints[_I[f"safety_{k}"]] = safety[k]
         ints[_I["safety_calls"]] = safety["calls"]
@@ -316,8 +319,72 @@ class _Publisher:
         b.end_write()
 
 
+def _wait_for_session(conn: Any, parent_pid: int) -> bool:
+    """Between sessions: wait for the main process to ask for a new one (``R``: True) or to end the process (``Q``,
+    a closed pipe or a dead parent: False). Plans and stops sent meanwhile belong to no session and are dropped."""
+    while True:
+        try:
+            if conn.poll(0.2):
+                kind = conn.recv_bytes()[:1]
+                if kind == b"R":
+                    return True
+                if kind == b"Q":
+                    return False
+            elif os.getppid() != parent_pid:
+                return False
+        except (EOFError, OSError):
+            return False
+
+
+def _run_session(args: _ChildArgs, conn: Any, robot: Robot, pub_args: tuple[Any, ...], session: int) -> None:
+    """One session: a fresh executor (seeded from the robot's state, fresh counters and safety filter) runs until a
+    requested stop has brought the arm to rest (or the main process is gone)."""
+    block, slot, cpu, fifo = pub_args
+    ex = Executor(
+        robot,
+        MonotonicClock(spin_ns=args.realtime.spin_us * 1000),
+        rate_hz=args.rate_hz,
+        safety=args.safety.build(args.limits),
+        watchdog_timeout_s=args.watchdog_timeout_s,
+        motion=args.motion,
+        lateness_window=args.realtime.lateness_window,
+    )
+    pub = _Publisher(ex, block, slot, cpu, fifo, session)
+    state = {"ticks": 0, "next_gc": time.monotonic() + args.realtime.gc_interval_s}
+
+    def before_tick() -> None:
+        try:
+            while conn.poll():
+                data = conn.recv_bytes()
+                kind = data[:1]
+                if kind == b"P":
+                    (plan_id,) = struct.unpack("<q", data[1:9])
+                    try:
+                        plan = MotionPlan.from_bytes(data[9:])
+                    except ShapeError as exc:
+                        ex._reject("malformed", str(exc))
+                        continue
+                    if ex.set_plan(plan):
+                        pub.note_received(plan, plan_id)
+                elif kind in (b"S", b"Q"):
+                    ex.request_stop()
+        except (EOFError, OSError):
+            ex.request_stop()  # the main process is gone: stop within the limits and end
+        state["ticks"] += 1
+        if state["ticks"] % 250 == 0:
+            if os.getppid() != args.parent_pid:
+                ex.request_stop()
+            if args.realtime.disable_gc and time.monotonic() > state["next_gc"]:
+                gc.collect(0)
+                state["next_gc"] = time.monotonic() + args.realtime.gc_interval_s
+
+    pub.publish()
+    ex.run_loop(before_tick, pub.publish)
+    pub.publish(done=1)
+
+
 def _rt_main(args: _ChildArgs, conn: Any) -> None:
-    """Body of the real-time process."""
+    """Body of the real-time process: sessions (one per :meth:`ProcessExecutor.start`) until told to end."""
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s [rt]: %(message)s")
     _die_with_parent()
     block = SeqlockBlock(len(_INT_FIELDS), _n_floats(args.n_joints, args.realtime.lateness_window), args.state_name)
@@ -325,16 +392,6 @@ def _rt_main(args: _ChildArgs, conn: Any) -> None:
     try:
         cpu, fifo = _realtime_setup(args.realtime)
         robot = args.robot.build()
-        ex = Executor(
-            robot,
-            MonotonicClock(spin_ns=args.realtime.spin_us * 1000),
-            rate_hz=args.rate_hz,
-            safety=args.safety.build(args.limits),
-            watchdog_timeout_s=args.watchdog_timeout_s,
-            motion=args.motion,
-            lateness_window=args.realtime.lateness_window,
-        )
-        pub = _Publisher(ex, block, slot, cpu, fifo)
         log.info(
             "real-time executor: %.0f Hz, pid %d, CPU %s, %s",
             args.rate_hz,
@@ -346,37 +403,14 @@ def _rt_main(args: _ChildArgs, conn: Any) -> None:
             gc.collect()
             gc.freeze()
             gc.disable()
-        state = {"ticks": 0, "next_gc": time.monotonic() + args.realtime.gc_interval_s}
-
-        def before_tick() -> None:
-            try:
-                while conn.poll():
-                    data = conn.recv_bytes()
-                    kind = data[:1]
-                    if kind == b"P":
-                        (plan_id,) = struct.unpack("<q", data[1:9])
-                        try:
-                            plan = MotionPlan.from_bytes(data[9:])
-                        except ShapeError as exc:
-                            ex._reject("malformed", str(exc))
-                            continue
-                        if ex.set_plan(plan):
-                            pub.note_received(plan, plan_id)
-                    elif kind == b"S":
-                        ex.request_stop()
-            except (EOFError, OSError):
-                ex.request_stop()  # the main process is gone: stop within the limits and end
-            state["ticks"] += 1
-            if state["ticks"] % 250 == 0:
-                if os.getppid() != args.parent_pid:
-                    ex.request_stop()
-                if args.realtime.disable_gc and time.monotonic() > state["next_gc"]:
-                    gc.collect(0)
-                    state["next_gc"] = time.monotonic() + args.realtime.gc_interval_s
-
-        pub.publish()
-        ex.run_loop(before_tick, pub.publish)
-        pub.publish(done=1)
+        session = 1
+        while True:
+            _run_session(args, conn, robot, (block, slot, cpu, fifo), session)
+            if not _wait_for_session(conn, args.parent_pid):
+                break
+            session += 1
+            if args.realtime.disable_gc:
+                gc.collect()  # between sessions the loop does not run: a full collection costs it nothing
     except Exception:
         log.exception("real-time executor failed")
         block.ints[_I["done"]] = 2
@@ -417,6 +451,13 @@ class ProcessExecutor:
         motion: fractions of the limits (see :class:`MotionConfig`).
         safety: the safety filter the child builds.
         realtime: CPU, priority and loop settings.
+        keep_alive: :meth:`stop` ends the *session* (a fresh executor per :meth:`start`: seeded from the robot's
+            state, fresh counters, watchdog and safety filter) but keeps the process, so the next :meth:`start`
+            costs a message instead of a process spawn (the demo's and HIL's episodes); :meth:`close` ends it.
+            False: :meth:`stop` ends the process too.
+        relay: the main-side :class:`~robot_stack.control.setpoints.SetpointRelay` of a robot that lives in this
+            process (the simulator): its measured state is published before every session, so the new executor
+            seeds from where the arm is now.
     """
 
     def __init__(
@@ -430,9 +471,14 @@ class ProcessExecutor:
         motion: MotionConfig | None = None,
         safety: SafetySpec | None = None,
         realtime: RealtimeConfig | None = None,
+        keep_alive: bool = False,
+        relay: Any = None,
     ) -> None:
         if not (rate_hz > 0 and np.isfinite(rate_hz)):
             raise ConfigError(f"ProcessExecutor.rate_hz: expected a positive rate in Hz, got {rate_hz}")
+        self.keep_alive = bool(keep_alive)
+        self.relay = relay
+        self._session = 0
         self.robot_spec = robot
         self._joint_names = tuple(joint_names)
         self._limits = limits
@@ -460,10 +506,21 @@ class ProcessExecutor:
 
     # ------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        """Start the real-time process and wait until its loop runs (idempotent). Raises RobotError if it fails."""
-        if self._proc is not None and self._proc.is_alive():
-            return
+        """Start a session: the real-time process (spawned unless a kept-alive one is waiting) runs a fresh executor;
+        returns once its loop has ticked. Idempotent while a session runs. Raises RobotError if it fails."""
+        if self._proc is not None and self._proc.is_alive() and self._block is not None:
+            ints, _ = self._block.read()
+            if ints[_I["done"]] == 0:
+                return  # a session is running
+            if ints[_I["done"]] == 1 and self._conn is not None:
+                self._begin(lambda: self._conn.send_bytes(b"R"))
+                return
+            self.close()
+        self._spawn()
+
+    def _spawn(self) -> None:
         self._close_shared()
+        self._session = 0
         self._block = SeqlockBlock(len(_INT_FIELDS), _n_floats(self._n, self.realtime.lateness_window))
         self._slot = ByteSlot(self.realtime.plan_capacity)
         ctx = multiprocessing.get_context("spawn")
@@ -482,12 +539,24 @@ class ProcessExecutor:
             os.getpid(),
             logging.getLogger().getEffectiveLevel(),
         )
+        self._proc = ctx.Process(target=_rt_main, args=(args, receiver), name="robot_stack-rt-executor", daemon=True)
+
+        def launch() -> None:
+            self._proc.start()
+            self._last_pid = int(self._proc.pid)
+            receiver.close()
+
+        self._begin(launch)
+
+    def _begin(self, go: Callable[[], None]) -> None:
+        """Publish the robot's state (relay), start the next session with ``go()``, wait until its loop ticks."""
+        assert self._block is not None
+        if self.relay is not None:
+            self.relay.publish_state()
         self._final = None
         self._stopping = False
-        self._proc = ctx.Process(target=_rt_main, args=(args, receiver), name="robot_stack-rt-executor", daemon=True)
-        self._proc.start()
-        self._last_pid = int(self._proc.pid)
-        receiver.close()
+        self._session += 1
+        go()
         deadline = time.monotonic() + self.realtime.start_timeout_s
         while True:
             ints, _ = self._block.read()
@@ -496,39 +565,76 @@ class ProcessExecutor:
                 raise RobotError(
                     f"real-time executor process failed to start (exit code {self._proc.exitcode}); see its log"
                 )
-            if ints[_I["ready"]] == 1 and ints[_I["ticks"]] >= 1:  # set up, and the loop has ticked
+            ready = ints[_I["ready"]] == 1 and ints[_I["session"]] == self._session and ints[_I["done"]] == 0
+            if ready and ints[_I["ticks"]] >= 1:  # set up, and this session's loop has ticked
                 break
             if time.monotonic() > deadline:
                 self._proc.kill()
                 raise RobotError(f"real-time executor process not ready after {self.realtime.start_timeout_s:.0f} s")
-            time.sleep(0.01)
+            time.sleep(0.002 if self._session > 1 else 0.01)
         log.info(
-            "real-time executor process %d running (CPU %s, %s)",
+            "real-time executor process %d session %d running (CPU %s, %s)",
             self._proc.pid,
+            self._session,
             int(ints[_I["cpu"]]) if ints[_I["cpu"]] >= 0 else "unpinned",
             "SCHED_FIFO" if ints[_I["fifo"]] else "normal priority",
         )
 
     def request_stop(self) -> None:
-        """Ask the loop to stop (ruckig stop from the plan's state, then the process ends)."""
+        """Ask the loop to stop (ruckig stop from the plan's state, then the session ends)."""
         self._stopping = True
         if self._conn is not None:
             with contextlib.suppress(BrokenPipeError, OSError):
                 self._conn.send_bytes(b"S")
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop within the limits, end the process (joined; killed if it does not end in ``timeout_s``) and keep
-        its final counters for :meth:`stats`."""
+        """Stop within the limits and end the session (and, unless ``keep_alive``, the process: joined, killed if
+        it does not end in ``timeout_s``); its final counters stay readable by :meth:`stats`."""
         proc = self._proc
         if proc is None:
             return
         self.request_stop()
+        deadline = time.monotonic() + timeout_s
+        while proc.is_alive() and self._block is not None and time.monotonic() < deadline:
+            if self._block.read()[0][_I["done"]] != 0:
+                break
+            time.sleep(0.005)
+        if self._block is not None:
+            try:
+                self._final = self._block.read()
+            except ShapeError:
+                self._final = (self._block.ints.copy(), self._block.floats.copy())
+        if self.relay is not None:
+            self.relay.drain()  # the session's last set-points reach the robot now (not after, e.g., a world reset)
+        if not (self.keep_alive and proc.is_alive() and self._final is not None and self._final[0][_I["done"]] == 1):
+            self._end_process(max(deadline - time.monotonic(), 1.0))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the session if one runs and end the process for good (idempotent)."""
+        if self._proc is None:
+            return
+        if self._block is not None and self._block.read()[0][_I["done"]] == 0:
+            keep, self.keep_alive = self.keep_alive, False
+            try:
+                self.stop(timeout_s)
+            finally:
+                self.keep_alive = keep
+        else:
+            self._end_process(timeout_s)
+
+    def _end_process(self, timeout_s: float) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if self._conn is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._conn.send_bytes(b"Q")
         proc.join(timeout_s)
         if proc.is_alive():
             log.error("real-time executor process did not stop within %.1f s; killing it", timeout_s)
             proc.kill()
             proc.join(1.0)
-        if self._block is not None:
+        if self._block is not None and self._final is None:
             try:
                 self._final = self._block.read()
             except ShapeError:
@@ -581,7 +687,7 @@ class ProcessExecutor:
     @property
     def state(self) -> ExecutorState:
         ints, _ = self._read()
-        if self._proc is None and self._final is not None:
+        if self._final is not None or ints[_I["done"]] != 0:
             return ExecutorState.STOPPED
         return STATE_BY_CODE[int(ints[_I["state"]])]
 

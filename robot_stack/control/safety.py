@@ -170,6 +170,7 @@ class SafetyFilter:
         self.log_interval_s = float(log_interval_s)
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(INTERVENTION_KINDS, 0)
+        self._total = 0
         self._calls = 0
         self._last_log = dict.fromkeys(INTERVENTION_KINDS, -math.inf)
         self._suppressed = dict.fromkeys(INTERVENTION_KINDS, 0)
@@ -241,6 +242,7 @@ class SafetyFilter:
     # ------------------------------------------------------------------------------------------ bookkeeping
     def _intervene(self, kind: str, detail: str) -> None:
         self._counts[kind] += 1
+        self._total += 1
         self.events.append(SafetyEvent(time.monotonic_ns(), kind, detail))
         now = time.monotonic()
         if now - self._last_log[kind] >= self.log_interval_s:
@@ -274,6 +276,11 @@ class SafetyFilter:
                 "set-point. Check the policy output / decoder."
             )
         return arr
+
+    @property
+    def interventions(self) -> int:
+        """Interventions so far, all kinds (what ``stats()["total"]`` says, without building the dict)."""
+        return self._total
 
     def stats(self) -> dict[str, int]:
         """Exact intervention counts by kind (see :data:`INTERVENTION_KINDS`), plus ``calls``, ``total`` (of the

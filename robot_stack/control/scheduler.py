@@ -47,7 +47,7 @@ import numpy as np
 from robot_stack.clock import Clock
 from robot_stack.control.executor import ExecutorState
 from robot_stack.control.motion import MotionConfig, MotionPlanner
-from robot_stack.control.plan import MotionPlan
+from robot_stack.control.plan import JointState, MotionPlan
 from robot_stack.control.timing import preload
 from robot_stack.errors import ConfigError, MotionError, ShapeError
 from robot_stack.robots.base import JointLimits
@@ -207,6 +207,7 @@ class ChunkScheduler:
             "fresh": 0,
             "steps_skipped": 0,
             "retimed": 0,
+            "moves": 0,
         }
 
     # ------------------------------------------------------------------------------------------ queries
@@ -217,7 +218,7 @@ class ChunkScheduler:
 
     def stats(self) -> dict[str, Any]:
         """Counters: submitted, accepted, stale, rejected, motion (no plan within the limits), fresh (no splice
-        source), steps_skipped, retimed (chunks TOPP-RA had to slow down)."""
+        source), steps_skipped, retimed (chunks TOPP-RA had to slow down), moves (:meth:`move_to` hand-overs)."""
         with self._lock:
             return {"mode": self.mode.value, **self._counts}
 
@@ -324,19 +325,13 @@ class ChunkScheduler:
                     if len(self._chunks) > 1:
                         chunk = self.planner.time(self._ensemble_target(chunk, now)).plan
                 target = self.planner.extend(chunk)
-                # the executing prefix runs until the plan can reach the executor: after the timing above
-                # (milliseconds of TOPP-RA on a loaded host), the join below and the hand-over (their recent
-                # duration, measured), plus handover_s
                 t_planned = max(now, self.clock.now_ns())
-                freeze = t_planned + round((self.config.handover_s + self._handover_est_s) * 1e9)
+                freeze = self._freeze_ns(t_planned)
                 old = self._active_covering(freeze) if self.mode != BlendMode.NONE else None
                 if old is None:
                     out, used = target, ("fresh" if self.mode != BlendMode.NONE else "none")
                 else:
-                    # keep the executing plan up to the freeze point (from a little before now, so that the
-                    # executor, picking the plan up at its next tick, finds it continuing exactly), then join
-                    keep_from = max(old.start_ns, min(now, freeze) - 4 * round(self.config.resample_dt_s * 1e9))
-                    prefix = old.after(keep_from).until(freeze) if freeze > keep_from else None
+                    prefix = self._prefix(old, now, freeze)
                     joined = self.planner.join(old.sample(freeze), freeze, target)
                     out = prefix.then(joined) if prefix is not None else joined
                     out = MotionPlan(
@@ -353,16 +348,85 @@ class ChunkScheduler:
                 self._counts["motion"] += 1
                 log.error("chunk refused: no motion within the limits (%s)", exc)
                 return ScheduleResult(False, "motion", self.mode.value, skipped, None, None, now)
-            accepted = self.executor.set_plan(out)
-            took_s = max(self.clock.now_ns() - t_planned, 0) * 1e-9
-            # a slower hand-over raises the estimate at once, a faster one lowers it gradually
-            self._handover_est_s = max(took_s, 0.8 * self._handover_est_s + 0.2 * took_s)
+            accepted = self._hand_over(out, t_planned)
             waypoints = self._waypoints(out)
             if accepted:
-                self._active = out
                 self._counts["accepted"] += 1
                 if used == "fresh":
                     self._counts["fresh"] += 1
                 return ScheduleResult(True, "ok", used, skipped, out, waypoints, now, timing.method, timing.slowdown)
             self._counts["rejected"] += 1
             return ScheduleResult(False, "rejected", used, skipped, out, waypoints, now, timing.method, timing.slowdown)
+
+    # ------------------------------------------------------------------------------------------ move_to
+    def move_to(self, q_target: np.ndarray, speed_fraction: float = 1.0, now_ns: int | None = None) -> ScheduleResult:
+        """Hand over a move to rest at ``q_target`` ((n,) rad; e.g. a retreat to the start posture): the executing
+        plan is kept for the hand-over prefix, then a ruckig point-to-point move from its state there, within
+        ``speed_fraction`` of the join limits (its duration follows from the distance and the limits). Nothing
+        executing: the move starts from the executor's last plan at rest (the executor joins it from what it
+        commands). Forgets the ensemble's chunks. The result's ``mode`` is ``"move"``, its plan ends at
+        ``plan.end_ns`` (the policy may run again before that)."""
+        q = np.asarray(q_target, dtype=np.float64)
+        n = len(self.executor.joint_names)
+        if q.shape != (n,) or not np.all(np.isfinite(q)):
+            raise ShapeError(f"ChunkScheduler.move_to: expected finite ({n},) rad, got {q}")
+        if not 0 < speed_fraction <= 1:
+            raise ConfigError(f"ChunkScheduler.move_to: speed_fraction must be in (0, 1], got {speed_fraction}")
+        with self._lock:
+            now = int(self.clock.now_ns() if now_ns is None else now_ns)
+            t_planned = max(now, self.clock.now_ns())
+            freeze = self._freeze_ns(t_planned)
+            self._chunks.clear()
+            try:
+                old = self._active_covering(freeze)
+                if old is not None:
+                    prefix = self._prefix(old, now, freeze)
+                    move = self.planner.move_to(old.sample(freeze), freeze, q, speed_fraction)
+                    out = prefix.then(move) if prefix is not None else move
+                else:
+                    start = self._resting_state()
+                    out = self.planner.move_to(start, t_planned, q, speed_fraction)
+                out = out.with_policy_end(None)
+            except MotionError as exc:
+                self._counts["motion"] += 1
+                log.error("move refused: no motion within the limits (%s)", exc)
+                return ScheduleResult(False, "motion", "move", 0, None, None, now)
+            accepted = self._hand_over(out, t_planned)
+            waypoints = self._waypoints(out)
+            if accepted:
+                self._counts["moves"] += 1
+                return ScheduleResult(True, "ok", "move", 0, out, waypoints, now)
+            self._counts["rejected"] += 1
+            return ScheduleResult(False, "rejected", "move", 0, out, waypoints, now)
+
+    # ------------------------------------------------------------------------------------------ hand-over
+    def _freeze_ns(self, t_planned: int) -> int:
+        """Where the executing prefix ends: the plan must reach the executor before that — after the timing (ms of
+        TOPP-RA on a loaded host), the join and the hand-over (their recent duration, measured) — plus
+        ``handover_s``."""
+        return t_planned + round((self.config.handover_s + self._handover_est_s) * 1e9)
+
+    def _prefix(self, old: MotionPlan, now: int, freeze: int) -> MotionPlan | None:
+        """The executing plan kept up to ``freeze``, from a little before ``now`` (so that the executor, picking the
+        new plan up at its next tick, finds it continuing exactly what it commands)."""
+        keep_from = max(old.start_ns, min(now, freeze) - 4 * round(self.config.resample_dt_s * 1e9))
+        return old.after(keep_from).until(freeze) if freeze > keep_from else None
+
+    def _resting_state(self) -> JointState:
+        """Where the executor comes to rest when nothing executing is kept: its plan's end, else what it commands."""
+        active = self.executor.active_plan
+        if active is not None:
+            return JointState.at_rest(active.end_state.q)
+        commanded = getattr(self.executor, "commanded", None)
+        if commanded is None:
+            raise MotionError("the executor has neither a plan nor a commanded posture yet (not started)")
+        return JointState.at_rest(commanded[0])
+
+    def _hand_over(self, plan: MotionPlan, t_planned: int) -> bool:
+        accepted = self.executor.set_plan(plan)
+        took_s = max(self.clock.now_ns() - t_planned, 0) * 1e-9
+        # a slower hand-over raises the estimate at once, a faster one lowers it gradually
+        self._handover_est_s = max(took_s, 0.8 * self._handover_est_s + 0.2 * took_s)
+        if accepted:
+            self._active = plan
+        return accepted

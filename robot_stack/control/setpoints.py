@@ -19,11 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from robot_stack.clock import MonotonicClock
+from robot_stack.control.executor import STATE_BY_CODE, TickTrace
 from robot_stack.control.shared import close_segment, open_segment
 from robot_stack.errors import ConfigError, RobotError
 from robot_stack.robots.base import JointLimits, Robot
@@ -31,14 +33,26 @@ from robot_stack.types import Pose, RobotState
 
 log = logging.getLogger("robot_stack.control.setpoints")
 
-__all__ = ["RingRobot", "SetpointRelay", "SetpointRing"]
+__all__ = ["RingRobot", "Setpoint", "SetpointRelay", "SetpointRing"]
+
+
+@dataclass(frozen=True)
+class Setpoint:
+    """One entry of the ring: the set-point ``q`` ((n,) rad) meant for ``t_ns`` (monotonic), the gripper opening
+    (None: unchanged) and the tick's :class:`~robot_stack.control.executor.TickTrace` (None if it had none)."""
+
+    t_ns: int
+    q: np.ndarray
+    gripper: float | None
+    trace: TickTrace | None
 
 
 class SetpointRing:
     """``capacity`` timestamped set-points of ``n`` joints plus one measured-state slot, in shared memory.
 
     Layout (int64 header: write count, state sequence; then per entry t_ns; q (capacity, n); gripper (capacity,);
-    then the state slot: t_ns, q (n,), dq (n,), gripper).
+    the tick's trace: q_plan (capacity, n), executor state code and safety interventions (capacity,) int64 each, -1
+    when the writer had none; then the state slot: t_ns, q (n,), dq (n,), gripper).
 
     Args:
         n: joints.
@@ -50,7 +64,8 @@ class SetpointRing:
         if n < 1 or capacity < 2:
             raise ConfigError(f"SetpointRing: expected n >= 1 and capacity >= 2, got {n}, {capacity}")
         self.n, self.capacity = int(n), int(capacity)
-        self.shm, self.owner = open_segment(8 * (2 + capacity + capacity * n + capacity + 1 + 2 * n + 1), name)
+        words = 2 + capacity * (1 + n + 1 + n + 2) + 1 + 2 * n + 1
+        self.shm, self.owner = open_segment(8 * words, name)
         buf, off = self.shm.buf, 0
         self._head = np.ndarray((2,), np.int64, buf, off)
         off += 16
@@ -60,6 +75,10 @@ class SetpointRing:
         off += 8 * capacity * n
         self._g = np.ndarray((capacity,), np.float64, buf, off)
         off += 8 * capacity
+        self._q_plan = np.ndarray((capacity, n), np.float64, buf, off)
+        off += 8 * capacity * n
+        self._trace = np.ndarray((capacity, 2), np.int64, buf, off)  # executor state code, interventions
+        off += 16 * capacity
         self._st_t = np.ndarray((1,), np.int64, buf, off)
         off += 8
         self._st = np.ndarray((2 * n + 1,), np.float64, buf, off)
@@ -77,16 +96,24 @@ class SetpointRing:
         return int(self._head[0])
 
     # ------------------------------------------------------------------------------------- writer (RT process)
-    def write(self, t_ns: int, q: np.ndarray, gripper: float | None) -> None:
+    def write(self, t_ns: int, q: np.ndarray, gripper: float | None, trace: TickTrace | None = None) -> None:
+        """Append the set-point ``q`` ((n,) rad) meant for ``t_ns``, with the tick's trace when there is one."""
         k = int(self._head[0])
         i = k % self.capacity
         self._t[i] = t_ns
         self._q[i] = q
         self._g[i] = np.nan if gripper is None else gripper
+        if trace is None:
+            self._q_plan[i] = np.nan
+            self._trace[i] = -1
+        else:
+            self._q_plan[i] = trace.q_plan
+            self._trace[i, 0] = trace.state.code
+            self._trace[i, 1] = trace.interventions
         self._head[0] = k + 1  # published after the entry is complete
 
     # ---------------------------------------------------------------------------------------- readers
-    def read_since(self, count: int) -> tuple[int, list[tuple[int, np.ndarray, float | None]], int]:
+    def read_since(self, count: int) -> tuple[int, list[Setpoint], int]:
         """Set-points written after the first ``count``: (new count, entries oldest first, entries lost because
         the reader fell more than ``capacity`` behind)."""
         end = int(self._head[0])
@@ -95,9 +122,13 @@ class SetpointRing:
         for k in range(start, end):
             i = k % self.capacity
             g = float(self._g[i])
-            entries.append((k, int(self._t[i]), self._q[i].copy(), None if np.isnan(g) else g))
+            code, interventions = int(self._trace[i, 0]), int(self._trace[i, 1])
+            trace = None
+            if code >= 0:
+                trace = TickTrace(self._q_plan[i].copy(), STATE_BY_CODE[code], interventions)
+            entries.append((k, Setpoint(int(self._t[i]), self._q[i].copy(), None if np.isnan(g) else g, trace)))
         safe_from = int(self._head[0]) - self.capacity + 1  # older entries may have been overwritten meanwhile
-        out = [(t, q, g) for k, t, q, g in entries if k >= safe_from]
+        out = [sp for k, sp in entries if k >= safe_from]
         lost = (start - count) + (len(entries) - len(out))
         return end, out, lost
 
@@ -123,7 +154,7 @@ class SetpointRing:
         return None
 
     def close(self) -> None:
-        del self._head, self._t, self._q, self._g, self._st_t, self._st
+        del self._head, self._t, self._q, self._g, self._q_plan, self._trace, self._st_t, self._st
         close_segment(self.shm, self.owner)
 
 
@@ -164,10 +195,14 @@ class RingRobot(Robot):
 
     def command_at(self, t_ns: int, q: np.ndarray, gripper: float | None = None) -> None:
         """Write the set-point meant for tick time ``t_ns`` into the ring."""
+        self.command_traced(t_ns, q, gripper, None)
+
+    def command_traced(self, t_ns: int, q: np.ndarray, gripper: float | None, trace: TickTrace | None) -> None:
+        """Write the set-point meant for tick time ``t_ns`` and the tick's trace into the ring."""
         arr = np.asarray(q, dtype=np.float64)
         if arr.shape != (len(self._names),) or not np.all(np.isfinite(arr)):
             raise RobotError(f"RingRobot.command: expected finite ({len(self._names)},) rad, got {arr!r}")
-        self.ring.write(int(t_ns), arr, gripper)
+        self.ring.write(int(t_ns), arr, gripper, trace)
 
 
 class SetpointRelay:
@@ -189,6 +224,7 @@ class SetpointRelay:
         self.lost = 0
         self.errors = 0
         self._command_at = getattr(robot, "command_at", None)
+        self._command_traced = getattr(robot, "command_traced", None)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -209,12 +245,14 @@ class SetpointRelay:
             if lost:
                 self.lost += lost
                 log.warning("set-point relay fell behind: %d set-points lost (%d in total)", lost, self.lost)
-            for t_ns, q, g in entries:
+            for sp in entries:
                 try:
-                    if self._command_at is not None:
-                        self._command_at(t_ns, q, g)
+                    if self._command_traced is not None and sp.trace is not None:
+                        self._command_traced(sp.t_ns, sp.q, sp.gripper, sp.trace)
+                    elif self._command_at is not None:
+                        self._command_at(sp.t_ns, sp.q, sp.gripper)
                     else:
-                        self.robot.command(q, g)
+                        self.robot.command(sp.q, sp.gripper)
                     self.applied += 1
                 except Exception as exc:  # counted; the next set-points still go through
                     self.errors += 1

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robot_stack.control.plan import MotionPlan
+from robot_stack.errors import ShapeError
 from robot_stack.types import JointTrajectory
 
 __all__ = ["JointSample", "JointSpline"]
@@ -86,6 +88,13 @@ class JointSpline:
     def n(self) -> int:
         """Number of joints."""
         return int(self._p.shape[1])
+
+    def as_plan(self) -> MotionPlan:
+        """The spline between its first and last waypoint as a :class:`~robot_stack.control.plan.MotionPlan`
+        (the same cubic pieces; C1, not timed within any limit). Raises ShapeError for a single waypoint."""
+        if self._n_seg == 0:
+            raise ShapeError("JointSpline.as_plan: a single waypoint has no pieces")
+        return MotionPlan(self.traj.joint_names, self.t0_ns, self._t, self._c)
 
     def covers(self, t_ns: int) -> bool:
         """``t_first <= t_ns <= t_last``."""

@@ -24,14 +24,16 @@ import numpy as np
 from robot_stack.calibration.projection import DepthProjector
 from robot_stack.cameras.base import Camera
 from robot_stack.clock import Clock
-from robot_stack.control.executor import Executor
+from robot_stack.control.plan import JointState
 from robot_stack.control.scheduler import ChunkScheduler
 from robot_stack.cycle.chunks import chunk_from_reply
 from robot_stack.cycle.guard import ObservationGuard
+from robot_stack.cycle.latency import DelayEstimator
 from robot_stack.cycle.observation import Capture, ObservationSource
 from robot_stack.cycle.pipelining import InFlight, PipelineTiming, Prefetch, Request
 from robot_stack.cycle.ports import PolicyEndpoint, TrajectorySink
-from robot_stack.cycle.recovery import RecoveryConfig, RecoveryMonitor
+from robot_stack.cycle.recovery import RecoveryConfig, RecoveryMonitor, retreat_trajectory
+from robot_stack.cycle.rtc import RtcPrefix
 from robot_stack.decoders.base import Decoder
 from robot_stack.errors import RobotStackError, StaleObservationError, TransportError
 from robot_stack.metrics import StageTimes
@@ -104,6 +106,11 @@ class PolicyCycle:
             late more often (measured in the HIL network-latency scenario), so it is off by default.
         recovery: retreat to the start posture when the policy is stuck at a limit (:class:`RecoveryConfig`);
             None = never.
+        rtc: real-time chunking (:class:`~robot_stack.cycle.rtc.RtcPrefix`, for a flow-matching model that takes
+            it): every request carries the executing plan's prefix and the estimated delay in steps. None = off.
+
+    Every accepted chunk's delay (observation -> hand-over) feeds :attr:`delay`, the online estimate of the
+    inference delay (:class:`~robot_stack.cycle.latency.DelayEstimator`).
     """
 
     def __init__(
@@ -122,6 +129,7 @@ class PolicyCycle:
         pipeline_period_s: float | None = None,
         recovery: RecoveryConfig | None = None,
         send_ahead: bool = False,
+        rtc: RtcPrefix | None = None,
     ) -> None:
         self.robot = robot
         self.client = client
@@ -134,6 +142,9 @@ class PolicyCycle:
         self.guard = guard if guard is not None else ObservationGuard()
         self.timeout_s = timeout_s
         self.scheduler = scheduler
+        self.rtc = rtc
+        self.delay = DelayEstimator()
+        self.rtc_requests = 0
         self.outcomes: Counter[str] = Counter()
         self.timing = PipelineTiming(pipeline_period_s, send_ahead, 0.6 * self.guard.config.max_age_s, clock)
         self._prefetch: Prefetch | None = None
@@ -146,9 +157,8 @@ class PolicyCycle:
                 clock,
                 robot.joint_names,
                 robot.limits,
-                self._commanded_q,
-                self._safety_limited_counts() if isinstance(executor, Executor) else None,
-                self._submit,
+                self._safety_limited_counts() if hasattr(executor, "safety") else None,
+                self._retreat,
             )
         )
 
@@ -171,23 +181,36 @@ class PolicyCycle:
     # ------------------------------------------------------------------------------------------- helpers
     def _commanded_q(self) -> np.ndarray:
         """The posture being commanded now (the executor's, else the measured one), (n,) rad."""
-        commanded = self.executor.commanded if isinstance(self.executor, Executor) else None
+        commanded = getattr(self.executor, "commanded", None)
         return commanded[0] if commanded is not None else self.robot.read_state().q
 
+    def _retreat(self, q_target: np.ndarray, speed_fraction: float) -> int | None:
+        """Hand over a move to rest at ``q_target``; return when it ends (ns) or None if refused. With a scheduler:
+        its :meth:`~robot_stack.control.scheduler.ChunkScheduler.move_to` (ruckig from the executing plan's state);
+        with an executor that takes plans: a ruckig move it joins from what it commands; else (a sink of waypoints,
+        e.g. a ROS topic): the move as waypoints (:func:`~robot_stack.cycle.recovery.retreat_trajectory`)."""
+        if self.scheduler is not None:
+            result = self.scheduler.move_to(q_target, speed_fraction)
+            return result.plan.end_ns if result.accepted and result.plan is not None else None
+        planner = getattr(self.executor, "planner", None)
+        if planner is not None and hasattr(self.executor, "set_plan"):
+            start = JointState.at_rest(self._commanded_q())
+            plan = planner.move_to(start, self.clock.now_ns(), q_target, speed_fraction)
+            return plan.end_ns if self.executor.set_plan(plan) else None
+        now = self.clock.now_ns()
+        traj = retreat_trajectory(
+            self.robot.joint_names, self._commanded_q(), q_target, self.robot.limits, now, speed_fraction
+        )
+        return int(traj.t_ns[-1]) if self.executor.set_trajectory(traj) else None
+
     def _safety_limited_counts(self) -> Any:
-        assert isinstance(self.executor, Executor)
-        safety = self.executor.safety
+        safety = self.executor.safety  # type: ignore[attr-defined]  # an executor (in this process or its view)
 
         def counts() -> tuple[int, int]:
             st = safety.stats()
             return int(st.get("position", 0)) + int(st.get("workspace", 0)), int(st.get("calls", 0))
 
         return counts
-
-    def _submit(self, traj: JointTrajectory) -> bool:
-        if self.scheduler is not None:
-            return self.scheduler.submit(traj).accepted
-        return self.executor.set_trajectory(traj)
 
     def _capture(self) -> Capture:
         return self.source.capture()
@@ -234,6 +257,15 @@ class PolicyCycle:
                 return Request(f"stale:{reason}", detail)
         obs = captured.observation(self.task)
         arrays = obs.arrays()
+        meta = dict(meta or {})
+        if self.rtc is not None:
+            plan = getattr(self.executor, "active_plan", None)
+            steps = self.delay.steps(self.rtc.dt_s, self.rtc.horizon)
+            extra_arrays, extra_meta = self.rtc.request_fields(plan, obs.state, obs.t_obs_ns, steps)
+            if extra_arrays:
+                arrays = {**arrays, **extra_arrays}
+                meta.update(extra_meta)
+                self.rtc_requests += 1
         t_send = time.perf_counter()
         self._start_prefetch()
         try:
@@ -241,7 +273,7 @@ class PolicyCycle:
             # long enough for the observation to age past the limit: the client measures its age again at the
             # moment the request would leave, after encoding, and refuses to send it if it is too old
             reply = self.client.infer(
-                arrays, {"t_obs_ns": obs.t_obs_ns, **(meta or {})}, self.timeout_s, lambda: self._check_age(obs)
+                arrays, {"t_obs_ns": obs.t_obs_ns, **meta}, self.timeout_s, lambda: self._check_age(obs)
             )
         except StaleObservationError as exc:
             self.guard.rejections["late"] += 1
@@ -311,6 +343,7 @@ class PolicyCycle:
             self.timing.note_post(done - req.t_reply)
         if not accepted:
             return self._finish(CycleResult("rejected", why, obs, chunk), step)
+        self.delay.add((self.clock.now_ns() - obs.t_obs_ns) / 1e9)
         self.times.add("loop_total", done - t_loop)
         # what the stack adds on top of the sensor and the model: xyz, codec, network, queue, decode
         self.times.add("overhead_beyond_inference", done - t_loop - req.t_capture_s - infer_ms / 1e3)

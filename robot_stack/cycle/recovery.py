@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from robot_stack.clock import Clock
-from robot_stack.control.scheduler import smoothstep5
+from robot_stack.control.online import MotionLimits, OnlineGenerator
+from robot_stack.control.plan import JointState
 from robot_stack.errors import ConfigError
 from robot_stack.kinematics.reach import ReachStats
 from robot_stack.types import JointTrajectory
@@ -42,9 +43,10 @@ class RecoveryConfig:
     run's first goal (a policy wandering along a limit after a moving goal is not making progress).
     After ``blocked_cycles`` blocked cycles in a row the policy has driven
     the arm where it cannot act from (a state outside what it was trained on; its chunks only push into the limit).
-    The cycle then retreats: a straight joint-space move from the commanded posture to ``home_q``, quintic-timed
-    within ``speed_fraction`` of every velocity/acceleration/jerk limit, handed
-    over like a chunk (spliced in by the scheduler, so the motion stays continuous). No policy request is made
+    The cycle then retreats: a ruckig point-to-point move from the commanded state (position, velocity and
+    acceleration of the executing plan) to rest at ``home_q``, within ``speed_fraction`` of every velocity,
+    acceleration and jerk limit (:meth:`~robot_stack.control.scheduler.ChunkScheduler.move_to`: the executing plan is
+    kept for the hand-over prefix, so the motion stays continuous). No policy request is made
     while it runs (outcome ``"recovering"``); the policy resumes ``resume_lead_s`` before the retreat ends, so its
     first chunk takes over without a stop. Every retreat is logged and counted (:attr:`PolicyCycle.recoveries`).
 
@@ -98,27 +100,23 @@ def retreat_trajectory(
     speed_fraction: float = 0.5,
     dt_s: float = 0.02,
 ) -> JointTrajectory:
-    """A rest-to-rest straight joint-space move ``q_from`` -> ``q_to`` ((n,) rad) starting at ``t_start_ns``.
+    """A rest-to-rest joint-space move ``q_from`` -> ``q_to`` ((n,) rad) starting at ``t_start_ns``, as waypoints
+    every ``dt_s`` seconds (and at its end), for sinks that take waypoints (a ROS topic).
 
-    Quintic timing ``s(tau) = 10 tau^3 - 15 tau^4 + 6 tau^5``; the duration is the shortest for which its peak
-    velocity (``1.875 d / T``), acceleration (``5.774 d / T^2``) and jerk (``60 d / T^3``) stay within
-    ``speed_fraction`` of every joint's limits (``limits``: a :class:`~robot_stack.robots.base.JointLimits`).
-    Waypoints every ``dt_s`` seconds.
-    """
-    q_from = np.asarray(q_from, dtype=np.float64)
-    d = np.abs(np.asarray(q_to, dtype=np.float64) - q_from)
+    The move is ruckig's time-optimal jerk-limited profile within ``speed_fraction`` of the velocity, acceleration
+    and jerk limits of ``limits`` (a :class:`~robot_stack.robots.base.JointLimits`; every joint arrives at once),
+    sampled on an even grid at most ``dt_s`` apart;
+    its duration follows from the distance and the limits. In-process sinks hand the exact plan over instead
+    (:meth:`~robot_stack.control.scheduler.ChunkScheduler.move_to`)."""
+    names = tuple(joint_names)
     f = float(speed_fraction)
-    duration = max(
-        float(np.max(1.875 * d / (f * np.asarray(limits.velocity)))),
-        float(np.max(np.sqrt(5.774 * d / (f * np.asarray(limits.acceleration))))),
-        float(np.max(np.cbrt(60.0 * d / (f * np.asarray(limits.jerk))))),
-        4 * dt_s,
-    )
-    n = int(np.ceil(duration / dt_s)) + 1
-    tau = np.linspace(0.0, 1.0, n)
-    positions = q_from[None, :] + smoothstep5(tau)[:, None] * (np.asarray(q_to, np.float64) - q_from)[None, :]
-    t_ns = t_start_ns + np.round(tau * duration * 1e9).astype(np.int64)
-    return JointTrajectory(tuple(joint_names), t_ns, positions)
+    generator = OnlineGenerator(names, MotionLimits.of(limits, f, f, f))
+    plan = generator.move_to(JointState.at_rest(np.asarray(q_from, dtype=np.float64)), int(t_start_ns), q_to)
+    # evenly spaced (no sliver interval at the end: a spline through the waypoints would swing there)
+    pieces = max(int(np.ceil((plan.end_ns - plan.start_ns) / (dt_s * 1e9))), 1)
+    t_ns = np.round(np.linspace(plan.start_ns, max(plan.end_ns, plan.start_ns + pieces), pieces + 1)).astype(np.int64)
+    positions, _, _ = plan.sample_many(t_ns)
+    return JointTrajectory(names, t_ns, positions)
 
 
 class RecoveryMonitor:
@@ -128,10 +126,10 @@ class RecoveryMonitor:
         config: when a cycle is blocked and how the retreat moves.
         clock: the process clock.
         joint_names, limits: the arm's joints and :class:`~robot_stack.robots.base.JointLimits`.
-        commanded_q: the posture being commanded now ((n,) rad; the retreat starts there).
         limited_counts: ``(ticks held at a position limit or the workspace box, ticks)`` of the safety filter since
             it started, or None when the executor is not in this process (only the decoder's signal is used).
-        submit: hands the retreat to the executor or scheduler; returns whether it was accepted.
+        retreat: hands over the move to rest at ``(q_target, speed_fraction)`` and returns the time (ns, process
+            clock) the move ends, or None when it was refused.
     """
 
     def __init__(
@@ -140,17 +138,15 @@ class RecoveryMonitor:
         clock: Clock,
         joint_names: Sequence[str],
         limits: Any,
-        commanded_q: Callable[[], np.ndarray],
         limited_counts: Callable[[], tuple[int, int]] | None,
-        submit: Callable[[JointTrajectory], bool],
+        retreat: Callable[[np.ndarray, float], int | None],
     ) -> None:
         self.config = config
         self.clock = clock
         self.joint_names = tuple(joint_names)
         self.limits = limits
-        self._commanded_q = commanded_q
         self._limited_counts = limited_counts
-        self._submit = submit
+        self._retreat = retreat
         self.recoveries = 0
         self._blocked = 0
         self._blocked_since_ns = 0  # process clock when the current blocked run began
@@ -227,16 +223,14 @@ class RecoveryMonitor:
         if not self._update_run(changed, limited) or not self._run_is_long_enough():
             return False
         n_blocked, self._blocked = self._blocked, 0
-        start = self.clock.now_ns() + 20_000_000  # leaves the scheduler's hand-over prefix to the old trajectory
-        traj = retreat_trajectory(
-            self.joint_names, self._commanded_q(), cfg.home_q, self.limits, start, cfg.speed_fraction
-        )
-        if not self._submit(traj):
+        start = self.clock.now_ns()
+        end_ns = self._retreat(cfg.home_q, cfg.speed_fraction)
+        if end_ns is None:
             log.error("cycle %d: the policy is stuck at a limit but the retreat was refused; policy continues", step)
             return False
         self.recoveries += 1
-        duration_s = (int(traj.t_ns[-1]) - start) / 1e9
-        self._recover_until_ns = int(traj.t_ns[-1]) - round(cfg.resume_lead_s * 1e9)
+        duration_s = (end_ns - start) / 1e9
+        self._recover_until_ns = end_ns - round(cfg.resume_lead_s * 1e9)
         log.warning(
             "cycle %d: the policy is stuck at a limit (%d cycles in a row with >= %.0f%% of its chunk changed: "
             "reach %.0f%%, safety-limited ticks %.0f%%); retreating to the start posture over %.2f s, then resuming "

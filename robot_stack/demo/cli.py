@@ -29,7 +29,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     report = run_demo(config, episodes=args.episodes, seed=args.seed, gif_path=Path(args.gif) if args.gif else None)
     print(format_report(report))
     if args.json:
-        print(json.dumps({"success_rate": report.success_rate, "episodes": report.episodes, "stages": report.stages}))
+        summary = {"success_rate": report.success_rate, "episodes": report.episodes, "stages": report.stages}
+        print(json.dumps({**summary, "executor": report.executor}))
     if report.success_rate < args.min_success:
         print(f"FAILED: success rate {report.success_rate:.0%} is below --min-success {args.min_success:.0%}")
         return 1

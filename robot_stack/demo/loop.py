@@ -10,7 +10,6 @@ the arm, and the executor's latency compensation and watchdog are exercised.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -69,18 +68,6 @@ def demo_config(
     return config.with_overrides(named) if named else config
 
 
-def _with_served_variant(config: StackConfig, variants_dir: Path) -> StackConfig:
-    """The demo serves its model in the action language the config names: a variant of the shipped model with that
-    head grafted into its graph (:func:`robot_stack.training.demo_variants.build_variant`); the decoder gets the
-    variant's files (bin layout, tokenizer)."""
-    from robot_stack.training.demo_variants import build_variant
-
-    served, decoder_kwargs = build_variant(config.policy.manifest_path(), config.policy.action_head, variants_dir)
-    policy = dataclasses.replace(config.policy, manifest=str(served))
-    decoder = dataclasses.replace(config.decoder, options={**config.decoder.options, **decoder_kwargs})
-    return config.replace(policy=policy, decoder=decoder)
-
-
 def run_demo(
     config: StackConfig | None = None, episodes: int = 3, seed: int = 0, gif_path: Path | None = None
 ) -> DemoReport:
@@ -93,7 +80,9 @@ def run_demo(
     gif_frames: list[np.ndarray] = []
     per_episode_executor: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="robot-stack-models-") as variants_dir, terminate_on_signals():
-        config = _with_served_variant(config, Path(variants_dir))
+        from robot_stack.training.demo_variants import with_served_variant
+
+        config = with_served_variant(config, Path(variants_dir))
         with build_stack(config) as stack:
             task = ReachTouchTask(stack.world, max_duration_s=config.task.max_duration_s)
             period_ns = round(stack.period_s * 1e9)
@@ -142,6 +131,11 @@ def _episode_summary(ep: int, seed: int, task: Any, episode: EpisodeStack, steps
         "executor_rate_hz": ex_stats.get("achieved_rate_hz"),
         "executor_lateness_p99_ms": ex_stats.get("lateness_p99_ms"),
         "holds": ex_stats.get("holds"),
+        # plans are feasible by construction: every safety intervention is a fault event, counted here
+        "safety_interventions": int(ex_stats["safety"]["total"]),
+        "prefilter_peak_ratio": ex_stats.get("prefilter_peak_ratio"),
+        "plan_deviation_max_mrad": ex_stats.get("plan_deviation_max_mrad"),
+        "delay_estimate_ms": cycle.delay.summary()["estimate_ms"],
     }
 
 
@@ -160,6 +154,9 @@ def _combine_executor_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
     # interventions: ticks where the command itself broke a limit; catch-up: the output only closing a lag
     out["safety_interventions"] = int(sum(s["safety"].get("total", 0) for s in stats))
     out["safety_catch_up_ticks"] = int(sum(s["safety"].get("catch_up_ticks", 0) for s in stats))
+    peaks = [s.get("prefilter_peak_ratio") or {} for s in stats]
+    out["prefilter_peak_ratio"] = {k: max(p.get(k, 0.0) for p in peaks) for k in ("velocity", "acceleration", "jerk")}
+    out["plan_deviation_max_mrad"] = max(float(s.get("plan_deviation_max_mrad") or 0.0) for s in stats)
     if values("achieved_rate_hz"):
         out["achieved_rate_hz"] = min(values("achieved_rate_hz"))
     if values("lateness_p50_ms"):
@@ -192,8 +189,14 @@ def format_report(report: DemoReport) -> str:
     lines.append(
         f"  executor: slowest episode {ex.get('achieved_rate_hz')} Hz, {ex.get('ticks')} ticks, "
         f"{ex.get('skipped_ticks')} skipped, {ex.get('holds')} watchdog holds, {ex.get('extensions')} late-chunk "
-        f"extensions, {ex.get('safety_interventions')} safety interventions (+{ex.get('safety_catch_up_ticks')} "
-        "catch-up ticks; worst-episode p99 shown)"
+        f"extensions (worst-episode p99 shown)"
+    )
+    peak = ex.get("prefilter_peak_ratio") or {}
+    lines.append(
+        f"  motion: {ex.get('safety_interventions')} safety interventions (fault events; "
+        f"+{ex.get('safety_catch_up_ticks')} catch-up ticks), plan before the filter at "
+        f"{peak.get('velocity', 0):.3f} / {peak.get('acceleration', 0):.3f} / {peak.get('jerk', 0):.3f} of the "
+        f"velocity / acceleration / jerk limits, plan vs sent at most {ex.get('plan_deviation_max_mrad', 0):.3f} mrad"
     )
     lines.append("")
     lines.append("episodes")

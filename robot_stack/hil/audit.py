@@ -59,7 +59,10 @@ class RecordingRobot(Robot):
         self.period_s = float(period_s)
         self.state_every = max(1, int(state_every))
         self.capacity = int(capacity)
-        self.executor: Any = None  # set by the harness; its ``state`` is recorded with each command
+        self.executor: Any = None  # set by the harness; its ``state`` is recorded with each untraced command
+        #: set by the harness when an episode's loop ends: traced commands from then on (the final stop ramp) are
+        #: recorded as ``"stopped"``, not as the executor's hold (None: the episode runs)
+        self.stopped_from_ns: int | None = None
         # set by the harness: called (executor thread) every ``state_every`` commands, e.g. the task's success
         # predicate, so that events shorter than a policy cycle (a brief touch) are latched; an exception in it is
         # logged and the monitor dropped (it must never stop the control loop)
@@ -71,6 +74,12 @@ class RecordingRobot(Robot):
         self.t_ns: list[int] = []
         self.q_cmd: list[np.ndarray] = []
         self.states: list[str] = []
+        #: per command, from the executor's tick trace (``command_traced``): the plan's set-point before the safety
+        #: filter ((n,) rad; NaN where the command came without a trace) and the filter's intervention count so far
+        self.q_plan: list[np.ndarray] = []
+        self.interventions: list[int] = []
+        #: index into the per-command lists where each episode begins (:meth:`reset_history`)
+        self.episode_starts: list[int] = [0]
         self.t_meas_ns: list[int] = []
         self.q_meas: list[np.ndarray] = []
         self.tcp_meas: list[np.ndarray] = []
@@ -90,10 +99,14 @@ class RecordingRobot(Robot):
         return self.robot.read_state()
 
     def reset_history(self) -> None:
-        """Forget the previous commands (a new episode starts from a teleported arm)."""
+        """Forget the previous commands (a new episode starts from a teleported arm); the record marks where the
+        new episode begins."""
         with self._lock:
             self._hist = []
             self._hist_t = []
+            self.stopped_from_ns = None
+            if len(self.t_ns) > self.episode_starts[-1]:
+                self.episode_starts.append(len(self.t_ns))
 
     def _audit(self, q: np.ndarray, t_ns: int | None = None) -> None:
         """Judge ``q`` against the limits; with ``t_ns`` (the tick time the executor computed it for) as divided
@@ -138,16 +151,32 @@ class RecordingRobot(Robot):
         ticks (a skipped tick is not a velocity jump); forwarded with its time when the robot takes one."""
         self.command(q, gripper, t_ns)
 
-    def command(self, q: np.ndarray, gripper: float | None = None, _t_ns: int | None = None) -> None:
+    def command_traced(self, t_ns: int, q: np.ndarray, gripper: float | None, trace: Any) -> None:
+        """:meth:`command_at` with the executor's tick trace (:class:`~robot_stack.control.executor.TickTrace`):
+        the plan's own set-point before the filter, the executor state and the filter's intervention count are
+        recorded with the command (the plan audit of :mod:`robot_stack.hil.metrics`)."""
+        self.command(q, gripper, t_ns, trace)
+
+    def command(
+        self, q: np.ndarray, gripper: float | None = None, _t_ns: int | None = None, _trace: Any = None
+    ) -> None:
         arr = np.array(q, dtype=np.float64)
         with self._lock:
             self._audit(arr, _t_ns)
             self.commands += 1
             if len(self.t_ns) < self.capacity:
-                self.t_ns.append(self._now())
+                self.t_ns.append(self._now() if _t_ns is None else int(_t_ns))
                 self.q_cmd.append(arr)
-                state = getattr(self.executor, "state", None) if self.executor is not None else "stopped"
-                self.states.append(getattr(state, "value", str(state)))
+                if _trace is not None:
+                    stopping = self.stopped_from_ns is not None and int(_t_ns or 0) >= self.stopped_from_ns
+                    self.states.append("stopped" if stopping else _trace.state.value)
+                    self.q_plan.append(np.array(_trace.q_plan, dtype=np.float64))
+                    self.interventions.append(int(_trace.interventions))
+                else:
+                    state = getattr(self.executor, "state", None) if self.executor is not None else "stopped"
+                    self.states.append(getattr(state, "value", str(state)))
+                    self.q_plan.append(np.full_like(arr, np.nan))
+                    self.interventions.append(-1)
         command_at = getattr(self.robot, "command_at", None)
         if _t_ns is not None and command_at is not None:
             command_at(_t_ns, q, gripper)

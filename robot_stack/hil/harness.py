@@ -346,6 +346,7 @@ def _run_episode(
     def on_exit() -> None:
         injector.clear(clock.now_ns(), episode, record)
         cycle.robot.executor = None  # the stop ramp is recorded as "stopped", not as a watchdog hold
+        cycle.robot.stopped_from_ns = clock.now_ns()
         cycle.robot.monitor = None
 
     run_live_episode(

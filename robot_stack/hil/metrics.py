@@ -10,7 +10,14 @@ Metrics every scenario reports (seconds, rad, counts):
   window; None when no window led to a hold);
 * ``hold_after_coverage_s``: the trajectory ran out → watchdog hold declared (worst);
 * ``time_to_recover_s``: fault end → first new trajectory accepted by the executor (worst window);
-* ``max_jerk_rad_s3`` / ``max_jerk_ratio``: largest third finite difference of the commands (and over the limit);
+* ``max_jerk_rad_s3`` / ``max_jerk_ratio``: largest third divided difference of the commands sent (and over the
+  limit; the safety filter's output, so at most 1 while the filter works);
+* the plan audit, from the executor's tick traces: ``prefilter_{velocity,acceleration,jerk}_ratio`` (the plan's
+  own set-points, before the filter, as divided differences over the real tick times, over the limit: plans are
+  feasible by construction, so <= 1), ``interventions`` (safety-filter fault events) and
+  ``interventions_outside_faults`` (those outside every fault window and the horizon after it; must be 0),
+  ``plan_vs_executed_p99_mrad`` / ``_max_mrad`` (largest joint difference between the plan's set-point and the one
+  sent, per tick);
 * ``task_success`` (all episodes), ``success_rate``, ``success_after_faults``;
 * ``dropped_actions``: answers requested that never reached the executor (transport, decode, executor rejection);
   ``late_actions``: answers that arrived after their step 1 was due (``t_recv > t_obs + dt``);
@@ -24,15 +31,16 @@ Metrics every scenario reports (seconds, rad, counts):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from robot_stack.control.audit import stream_ratios
 from robot_stack.hil.scenario import Scenario
 
-__all__ = ["Check", "compute_metrics", "evaluate"]
+__all__ = ["Check", "compute_metrics", "evaluate", "plan_audit"]
 
 #: Commanded joint speed below this (rad/s, every joint) counts as stopped.
 HOLD_SPEED_RAD_S = 1e-3
@@ -218,6 +226,80 @@ def _task_figures(record: Any) -> dict[str, Any]:
     }
 
 
+def _plan_audit(record: Any) -> dict[str, Any]:
+    """:func:`plan_audit` of a scenario run. An intervention counts as *inside* a fault window from the window's
+    start until ``policy_dt_s * horizon`` after its end: the last chunk a fault shaped may execute for its whole
+    horizon."""
+    grace_ns = int(record.policy_dt_s * record.horizon * 1e9)
+    windows = [(w.start_ns, w.end_ns + grace_ns) for w in record.windows if w.kind != "clock_skew"]
+    audit = plan_audit(record.robot, windows)
+    outside = audit.pop("outside_times_ns")
+    audit["interventions_outside_faults_at_s"] = [_round((t - record.t0_ns) / 1e9) for t in outside[:20]]
+    return audit
+
+
+def plan_audit(robot: Any, windows: Sequence[tuple[int, int]] = ()) -> dict[str, Any]:
+    """The plan's own set-points (before the safety filter) against the limits, the filter's interventions and
+    whether they fell inside ``windows`` ((start, end) ns, robot clock), and how far what was sent strayed from the
+    plan, from the tick traces a :class:`~robot_stack.hil.audit.RecordingRobot` recorded (see the module
+    docstring for the keys; ``outside_times_ns`` lists when each intervention outside the windows happened)."""
+    n_cmd = len(robot.t_ns)
+    limits = robot.limits
+    empty: dict[str, Any] = {
+        "traced_commands": 0,
+        "prefilter_velocity_ratio": None,
+        "prefilter_acceleration_ratio": None,
+        "prefilter_jerk_ratio": None,
+        "plan_vs_executed_p99_mrad": None,
+        "plan_vs_executed_max_mrad": None,
+        "interventions": 0,
+        "interventions_outside_faults": 0,
+        "outside_times_ns": [],
+    }
+    if n_cmd == 0 or len(robot.q_plan) != n_cmd:
+        return empty
+    t = np.asarray(robot.t_ns, dtype=np.int64)
+    q_sent = np.asarray(robot.q_cmd, dtype=np.float64).reshape(n_cmd, -1)
+    q_plan = np.asarray(robot.q_plan, dtype=np.float64).reshape(n_cmd, -1)
+    count = np.asarray(robot.interventions, dtype=np.int64)
+    traced = np.all(np.isfinite(q_plan), axis=1) & (count >= 0)
+    if not np.any(traced):
+        return empty
+    peaks = {"velocity": 0.0, "acceleration": 0.0, "jerk": 0.0}
+    deviation: list[np.ndarray] = []
+    events: list[int] = []
+    bounds = [*robot.episode_starts, n_cmd]
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        idx = np.arange(a, b)[traced[a:b]]
+        if len(idx) == 0:
+            continue
+        keep = np.append(True, np.diff(t[idx]) > 0)  # tick times increase; a repeated one is a duplicate record
+        idx = idx[keep]
+        if len(idx) >= 2:
+            for kind, value in stream_ratios(t[idx], q_plan[idx], limits).items():
+                peaks[kind] = max(peaks[kind], value)
+        deviation.append(np.max(np.abs(q_sent[idx] - q_plan[idx]), axis=1))
+        c = count[idx]
+        jumps = np.flatnonzero(np.diff(c) > 0) + 1
+        for j in jumps:
+            events += [int(t[idx[j]])] * int(c[j] - c[j - 1])
+        if len(c) and c[0] > 0:  # interventions before the first traced command of the episode
+            events += [int(t[idx[0]])] * int(c[0])
+    dev = np.concatenate(deviation) if deviation else np.zeros(1)
+    outside = [e for e in events if not any(lo <= e <= hi for lo, hi in windows)]
+    return {
+        "traced_commands": int(np.count_nonzero(traced)),
+        "prefilter_velocity_ratio": _round(peaks["velocity"], 4),
+        "prefilter_acceleration_ratio": _round(peaks["acceleration"], 4),
+        "prefilter_jerk_ratio": _round(peaks["jerk"], 4),
+        "plan_vs_executed_p99_mrad": _round(float(np.percentile(dev, 99)) * 1e3, 4),
+        "plan_vs_executed_max_mrad": _round(float(np.max(dev)) * 1e3, 4),
+        "interventions": len(events),
+        "interventions_outside_faults": len(outside),
+        "outside_times_ns": outside,
+    }
+
+
 def compute_metrics(record: Any) -> dict[str, Any]:
     """Compute the metrics (see the module docstring) from a finished run's record."""
     robot = record.robot
@@ -230,6 +312,7 @@ def compute_metrics(record: Any) -> dict[str, Any]:
         "unsafe_by_limit": dict(robot.unsafe),
         "max_jerk_rad_s3": _round(robot.max_jerk, 1),
         "max_jerk_ratio": _round(robot.max_jerk_ratio, 4),
+        **_plan_audit(record),
         **_task_figures(record),
         **_hold_timing(record, t, q, states),
         **executor,
@@ -260,6 +343,9 @@ _BOUNDS: dict[str, tuple[str, str]] = {
     "camera_errors_min": ("camera_errors", ">="),
     "decode_rejections_min": ("decode_rejections", ">="),
     "max_jerk_ratio_max": ("max_jerk_ratio", "<="),
+    "prefilter_jerk_ratio_max": ("prefilter_jerk_ratio", "<="),
+    "prefilter_acceleration_ratio_max": ("prefilter_acceleration_ratio", "<="),
+    "plan_vs_executed_p99_max_mrad": ("plan_vs_executed_p99_mrad", "<="),
     "late_actions_max": ("late_actions", "<="),
     "dropped_actions_min": ("dropped_actions", ">="),
     "dropped_actions_max": ("dropped_actions", "<="),
@@ -280,6 +366,14 @@ def evaluate(scenario: Scenario, m: Mapping[str, Any]) -> list[Check]:
         Check("unsafe_commands", m["unsafe_commands"] == 0, 0, m["unsafe_commands"]),
         Check("actions_from_stale_data", m["actions_from_stale_data"] == 0, 0, m["actions_from_stale_data"]),
         Check("commands_sent", m["commands"] > 0, "> 0", m["commands"]),
+        # plans are feasible by construction: a safety intervention outside the fault windows is a defect
+        Check("plan_audited", m["traced_commands"] > 0, "> 0 traced commands", m["traced_commands"]),
+        Check(
+            "interventions_outside_faults",
+            m["interventions_outside_faults"] == 0,
+            0,
+            m["interventions_outside_faults"],
+        ),
     ]
     for key, want in scenario.expect.items():
         if key in ("success", "success_after_faults"):

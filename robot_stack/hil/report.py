@@ -164,7 +164,10 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("unsafe_commands", "unsafe cmds"),
     ("time_to_safe_hold_s", "to hold (s)"),
     ("time_to_recover_s", "to recover (s)"),
-    ("max_jerk_rad_s3", "max jerk (rad/s³)"),
+    ("interventions", "interventions (outside faults)"),
+    ("prefilter_jerk_ratio", "plan jerk / limit"),
+    ("prefilter_acceleration_ratio", "plan acc / limit"),
+    ("plan_vs_executed_p99_mrad", "plan vs sent p99 (mrad)"),
     ("task_success", "success"),
     ("dropped_actions", "dropped"),
     ("late_actions", "late"),
@@ -184,6 +187,8 @@ def format_table(reports: Sequence[HilReport]) -> str:
             v = r.metrics.get(key)
             if isinstance(v, dict):
                 v = ", ".join(f"{k} {n}" for k, n in v.items()) or "0"
+            elif key == "interventions":
+                v = f"{v} ({r.metrics.get('interventions_outside_faults')})"
             cells.append("–" if v is None else str(v))
         verdict = "pass" if r.passed else "FAIL: " + ", ".join(c.name for c in r.failures)
         rows.append(f"| {r.name} | " + " | ".join(cells) + f" | {verdict} |")

@@ -99,6 +99,9 @@ class ReachPolicy:
             whole chunk; the chunk fails only if no step is left.
         floor_z_m: TCP targets below this height (base-frame z, m; e.g. the table top plus a margin) are raised
             to it before the IK (logged, counted as clamped): the hand never presses into the table. None = off.
+        box_lower, box_upper: (3,) m, base frame: TCP targets outside this box are moved onto it before the IK
+            (logged, counted as clamped), so plans stay inside a workspace box the safety filter enforces instead
+            of leaving the filter to hold them back (pass the filter's box shrunk by its braking margin). None = off.
         stats: where to record how many steps of each sequence were changed (:class:`ReachStats`); None = off.
     """
 
@@ -108,6 +111,8 @@ class ReachPolicy:
     clamp_m: float = 0.0
     drop_unreachable: bool = False
     floor_z_m: float | None = None
+    box_lower: tuple[float, float, float] | None = None
+    box_upper: tuple[float, float, float] | None = None
     stats: ReachStats | None = field(default=None, compare=False)
 
 
@@ -168,6 +173,15 @@ def solve_pose_sequence_checked(
             )
             lifted[2] = reach.floor_z_m
             target = dataclasses.replace(target, translation=lifted)
+        if reach.box_lower is not None and reach.box_upper is not None:
+            p = np.asarray(target.translation, dtype=np.float64)
+            inside = np.clip(p, reach.box_lower, reach.box_upper)
+            if np.any(inside != p):
+                reasons.append(
+                    f"{where}: outside the workspace box, moved {np.linalg.norm(inside - p) * 1e3:.1f} mm in"
+                )
+                target = dataclasses.replace(target, translation=inside)
+                floored = True  # counted as clamped below, like the floor
         res = ik.solve_with_info(target, q, max_iters=max_iters, fallbacks=fallbacks)
         if not res.converged:
             pos, rot = res.position_error_m, res.rotation_error_rad
@@ -201,6 +215,8 @@ def solve_pose_sequence_checked(
         goal = np.array(poses[-1].translation, dtype=np.float64)
         if reach.floor_z_m is not None:
             goal[2] = max(goal[2], reach.floor_z_m)
+        if reach.box_lower is not None and reach.box_upper is not None:
+            goal = np.clip(goal, reach.box_lower, reach.box_upper)
         tcp = ik.fk_xyz(np.asarray(q_init, dtype=np.float64))
         reach.stats.record(len(poses), len(poses) - len(kept) + len(clamped), tcp, goal)
     if not rows:

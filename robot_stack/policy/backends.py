@@ -104,6 +104,18 @@ def load_backend(
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} unknown; choose one of {ENGINES}")
+    if manifest.flow_matching is not None:
+        return _load_flow(
+            manifest,
+            engine,
+            provider=provider,
+            precision=precision,
+            strict=strict,
+            threads=threads,
+            trt_options=trt_options,
+            fallback=fallback,
+            runtime_fallback=runtime_fallback,
+        )
     if engine == "ort":
         choice = _load_ort(manifest, provider, threads, precision or "fp32", strict, trt_options or {})
         return choice
@@ -152,6 +164,24 @@ def load_backend(
         else candidate
     )
     return BackendChoice(policy, engine, "", report)
+
+
+def _load_flow(manifest: PolicyManifest, engine: str, **kwargs: Any) -> BackendChoice:
+    """A flow-matching model: its prefix encoder and its denoising step are each loaded (and gated) like any
+    model on ``engine`` — each is a deterministic graph — and composed by
+    :class:`~robot_stack.policy.flow.FlowMatchingPolicy`. (Neither has a torch program: ``engine="torch"`` falls
+    back to ONNX Runtime with the reason.)"""
+    from robot_stack.policy.flow import FlowMatchingPolicy
+
+    encoder = load_backend(manifest.flow_encoder_manifest(), engine, **kwargs)
+    step = load_backend(manifest.flow_step_manifest(), engine, **kwargs)
+    if encoder.policy is None or step.policy is None:
+        _release(encoder.policy)
+        _release(step.policy)
+        return BackendChoice(None, encoder.backend, "; ".join(r for r in (encoder.reason, step.reason) if r))
+    backend = encoder.backend if encoder.backend == step.backend else f"{encoder.backend}+{step.backend}"
+    reasons = [f"{part}: {c.reason}" for part, c in (("encoder", encoder), ("step", step)) if c.reason]
+    return BackendChoice(FlowMatchingPolicy(manifest, encoder.policy, step.policy), backend, "; ".join(reasons))
 
 
 def _release(candidate: Any) -> None:

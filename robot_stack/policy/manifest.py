@@ -25,6 +25,11 @@ Example ``models/reach.yaml`` (next to ``models/reach.onnx``)::
     torch: {program: reach.pt2}      # optional: the same model as a torch program for `serve --engine torch`
                                      # (.pt2 = torch.export, .pt/.ts = TorchScript): normalised inputs in, outputs
                                      # out, in manifest order, exactly like the ONNX graph
+    flow_matching:                   # optional: the actions are sampled by a flow-matching denoising loop
+      step_graph: reach.step.onnx    # the denoising step (noisy actions, tau, context...) -> velocity; `onnx` above
+      steps: 10                      # is then the prefix encoder: the model's inputs -> the context tensors below
+      context: [{name: ctx, dtype: float32, shape: [-1, 64]}]
+      rtc: true                      # accept rtc/prefix + rtc/delay_steps (real-time chunking, docs/protocol.md)
     backbone:                        # optional split-rate model: a heavy backbone run at most at rate_hz per robot
       onnx: backbone.onnx            # whose outputs are cached and fed, by name, into the (light) main model
       rate_hz: 5
@@ -32,11 +37,14 @@ Example ``models/reach.yaml`` (next to ``models/reach.onnx``)::
       outputs: [{name: features, dtype: float32, shape: [-1, 512]}]   # each one is an input of the main model
 
 With a backbone, a request carries the backbone's inputs plus the main model's inputs that the backbone does not
-produce (:attr:`PolicyManifest.request_inputs`).
+produce (:attr:`PolicyManifest.request_inputs`). With ``flow_matching`` (:class:`FlowMatchingSpec`), ``onnx`` is the
+prefix encoder (run once per request; its outputs are the ``context``), the step graph is run ``steps`` times by
+:mod:`robot_stack.policy.flow`, and ``outputs`` names the one action output the loop produces.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,6 +66,7 @@ __all__ = [
     "TENSOR_DTYPES",
     "TORCH_FORMATS",
     "BackboneSpec",
+    "FlowMatchingSpec",
     "NormStats",
     "PolicyManifest",
     "TensorSpec",
@@ -86,8 +95,20 @@ _KEYS_OPTIONAL = (
     "compression",
     "backbone",
     "torch",
+    "flow_matching",
 )
 _BACKBONE_KEYS = {"onnx", "inputs", "outputs", "rate_hz", "normalization"}
+_FLOW_KEYS = {
+    "step_graph",
+    "steps",
+    "context",
+    "rtc",
+    "noise_input",
+    "time_input",
+    "velocity_output",
+    "guidance_beta",
+    "seed",
+}
 
 
 @dataclass(frozen=True)
@@ -193,6 +214,52 @@ class BackboneSpec:
 
 
 @dataclass(frozen=True)
+class FlowMatchingSpec:
+    """A flow-matching action expert (``flow_matching:`` in the manifest; :mod:`robot_stack.policy.flow` runs it).
+
+    The chunk is integrated from Gaussian noise (``tau = 0``) to actions (``tau = 1``) in ``steps`` Euler steps of
+    ``velocity = step_graph(noise_input, time_input, *context)``; the context is computed once per request by the
+    manifest's ``onnx`` graph (the prefix encoder: vision, language, state -> keys/values or features), so the
+    denoising steps reuse it. Actions are in the model's normalised units (the manifest's normalisation of the
+    action output applies to the result).
+
+    Attributes:
+        step_graph: absolute path of the denoising-step ONNX file.
+        steps: integration steps K (>= 1).
+        context: the encoder's outputs, each an input of the step graph (names, dtypes, shapes; batch dim -1).
+        rtc: requests may carry ``rtc/prefix`` + ``rtc/delay_steps`` (real-time chunking, :mod:`.rtc`).
+        noise_input, time_input, velocity_output: tensor names of the step graph (``x_t``, ``tau``, ``velocity``).
+        guidance_beta: the RTC guidance clip (Black et al. use 5).
+        seed: seed of the noise generator (None: fresh entropy; set it for reproducible chunks).
+    """
+
+    step_graph: Path
+    steps: int
+    context: tuple[TensorSpec, ...]
+    rtc: bool = False
+    noise_input: str = "x_t"
+    time_input: str = "tau"
+    velocity_output: str = "velocity"
+    guidance_beta: float = 5.0
+    seed: int | None = None
+
+    def to_dict(self, step_graph: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "step_graph": step_graph,
+            "steps": self.steps,
+            "context": [t.to_dict() for t in self.context],
+            "rtc": self.rtc,
+            "noise_input": self.noise_input,
+            "time_input": self.time_input,
+            "velocity_output": self.velocity_output,
+            "guidance_beta": self.guidance_beta,
+        }
+        if self.seed is not None:
+            out["seed"] = self.seed
+        return out
+
+
+@dataclass(frozen=True)
 class PolicyManifest:
     """Everything the runtime and the robot side need to know about one exported model.
 
@@ -214,6 +281,7 @@ class PolicyManifest:
         compression: request input name -> wire codec (see ``robot_stack.transport.codecs``).
         backbone: optional heavy model run at a lower rate (see :class:`BackboneSpec`).
         torch: optional torch program of the same model (see :class:`TorchSpec`).
+        flow_matching: optional flow-matching action expert (see :class:`FlowMatchingSpec`).
     """
 
     model_id: str
@@ -233,6 +301,7 @@ class PolicyManifest:
     compression: Mapping[str, str] = field(default_factory=dict)
     backbone: BackboneSpec | None = None
     torch: TorchSpec | None = None
+    flow_matching: FlowMatchingSpec | None = None
 
     def __post_init__(self) -> None:
         where = f"manifest {self.source or self.model_id!s}"
@@ -326,6 +395,79 @@ class PolicyManifest:
             except ProtocolError as exc:
                 raise ConfigError(f"{where}: compression.{name}: {exc}") from exc
         object.__setattr__(self, "compression", dict(self.compression))
+        self._check_flow(where)
+
+    def _check_flow(self, where: str) -> None:
+        fm = self.flow_matching
+        if fm is None:
+            return
+        if self.backbone is not None:
+            raise ConfigError(f"{where}: flow_matching with a backbone is not supported; export one prefix encoder")
+        if isinstance(fm.steps, bool) or not isinstance(fm.steps, int) or not 1 <= fm.steps <= 1000:
+            raise ConfigError(f"{where}: flow_matching.steps must be an int in 1..1000, got {fm.steps!r}")
+        if not (_positive(fm.guidance_beta)):
+            raise ConfigError(f"{where}: flow_matching.guidance_beta must be > 0, got {fm.guidance_beta!r}")
+        if len(self.outputs) != 1:
+            raise ConfigError(
+                f"{where}: with flow_matching the manifest has exactly one output, the sampled actions "
+                f"(-1, horizon, dim); got {[t.name for t in self.outputs]}"
+            )
+        out = self.outputs[0]
+        batched = len(out.shape) == 3 and out.shape[1] == self.horizon
+        single = len(out.shape) == 2 and out.shape[0] == self.horizon
+        if out.dtype != "float32" or not (batched or single) or out.shape[-1] < 1:
+            raise ConfigError(
+                f"{where}: flow_matching output {out.name!r} must be float32 (-1, {self.horizon}, dim) (a batched "
+                f"model) or ({self.horizon}, dim), got {out.dtype} {list(out.shape)}"
+            )
+        names = {fm.noise_input, fm.time_input, *(t.name for t in fm.context)}
+        if len(names) != 2 + len(fm.context):
+            raise ConfigError(f"{where}: flow_matching step-graph input names must be unique, got {sorted(names)}")
+
+    @property
+    def action_dim(self) -> int:
+        """Size of the last axis of the first output (the action vector)."""
+        return int(self.outputs[0].shape[-1])
+
+    def flow_encoder_manifest(self) -> PolicyManifest:
+        """The prefix encoder of a flow-matching model alone: the model's inputs -> the context tensors."""
+        fm = self._require_flow()
+        norm = {k: v for k, v in self.normalization.items() if k in {t.name for t in self.inputs}}
+        return dataclasses.replace(
+            self,
+            model_id=f"{self.model_id}/encoder",
+            outputs=fm.context,
+            normalization=norm,
+            torch=None,
+            flow_matching=None,
+            compression={},
+        )
+
+    def flow_step_manifest(self) -> PolicyManifest:
+        """The denoising step of a flow-matching model alone: (noisy actions, tau, context) -> velocity. A batched
+        model's ``tau`` is (B, 1), an unbatched one's (1,)."""
+        fm = self._require_flow()
+        actions = self.outputs[0]
+        x = TensorSpec(fm.noise_input, "float32", actions.shape)
+        tau = TensorSpec(fm.time_input, "float32", (-1, 1) if len(actions.shape) == 3 else (1,))
+        return PolicyManifest(
+            model_id=f"{self.model_id}/step",
+            onnx_path=fm.step_graph,
+            inputs=(x, tau, *fm.context),
+            outputs=(TensorSpec(fm.velocity_output, "float32", actions.shape),),
+            action_space=self.action_space,
+            action_head=self.action_head,
+            horizon=self.horizon,
+            dt_s=self.dt_s,
+            providers=self.providers,
+            source=self.source,
+            max_batch=self.max_batch,
+        )
+
+    def _require_flow(self) -> FlowMatchingSpec:
+        if self.flow_matching is None:
+            raise ConfigError(f"manifest {self.source or self.model_id}: has no flow_matching section")
+        return self.flow_matching
 
     @property
     def request_inputs(self) -> tuple[TensorSpec, ...]:
@@ -399,6 +541,7 @@ class PolicyManifest:
             raise ConfigError(f"{where}: compression must map request input name -> codec name, e.g. {{rgb: png}}")
         backbone = _parse_backbone(data.get("backbone"), base_dir, where)
         torch_spec = _parse_torch(data.get("torch"), base_dir, where)
+        flow = _parse_flow(data.get("flow_matching"), base_dir, where)
         return cls(
             model_id=str(data["model_id"]) if data["model_id"] is not None else "",
             onnx_path=onnx_path,
@@ -417,6 +560,7 @@ class PolicyManifest:
             compression={str(k): v for k, v in compression.items()},
             backbone=backbone,
             torch=torch_spec,
+            flow_matching=flow,
         )
 
     def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
@@ -447,6 +591,8 @@ class PolicyManifest:
             out["backbone"] = self.backbone.to_dict(_relative(self.backbone.onnx_path, relative_to))
         if self.torch is not None:
             out["torch"] = {"program": _relative(self.torch.program, relative_to)}
+        if self.flow_matching is not None:
+            out["flow_matching"] = self.flow_matching.to_dict(_relative(self.flow_matching.step_graph, relative_to))
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -463,6 +609,9 @@ class PolicyManifest:
         if "backbone" in out:
             out["backbone"].pop("onnx")
         out.pop("torch", None)
+        if "flow_matching" in out:
+            out["flow_matching"].pop("step_graph")
+            out["flow_matching"].pop("seed", None)
         out["request_inputs"] = [t.to_dict() for t in self.request_inputs]
         return out
 
@@ -533,6 +682,40 @@ def _parse_torch(raw: Any, base_dir: str | Path, where: str) -> TorchSpec | None
     if not program.is_absolute():
         program = (Path(base_dir) / program).resolve()
     return TorchSpec(program)
+
+
+def _parse_flow(raw: Any, base_dir: str | Path, where: str) -> FlowMatchingSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not {"step_graph", "steps", "context"} <= set(raw):
+        raise ConfigError(f"{where}: flow_matching must be a mapping with step_graph, steps and context")
+    extra = set(raw) - _FLOW_KEYS
+    if extra:
+        raise ConfigError(f"{where}: flow_matching has unknown key(s) {sorted(extra)}; allowed: {sorted(_FLOW_KEYS)}")
+    if not isinstance(raw["step_graph"], str) or not raw["step_graph"]:
+        raise ConfigError(f"{where}: flow_matching.step_graph must be a path (relative to the manifest)")
+    step = Path(raw["step_graph"])
+    if not step.is_absolute():
+        step = (Path(base_dir) / step).resolve()
+    rtc = raw.get("rtc", False)
+    if not isinstance(rtc, bool):
+        raise ConfigError(f"{where}: flow_matching.rtc must be true or false, got {rtc!r}")
+    defaults = (("noise_input", "x_t"), ("time_input", "tau"), ("velocity_output", "velocity"))
+    names = {k: raw.get(k, d) for k, d in defaults}
+    if not all(isinstance(v, str) and v for v in names.values()):
+        raise ConfigError(f"{where}: flow_matching tensor names must be non-empty strings, got {names}")
+    seed = raw.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"{where}: flow_matching.seed must be an integer or null, got {seed!r}")
+    return FlowMatchingSpec(
+        step_graph=step,
+        steps=raw["steps"],
+        context=_parse_tensors(raw["context"], f"{where}: flow_matching.context"),
+        rtc=rtc,
+        guidance_beta=raw.get("guidance_beta", 5.0),
+        seed=seed,
+        **names,
+    )
 
 
 def _positive(x: Any) -> bool:

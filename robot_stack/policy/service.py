@@ -23,6 +23,7 @@ from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.batching import batch_rows, group_compatible, split, stack
 from robot_stack.policy.gpu_env import ENGINES
 from robot_stack.policy.manifest import PolicyManifest
+from robot_stack.policy.rtc import RTC_PREFIX, RtcRequest, rtc_request
 from robot_stack.policy.runtime import validate_arrays, validate_declared
 from robot_stack.transport.protocol import DEFAULT_MAX_MESSAGE_BYTES, ArraySpec
 from robot_stack.transport.server import MAX_TRACKED_CLIENTS, BatchItem, PolicyServer
@@ -139,10 +140,26 @@ class PolicyService:
         """Request input -> the wire codec the manifest declares for it (the only codec the server accepts)."""
         return dict(self.manifest.compression)
 
+    @property
+    def accepts_rtc(self) -> bool:
+        """Whether requests may carry a real-time-chunking prefix (a flow-matching model with ``rtc: true``)."""
+        return bool(getattr(self.policy, "accepts_rtc", False))
+
     def check_request(self, specs: Sequence[ArraySpec]) -> None:
         """Refuse (:class:`PolicyError`) a request whose *declared* arrays are not exactly the model's request
-        inputs (names, dtypes, shapes); the server calls this before decoding anything."""
-        validate_declared(self.manifest.request_inputs, {s.name: (s.dtype, s.shape) for s in specs}, self.model_id)
+        inputs (names, dtypes, shapes) — plus, for a model that accepts real-time chunking, an optional
+        ``rtc/prefix`` of at most ``horizon`` rows of the action's size; the server calls this before decoding
+        anything."""
+        declared = {s.name: (s.dtype, s.shape) for s in specs}
+        if self.accepts_rtc and RTC_PREFIX in declared:
+            dtype, shape = declared.pop(RTC_PREFIX)
+            rows = shape[1] if len(shape) == 3 and shape[0] == 1 else (shape[0] if len(shape) == 2 else -1)
+            if dtype != "float32" or not 1 <= rows <= self.manifest.horizon or shape[-1] != self.manifest.action_dim:
+                raise PolicyError(
+                    f"model {self.model_id}: {RTC_PREFIX} must be float32 (P, {self.manifest.action_dim}) with "
+                    f"1 <= P <= {self.manifest.horizon}, declared {dtype} {tuple(shape)}"
+                )
+        validate_declared(self.manifest.request_inputs, declared, self.model_id)
 
     def __call__(
         self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
@@ -165,20 +182,31 @@ class PolicyService:
     ) -> list[tuple[dict[str, np.ndarray], dict[str, Any]] | BaseException]:
         results: list[Any] = [None] * len(items)
         ok: list[int] = []
+        feeds: dict[int, dict[str, np.ndarray]] = {}
+        rtc: dict[int, RtcRequest | None] = {}
         for i, item in enumerate(items):
             try:
-                validate_arrays(self.manifest.request_inputs, item.arrays, self.model_id)
+                arrays, rtc[i] = self._split_rtc(item)
+                validate_arrays(self.manifest.request_inputs, arrays, self.model_id)
                 if self.max_batch > 1 or self.backbone is not None:
-                    batch_rows(item.arrays, self._request_names)
+                    rows = batch_rows(arrays, self._request_names)
+                    if rtc[i] is not None and rows != 1:
+                        raise PolicyError(f"model {self.model_id}: {RTC_PREFIX} goes with a request of one row")
+                feeds[i] = dict(arrays)
                 ok.append(i)
             except PolicyError as exc:
                 results[i] = exc
         extra_meta: dict[int, dict[str, Any]] = {i: {} for i in ok}
-        feeds: dict[int, dict[str, np.ndarray]] = {i: dict(items[i].arrays) for i in ok}
+        for i in ok:
+            request_rtc = rtc[i]
+            if request_rtc is not None:
+                extra_meta[i]["rtc_delay_steps"] = request_rtc.delay_steps
+                extra_meta[i]["rtc_prefix_steps"] = int(request_rtc.prefix.shape[0])
         if self.backbone is not None:
             ok = self._attach_features(items, ok, feeds, extra_meta, results)
         decoder_feeds = {i: {t.name: feeds[i][t.name] for t in self.manifest.inputs} for i in ok}
-        for i, out in self._run_model(self.policy, decoder_feeds).items():
+        rtc_rows = rtc if any(rtc[i] is not None for i in ok) else None
+        for i, out in self._run_model(self.policy, decoder_feeds, rtc=rtc_rows).items():
             if isinstance(out, BaseException):
                 results[i] = out
                 continue
@@ -188,6 +216,17 @@ class PolicyService:
                     reply_meta[key] = items[i].meta[key]
             results[i] = (out, reply_meta)
         return results
+
+    def _split_rtc(self, item: BatchItem) -> tuple[Mapping[str, np.ndarray], RtcRequest | None]:
+        """The request's model inputs and its real-time-chunking part (None without one; a model that does not
+        accept it gets the prefix among its inputs and refuses it by name)."""
+        if not self.accepts_rtc:
+            return item.arrays, None
+        m = self.manifest
+        request = rtc_request(item.arrays, item.meta, m.horizon, m.action_dim, self.model_id)
+        if request is None:
+            return item.arrays, None
+        return {k: v for k, v in item.arrays.items() if k != RTC_PREFIX}, request
 
     def _attach_features(
         self,
@@ -227,10 +266,15 @@ class PolicyService:
         return alive
 
     def _run_model(
-        self, backend: Any, feeds: dict[int, dict[str, np.ndarray]], backbone: bool = False
+        self,
+        backend: Any,
+        feeds: dict[int, dict[str, np.ndarray]],
+        backbone: bool = False,
+        rtc: Mapping[int, RtcRequest | None] | None = None,
     ) -> dict[int, dict[str, np.ndarray] | BaseException]:
         """Run ``backend`` on every feed: compatible feeds share one call when batching is on; when a shared call
-        fails, its members are retried one by one so that only the culprit gets the error."""
+        fails, its members are retried one by one so that only the culprit gets the error. ``rtc``: each feed's
+        real-time-chunking prefix (one row each), for a flow-matching backend."""
         out: dict[int, dict[str, np.ndarray] | BaseException] = {}
         if not feeds:
             return out
@@ -243,24 +287,32 @@ class PolicyService:
             members = [keys[j] for j in group]
             if len(members) > 1:
                 feed, sizes = stack([feeds[k] for k in members], names)
+                rows = None
+                if rtc is not None:
+                    rows = [r for k, size in zip(members, sizes, strict=True) for r in [rtc.get(k)] * size]
                 try:
-                    outputs = self._count_run(backend, feed, backbone)
+                    outputs = self._count_run(backend, feed, backbone, rows)
                     out.update(zip(members, split(outputs, sizes), strict=True))
                     continue
                 except PolicyError:
                     log.debug("batched call of %d requests failed; retrying one by one", len(members))
             for k in members:
                 try:
-                    out[k] = self._count_run(backend, feeds[k], backbone)
+                    one = None if rtc is None or rtc.get(k) is None else [rtc[k]]
+                    out[k] = self._count_run(backend, feeds[k], backbone, one)
                 except PolicyError as exc:
                     out[k] = exc
         return out
 
-    def _count_run(self, backend: Any, feed: dict[str, np.ndarray], backbone: bool) -> dict[str, np.ndarray]:
+    def _count_run(
+        self, backend: Any, feed: dict[str, np.ndarray], backbone: bool, rtc: Sequence[Any] | None = None
+    ) -> dict[str, np.ndarray]:
         if backbone:
             self.backbone_runs += 1
         else:
             self.decoder_runs += 1
+        if rtc is not None and any(r is not None for r in rtc):
+            return backend.run(feed, rtc=rtc)
         return backend.run(feed)
 
     def metadata(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -31,9 +31,10 @@ from robot_stack.calibration.store import load_calibration
 from robot_stack.cameras.base import Camera
 from robot_stack.clock import Clock, MonotonicClock
 from robot_stack.control.executor import Executor
+from robot_stack.control.rt_process import ProcessExecutor, RealtimeConfig, RobotSpec, SafetySpec
 from robot_stack.control.safety import SafetyFilter, WorkspaceBox
 from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig
-from robot_stack.cycle import GuardConfig, ObservationGuard, PolicyCycle, RecoveryConfig, TrajectorySink
+from robot_stack.cycle import GuardConfig, ObservationGuard, PolicyCycle, RecoveryConfig, RtcPrefix, TrajectorySink
 from robot_stack.decoders.base import Decoder
 from robot_stack.decoders.registry import decoder_name_for, get_decoder
 from robot_stack.errors import ConfigError
@@ -55,6 +56,7 @@ __all__ = [
     "build_cycle",
     "build_decoder",
     "build_executor",
+    "build_process_executor",
     "build_scheduler",
     "build_stack",
     "terminate_on_signals",
@@ -78,6 +80,7 @@ def build_decoder(
     kwargs: dict[str, Any] = dict(dc.options)
     if name in _EE_DECODERS:
         kwargs.setdefault("orientation", dc.orientation)
+        box = _target_box(config)
         kwargs.setdefault(
             "reach",
             ReachPolicy(
@@ -87,6 +90,8 @@ def build_decoder(
                 clamp_m=dc.clamp_m,
                 drop_unreachable=dc.drop_unreachable,
                 floor_z_m=dc.floor_z_m,
+                box_lower=None if box is None else box[0],
+                box_upper=None if box is None else box[1],
                 stats=stats,
             ),
         )
@@ -96,6 +101,27 @@ def build_decoder(
     return get_decoder(name, **kwargs), stats
 
 
+#: TCP targets are kept this far (m) inside the safety filter's braking margin of a workspace box: room for the
+#: path between two steps and for the come-to-rest after a chunk's last one.
+TARGET_BOX_SLACK_M = 0.02
+
+
+def _target_box(config: StackConfig) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    """The box the decoder keeps TCP targets in: the workspace box shrunk by the filter's braking margin and
+    :data:`TARGET_BOX_SLACK_M`, so plans respect the box by construction and the filter only watches it."""
+    box = _workspace(config)
+    if box is None:
+        return None
+    inset = config.control.workspace_margin_m + TARGET_BOX_SLACK_M
+    lower, upper = box.lower + inset, box.upper - inset
+    if np.any(lower >= upper):
+        raise ConfigError(
+            f"control.workspace: the box {box.lower.tolist()}..{box.upper.tolist()} m leaves no room for targets "
+            f"{inset:.3f} m inside its faces; enlarge it or lower control.workspace_margin_m"
+        )
+    return tuple(lower.tolist()), tuple(upper.tolist())  # type: ignore[return-value]
+
+
 def _workspace(config: StackConfig) -> WorkspaceBox | None:
     c = config.control
     if c.workspace_lower is None or c.workspace_upper is None:
@@ -103,9 +129,14 @@ def _workspace(config: StackConfig) -> WorkspaceBox | None:
     return WorkspaceBox(np.array(c.workspace_lower), np.array(c.workspace_upper))
 
 
+#: What a stack's executor is: the in-process thread, or the real-time process behind the same interface.
+AnyExecutor = Executor | ProcessExecutor
+
+
 def build_executor(config: StackConfig, robot: Robot, clock: Clock) -> Executor:
-    """The control-rate executor with its safety filter (joint limits; the workspace box when configured, with its
-    own forward kinematics: the executor thread must not share the decoder's)."""
+    """The in-process control-rate executor (``control.executor: thread``; lock-step loops tick it themselves) with
+    its safety filter (joint limits; the workspace box when configured, with its own forward kinematics: the
+    executor thread must not share the decoder's)."""
     box = _workspace(config)
     fk = None
     if box is not None:
@@ -118,7 +149,62 @@ def build_executor(config: StackConfig, robot: Robot, clock: Clock) -> Executor:
     )
 
 
-def build_scheduler(config: StackConfig, executor: Executor) -> ChunkScheduler:
+def build_process_executor(
+    config: StackConfig, robot: Robot, clock: Clock, world: Any = None
+) -> tuple[ProcessExecutor, Callable[[], None]]:
+    """The executor in its own real-time process (``control.executor: process``; docs/realtime.md) for ``robot``,
+    which stays in this process: the loop writes each set-point with its tick's trace into a shared-memory ring
+    (:class:`~robot_stack.control.setpoints.RingRobot`) and a :class:`~robot_stack.control.setpoints.SetpointRelay`
+    applies them to ``robot`` at their own times — drained by ``world`` before every sync (the simulator: physics
+    integrates exactly what the loop produced), else by a relay thread every 2 ms (a robot driver in this
+    process: its commands then see this process's scheduling; a driver built in the real-time process itself is a
+    :class:`~robot_stack.control.rt_process.RobotSpec` away). The process is kept alive between episodes (one
+    session per ``start``). Returns it and the function that ends it and frees the ring."""
+    from robot_stack.control.setpoints import SetpointRelay, SetpointRing
+
+    cc = config.control
+    names = tuple(robot.joint_names)
+    ring = SetpointRing(len(names))
+    relay = SetpointRelay(robot, ring)
+    box = _workspace(config)
+    safety = SafetySpec(
+        workspace=None if box is None else (tuple(box.lower.tolist()), tuple(box.upper.tolist())),  # type: ignore[arg-type]
+        workspace_margin_m=cc.workspace_margin_m,
+    )
+    executor = ProcessExecutor(
+        RobotSpec(
+            "robot_stack.control.setpoints:RingRobot",
+            {"ring_name": ring.name, "joint_names": names, "limits": robot.limits, "capacity": ring.capacity},
+        ),
+        names,
+        robot.limits,
+        clock,
+        rate_hz=cc.rate_hz,
+        watchdog_timeout_s=cc.watchdog_s,
+        safety=safety,
+        realtime=RealtimeConfig(cpu=cc.realtime_cpu, fifo_priority=cc.realtime_priority),
+        keep_alive=True,
+        relay=relay,
+    )
+    if world is not None:
+        relay.attach(world)
+    else:
+        relay.start(0.002)
+
+    def close() -> None:
+        try:
+            executor.close()
+        finally:
+            if world is not None and getattr(world, "pre_sync", None) == relay.drain:
+                relay.drain()
+                world.pre_sync = None
+            relay.stop()
+            ring.close()
+
+    return executor, close
+
+
+def build_scheduler(config: StackConfig, executor: AnyExecutor) -> ChunkScheduler:
     """Latency compensation and chunk blending in front of ``executor`` (late chunks extend to rest over
     ``control.extend_s``, by default the watchdog window: a chunk that arrives before the deadline is spliced in
     without a stop)."""
@@ -139,13 +225,24 @@ def build_cycle(
     period_s: float | None = None,
     times: StageTimes | None = None,
     guard: ObservationGuard | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> PolicyCycle:
     """The policy cycle with the config's guard, pipelining and recovery. ``period_s`` is the caller's cycle period
-    (pipelining needs it); ``sink`` takes the trajectories when there is no ``scheduler``."""
+    (pipelining needs it); ``sink`` takes the trajectories when there is no ``scheduler``. ``metadata``: the served
+    model's; a flow-matching model that accepts real-time chunking gets the executing plan's prefix with every
+    request (``cycle.rtc``, when the sink is an executor that exposes its plan)."""
     cc = config.cycle
     recovery = None
     if cc.recovery:
         recovery = RecoveryConfig(panda.HOME_Q, reach_stats=reach_stats, blocked_s=cc.recovery_blocked_s)
+    rtc = None
+    if cc.rtc and metadata is not None and hasattr(sink, "active_plan"):
+        fk = None
+        if metadata.get("action_space") == "ee_delta_xyz":
+            from robot_stack.kinematics.ik import panda_ik
+
+            fk = panda_ik().fk_xyz
+        rtc = RtcPrefix.for_model(metadata, fk)
     return PolicyCycle(
         cameras,
         robot,
@@ -161,6 +258,7 @@ def build_cycle(
         pipeline_period_s=period_s if cc.pipelining else None,
         recovery=recovery,
         send_ahead=cc.send_ahead,
+        rtc=rtc,
     )
 
 
@@ -234,9 +332,10 @@ def build_cell(
 
 @dataclass
 class EpisodeStack:
-    """What one episode runs: a fresh executor (safety filter, watchdog), its scheduler and the policy cycle."""
+    """What one episode runs: a fresh executor (safety filter, watchdog: a new :class:`Executor`, or a new session of
+    the stack's real-time process), its scheduler and the policy cycle."""
 
-    executor: Executor
+    executor: AnyExecutor
     scheduler: ChunkScheduler
     cycle: PolicyCycle
 
@@ -270,6 +369,7 @@ class Stack:
     times: StageTimes = field(default_factory=StageTimes)
     server: subprocess.Popen[str] | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    _process_executor: ProcessExecutor | None = None
 
     @property
     def period_s(self) -> float:
@@ -277,8 +377,17 @@ class Stack:
         return 1.0 / float(self.metadata.get("control_rate_hz") or 10.0)
 
     def new_episode(self) -> EpisodeStack:
-        """A fresh executor, scheduler and policy cycle for one episode (start the executor yourself)."""
-        executor = build_executor(self.config, self.robot, self.clock)
+        """A fresh executor, scheduler and policy cycle for one episode (start the executor yourself). With
+        ``control.executor: process`` the executor is the stack's real-time process (built at the first episode,
+        stopped with the stack); each ``start()`` runs a fresh executor in it."""
+        executor: AnyExecutor
+        if self.config.control.executor == "process":
+            if self._process_executor is None:
+                self._process_executor, close = build_process_executor(self.config, self.robot, self.clock, self.world)
+                self._closers.append(close)
+            executor = self._process_executor
+        else:
+            executor = build_executor(self.config, self.robot, self.clock)
         scheduler = build_scheduler(self.config, executor)
         cycle = build_cycle(
             self.config,
@@ -292,6 +401,7 @@ class Stack:
             reach_stats=self.reach_stats,
             period_s=self.period_s,
             times=self.times,
+            metadata=self.metadata,
         )
         return EpisodeStack(executor, scheduler, cycle)
 

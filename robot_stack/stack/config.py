@@ -28,6 +28,7 @@ from robot_stack.policy.manifest import PROVIDERS, SHIPPED_MODELS_DIR
 from robot_stack.types import ActionHead
 
 __all__ = [
+    "EXECUTOR_MODES",
     "PRESETS_DIR",
     "CalibrationConfig",
     "CameraConfig",
@@ -42,6 +43,8 @@ __all__ = [
     "load_stack_config",
 ]
 
+#: Where the control loop runs (``control.executor``).
+EXECUTOR_MODES = ("thread", "process")
 #: The presets shipped with the package.
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -193,7 +196,12 @@ class ControlConfig:
         rate_hz: control rate, Hz.
         watchdog_s: seconds without a trajectory covering now before a safe hold.
         blend: chunk-to-chunk blending, ``splice | ensemble | none``.
-        extend_s: a late chunk's predecessor comes to rest over this long; None = ``watchdog_s``.
+        extend_s: a late chunk's predecessor comes to rest over at least this long; None = ``watchdog_s``.
+        executor: where the control loop runs: ``thread`` (a thread of this process) or ``process`` (its own
+            process, pinned to a CPU with ``SCHED_FIFO`` where the host allows: docs/realtime.md). Lock-step
+            (simulated-time) loops always tick in-process.
+        realtime_cpu: ``process`` only: the CPU to pin it to (None: the last one this process may use; -1: none).
+        realtime_priority: ``process`` only: the ``SCHED_FIFO`` priority to ask for (1-99; None: do not ask).
         workspace_lower, workspace_upper: TCP box in the base frame (m), both or neither.
         workspace_margin_m: the safety filter brakes this far inside the box.
     """
@@ -202,6 +210,9 @@ class ControlConfig:
     watchdog_s: float = 0.3
     blend: str = BlendMode.SPLICE.value
     extend_s: float | None = None
+    executor: str = "thread"
+    realtime_cpu: int | None = None
+    realtime_priority: int | None = 80
     workspace_lower: tuple[float, float, float] | None = None
     workspace_upper: tuple[float, float, float] | None = None
     workspace_margin_m: float = 0.01
@@ -209,6 +220,10 @@ class ControlConfig:
     def __post_init__(self) -> None:
         _positive("control", "rate_hz", self.rate_hz)
         _positive("control", "watchdog_s", self.watchdog_s)
+        if self.executor not in EXECUTOR_MODES:
+            raise ConfigError(f"control.executor: {self.executor!r} unknown; expected thread | process")
+        if self.realtime_priority is not None and not 1 <= self.realtime_priority <= 99:
+            raise ConfigError(f"control.realtime_priority: expected 1..99 or null, got {self.realtime_priority!r}")
         try:
             BlendMode(self.blend)
         except ValueError:
@@ -237,6 +252,8 @@ class CycleConfig:
         send_ahead: also send the next request as soon as an answer arrives (needs a spare core).
         recovery: retreat to the start posture when the policy is stuck at a limit.
         recovery_blocked_s: a blocked run this long (s) also triggers the retreat; None = cycles only.
+        rtc: send the executing plan's prefix with every request to a model that takes it (real-time chunking of
+            flow-matching policies; a model that does not declare ``flow_matching: {rtc: true}`` gets none).
     """
 
     max_frame_age_s: float = 0.25
@@ -244,6 +261,7 @@ class CycleConfig:
     send_ahead: bool = False
     recovery: bool = True
     recovery_blocked_s: float | None = 1.5
+    rtc: bool = True
 
     def __post_init__(self) -> None:
         _positive("cycle", "max_frame_age_s", self.max_frame_age_s)

@@ -23,7 +23,7 @@ from robot_stack.errors import ConfigError, RobotStackError
 from robot_stack.robots import panda
 from robot_stack.robots.base import Robot
 from robot_stack.sim.task import ReachTouchTask
-from robot_stack.stack.build import build_cell, build_decoder, build_executor
+from robot_stack.stack.build import build_cell, build_decoder, build_executor, build_scheduler
 from robot_stack.stack.config import StackConfig, load_stack_config
 from robot_stack.types import ActionChunk, ActionHead, Observation
 
@@ -55,10 +55,11 @@ class EpisodeResult:
 
 
 class LockstepRig:
-    """The stack's cell, decoder and executor on a fake clock, stepped in simulated time.
+    """The stack's cell, decoder, executor and chunk scheduler on a fake clock, stepped in simulated time.
 
     Built by the same builder as the live stack (:func:`~robot_stack.stack.build.build_cell`,
-    :func:`~robot_stack.stack.build.build_decoder`, :func:`~robot_stack.stack.build.build_executor`) from a
+    :func:`~robot_stack.stack.build.build_decoder`, :func:`~robot_stack.stack.build.build_executor`,
+    :func:`~robot_stack.stack.build.build_scheduler`) from a
     :class:`StackConfig` (default: the ``demo`` preset); the policy is a function of the observation instead of a
     server.
 
@@ -130,8 +131,12 @@ class LockstepRig:
                 panda.LIMITS.upper - 0.1,
             )
             self.world.set_arm_q(q0, gripper=1.0)
+        # the same executor and scheduler as the live stack (control.executor does not apply: simulated time is
+        # ticked here, in this process)
         executor = build_executor(self.config, self.robot, self.clock)
+        scheduler = build_scheduler(self.config, executor)
         period_ns = executor.period_ns
+        executor.tick(self.clock.now_ns())  # seeded at the episode's start posture before the first chunk
         steps = 0
         while not self.task.is_done():
             obs = self.observe()
@@ -141,7 +146,7 @@ class LockstepRig:
             if execute is not None:
                 chunk = execute(chunk, obs)
             try:
-                executor.set_trajectory(self.decoder.decode(chunk, obs.state))
+                scheduler.submit(self.decoder.decode(chunk, obs.state))
             except RobotStackError as exc:  # an undecodable chunk is skipped; the executor holds safely
                 log.warning("seed %d step %d: chunk rejected: %s", seed, steps, exc)
             t_end = self.clock.now_ns() + self.policy_period_ns

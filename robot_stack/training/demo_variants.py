@@ -17,8 +17,9 @@ rather than shipped as more binaries. Every variant's action tensor is its model
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -28,6 +29,9 @@ from robot_stack.decoders.binned import BinSpec
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.manifest import PolicyManifest
 from robot_stack.training.reach_model import TCP_SLICE, onnx_constant
+
+if TYPE_CHECKING:
+    from robot_stack.stack.config import StackConfig
 
 HEADS = ("continuous", "latent_vq", "binned", "motion_tracks")
 #: Bin layout of the binned variant: per-step TCP displacement range of the demo's chunks, metres.
@@ -188,3 +192,14 @@ def binned_policy_head(
     merged.ir_version = model.ir_version
     onnx.checker.check_model(merged)
     return merged
+
+
+def with_served_variant(config: StackConfig, variants_dir: Path) -> StackConfig:
+    """``config`` serving its model in the action language it names (``policy.action_head``): the variant of the
+    model with that head grafted into its graph (:func:`build_variant`, written into ``variants_dir``), and the
+    decoder given the variant's files (bin layout, tokenizer). What ``robot-stack demo`` and ``bench motion``
+    serve."""
+    served, decoder_kwargs = build_variant(config.policy.manifest_path(), config.policy.action_head, variants_dir)
+    policy = dataclasses.replace(config.policy, manifest=str(served))
+    decoder = dataclasses.replace(config.decoder, options={**config.decoder.options, **decoder_kwargs})
+    return config.replace(policy=policy, decoder=decoder)

@@ -1,9 +1,11 @@
 """Executor node (managed): joint trajectories in, safe position commands out at control rate, with a watchdog.
 
-Runs the core :class:`~robot_stack.control.executor.Executor` (absolute-deadline loop, SafetyFilter on position,
-velocity, acceleration and jerk, watchdog → decelerate to a hold) behind the
-:class:`~robot_stack.control.scheduler.ChunkScheduler` (latency compensation, splice/ensemble blending) on a
-robot whose state comes from ``/joint_states`` and whose commands go to ros2_control:
+Runs the core :class:`~robot_stack.control.executor.Executor` (absolute-deadline loop following motion plans
+within the limits by construction, SafetyFilter as a monitor, watchdog → ruckig stop to a hold) behind the
+:class:`~robot_stack.control.scheduler.ChunkScheduler` (latency compensation, TOPP-RA timing, ruckig splice /
+ensemble / none), both built by the stack builder from ``stack_config`` (``robot_stack.stack.build_executor`` /
+``build_scheduler``; the node's ``rate_hz``, ``watchdog_timeout_s`` and ``blend`` override it), on a robot whose
+state comes from ``/joint_states`` and whose commands go to ros2_control:
 
 * ``command_interface: forward_position`` → ``~/commands`` (``std_msgs/Float64MultiArray``, one set-point per tick;
   remap to ``/forward_position_controller/commands``);
@@ -30,7 +32,7 @@ from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 
 from robot_stack.clock import MonotonicClock
 from robot_stack.control.executor import Executor
-from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig
+from robot_stack.control.scheduler import ChunkScheduler
 from robot_stack.errors import ConfigError, RobotStackError, ShapeError
 from robot_stack.graph.diagnostics import Health, StreamMonitor
 from robot_stack.graph.streams import StreamedArm
@@ -62,7 +64,10 @@ class ExecutorNode(LifecycleNode):
         self.interface = declare(
             self, "command_interface", "forward_position", "forward_position (Float64MultiArray) | joint_trajectory"
         )
-        self.blend = declare(self, "blend", "splice", "chunk blending: splice | ensemble | none (no scheduler)")
+        self.blend = declare(self, "blend", "splice", "chunk blending: splice | ensemble | none")
+        self.stack_config = declare(
+            self, "stack_config", "demo", "stack preset (robot_stack/configs) or YAML file: motion and safety settings"
+        )
         self.max_state_age_s = declare(self, "max_state_age_s", 0.25, "joint states older than this are stale, s")
         self.jtc_lookahead_s = declare(
             self, "jtc_lookahead_s", 0.02, "joint_trajectory interface: time_from_start of each set-point, s"
@@ -117,16 +122,27 @@ class ExecutorNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         from robot_stack.kinematics.ik import panda_ik
+        from robot_stack.stack import build_executor, build_scheduler, load_stack_config
 
         try:
             ik = panda_ik()
             self.arm = StreamedArm(self.names, self.limits, ik.fk, self._send, self.max_state_age_s)
             clock = MonotonicClock()
-            # transitions into each new trajectory are ruckig joins within the limits (no blend window to set)
-            self.control = Executor(self.arm, clock, self.rate_hz, watchdog_timeout_s=self.watchdog_timeout_s)
-            self.scheduler = (
-                ChunkScheduler(self.control, SchedulerConfig(mode=self.blend), clock) if self.blend != "none" else None
+            # the stack builder's executor and scheduler: chunks timed within the limits (TOPP-RA), every
+            # transition a ruckig join from the plan's state (no blend window to set); the node's parameters
+            # override the preset's control section. The loop runs in this node's process (its commands go out
+            # through this node's publisher).
+            config = load_stack_config(
+                self.stack_config,
+                [
+                    f"control.rate_hz={self.rate_hz}",
+                    f"control.watchdog_s={self.watchdog_timeout_s}",
+                    f"control.blend={self.blend}",
+                    "control.executor=thread",
+                ],
             )
+            self.control = build_executor(config, self.arm, clock)
+            self.scheduler = build_scheduler(config, self.control)
         except RobotStackError as exc:
             log.error("executor configure failed: %s", exc)
             return TransitionCallbackReturn.FAILURE
@@ -176,7 +192,7 @@ class ExecutorNode(LifecycleNode):
         if self.scheduler is not None:
             result = self.scheduler.submit(traj)
             accepted, why = result.accepted, result.reason
-        else:
+        else:  # pragma: no cover - configure always builds one
             accepted, why = self.control.set_trajectory(traj), "executor refused it"
         now = time.monotonic_ns()
         if accepted:

@@ -26,7 +26,9 @@ With ``task_status_topic`` set (the sim graph: ``/sim_bridge/task_status``, ``di
 with ``episode`` and ``touched``), the client ends an episode the way ``robot-stack demo`` does: once the task
 reports the touch it sends no more trajectories (the executor finishes the last one and its watchdog holds the arm)
 until a new episode starts; then (``home_on_new_episode``) it sends the arm back to the start posture along a
-smooth joint-space move, as every demo episode starts there, and resumes when the move is done.
+ruckig move within ``home_speed_fraction`` of the limits (as waypoints: the executor node times and joins them like
+any trajectory), as every demo episode starts there, and resumes when the move is done. (Real-time chunking needs
+the executing plan, which lives in the executor node: this node sends requests without a prefix.)
 """
 
 from __future__ import annotations
@@ -300,7 +302,8 @@ class PolicyClientNode(Node):
             self.chunk_pub.publish(msg)
 
     def _send_home(self, now_ns: int) -> None:
-        """Publish a rest-to-rest move from the current joint state to the start posture; pause cycles until its end."""
+        """Publish a rest-to-rest ruckig move from the current joint state to the start posture (waypoints); pause
+        cycles until its end."""
         from robot_stack.cycle import retreat_trajectory
         from robot_stack.robots import panda
 
