@@ -32,7 +32,11 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``robot-stack bench <name> [--json] [--quick]``."""
     from robot_stack.bench import BUILTIN_MODULES
 
-    bench = subparsers.add_parser("bench", help="run a benchmark and print its figures")
+    bench = subparsers.add_parser(
+        "bench",
+        help="run a benchmark and print its figures",
+        epilog="examples:\n  robot-stack bench transport --json\n  robot-stack bench executor --quick",
+    )
     bench.add_argument("name", help=" | ".join(BUILTIN_MODULES))
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test)")

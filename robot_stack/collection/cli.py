@@ -164,7 +164,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def add_dataset_parser(subparsers: Any) -> None:
     """Add ``record`` and ``replay`` to the ``robot-stack`` command line."""
-    rec = subparsers.add_parser("record", help="record teleoperated episodes (LeRobot layout + depth + calibration)")
+    rec = subparsers.add_parser(
+        "record",
+        help="record teleoperated episodes (LeRobot layout + depth + calibration)",
+        epilog="examples:\n  robot-stack record --teleop expert --episodes 20 --out data/reach\n"
+        "  robot-stack record --teleop keyboard --live --out data/jog --display  # keys jog the arm\n"
+        "  robot-stack record --teleop expert --episodes 5 --out data/reach --resume",
+    )
     rec.add_argument("--out", required=True, help="dataset folder")
     rec.add_argument(
         "--teleop", default="expert", choices=["expert", "keyboard", "spacemouse", "leader"], help="command source"
@@ -181,7 +187,12 @@ def add_dataset_parser(subparsers: Any) -> None:
     rec.add_argument("--live", action="store_true", help="real-time simulation with keys on stdin")
     rec.set_defaults(func=_cmd_record)
 
-    rep = subparsers.add_parser("replay", help="replay a recorded episode in the simulator; plots, video")
+    rep = subparsers.add_parser(
+        "replay",
+        help="replay a recorded episode in the simulator; plots, video",
+        epilog="examples:\n  robot-stack replay data/reach --episode 3 --plot ep3.png\n"
+        "  robot-stack replay data/reach --episode 0 --save ep0.rrd   # a rerun recording",
+    )
     rep.add_argument("dataset", help="dataset folder")
     rep.add_argument("--episode", type=int, default=0)
     rep.add_argument("--source", default="highrate", choices=["highrate", "actions"], help="commands to replay")

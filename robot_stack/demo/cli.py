@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from robot_stack.stack.cli import add_stack_config_arguments
+from robot_stack.stack.cli import add_stack_config_arguments, stack_overrides
 from robot_stack.types import ActionHead
 
 __all__ = ["add_demo_parser"]
@@ -18,7 +18,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     config = demo_config(
         args.config,
-        args.set or (),
+        stack_overrides(args),
         manifest=Path(args.manifest) if args.manifest else None,
         provider=args.provider,
         rate_hz=args.rate_hz,
@@ -38,7 +38,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``robot-stack demo``."""
-    demo = subparsers.add_parser("demo", help="run the full loop live on the simulated cell")
+    demo = subparsers.add_parser(
+        "demo",
+        help="run the full loop live on the simulated cell",
+        epilog="examples:\n"
+        "  robot-stack demo --episodes 3\n"
+        "  robot-stack demo --display             # live in the rerun viewer\n"
+        "  robot-stack demo --action-head latent_vq --save demo.rrd --set control.rate_hz=1000",
+    )
     demo.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the first episode's cube position")
     add_stack_config_arguments(demo)

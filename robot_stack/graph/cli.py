@@ -30,7 +30,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     env = {"ROS_DOMAIN_ID": str(args.domain_id)} if args.domain_id is not None else {}
     if args.localhost:
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    supervisor = Supervisor(nodes, log_dir=args.log_dir, echo=not args.quiet, env=env)
+    supervisor = Supervisor(nodes, log_dir=args.log_dir, echo=getattr(args, "verbosity", 0) >= 0, env=env)
     print(f"robot-stack up: {spec.name} ({len(nodes)} processes), logs in {supervisor.log_dir}", file=sys.stderr)
     code = supervisor.run(args.duration)
     if supervisor.failure:
@@ -40,7 +40,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 def add_up_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``up`` subcommand to the ``robot-stack`` CLI's subparsers; return its parser."""
-    up = subparsers.add_parser("up", help="run a node graph (launch/graphs/*.yaml) as supervised processes")
+    up = subparsers.add_parser(
+        "up",
+        help="run a node graph (launch/graphs/*.yaml) as supervised processes",
+        epilog="examples:\n"
+        "  robot-stack up sim --duration 30\n"
+        "  robot-stack up hardware camera_serial:=123456789012 --localhost",
+    )
     up.add_argument("graph", help="graph file, or the name of a shipped graph (sim, hardware)")
     up.add_argument("overrides", nargs="*", help="launch arguments as name:=value (as with ros2 launch)")
     up.add_argument("--duration", type=float, help="stop the graph after this many seconds (default: until Ctrl-C)")
@@ -48,7 +54,6 @@ def add_up_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     up.add_argument("--config-dir", help="parameter files folder (default: ros2_ws/src/robot_stack_ros/config)")
     up.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID for every node (default: inherited)")
     up.add_argument("--localhost", action="store_true", help="keep DDS discovery on this host")
-    up.add_argument("--quiet", action="store_true", help="do not echo node output (it still goes to the logs)")
     up.add_argument("--print", action="store_true", help="print each process' command line and exit")
     up.set_defaults(func=_cmd_up)
     return up

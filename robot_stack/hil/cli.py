@@ -52,7 +52,13 @@ def _cmd_hil(args: argparse.Namespace) -> int:
 
 def add_hil_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``hil`` subcommand to the ``robot-stack`` CLI's subparsers; return its parser."""
-    hil = subparsers.add_parser("hil", help="run hardware-in-the-loop fault scenarios on the full stack")
+    hil = subparsers.add_parser(
+        "hil",
+        help="run hardware-in-the-loop fault scenarios on the full stack",
+        epilog="examples:\n"
+        "  robot-stack hil scenarios/server-kill.yaml\n"
+        "  robot-stack hil scenarios/ --report-dir out/hil",
+    )
     hil.add_argument("scenarios", nargs="+", help="scenario YAML files or folders of them (e.g. scenarios/)")
     hil.add_argument("--report-dir", type=Path, help="write <scenario>.json and <scenario>.png here")
     hil.add_argument("--manifest", type=Path, help="policy manifest (default: the shipped reach-touch-v1)")

@@ -204,7 +204,12 @@ def build_cell(
     names. A missing or stale calibration raises CalibrationError before any device is opened."""
     projectors = []
     for c in config.cameras:
-        calibration = load_calibration(config.calibration.scene, c.camera_id, config.calibration.root)
+        calibration = load_calibration(
+            config.calibration.scene,
+            c.camera_id,
+            config.calibration.root,
+            allow_stale=config.calibration.allow_stale,
+        )
         projectors.append(DepthProjector(calibration.intrinsics_at(c.width, c.height), calibration.T_base_cam))
     world = None
     if config.robot.kind == "sim":
@@ -381,6 +386,10 @@ def _client(config: StackConfig, endpoint: str, factory: Callable[..., Any] | No
         from robot_stack.transport.keys import client_curve_kwargs
 
         kwargs.update(client_curve_kwargs(pc.curve_server_key, pc.curve_client_secret))
+    if factory is None and endpoint.startswith(("ws://", "wss://")):
+        from robot_stack.transport.openpi import OpenPIClient  # a remote openpi-protocol server
+
+        return OpenPIClient(endpoint, **kwargs)
     return (factory or PolicyClient)(endpoint, **kwargs)
 
 

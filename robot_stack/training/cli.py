@@ -80,7 +80,11 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
 
 def add_train_parser(sub: Any) -> None:
     """Add ``train``, ``evaluate`` and ``train-demo`` to the ``robot-stack`` subcommands."""
-    demo = sub.add_parser("train-demo", help="collect expert data in sim, train and export the demo policy")
+    demo = sub.add_parser(
+        "train-demo",
+        help="collect expert data in sim, train and export the demo policy",
+        epilog="example:\n  robot-stack train-demo --episodes 40 --epochs 200 --out models/demo",
+    )
     demo.add_argument("--episodes", type=int, default=40)
     demo.add_argument("--epochs", type=int, default=200)
     demo.add_argument("--eval-episodes", type=int, default=10)
@@ -88,7 +92,12 @@ def add_train_parser(sub: Any) -> None:
     demo.add_argument("--out", help="output folder (default: the package's models/ folder)")
     demo.set_defaults(func=_cmd_train_demo)
 
-    train = sub.add_parser("train", help="train a visuomotor policy (continuous or VQ-token head) on a dataset")
+    train = sub.add_parser(
+        "train",
+        help="train a visuomotor policy (continuous or VQ-token head) on a dataset",
+        epilog="example:\n"
+        "  robot-stack train --dataset data/reach --head continuous --out models/mine --eval-episodes 20",
+    )
     train.add_argument("--dataset", required=True, help="dataset folder written by robot-stack record")
     train.add_argument(
         "--head",
@@ -111,7 +120,11 @@ def add_train_parser(sub: Any) -> None:
     train.add_argument("--eval-episodes", type=int, default=0, help="then evaluate closed-loop on this many")
     train.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("evaluate", help="serve a trained policy and measure its success in the lockstep sim")
+    ev = sub.add_parser(
+        "evaluate",
+        help="serve a trained policy and measure its success in the lockstep sim",
+        epilog="example:\n  robot-stack evaluate --manifest models/mine/reach-visuomotor-continuous.yaml --episodes 50",
+    )
     ev.add_argument("--manifest", help="policy manifest YAML")
     ev.add_argument("--tokenizer", help="VQ tokenizer YAML of a latent_vq policy (default <model_id>-tokenizer.yaml)")
     ev.add_argument("--episodes", type=int, default=50)
