@@ -145,13 +145,17 @@ class OperatorHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def setup_logging(verbosity: int = 0, *, interval_s: float = 1.0) -> OperatorHandler:
     """Configure the root logger for a command-line process: ``verbosity`` -1 (``-q``) warnings, 0 info, 1 (``-v``)
-    debug. Replaces handlers installed before (a second call reconfigures). Returns the handler."""
+    debug. Replaces the handler of an earlier call (and a ``basicConfig`` stream handler). Returns the handler."""
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
     root = logging.getLogger()
     for old in list(root.handlers):
+        # ours from an earlier call, and basicConfig's plain stream handler; others (a test runner's capture, a
+        # file handler an embedding program set up) stay
         if isinstance(old, OperatorHandler):
             old.close()
-        root.removeHandler(old)
+            root.removeHandler(old)
+        elif type(old) is logging.StreamHandler:
+            root.removeHandler(old)
     handler = OperatorHandler(interval_s)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)

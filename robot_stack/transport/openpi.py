@@ -28,6 +28,7 @@ byte count must match the shape, maps at most :data:`MAX_KEYS` entries, messages
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import re
@@ -78,9 +79,20 @@ def _pack_default(obj: Any) -> Any:
     raise ProtocolError(f"cannot pack {type(obj).__name__} (arrays, numbers, strings, lists and maps only)")
 
 
+_packers = threading.local()
+
+
 def pack(obj: Mapping[str, Any]) -> bytes:
-    """msgpack with numpy arrays as openpi's ``msgpack_numpy`` writes them (readable by ``openpi_client``)."""
-    return msgpack.packb(obj, default=_pack_default, use_bin_type=True)
+    """msgpack with numpy arrays as openpi's ``msgpack_numpy`` writes them (readable by ``openpi_client``). One
+    packer per thread, reused: its buffer is kept between messages (4x faster than ``packb`` on 2.5 MB)."""
+    packer = getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(default=_pack_default, use_bin_type=True)
+    try:
+        return packer.pack(obj)
+    except BaseException:
+        packer.reset()
+        raise
 
 
 def _check_dtype(raw: Any) -> np.dtype:
@@ -203,6 +215,7 @@ class OpenPIClient:
         self._defaults = dict(defaults or {})
         self._lock = threading.Lock()
         self._ws: Any = None
+        self._ws_stack: contextlib.ExitStack | None = None
         self._server_metadata: dict[str, Any] = {}
         self._offset_samples: list[tuple[int, int]] = []
         self._next_id = 1
@@ -220,14 +233,18 @@ class OpenPIClient:
         from websockets.sync.client import connect
 
         budget = max(0.001, (deadline_ns - time.monotonic_ns()) / 1e9)
+        stack = contextlib.ExitStack()  # connect() is a context manager (websockets >= 17 wants it used as one)
         try:
-            ws = connect(
-                self.endpoint,
-                compression=None,
-                max_size=self.max_message_bytes,
-                open_timeout=budget,
-                additional_headers=self._headers,
+            ws = stack.enter_context(
+                connect(
+                    self.endpoint,
+                    compression=None,
+                    max_size=self.max_message_bytes,
+                    open_timeout=budget,
+                    additional_headers=self._headers,
+                )
             )
+            self._ws, self._ws_stack = ws, stack
             raw = ws.recv(timeout=max(0.001, (deadline_ns - time.monotonic_ns()) / 1e9))
         except TimeoutError:
             self._fail()
@@ -238,14 +255,13 @@ class OpenPIClient:
             self._fail()
             raise TransportError(f"cannot reach openpi server {self.endpoint}: {exc}") from exc
         if isinstance(raw, str):
-            ws.close()
+            self._drop()
             raise ProtocolError(f"openpi server {self.endpoint} sent text instead of its metadata: {raw[:200]}")
         meta = unpack(raw, self.max_message_bytes)
         self._server_metadata = flatten(meta) if isinstance(meta, Mapping) else {}
         # keep nested structures the summary uses (lists of input specs) as they were
         if isinstance(meta, Mapping):
             self._server_metadata.update({k: v for k, v in meta.items() if isinstance(k, str)})
-        self._ws = ws
         return ws
 
     def _fail(self) -> None:
@@ -253,12 +269,12 @@ class OpenPIClient:
         self._drop()
 
     def _drop(self) -> None:
-        if self._ws is not None:
+        if self._ws_stack is not None:
             try:
-                self._ws.close()
+                self._ws_stack.close()
             except Exception:  # already broken
                 log.debug("closing a broken openpi connection", exc_info=True)
-            self._ws = None
+        self._ws, self._ws_stack = None, None
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
