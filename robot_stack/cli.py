@@ -126,7 +126,7 @@ def split_verbosity(argv: Sequence[str]) -> tuple[list[str], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from robot_stack.console import setup_logging
+    from robot_stack.console import progress_board, setup_logging
 
     rest, verbosity = split_verbosity(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(rest)
@@ -134,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.verbose = verbosity > 0
     setup_logging(verbosity)
     try:
-        return int(args.func(args))
+        with progress_board():
+            return int(args.func(args))
     except RobotStackError as exc:
         log.error("%s: %s", type(exc).__name__, exc, exc_info=args.verbose)
         return 1

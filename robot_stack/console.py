@@ -17,13 +17,15 @@ they drive, which take a progress object as an optional argument).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import io
 import logging
 import re
 import shutil
 import sys
+import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -33,10 +35,14 @@ __all__ = [
     "FoldByCause",
     "OperatorHandler",
     "Progress",
+    "ProgressBoard",
     "cause_of",
     "format_eta",
+    "print_summary",
     "print_table",
     "progress",
+    "progress_board",
+    "report_progress",
     "setup_logging",
     "summary_table",
 ]
@@ -270,13 +276,21 @@ class Progress:
 
     def advance(self, n: int = 1, status: str | None = None) -> None:
         """``n`` more units done (``status``: a short note shown beside the count)."""
-        self.done = min(self.total, self.done + int(n))
+        self.set(self.done + int(n), status)
+
+    def set(self, done: int, status: str | None = None, total: int | None = None) -> None:
+        """``done`` units done of ``total`` (default: unchanged)."""
+        if total is not None:
+            self.total = max(1, int(total))
+        self.done = max(0, min(self.total, int(done)))
         if status is not None:
             self.status = status
         if self._rich is not None:
-            self._rich.update(self._task, completed=self.done, status=self.status)
+            self._rich.update(self._task, completed=self.done, total=self.total, status=self.status)
             return
         now = self._clock()
+        if self.done == 0:  # nothing to say yet (the clock runs from here)
+            return
         if self.done >= self.total or now - self._last_line >= self._every_s:
             self._last_line = now
             self._write(self.text())
@@ -309,6 +323,101 @@ def progress(total: int, description: str, unit: str = "", **kwargs: Any) -> Ite
         yield bar
     finally:
         bar.stop()
+
+
+class ProgressBoard:
+    """The progress of whatever a command runs, reported from inside library loops through :func:`report_progress`
+    (a no-op when no board is active, e.g. in library use and tests). One line (plain) or bar (terminal) per task
+    name; a task whose count reaches its total is finished. Terminal bars share one rich display (nested tasks,
+    such as the episodes of each HIL scenario, show one bar each)."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        live: bool | None = None,
+        every_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = stream
+        target = stream if stream is not None else sys.stderr
+        self.live = bool(live if live is not None else getattr(target, "isatty", lambda: False)())
+        self._every_s = every_s
+        self._clock = clock
+        self.tasks: dict[str, Progress] = {}
+        self._last_end = clock()
+        self._rich: Any = None
+        self._lock = threading.Lock()
+
+    def update(self, task: str, done: int, total: int, unit: str = "", status: str = "") -> None:
+        with self._lock:
+            bar = self.tasks.get(task)
+            if bar is None or (bar.done >= bar.total and done < bar.done):  # new, or the same task run again
+                bar = Progress(
+                    total, task, unit, stream=self._stream, live=False, every_s=self._every_s, clock=self._clock
+                )
+                if done > 0:  # first heard of after some work: it started when the previous task ended, at the latest
+                    bar._t0 = self._last_end  # noqa: SLF001
+                self.tasks[task] = bar
+                if self.live:
+                    self._attach(bar)
+            bar.set(done, status, total)
+            if bar.done >= bar.total:
+                self._last_end = self._clock()
+
+    def _attach(self, bar: Progress) -> None:
+        if self._rich is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._rich = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[unit]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=Console(file=self._stream if self._stream is not None else sys.stderr),
+                redirect_stderr=True,
+                redirect_stdout=False,
+            )
+            self._rich.start()
+        bar._rich = self._rich  # noqa: SLF001 - the bar draws through the shared display
+        bar._task = self._rich.add_task(bar.description, total=bar.total, status="", unit=bar.unit)  # noqa: SLF001
+
+    def close(self) -> None:
+        with self._lock:
+            if self._rich is not None:
+                self._rich.stop()
+                self._rich = None
+            else:
+                for bar in self.tasks.values():
+                    bar.stop()
+
+
+_BOARD: contextvars.ContextVar[ProgressBoard | None] = contextvars.ContextVar("robot_stack_progress", default=None)
+
+
+@contextmanager
+def progress_board(**kwargs: Any) -> Iterator[ProgressBoard]:
+    """Make a :class:`ProgressBoard` the target of :func:`report_progress` for the ``with`` block."""
+    board = ProgressBoard(**kwargs)
+    token = _BOARD.set(board)
+    try:
+        yield board
+    finally:
+        _BOARD.reset(token)
+        board.close()
+
+
+def report_progress(task: str, done: int, total: int, unit: str = "", status: str = "") -> None:
+    """Library loops call this after each unit of work (``report_progress("evaluate", i + 1, n, "episodes",
+    "success 4/5")``); shown when a command runs under :func:`progress_board`, ignored otherwise."""
+    board = _BOARD.get()
+    if board is not None:
+        board.update(task, done, total, unit, status)
 
 
 def _numeric(value: object) -> bool:
@@ -355,3 +464,22 @@ def print_table(
     text = summary_table(title, columns, rows, width=width)
     print(text, file=sys.stderr if to_stderr else sys.stdout, flush=True)
     return text
+
+
+def _flat_items(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            out.extend(_flat_items(value, f"{prefix}{key}."))
+        elif isinstance(value, float):
+            out.append((f"{prefix}{key}", f"{value:.4g}"))
+        elif isinstance(value, (list, tuple)) and len(value) > 8:
+            out.append((f"{prefix}{key}", f"[{len(value)} values]"))
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def print_summary(title: str, mapping: Mapping[str, Any], *, to_stderr: bool = False) -> str:
+    """A two-column summary table (``what | value``) of ``mapping``, nested maps flattened to ``a.b`` rows."""
+    return print_table(title, ["", "value"], _flat_items(mapping), to_stderr=to_stderr)

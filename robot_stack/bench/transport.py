@@ -39,6 +39,7 @@ import numpy as np
 import zmq
 
 from robot_stack.bench.registry import register
+from robot_stack.console import report_progress
 from robot_stack.metrics import latency_stats
 
 CHUNK = np.linspace(-0.01, 0.01, 24, dtype=np.float32).reshape(8, 3)
@@ -121,7 +122,8 @@ def run(quick: bool) -> dict[str, Any]:
             for call in (openpi_call, gateway_call, endpoint_call):
                 if call is not None:
                     call()
-        for _ in range(batches):
+        for b in range(batches):
+            report_progress("bench transport", b, batches, "batches")
             for call, samples in ((openpi_call, openpi_s), (gateway_call, gateway_s), (endpoint_call, endpoint_s)):
                 if call is None:
                     continue
@@ -142,6 +144,7 @@ def run(quick: bool) -> dict[str, Any]:
                 server.append(reply.timing.server_ms)
             if not np.array_equal(reply.arrays["actions"], CHUNK):
                 raise RuntimeError("policy server returned a wrong chunk")
+        report_progress("bench transport", batches, batches, "batches")
         client.close()
         req.close(0)
     finally:

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from robot_stack.console import print_summary, print_table, report_progress
+
 log = logging.getLogger("robot_stack.dataset.cli")
 
 __all__ = ["add_dataset_parser"]
@@ -67,26 +69,37 @@ def _cmd_record(args: argparse.Namespace) -> int:
         recorder = Recorder(writer, queue_frames=args.queue)
         device = ExpertTeleop(rig.task.cube_top_center)
         start = writer.num_episodes
+        rows = []
         for i in range(args.episodes):
             seed = args.seed + start + i
             result, committed = rig.record_episode(recorder, device, seed)
-            print(
-                json.dumps(
-                    {
-                        "episode": committed.episode_index,
-                        "seed": seed,
-                        "frames": committed.length,
-                        "success": result.success,
-                        "duration_s": round(result.duration_s, 3),
-                        "dropped_frames": committed.dropped_frames,
-                        "dropped_joint_samples": committed.dropped_joint_samples,
-                    }
-                ),
-                flush=True,
-            )
+            row = {
+                "episode": committed.episode_index,
+                "seed": seed,
+                "frames": committed.length,
+                "success": result.success,
+                "duration_s": round(result.duration_s, 3),
+                "dropped_frames": committed.dropped_frames,
+                "dropped_joint_samples": committed.dropped_joint_samples,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            ok = sum(r["success"] for r in rows)
+            report_progress("record", i + 1, args.episodes, "episodes", f"success {ok}/{i + 1}")
     finally:
         rig.close()
+    _record_table(args.out, rows)
     return 0
+
+
+def _record_table(out: str, rows: list[dict[str, Any]]) -> None:
+    """The summary of a recording run, on stderr (stdout carries one JSON line per episode)."""
+    columns = ["episode", "seed", "frames", "success", "duration_s", "dropped_frames", "dropped_joint_samples"]
+    table_rows = [[r.get(c) for c in columns] for r in rows]
+    total = ["all", "", sum(r["frames"] for r in rows), f"{sum(r['success'] for r in rows)}/{len(rows)}"]
+    total += [round(sum(r["duration_s"] for r in rows), 1), sum(r["dropped_frames"] for r in rows)]
+    total += [sum(r["dropped_joint_samples"] for r in rows)]
+    print_table(f"robot-stack record -> {out}", columns, [*table_rows, total], to_stderr=True)
 
 
 def _record_live(args: argparse.Namespace, cameras: tuple[str, ...]) -> int:
@@ -111,15 +124,13 @@ def _record_live(args: argparse.Namespace, cameras: tuple[str, ...]) -> int:
     report = run_live_session(
         cameras, recorder, device, keys, args.fps, args.width, args.height, args.episodes or None, seed=args.seed
     )
-    print(
-        json.dumps(
-            {
-                "committed": [c.episode_index for c in report.committed],
-                "discarded": report.discarded,
-                "dropped_frames": sum(c.dropped_frames for c in report.committed),
-            }
-        )
-    )
+    summary = {
+        "committed": [c.episode_index for c in report.committed],
+        "discarded": report.discarded,
+        "dropped_frames": sum(c.dropped_frames for c in report.committed),
+    }
+    print(json.dumps(summary))
+    print_summary(f"robot-stack record --live -> {args.out}", summary, to_stderr=True)
     return 0
 
 

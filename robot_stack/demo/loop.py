@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from robot_stack.console import report_progress
 from robot_stack.cycle import CycleResult
 from robot_stack.policy.manifest import DEMO_MANIFEST
 from robot_stack.stack import EpisodeStack, StackConfig, build_stack, load_stack_config, run_live_episode
@@ -97,6 +98,7 @@ def run_demo(
         with build_stack(config) as stack:
             task = ReachTouchTask(stack.world, max_duration_s=config.task.max_duration_s)
             period_ns = round(stack.period_s * 1e9)
+            report_progress("demo", 0, episodes, "episodes")
             for ep in range(episodes):
                 task.reset(seed + ep)
                 episode = stack.new_episode()
@@ -116,7 +118,9 @@ def run_demo(
                 )
                 report.episodes.append(_episode_summary(ep, seed + ep, task, episode, steps))
                 per_episode_executor.append(episode.executor.stats())
-                log.info("episode %d: %s", ep, report.episodes[-1])
+                log.debug("episode %d: %s", ep, report.episodes[-1])
+                ok = sum(e["success"] for e in report.episodes)
+                report_progress("demo", ep + 1, episodes, "episodes", f"success {ok}/{ep + 1}")
             report.server = stack.client.health()
             report.stages = stack.times.summary()
     report.executor = _combine_executor_stats(per_episode_executor)

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from robot_stack.console import report_progress
+
 __all__ = ["add_hil_parser"]
 
 
@@ -36,8 +38,11 @@ def _cmd_hil(args: argparse.Namespace) -> int:
             print(f"skipping soak scenarios {skipped} (add --soak to run them)", file=sys.stderr)
     reports = []
     for scenario in scenarios:
+        report_progress("hil scenarios", len(reports), len(scenarios), "scenarios", f"running {scenario.name}")
         report = run_scenario(scenario, report_dir=args.report_dir, manifest=args.manifest)
         reports.append(report)
+        passed = sum(r.passed for r in reports)
+        report_progress("hil scenarios", len(reports), len(scenarios), "scenarios", f"passed {passed}/{len(reports)}")
         if args.json:
             print(json.dumps(report.to_dict(), default=str))
         for check in report.failures:

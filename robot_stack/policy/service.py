@@ -437,12 +437,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--openpi-port", type=int, default=None, help="also serve openpi's websocket protocol here")
     parser.add_argument("--openpi-host", default="127.0.0.1", help="where the openpi face listens")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from robot_stack.console import setup_logging
+
+    setup_logging(1 if args.verbose else -1 if args.quiet else 0)
     from robot_stack.errors import RobotStackError
 
     try:

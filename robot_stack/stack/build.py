@@ -434,6 +434,8 @@ def build_stack(
         server = None
         if not target:
             engine = [] if config.policy.engine == "ort" else ["--engine", config.policy.engine]
+            # the local server's start-up report (backend checks, bind) shows with -v; its warnings always do
+            engine += [] if log.isEnabledFor(logging.DEBUG) else ["--quiet"]
             server, target = start_server(
                 manifest_path, config.policy.provider, threads=config.policy.threads, extra_args=engine
             )

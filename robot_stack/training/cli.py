@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from robot_stack.console import print_summary, print_table
+
 __all__ = ["add_train_parser"]
 
 
@@ -44,6 +46,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         report["eval"] = evaluate_served(result.manifest_path, args.eval_episodes).summary()
     print(json.dumps(report))
+    print_summary(
+        f"robot-stack train --head {args.head}", {k: v for k, v in report.items() if k != "config"}, to_stderr=True
+    )
     return 0
 
 
@@ -58,6 +63,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.expert:
         report["expert"] = evaluate_expert(args.episodes, args.seed).summary()
     print(json.dumps(report))
+    _eval_table(report)
     if args.min_success is not None and "policy" in report and report["policy"]["success_rate"] < args.min_success:
         print(f"FAILED: success rate {report['policy']['success_rate']:.0%} is below --min-success")
         return 1
@@ -75,7 +81,26 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(json.dumps(report))
+    print_summary("robot-stack train-demo", report, to_stderr=True)
     return 0
+
+
+def _eval_table(report: dict[str, Any]) -> None:
+    """One row per evaluated policy (and the expert), on stderr (stdout carries the JSON)."""
+    rows = [
+        (
+            who,
+            s.get("label", who),
+            f"{s['successes']}/{s['episodes']}",
+            f"{s['success_rate']:.0%}",
+            s.get("median_time_to_success_s"),
+            s.get("median_final_distance_mm"),
+            s.get("wall_s"),
+        )
+        for who, s in report.items()
+    ]
+    columns = ["", "label", "successes", "rate", "median time to success s", "median final distance mm", "wall s"]
+    print_table("robot-stack evaluate", columns, rows, to_stderr=True)
 
 
 def add_train_parser(sub: Any) -> None:
