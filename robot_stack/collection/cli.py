@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from robot_stack.console import print_summary, print_table, report_progress
+from robot_stack.viewer.cli import add_view_arguments, open_view
 
 log = logging.getLogger("robot_stack.dataset.cli")
 
@@ -64,7 +65,17 @@ def _cmd_record(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     rig = SimRecordingRig(cameras, args.fps, args.width, args.height, args.max_duration)
+    view = open_view(args, "robot-stack-record")
     try:
+        if view is not None:
+            from robot_stack.viewer.stack_view import CellView
+
+            rig.view = CellView(
+                view,
+                rig.config.robot.model,
+                rig.robot.joint_names,
+                [(c.camera_id, p.camera, p.T_base_cam) for c, p in rig.cell.cameras],
+            )
         writer = _open_writer(args, rig.spec, rig.calibrations)
         recorder = Recorder(writer, queue_frames=args.queue)
         device = ExpertTeleop(rig.task.cube_top_center)
@@ -88,6 +99,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
             report_progress("record", i + 1, args.episodes, "episodes", f"success {ok}/{i + 1}")
     finally:
         rig.close()
+        if view is not None:
+            view.close()
     _record_table(args.out, rows)
     return 0
 
@@ -121,9 +134,23 @@ def _record_live(args: argparse.Namespace, cameras: tuple[str, ...]) -> int:
         file=sys.stderr,
         flush=True,
     )
-    report = run_live_session(
-        cameras, recorder, device, keys, args.fps, args.width, args.height, args.episodes or None, seed=args.seed
-    )
+    view = open_view(args, "robot-stack-record-live")
+    try:
+        report = run_live_session(
+            cameras,
+            recorder,
+            device,
+            keys,
+            args.fps,
+            args.width,
+            args.height,
+            args.episodes or None,
+            seed=args.seed,
+            view=view,
+        )
+    finally:
+        if view is not None:
+            view.close()
     summary = {
         "committed": [c.episode_index for c in report.committed],
         "discarded": report.discarded,
@@ -156,7 +183,7 @@ def _make_device(args: argparse.Namespace, keys: Any) -> Any:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from robot_stack.collection.replay import replay_in_sim
     from robot_stack.dataset.loader import load_dataset
-    from robot_stack.dataset.viewer import episode_figure, episode_rerun, episode_video
+    from robot_stack.dataset.viewer import episode_figure, episode_video
 
     ds = load_dataset(args.dataset)
     episode = ds.load_episode(args.episode)
@@ -166,9 +193,17 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         out["plot"] = str(episode_figure(episode, args.plot, args.frame, replay_tcp=result.tcp_replayed))
     if args.video:
         out["video"] = str(episode_video(episode, args.video))
-    if args.rerun:
-        saved = episode_rerun(episode, args.rerun)
-        out["rerun"] = None if saved is None else str(saved)
+    if args.rerun and not args.save:
+        args.save = args.rerun  # the old flag
+    view = open_view(args, f"robot-stack-replay-{args.episode}")
+    if view is not None:
+        from robot_stack.viewer.episode_view import log_episode
+
+        try:
+            log_episode(view, episode, result)
+        finally:
+            view.close()
+        out["rerun"] = args.save
     print(json.dumps(out))
     return 0
 
@@ -195,7 +230,8 @@ def add_dataset_parser(subparsers: Any) -> None:
     rec.add_argument("--max-duration", type=float, default=8.0, help="episode time limit, seconds")
     rec.add_argument("--queue", type=int, default=64, help="frames each recording stream may buffer")
     rec.add_argument("--resume", action="store_true", help="repair an existing dataset's index and append to it")
-    rec.add_argument("--live", action="store_true", help="real-time simulation with keys on stdin")
+    rec.add_argument("--live", action="store_true", help="real-time simulation, keys from the terminal (no Enter)")
+    add_view_arguments(rec)
     rec.set_defaults(func=_cmd_record)
 
     rep = subparsers.add_parser(
@@ -210,5 +246,6 @@ def add_dataset_parser(subparsers: Any) -> None:
     rep.add_argument("--plot", help="save a PNG (RGB, depth, base-frame point cloud, trajectories) here")
     rep.add_argument("--frame", type=int, default=None, help="frame shown in the plot (default: middle)")
     rep.add_argument("--video", help="save an MP4 of the cameras (RGB over depth) here")
-    rep.add_argument("--rerun", help="save a rerun .rrd here (needs rerun-sdk)")
+    rep.add_argument("--rerun", help=argparse.SUPPRESS)  # the old name of --save
+    add_view_arguments(rep)
     rep.set_defaults(func=_cmd_replay)

@@ -9,6 +9,7 @@ from typing import Any
 
 from robot_stack.stack.cli import add_stack_config_arguments, stack_overrides
 from robot_stack.types import ActionHead
+from robot_stack.viewer.cli import add_view_arguments, open_view
 
 __all__ = ["add_demo_parser"]
 
@@ -26,7 +27,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         action_head=args.action_head,
         blend=args.blend,
     )
-    report = run_demo(config, episodes=args.episodes, seed=args.seed, gif_path=Path(args.gif) if args.gif else None)
+    view = open_view(args, "robot-stack-demo")
+    try:
+        report = run_demo(
+            config, episodes=args.episodes, seed=args.seed, gif_path=Path(args.gif) if args.gif else None, view=view
+        )
+    finally:
+        if view is not None:
+            view.close()
     print(format_report(report))
     if args.json:
         print(json.dumps({"success_rate": report.success_rate, "episodes": report.episodes, "stages": report.stages}))
@@ -64,5 +72,6 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--blend", choices=["splice", "ensemble", "none"], help="chunk-to-chunk blending (default: splice)"
     )
     demo.add_argument("--json", action="store_true", help="also print the report as JSON")
+    add_view_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
     return demo
