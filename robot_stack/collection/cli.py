@@ -119,6 +119,7 @@ def _record_live(args: argparse.Namespace, cameras: tuple[str, ...]) -> int:
     from robot_stack.collection.session import run_live_session, sim_dataset_spec
     from robot_stack.dataset.recorder import Recorder
     from robot_stack.teleop.keys import StdinKeySource
+    from robot_stack.teleop.terminal import TerminalKeys
 
     spec = sim_dataset_spec(cameras, args.fps, args.width, args.height)
     from robot_stack.calibration.store import load_calibration
@@ -126,11 +127,14 @@ def _record_live(args: argparse.Namespace, cameras: tuple[str, ...]) -> int:
     calibrations = {c: load_calibration("sim_tabletop", c) for c in cameras}
     writer = _open_writer(args, spec, calibrations)
     recorder = Recorder(writer, queue_frames=args.queue)
-    keys = StdinKeySource()
+    raw = sys.stdin is not None and sys.stdin.isatty()
+    keys = TerminalKeys() if raw else StdinKeySource()  # piped input (scripts, tests): one line at a time
     device = _make_device(args, keys)
     print(
-        "keys (then Enter): s start, e stop+success, f stop+failure, x discard, r redo, q quit; "
-        "keyboard jog: i/k x, j/l y, u/o z, g gripper",
+        ("keys (no Enter needed): " if raw else "keys (then Enter): ")
+        + "s start, e stop+success, f stop+failure, x discard, r redo, q quit; keyboard jog "
+        + ("while held" if raw else "per press")
+        + ": i/k x, j/l y, u/o z, g gripper",
         file=sys.stderr,
         flush=True,
     )
@@ -167,7 +171,8 @@ def _make_device(args: argparse.Namespace, keys: Any) -> Any:
     if args.teleop == "keyboard":
         from robot_stack.teleop.keyboard import KeyboardJog
 
-        return KeyboardJog(None)  # the session reads the terminal and hands jog keys over
+        # the session reads the terminal and hands key presses over; held keys jog while down (raw terminal)
+        return KeyboardJog(None, held=getattr(keys, "held", None))
     if args.teleop == "spacemouse":
         from robot_stack.teleop.spacemouse import SpaceMouse
 

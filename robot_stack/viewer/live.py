@@ -156,6 +156,41 @@ class LiveView:
             static=True,
         )
 
+    def send_layout(self, camera_ids: Sequence[str]) -> None:
+        """The default layout: the 3D cell (robot, frusta, points, chunk paths) beside each camera's RGB and depth,
+        the joint plots and the event log."""
+        import rerun.blueprint as rrb
+
+        cams = [
+            rrb.Vertical(
+                rrb.Spatial2DView(origin=f"world/cameras/{c}", contents=[f"world/cameras/{c}/rgb"], name=f"{c} rgb"),
+                rrb.Spatial2DView(
+                    origin=f"world/cameras/{c}", contents=[f"world/cameras/{c}/depth"], name=f"{c} depth"
+                ),
+            )
+            for c in camera_ids
+        ]
+        layout = rrb.Blueprint(
+            rrb.Vertical(
+                rrb.Horizontal(
+                    rrb.Spatial3DView(origin="world", name="cell (robot base frame)"),
+                    *cams,
+                    column_shares=[3] + [1] * len(cams),
+                ),
+                rrb.Horizontal(
+                    rrb.TimeSeriesView(origin="joints", name="joints (rad)"),
+                    rrb.TextLogView(origin="events", name="events"),
+                ),
+                row_shares=[3, 2],
+            ),
+            rrb.TimePanel(timeline="time"),
+            collapse_panels=True,
+        )
+        try:
+            self.rec.send_blueprint(layout)
+        except Exception as exc:
+            log.debug("no default layout: %s", exc)
+
     # -------------------------------------------------------------------------------------------- dynamic
     def log_frame(self, frame: Frame) -> None:
         """One RGB-D frame of a camera (depth in metres)."""

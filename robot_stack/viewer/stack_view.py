@@ -55,8 +55,11 @@ class CellView:
         self.step_index = 0
         urdf, fk = robot_model(robot)
         view.log_robot(urdf, joint_names, fk)
+        ids = []
         for camera_id, model, T_base_cam in cameras:
             view.log_camera(camera_id, model, T_base_cam)
+            ids.append(camera_id)
+        view.send_layout(ids)
 
     def step(
         self,
