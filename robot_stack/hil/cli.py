@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 
 from robot_stack.console import report_progress
+from robot_stack.viewer.cli import add_view_arguments, open_view
 
 __all__ = ["add_hil_parser"]
 
 
 def _cmd_hil(args: argparse.Namespace) -> int:
     from robot_stack.errors import ConfigError
-    from robot_stack.hil.harness import run_scenario
     from robot_stack.hil.report import format_table
     from robot_stack.hil.scenario import load_scenario, scenario_paths
 
@@ -37,9 +37,25 @@ def _cmd_hil(args: argparse.Namespace) -> int:
         if skipped and len(paths) > 1:
             print(f"skipping soak scenarios {skipped} (add --soak to run them)", file=sys.stderr)
     reports = []
+    view = open_view(args, "robot-stack-hil")
+    try:
+        reports = _run_all(args, scenarios, view)
+    finally:
+        if view is not None:
+            view.close()
+    print(format_table(reports))
+    if args.report_dir:
+        print(f"reports (JSON + PNG) in {args.report_dir}")
+    return 0 if all(r.passed for r in reports) else 1
+
+
+def _run_all(args: argparse.Namespace, scenarios: list, view: object) -> list:
+    from robot_stack.hil.harness import run_scenario
+
+    reports: list = []
     for scenario in scenarios:
         report_progress("hil scenarios", len(reports), len(scenarios), "scenarios", f"running {scenario.name}")
-        report = run_scenario(scenario, report_dir=args.report_dir, manifest=args.manifest)
+        report = run_scenario(scenario, report_dir=args.report_dir, manifest=args.manifest, view=view)
         reports.append(report)
         passed = sum(r.passed for r in reports)
         report_progress("hil scenarios", len(reports), len(scenarios), "scenarios", f"passed {passed}/{len(reports)}")
@@ -49,10 +65,7 @@ def _cmd_hil(args: argparse.Namespace) -> int:
             print(
                 f"{scenario.name}: FAILED {check.name}: expected {check.expected}, got {check.actual}", file=sys.stderr
             )
-    print(format_table(reports))
-    if args.report_dir:
-        print(f"reports (JSON + PNG) in {args.report_dir}")
-    return 0 if all(r.passed for r in reports) else 1
+    return reports
 
 
 def add_hil_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -69,5 +82,6 @@ def add_hil_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     hil.add_argument("--manifest", type=Path, help="policy manifest (default: the shipped reach-touch-v1)")
     hil.add_argument("--soak", action="store_true", help="also run soak-tier scenarios found in folders")
     hil.add_argument("--json", action="store_true", help="print each report as one JSON line too")
+    add_view_arguments(hil)
     hil.set_defaults(func=_cmd_hil)
     return hil
