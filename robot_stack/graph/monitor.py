@@ -59,23 +59,19 @@ class GraphMonitor:
                 self.holds += 1
             self._state = state
         if entered and self.view is not None:
-            self.view.view.at(t_ns)
-            self.view.event("hold", f"executor holding (#{self.holds})", "ERROR")
+            self.view.event("hold", f"executor holding (#{self.holds})", "ERROR", t_ns)
 
     def on_joint_state(self, t_ns: int, q: np.ndarray) -> None:
         if self.view is not None:
-            self.view.view.at(t_ns)
-            self.view.view.log_joints(measured=q)
+            self.view.joints(t_ns, q)
 
     def on_trajectory(self, traj: JointTrajectory) -> None:
         if self.view is not None:
-            self.view.view.at(int(traj.t_ns[0]))
-            self.view.view.log_plan(traj)
+            self.view.plan(traj)
 
     def on_frame(self, frame: Frame) -> None:
         if self.view is not None:
-            self.view.view.at(frame.t_capture_ns)
-            self.view.view.log_frame(frame)
+            self.view.step(frame.t_capture_ns, frames=[frame])
 
     def summary(self) -> dict[str, Any]:
         """``episodes``, ``successes``, ``timeouts`` (None without a task status), ``holds``."""

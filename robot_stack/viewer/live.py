@@ -33,7 +33,10 @@ import numpy as np
 
 from robot_stack.types import CameraModel, Frame, JointTrajectory, Pose
 
-__all__ = ["LiveView"]
+__all__ = ["PLAN_POINTS", "LiveView"]
+
+#: Most waypoints of one chunk's trajectory drawn (TCP path) and plotted (planned joints).
+PLAN_POINTS = 24
 
 log = logging.getLogger("robot_stack.viewer")
 
@@ -94,6 +97,7 @@ class LiveView:
         self._trail: list[np.ndarray] = []
         self._counters: dict[str, int] = {}
         self._failed = False
+        self._close_hooks: list[Callable[[], None]] = []
         self.logged = 0
 
     # ------------------------------------------------------------------------------------------------ time
@@ -243,14 +247,17 @@ class LiveView:
         """An accepted chunk's joint trajectory: planned joints at the times its waypoints are meant for, and its
         TCP path (forward kinematics) as a line in the 3D view."""
         rr = self.rr
+        # a retimed chunk has a waypoint per few ms: at most PLAN_POINTS of them are shown
+        pick = np.unique(np.linspace(0, len(traj.t_ns) - 1, min(len(traj.t_ns), PLAN_POINTS)).round().astype(int))
+        positions, t_ns = traj.positions[pick], np.asarray(traj.t_ns, np.int64)[pick]
         if self._fk is not None:
-            path = np.stack([self._fk(q) for q in traj.positions])
+            path = np.stack([self._fk(q) for q in positions])
             self._log("world/chunks/tcp_path", rr.LineStrips3D([path], colors=[[255, 140, 0]], radii=0.003))
             self._log("world/chunks/targets", rr.Points3D(path, colors=[[255, 140, 0]], radii=0.005))
         if self._t0_ns is None:
             return
         cols = {name: i for i, name in enumerate(traj.joint_names)}
-        times = (np.asarray(traj.t_ns, np.int64) - self._t0_ns) / 1e9
+        times = (t_ns - self._t0_ns) / 1e9
         for name in self._joint_names:
             if name not in cols:
                 continue
@@ -258,7 +265,7 @@ class LiveView:
                 self.rec.send_columns(
                     f"joints/{name}/planned",
                     indexes=[rr.TimeColumn("time", duration=times)],
-                    columns=rr.Scalars.columns(scalars=traj.positions[:, cols[name]]),
+                    columns=rr.Scalars.columns(scalars=positions[:, cols[name]]),
                 )
             except Exception as exc:
                 log.debug("planned joints not logged: %s", exc)
@@ -277,8 +284,18 @@ class LiveView:
         """One point (base frame, metres) at ``path``."""
         self._log(path, self.rr.Points3D([np.asarray(xyz, np.float64).reshape(3)], radii=radius_m, colors=[color]))
 
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` first when the view closes (a feeder's worker logs what it still holds)."""
+        self._close_hooks.append(hook)
+
     def close(self) -> None:
         """Flush and close the sinks (the ``.rrd`` file is complete after this)."""
+        for hook in self._close_hooks:
+            try:
+                hook()
+            except Exception as exc:
+                log.warning("viewer feeder did not close cleanly: %s", exc)
+        self._close_hooks.clear()
         try:
             self.rec.flush()
             self.rec.disconnect()

@@ -10,7 +10,9 @@ that failed or was refused (stale frames, transport, decode), a watchdog hold, n
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +39,11 @@ def robot_model(model: str) -> tuple[str, Any]:
 class CellView:
     """Logs steps of a cell (robot + calibrated cameras) into ``view``.
 
+    Logging (encoding images, forward kinematics of chunks) runs on a worker thread, never in the caller's loop:
+    :meth:`step` queues the step's data and returns. When the worker falls behind (a loaded machine) the oldest
+    queued step is dropped (counted in :attr:`dropped`, logged at close): the view may skip a cycle, the loop never
+    waits for it.
+
     Args:
         view: the live view.
         robot: robot description name (``panda``).
@@ -53,6 +60,11 @@ class CellView:
     ) -> None:
         self.view = view
         self.step_index = 0
+        self.dropped = 0
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=4)
+        self._worker = threading.Thread(target=self._work, name="robot_stack-viewer", daemon=True)
+        self._worker.start()
+        view.on_close(self.close)
         urdf, fk = robot_model(robot)
         view.log_robot(urdf, joint_names, fk)
         ids = []
@@ -71,10 +83,23 @@ class CellView:
         commanded: np.ndarray | None = None,
         trajectory: JointTrajectory | None = None,
     ) -> None:
-        """One step at ``t_ns`` (monotonic ns of the data)."""
-        view = self.view
+        """One step at ``t_ns`` (monotonic ns of the data), logged by the worker."""
         self.step_index += 1
-        view.at(t_ns, self.step_index)
+        step_index = self.step_index
+        self._submit(lambda: self._log_step(t_ns, step_index, frames, observation, state, commanded, trajectory))
+
+    def _log_step(
+        self,
+        t_ns: int,
+        step_index: int,
+        frames: Sequence[Frame],
+        observation: Observation | None,
+        state: RobotState | None,
+        commanded: np.ndarray | None,
+        trajectory: JointTrajectory | None,
+    ) -> None:
+        view = self.view
+        view.at(t_ns, step_index)
         for frame in frames:
             view.log_frame(frame)
         if observation is not None:
@@ -88,11 +113,80 @@ class CellView:
         if trajectory is not None:
             view.log_plan(trajectory)
 
-    def event(self, kind: str, text: str, level: str = "WARN") -> None:
-        self.view.log_event(kind, text, level)
+    def event(self, kind: str, text: str, level: str = "WARN", t_ns: int | None = None) -> None:
+        step_index = self.step_index
 
-    def target(self, xyz: np.ndarray) -> None:
-        self.view.log_target(xyz)
+        def log_it() -> None:
+            if t_ns is not None:
+                self.view.at(t_ns, step_index)
+            self.view.log_event(kind, text, level)
+
+        self._submit(log_it)
+
+    def target(self, xyz: np.ndarray, t_ns: int | None = None) -> None:
+        def log_it() -> None:
+            if t_ns is not None:
+                self.view.at(t_ns, self.step_index)
+            self.view.log_target(xyz)
+
+        self._submit(log_it)
+
+    def joints(self, t_ns: int, measured: np.ndarray) -> None:
+        """Measured joints alone (a joint-state stream faster than the steps)."""
+        q = np.asarray(measured, np.float64).copy()
+
+        def log_it() -> None:
+            self.view.at(t_ns)
+            self.view.log_joints(measured=q)
+
+        self._submit(log_it)
+
+    def plan(self, trajectory: JointTrajectory) -> None:
+        """A trajectory alone (from a topic)."""
+
+        def log_it() -> None:
+            self.view.at(int(trajectory.t_ns[0]))
+            self.view.log_plan(trajectory)
+
+        self._submit(log_it)
+
+    # ----------------------------------------------------------------------------------------------- worker
+    def _submit(self, job: Callable[[], None]) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(job)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()  # the oldest step goes: the view is behind, the loop must not wait
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:  # the view must never take anything down
+                log.debug("viewer step not logged", exc_info=True)
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until every queued step is logged (or ``timeout_s``)."""
+        done = threading.Event()
+        self._submit(done.set)
+        done.wait(timeout_s)
+
+    def close(self) -> None:
+        """Log what is queued, stop the worker. Idempotent."""
+        if self._worker.is_alive():
+            self.flush()
+            self._queue.put(None)
+            self._worker.join(5.0)
+            if self.dropped:
+                log.info("viewer skipped %d steps it could not keep up with", self.dropped)
 
 
 class StackView(CellView):
@@ -118,9 +212,8 @@ class StackView(CellView):
         """A new episode (its executor and cycle); ``target_xyz``: the task's target, base frame."""
         self._episode = episode
         self._holds = self._safety = 0
-        self.view.at(self.stack.clock.now_ns(), self.step_index)
         if target_xyz is not None:
-            self.target(target_xyz)
+            self.target(np.asarray(target_xyz, np.float64).copy(), self.stack.clock.now_ns())
 
     def after_cycle(self, step: int, result: CycleResult) -> None:
         """Log one cycle (call after every cycle)."""
@@ -139,7 +232,7 @@ class StackView(CellView):
             trajectory=result.trajectory,
         )
         if not result.ok and result.outcome != "recovering":
-            self.event(result.outcome.split(":")[0], result.detail or result.outcome)
+            self.event(result.outcome.split(":")[0], result.detail or result.outcome, t_ns=self.stack.clock.now_ns())
         if executor is not None:
             self._executor_events(executor)
 
@@ -150,8 +243,9 @@ class StackView(CellView):
             return
         holds = int(stats.get("holds") or 0)
         safety = int((stats.get("safety") or {}).get("total", 0))
+        now = self.stack.clock.now_ns()
         if holds > self._holds:
-            self.event("hold", f"watchdog hold #{holds} (executor {executor.state.value})", "ERROR")
+            self.event("hold", f"watchdog hold #{holds} (executor {executor.state.value})", "ERROR", now)
         if safety > self._safety:
-            self.event("safety", f"{safety - self._safety} new safety intervention(s), {safety} in all")
+            self.event("safety", f"{safety - self._safety} new safety intervention(s), {safety} in all", t_ns=now)
         self._holds, self._safety = holds, safety
