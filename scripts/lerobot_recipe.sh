@@ -8,7 +8,9 @@
 #                                                   # episodes into a temporary folder first)
 #
 # Environment: LEROBOT_VENV (default .venv-lerobot), PYTHON (default python3.11 / python3), ROBOT_STACK_PYTHON
-# (robot-stack's interpreter, default .venv/bin/python), LEROBOT_OUT (where the check writes its outputs).
+# (robot-stack's interpreter, default .venv/bin/python), LEROBOT_OUT (where the check writes its outputs),
+# LEROBOT_APT=0 (do not apt-install FFmpeg), LEROBOT_VIDEO_BACKEND (torchcodec | pyav; default: torchcodec when
+# its FFmpeg libraries load).
 # Steps: free-disk check; venv with torch 2.10.0 + torchvision 0.25.0 + torchcodec 0.10.0 + lerobot 0.4.4 (pip, ~3
 # min the first time; a stamp skips it afterwards); then scripts/lerobot_check.py inside it: LeRobotDataset loads
 # the dataset, decodes video frames (torchcodec when the FFmpeg shared libraries are there, else
@@ -21,6 +23,7 @@ VENV=${LEROBOT_VENV:-.venv-lerobot}
 RS_PY=${ROBOT_STACK_PYTHON:-.venv/bin/python}
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 OUT=${LEROBOT_OUT:-$(mktemp -d -t lerobot-recipe-XXXXXX)}
+mkdir -p "$OUT"
 PINS=(torch==2.10.0 torchvision==0.25.0 torchcodec==0.10.0 lerobot==0.4.4)
 
 mkdir -p "$(dirname "$VENV")"
@@ -37,6 +40,19 @@ if [ ! -f "$VENV/.lerobot-recipe" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q "${PINS[@]}"
     echo "${PINS[*]}" > "$VENV/.lerobot-recipe"
+fi
+
+# torchcodec (LeRobot's default video decoder, and the only one lerobot-dataset-viz uses) loads the system's FFmpeg
+# shared libraries (4 to 7); Debian 12 has 5.1 in the `ffmpeg` package. Without them LeRobotDataset still decodes
+# with video_backend="pyav" (the check falls back to it), but lerobot-dataset-viz cannot run.
+if ! ldconfig -p 2>/dev/null | grep -q 'libavutil\.so\.5[6-9]'; then
+    if [ "${LEROBOT_APT:-1}" = "1" ] && command -v apt-get >/dev/null; then
+        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        echo "[lerobot] installing the FFmpeg shared libraries for torchcodec (apt: ffmpeg)"
+        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null
+    else
+        echo "[lerobot] no FFmpeg shared libraries: frames decode with PyAV; lerobot-dataset-viz needs them" >&2
+    fi
 fi
 
 DATASET=${1:-}
@@ -61,4 +77,5 @@ for cam, data in ep.cameras.items():
     arrays[f"rgb/{cam}"] = data.rgb
 np.savez(sys.argv[2], **arrays)
 PY
-"$VENV/bin/python" scripts/lerobot_check.py "$DATASET" "$OUT/robot_stack_frames.npz" --out "$OUT"
+"$VENV/bin/python" scripts/lerobot_check.py "$DATASET" "$OUT/robot_stack_frames.npz" --out "$OUT" \
+    ${LEROBOT_VIDEO_BACKEND:+--video-backend "$LEROBOT_VIDEO_BACKEND"}
