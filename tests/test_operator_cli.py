@@ -169,3 +169,20 @@ def test_summary_table_keeps_brackets_and_aligns_numbers() -> None:
     text = summary_table("t", ["name", "n"], [("pip install 'robot-stack[gpu]'", 3), ("b", 12)])
     assert "robot-stack[gpu]" in text
     assert "│  3 │" in text or " 3 │" in text
+
+
+def test_allow_stale_and_endpoint_are_flags_of_the_stack_commands() -> None:
+    from robot_stack.demo.loop import demo_config
+    from robot_stack.stack.cli import stack_overrides
+
+    args = build_parser().parse_args(
+        ["demo", "--allow-stale", "--endpoint", "ws://gpu-box:8000", "--set", "control.rate_hz=1000"]
+    )
+    assert stack_overrides(args) == [
+        "control.rate_hz=1000",
+        "calibration.allow_stale=true",
+        "policy.endpoint=ws://gpu-box:8000",
+    ]
+    config = demo_config("demo", stack_overrides(args))
+    assert config.calibration.allow_stale and config.policy.endpoint == "ws://gpu-box:8000"
+    assert config.control.rate_hz == 1000
