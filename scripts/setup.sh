@@ -35,7 +35,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[setup] installing robot-stack and dependencies into $VENV (first run takes a few minutes)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e ".[cpu,dev]"  # GPU machines: README "GPU" (cpu -> gpu, never both)
-    # benchmark peer only: openpi-client pins numpy<2 in its metadata but runs on numpy 2 (websockets + msgpack)
-    "$VENV/bin/python" -m pip install -q --no-deps openpi-client
+    # openpi interop tests and the transport bench peer: openpi-client pins numpy<2 in its metadata but runs on
+    # numpy 2 (websockets + msgpack)
+    "$VENV/bin/python" -m pip install -q --no-deps openpi-client==0.1.2
     echo "$want" > "$stamp"
 fi

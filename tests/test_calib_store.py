@@ -101,7 +101,11 @@ def test_missing_file_names_the_path_and_the_fix(tmp_path: Path) -> None:
     assert "python -m robot_stack.sim.calibration --scene sim_tabletop --camera side" in message
     with pytest.raises(CalibrationError) as err:
         load_calibration("my_cell", "front", root=tmp_path)
-    assert str(tmp_path / "my_cell" / "front.yaml") in str(err.value) and "save_calibration" in str(err.value)
+    message = str(err.value)
+    assert str(tmp_path / "my_cell" / "front.yaml") in message
+    # the hint names the command that writes the file (issue 15: CLI flags, not Python calls)
+    assert "robot-stack calibrate hand-eye --scene my_cell --camera front" in message and "--write" in message
+    assert "save_calibration" not in message
 
 
 def test_env_var_overrides_the_default_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

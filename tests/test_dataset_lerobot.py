@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.machinery
 import json
+import os
+import subprocess
 import sys
-import types
+from pathlib import Path
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -99,68 +98,29 @@ def test_loader_reads_what_was_written(tmp_path):
         ds.load_episode(2)
 
 
-def _lerobot_dataset_class(monkeypatch):
-    """LeRobotDataset, or the reason it cannot be imported here.
-
-    lerobot 0.4.x imports torchvision at module level. On PyPI torchvision exists only as a CUDA build whose C++
-    extension links libtorch_cuda.so, which the CPU torch (2.13.0+cpu) of this project lacks: ``import torchvision``
-    then fails ("operator torchvision::nms does not exist"). LeRobot uses torchvision only for its torchvision video
-    backend and image transforms; when it is unusable we register an empty ``torchvision`` module so that LeRobot's
-    metadata, task and parquet loading (the parts that define the layout) run for real, and check the video
-    timestamps against LeRobot's lookup rule with PyAV instead of LeRobot's decoder.
-    """
-    pytest.importorskip("lerobot", reason="pip install --no-deps lerobot==0.4.4 datasets pandas draccus accelerate")
-    real_torchvision = True
-    try:
-        importlib.import_module("torchvision")
-    except Exception:
-        real_torchvision = False
-        stub = types.ModuleType("torchvision")
-        stub.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
-        stub.transforms = types.ModuleType("torchvision.transforms")
-        stub.transforms.__spec__ = importlib.machinery.ModuleSpec("torchvision.transforms", None)
-        monkeypatch.setitem(sys.modules, "torchvision", stub)  # removed again after the test
-        monkeypatch.setitem(sys.modules, "torchvision.transforms", stub.transforms)
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-    return LeRobotDataset, real_torchvision
-
-
 @pytest.mark.slow
-def test_lerobot_loads_a_dataset_recorded_in_the_sim(tmp_path, monkeypatch):
-    from robot_stack.collection.session import SimRecordingRig
-    from robot_stack.dataset.recorder import Recorder
-    from robot_stack.teleop import ExpertTeleop
-
-    rig = SimRecordingRig(("front", "side"), fps=10, width=160, height=120, max_duration_s=1.0)
-    root = tmp_path / "ds"
-    try:
-        rec = Recorder(DatasetWriter(root, rig.spec, rig.calibrations))
-        for seed in (0, 1):
-            rig.record_episode(rec, ExpertTeleop(rig.task.cube_top_center), seed)
-    finally:
-        rig.close()
-    LeRobotDataset, real_torchvision = _lerobot_dataset_class(monkeypatch)
-    ds = LeRobotDataset("local/robot_stack_sim", root=root, video_backend="pyav")
-    ours = load_dataset(root)
-    assert ds.num_episodes == 2 and ds.num_frames == ours.num_frames
-    assert ds.meta.video_keys == ["observation.images.front", "observation.images.side"]
-    assert ds.meta.tasks.iloc[0].name == "reach and touch the red cube"
-    ep1 = ours.load_episode(1)
-    start = ds.meta.episodes[1]["dataset_from_index"]
-    row = ds.hf_dataset[start + 2]
-    np.testing.assert_array_equal(row["observation.state"].numpy(), ep1.state[2])
-    np.testing.assert_array_equal(row["action"].numpy(), ep1.action[2])
-    assert int(row["episode_index"]) == 1 and int(row["frame_index"]) == 2
-    if real_torchvision:
-        item = ds[start + 2]
-        img = (item["observation.images.front"].permute(1, 2, 0).numpy() * 255).round()
-        assert np.abs(img - ep1.cameras["front"].rgb[2]).mean() < 3
-        assert item["task"] == "reach and touch the red cube"
-    else:  # LeRobot's lookup: frame at from_timestamp + timestamp within tolerance_s, in the episode's mp4
-        for key in ds.meta.video_keys:
-            path = root / ds.meta.get_video_file_path(1, key)
-            with av.open(str(path)) as c:
-                times = [float(f.pts * f.time_base) for f in c.decode(video=0)]
-            query = ds.meta.episodes[1][f"videos/{key}/from_timestamp"] + float(row["timestamp"])
-            assert min(abs(t - query) for t in times) < ds.tolerance_s
+def test_lerobot_recipe_reads_a_recorded_dataset_with_lerobots_own_classes(tmp_path):
+    """scripts/lerobot_recipe.sh: the separate LeRobot 0.4.4 environment (torch 2.10.0, torchvision 0.25.0,
+    torchcodec 0.10.0; built on first use: ~8 GB, minutes) loads a dataset just recorded by robot-stack with
+    LeRobotDataset, decodes its frames (torchcodec, and PyAV as the fallback backend) equal to robot-stack's own
+    decode, reads state and action chunks through delta_timestamps, and runs lerobot-dataset-viz."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "ROBOT_STACK_PYTHON": sys.executable, "LEROBOT_OUT": str(tmp_path / "out")}
+    proc = subprocess.run(
+        ["bash", str(repo / "scripts" / "lerobot_recipe.sh")], cwd=repo, env=env, capture_output=True, text=True,
+        timeout=3600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["ok"] and result["lerobot"] == "0.4.4" and result["torch"].startswith("2.10.0")
+    assert result["episodes"] == 2 and max(result["frame_error_grey_levels"].values()) < 3
+    assert Path(result["viz_rrd"]).stat().st_size > 0
+    venv = Path(os.environ.get("LEROBOT_VENV", ".venv-lerobot"))
+    venv = venv if venv.is_absolute() else repo / venv
+    pyav = subprocess.run(
+        [str(venv / "bin" / "python"), "scripts/lerobot_check.py", str(tmp_path / "out" / "dataset"),
+         str(tmp_path / "out" / "robot_stack_frames.npz"), "--out", str(tmp_path / "pyav"), "--video-backend", "pyav"],
+        cwd=repo, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert pyav.returncode == 0, pyav.stderr[-3000:]
+    assert json.loads(pyav.stdout.strip().splitlines()[-1])["video_backend"] == "pyav"

@@ -13,36 +13,41 @@ __all__ = ["add_bench_parser"]
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from robot_stack.bench import load_builtin, registry
+    from robot_stack.console import print_summary, report_progress
 
     failures = load_builtin()
     benches = registry()
-    if args.name not in benches:
-        hint = f" (failed to load: {failures[args.name]})" if args.name in failures else ""
-        print(f"unknown benchmark {args.name!r}{hint}; available: {', '.join(sorted(benches))}", file=sys.stderr)
-        return 2
-    fn = benches[args.name]
-    if args.set:
-        if "overrides" not in inspect.signature(fn).parameters:
-            print(f"benchmark {args.name!r} takes no --set (it builds no stack)", file=sys.stderr)
+    for name in args.names:
+        if name not in benches:
+            hint = f" (failed to load: {failures[name]})" if name in failures else ""
+            print(f"unknown benchmark {name!r}{hint}; available: {', '.join(sorted(benches))}", file=sys.stderr)
             return 2
-        result = {"bench": args.name, **fn(args.quick, overrides=args.set)}  # type: ignore[call-arg]
-    else:
-        result = {"bench": args.name, **fn(args.quick)}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>32}: {value}")
+        if args.set and "overrides" not in inspect.signature(benches[name]).parameters:
+            print(f"benchmark {name!r} takes no --set (it builds no stack)", file=sys.stderr)
+            return 2
+    for i, name in enumerate(args.names):
+        report_progress("bench", i, len(args.names), "benchmarks", f"running {name}")
+        fn = benches[name]
+        figures = fn(args.quick, overrides=args.set) if args.set else fn(args.quick)  # type: ignore[call-arg]
+        result = {"bench": name, **figures}
+        report_progress("bench", i + 1, len(args.names), "benchmarks", f"{name} done")
+        if args.json:
+            print(json.dumps(result), flush=True)
+        print_summary(f"robot-stack bench {name}" + (" --quick" if args.quick else ""), result, to_stderr=args.json)
     return 0
 
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``robot-stack bench <name> [--json] [--quick]``."""
+    """Register ``robot-stack bench NAME... [--json] [--quick]``."""
     from robot_stack.bench import BUILTIN_MODULES
 
-    bench = subparsers.add_parser("bench", help="run a benchmark and print its figures")
-    bench.add_argument("name", help=" | ".join(BUILTIN_MODULES))
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench = subparsers.add_parser(
+        "bench",
+        help="run a benchmark and print its figures",
+        epilog="examples:\n  robot-stack bench transport --json\n  robot-stack bench executor --quick",
+    )
+    bench.add_argument("names", nargs="+", metavar="NAME", help="one or more of: " + " | ".join(BUILTIN_MODULES))
+    bench.add_argument("--json", action="store_true", help="print one JSON object per benchmark (tables on stderr)")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test)")
     bench.add_argument(
         "--set",

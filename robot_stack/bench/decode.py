@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from robot_stack.bench.registry import register
+from robot_stack.console import report_progress
 from robot_stack.decoders import get_decoder
 from robot_stack.decoders.binned import BinSpec
 from robot_stack.decoders.vq import DEFAULT_VQ_MANIFEST, LatentVQDecoder
@@ -81,13 +82,15 @@ def run(quick: bool) -> dict[str, Any]:
     repeats = 60 if quick else 200
     p50_us: dict[str, float] = {}
     out: dict[str, Any] = {"horizon": HORIZON, "repeats": repeats}
-    for name, fn in cases.items():
+    for k, (name, fn) in enumerate(cases.items()):
+        report_progress("bench decode", k, len(cases), "decoders", name)
         # IK decoders cost ~1000x the joint decoder: give cheap ones more samples for a stable median
         n = repeats * (10 if name.startswith("joint") else 1)
         samples = time_calls(fn, n)
         p50_us[name] = float(np.median(samples)) * 1e6
         out[f"{name}_us_p50"] = round(p50_us[name], 1)
         out[f"{name}_us_p99"] = round(float(np.percentile(samples, 99)) * 1e6, 1)
+    report_progress("bench decode", len(cases), len(cases), "decoders", "done")
     base = p50_us["joint_position"]
     out["baseline"] = "joint_position"
     for name, value in p50_us.items():

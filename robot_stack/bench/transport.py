@@ -16,6 +16,14 @@ Payload: a realistic observation: two 640x480 RGB (uint8), one 640x480 depth (ui
 Measurements alternate in batches between the servers so that load changes on the machine hit all alike.
 ``ratio_vs_raw_zmq`` = p50(policy) / p50(raw), target <= 1.5; ``ratio_vs_openpi`` = p50(policy) / p50(openpi),
 target < 1. Without ``openpi-client`` installed the openpi figures are omitted and ``openpi_skipped`` says why.
+
+openpi interop, both directions, same payload (``robot-stack serve --openpi-port``; ``policy.endpoint: ws://``):
+
+* **gateway**: openpi-client's ``WebsocketClientPolicy`` -> robot-stack's :class:`~robot_stack.transport.openpi
+  .OpenPIGateway` -> the robot-stack ZeroMQ server (loopback, same process as the gateway); ``gateway_*``;
+* **openpi_endpoint**: robot-stack's :class:`~robot_stack.transport.openpi.OpenPIClient` (the robot side's endpoint
+  for ``ws://`` servers, strict decoding, deadlines) -> the openpi-style server above; ``openpi_endpoint_*``,
+  compared with openpi-client on the same server (``ratio_endpoint_vs_openpi``).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import numpy as np
 import zmq
 
 from robot_stack.bench.registry import register
+from robot_stack.console import report_progress
 from robot_stack.metrics import latency_stats
 
 CHUNK = np.linspace(-0.01, 0.01, 24, dtype=np.float32).reshape(8, 3)
@@ -84,9 +93,14 @@ def run(quick: bool) -> dict[str, Any]:
     policy_proc, policy_ep = _start("policy")
     raw_proc, raw_ep = _start("raw")
     openpi_proc, openpi_ep = _start("openpi") if have_openpi else (None, "")
+    gateway_proc, gateway_ep = _start("gateway") if have_openpi else (None, "")
     openpi_s: list[float] = []
+    gateway_s: list[float] = []
+    endpoint_s: list[float] = []
     try:
         openpi_call = _openpi_client(openpi_ep, obs) if have_openpi else None
+        gateway_call = _openpi_client(gateway_ep, obs) if have_openpi else None
+        endpoint_call = _rs_openpi_client(openpi_ep, obs) if have_openpi else None
         client = PolicyClient(policy_ep, "bench", timeout_s=10.0)
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
@@ -105,14 +119,18 @@ def run(quick: bool) -> dict[str, Any]:
         for _ in range(5):  # warm every connection
             client.infer(obs)
             raw_call()
-            if openpi_call is not None:
-                openpi_call()
-        for _ in range(batches):
-            if openpi_call is not None:
+            for call in (openpi_call, gateway_call, endpoint_call):
+                if call is not None:
+                    call()
+        for b in range(batches):
+            report_progress("bench transport", b, batches, "batches")
+            for call, samples in ((openpi_call, openpi_s), (gateway_call, gateway_s), (endpoint_call, endpoint_s)):
+                if call is None:
+                    continue
                 for _ in range(per_batch):
                     t0 = time.perf_counter_ns()
-                    openpi_call()
-                    openpi_s.append((time.perf_counter_ns() - t0) / 1e9)
+                    call()
+                    samples.append((time.perf_counter_ns() - t0) / 1e9)
             for _ in range(per_batch):
                 t0 = time.perf_counter_ns()
                 raw_call()
@@ -126,13 +144,15 @@ def run(quick: bool) -> dict[str, Any]:
                 server.append(reply.timing.server_ms)
             if not np.array_equal(reply.arrays["actions"], CHUNK):
                 raise RuntimeError("policy server returned a wrong chunk")
+        report_progress("bench transport", batches, batches, "batches")
         client.close()
         req.close(0)
     finally:
         _stop(policy_proc)
         _stop(raw_proc)
-        if openpi_proc is not None:
-            _stop(openpi_proc)
+        for proc in (openpi_proc, gateway_proc):
+            if proc is not None:
+                _stop(proc)
     pol = latency_stats(np.array(policy_s), "policy_")
     raw = latency_stats(np.array(raw_s), "raw_zmq_")
     openpi: dict[str, Any] = {"openpi_skipped": "openpi-client not installed (pip install --no-deps openpi-client)"}
@@ -144,6 +164,17 @@ def run(quick: bool) -> dict[str, Any]:
             "ratio_p99_vs_openpi": round(pol["policy_p99_ms"] / stats["openpi_p99_ms"], 3),
             "openpi_server": "minimal websockets+msgpack_numpy server (openpi's own needs the openpi package)",
         }
+    if gateway_s and endpoint_s and openpi_s:
+        gw = latency_stats(np.array(gateway_s), "gateway_")
+        ep = latency_stats(np.array(endpoint_s), "openpi_endpoint_")
+        openpi.update(
+            {
+                **gw,
+                "ratio_gateway_vs_openpi": round(gw["gateway_p50_ms"] / openpi["openpi_p50_ms"], 3),
+                **ep,
+                "ratio_endpoint_vs_openpi": round(ep["openpi_endpoint_p50_ms"] / openpi["openpi_p50_ms"], 3),
+            }
+        )
     return {
         "payload_mb": round(payload_bytes / 1e6, 3),
         **pol,
@@ -169,6 +200,20 @@ def _openpi_client(endpoint: str, obs: dict[str, np.ndarray]) -> Any:
         result = policy.infer(obs)
         if not np.array_equal(result["actions"], CHUNK):
             raise RuntimeError("openpi-style server returned a wrong chunk")
+
+    return call
+
+
+def _rs_openpi_client(endpoint: str, obs: dict[str, np.ndarray]) -> Any:
+    """A call of robot-stack's :class:`OpenPIClient` (the robot side's ``ws://`` endpoint) on ``obs``."""
+    from robot_stack.transport.openpi import OpenPIClient
+
+    client = OpenPIClient(endpoint, timeout_s=10.0)
+
+    def call() -> None:
+        reply = client.infer(obs)
+        if not np.array_equal(reply.arrays["actions"], CHUNK):
+            raise RuntimeError("openpi-style server returned a wrong chunk to OpenPIClient")
 
     return call
 
@@ -200,6 +245,27 @@ def _serve_policy() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with PolicyServer(handler, bind="tcp://127.0.0.1:*") as server:
         print(f"READY {server.endpoint}", flush=True)
+        stop.wait()
+
+
+def _serve_gateway() -> None:
+    """The policy bench server with robot-stack's openpi gateway in front of it (one process, loopback hop)."""
+    import signal
+    import threading
+
+    from robot_stack.transport.openpi import OpenPIGateway
+    from robot_stack.transport.server import PolicyServer
+
+    def handler(arrays: Any, meta: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return {"actions": CHUNK}, {}
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with (
+        PolicyServer(handler, bind="tcp://127.0.0.1:*") as server,
+        OpenPIGateway(server.endpoint, port=0, timeout_s=10.0) as gateway,
+    ):
+        print(f"READY {gateway.endpoint}", flush=True)
         stop.wait()
 
 
@@ -243,4 +309,4 @@ def _serve_openpi() -> None:
 
 
 if __name__ == "__main__":  # subprocess entry of the benchmark's servers: ``python -m ... raw|policy|openpi``
-    {"raw": _serve_raw, "policy": _serve_policy, "openpi": _serve_openpi}[sys.argv[1]]()
+    {"raw": _serve_raw, "policy": _serve_policy, "openpi": _serve_openpi, "gateway": _serve_gateway}[sys.argv[1]]()

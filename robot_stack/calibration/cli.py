@@ -252,11 +252,22 @@ def add_calibrate_parser(
     ``sim_tools`` provides the simulator for ``--sim`` (see the module docstring)."""
     from robot_stack.calibration.handeye import HAND_EYE_METHODS
 
-    calibrate = subparsers.add_parser("calibrate", help="camera calibration: hand-eye, intrinsics, check")
+    calibrate = subparsers.add_parser(
+        "calibrate",
+        help="camera calibration: hand-eye, intrinsics, check",
+        epilog="examples:\n"
+        "  robot-stack calibrate hand-eye --sim --poses 20 --write\n"
+        "  robot-stack calibrate check --scene sim_tabletop",
+    )
     calibrate.set_defaults(sim_tools=sim_tools)
     sub = calibrate.add_subparsers(dest="calibrate_command", required=True)
 
-    he = sub.add_parser("hand-eye", help="hand-eye calibration (automatic in the simulator with --sim)")
+    he = sub.add_parser(
+        "hand-eye",
+        help="hand-eye calibration (automatic in the simulator with --sim)",
+        epilog="examples:\n  robot-stack calibrate hand-eye --sim --poses 20 --seed 0 --write\n"
+        "  robot-stack calibrate hand-eye --robot my_pkg.arm:connect --serial 123456789012 --camera front --write",
+    )
     he.add_argument("--sim", action="store_true", help="run the automatic procedure in the simulated cell")
     he.add_argument("--robot", help="hardware: package.module:factory returning your connected Robot")
     he.add_argument("--serial", help="hardware: RealSense serial number (default: the only one connected)")
@@ -292,7 +303,12 @@ def add_calibrate_parser(
     he.add_argument("--json", action="store_true")
     he.set_defaults(func=_cmd_hand_eye)
 
-    intr = sub.add_parser("intrinsics", help="intrinsics + distortion from ChArUco views")
+    intr = sub.add_parser(
+        "intrinsics",
+        help="intrinsics + distortion from ChArUco views",
+        epilog="examples:\n  robot-stack calibrate intrinsics --sim --poses 12\n"
+        "  robot-stack calibrate intrinsics --recording front=board.db3",
+    )
     intr.add_argument("--sim", action="store_true", help="render the board in the simulated cell")
     intr.add_argument("--recording", action="append", help="CAMERA=FILE.db3 with the board moved around")
     intr.add_argument("--poses", type=int, default=12, help="views (default 12)")
@@ -300,7 +316,11 @@ def add_calibrate_parser(
     intr.add_argument("--json", action="store_true")
     intr.set_defaults(func=_cmd_intrinsics)
 
-    check = sub.add_parser("check", help="validate a scene's calibrations and report drift (+ PNG report)")
+    check = sub.add_parser(
+        "check",
+        help="validate a scene's calibrations and report drift (+ PNG report)",
+        epilog="example:\n  robot-stack calibrate check --scene sim_tabletop --report check.png",
+    )
     check.add_argument("--scene", default="sim_tabletop")
     check.add_argument("--cameras", help="comma-separated camera ids (default: front,side or the recordings)")
     check.add_argument("--reference", help="trusted camera (default: the first)")

@@ -393,8 +393,8 @@ def _create_hint(scene: str, camera_id: str, root: Path | None) -> str:
             "(writes the simulator's ground-truth calibration)."
         )
     return (
-        "Calibrate this camera (hand-eye for a real camera) and write the result with "
-        "robot_stack.calibration.store.save_calibration(); for a simulated scene use "
+        f"Calibrate this camera and write the file with `robot-stack calibrate hand-eye --scene {scene} --camera "
+        f"{camera_id} --serial SERIAL --robot PKG.MODULE:FACTORY --write{root_flag}`; for a simulated scene use "
         f"`python -m robot_stack.sim.calibration --scene <sim scene> --camera {camera_id}{root_flag}` "
         f"(simulated scenes: {', '.join(SIM_SCENES)})."
     )
@@ -465,9 +465,11 @@ def load_calibration(
         )
         if not allow_stale:
             raise CalibrationError(
-                msg + ". Recalibrate the camera, or pass allow_stale=True to use it anyway at your own risk."
+                f"{msg}. Recalibrate the camera (`robot-stack calibrate hand-eye --scene {scene} --camera "
+                f"{camera_id} --write`), or run with --allow-stale (--set calibration.allow_stale=true) to use it "
+                "anyway at your own risk."
             )
-        log.warning("%s; using it because allow_stale=True", msg)
+        log.warning("%s; using it because --allow-stale (calibration.allow_stale) was given", msg)
     return cal
 
 

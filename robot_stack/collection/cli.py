@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from robot_stack.console import print_summary, print_table, report_progress
+from robot_stack.viewer.cli import add_view_arguments, open_view
+
 log = logging.getLogger("robot_stack.dataset.cli")
 
 __all__ = ["add_dataset_parser"]
@@ -62,37 +65,61 @@ def _cmd_record(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     rig = SimRecordingRig(cameras, args.fps, args.width, args.height, args.max_duration)
+    view = open_view(args, "robot-stack-record")
     try:
+        if view is not None:
+            from robot_stack.viewer.stack_view import CellView
+
+            rig.view = CellView(
+                view,
+                rig.config.robot.model,
+                rig.robot.joint_names,
+                [(c.camera_id, p.camera, p.T_base_cam) for c, p in rig.cell.cameras],
+            )
         writer = _open_writer(args, rig.spec, rig.calibrations)
         recorder = Recorder(writer, queue_frames=args.queue)
         device = ExpertTeleop(rig.task.cube_top_center)
         start = writer.num_episodes
+        rows = []
         for i in range(args.episodes):
             seed = args.seed + start + i
             result, committed = rig.record_episode(recorder, device, seed)
-            print(
-                json.dumps(
-                    {
-                        "episode": committed.episode_index,
-                        "seed": seed,
-                        "frames": committed.length,
-                        "success": result.success,
-                        "duration_s": round(result.duration_s, 3),
-                        "dropped_frames": committed.dropped_frames,
-                        "dropped_joint_samples": committed.dropped_joint_samples,
-                    }
-                ),
-                flush=True,
-            )
+            row = {
+                "episode": committed.episode_index,
+                "seed": seed,
+                "frames": committed.length,
+                "success": result.success,
+                "duration_s": round(result.duration_s, 3),
+                "dropped_frames": committed.dropped_frames,
+                "dropped_joint_samples": committed.dropped_joint_samples,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            ok = sum(r["success"] for r in rows)
+            report_progress("record", i + 1, args.episodes, "episodes", f"success {ok}/{i + 1}")
     finally:
         rig.close()
+        if view is not None:
+            view.close()
+    _record_table(args.out, rows)
     return 0
+
+
+def _record_table(out: str, rows: list[dict[str, Any]]) -> None:
+    """The summary of a recording run, on stderr (stdout carries one JSON line per episode)."""
+    columns = ["episode", "seed", "frames", "success", "duration_s", "dropped_frames", "dropped_joint_samples"]
+    table_rows = [[r.get(c) for c in columns] for r in rows]
+    total = ["all", "", sum(r["frames"] for r in rows), f"{sum(r['success'] for r in rows)}/{len(rows)}"]
+    total += [round(sum(r["duration_s"] for r in rows), 1), sum(r["dropped_frames"] for r in rows)]
+    total += [sum(r["dropped_joint_samples"] for r in rows)]
+    print_table(f"robot-stack record -> {out}", columns, [*table_rows, total], to_stderr=True)
 
 
 def _record_live(args: argparse.Namespace, cameras: tuple[str, ...]) -> int:
     from robot_stack.collection.session import run_live_session, sim_dataset_spec
     from robot_stack.dataset.recorder import Recorder
     from robot_stack.teleop.keys import StdinKeySource
+    from robot_stack.teleop.terminal import TerminalKeys
 
     spec = sim_dataset_spec(cameras, args.fps, args.width, args.height)
     from robot_stack.calibration.store import load_calibration
@@ -100,26 +127,41 @@ def _record_live(args: argparse.Namespace, cameras: tuple[str, ...]) -> int:
     calibrations = {c: load_calibration("sim_tabletop", c) for c in cameras}
     writer = _open_writer(args, spec, calibrations)
     recorder = Recorder(writer, queue_frames=args.queue)
-    keys = StdinKeySource()
+    raw = sys.stdin is not None and sys.stdin.isatty()
+    keys = TerminalKeys() if raw else StdinKeySource()  # piped input (scripts, tests): one line at a time
     device = _make_device(args, keys)
     print(
-        "keys (then Enter): s start, e stop+success, f stop+failure, x discard, r redo, q quit; "
-        "keyboard jog: i/k x, j/l y, u/o z, g gripper",
+        ("keys (no Enter needed): " if raw else "keys (then Enter): ")
+        + "s start, e stop+success, f stop+failure, x discard, r redo, q quit; keyboard jog "
+        + ("while held" if raw else "per press")
+        + ": i/k x, j/l y, u/o z, g gripper",
         file=sys.stderr,
         flush=True,
     )
-    report = run_live_session(
-        cameras, recorder, device, keys, args.fps, args.width, args.height, args.episodes or None, seed=args.seed
-    )
-    print(
-        json.dumps(
-            {
-                "committed": [c.episode_index for c in report.committed],
-                "discarded": report.discarded,
-                "dropped_frames": sum(c.dropped_frames for c in report.committed),
-            }
+    view = open_view(args, "robot-stack-record-live")
+    try:
+        report = run_live_session(
+            cameras,
+            recorder,
+            device,
+            keys,
+            args.fps,
+            args.width,
+            args.height,
+            args.episodes or None,
+            seed=args.seed,
+            view=view,
         )
-    )
+    finally:
+        if view is not None:
+            view.close()
+    summary = {
+        "committed": [c.episode_index for c in report.committed],
+        "discarded": report.discarded,
+        "dropped_frames": sum(c.dropped_frames for c in report.committed),
+    }
+    print(json.dumps(summary))
+    print_summary(f"robot-stack record --live -> {args.out}", summary, to_stderr=True)
     return 0
 
 
@@ -129,7 +171,8 @@ def _make_device(args: argparse.Namespace, keys: Any) -> Any:
     if args.teleop == "keyboard":
         from robot_stack.teleop.keyboard import KeyboardJog
 
-        return KeyboardJog(None)  # the session reads the terminal and hands jog keys over
+        # the session reads the terminal and hands key presses over; held keys jog while down (raw terminal)
+        return KeyboardJog(None, held=getattr(keys, "held", None))
     if args.teleop == "spacemouse":
         from robot_stack.teleop.spacemouse import SpaceMouse
 
@@ -145,7 +188,7 @@ def _make_device(args: argparse.Namespace, keys: Any) -> Any:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from robot_stack.collection.replay import replay_in_sim
     from robot_stack.dataset.loader import load_dataset
-    from robot_stack.dataset.viewer import episode_figure, episode_rerun, episode_video
+    from robot_stack.dataset.viewer import episode_figure, episode_video
 
     ds = load_dataset(args.dataset)
     episode = ds.load_episode(args.episode)
@@ -155,16 +198,30 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         out["plot"] = str(episode_figure(episode, args.plot, args.frame, replay_tcp=result.tcp_replayed))
     if args.video:
         out["video"] = str(episode_video(episode, args.video))
-    if args.rerun:
-        saved = episode_rerun(episode, args.rerun)
-        out["rerun"] = None if saved is None else str(saved)
+    if args.rerun and not args.save:
+        args.save = args.rerun  # the old flag
+    view = open_view(args, f"robot-stack-replay-{args.episode}")
+    if view is not None:
+        from robot_stack.viewer.episode_view import log_episode
+
+        try:
+            log_episode(view, episode, result)
+        finally:
+            view.close()
+        out["rerun"] = args.save
     print(json.dumps(out))
     return 0
 
 
 def add_dataset_parser(subparsers: Any) -> None:
     """Add ``record`` and ``replay`` to the ``robot-stack`` command line."""
-    rec = subparsers.add_parser("record", help="record teleoperated episodes (LeRobot layout + depth + calibration)")
+    rec = subparsers.add_parser(
+        "record",
+        help="record teleoperated episodes (LeRobot layout + depth + calibration)",
+        epilog="examples:\n  robot-stack record --teleop expert --episodes 20 --out data/reach\n"
+        "  robot-stack record --teleop keyboard --live --out data/jog --display  # keys jog the arm\n"
+        "  robot-stack record --teleop expert --episodes 5 --out data/reach --resume",
+    )
     rec.add_argument("--out", required=True, help="dataset folder")
     rec.add_argument(
         "--teleop", default="expert", choices=["expert", "keyboard", "spacemouse", "leader"], help="command source"
@@ -178,15 +235,22 @@ def add_dataset_parser(subparsers: Any) -> None:
     rec.add_argument("--max-duration", type=float, default=8.0, help="episode time limit, seconds")
     rec.add_argument("--queue", type=int, default=64, help="frames each recording stream may buffer")
     rec.add_argument("--resume", action="store_true", help="repair an existing dataset's index and append to it")
-    rec.add_argument("--live", action="store_true", help="real-time simulation with keys on stdin")
+    rec.add_argument("--live", action="store_true", help="real-time simulation, keys from the terminal (no Enter)")
+    add_view_arguments(rec)
     rec.set_defaults(func=_cmd_record)
 
-    rep = subparsers.add_parser("replay", help="replay a recorded episode in the simulator; plots, video")
+    rep = subparsers.add_parser(
+        "replay",
+        help="replay a recorded episode in the simulator; plots, video",
+        epilog="examples:\n  robot-stack replay data/reach --episode 3 --plot ep3.png\n"
+        "  robot-stack replay data/reach --episode 0 --save ep0.rrd   # a rerun recording",
+    )
     rep.add_argument("dataset", help="dataset folder")
     rep.add_argument("--episode", type=int, default=0)
     rep.add_argument("--source", default="highrate", choices=["highrate", "actions"], help="commands to replay")
     rep.add_argument("--plot", help="save a PNG (RGB, depth, base-frame point cloud, trajectories) here")
     rep.add_argument("--frame", type=int, default=None, help="frame shown in the plot (default: middle)")
     rep.add_argument("--video", help="save an MP4 of the cameras (RGB over depth) here")
-    rep.add_argument("--rerun", help="save a rerun .rrd here (needs rerun-sdk)")
+    rep.add_argument("--rerun", help=argparse.SUPPRESS)  # the old name of --save
+    add_view_arguments(rep)
     rep.set_defaults(func=_cmd_replay)

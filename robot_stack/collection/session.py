@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -199,6 +200,8 @@ class SimRecordingRig(LockstepRig):
             c: calibration_at(load_calibration(scene, c), width, height) for c in cameras
         }
         self.decoder = TeleopDecoder()
+        #: a :class:`~robot_stack.viewer.stack_view.CellView` shown every recorded step (``--display``/``--save``)
+        self.view: Any = None
         self._frames: list[Frame] = []
         self._pending: tuple[ActionChunk, Observation] | None = None
         self._env_at_obs: np.ndarray | None = None
@@ -226,6 +229,8 @@ class SimRecordingRig(LockstepRig):
         env = np.asarray(self.task.cube_top_center(), np.float32) if self._env_at_obs is None else self._env_at_obs
         row = _frame_row(chunk, obs.state, traj, self._frames, env, self.decoder.decoders["ee_delta_xyz"].ik.fk)
         self.recorder.add_frame(row, self._frames)
+        if self.view is not None:
+            self.view.step(obs.state.t_ns, frames=self._frames, state=obs.state, trajectory=traj)
 
     def _on_step(self, obs: Observation, chunk: ActionChunk) -> None:
         self._pending = (chunk, obs)
@@ -284,12 +289,14 @@ def run_live_session(
     clock: Clock | None = None,
     seed: int = 0,
     idle_timeout_s: float | None = None,
+    view: Any = None,
 ) -> LiveSessionReport:
     """Real-time teleop recording in the simulated cell, driven by episode keys (see :mod:`robot_stack.teleop.keys`).
 
     The executor runs in its own 500 Hz thread on the monotonic clock; this loop runs at ``fps``: poll keys, observe,
     ask ``device``, decode (IK) and hand the trajectory to the executor, record the frame while an episode is open.
-    ``idle_timeout_s``: return after this long without a key (None = wait for ``q``).
+    ``idle_timeout_s``: return after this long without a key (None = wait for ``q``). ``view``: a
+    :class:`~robot_stack.viewer.live.LiveView` that shows every step live (the cameras, the arm, the commands).
     """
     clock = clock or MonotonicClock()
     config = recording_stack_config(rig_cameras, width, height, max_duration_s=1e9)
@@ -301,6 +308,16 @@ def run_live_session(
     robot, world = cell.robot, cell.world
     task = ReachTouchTask(world, max_duration_s=1e9)
     cams = {camera.camera_id: camera for camera, _ in cell.cameras}
+    shown = None
+    if view is not None:
+        from robot_stack.viewer.stack_view import CellView
+
+        shown = CellView(
+            view,
+            config.robot.model,
+            robot.joint_names,
+            [(c.camera_id, p.camera, p.T_base_cam) for c, p in cell.cameras],
+        )
     decoder = TeleopDecoder()
     fk = decoder.decoders["ee_delta_xyz"].ik.fk
     executor = build_executor(config, robot, clock)
@@ -369,6 +386,15 @@ def run_live_session(
             if recorder.recording:
                 env = np.asarray(task.cube_top_center(), np.float32)
                 recorder.add_frame(_frame_row(chunk, state, traj, frames, env, fk), frames)
+            if shown is not None:
+                commanded = executor.commanded
+                shown.step(
+                    state.t_ns,
+                    frames=frames,
+                    state=state,
+                    commanded=None if commanded is None else commanded[0],
+                    trajectory=traj,
+                )
             next_t += period_ns
             clock.sleep_until(next_t)
     finally:

@@ -550,7 +550,7 @@ class Executor:
             if self._stop_event.is_set() and self._stopped_at_rest():
                 break
             k += 1
-        log.info(
+        log.debug(
             "executor stopped after %d ticks (%d skipped in %d overruns)",
             self._loop_ticks,
             self._skipped,

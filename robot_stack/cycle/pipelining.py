@@ -152,5 +152,5 @@ class PipelineTiming:
                     self.counts["used"] += 1
                     return got
                 self.counts["discarded_old"] += 1
-                log.info("prefetched observation discarded: %.0f ms old when the cycle started", age_s * 1e3)
+                log.debug("prefetched observation discarded: %.0f ms old when the cycle started", age_s * 1e3)
         return capture()

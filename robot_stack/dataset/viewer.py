@@ -1,5 +1,5 @@
-"""Inspect an episode: a PNG of RGB, depth, the base-frame point cloud and the trajectories; an MP4 of the cameras;
-optionally a rerun recording (``.rrd``) when ``rerun-sdk`` is installed (never required)."""
+"""Inspect an episode: a PNG of RGB, depth, the base-frame point cloud and the trajectories; an MP4 of the cameras
+(the rerun recording of an episode is :mod:`robot_stack.viewer.episode_view`'s)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from robot_stack.errors import DatasetError
 
 log = logging.getLogger("robot_stack.dataset.viewer")
 
-__all__ = ["episode_figure", "episode_video", "episode_rerun"]
+__all__ = ["episode_figure", "episode_video"]
 
 
 def episode_figure(
@@ -130,28 +130,4 @@ def episode_video(episode: Episode, path: str | os.PathLike[str]) -> Path:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return out
-
-
-def episode_rerun(episode: Episode, path: str | os.PathLike[str]) -> Path | None:
-    """Save a rerun ``.rrd`` of the episode (RGB, depth, base-frame points, TCP path); None if rerun is missing."""
-    try:
-        import rerun as rr
-    except ImportError:
-        log.info("rerun-sdk is not installed; skipping the .rrd (pip install rerun-sdk to get one)")
-        return None
-    rr.init(f"robot_stack_episode_{episode.index}")
-    t0 = int(episode.t_ns[0])
-    for k in range(episode.length):
-        rr.set_time("host_time", duration=(int(episode.t_ns[k]) - t0) / 1e9)
-        rr.log("base/tcp", rr.Points3D(episode.ee_pose[k : k + 1, :3]))
-        for cam in episode.cameras.values():
-            if cam.rgb is not None:
-                rr.log(f"{cam.camera_id}/rgb", rr.Image(cam.rgb[k]))
-            if cam.depth is not None:
-                rr.log(f"{cam.camera_id}/depth", rr.DepthImage(cam.depth[k], meter=1.0 / cam.depth_scale))
-                xyz = cam.xyz_base(k)[::4, ::4].reshape(-1, 3)
-                rr.log(f"base/points/{cam.camera_id}", rr.Points3D(xyz[np.all(np.isfinite(xyz), axis=1)]))
-    out = Path(path)
-    rr.save(str(out))
     return out

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from robot_stack.stack.cli import add_stack_config_arguments
+from robot_stack.stack.cli import add_stack_config_arguments, stack_overrides
 from robot_stack.types import ActionHead
+from robot_stack.viewer.cli import add_view_arguments, open_view
 
 __all__ = ["add_demo_parser"]
 
@@ -18,7 +19,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     config = demo_config(
         args.config,
-        args.set or (),
+        stack_overrides(args),
         manifest=Path(args.manifest) if args.manifest else None,
         provider=args.provider,
         rate_hz=args.rate_hz,
@@ -26,7 +27,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         action_head=args.action_head,
         blend=args.blend,
     )
-    report = run_demo(config, episodes=args.episodes, seed=args.seed, gif_path=Path(args.gif) if args.gif else None)
+    view = open_view(args, "robot-stack-demo")
+    try:
+        report = run_demo(
+            config, episodes=args.episodes, seed=args.seed, gif_path=Path(args.gif) if args.gif else None, view=view
+        )
+    finally:
+        if view is not None:
+            view.close()
     print(format_report(report))
     if args.json:
         summary = {"success_rate": report.success_rate, "episodes": report.episodes, "stages": report.stages}
@@ -39,7 +47,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``robot-stack demo``."""
-    demo = subparsers.add_parser("demo", help="run the full loop live on the simulated cell")
+    demo = subparsers.add_parser(
+        "demo",
+        help="run the full loop live on the simulated cell",
+        epilog="examples:\n"
+        "  robot-stack demo --episodes 3\n"
+        "  robot-stack demo --display             # live in the rerun viewer\n"
+        "  robot-stack demo --action-head latent_vq --save demo.rrd --set control.rate_hz=1000",
+    )
     demo.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the first episode's cube position")
     add_stack_config_arguments(demo)
@@ -58,5 +73,6 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--blend", choices=["splice", "ensemble", "none"], help="chunk-to-chunk blending (default: splice)"
     )
     demo.add_argument("--json", action="store_true", help="also print the report as JSON")
+    add_view_arguments(demo)
     demo.set_defaults(func=_cmd_demo)
     return demo

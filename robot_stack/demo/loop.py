@@ -19,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from robot_stack.console import report_progress
 from robot_stack.cycle import CycleResult
 from robot_stack.policy.manifest import DEMO_MANIFEST
 from robot_stack.stack import EpisodeStack, StackConfig, build_stack, load_stack_config, run_live_episode
 from robot_stack.stack.build import terminate_on_signals
+from robot_stack.viewer.live import LiveView
+from robot_stack.viewer.stack_view import StackView
 
 log = logging.getLogger("robot_stack.demo")
 
@@ -69,10 +72,15 @@ def demo_config(
 
 
 def run_demo(
-    config: StackConfig | None = None, episodes: int = 3, seed: int = 0, gif_path: Path | None = None
+    config: StackConfig | None = None,
+    episodes: int = 3,
+    seed: int = 0,
+    gif_path: Path | None = None,
+    view: LiveView | None = None,
 ) -> DemoReport:
     """Run ``episodes`` live episodes of the stack ``config`` describes (default: the ``demo`` preset); return
-    per-stage latency, executor figures and outcomes. Every process and camera is stopped on every exit path."""
+    per-stage latency, executor figures and outcomes. Every process and camera is stopped on every exit path.
+    ``view``: log every cycle into this live view (``--display`` / ``--save``)."""
     from robot_stack.sim.task import ReachTouchTask
 
     config = config or load_stack_config("demo")
@@ -85,14 +93,20 @@ def run_demo(
         config = with_served_variant(config, Path(variants_dir))
         with build_stack(config) as stack:
             task = ReachTouchTask(stack.world, max_duration_s=config.task.max_duration_s)
+            shown = StackView(view, stack) if view is not None else None
             period_ns = round(stack.period_s * 1e9)
+            report_progress("demo", 0, episodes, "episodes")
             for ep in range(episodes):
                 task.reset(seed + ep)
                 episode = stack.new_episode()
+                if shown is not None:
+                    shown.start_episode(episode, task.cube_top_center())
 
                 def keep_frame(step: int, result: CycleResult, ep: int = ep) -> None:
                     if gif_path is not None and ep == 0 and step % 2 == 0 and result.observation is not None:
                         gif_frames.append(result.observation.cameras[0].rgb[::2, ::2].copy())
+                    if shown is not None:
+                        shown.after_cycle(step, result)
 
                 steps = run_live_episode(
                     episode,
@@ -105,7 +119,9 @@ def run_demo(
                 )
                 report.episodes.append(_episode_summary(ep, seed + ep, task, episode, steps))
                 per_episode_executor.append(episode.executor.stats())
-                log.info("episode %d: %s", ep, report.episodes[-1])
+                log.debug("episode %d: %s", ep, report.episodes[-1])
+                ok = sum(e["success"] for e in report.episodes)
+                report_progress("demo", ep + 1, episodes, "episodes", f"success {ok}/{ep + 1}")
             report.server = stack.client.health()
             report.stages = stack.times.summary()
     report.executor = _combine_executor_stats(per_episode_executor)

@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
+
+from robot_stack.console import print_table
+from robot_stack.graph.monitor import read_summary
+from robot_stack.graph.spec import NodeLaunch
+from robot_stack.viewer.cli import add_view_arguments
 
 __all__ = ["add_up_parser"]
 
@@ -37,18 +44,55 @@ def _cmd_up(args: argparse.Namespace) -> int:
     env = {"ROS_DOMAIN_ID": str(args.domain_id)} if args.domain_id is not None else {}
     if args.localhost:
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    supervisor = Supervisor(nodes, log_dir=args.log_dir, echo=not args.quiet, env=env)
+    summary_file = Path(tempfile.mkdtemp(prefix="robot-stack-up-")) / "monitor.json"
+    if not args.no_monitor:
+        nodes = [*nodes, _monitor_node(args, summary_file)]
+    supervisor = Supervisor(nodes, log_dir=args.log_dir, echo=getattr(args, "verbosity", 0) >= 0, env=env)
     print(f"robot-stack up: {spec.name} ({len(nodes)} processes), logs in {supervisor.log_dir}", file=sys.stderr)
     code = supervisor.run(args.duration)
     print(supervisor.summary(), file=sys.stderr)
     for name, why in supervisor.given_up.items():
         print(f"{name} {why}: see {supervisor.log_dir / (name + '.log')}", file=sys.stderr)
+    _print_summary(spec.name, supervisor, read_summary(summary_file))
     return code
+
+
+def _monitor_node(args: argparse.Namespace, summary_file: Path) -> NodeLaunch:
+    """The monitor process: counts episodes, successes and holds for the summary; shows or saves the graph."""
+    params: dict[str, object] = {"summary_file": str(summary_file), "display": bool(args.display)}
+    if args.save:
+        params["save"] = str(Path(args.save).resolve())
+    params["web_port"] = int(args.web_port)
+    return NodeLaunch(name="monitor", package="robot_stack_ros", executable="monitor_node", parameters=params)
+
+
+def _print_summary(graph: str, supervisor: object, monitor: dict | None) -> None:
+    """What the graph did: episodes, successes, holds (from the monitor) and restarts (per process)."""
+    status = supervisor.status()  # type: ignore[attr-defined]
+    restarts = {name: max(0, s.starts - 1) for name, s in status.items() if name != "monitor"}
+    m = monitor or {}
+    rows = [
+        ("episodes", m.get("episodes")),
+        ("successes", m.get("successes")),
+        ("timeouts", m.get("timeouts")),
+        ("watchdog holds", m.get("holds")),
+        ("restarts", sum(restarts.values())),
+    ]
+    rows += [(f"  restarts of {name}", n) for name, n in restarts.items() if n]
+    if monitor is None:
+        rows.append(("monitor", "no summary (the monitor did not run or was killed; see its log)"))
+    print_table(f"up {graph}", ["summary", "value"], rows, to_stderr=True)
 
 
 def add_up_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``up`` subcommand to the ``robot-stack`` CLI's subparsers; return its parser."""
-    up = subparsers.add_parser("up", help="run a node graph (launch/graphs/*.yaml) as supervised processes")
+    up = subparsers.add_parser(
+        "up",
+        help="run a node graph (launch/graphs/*.yaml) as supervised processes",
+        epilog="examples:\n"
+        "  robot-stack up sim --duration 30\n"
+        "  robot-stack up hardware camera_serial:=123456789012 --localhost",
+    )
     up.add_argument("graph", help="graph file, or the name of a shipped graph (sim, hardware)")
     up.add_argument("overrides", nargs="*", help="launch arguments as name:=value (as with ros2 launch)")
     up.add_argument("--duration", type=float, help="stop the graph after this many seconds (default: until Ctrl-C)")
@@ -56,10 +100,11 @@ def add_up_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     up.add_argument("--config-dir", help="parameter files folder (default: ros2_ws/src/robot_stack_ros/config)")
     up.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID for every node (default: inherited)")
     up.add_argument("--localhost", action="store_true", help="keep DDS discovery on this host")
-    up.add_argument("--quiet", action="store_true", help="do not echo node output (it still goes to the logs)")
     up.add_argument("--print", action="store_true", help="print each process' command line and exit")
     up.add_argument(
         "-s", "--show-args", action="store_true", help="list the graph's arguments (as ros2 launch -s) and exit"
     )
+    up.add_argument("--no-monitor", action="store_true", help="run without the monitor process (no summary, no view)")
+    add_view_arguments(up)
     up.set_defaults(func=_cmd_up)
     return up

@@ -11,12 +11,14 @@ import json
 import sys
 from pathlib import Path
 
+from robot_stack.console import report_progress
+from robot_stack.viewer.cli import add_view_arguments, open_view
+
 __all__ = ["add_hil_parser"]
 
 
 def _cmd_hil(args: argparse.Namespace) -> int:
     from robot_stack.errors import ConfigError
-    from robot_stack.hil.harness import run_scenario
     from robot_stack.hil.report import format_table
     from robot_stack.hil.scenario import load_scenario, scenario_paths
 
@@ -35,28 +37,51 @@ def _cmd_hil(args: argparse.Namespace) -> int:
         if skipped and len(paths) > 1:
             print(f"skipping soak scenarios {skipped} (add --soak to run them)", file=sys.stderr)
     reports = []
-    for scenario in scenarios:
-        report = run_scenario(scenario, report_dir=args.report_dir, manifest=args.manifest)
-        reports.append(report)
-        if args.json:
-            print(json.dumps(report.to_dict(), default=str))
-        for check in report.failures:
-            print(
-                f"{scenario.name}: FAILED {check.name}: expected {check.expected}, got {check.actual}", file=sys.stderr
-            )
+    view = open_view(args, "robot-stack-hil")
+    try:
+        reports = _run_all(args, scenarios, view)
+    finally:
+        if view is not None:
+            view.close()
     print(format_table(reports))
     if args.report_dir:
         print(f"reports (JSON + PNG) in {args.report_dir}")
     return 0 if all(r.passed for r in reports) else 1
 
 
+def _run_all(args: argparse.Namespace, scenarios: list, view: object) -> list:
+    from robot_stack.hil.harness import run_scenario
+
+    reports: list = []
+    for scenario in scenarios:
+        report_progress("hil scenarios", len(reports), len(scenarios), "scenarios", f"running {scenario.name}")
+        report = run_scenario(scenario, report_dir=args.report_dir, manifest=args.manifest, view=view)
+        reports.append(report)
+        passed = sum(r.passed for r in reports)
+        report_progress("hil scenarios", len(reports), len(scenarios), "scenarios", f"passed {passed}/{len(reports)}")
+        if args.json:
+            print(json.dumps(report.to_dict(), default=str))
+        for check in report.failures:
+            print(
+                f"{scenario.name}: FAILED {check.name}: expected {check.expected}, got {check.actual}", file=sys.stderr
+            )
+    return reports
+
+
 def add_hil_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``hil`` subcommand to the ``robot-stack`` CLI's subparsers; return its parser."""
-    hil = subparsers.add_parser("hil", help="run hardware-in-the-loop fault scenarios on the full stack")
+    hil = subparsers.add_parser(
+        "hil",
+        help="run hardware-in-the-loop fault scenarios on the full stack",
+        epilog="examples:\n"
+        "  robot-stack hil scenarios/server-kill.yaml\n"
+        "  robot-stack hil scenarios/ --report-dir out/hil",
+    )
     hil.add_argument("scenarios", nargs="+", help="scenario YAML files or folders of them (e.g. scenarios/)")
     hil.add_argument("--report-dir", type=Path, help="write <scenario>.json and <scenario>.png here")
     hil.add_argument("--manifest", type=Path, help="policy manifest (default: the shipped reach-touch-v1)")
     hil.add_argument("--soak", action="store_true", help="also run soak-tier scenarios found in folders")
     hil.add_argument("--json", action="store_true", help="print each report as one JSON line too")
+    add_view_arguments(hil)
     hil.set_defaults(func=_cmd_hil)
     return hil

@@ -32,6 +32,7 @@ from robot_stack.hil.report import HilReport, write_report
 from robot_stack.hil.scenario import FaultSpec, Scenario
 from robot_stack.stack import EpisodeStack, Stack, StackConfig, build_stack, load_stack_config, run_live_episode
 from robot_stack.stack.build import terminate_on_signals
+from robot_stack.viewer.stack_view import StackView
 
 log = logging.getLogger("robot_stack.hil")
 
@@ -175,10 +176,12 @@ def run_scenario(
     scenario: Scenario,
     report_dir: str | Path | None = None,
     manifest: str | Path | None = None,
+    view: Any = None,
 ) -> HilReport:
     """Run ``scenario`` on the full stack; return a :class:`~robot_stack.hil.report.HilReport`.
 
-    With ``report_dir``, also write ``<name>.json`` and ``<name>.png`` there.
+    With ``report_dir``, also write ``<name>.json`` and ``<name>.png`` there; with ``view`` (a
+    :class:`~robot_stack.viewer.live.LiveView`), show every cycle, hold and refused frame live.
     """
     config = scenario_stack_config(scenario, manifest)
     record = RunRecord(scenario)
@@ -207,7 +210,8 @@ def run_scenario(
                 camera_wrapper=faulty,
                 client_factory=TimedClient,
             ) as stack:
-                _run_episodes(scenario, stack, server, proxy, cameras[0], record)
+                shown = StackView(view, stack) if view is not None else None
+                _run_episodes(scenario, stack, server, proxy, cameras[0], record, shown)
                 _final_clock_sync(scenario, stack.client, server, record)
                 record.extra = {
                     "proxy": dict(proxy.counts),
@@ -241,6 +245,7 @@ def _run_episodes(
     proxy: NetworkProxy,
     camera: FaultyCamera,
     record: RunRecord,
+    shown: StackView | None = None,
 ) -> None:
     """Every episode of the scenario, back to back, with the same fault schedule."""
     from robot_stack.sim.task import ReachTouchTask
@@ -261,7 +266,9 @@ def _run_episodes(
         t0 = stack.clock.now_ns()
         if ep == 0:
             record.t0_ns = t0
-        _run_episode(scenario, ep, t0, round(stack.period_s * 1e9), episode, task, injector, record, stack.clock)
+        if shown is not None:
+            shown.start_episode(episode, task.cube_top_center())
+        _run_episode(scenario, ep, t0, round(stack.period_s * 1e9), episode, task, injector, record, stack.clock, shown)
         record.executor.append(episode.executor.stats())
         record.episodes.append(
             {
@@ -275,7 +282,7 @@ def _run_episodes(
                 "final_distance_m": round(task.tcp_distance_m(), 4),
             }
         )
-        log.info("HIL %s episode %d: %s", scenario.name, ep, record.episodes[-1])
+        log.debug("HIL %s episode %d: %s", scenario.name, ep, record.episodes[-1])
 
 
 def _final_clock_sync(scenario: Scenario, client: TimedClient, server: ServerProcess, record: RunRecord) -> None:
@@ -309,6 +316,7 @@ def _run_episode(
     injector: _Injector,
     record: RunRecord,
     clock: Any,
+    shown: StackView | None = None,
 ) -> None:
     """The policy loop of one episode, with fault switching; ends at ``duration_s`` or once the task succeeded
     after every fault window closed and a fresh trajectory was accepted."""
@@ -329,6 +337,8 @@ def _run_episode(
     def after(step: int, result: CycleResult) -> None:
         t_done = clock.now_ns()
         record.cycles.append((t_done, result.outcome, episode))
+        if shown is not None:
+            shown.after_cycle(step, result)
         if not (result.ok and result.observation is not None):
             return
         obs = result.observation

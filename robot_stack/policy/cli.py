@@ -21,13 +21,39 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         allow_dir=args.allow_dir,
         engine=args.engine,
         precision=args.precision,
+        openpi_port=args.openpi_port,
+        openpi_host=args.openpi_host,
+        openpi_timeout_s=args.openpi_timeout,
+        openpi_api_key=_read_key(args.openpi_api_key_file),
     )
     return 0
 
 
+def _read_key(path: str | None) -> str | None:
+    """The api key in ``path`` (first line, stripped); None without a path."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    from robot_stack.errors import ConfigError
+
+    key = Path(path).read_text(encoding="utf-8").strip().splitlines()
+    if not key or not key[0].strip():
+        raise ConfigError(f"--openpi-api-key-file {path} is empty; write the key on its first line")
+    return key[0].strip()
+
+
 def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``robot-stack serve --manifest M [--bind ...] [--provider ...] [--engine ...] [CURVE flags]``."""
-    serve = subparsers.add_parser("serve", help="serve a policy over ZeroMQ")
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve a policy over ZeroMQ (and the openpi websocket protocol)",
+        epilog="examples:\n  robot-stack serve --manifest models/reach.yaml\n"
+        "  robot-stack serve --manifest models/reach.yaml --bind tcp://0.0.0.0:5555 "
+        "--curve-secret keys/server.key_secret "
+        "--allow-dir keys/allowed\n"
+        "  robot-stack serve --manifest models/reach.yaml --openpi-port 8000   # openpi clients too",
+    )
     serve.add_argument("--manifest", required=True, help="model manifest YAML (next to the .onnx)")
     serve.add_argument("--bind", default="tcp://127.0.0.1:5555", help="endpoint (localhost unless you say so)")
     serve.add_argument("--provider", default=None, choices=["cpu", "cuda", "tensorrt"], help="execution provider")
@@ -39,6 +65,12 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--engine", default="ort", choices=["ort", "tensorrt", "torch"], help="ONNX Runtime, native TensorRT or torch"
     )
     serve.add_argument("--precision", default=None, help="fp32|fp16|int8 (TensorRT), fp32|fp16|bf16 (torch)")
+    serve.add_argument(
+        "--openpi-port", type=int, help="also speak openpi's websocket + msgpack-numpy protocol on this port"
+    )
+    serve.add_argument("--openpi-host", default="127.0.0.1", help="where the openpi face listens")
+    serve.add_argument("--openpi-timeout", type=float, default=1.0, help="per-request deadline of openpi requests, s")
+    serve.add_argument("--openpi-api-key-file", help="file with the key openpi clients must send (api_key=...)")
     serve.set_defaults(func=_cmd_serve)
     return serve
 
@@ -53,7 +85,12 @@ def add_compile_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``robot-stack compile MANIFEST [--fp16 | --int8] [--max-batch N] [--cache-dir D] [--rebuild]
     [--calibration-data DATASET] [--tf32]`` (the work: :func:`robot_stack.policy.compiler.run_compile`);
     exit code 0 = engine built (or cached) and validated, 1 = it could not be (reason printed)."""
-    parser = subparsers.add_parser("compile", help="build and validate a TensorRT engine for a model manifest")
+    parser = subparsers.add_parser(
+        "compile",
+        help="build and validate a TensorRT engine for a model manifest",
+        epilog="examples:\n  robot-stack compile models/reach.yaml --fp16\n"
+        "  robot-stack compile models/reach.yaml --int8 --calibration-data data/reach",
+    )
     parser.add_argument("manifest", help="model manifest YAML (or its .onnx with the YAML next to it)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--fp16", action="store_true", help="allow FP16 kernels")

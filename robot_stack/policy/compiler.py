@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from robot_stack.console import print_summary, report_progress
 from robot_stack.metrics import time_calls
 from robot_stack.policy.accuracy import sample_inputs
 from robot_stack.policy.backends import load_backend
@@ -143,6 +144,7 @@ def compile_manifest(
         "tf32": tf32,
         "workspace_mb": workspace_mb,
     }
+    report_progress(f"compile {manifest.model_id}", 0, 3, "stages", "build + accuracy gate")
     choice = load_backend(
         manifest,
         "tensorrt",
@@ -156,7 +158,9 @@ def compile_manifest(
     acc = dict(choice.accuracy.max_abs_err) if choice.accuracy else {}
     gate = tuple(choice.accuracy.table()) if choice.accuracy else ()
     if choice.backend != "tensorrt":
+        report_progress(f"compile {manifest.model_id}", 3, 3, "stages", "no engine")
         return CompileReport(manifest.model_id, precision, False, "ort", choice.reason, max_abs_err=acc, gate=gate)
+    report_progress(f"compile {manifest.model_id}", 1, 3, "stages", "time TensorRT")
     trt_policy = choice.policy
     report: dict[str, Any] = dict(
         model_id=manifest.model_id,
@@ -176,6 +180,7 @@ def compile_manifest(
     trt_policy.close()  # one model on the device at a time, also while timing
     del trt_policy, choice
     gc.collect()
+    report_progress(f"compile {manifest.model_id}", 2, 3, "stages", "time ONNX Runtime")
     if timing_runs:
         from robot_stack.policy.runtime import OnnxPolicy
 
@@ -183,6 +188,7 @@ def compile_manifest(
         report["ort_p50_ms"] = _p50_ms(ort_policy.run, feed, timing_runs)
         report["ort_provider"] = ort_policy.provider
         ort_policy.close()
+    report_progress(f"compile {manifest.model_id}", 3, 3, "stages", "done")
     return CompileReport(**report)
 
 
@@ -204,8 +210,15 @@ def run_compile(args: argparse.Namespace) -> int:
         tf32=getattr(args, "tf32", False),
         workspace_mb=getattr(args, "workspace_mb", 1024),
     )
+    summary = {
+        k: v
+        for k, v in asdict(report).items()
+        if k in ("model_id", "precision", "ok", "backend", "cache_hit", "trt_p50_ms", "ort_p50_ms", "ort_provider")
+        or (k == "reason" and v)
+    }
     if args.json:
         print(json.dumps(asdict(report)))
+        print_summary("robot-stack compile", summary, to_stderr=True)
         return 0 if report.ok else 1
     if report.ok:
         print(
@@ -223,4 +236,5 @@ def run_compile(args: argparse.Namespace) -> int:
         print(f"  calibration: {report.calibration}")
     for line in report.gate:
         print(f"  {line}")
+    print_summary("robot-stack compile", summary)
     return 0 if report.ok else 1

@@ -338,6 +338,11 @@ def serve(
     allow_dir: str | Path | None = None,
     engine: str = "ort",
     precision: str | None = None,
+    openpi_port: int | None = None,
+    openpi_host: str = "127.0.0.1",
+    openpi_timeout_s: float = 1.0,
+    openpi_api_key: str | None = None,
+    on_openpi_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Load the model and serve it until SIGINT/SIGTERM (or ``stop_event`` is set). Blocking.
 
@@ -358,6 +363,12 @@ def serve(
             manifest's torch program); every GPU path is gated and falls back to ORT with a logged reason.
         precision: engine precision (TensorRT fp32/fp16/int8, default fp16; torch fp32/fp16/bf16; ORT TensorRT EP
             fp32/fp16), None = the engine's default.
+        openpi_port: also speak openpi's websocket + msgpack-numpy protocol on this port (0 = any free one)
+            through :class:`~robot_stack.transport.openpi.OpenPIGateway`, whose per-connection clients go through
+            this server's admission (caps, deadlines of ``openpi_timeout_s``, latest-wins); with CURVE on, the
+            gateway uses an ephemeral key of its own, allow-listed in memory. ``openpi_host``: where it listens
+            (loopback unless told); ``openpi_api_key``: the key openpi clients must send (``api_key=...``).
+        on_openpi_ready: called with the gateway's ``ws://`` endpoint once it listens.
 
     At start the backend check (:func:`robot_stack.policy.gpu_env.check_backends`) is logged: which path will run
     and why, and what is missing for the faster ones.
@@ -366,8 +377,18 @@ def serve(
 
     if allow_dir is not None and curve_secret is None:
         raise ConfigError("--allow-dir needs --curve-secret (client keys are checked by CURVE)")
-    secret = load_key_pair(curve_secret).secret_key if curve_secret is not None else None
+    pair = load_key_pair(curve_secret) if curve_secret is not None else None
+    secret = pair.secret_key if pair is not None else None
     allowed = load_allow_list(allow_dir) if allow_dir is not None else None
+    gateway_kwargs: dict[str, Any] = {}
+    if pair is not None and openpi_port is not None:
+        gateway_kwargs, allowed = _gateway_identity(pair.public_key, allowed)
+    if openpi_port is not None and openpi_api_key is None and not _is_loopback(f"tcp://{openpi_host}:0"):
+        log.warning(
+            "openpi protocol on %s:%d without an api key: anyone who can reach it can use the model",
+            openpi_host,
+            openpi_port,
+        )
     if secret is None and not _is_loopback(bind):
         log.warning("serving on %s without CURVE: anyone who can reach it can use the model", bind)
     manifest = PolicyManifest.load(manifest_path)
@@ -384,6 +405,7 @@ def serve(
     server = PolicyServer(
         service, bind, max_message_bytes=max_message_bytes, curve_secret_key=secret, authorized_client_keys=allowed
     )
+    gateway = None
     try:
         server.start()
         log.info(
@@ -394,15 +416,45 @@ def serve(
             server.max_batch,
             "off" if secret is None else f"on, {len(allowed) if allowed else 'any'} client key(s)",
         )
+        if openpi_port is not None:
+            from robot_stack.transport.openpi import OpenPIGateway
+
+            gateway = OpenPIGateway(
+                server.endpoint,
+                openpi_host,
+                openpi_port,
+                timeout_s=openpi_timeout_s,
+                api_key=openpi_api_key,
+                max_message_bytes=max_message_bytes,
+                upstream_kwargs=gateway_kwargs,
+            ).start()
+            if on_openpi_ready is not None:
+                on_openpi_ready(gateway.endpoint)
         if on_ready is not None:
             on_ready(server.endpoint)
         while not stop.wait(0.2):
             pass
         log.info("stopping: %s", server.stats())
     finally:
+        if gateway is not None:
+            gateway.close()
         server.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _gateway_identity(server_public: bytes, allowed: dict[bytes, Any] | None) -> tuple[dict[str, Any], Any]:
+    """An ephemeral CURVE identity for the openpi gateway's loopback clients, allow-listed in memory (any robot
+    id); returns the gateway's client keyword arguments and the extended allow-list."""
+    import zmq
+
+    from robot_stack.transport.admission import ClientGrant
+
+    public, secret_key = zmq.curve_keypair()
+    if allowed is not None:
+        allowed = {**allowed, public: ClientGrant("openpi-gateway", None)}
+    kwargs = {"server_public_key": server_public, "client_secret_key": secret_key, "client_public_key": public}
+    return kwargs, allowed
 
 
 def _log_backend_check(engine: str, provider: str | None, manifest: PolicyManifest, precision: str | None) -> None:
@@ -434,13 +486,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precision", default=None, help="fp32|fp16|int8 (TensorRT), fp32|fp16|bf16 (torch)")
     parser.add_argument("--curve-secret", help="server .key_secret file: enables CURVE")
     parser.add_argument("--allow-dir", help="folder of allowed client .key files (needs --curve-secret)")
+    parser.add_argument("--openpi-port", type=int, default=None, help="also serve openpi's websocket protocol here")
+    parser.add_argument("--openpi-host", default="127.0.0.1", help="where the openpi face listens")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from robot_stack.console import setup_logging
+
+    setup_logging(1 if args.verbose else -1 if args.quiet else 0)
     from robot_stack.errors import RobotStackError
 
     try:
@@ -455,6 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_dir=args.allow_dir,
             engine=args.engine,
             precision=args.precision,
+            openpi_port=args.openpi_port,
+            openpi_host=args.openpi_host,
+            on_openpi_ready=lambda endpoint: print(f"OPENPI {endpoint}", flush=True),
         )
     except RobotStackError as exc:
         log.error("%s: %s", type(exc).__name__, exc)

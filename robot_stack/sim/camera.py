@@ -53,7 +53,7 @@ from robot_stack.types import CameraModel, Frame, Pose
 
 log = logging.getLogger("robot_stack.sim.camera")
 
-__all__ = ["DEPTH_SCALE", "SimCamera", "select_gl_backend"]
+__all__ = ["DEPTH_SCALE", "SimCamera", "probe_gl_backend", "select_gl_backend"]
 
 #: Metres per depth unit of :class:`SimCamera` frames (millimetres, like a RealSense D4xx).
 DEPTH_SCALE = 0.001
@@ -84,6 +84,12 @@ def _probe_backend(name: str, timeout_s: float = 30.0) -> str | None:
         lines = proc.stderr.strip().splitlines()
         return lines[-1] if lines else f"exit code {proc.returncode}"
     return None
+
+
+def probe_gl_backend(name: str, timeout_s: float = 30.0) -> str | None:
+    """Whether MuJoCo can create a headless ``name`` (``egl`` | ``osmesa``) OpenGL context here, tried in a
+    subprocess (a failing driver can abort a process): None when it can, else the reason (``robot-stack doctor``)."""
+    return _probe_backend(name, timeout_s)
 
 
 def select_gl_backend() -> str:

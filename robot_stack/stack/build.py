@@ -302,7 +302,12 @@ def build_cell(
     names. A missing or stale calibration raises CalibrationError before any device is opened."""
     projectors = []
     for c in config.cameras:
-        calibration = load_calibration(config.calibration.scene, c.camera_id, config.calibration.root)
+        calibration = load_calibration(
+            config.calibration.scene,
+            c.camera_id,
+            config.calibration.root,
+            allow_stale=config.calibration.allow_stale,
+        )
         projectors.append(DepthProjector(calibration.intrinsics_at(c.width, c.height), calibration.T_base_cam))
     world = None
     if config.robot.kind == "sim":
@@ -491,6 +496,10 @@ def _client(config: StackConfig, endpoint: str, factory: Callable[..., Any] | No
         from robot_stack.transport.keys import client_curve_kwargs
 
         kwargs.update(client_curve_kwargs(pc.curve_server_key, pc.curve_client_secret))
+    if factory is None and endpoint.startswith(("ws://", "wss://")):
+        from robot_stack.transport.openpi import OpenPIClient  # a remote openpi-protocol server
+
+        return OpenPIClient(endpoint, **kwargs)
     return (factory or PolicyClient)(endpoint, **kwargs)
 
 
@@ -535,6 +544,8 @@ def build_stack(
         server = None
         if not target:
             engine = [] if config.policy.engine == "ort" else ["--engine", config.policy.engine]
+            # the local server's start-up report (backend checks, bind) shows with -v; its warnings always do
+            engine += [] if log.isEnabledFor(logging.DEBUG) else ["--quiet"]
             server, target = start_server(
                 manifest_path, config.policy.provider, threads=config.policy.threads, extra_args=engine
             )

@@ -113,10 +113,12 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """Where the cameras' calibration files are: ``<root>/<scene>/<camera_id>.yaml`` (root None = the repo's)."""
+    """Where the cameras' calibration files are: ``<root>/<scene>/<camera_id>.yaml`` (root None = the repo's).
+    ``allow_stale``: use a calibration past its ``valid_days`` (a warning is logged; ``--allow-stale``)."""
 
     scene: str = "sim_tabletop"
     root: str | None = None
+    allow_stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ class PolicyConfig:
 
     Attributes:
         manifest: model manifest: a path, or the name of a shipped model (``robot_stack/policy/models/<name>.yaml``).
-        endpoint: ZeroMQ endpoint of a running server; empty = start a local server subprocess for ``manifest``.
+        endpoint: ZeroMQ endpoint of a running server (``tcp://host:5555``), or an openpi-protocol websocket server
+            (``ws://host:8000``); empty = start a local server subprocess for ``manifest``.
         provider: ONNX Runtime execution provider of a local server (``cpu | cuda | tensorrt``).
         engine: local server backend (``ort | tensorrt``).
         threads: intra-op threads of a local server (1 leaves the cores to the control loop on small machines).

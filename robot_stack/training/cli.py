@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from robot_stack.console import print_summary, print_table
+
 __all__ = ["add_train_parser"]
 
 
@@ -44,6 +46,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         report["eval"] = evaluate_served(result.manifest_path, args.eval_episodes).summary()
     print(json.dumps(report))
+    print_summary(
+        f"robot-stack train --head {args.head}", {k: v for k, v in report.items() if k != "config"}, to_stderr=True
+    )
     return 0
 
 
@@ -58,6 +63,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.expert:
         report["expert"] = evaluate_expert(args.episodes, args.seed).summary()
     print(json.dumps(report))
+    _eval_table(report)
     if args.min_success is not None and "policy" in report and report["policy"]["success_rate"] < args.min_success:
         print(f"FAILED: success rate {report['policy']['success_rate']:.0%} is below --min-success")
         return 1
@@ -75,12 +81,35 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(json.dumps(report))
+    print_summary("robot-stack train-demo", report, to_stderr=True)
     return 0
+
+
+def _eval_table(report: dict[str, Any]) -> None:
+    """One row per evaluated policy (and the expert), on stderr (stdout carries the JSON)."""
+    rows = [
+        (
+            who,
+            s.get("label", who),
+            f"{s['successes']}/{s['episodes']}",
+            f"{s['success_rate']:.0%}",
+            s.get("median_time_to_success_s"),
+            s.get("median_final_distance_mm"),
+            s.get("wall_s"),
+        )
+        for who, s in report.items()
+    ]
+    columns = ["", "label", "successes", "rate", "median time to success s", "median final distance mm", "wall s"]
+    print_table("robot-stack evaluate", columns, rows, to_stderr=True)
 
 
 def add_train_parser(sub: Any) -> None:
     """Add ``train``, ``evaluate`` and ``train-demo`` to the ``robot-stack`` subcommands."""
-    demo = sub.add_parser("train-demo", help="collect expert data in sim, train and export the demo policy")
+    demo = sub.add_parser(
+        "train-demo",
+        help="collect expert data in sim, train and export the demo policy",
+        epilog="example:\n  robot-stack train-demo --episodes 40 --epochs 200 --out models/demo",
+    )
     demo.add_argument("--episodes", type=int, default=40)
     demo.add_argument("--epochs", type=int, default=200)
     demo.add_argument("--eval-episodes", type=int, default=10)
@@ -88,7 +117,12 @@ def add_train_parser(sub: Any) -> None:
     demo.add_argument("--out", help="output folder (default: the package's models/ folder)")
     demo.set_defaults(func=_cmd_train_demo)
 
-    train = sub.add_parser("train", help="train a visuomotor policy (continuous or VQ-token head) on a dataset")
+    train = sub.add_parser(
+        "train",
+        help="train a visuomotor policy (continuous or VQ-token head) on a dataset",
+        epilog="example:\n"
+        "  robot-stack train --dataset data/reach --head continuous --out models/mine --eval-episodes 20",
+    )
     train.add_argument("--dataset", required=True, help="dataset folder written by robot-stack record")
     train.add_argument(
         "--head",
@@ -111,7 +145,11 @@ def add_train_parser(sub: Any) -> None:
     train.add_argument("--eval-episodes", type=int, default=0, help="then evaluate closed-loop on this many")
     train.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("evaluate", help="serve a trained policy and measure its success in the lockstep sim")
+    ev = sub.add_parser(
+        "evaluate",
+        help="serve a trained policy and measure its success in the lockstep sim",
+        epilog="example:\n  robot-stack evaluate --manifest models/mine/reach-visuomotor-continuous.yaml --episodes 50",
+    )
     ev.add_argument("--manifest", help="policy manifest YAML")
     ev.add_argument("--tokenizer", help="VQ tokenizer YAML of a latent_vq policy (default <model_id>-tokenizer.yaml)")
     ev.add_argument("--episodes", type=int, default=50)

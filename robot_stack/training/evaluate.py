@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from robot_stack.console import report_progress
 from robot_stack.cycle import chunk_from_reply
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.manifest import PolicyManifest
@@ -89,7 +90,9 @@ def _run(rig: LockstepRig, act: Any, seeds: list[int], label: str) -> EvalReport
     for seed in seeds:
         result = rig.run_episode(act, seed)
         results.append(result)
-        log.info("%s seed %d: %s in %.1f s", label, seed, "success" if result.success else "FAIL", result.duration_s)
+        log.debug("%s seed %d: %s in %.1f s", label, seed, "success" if result.success else "FAIL", result.duration_s)
+        ok = sum(r.success for r in results)
+        report_progress(f"evaluate {label}", len(results), len(seeds), "episodes", f"success {ok}/{len(results)}")
     return EvalReport(label, tuple(seeds), tuple(results), time.perf_counter() - t0)
 
 

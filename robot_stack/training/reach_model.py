@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from robot_stack.console import report_progress
 from robot_stack.errors import ShapeError
 
 #: Pixel stride of the colour key (every 2nd row and column): 4x less work, same centroid to sub-millimetre.
@@ -135,6 +136,7 @@ def train_mlp(
         return h, acts
 
     for epoch in range(epochs):
+        report_progress("train epochs", epoch, epochs, "epochs")
         lr_now = lr * (0.5 * (1 + np.cos(np.pi * epoch / epochs)))  # cosine decay
         rng.shuffle(train)
         for start in range(0, len(train), batch_size):
@@ -155,6 +157,7 @@ def train_mlp(
                 vhat = v[j] / (1 - beta2**step)
                 params[j] -= lr_now * mhat / (np.sqrt(vhat) + 1e-8)
             ws, bs = params[: len(ws)], params[len(ws) :]
+    report_progress("train epochs", epochs, epochs, "epochs")
 
     def mse(idx: np.ndarray) -> float:
         return float(np.mean((forward(xn[idx])[0] - yn[idx]) ** 2))

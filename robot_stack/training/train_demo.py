@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from robot_stack.console import report_progress
 from robot_stack.errors import PolicyError
 from robot_stack.policy.manifest import SHIPPED_MODELS_DIR, PolicyManifest
 from robot_stack.sim.expert import ExpertConfig, expert_actions
@@ -86,9 +87,10 @@ def collect(episodes: int, seed: int = 0, noise_m: float = 0.02, q_noise_rad: fl
                 expert, seed + ep, initial_q_noise_rad=q_noise_rad, on_step=record, execute=perturb
             )
             successes += int(result.success)
-            log.info(
+            log.debug(
                 "episode %d/%d: %s (%d steps)", ep + 1, episodes, "success" if result.success else "fail", result.steps
             )
+            report_progress("collect expert episodes", ep + 1, episodes, "episodes", f"success {successes}/{ep + 1}")
     finally:
         rig.close()
     return Dataset(np.stack(feats), np.stack(labels), episodes, successes, tuple(probes))
@@ -147,7 +149,12 @@ def evaluate(manifest_path: Path, episodes: int, seed: int = 1000) -> list[Episo
     rig = LockstepRig()
     try:
         act = onnx_policy_fn(manifest_path)
-        return [rig.run_episode(act, seed + i) for i in range(episodes)]
+        results: list[EpisodeResult] = []
+        for i in range(episodes):
+            results.append(rig.run_episode(act, seed + i))
+            ok = sum(r.success for r in results)
+            report_progress("evaluate", i + 1, episodes, "episodes", f"success {ok}/{i + 1}")
+        return results
     finally:
         rig.close()
 
@@ -201,5 +208,5 @@ def train_demo(
         "eval_success_rate": (sum(r.success for r in results) / len(results)) if results else None,
         "numpy_consistency_max_abs": max_err,
     }
-    log.info("train-demo report: %s", report)
+    log.debug("train-demo report: %s", report)
     return report

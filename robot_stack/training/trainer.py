@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robot_stack.console import report_progress
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.manifest import PolicyManifest
 from robot_stack.training.nets import (
@@ -199,8 +200,9 @@ def _fit(
             running += loss.item() * len(sel)
             seen += len(sel)
         train_loss = running / max(seen, 1)
+        report_progress(f"train {label}", epoch + 1, config.epochs, "epochs", f"loss {train_loss:.4f}")
         if epoch == config.epochs - 1 or epoch % 5 == 0:
-            log.info(
+            log.debug(
                 "%s epoch %d/%d: train %.4f val %.4f (%.0f s)",
                 label,
                 epoch + 1,

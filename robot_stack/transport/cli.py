@@ -31,9 +31,21 @@ def _cmd_keys_generate(args: argparse.Namespace) -> int:
 
 def add_keys_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``robot-stack keys generate <dir> --name <id> [--server] [--allow-dir D] [--robots IDS] [--force]``."""
-    keys = subparsers.add_parser("keys", help="manage ZeroMQ CURVE key files")
+    keys = subparsers.add_parser(
+        "keys",
+        help="manage ZeroMQ CURVE key files",
+        epilog="examples:\n"
+        "  robot-stack keys generate keys/ --name server --server\n"
+        "  robot-stack keys generate keys/ --name robot1 --robots arm1",
+    )
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    gen = keys_sub.add_parser("generate", help="create a CURVE key pair (and allow-list a client key)")
+    gen = keys_sub.add_parser(
+        "generate",
+        help="create a CURVE key pair (and allow-list a client key)",
+        epilog="examples:\n"
+        "  robot-stack keys generate keys/ --name server --server\n"
+        "  robot-stack keys generate keys/ --name robot1 --robots arm1",
+    )
     gen.add_argument("dir", help="key folder, e.g. keys/")
     gen.add_argument("--name", required=True, help="identity name, e.g. robot1 or server")
     gen.add_argument("--server", action="store_true", help="a server pair: not added to the allow-list")

@@ -51,6 +51,7 @@ setup(
             "sim_bridge_node = robot_stack_ros.sim_bridge_node:main",
             "recorder_node = robot_stack_ros.recorder_node:main",
             "bench_probe = robot_stack_ros.bench_probe:main",
+            "monitor_node = robot_stack_ros.monitor_node:main",
         ],
     },
 )
