@@ -28,9 +28,9 @@ from robot_stack.cycle import observation_from
 from robot_stack.dataset.format import CameraStream, DatasetSpec
 from robot_stack.dataset.recorder import Recorder
 from robot_stack.dataset.writer import CommittedEpisode, FrameRow, JointSample, calibration_at
-from robot_stack.decoders.ee_delta import R_DOWN
 from robot_stack.errors import DatasetError, RobotStackError
 from robot_stack.robots.base import JointLimits, Robot
+from robot_stack.robots.registry import get_embodiment
 from robot_stack.sim.camera import DEPTH_SCALE
 from robot_stack.sim.task import ReachTouchTask
 from robot_stack.sim.world import SimWorld
@@ -55,28 +55,43 @@ def recording_stack_config(
     width: int = 640,
     height: int = 480,
     max_duration_s: float = 8.0,
-    rate_hz: float = 500.0,
-    scene: str = "sim_tabletop",
+    rate_hz: float | None = None,
+    scene: str | None = None,
     base: StackConfig | None = None,
+    robot: str = "panda",
 ) -> StackConfig:
-    """The stack a simulated recording session runs: the ``demo`` preset (or ``base``) with the recorded cameras at
-    the recorded size, the control rate and the episode limit."""
-    config = base or load_stack_config("demo")
-    config = config.with_overrides(
-        [f"calibration.scene={scene}", f"control.rate_hz={rate_hz}", f"task.max_duration_s={max_duration_s}"]
-    )
+    """The stack a simulated recording session runs: the ``demo`` preset (or ``base``) for arm ``robot`` with the
+    recorded cameras at the recorded size, the control rate (None: the arm's), the calibration scene (None: the
+    arm's cell) and the episode limit."""
+    config = base or load_stack_config("demo", robot=robot)
+    overrides = [f"task.max_duration_s={max_duration_s}"]
+    if scene is not None:
+        overrides.append(f"calibration.scene={scene}")
+    if rate_hz is not None:
+        overrides.append(f"control.rate_hz={rate_hz}")
+    config = config.with_overrides(overrides)
     return config.replace(
         cameras=tuple(CameraConfig(camera_id=c, kind="sim", width=width, height=height) for c in cameras)
     )
 
 
 def sim_dataset_spec(
-    cameras: Sequence[str] = ("front", "side"), fps: int = 10, width: int = 640, height: int = 480
+    cameras: Sequence[str] = ("front", "side"),
+    fps: int = 10,
+    width: int = 640,
+    height: int = 480,
+    robot: str = "panda",
+    control_rate_hz: float | None = None,
 ) -> DatasetSpec:
-    """Layout of datasets recorded in the simulated cell (with the cube's top centre as environment state)."""
+    """Layout of datasets recorded in the simulated cell of arm ``robot`` (its joints; the cube's top centre as
+    environment state; the control-rate stream at ``control_rate_hz``, None = the arm's rate)."""
+    emb = get_embodiment(robot)
     return DatasetSpec(
         fps=fps,
         cameras=tuple(CameraStream(c, width, height) for c in cameras),
+        joint_names=emb.arm_joints,
+        robot_type=emb.name,
+        control_rate_hz=float(control_rate_hz or emb.control_rate_hz),
         env_state_names=ENV_STATE_NAMES,
         depth_scale=DEPTH_SCALE,
     )
@@ -140,6 +155,7 @@ def _frame_row(
     frames: Sequence[Frame],
     env_state: np.ndarray | None,
     fk: Callable[[np.ndarray], Pose],
+    tool_down: np.ndarray,
 ) -> FrameRow:
     """The recorded command of one step: step 1 of the decoded chunk (the next target), or a hold if undecodable."""
     k = 1 if chunk.horizon > 1 else 0
@@ -152,7 +168,7 @@ def _frame_row(
         row = min(int(np.searchsorted(traj.t_ns, t_k)), traj.positions.shape[0] - 1)
         q_target = traj.positions[row]
         if chunk.action_space == "ee_delta_xyz":
-            ee_target = Pose(R_DOWN, state.ee_pose.translation + chunk.actions[k], "base", "tcp")
+            ee_target = Pose(tool_down, state.ee_pose.translation + chunk.actions[k], "base", "tcp")
         else:
             ee_target = fk(q_target)
     return FrameRow(
@@ -168,8 +184,9 @@ class SimRecordingRig(LockstepRig):
         fps: frames (and device commands) per simulated second.
         width, height: image size, pixels.
         max_duration_s: episode time limit, simulated seconds.
-        rate_hz: executor rate.
-        scene: calibration scene of the cameras.
+        rate_hz: executor rate (None: the arm's).
+        scene: calibration scene of the cameras (None: the arm's cell).
+        robot: the arm (``panda`` | ``ur5`` | ``so101``).
     """
 
     def __init__(
@@ -179,8 +196,9 @@ class SimRecordingRig(LockstepRig):
         width: int = 640,
         height: int = 480,
         max_duration_s: float = 8.0,
-        rate_hz: float = 500.0,
-        scene: str = "sim_tabletop",
+        rate_hz: float | None = None,
+        scene: str | None = None,
+        robot: str = "panda",
     ) -> None:
         self.recorder: Recorder | None = None
 
@@ -188,17 +206,18 @@ class SimRecordingRig(LockstepRig):
             return RecordingRobot(robot, self._on_command, _world_measure(robot.world))  # type: ignore[attr-defined]
 
         super().__init__(
-            recording_stack_config(cameras, width, height, max_duration_s, rate_hz, scene),
+            recording_stack_config(cameras, width, height, max_duration_s, rate_hz, scene, robot=robot),
             policy_period_s=1.0 / fps,
             max_duration_s=None,
             robot_wrapper=tap,
         )
-        self.spec = sim_dataset_spec(cameras, fps, width, height)
+        scene = self.config.calibration.scene
+        self.spec = sim_dataset_spec(cameras, fps, width, height, robot, self.rate_hz)
         self.cameras = {camera.camera_id: camera for camera, _ in self.cell.cameras}
         self.calibrations: dict[str, CameraCalibration] = {
             c: calibration_at(load_calibration(scene, c), width, height) for c in cameras
         }
-        self.decoder = TeleopDecoder()
+        self.decoder = TeleopDecoder(robot=robot)
         self._frames: list[Frame] = []
         self._pending: tuple[ActionChunk, Observation] | None = None
         self._env_at_obs: np.ndarray | None = None
@@ -224,7 +243,8 @@ class SimRecordingRig(LockstepRig):
         last = self.decoder.last
         traj = last[2] if last is not None and last[0] is chunk else None
         env = np.asarray(self.task.cube_top_center(), np.float32) if self._env_at_obs is None else self._env_at_obs
-        row = _frame_row(chunk, obs.state, traj, self._frames, env, self.decoder.decoders["ee_delta_xyz"].ik.fk)
+        ee = self.decoder.decoders["ee_delta_xyz"]
+        row = _frame_row(chunk, obs.state, traj, self._frames, env, ee.ik.fk, self.config.embodiment.tool_down)
         self.recorder.add_frame(row, self._frames)
 
     def _on_step(self, obs: Observation, chunk: ActionChunk) -> None:
@@ -284,6 +304,7 @@ def run_live_session(
     clock: Clock | None = None,
     seed: int = 0,
     idle_timeout_s: float | None = None,
+    robot: str = "panda",
 ) -> LiveSessionReport:
     """Real-time teleop recording in the simulated cell, driven by episode keys (see :mod:`robot_stack.teleop.keys`).
 
@@ -292,7 +313,8 @@ def run_live_session(
     ``idle_timeout_s``: return after this long without a key (None = wait for ``q``).
     """
     clock = clock or MonotonicClock()
-    config = recording_stack_config(rig_cameras, width, height, max_duration_s=1e9)
+    arm = robot  # ``robot`` names the connected Robot below
+    config = recording_stack_config(rig_cameras, width, height, max_duration_s=1e9, robot=arm)
 
     def tap(robot: Robot) -> Robot:
         return RecordingRobot(robot, recorder.add_joint_sample, _world_measure(robot.world))  # type: ignore[attr-defined]
@@ -301,8 +323,9 @@ def run_live_session(
     robot, world = cell.robot, cell.world
     task = ReachTouchTask(world, max_duration_s=1e9)
     cams = {camera.camera_id: camera for camera, _ in cell.cameras}
-    decoder = TeleopDecoder()
+    decoder = TeleopDecoder(robot=arm)
     fk = decoder.decoders["ee_delta_xyz"].ik.fk
+    tool_down = config.embodiment.tool_down
     executor = build_executor(config, robot, clock)
     executor.start()
     committed: list[CommittedEpisode] = []
@@ -368,7 +391,7 @@ def run_live_session(
                 log.warning("teleop command rejected: %s", exc)
             if recorder.recording:
                 env = np.asarray(task.cube_top_center(), np.float32)
-                recorder.add_frame(_frame_row(chunk, state, traj, frames, env, fk), frames)
+                recorder.add_frame(_frame_row(chunk, state, traj, frames, env, fk, tool_down), frames)
             next_t += period_ns
             clock.sleep_until(next_t)
     finally:

@@ -41,6 +41,13 @@ class JointLimits:
         if np.any(self.velocity <= 0) or np.any(self.acceleration <= 0) or np.any(self.jerk <= 0):
             raise ShapeError("JointLimits: velocity/acceleration/jerk limits must be positive")
 
+    def tightened(self, margin_rad: float) -> JointLimits:
+        """These limits with the position range shrunk by ``margin_rad`` (rad) at each end (what a planner should aim
+        inside so the safety filter's margin never has to intervene)."""
+        return JointLimits(
+            self.lower + margin_rad, self.upper - margin_rad, self.velocity, self.acceleration, self.jerk
+        )
+
 
 class Robot(ABC):
     """A position-controlled arm with a gripper.
