@@ -66,7 +66,7 @@ EMBODIMENT = Embodiment(
         armature=(0.1,) * 6,
         source="UR5 URDF effort limits; gains chosen for stiff tracking",
     ),
-    control_rate_hz=500.0,
+    control_rate_hz=125.0,  # the CB3 controller's (and RTDE's) 8 ms cycle; a UR5e runs 500 Hz
     max_tcp_speed_mps=0.25,
     workspace=Box((0.15, -0.65, -0.01), (0.90, 0.65, 0.95)),
     task_region=Box((0.40, -0.15, 0.0), (0.60, 0.15, 0.0)),
