@@ -171,7 +171,8 @@ def test_robot_flag_switches_the_preset_to_the_arm_and_its_cell() -> None:
         emb = get_embodiment(arm)
         assert config.robot.model == arm and config.robot.robot_id == f"sim-{arm}-0"
         assert config.calibration.scene == default_scene(arm)
-        assert config.control_rate_hz == emb.control_rate_hz and config.workspace == emb.workspace
+        assert config.control_rate_hz == emb.control_rate_hz and config.workspace is None
+        assert config.with_overrides(["control.workspace_from_robot=true"]).workspace == emb.workspace
         assert config.policy.action_head == "latent_vq"
     assert load_stack_config("demo").control_rate_hz == 500.0  # the Panda's, as before
     explicit = load_stack_config("demo", ["control.rate_hz=250"], robot="so101")

@@ -11,12 +11,14 @@ import json
 import sys
 from pathlib import Path
 
+from robot_stack.stack.cli import add_robot_argument
+
 __all__ = ["add_hil_parser"]
 
 
 def _cmd_hil(args: argparse.Namespace) -> int:
     from robot_stack.errors import ConfigError
-    from robot_stack.hil.harness import run_scenario
+    from robot_stack.hil.harness import check_applicable, run_scenario, scenario_stack_config
     from robot_stack.hil.report import format_table
     from robot_stack.hil.scenario import load_scenario, scenario_paths
 
@@ -26,6 +28,8 @@ def _cmd_hil(args: argparse.Namespace) -> int:
         paths.extend(scenario_paths(p) if p.is_dir() else [p])
     try:
         scenarios = [load_scenario(p) for p in paths]
+        if args.robot:
+            scenarios = [s.for_robot(args.robot) for s in scenarios]
     except ConfigError as exc:
         print(f"bad scenario: {exc}", file=sys.stderr)
         return 1
@@ -36,6 +40,12 @@ def _cmd_hil(args: argparse.Namespace) -> int:
             print(f"skipping soak scenarios {skipped} (add --soak to run them)", file=sys.stderr)
     reports = []
     for scenario in scenarios:
+        if len(scenarios) > 1:
+            try:
+                check_applicable(scenario, scenario_stack_config(scenario, args.manifest))
+            except ConfigError as exc:
+                print(f"{scenario.name}: NOT RUN on this stack: {exc}", file=sys.stderr)
+                continue
         report = run_scenario(scenario, report_dir=args.report_dir, manifest=args.manifest)
         reports.append(report)
         if args.json:
@@ -58,5 +68,6 @@ def add_hil_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     hil.add_argument("--manifest", type=Path, help="policy manifest (default: the shipped reach-touch-v1)")
     hil.add_argument("--soak", action="store_true", help="also run soak-tier scenarios found in folders")
     hil.add_argument("--json", action="store_true", help="print each report as one JSON line too")
+    add_robot_argument(hil, "; the scenario's robots: entry for that arm applies")
     hil.set_defaults(func=_cmd_hil)
     return hil

@@ -125,22 +125,26 @@ def _tokenizer_next_to(config: StackConfig) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def _workspace(config: StackConfig) -> WorkspaceBox:
+def _workspace(config: StackConfig) -> WorkspaceBox | None:
     box = config.workspace
-    return WorkspaceBox(np.array(box.lower), np.array(box.upper))
+    return None if box is None else WorkspaceBox(np.array(box.lower), np.array(box.upper))
 
 
 def build_executor(config: StackConfig, robot: Robot, clock: Clock) -> Executor:
     """The control-rate executor (the arm's rate unless ``control.rate_hz`` says otherwise) with its safety filter:
-    the robot's joint limits and the workspace box (``control.workspace_*``, else the arm's), with the arm's own
-    forward kinematics (the executor thread must not share the decoder's)."""
-    from robot_stack.kinematics.ik import ik_for
+    the robot's joint limits and the workspace box when there is one (``control.workspace_*``, or the arm's with
+    ``control.workspace_from_robot``), with the arm's own forward kinematics (the executor thread must not share the
+    decoder's)."""
+    box = _workspace(config)
+    fk = None
+    if box is not None:
+        from robot_stack.kinematics.ik import ik_for
 
-    fk = ik_for(config.embodiment).fk_xyz
+        fk = ik_for(config.embodiment).fk_xyz
     safety = SafetyFilter(
         robot.limits,
         margin_rad=config.control.limit_margin_rad,
-        workspace=_workspace(config),
+        workspace=box,
         fk_xyz=fk,
         workspace_margin_m=config.control.workspace_margin_m,
     )

@@ -10,8 +10,8 @@ Sections: ``robot``, ``cameras`` (a list), ``calibration``, ``policy``, ``decode
 ``task``. Unknown keys are errors (a typo must not silently keep a default). Units: seconds, metres, hertz.
 
 **The arm.** ``robot.model`` names an arm described in :mod:`robot_stack.robots` (``panda``, ``ur5``, ``so101``);
-what is robot-specific comes from its description: the joint limits (the robot's own), the control rate and the
-workspace box (``control.rate_hz`` / ``control.workspace_*`` left unset: :attr:`StackConfig.control_rate_hz`,
+what is robot-specific comes from its description: the joint limits (the robot's own), the control rate
+(``control.rate_hz`` unset: :attr:`StackConfig.control_rate_hz`), the workspace box (``control.workspace_from_robot``:
 :attr:`StackConfig.workspace`), the IK, home posture and "tool down" orientation of the decoders. ``--robot NAME``
 (:func:`with_robot`) switches a preset to another arm: the model, and for a simulated arm its cell (calibration scene),
 robot id and shipped cross-embodiment policy from ``robot_stack/configs/robots/<name>.yaml``.
@@ -216,8 +216,9 @@ class ControlConfig:
         watchdog_s: seconds without a trajectory covering now before a safe hold.
         blend: chunk-to-chunk blending, ``splice | ensemble | none``.
         extend_s: a late chunk's predecessor comes to rest over this long; None = ``watchdog_s``.
-        workspace_lower, workspace_upper: TCP box in the base frame (m), both or neither; neither = the arm's
-            (``embodiment.workspace``: :attr:`StackConfig.workspace`).
+        workspace_lower, workspace_upper: TCP box in the base frame (m), both or neither.
+        workspace_from_robot: without an explicit box, keep the TCP in the arm's own box (``embodiment.workspace``;
+            :attr:`StackConfig.workspace`); False and no box = no workspace limit.
         workspace_margin_m: the safety filter brakes this far inside the box.
         limit_margin_rad: the safety filter tightens every joint's position limits by this (rad); the decoders' IK
             keeps a further :data:`IK_LIMIT_SLACK_RAD` inside, so plans never meet the filter's bound.
@@ -230,6 +231,7 @@ class ControlConfig:
     workspace_lower: tuple[float, float, float] | None = None
     workspace_upper: tuple[float, float, float] | None = None
     workspace_margin_m: float = 0.01
+    workspace_from_robot: bool = False
     limit_margin_rad: float = 0.02
 
     def __post_init__(self) -> None:
@@ -346,12 +348,13 @@ class StackConfig:
         return float(rate) if rate is not None else float(self.embodiment.control_rate_hz)
 
     @property
-    def workspace(self) -> Box:
-        """The TCP box the safety filter keeps the tool in (base frame, m): ``control.workspace_*``, else the arm's."""
+    def workspace(self) -> Box | None:
+        """The TCP box the safety filter keeps the tool in (base frame, m): ``control.workspace_*``, else the arm's
+        with ``control.workspace_from_robot``, else None (no box)."""
         c = self.control
-        if c.workspace_lower is None or c.workspace_upper is None:
-            return self.embodiment.workspace
-        return Box(c.workspace_lower, c.workspace_upper)
+        if c.workspace_lower is not None and c.workspace_upper is not None:
+            return Box(c.workspace_lower, c.workspace_upper)
+        return self.embodiment.workspace if c.workspace_from_robot else None
 
 
 def available_presets() -> tuple[str, ...]:
