@@ -237,3 +237,19 @@ def test_hand_eye_procedure_of_each_arm(scene: str) -> None:
     dt, dr = result.X.distance_to(stations.truth)
     assert dt < 1e-3 and np.rad2deg(dr) < 0.1
     assert set(stations.perturbed) <= set(result.rejected)
+
+
+def test_up_robot_sets_the_graph_arguments() -> None:
+    """``robot-stack up sim --robot so101``: every node gets the arm; the sim graph its cell, the cross-embodiment
+    policy and its decoder; the hardware graph only the arm (its cell and policy are the site's)."""
+    from robot_stack.graph.cli import robot_arguments
+    from robot_stack.graph.spec import load_graph
+
+    sim = load_graph("sim")
+    args = robot_arguments(sim.arguments, "so101")
+    assert args["robot"] == "so101" and args["scene"] == "sim_so101" and args["decoder"] == "latent_vq"
+    assert args["manifest"].endswith("reach-xemb/reach-xemb-vq.yaml")
+    nodes = {n.name: n for n in sim.resolve(args)}
+    for name in ("sim_bridge", "camera", "policy_client", "executor"):
+        assert nodes[name].parameters["robot"] == "so101", name
+    assert robot_arguments(load_graph("hardware").arguments, "ur5") == {"robot": "ur5"}

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["add_up_parser"]
+from robot_stack.stack.cli import add_robot_argument
+
+__all__ = ["add_up_parser", "robot_arguments"]
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -19,7 +21,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     try:
         spec = load_graph(args.graph)
-        nodes = spec.resolve(parse_overrides(args.overrides), args.config_dir)
+        overrides = parse_overrides(args.overrides)
+        if args.robot:
+            overrides = {**robot_arguments(spec.arguments, args.robot), **overrides}
+        nodes = spec.resolve(overrides, args.config_dir)
     except ConfigError as exc:
         print(f"bad graph: {exc}", file=sys.stderr)
         return 2
@@ -38,6 +43,22 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return code
 
 
+def robot_arguments(declared: dict[str, str], robot: str) -> dict[str, str]:
+    """The launch arguments ``--robot`` sets (those the graph declares): ``robot``; on a simulated graph (one with a
+    ``scene`` default of a simulated cell) also the arm's cell, the policy that serves every arm and its decoder.
+    Arguments given explicitly as name:=value win over these."""
+    from robot_stack.robots.registry import get_embodiment
+    from robot_stack.stack.config import load_stack_config, with_robot
+
+    get_embodiment(robot)
+    out = {"robot": robot}
+    if str(declared.get("scene", "")).startswith("sim"):
+        config = with_robot(load_stack_config("demo"), robot)
+        out.update(scene=config.calibration.scene, manifest=str(config.policy.manifest_path()))
+        out["decoder"] = config.policy.action_head if config.policy.action_head != "continuous" else "ee_delta_xyz"
+    return {k: v for k, v in out.items() if k in declared}
+
+
 def add_up_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``up`` subcommand to the ``robot-stack`` CLI's subparsers; return its parser."""
     up = subparsers.add_parser("up", help="run a node graph (launch/graphs/*.yaml) as supervised processes")
@@ -50,5 +71,6 @@ def add_up_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     up.add_argument("--localhost", action="store_true", help="keep DDS discovery on this host")
     up.add_argument("--quiet", action="store_true", help="do not echo node output (it still goes to the logs)")
     up.add_argument("--print", action="store_true", help="print each process' command line and exit")
+    add_robot_argument(up, "; sets the graph's robot:=, and on the sim graph its cell, the policy and decoder")
     up.set_defaults(func=_cmd_up)
     return up

@@ -135,6 +135,9 @@ class CameraNode(LifecycleNode):
         self.recording_path = declare(self, "recording_path", "", "source=recording: the .db3 file to play")
         self.serial = declare(self, "serial", "", "source=realsense: device serial ('' = the only device)")
         self.seed = declare(self, "seed", 0, "source=sim: cube placement seed (must match the sim bridge's)")
+        self.robot_model = declare(
+            self, "robot", "panda", "source=sim: the arm of the simulated cell (panda | ur5 | so101)"
+        )
         self.task_topic = declare(
             self, "task_status_topic", "", "source=sim: task status whose episode seed places the twin's cube"
         )
@@ -170,10 +173,12 @@ class CameraNode(LifecycleNode):
         if self.source == "sim":
             from robot_stack.clock import MonotonicClock
             from robot_stack.sim.camera import SimCamera
+            from robot_stack.sim.scene import scene_with_cameras
             from robot_stack.sim.world import SimWorld
 
             # a render twin: no step cap (catching up is cheap) so a busy machine does not log skipped time
-            self.world = SimWorld(clock=MonotonicClock(), max_steps_per_sync=10**9)
+            cell = scene_with_cameras([self.camera_id], self.scene, self.robot_model)
+            self.world = SimWorld(clock=MonotonicClock(), config=cell, max_steps_per_sync=10**9)
             self.world.reset(int(self.seed))
             self._twin_seed = int(self.seed)
             self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_QOS)
@@ -249,15 +254,14 @@ class CameraNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------ streams
     def _on_joint_state(self, msg: JointState) -> None:
-        from robot_stack.robots import panda
-
+        emb = self.world.embodiment
         try:
-            q = positions_by_name(msg.name, msg.position, panda.ARM_JOINTS, "joint_states")
+            q = positions_by_name(msg.name, msg.position, emb.arm_joints, "joint_states")
         except ShapeError as exc:
             self.joint_monitor.dropped("malformed", str(exc))
             return
         with self._lock:
-            self.world.set_arm_q(np.clip(q, panda.LIMITS.lower, panda.LIMITS.upper))
+            self.world.set_arm_q(np.clip(q, emb.limits.lower, emb.limits.upper))
         self.joint_monitor.received(time.monotonic_ns())
 
     def _on_task(self, msg: DiagnosticStatus) -> None:

@@ -53,7 +53,7 @@ class ExecutorNode(LifecycleNode):
 
     def __init__(self) -> None:
         super().__init__("executor")
-        from robot_stack.robots import panda
+        from robot_stack.robots.registry import get_embodiment
 
         self.rate_hz = declare(self, "rate_hz", 250.0, "control rate of the executor loop, Hz")
         self.watchdog_timeout_s = declare(
@@ -68,12 +68,15 @@ class ExecutorNode(LifecycleNode):
             self, "jtc_lookahead_s", 0.02, "joint_trajectory interface: time_from_start of each set-point, s"
         )
         self.autostart = declare(self, "autostart", True, "configure and activate at start-up")
+        self.embodiment = get_embodiment(
+            declare(self, "robot", "panda", "the arm: panda | ur5 | so101 (joints, limits)")
+        )
         if self.interface not in ("forward_position", "joint_trajectory"):
             raise ConfigError(f"command_interface {self.interface!r}: expected forward_position or joint_trajectory")
         if self.blend not in ("splice", "ensemble", "none"):
             raise ConfigError(f"blend {self.blend!r}: expected splice, ensemble or none")
-        self.names = panda.ARM_JOINTS
-        self.limits = panda.LIMITS
+        self.names = self.embodiment.arm_joints
+        self.limits = self.embodiment.limits
         self.diag = DiagnosticsPublisher(self)
         self.trajectories = StreamMonitor("trajectories", max_silence_s=max(1.0, 3 * self.watchdog_timeout_s))
         self.joint_states = StreamMonitor("joint_states", max_silence_s=self.max_state_age_s)
@@ -116,10 +119,10 @@ class ExecutorNode(LifecycleNode):
         self.commands.received(time.monotonic_ns())
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from robot_stack.kinematics.ik import panda_ik
+        from robot_stack.kinematics.ik import ik_for
 
         try:
-            ik = panda_ik()
+            ik = ik_for(self.embodiment)
             self.arm = StreamedArm(self.names, self.limits, ik.fk, self._send, self.max_state_age_s)
             clock = MonotonicClock()
             # transitions into each new trajectory are ruckig joins within the limits (no blend window to set)
