@@ -12,7 +12,8 @@ axis points out of the tool (``R_DOWN``: tool pointing down at the table). Units
 
 from __future__ import annotations
 
-import sysconfig
+import functools
+import importlib.metadata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,21 +32,41 @@ __all__ = [
     "example_robot_data_dir",
 ]
 
+#: The distribution that ships the URDFs and meshes.
+ROBOT_DATA_DISTRIBUTION = "example-robot-data"
 #: How example-robot-data's URDFs name their meshes.
 EXAMPLE_ROBOT_DATA_PACKAGE = "package://example-robot-data/robots/"
 
 
+@functools.lru_cache(maxsize=1)
 def example_robot_data_dir() -> Path:
-    """The ``robots`` folder of the installed example-robot-data wheel (URDFs and meshes, no download)."""
-    share = "cmeel.prefix/share/example-robot-data/robots"
-    candidates = [Path(sysconfig.get_paths()[key]) / share for key in ("purelib", "platlib")]
-    for path in candidates:
-        if path.is_dir():
-            return path
+    """The ``robots`` folder of the installed example-robot-data distribution (URDFs and meshes, no download),
+    found through the distribution's own metadata wherever it was installed (virtual environment, ``--user``,
+    ``--target``); cached for the process.
+
+    Raises:
+        ConfigError: the distribution is not installed, or holds no ``robots`` folder.
+    """
+    try:
+        dist = importlib.metadata.distribution(ROBOT_DATA_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(
+            f"the {ROBOT_DATA_DISTRIBUTION} distribution is not installed for this Python; install it with "
+            f"`pip install {ROBOT_DATA_DISTRIBUTION}`"
+        ) from None
+    for entry in dist.files or ():
+        posix = entry.as_posix()
+        if posix.endswith(".urdf") and "/example-robot-data/robots/" in posix:
+            root = posix[: posix.index("/example-robot-data/robots/")] + "/example-robot-data/robots"
+            path = Path(str(dist.locate_file(root)))
+            if path.is_dir():
+                return path
+    guess = Path(str(dist.locate_file("cmeel.prefix/share/example-robot-data/robots")))
+    if guess.is_dir():
+        return guess
     raise ConfigError(
-        "example-robot-data not found (looked in: "
-        + ", ".join(str(c) for c in candidates)
-        + "). Install it with `pip install example-robot-data`."
+        f"no robots folder in the installed {ROBOT_DATA_DISTRIBUTION} {dist.version} (looked at {guess}); reinstall it "
+        f"with `pip install --force-reinstall {ROBOT_DATA_DISTRIBUTION}`"
     )
 
 
