@@ -18,15 +18,12 @@ import numpy as np
 from robot_stack.clock import Clock, MonotonicClock
 from robot_stack.errors import RobotError, SafetyError, ShapeError
 from robot_stack.kinematics.ik import PinocchioIK, ik_for
-from robot_stack.robots.base import JointLimits, Robot
+from robot_stack.robots.base import JointLimits, Robot, check_command
 from robot_stack.robots.embodiment import Embodiment
 
 log = logging.getLogger("robot_stack.arms")
 
-__all__ = ["LIMIT_TOLERANCE_RAD", "VendorArm", "import_vendor"]
-
-#: Slack on the joint position limits when validating commands, rad (float round-off only).
-LIMIT_TOLERANCE_RAD = 1e-6
+__all__ = ["VendorArm", "import_vendor"]
 
 
 def import_vendor(module: str, package: str, install: str) -> ModuleType:
@@ -79,23 +76,4 @@ class VendorArm(Robot):
             raise
 
     def _validate(self, q: np.ndarray, gripper: float | None) -> np.ndarray:
-        name = type(self).__name__
-        target = np.asarray(q, dtype=np.float64)
-        joints = self.joint_names
-        if target.shape != (len(joints),):
-            raise ShapeError(
-                f"{name}.command: q must have shape ({len(joints)},) in {joints} order, got {target.shape}"
-            )
-        if not np.all(np.isfinite(target)):
-            raise SafetyError(f"{name}.command: q contains NaN/Inf ({target}); refusing the set-point")
-        lim = self.limits
-        outside = (target < lim.lower - LIMIT_TOLERANCE_RAD) | (target > lim.upper + LIMIT_TOLERANCE_RAD)
-        if np.any(outside):
-            bad = ", ".join(
-                f"{joints[i]}={target[i]:.4f} not in [{lim.lower[i]:.4f}, {lim.upper[i]:.4f}]"
-                for i in np.flatnonzero(outside)
-            )
-            raise SafetyError(f"{name}.command: joint target outside limits ({bad}); clamp upstream (safety filter)")
-        if gripper is not None and not (np.isfinite(gripper) and 0.0 <= gripper <= 1.0):
-            raise SafetyError(f"{name}.command: gripper opening must be finite in [0, 1], got {gripper}")
-        return np.clip(target, lim.lower, lim.upper)
+        return check_command(type(self).__name__, self.joint_names, self.limits, q, gripper)

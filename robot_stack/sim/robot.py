@@ -7,16 +7,13 @@ import logging
 import numpy as np
 
 from robot_stack.errors import SafetyError, ShapeError
-from robot_stack.robots.base import JointLimits, Robot
+from robot_stack.robots.base import JointLimits, Robot, check_command
 from robot_stack.sim.world import SimWorld
 from robot_stack.types import RobotState
 
 log = logging.getLogger("robot_stack.sim")
 
 __all__ = ["SimRobot"]
-
-#: Slack on the joint position limits when validating commands, rad (absorbs float round-off only).
-_LIMIT_TOLERANCE_RAD = 1e-6
 
 
 class SimRobot(Robot):
@@ -57,25 +54,7 @@ class SimRobot(Robot):
             )
 
     def _validate(self, q: np.ndarray, gripper: float | None) -> np.ndarray:
-        target = np.asarray(q, dtype=np.float64)
-        joints = self.joint_names
-        if target.shape != (len(joints),):
-            raise ShapeError(
-                f"SimRobot.command: q must have shape ({len(joints)},) in {joints} order, got {target.shape}"
-            )
-        if not np.all(np.isfinite(target)):
-            raise SafetyError(f"SimRobot.command: q contains NaN/Inf ({target}); refusing the set-point")
-        lim = self.limits
-        outside = (target < lim.lower - _LIMIT_TOLERANCE_RAD) | (target > lim.upper + _LIMIT_TOLERANCE_RAD)
-        if np.any(outside):
-            bad = ", ".join(
-                f"{joints[i]}={target[i]:.4f} not in [{lim.lower[i]:.4f}, {lim.upper[i]:.4f}]"
-                for i in np.flatnonzero(outside)
-            )
-            raise SafetyError(f"SimRobot.command: joint target outside limits ({bad}); clamp upstream (safety filter)")
-        if gripper is not None and not (np.isfinite(gripper) and 0.0 <= gripper <= 1.0):
-            raise SafetyError(f"SimRobot.command: gripper opening must be finite in [0, 1], got {gripper}")
-        return np.clip(target, lim.lower, lim.upper)
+        return check_command("SimRobot", self.joint_names, self.limits, q, gripper)
 
     def command_at(self, t_ns: int, q: np.ndarray, gripper: float | None = None) -> None:
         """Like :meth:`command`, but the set-point takes effect at clock time ``t_ns`` (the world is stepped to
