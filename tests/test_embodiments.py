@@ -63,6 +63,8 @@ def test_reset_puts_arm_home_and_cube_in_its_task_region(world: SimWorld) -> Non
         assert world.gripper_opening() == pytest.approx(1.0)
     home_tcp = ik_for(emb).fk(emb.home_q).translation
     assert emb.workspace.contains(home_tcp)
+    bodies = {world.model.body(int(world.model.geom_bodyid[g])).name for g in world.robot_geoms}
+    assert set(emb.gripper.bodies) <= bodies and emb.base_link in bodies and "cube" not in bodies
 
 
 def test_arm_holds_its_home_posture_under_its_servos(world: SimWorld) -> None:

@@ -115,6 +115,10 @@ class SimWorld:
         self.cube_half_size_m = float(m.geom_size[self._cube_geom][2])
         finger_bodies = ids(mujoco.mjtObj.mjOBJ_BODY, grip.bodies)
         self._finger_geoms = frozenset(int(g) for g in np.flatnonzero(np.isin(m.geom_bodyid, finger_bodies)))
+        # every geom of the arm (the bodies under its base link), whichever arm: for contacts of the whole robot
+        base = int(ids(mujoco.mjtObj.mjOBJ_BODY, (emb.base_link,))[0])
+        robot_bodies = np.flatnonzero(m.body_rootid == m.body_rootid[base])
+        self._robot_geoms = frozenset(int(g) for g in np.flatnonzero(np.isin(m.geom_bodyid, robot_bodies)))
 
         #: called with the target time before every :meth:`sync_now` (e.g. a
         #: :class:`~robot_stack.control.setpoints.SetpointRelay` applying a real-time process's set-points)
@@ -321,6 +325,11 @@ class SimWorld:
         axis = int(np.argmax(np.abs(up_components)))
         normal = pose.rotation[:, axis] * np.sign(up_components[axis])
         return pose.translation + self.cube_half_size_m * normal
+
+    @property
+    def robot_geoms(self) -> frozenset[int]:
+        """Geom ids of the whole arm (every body under its base link, gripper included)."""
+        return self._robot_geoms
 
     def finger_cube_contacts(self) -> int:
         """Number of active contacts between a gripper geom (fingers, jaws or the rigid tool:
