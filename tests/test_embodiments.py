@@ -255,3 +255,24 @@ def test_up_robot_sets_the_graph_arguments() -> None:
     for name in ("sim_bridge", "camera", "policy_client", "executor"):
         assert nodes[name].parameters["robot"] == "so101", name
     assert robot_arguments(load_graph("hardware").arguments, "ur5") == {"robot": "ur5"}
+
+
+def test_fine_cad_meshes_are_simplified_for_the_simulator(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The SO-101's CAD meshes (320k faces, ~0.6 s per rendered frame on a CPU) are vertex-clustered on a 3 mm grid:
+    a few percent of the faces, every vertex within the grid diagonal of the surface it came from."""
+    from robot_stack.robots.embodiment import example_robot_data_dir
+    from robot_stack.sim.scene import cluster_mesh, read_stl
+
+    stl = example_robot_data_dir() / "so_arm_description/meshes/so101/base_so101_v2.stl"
+    triangles = read_stl(stl)
+    verts, faces = cluster_mesh(triangles, 0.003)
+    assert len(faces) < 0.2 * len(triangles) and faces.max() < len(verts)
+    corners = triangles.reshape(-1, 3)
+    nearest = np.min(np.linalg.norm(verts[:, None, :] - corners[None, ::7, :], axis=-1), axis=1)
+    assert np.percentile(nearest, 95) < 0.003 * np.sqrt(3) + 0.002  # (corners subsampled for speed)
+    world = SimWorld(FakeClock(), config=scene_with_cameras(["front"], robot="so101"))
+    assert world.model.nmeshface < 20_000
+    bad = tmp_path / "ascii.stl"
+    bad.write_text("solid x\nendsolid x\n" * 10)
+    with pytest.raises(SimError, match="binary STL"):
+        read_stl(bad)

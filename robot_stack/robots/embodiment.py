@@ -209,6 +209,8 @@ class Embodiment:
             ``orientation: down``); default x along base +x, z down. An arm whose wrist cannot roll that far uses
             the down orientation it can reach.
         table_center_xy, table_half_xy: the table under the arm (metres, base frame).
+        mesh_voxel_m: when set, the simulator simplifies the arm's meshes by vertex clustering on a grid of this
+            size (metres) — for arms whose CAD meshes are too fine to render on a CPU (the SO-101's: 320k faces).
         limits_source: where the joint limits come from (stated in the README).
         description: free text.
     """
@@ -231,6 +233,7 @@ class Embodiment:
     tool_down: np.ndarray = field(default_factory=lambda: np.diag([1.0, -1.0, -1.0]))
     table_center_xy: tuple[float, float] = (0.35, 0.0)
     table_half_xy: tuple[float, float] = (0.65, 0.7)
+    mesh_voxel_m: float | None = None
     limits_source: str = ""
     description: str = ""
 

@@ -29,6 +29,7 @@ of neighbouring links overlap at many poses).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -196,6 +197,52 @@ def _robot_urdf_text(embodiment: Embodiment) -> str:
     return text
 
 
+def read_stl(path: str | Path) -> np.ndarray:
+    """(F, 3, 3) float64 triangle corners of a binary STL file (metres as written)."""
+    data = Path(path).read_bytes()
+    if len(data) < 84:
+        raise SimError(f"{path}: not a binary STL (too short)")
+    n = int(np.frombuffer(data, np.uint32, 1, 80)[0])
+    if len(data) != 84 + 50 * n:
+        raise SimError(f"{path}: not a binary STL ({len(data)} bytes for {n} triangles); convert it to binary STL")
+    rows = np.frombuffer(data, np.dtype([("normal", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")]), n, 84)
+    return rows["v"].astype(np.float64)
+
+
+def cluster_mesh(triangles: np.ndarray, voxel_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vertex clustering: corners in one ``voxel_m`` grid cell merge into their mean; triangles that collapse or
+    repeat are dropped. ``triangles`` (F, 3, 3) metres -> (vertices (V, 3), faces (F', 3) int) with every vertex
+    within ``voxel_m * sqrt(3)`` of an original one."""
+    corners = triangles.reshape(-1, 3)
+    cells, cluster = np.unique(np.floor(corners / voxel_m).astype(np.int64), axis=0, return_inverse=True)
+    cluster = cluster.reshape(-1)
+    counts = np.bincount(cluster, minlength=len(cells)).astype(np.float64)
+    verts = np.stack([np.bincount(cluster, corners[:, k], len(cells)) for k in range(3)], axis=1) / counts[:, None]
+    faces = cluster.reshape(-1, 3)
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)
+    faces = faces[np.sort(first)]
+    used, faces = np.unique(faces, return_inverse=True)
+    return verts[used], faces.reshape(-1, 3)
+
+
+@functools.lru_cache(maxsize=64)
+def _clustered(path: str, voxel_m: float) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    verts, faces = cluster_mesh(read_stl(path), voxel_m)
+    return tuple(verts.reshape(-1).tolist()), tuple(faces.reshape(-1).tolist())
+
+
+def _simplify_meshes(spec: mujoco.MjSpec, voxel_m: float) -> None:
+    """Replace every STL mesh of the robot by its vertex-clustered simplification (:func:`cluster_mesh`)."""
+    for mesh in spec.meshes:
+        if not mesh.file.lower().endswith(".stl"):
+            continue
+        verts, faces = _clustered(mesh.file, float(voxel_m))
+        mesh.file = ""
+        mesh.uservert = list(verts)
+        mesh.userface = list(faces)
+
+
 def _configure_robot(spec: mujoco.MjSpec, embodiment: Embodiment) -> None:
     """Gravity compensation, collision classes and colours of every URDF body; joint properties, the TCP site and
     the servos from the embodiment."""
@@ -309,6 +356,8 @@ def build_spec(config: SceneConfig = SceneConfig()) -> mujoco.MjSpec:  # noqa: B
     spec.visual.map.znear = 0.05
     spec.visual.map.zfar = 5.0
     spec.visual.quality.shadowsize = 2048 if config.shadows else 0
+    if embodiment.mesh_voxel_m:
+        _simplify_meshes(spec, embodiment.mesh_voxel_m)
     _configure_robot(spec, embodiment)
     _add_environment(spec, config)
     return spec
