@@ -263,10 +263,10 @@ def test_fine_cad_meshes_are_simplified_for_the_simulator(tmp_path) -> None:  # 
     from robot_stack.robots.embodiment import example_robot_data_dir
     from robot_stack.sim.scene import cluster_mesh, read_stl
 
-    stl = example_robot_data_dir() / "so_arm_description/meshes/so101/base_so101_v2.stl"
+    stl = example_robot_data_dir() / "so_arm_description/meshes/so101/wrist_roll_pitch_so101_v2.stl"
     triangles = read_stl(stl)
     verts, faces = cluster_mesh(triangles, 0.003)
-    assert len(faces) < 0.2 * len(triangles) and faces.max() < len(verts)
+    assert len(faces) < 0.1 * len(triangles) and faces.max() < len(verts)
     corners = triangles.reshape(-1, 3)
     nearest = np.min(np.linalg.norm(verts[:, None, :] - corners[None, ::7, :], axis=-1), axis=1)
     assert np.percentile(nearest, 95) < 0.003 * np.sqrt(3) + 0.002  # (corners subsampled for speed)
