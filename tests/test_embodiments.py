@@ -276,3 +276,19 @@ def test_fine_cad_meshes_are_simplified_for_the_simulator(tmp_path) -> None:  # 
     bad.write_text("solid x\nendsolid x\n" * 10)
     with pytest.raises(SimError, match="binary STL"):
         read_stl(bad)
+
+
+def test_scenarios_specialise_for_each_arm() -> None:
+    from robot_stack.hil.scenario import Scenario, load_scenario
+
+    limits = load_scenario("scenarios/limits.yaml")
+    assert limits.for_robot("panda").faults == limits.faults and limits.for_robot("panda").robot == "panda"
+    so101 = limits.for_robot("so101")
+    assert so101.robot == "so101" and so101.faults[0].params["target"] == [0.5, 0.0, 0.05]
+    assert so101.faults[1].params["body"] == ""  # the arm's own hand
+    assert so101.expect == limits.expect and so101.rate_hz is None  # the arm's rate
+    raw = {"name": "x", "robots": {"ur5": {"description": "not replaceable"}}}
+    with pytest.raises(ConfigError, match="may replace"):
+        Scenario.from_dict(raw)
+    with pytest.raises(ConfigError, match="has no description"):
+        limits.for_robot("kuka")
