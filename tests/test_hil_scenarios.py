@@ -45,3 +45,28 @@ def test_scenario_holds_its_assertions(path: Path, tmp_path: Path) -> None:
         scenario.episodes
     )
     assert report.passed, [(c.name, c.expected, c.actual) for c in report.failures]
+
+
+#: The short subset every other arm runs in CI, served by the shipped cross-embodiment (latent-token) policy that
+#: ``--robot`` selects. Scenarios whose policy faults corrupt a continuous chunk (policy-faults, limits, workspace-box)
+#: need a continuous policy of the arm and are refused on a token policy (``check_applicable``).
+ARM_SUBSET = ("nominal", "server-kill")
+
+
+@pytest.mark.parametrize("robot", ["ur5", "so101"])
+@pytest.mark.parametrize("name", ARM_SUBSET)
+def test_scenario_on_the_other_arms(robot: str, name: str, tmp_path: Path) -> None:
+    scenario = load_scenario(SCENARIOS / f"{name}.yaml").for_robot(robot)
+    report = run_scenario(scenario, report_dir=tmp_path)
+    assert report.record.robot_model == robot
+    assert report.metrics["unsafe_commands"] == 0
+    assert report.passed, [(c.name, c.expected, c.actual) for c in report.failures]
+
+
+def test_token_policy_refuses_scenarios_that_corrupt_continuous_chunks() -> None:
+    from robot_stack.errors import ConfigError
+    from robot_stack.hil.harness import check_applicable, scenario_stack_config
+
+    scenario = load_scenario(SCENARIOS / "policy-faults.yaml").for_robot("so101")
+    with pytest.raises(ConfigError, match="continuous"):
+        check_applicable(scenario, scenario_stack_config(scenario))

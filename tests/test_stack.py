@@ -33,7 +33,7 @@ def test_overrides_reach_every_section_and_serials_stay_strings() -> None:
     assert config.control.rate_hz == 1000.0
     assert config.cameras[0].serial == "123456789012"  # a YAML integer, kept as the string a serial is
     assert config.policy.request_timeout_s == 0.25
-    assert load_stack_config("demo").control.rate_hz == 500.0  # presets are values: the override made a copy
+    assert load_stack_config("demo").control_rate_hz == 500.0  # presets are values: the override made a copy
 
 
 @pytest.mark.parametrize(

@@ -168,6 +168,7 @@ def _cmd_hand_eye(args: argparse.Namespace) -> int:
         camera_name=args.camera,
         corner_noise_px=args.corner_noise_px,
         perturb_stations=args.perturb_stations,
+        scene_name=args.scene,
     )
     result = report.result
     out: dict[str, Any] = {
@@ -186,7 +187,7 @@ def _cmd_hand_eye(args: argparse.Namespace) -> int:
         out["perturbed"] = list(report.perturbed)
         out.update({f"outliers_{k}" if k != "good_dropped" else k: v for k, v in report.outlier_summary().items()})
     if args.write:
-        return _write_gated(args, out, result, report.camera, f"sim:{args.camera}", "panda")
+        return _write_gated(args, out, result, report.camera, f"sim:{args.camera}", report.robot)
     _emit(out, args.json)
     return 0
 
@@ -272,7 +273,12 @@ def add_calibrate_parser(
     he.add_argument("--robot", help="hardware: package.module:factory returning your connected Robot")
     he.add_argument("--serial", help="hardware: RealSense serial number (default: the only one connected)")
     he.add_argument("--mode", default="eye_to_hand", choices=["eye_to_hand", "eye_in_hand"])
-    he.add_argument("--scene", default="sim_tabletop")
+    he.add_argument(
+        "--scene",
+        default="sim_tabletop",
+        help="calibration scene; with --sim the simulated cell, whose arm runs its own procedure (sim_tabletop Panda, "
+        "sim_ur5, sim_so101)",
+    )
     he.add_argument("--camera", default="front")
     he.add_argument("--method", default="park", choices=HAND_EYE_METHODS)
     he.add_argument("--poses", type=int, default=15, help="robot stations (default 15)")

@@ -73,8 +73,8 @@ ENV_CALIBRATION_DIR = "ROBOT_STACK_CALIBRATION_DIR"
 SIM_VALID_DAYS = 3650.0
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-#: Scenes that :func:`generate_sim_calibration` can build (name -> robot_stack.sim.scene config factory name).
-SIM_SCENES = ("sim_tabletop",)
+#: Scenes that :func:`generate_sim_calibration` can build: the simulated cells of :mod:`robot_stack.sim.robot_cells`.
+SIM_SCENES = ("sim_tabletop", "sim_ur5", "sim_so101")
 
 
 def _utc_now() -> datetime:

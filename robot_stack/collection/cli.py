@@ -1,6 +1,7 @@
 """``robot-stack record`` and ``robot-stack replay``.
 
 robot-stack record --teleop expert --episodes 20 --out data/reach          # lockstep sim, deterministic
+robot-stack record --teleop expert --episodes 20 --out data/ur5 --robot ur5   # the UR5 in its own cell
 robot-stack record --teleop expert --episodes 5 --out data/reach --resume  # repair the index, append
 robot-stack record --teleop keyboard --live --out data/jog                 # real time, keys on stdin
 robot-stack replay data/reach --episode 0 --plot out/ep0.png --video out/ep0.mp4
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from robot_stack.console import print_summary, print_table, report_progress
+from robot_stack.stack.cli import add_robot_argument
 from robot_stack.viewer.cli import add_view_arguments, open_view
 
 log = logging.getLogger("robot_stack.dataset.cli")
@@ -60,11 +62,13 @@ def _cmd_record(args: argparse.Namespace) -> int:
     if args.live or args.teleop != "expert":
         return _record_live(args, cameras)
     from robot_stack.collection.session import SimRecordingRig
+    from robot_stack.sim.expert import ExpertConfig
     from robot_stack.teleop.expert import ExpertTeleop
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
-    rig = SimRecordingRig(cameras, args.fps, args.width, args.height, args.max_duration)
+    robot = args.robot or "panda"
+    rig = SimRecordingRig(cameras, args.fps, args.width, args.height, args.max_duration, robot=robot)
     view = open_view(args, "robot-stack-record")
     try:
         if view is not None:
@@ -78,7 +82,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
             )
         writer = _open_writer(args, rig.spec, rig.calibrations)
         recorder = Recorder(writer, queue_frames=args.queue)
-        device = ExpertTeleop(rig.task.cube_top_center)
+        # the expert keeps to the arm's TCP speed limit (the SO-101's 0.10 m/s is below the default 0.15 m/s)
+        speed = min(ExpertConfig.max_speed_mps, rig.config.embodiment.max_tcp_speed_mps)
+        device = ExpertTeleop(rig.task.cube_top_center, ExpertConfig(max_speed_mps=speed))
         start = writer.num_episodes
         rows = []
         for i in range(args.episodes):
@@ -116,15 +122,16 @@ def _record_table(out: str, rows: list[dict[str, Any]]) -> None:
 
 
 def _record_live(args: argparse.Namespace, cameras: tuple[str, ...]) -> int:
+    from robot_stack.calibration.store import load_calibration
     from robot_stack.collection.session import run_live_session, sim_dataset_spec
     from robot_stack.dataset.recorder import Recorder
+    from robot_stack.sim.robot_cells import default_scene
     from robot_stack.teleop.keys import StdinKeySource
     from robot_stack.teleop.terminal import TerminalKeys
 
-    spec = sim_dataset_spec(cameras, args.fps, args.width, args.height)
-    from robot_stack.calibration.store import load_calibration
-
-    calibrations = {c: load_calibration("sim_tabletop", c) for c in cameras}
+    robot = args.robot or "panda"
+    spec = sim_dataset_spec(cameras, args.fps, args.width, args.height, robot)
+    calibrations = {c: load_calibration(default_scene(robot), c) for c in cameras}
     writer = _open_writer(args, spec, calibrations)
     recorder = Recorder(writer, queue_frames=args.queue)
     raw = sys.stdin is not None and sys.stdin.isatty()
@@ -151,6 +158,7 @@ def _record_live(args: argparse.Namespace, cameras: tuple[str, ...]) -> int:
             args.episodes or None,
             seed=args.seed,
             view=view,
+            robot=robot,
         )
     finally:
         if view is not None:
@@ -237,6 +245,7 @@ def add_dataset_parser(subparsers: Any) -> None:
     rec.add_argument("--resume", action="store_true", help="repair an existing dataset's index and append to it")
     rec.add_argument("--live", action="store_true", help="real-time simulation, keys from the terminal (no Enter)")
     add_view_arguments(rec)
+    add_robot_argument(rec)
     rec.set_defaults(func=_cmd_record)
 
     rep = subparsers.add_parser(

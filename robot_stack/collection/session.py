@@ -29,9 +29,9 @@ from robot_stack.cycle import observation_from
 from robot_stack.dataset.format import CameraStream, DatasetSpec
 from robot_stack.dataset.recorder import Recorder
 from robot_stack.dataset.writer import CommittedEpisode, FrameRow, JointSample, calibration_at
-from robot_stack.decoders.ee_delta import R_DOWN
 from robot_stack.errors import DatasetError, RobotStackError
 from robot_stack.robots.base import JointLimits, Robot
+from robot_stack.robots.registry import get_embodiment
 from robot_stack.sim.camera import DEPTH_SCALE
 from robot_stack.sim.task import ReachTouchTask
 from robot_stack.sim.world import SimWorld
@@ -56,28 +56,43 @@ def recording_stack_config(
     width: int = 640,
     height: int = 480,
     max_duration_s: float = 8.0,
-    rate_hz: float = 500.0,
-    scene: str = "sim_tabletop",
+    rate_hz: float | None = None,
+    scene: str | None = None,
     base: StackConfig | None = None,
+    robot: str = "panda",
 ) -> StackConfig:
-    """The stack a simulated recording session runs: the ``demo`` preset (or ``base``) with the recorded cameras at
-    the recorded size, the control rate and the episode limit."""
-    config = base or load_stack_config("demo")
-    config = config.with_overrides(
-        [f"calibration.scene={scene}", f"control.rate_hz={rate_hz}", f"task.max_duration_s={max_duration_s}"]
-    )
+    """The stack a simulated recording session runs: the ``demo`` preset (or ``base``) for arm ``robot`` with the
+    recorded cameras at the recorded size, the control rate (None: the arm's), the calibration scene (None: the
+    arm's cell) and the episode limit."""
+    config = base or load_stack_config("demo", robot=robot)
+    overrides = [f"task.max_duration_s={max_duration_s}"]
+    if scene is not None:
+        overrides.append(f"calibration.scene={scene}")
+    if rate_hz is not None:
+        overrides.append(f"control.rate_hz={rate_hz}")
+    config = config.with_overrides(overrides)
     return config.replace(
         cameras=tuple(CameraConfig(camera_id=c, kind="sim", width=width, height=height) for c in cameras)
     )
 
 
 def sim_dataset_spec(
-    cameras: Sequence[str] = ("front", "side"), fps: int = 10, width: int = 640, height: int = 480
+    cameras: Sequence[str] = ("front", "side"),
+    fps: int = 10,
+    width: int = 640,
+    height: int = 480,
+    robot: str = "panda",
+    control_rate_hz: float | None = None,
 ) -> DatasetSpec:
-    """Layout of datasets recorded in the simulated cell (with the cube's top centre as environment state)."""
+    """Layout of datasets recorded in the simulated cell of arm ``robot`` (its joints; the cube's top centre as
+    environment state; the control-rate stream at ``control_rate_hz``, None = the arm's rate)."""
+    emb = get_embodiment(robot)
     return DatasetSpec(
         fps=fps,
         cameras=tuple(CameraStream(c, width, height) for c in cameras),
+        joint_names=emb.arm_joints,
+        robot_type=emb.name,
+        control_rate_hz=float(control_rate_hz or emb.control_rate_hz),
         env_state_names=ENV_STATE_NAMES,
         depth_scale=DEPTH_SCALE,
     )
@@ -141,6 +156,7 @@ def _frame_row(
     frames: Sequence[Frame],
     env_state: np.ndarray | None,
     fk: Callable[[np.ndarray], Pose],
+    tool_down: np.ndarray,
 ) -> FrameRow:
     """The recorded command of one step: step 1 of the decoded chunk (the next target), or a hold if undecodable."""
     k = 1 if chunk.horizon > 1 else 0
@@ -153,7 +169,7 @@ def _frame_row(
         row = min(int(np.searchsorted(traj.t_ns, t_k)), traj.positions.shape[0] - 1)
         q_target = traj.positions[row]
         if chunk.action_space == "ee_delta_xyz":
-            ee_target = Pose(R_DOWN, state.ee_pose.translation + chunk.actions[k], "base", "tcp")
+            ee_target = Pose(tool_down, state.ee_pose.translation + chunk.actions[k], "base", "tcp")
         else:
             ee_target = fk(q_target)
     return FrameRow(
@@ -169,8 +185,9 @@ class SimRecordingRig(LockstepRig):
         fps: frames (and device commands) per simulated second.
         width, height: image size, pixels.
         max_duration_s: episode time limit, simulated seconds.
-        rate_hz: executor rate.
-        scene: calibration scene of the cameras.
+        rate_hz: executor rate (None: the arm's).
+        scene: calibration scene of the cameras (None: the arm's cell).
+        robot: the arm (``panda`` | ``ur5`` | ``so101``).
     """
 
     def __init__(
@@ -180,8 +197,9 @@ class SimRecordingRig(LockstepRig):
         width: int = 640,
         height: int = 480,
         max_duration_s: float = 8.0,
-        rate_hz: float = 500.0,
-        scene: str = "sim_tabletop",
+        rate_hz: float | None = None,
+        scene: str | None = None,
+        robot: str = "panda",
     ) -> None:
         self.recorder: Recorder | None = None
 
@@ -189,17 +207,18 @@ class SimRecordingRig(LockstepRig):
             return RecordingRobot(robot, self._on_command, _world_measure(robot.world))  # type: ignore[attr-defined]
 
         super().__init__(
-            recording_stack_config(cameras, width, height, max_duration_s, rate_hz, scene),
+            recording_stack_config(cameras, width, height, max_duration_s, rate_hz, scene, robot=robot),
             policy_period_s=1.0 / fps,
             max_duration_s=None,
             robot_wrapper=tap,
         )
-        self.spec = sim_dataset_spec(cameras, fps, width, height)
+        scene = self.config.calibration.scene
+        self.spec = sim_dataset_spec(cameras, fps, width, height, robot, self.rate_hz)
         self.cameras = {camera.camera_id: camera for camera, _ in self.cell.cameras}
         self.calibrations: dict[str, CameraCalibration] = {
             c: calibration_at(load_calibration(scene, c), width, height) for c in cameras
         }
-        self.decoder = TeleopDecoder()
+        self.decoder = TeleopDecoder(robot=robot)
         #: a :class:`~robot_stack.viewer.stack_view.CellView` shown every recorded step (``--display``/``--save``)
         self.view: Any = None
         self._frames: list[Frame] = []
@@ -227,7 +246,8 @@ class SimRecordingRig(LockstepRig):
         last = self.decoder.last
         traj = last[2] if last is not None and last[0] is chunk else None
         env = np.asarray(self.task.cube_top_center(), np.float32) if self._env_at_obs is None else self._env_at_obs
-        row = _frame_row(chunk, obs.state, traj, self._frames, env, self.decoder.decoders["ee_delta_xyz"].ik.fk)
+        ee = self.decoder.decoders["ee_delta_xyz"]
+        row = _frame_row(chunk, obs.state, traj, self._frames, env, ee.ik.fk, self.config.embodiment.tool_down)
         self.recorder.add_frame(row, self._frames)
         if self.view is not None:
             self.view.step(obs.state.t_ns, frames=self._frames, state=obs.state, trajectory=traj)
@@ -290,6 +310,7 @@ def run_live_session(
     seed: int = 0,
     idle_timeout_s: float | None = None,
     view: Any = None,
+    robot: str = "panda",
 ) -> LiveSessionReport:
     """Real-time teleop recording in the simulated cell, driven by episode keys (see :mod:`robot_stack.teleop.keys`).
 
@@ -299,7 +320,8 @@ def run_live_session(
     :class:`~robot_stack.viewer.live.LiveView` that shows every step live (the cameras, the arm, the commands).
     """
     clock = clock or MonotonicClock()
-    config = recording_stack_config(rig_cameras, width, height, max_duration_s=1e9)
+    arm = robot  # ``robot`` names the connected Robot below
+    config = recording_stack_config(rig_cameras, width, height, max_duration_s=1e9, robot=arm)
 
     def tap(robot: Robot) -> Robot:
         return RecordingRobot(robot, recorder.add_joint_sample, _world_measure(robot.world))  # type: ignore[attr-defined]
@@ -318,8 +340,9 @@ def run_live_session(
             robot.joint_names,
             [(c.camera_id, p.camera, p.T_base_cam) for c, p in cell.cameras],
         )
-    decoder = TeleopDecoder()
+    decoder = TeleopDecoder(robot=arm)
     fk = decoder.decoders["ee_delta_xyz"].ik.fk
+    tool_down = config.embodiment.tool_down
     executor = build_executor(config, robot, clock)
     executor.start()
     committed: list[CommittedEpisode] = []
@@ -385,7 +408,7 @@ def run_live_session(
                 log.warning("teleop command rejected: %s", exc)
             if recorder.recording:
                 env = np.asarray(task.cube_top_center(), np.float32)
-                recorder.add_frame(_frame_row(chunk, state, traj, frames, env, fk), frames)
+                recorder.add_frame(_frame_row(chunk, state, traj, frames, env, fk, tool_down), frames)
             if shown is not None:
                 commanded = executor.commanded
                 shown.step(

@@ -58,6 +58,7 @@ from robot_stack.dataset.format import (
     RobotDescription,
     camera_key,
     panda_description,
+    robot_description,
     validate_layout,
 )
 from robot_stack.dataset.loader import CameraData, Dataset, Episode, HighRateStream, load_dataset
@@ -93,5 +94,6 @@ __all__ = [
     "camera_key",
     "load_dataset",
     "panda_description",
+    "robot_description",
     "validate_layout",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "RobotDescription",
     "episode_of_path",
     "panda_description",
+    "robot_description",
     "validate_layout",
 ]
 
@@ -415,21 +416,26 @@ class RobotDescription:
         )
 
 
-def panda_description() -> RobotDescription:
-    """The Panda the simulator and IK use (:mod:`robot_stack.robots.panda`), with its URDF's hash."""
+def robot_description(robot: str = "panda") -> RobotDescription:
+    """The arm ``robot`` as the simulator and IK use it (:mod:`robot_stack.robots`), with its URDF text's hash."""
     import hashlib
 
-    from robot_stack.robots import panda
+    from robot_stack.robots.registry import get_embodiment
 
-    path = panda.urdf_path()
+    emb = get_embodiment(robot)
     return RobotDescription(
-        name="panda",
-        urdf_file=path.name,
-        urdf_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        base_frame=panda.BASE_LINK,
-        tcp_frame=panda.TCP_FRAME,
-        joint_names=panda.ARM_JOINTS,
-        lower=tuple(float(v) for v in panda.LIMITS.lower),
-        upper=tuple(float(v) for v in panda.LIMITS.upper),
-        velocity=tuple(float(v) for v in panda.LIMITS.velocity),
+        name=emb.name,
+        urdf_file=emb.urdf_path().name,
+        urdf_sha256=hashlib.sha256(emb.urdf_path().read_bytes()).hexdigest(),
+        base_frame=emb.base_link,
+        tcp_frame=emb.tcp_frame,
+        joint_names=emb.arm_joints,
+        lower=tuple(float(v) for v in emb.limits.lower),
+        upper=tuple(float(v) for v in emb.limits.upper),
+        velocity=tuple(float(v) for v in emb.limits.velocity),
     )
+
+
+def panda_description() -> RobotDescription:
+    """The Panda the simulator and IK use (:mod:`robot_stack.robots.panda`), with its URDF's hash."""
+    return robot_description("panda")

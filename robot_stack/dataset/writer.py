@@ -670,7 +670,7 @@ class DatasetWriter:
         elif self.root.exists() and any(p.name != fmt.TMP_DIR for p in self.root.iterdir()):
             raise DatasetError(f"{self.root} exists, is not empty and is not a dataset; choose a new folder")
         self.spec: DatasetSpec = spec
-        self.robot = robot if robot is not None else fmt.panda_description()
+        self.robot = robot if robot is not None else fmt.robot_description(spec.robot_type)
         self.video = video if video is not None else VideoConfig()
         cals = dict(calibrations or {})
         missing = [c for c in spec.camera_ids if c not in cals]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from robot_stack.stack.cli import add_stack_config_arguments, stack_overrides
+from robot_stack.stack.cli import add_robot_argument, add_stack_config_arguments, stack_overrides
 from robot_stack.types import ActionHead
 from robot_stack.viewer.cli import add_view_arguments, open_view
 
@@ -26,6 +26,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         max_duration_s=args.max_duration,
         action_head=args.action_head,
         blend=args.blend,
+        robot=args.robot,
     )
     view = open_view(args, "robot-stack-demo")
     try:
@@ -58,9 +59,10 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     demo.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the first episode's cube position")
     add_stack_config_arguments(demo)
+    add_robot_argument(demo)
     demo.add_argument("--manifest", help="policy manifest (default: the preset's, the shipped reach-touch model)")
     demo.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime EP (default: cpu)")
-    demo.add_argument("--rate-hz", type=float, help="executor rate, Hz (default 500)")
+    demo.add_argument("--rate-hz", type=float, help="executor rate, Hz (default: the arm's, Panda 500)")
     demo.add_argument("--max-duration", type=float, help="seconds per episode before it fails (default 10)")
     demo.add_argument("--min-success", type=float, default=0.5, help="exit 1 below this success rate")
     demo.add_argument("--gif", help="save the first episode as an animated GIF at this path")

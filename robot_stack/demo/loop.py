@@ -56,9 +56,11 @@ def demo_config(
     max_duration_s: float | None = None,
     action_head: str | None = None,
     blend: str | None = None,
+    robot: str | None = None,
 ) -> StackConfig:
-    """The demo's stack config: a preset, the command line's ``--set`` overrides, then its named flags."""
-    config = load_stack_config(preset, overrides)
+    """The demo's stack config: a preset (switched to arm ``robot`` when given: its cell and the policy that serves
+    every arm), the command line's ``--set`` overrides, then its named flags."""
+    config = load_stack_config(preset, overrides, robot=robot)
     flags = {
         "policy.manifest": None if manifest is None else str(manifest),
         "policy.provider": provider,

@@ -14,9 +14,10 @@ from pathlib import Path
 from robot_stack.console import print_table
 from robot_stack.graph.monitor import read_summary
 from robot_stack.graph.spec import NodeLaunch
+from robot_stack.stack.cli import add_robot_argument
 from robot_stack.viewer.cli import add_view_arguments
 
-__all__ = ["add_up_parser"]
+__all__ = ["add_up_parser", "robot_arguments"]
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -33,7 +34,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 choices = f" Valid choices are: {list(arg.choices)}" if arg.choices else ""
                 print(f"\n    {name!r}:\n        {arg.help()}{choices}\n        (default: {defaults[name]!r})")
             return 0
-        nodes = spec.resolve(parse_overrides(args.overrides), args.config_dir)
+        overrides = parse_overrides(args.overrides)
+        if args.robot:
+            overrides = {**robot_arguments(spec.defaults(), args.robot), **overrides}
+        nodes = spec.resolve(overrides, args.config_dir)
     except ConfigError as exc:
         print(f"bad graph: {exc}", file=sys.stderr)
         return 2
@@ -84,6 +88,22 @@ def _print_summary(graph: str, supervisor: object, monitor: dict | None) -> None
     print_table(f"up {graph}", ["summary", "value"], rows, to_stderr=True)
 
 
+def robot_arguments(declared: dict[str, str], robot: str) -> dict[str, str]:
+    """The launch arguments ``--robot`` sets (those the graph declares): ``robot``; on a simulated graph (one with a
+    ``scene`` default of a simulated cell) also the arm's cell, the policy that serves every arm and its decoder.
+    Arguments given explicitly as name:=value win over these."""
+    from robot_stack.robots.registry import get_embodiment
+    from robot_stack.stack.config import load_stack_config, with_robot
+
+    get_embodiment(robot)
+    out = {"robot": robot}
+    if str(declared.get("scene", "")).startswith("sim"):
+        config = with_robot(load_stack_config("demo"), robot)
+        out.update(scene=config.calibration.scene, manifest=str(config.policy.manifest_path()))
+        out["decoder"] = config.policy.action_head if config.policy.action_head != "continuous" else "ee_delta_xyz"
+    return {k: v for k, v in out.items() if k in declared}
+
+
 def add_up_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``up`` subcommand to the ``robot-stack`` CLI's subparsers; return its parser."""
     up = subparsers.add_parser(
@@ -106,5 +126,6 @@ def add_up_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     )
     up.add_argument("--no-monitor", action="store_true", help="run without the monitor process (no summary, no view)")
     add_view_arguments(up)
+    add_robot_argument(up, "; sets the graph's robot:=, and on the sim graph its cell, the policy and decoder")
     up.set_defaults(func=_cmd_up)
     return up

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from robot_stack.console import report_progress
+from robot_stack.stack.cli import add_robot_argument
 from robot_stack.viewer.cli import add_view_arguments, open_view
 
 __all__ = ["add_hil_parser"]
@@ -28,6 +29,8 @@ def _cmd_hil(args: argparse.Namespace) -> int:
         paths.extend(scenario_paths(p) if p.is_dir() else [p])
     try:
         scenarios = [load_scenario(p) for p in paths]
+        if args.robot:
+            scenarios = [s.for_robot(args.robot) for s in scenarios]
     except ConfigError as exc:
         print(f"bad scenario: {exc}", file=sys.stderr)
         return 1
@@ -50,10 +53,17 @@ def _cmd_hil(args: argparse.Namespace) -> int:
 
 
 def _run_all(args: argparse.Namespace, scenarios: list, view: object) -> list:
-    from robot_stack.hil.harness import run_scenario
+    from robot_stack.errors import ConfigError
+    from robot_stack.hil.harness import check_applicable, run_scenario, scenario_stack_config
 
     reports: list = []
     for scenario in scenarios:
+        if len(scenarios) > 1:
+            try:
+                check_applicable(scenario, scenario_stack_config(scenario, args.manifest))
+            except ConfigError as exc:
+                print(f"{scenario.name}: NOT RUN on this stack: {exc}", file=sys.stderr)
+                continue
         report_progress("hil scenarios", len(reports), len(scenarios), "scenarios", f"running {scenario.name}")
         report = run_scenario(scenario, report_dir=args.report_dir, manifest=args.manifest, view=view)
         reports.append(report)
@@ -83,5 +93,6 @@ def add_hil_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     hil.add_argument("--soak", action="store_true", help="also run soak-tier scenarios found in folders")
     hil.add_argument("--json", action="store_true", help="print each report as one JSON line too")
     add_view_arguments(hil)
+    add_robot_argument(hil, "; the scenario's robots: entry for that arm applies")
     hil.set_defaults(func=_cmd_hil)
     return hil

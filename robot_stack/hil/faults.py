@@ -240,11 +240,15 @@ class FaultyCamera(Camera):
 
 
 def apply_push(world: SimWorld, body: str, force_n: Sequence[float] | None) -> None:
-    """Apply an external force (newtons, world = base frame) at ``body``'s centre of mass; None removes it."""
+    """Apply an external force (newtons, world = base frame) at ``body``'s centre of mass (``""``: the arm's hand,
+    the parent link of its TCP); None removes it."""
     with world.lock:
+        if not body:
+            tcp = mujoco.mj_name2id(world.model, mujoco.mjtObj.mjOBJ_BODY, world.embodiment.tcp_frame)
+            body = world.model.body(int(world.model.body_parentid[tcp])).name
         body_id = mujoco.mj_name2id(world.model, mujoco.mjtObj.mjOBJ_BODY, body)
         if body_id < 0:
-            raise SimError(f"push: scene has no body {body!r} (try panda_hand or panda_link7)")
+            raise SimError(f"push: scene has no body {body!r} (leave body out to push the arm's hand)")
         world.data.xfrc_applied[body_id, :] = 0.0
         if force_n is not None:
             world.data.xfrc_applied[body_id, :3] = np.asarray(force_n, dtype=np.float64)

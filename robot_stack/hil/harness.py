@@ -24,7 +24,7 @@ import numpy as np
 
 from robot_stack.clock import MonotonicClock
 from robot_stack.cycle import CycleResult
-from robot_stack.errors import TransportError
+from robot_stack.errors import ConfigError, TransportError
 from robot_stack.hil.audit import RecordingRobot, TimedClient, WarningCounter
 from robot_stack.hil.faults import FaultyCamera, NetworkProxy, ServerProcess, apply_push
 from robot_stack.hil.metrics import compute_metrics, evaluate
@@ -55,6 +55,7 @@ class RunRecord:
     """Everything one scenario run recorded (the input of :func:`robot_stack.hil.metrics.compute_metrics`).
 
     Attributes:
+        robot_model: the arm the scenario ran on (its kinematics for the workspace figures).
         t0_ns: robot clock at the start of the first episode (plots use it as zero).
         windows: fault windows actually applied (start/end when the harness switched them).
         cycles: (t_ns, outcome, episode) per policy cycle.
@@ -68,6 +69,7 @@ class RunRecord:
     """
 
     scenario: Scenario
+    robot_model: str = "panda"
     t0_ns: int = 0
     windows: list[Window] = field(default_factory=list)
     cycles: list[tuple[int, str, int]] = field(default_factory=list)
@@ -154,22 +156,46 @@ class _Injector:
 
 
 def scenario_stack_config(scenario: Scenario, manifest: str | Path | None = None) -> StackConfig:
-    """The stack a scenario runs: its preset (``stack:``, default the demo's) with the scenario's rate, watchdog,
-    deadlines, episode length and workspace box; ``manifest`` replaces the preset's policy."""
+    """The stack a scenario runs: its preset (``stack:``, default the demo's) for the scenario's arm
+    (:meth:`Scenario.for_robot`; else the preset's) with the scenario's rate (else the arm's), watchdog, deadlines,
+    episode length and workspace box (else the arm's); ``manifest`` replaces the preset's policy."""
     overrides = [
-        "robot.robot_id=hil-panda-0",
-        f"control.rate_hz={scenario.rate_hz}",
         f"control.watchdog_s={scenario.watchdog_s}",
         f"policy.timeout_s={max(2.0, scenario.client_timeout_s)}",
         f"policy.request_timeout_s={scenario.client_timeout_s}",
         f"task.max_duration_s={scenario.duration_s}",
     ]
+    if scenario.rate_hz is not None:
+        overrides.append(f"control.rate_hz={scenario.rate_hz}")
     if scenario.workspace is not None:
         overrides += [f"control.workspace_lower={list(scenario.workspace[0])}"]
         overrides += [f"control.workspace_upper={list(scenario.workspace[1])}"]
     if manifest is not None:
         overrides.append(f"policy.manifest={manifest}")
-    return load_stack_config(scenario.stack_path(), overrides)
+    config = load_stack_config(scenario.stack_path(), overrides, robot=scenario.robot)
+    return config.with_overrides([f"robot.robot_id=hil-{config.robot.model}-0"])
+
+
+#: Policy fault modes that corrupt a continuous ``ee_delta_xyz`` chunk (the ``actions`` output).
+_ACTION_FAULTS = ("nan", "inf", "out_of_range", "jump", "reach")
+
+
+def check_applicable(scenario: Scenario, config: StackConfig) -> None:
+    """Raise ConfigError when a fault of ``scenario`` cannot act on the stack ``config`` serves: a policy-output
+    fault (:data:`_ACTION_FAULTS`) needs a continuous ``ee_delta_xyz`` policy, and would otherwise change nothing."""
+    from robot_stack.policy.manifest import PolicyManifest
+
+    modes = sorted({str(f.params["mode"]) for f in scenario.faults if f.kind == "policy"} & set(_ACTION_FAULTS))
+    if not modes:
+        return
+    manifest = PolicyManifest.load(config.policy.manifest_path())
+    if "actions" not in {o.name for o in manifest.outputs}:
+        raise ConfigError(
+            f"scenario {scenario.name}: policy fault(s) {modes} corrupt the 'actions' chunk of a continuous policy, "
+            "but "
+            f"{manifest.model_id} outputs {[o.name for o in manifest.outputs]}; run it with --manifest <a continuous "
+            "ee_delta_xyz policy of this arm>"
+        )
 
 
 def run_scenario(
@@ -184,7 +210,8 @@ def run_scenario(
     :class:`~robot_stack.viewer.live.LiveView`), show every cycle, hold and refused frame live.
     """
     config = scenario_stack_config(scenario, manifest)
-    record = RunRecord(scenario)
+    check_applicable(scenario, config)
+    record = RunRecord(scenario, robot_model=config.robot.model)
     server = ServerProcess(config.policy.manifest_path(), clock_skew_s=scenario.clock_skew_s)
     proxy: NetworkProxy | None = None
     cameras: list[FaultyCamera] = []
@@ -196,7 +223,7 @@ def run_scenario(
             clock = MonotonicClock()
 
             def audit(robot: Any) -> RecordingRobot:
-                return RecordingRobot(robot, clock.now_ns, 1.0 / config.control.rate_hz)
+                return RecordingRobot(robot, clock.now_ns, 1.0 / config.control_rate_hz)
 
             def faulty(camera: Any) -> FaultyCamera:
                 cameras.append(FaultyCamera(camera))

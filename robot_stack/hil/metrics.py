@@ -194,10 +194,10 @@ def _limits_figures(record: Any, q: np.ndarray) -> dict[str, Any]:
     ws_excursion = ws_measured = None
     if scenario.workspace is not None and len(q):
         from robot_stack.control.safety import WorkspaceBox
-        from robot_stack.kinematics.ik import panda_ik
+        from robot_stack.kinematics.ik import ik_for
 
         box = WorkspaceBox(np.array(scenario.workspace[0]), np.array(scenario.workspace[1]))
-        fk = panda_ik().fk_xyz
+        fk = ik_for(getattr(record, "robot_model", "panda")).fk_xyz
         ws_excursion = max(box.outside_by(fk(qi)) for qi in q)
         if robot.tcp_meas:
             ws_measured = max(box.outside_by(np.asarray(p)) for p in robot.tcp_meas)

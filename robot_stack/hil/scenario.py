@@ -18,6 +18,12 @@ A scenario file (YAML) looks like::
       success: true
       holds_min: 1
       time_to_safe_hold_max_s: 1.6
+    robots:                # optional: per-arm replacements of workspace / faults / expect / duration_s / seed
+      so101: {workspace: {lower: [0.1, -0.3, 0.0], upper: [0.35, 0.3, 0.4]}}
+
+The scenario runs on the preset's arm, or the one ``robot-stack hil --robot`` names (:meth:`Scenario.for_robot`
+applies that arm's ``robots:`` entry). ``rate_hz`` unset = the arm's control rate; a ``push`` without ``body``
+pushes the arm's hand (the TCP's parent link).
 
 Times (``start_s``, ``end_s``) are seconds since the start of each episode (robot clock). The fault kinds and
 their parameters are listed in :data:`FAULT_PARAMS`; the expectations in :data:`EXPECTATION_KEYS`. Unknown keys
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +57,7 @@ FAULT_PARAMS: dict[str, dict[str, Any]] = {
     # the policy server's answers: nan | inf | out_of_range | jump | reach | slow
     "policy": {"mode": None, "sleep_ms": 250.0, "amplitude_m": 0.15, "target": None, "speed_m_per_step": 0.04},
     # external force on a MuJoCo body, newtons in the world (= base) frame
-    "push": {"force_n": None, "body": "panda_hand"},
+    "push": {"force_n": None, "body": ""},  # "" = the arm's hand (the TCP's parent link)
     # the server host's monotonic clock runs offset_s ahead of the robot's for the whole run
     "clock_skew": {"offset_s": None},
 }
@@ -127,11 +133,13 @@ class Scenario:
         duration_s: maximum episode length, seconds.
         client_timeout_s: policy client per-request deadline, seconds.
         watchdog_s: executor watchdog timeout, seconds.
-        rate_hz: executor rate, Hz.
-        workspace: ((3,), (3,)) lower/upper TCP box corners in metres (base frame), or None.
+        rate_hz: executor rate, Hz; None = the arm's.
+        workspace: ((3,), (3,)) lower/upper TCP box corners in metres (base frame), or None (the arm's box).
         faults: the fault windows.
         expect: expectation key -> value (see :data:`EXPECTATION_KEYS`).
         source: the file it came from.
+        robots: per-arm replacements (arm name -> raw scenario keys), applied by :meth:`for_robot`.
+        robot: the arm this scenario was specialised for by :meth:`for_robot` (None: the preset's).
     """
 
     name: str
@@ -143,11 +151,24 @@ class Scenario:
     duration_s: float = 6.0
     client_timeout_s: float = 0.5
     watchdog_s: float = 0.3
-    rate_hz: float = 500.0
+    rate_hz: float | None = None
     workspace: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
     faults: tuple[FaultSpec, ...] = ()
     expect: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+    robots: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    robot: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def for_robot(self, robot: str) -> Scenario:
+        """This scenario for arm ``robot``: its ``robots:`` entry (if any) replaces the listed keys."""
+        from robot_stack.robots.registry import get_embodiment
+
+        get_embodiment(robot)  # ConfigError naming the known arms
+        override = self.robots.get(robot, {})
+        raw = {k: v for k, v in self.raw.items() if k != "robots"}
+        specialised = Scenario.from_dict({**raw, **override}, self.source) if override else self
+        return replace(specialised, robot=robot, robots=self.robots, raw=self.raw)
 
     def stack_path(self) -> str | Path:
         """The stack preset name, or its file resolved against the scenario's folder."""
@@ -186,6 +207,7 @@ class Scenario:
             "workspace",
             "faults",
             "expect",
+            "robots",
         }
         unknown = sorted(set(raw) - known)
         if unknown:
@@ -222,6 +244,12 @@ class Scenario:
         bad = sorted(set(expect) - set(EXPECTATION_KEYS))
         if bad:
             raise ConfigError(f"{where}: unknown expectations {bad}; allowed: {sorted(EXPECTATION_KEYS)}")
+        robots = dict(raw.get("robots") or {})
+        for arm, override in robots.items():
+            allowed = {"workspace", "faults", "expect", "duration_s", "seed", "rate_hz"}
+            if not isinstance(override, Mapping) or set(override) - allowed:
+                raise ConfigError(f"{where}: robots.{arm} may replace {sorted(allowed)}; got {override!r}")
+            Scenario.from_dict({**{k: v for k, v in raw.items() if k != "robots"}, **override}, f"{where} [{arm}]")
         return cls(
             name=raw["name"],
             description=str(raw.get("description", "")),
@@ -232,11 +260,13 @@ class Scenario:
             duration_s=duration,
             client_timeout_s=positive("client_timeout_s", cls.client_timeout_s),
             watchdog_s=positive("watchdog_s", cls.watchdog_s),
-            rate_hz=positive("rate_hz", cls.rate_hz),
+            rate_hz=None if raw.get("rate_hz") is None else positive("rate_hz", 0.0),
             workspace=workspace,
             faults=faults,
             expect=expect,
             source=source,
+            robots=robots,
+            raw=dict(raw),
         )
 
 

@@ -15,6 +15,17 @@ The solver is a weighted, singularity-robust damped-least-squares (Levenberg-Mar
 so steps stay bounded and finite near singularities. ``g`` pushes joints out of a zone near their limits and is
 projected into the null space ``N = I - J_w^+ J_w`` so it does not disturb the task.
 
+**Arms with fewer than six joints** (the 5-DoF SO-101) cannot set an arbitrary orientation at an arbitrary
+position. For them (:attr:`IKConfig.orientation` ``"reachable"``, the default when ``n < 6``) the position is the
+primary task and the orientation a secondary one in the null space of the position Jacobian ``J_p``::
+
+    dq = J_p^+ e_p  +  (J_r N_p)^+ (e_r - J_r J_p^+ e_p),      N_p = I - J_p^+ J_p
+
+At each iterate the orientation error splits into its *reachable* part (the projection of ``e_r`` onto the
+range of ``J_r N_p``: rotations the joints can make without moving the TCP) and the *unreachable* rest. The solve
+converges when the position error and the reachable part are within tolerance; the unreachable part is reported
+in :attr:`IKResult.unreachable_rotation_rad` (and by the pose-sequence IK and its statistics), never dropped.
+
 Instances keep one pinocchio ``Data`` buffer and are guarded by a lock, so sharing one between threads is safe
 (but serialised); create one per thread for parallel use.
 """
@@ -24,20 +35,20 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pinocchio as pin
 
 from robot_stack.errors import ConfigError, IKError, ShapeError
-from robot_stack.robots import panda
 from robot_stack.robots.base import JointLimits
+from robot_stack.robots.embodiment import Embodiment
 from robot_stack.types import Pose
 
 log = logging.getLogger("robot_stack.control.ik")
 
-__all__ = ["IKConfig", "IKResult", "PinocchioIK", "panda_ik"]
+__all__ = ["IKConfig", "IKResult", "PinocchioIK", "ik_for", "panda_ik", "so101_ik", "ur5_ik"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,9 @@ class IKConfig:
         max_iters: iterations of :meth:`PinocchioIK.solve` per attempt.
         restarts: extra attempts from random joint configurations (seeded) if the warm start fails.
         seed: seed of the restart generator (results are deterministic).
+        orientation: ``"full"`` (position and orientation together, for arms with six or more joints),
+            ``"reachable"`` (position first, the orientation as far as the arm can turn without moving the TCP; the
+            rest reported) or ``"auto"`` (``reachable`` for fewer than six joints, else ``full``).
     """
 
     position_weight: float = 1.0
@@ -73,8 +87,11 @@ class IKConfig:
     max_iters: int = 100
     restarts: int = 0
     seed: int = 0
+    orientation: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.orientation not in ("auto", "full", "reachable"):
+            raise ConfigError(f"IKConfig.orientation: {self.orientation!r} unknown; expected auto | full | reachable")
         if self.position_weight <= 0 or self.rotation_weight < 0:
             raise ConfigError("IKConfig: position_weight must be > 0 and rotation_weight >= 0")
         if self.damping < 0 or self.singular_damping < 0 or self.manipulability_threshold <= 0:
@@ -94,7 +111,11 @@ class IKResult:
         position_error_m: remaining TCP position error, metres.
         rotation_error_rad: remaining TCP orientation error, radians.
         iterations: iterations used over all attempts.
-        converged: both errors within tolerance.
+        converged: the position error and the reachable part of the orientation error within tolerance.
+        unreachable_rotation: (3,) float64 rotation vector (base frame, rad) of the part of the orientation error
+            the arm cannot remove at this position (``"reachable"`` orientation mode; zeros otherwise).
+        reachable_rotation_error_rad: the part of the orientation error the arm could still remove (what the
+            tolerance applies to); None = the whole ``rotation_error_rad`` (fully actuated arms).
     """
 
     q: np.ndarray
@@ -102,13 +123,28 @@ class IKResult:
     rotation_error_rad: float
     iterations: int
     converged: bool
+    unreachable_rotation: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    reachable_rotation_error_rad: float | None = None
+
+    @property
+    def unreachable_rotation_rad(self) -> float:
+        """Angle (rad) of the orientation error the arm cannot remove (0 for a fully actuated arm)."""
+        return float(np.linalg.norm(self.unreachable_rotation))
+
+    @property
+    def judged_rotation_error_rad(self) -> float:
+        """The orientation error the tolerances apply to: the reachable part for a 5-DoF arm, else all of it."""
+        return (
+            self.rotation_error_rad if self.reachable_rotation_error_rad is None else self.reachable_rotation_error_rad
+        )
 
 
 class PinocchioIK:
     """Forward and inverse kinematics of a serial arm loaded from a URDF with pinocchio.
 
     Args:
-        urdf: path of the URDF (meshes are not loaded; only kinematics is needed).
+        urdf: path of the URDF (meshes are not loaded; only kinematics is needed), or its text (a string that starts
+            with ``<``, e.g. :meth:`~robot_stack.robots.embodiment.Embodiment.urdf_text`).
         joints: names of the controlled joints, in the order of every ``q``; all other joints are locked at
             their neutral position (e.g. the Panda's finger joints).
         tcp_frame: name of the URDF frame (link or fixed joint) that is the tool centre point.
@@ -124,7 +160,10 @@ class PinocchioIK:
         limits: JointLimits | None = None,
         config: IKConfig | None = None,
     ) -> None:
-        full = pin.buildModelFromUrdf(str(urdf))
+        from_text = isinstance(urdf, str) and urdf.lstrip().startswith("<")
+        full = pin.buildModelFromXML(urdf) if from_text else pin.buildModelFromUrdf(str(urdf))
+        if from_text:
+            urdf = "<urdf text>"
         missing = [j for j in joints if not full.existJointName(j)]
         if missing:
             raise ConfigError(f"URDF {urdf} has no joints {missing}; available: {list(full.names)[1:]}")
@@ -156,6 +195,9 @@ class PinocchioIK:
         self._weights = np.array([cfg.position_weight] * 3 + [cfg.rotation_weight] * 3)
         self._weights_col = self._weights[:, None].copy()
         self._position_only = cfg.rotation_weight == 0.0
+        mode = cfg.orientation if cfg.orientation != "auto" else ("reachable" if len(joints) < 6 else "full")
+        #: whether the orientation is a secondary task (arms with fewer than six joints; see the module docstring)
+        self.reachable_orientation = mode == "reachable" and not self._position_only
         self._lam2 = cfg.damping**2
         self._eye = np.eye(6)
         self._eye_n = np.eye(self.nq)
@@ -227,31 +269,85 @@ class PinocchioIK:
         ew = err * self._weights
         if self._position_only:  # drop the zero-weight rows so they do not eat damping
             jw, ew = jw[:3], ew[:3]
-        jjt = jw @ jw.T
-        # manipulability of the weighted Jacobian; damping ramps up as it falls below the threshold
-        manip = math.sqrt(max(float(np.linalg.det(jjt)), 0.0))
-        lam2 = self._lam2
-        if manip < cfg.manipulability_threshold:
-            lam2 += (cfg.singular_damping * (1.0 - manip / cfg.manipulability_threshold)) ** 2
-        a = jjt + lam2 * self._eye[: jjt.shape[0], : jjt.shape[0]]
-        dq = jw.T @ np.linalg.solve(a, ew)
-        # joint clamping: joints at a limit that the step pushes further out are removed from the task and the
-        # step re-solved, so the other joints take over instead of the iteration stalling against the limit
-        blocked = ((q <= self.lower) & (dq < 0.0)) | ((q >= self.upper) & (dq > 0.0))
-        if blocked.any():
-            jw = jw * ~blocked
+        if self.reachable_orientation:
+            dq = self._prioritized(jw, ew, q)
+        else:
             jjt = jw @ jw.T
+            lam2 = self._damping2(jjt)
             a = jjt + lam2 * self._eye[: jjt.shape[0], : jjt.shape[0]]
             dq = jw.T @ np.linalg.solve(a, ew)
-        # null-space limit avoidance: push out of the zone near each limit
+            # joint clamping: joints at a limit that the step pushes further out are removed from the task and the
+            # step re-solved, so the other joints take over instead of the iteration stalling against the limit
+            blocked = ((q <= self.lower) & (dq < 0.0)) | ((q >= self.upper) & (dq > 0.0))
+            if blocked.any():
+                jw = jw * ~blocked
+                jjt = jw @ jw.T
+                a = jjt + lam2 * self._eye[: jjt.shape[0], : jjt.shape[0]]
+                dq = jw.T @ np.linalg.solve(a, ew)
+        # null-space limit avoidance: push out of the zone near each limit (not for a 5-DoF arm in reachable mode:
+        # position and orientation leave it no null space, and a push would fight the orientation task)
         push = np.maximum(0.0, self._zone_lo - q) - np.maximum(0.0, q - self._zone_hi)
-        if cfg.limit_gain > 0 and push.any():
+        if cfg.limit_gain > 0 and push.any() and not self.reachable_orientation:
             jpinv = jw.T @ np.linalg.inv(a)
             dq = dq + (self._eye_n - jpinv @ jw) @ (cfg.limit_gain * push)
         biggest = float(np.abs(dq).max())
         if biggest > max_step:
             dq *= max_step / biggest
         return np.minimum(np.maximum(q + dq, self.lower), self.upper)
+
+    def _damping2(self, jjt: np.ndarray) -> float:
+        """``lambda^2`` for a (weighted) ``J J^T``: the base damping, ramped up below the manipulability threshold."""
+        cfg = self.config
+        manip = math.sqrt(max(float(np.linalg.det(jjt)), 0.0))
+        lam2 = self._lam2
+        if manip < cfg.manipulability_threshold:
+            lam2 += (cfg.singular_damping * (1.0 - manip / cfg.manipulability_threshold)) ** 2
+        return lam2
+
+    def _prioritized(self, jw: np.ndarray, ew: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Position first, orientation in the position task's null space (weighted rows ``jw`` (6, n), ``ew`` (6,)).
+
+        A joint the step would carry past a limit is moved exactly to that limit and the other joints are solved for
+        what remains (repeated until no joint crosses), so the secondary task never pulls the position off target
+        through a clamped joint. Returns the step (n,)."""
+        eye3 = self._eye[:3, :3]
+        jp = jw[:3]
+        fixed = np.zeros(self.nq)
+        free = np.ones(self.nq, dtype=bool)
+        for _ in range(self.nq):
+            e = ew - jw @ fixed
+            jp, jr = jw[:3] * free, jw[3:] * free
+            pp = jp @ jp.T
+            a = pp + self._damping2(pp) * eye3
+            dq1 = jp.T @ np.linalg.solve(a, e[:3])
+            # the exact projector onto the position task's null space (a damped one leaks into the position)
+            jrn = jr @ (self._eye_n - np.linalg.pinv(jp, rcond=1e-4) @ jp)
+            rr = jrn @ jrn.T
+            dq = fixed + dq1 + jrn.T @ np.linalg.solve(rr + self._damping2(rr) * eye3, e[3:] - jr @ dq1)
+            target = q + dq
+            crossing = free & ((target < self.lower) | (target > self.upper))
+            if not crossing.any():
+                break
+            fixed[crossing] = np.clip(target, self.lower, self.upper)[crossing] - q[crossing]
+            free &= ~crossing
+        return dq
+
+    def _split_rotation(self, err: np.ndarray, jac: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The orientation error ``err[3:]`` split into (reachable, unreachable) rotation vectors (3,) at ``q``:
+        the projection onto the rotations the free joints make without moving the TCP, and the rest. A joint at a
+        limit is free only in the direction away from the limit."""
+        er = err[3:]
+        free = np.ones(self.nq, dtype=bool)
+        for _ in range(self.nq):
+            jp, jr = jac[:3] * free, jac[3:] * free
+            jrn = jr @ (self._eye_n - np.linalg.pinv(jp, rcond=1e-4) @ jp)
+            grad = jrn.T @ er
+            blocked = free & (((q <= self.lower + 1e-9) & (grad < 0.0)) | ((q >= self.upper - 1e-9) & (grad > 0.0)))
+            if not blocked.any():
+                break
+            free &= ~blocked
+        reach = jrn @ (np.linalg.pinv(jrn, rcond=1e-4) @ er)
+        return reach, er - reach
 
     @staticmethod
     def _target(target: Pose) -> tuple[np.ndarray, np.ndarray]:
@@ -297,35 +393,41 @@ class PinocchioIK:
         iters = cfg.max_iters if max_iters is None else max_iters
         attempts = len(seeds) + (cfg.restarts if restarts is None else restarts)
         rng = np.random.default_rng(cfg.seed)
-        best: tuple[float, np.ndarray, float, float] | None = None
+        best: tuple[float, np.ndarray, float, float, np.ndarray, float] | None = None
         used = 0
         with self._lock:
             for attempt in range(attempts):
                 q = seeds[attempt].copy() if attempt < len(seeds) else rng.uniform(self.lower, self.upper)
-                for _ in range(iters):
+                for it in range(iters + 1):  # the last pass only evaluates the final iterate
                     err, jac = self._error(target_r, target_p, q)
-                    pos_err, rot_err = float(np.linalg.norm(err[:3])), float(np.linalg.norm(err[3:]))
-                    if cfg.rotation_weight == 0.0:
-                        rot_err = 0.0
-                    score = pos_err * cfg.position_weight + rot_err * cfg.rotation_weight
+                    pos_err, rot_err, judged, unreachable = self._judge(err, jac, q)
+                    score = pos_err * cfg.position_weight + judged * cfg.rotation_weight
                     if best is None or score < best[0]:
-                        best = (score, q.copy(), pos_err, rot_err)
-                    if pos_err <= cfg.tol_position_m and rot_err <= cfg.tol_rotation_rad:
-                        return IKResult(q.copy(), pos_err, rot_err, used, True)
+                        best = (score, q.copy(), pos_err, rot_err, unreachable, judged)
+                    if pos_err <= cfg.tol_position_m and judged <= cfg.tol_rotation_rad:
+                        return IKResult(q.copy(), pos_err, rot_err, used, True, unreachable, self._judged(judged))
+                    if it == iters:
+                        break
                     q = self._dls_step(err, jac, q, cfg.max_step_rad)
                     used += 1
-                # evaluate the final iterate of this attempt too
-                err, _ = self._error(target_r, target_p, q)
-                pos_err, rot_err = float(np.linalg.norm(err[:3])), float(np.linalg.norm(err[3:]))
-                if cfg.rotation_weight == 0.0:
-                    rot_err = 0.0
-                if pos_err <= cfg.tol_position_m and rot_err <= cfg.tol_rotation_rad:
-                    return IKResult(q.copy(), pos_err, rot_err, used, True)
-                score = pos_err * cfg.position_weight + rot_err * cfg.rotation_weight
-                if best is None or score < best[0]:
-                    best = (score, q.copy(), pos_err, rot_err)
         assert best is not None
-        return IKResult(best[1], best[2], best[3], used, False)
+        return IKResult(best[1], best[2], best[3], used, False, best[4], self._judged(best[5]))
+
+    def _judged(self, judged: float) -> float | None:
+        return judged if self.reachable_orientation else None
+
+    def _judge(self, err: np.ndarray, jac: np.ndarray, q: np.ndarray) -> tuple[float, float, float, np.ndarray]:
+        """(position error m, orientation error rad, the orientation error the convergence test judges, the
+        unreachable rotation vector (3,)) of one iterate: the whole orientation error for a fully actuated arm,
+        its reachable part in ``reachable`` mode; 0 for position-only IK."""
+        pos_err = float(np.linalg.norm(err[:3]))
+        if self._position_only:
+            return pos_err, 0.0, 0.0, np.zeros(3)
+        rot_err = float(np.linalg.norm(err[3:]))
+        if not self.reachable_orientation:
+            return pos_err, rot_err, rot_err, np.zeros(3)
+        reach, unreach = self._split_rotation(err, jac, q)
+        return pos_err, rot_err, float(np.linalg.norm(reach)), unreach
 
     def solve(
         self, target: Pose, q_init: np.ndarray, max_iters: int | None = None, restarts: int | None = None
@@ -333,7 +435,9 @@ class PinocchioIK:
         """Joint positions (n,) float64 rad whose TCP pose is ``target`` (``T_base_tcp``), within limits.
 
         Warm-started from ``q_init``; ``max_iters``/``restarts`` override the config. Raises :class:`IKError`
-        with the residual if no iterate gets within ``config.tol_position_m`` / ``config.tol_rotation_rad``.
+        with the residual if no iterate gets within ``config.tol_position_m`` / ``config.tol_rotation_rad`` (for an
+        arm with fewer than six joints: the reachable part of the orientation; use :meth:`solve_with_info` to read
+        the unreachable part).
         """
         result = self.solve_with_info(target, q_init, max_iters, restarts)
         if not result.converged:
@@ -348,11 +452,37 @@ class PinocchioIK:
         return result.q
 
 
+def ik_for(
+    embodiment: Embodiment | str, config: IKConfig | None = None, limits: JointLimits | None = None
+) -> PinocchioIK:
+    """IK of an arm from its description (a :class:`~robot_stack.robots.embodiment.Embodiment` or its name): its
+    URDF (with the TCP link it adds), arm joints (the rest locked), TCP frame and joint limits."""
+    if isinstance(embodiment, str):
+        from robot_stack.robots.registry import get_embodiment
+
+        embodiment = get_embodiment(embodiment)
+    return PinocchioIK(
+        embodiment.urdf_text(),
+        embodiment.arm_joints,
+        embodiment.tcp_frame,
+        limits=limits or embodiment.limits,
+        config=config,
+    )
+
+
 def panda_ik(config: IKConfig | None = None, limits: JointLimits | None = None) -> PinocchioIK:
     """IK of the Franka Panda arm (7 joints, fingers locked), TCP ``panda.TCP_FRAME``, datasheet limits."""
-    return PinocchioIK(
-        panda.urdf_path(), panda.ARM_JOINTS, panda.TCP_FRAME, limits=limits or panda.LIMITS, config=config
-    )
+    return ik_for("panda", config, limits)
+
+
+def ur5_ik(config: IKConfig | None = None, limits: JointLimits | None = None) -> PinocchioIK:
+    """IK of the UR5 (6 joints), TCP between the prongs of its fixed tool (``fk_factory`` of the real-time executor)."""
+    return ik_for("ur5", config, limits)
+
+
+def so101_ik(config: IKConfig | None = None, limits: JointLimits | None = None) -> PinocchioIK:
+    """IK of the SO-101 (5 arm joints, jaw locked; orientation as far as 5 joints reach, the rest reported)."""
+    return ik_for("so101", config, limits)
 
 
 #: Alias with the name the design uses.

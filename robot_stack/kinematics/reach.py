@@ -23,7 +23,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("robot_stack.kinematics.reach")
 
-__all__ = ["PoseSequenceIK", "ReachPolicy", "ReachStats", "solve_pose_sequence", "solve_pose_sequence_checked"]
+__all__ = [
+    "ORIENTATION_REPORT_RAD",
+    "PoseSequenceIK",
+    "ReachPolicy",
+    "ReachStats",
+    "solve_pose_sequence",
+    "solve_pose_sequence_checked",
+]
+
+#: An unreachable orientation part above this (rad, ~0.6 deg) is logged and counted (:class:`ReachStats`).
+ORIENTATION_REPORT_RAD = 0.01
 
 
 # ------------------------------------------------------------------------------------------- pose -> joints
@@ -43,20 +53,34 @@ class ReachStats:
         self.sequences = 0
         self.steps = 0
         self.changed = 0
+        #: steps solved in position whose target orientation was partly out of the arm's reach (5-DoF arms)
+        self.orientation_short = 0
+        #: the largest unreachable orientation part seen, rad
+        self.max_unreachable_rotation_rad = 0.0
         self._last = (0, 0)
         self._tcp_goal: tuple[np.ndarray, np.ndarray] | None = None
 
     def record(
-        self, steps: int, changed: int, tcp_xyz: np.ndarray | None = None, goal_xyz: np.ndarray | None = None
+        self,
+        steps: int,
+        changed: int,
+        tcp_xyz: np.ndarray | None = None,
+        goal_xyz: np.ndarray | None = None,
+        unreachable_rotation_rad: np.ndarray | None = None,
     ) -> None:
         """Add one solved sequence of ``steps`` steps of which ``changed`` were changed (or dropped).
 
         ``tcp_xyz``: (3,) m base frame, the TCP when the sequence was solved; ``goal_xyz``: (3,) m, the sequence's
-        last target (the policy's goal, raised over the floor if it was below it). Either None = unknown."""
+        last target (the policy's goal, raised over the floor if it was below it). Either None = unknown.
+        ``unreachable_rotation_rad``: (kept steps,) the orientation each step could not reach (5-DoF arms)."""
         with self._lock:
             self.sequences += 1
             self.steps += int(steps)
             self.changed += int(changed)
+            if unreachable_rotation_rad is not None and len(unreachable_rotation_rad):
+                short = np.asarray(unreachable_rotation_rad, np.float64)
+                self.orientation_short += int(np.count_nonzero(short > ORIENTATION_REPORT_RAD))
+                self.max_unreachable_rotation_rad = max(self.max_unreachable_rotation_rad, float(short.max()))
             self._last = (int(steps), int(changed))
             known = tcp_xyz is not None and goal_xyz is not None
             self._tcp_goal = (np.array(tcp_xyz, np.float64), np.array(goal_xyz, np.float64)) if known else None
@@ -125,12 +149,16 @@ class PoseSequenceIK:
         kept: (H',) int64 indices of the kept steps in the requested sequence.
         clamped: indices of steps whose target was clamped onto the reachable set.
         best_effort: indices of steps accepted with a residual within the best-effort tolerance.
+        unreachable_rotation_rad: (H',) float64 per kept step, the part of the target orientation (rad) the arm
+            cannot reach at that position (an arm with fewer than six joints; zeros otherwise). Steps above
+            :data:`ORIENTATION_REPORT_RAD` are logged.
     """
 
     positions: np.ndarray
     kept: np.ndarray
     clamped: tuple[int, ...] = ()
     best_effort: tuple[int, ...] = ()
+    unreachable_rotation_rad: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def solve_pose_sequence_checked(
@@ -162,6 +190,7 @@ def solve_pose_sequence_checked(
     clamped: list[int] = []
     best_effort: list[int] = []
     reasons: list[str] = []
+    short: list[float] = []
     for k, target in enumerate(poses):
         where = f"{what} step {k}/{len(poses)} (TCP xyz {np.round(target.translation, 4).tolist()} m)"
         floored = reach.floor_z_m is not None and float(target.translation[2]) < reach.floor_z_m
@@ -184,7 +213,7 @@ def solve_pose_sequence_checked(
                 floored = True  # counted as clamped below, like the floor
         res = ik.solve_with_info(target, q, max_iters=max_iters, fallbacks=fallbacks)
         if not res.converged:
-            pos, rot = res.position_error_m, res.rotation_error_rad
+            pos, rot = res.position_error_m, res.judged_rotation_error_rad
             if pos <= reach.best_effort_m and rot <= reach.best_effort_rad:
                 best_effort.append(k)
                 log.info("%s: best-effort IK accepted, residual %.2f mm / %.4f rad", where, pos * 1e3, rot)
@@ -209,8 +238,22 @@ def solve_pose_sequence_checked(
         q = res.q
         rows.append(q)
         kept.append(k)
+        short.append(res.unreachable_rotation_rad)
     if reasons:
         log.warning("%s: %d of %d steps not solved exactly: %s", what, len(reasons), len(poses), "; ".join(reasons))
+    unreachable = np.asarray(short, np.float64)
+    if np.any(unreachable > ORIENTATION_REPORT_RAD):
+        worst = int(np.argmax(unreachable))
+        log.info(
+            "%s: %d of %d steps reach their position but not all of their orientation (the arm has %d joints): "
+            "up to %.1f deg unreachable (step %d)",
+            what,
+            int(np.count_nonzero(unreachable > ORIENTATION_REPORT_RAD)),
+            len(poses),
+            ik.nq,
+            float(np.rad2deg(unreachable[worst])),
+            kept[worst],
+        )
     if reach.stats is not None:
         goal = np.array(poses[-1].translation, dtype=np.float64)
         if reach.floor_z_m is not None:
@@ -218,10 +261,10 @@ def solve_pose_sequence_checked(
         if reach.box_lower is not None and reach.box_upper is not None:
             goal = np.clip(goal, reach.box_lower, reach.box_upper)
         tcp = ik.fk_xyz(np.asarray(q_init, dtype=np.float64))
-        reach.stats.record(len(poses), len(poses) - len(kept) + len(clamped), tcp, goal)
+        reach.stats.record(len(poses), len(poses) - len(kept) + len(clamped), tcp, goal, unreachable)
     if not rows:
         raise IKError(f"{what}: no step of the chunk is reachable ({reasons[0] if reasons else 'no steps'})")
-    return PoseSequenceIK(np.array(rows), np.array(kept, np.int64), tuple(clamped), tuple(best_effort))
+    return PoseSequenceIK(np.array(rows), np.array(kept, np.int64), tuple(clamped), tuple(best_effort), unreachable)
 
 
 def solve_pose_sequence(

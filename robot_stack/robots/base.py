@@ -7,8 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robot_stack.errors import ShapeError
+from robot_stack.errors import SafetyError, ShapeError
 from robot_stack.types import RobotState
+
+#: Slack on the joint position limits when validating commands, rad (absorbs float round-off only).
+LIMIT_TOLERANCE_RAD = 1e-6
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,13 @@ class JointLimits:
         if np.any(self.velocity <= 0) or np.any(self.acceleration <= 0) or np.any(self.jerk <= 0):
             raise ShapeError("JointLimits: velocity/acceleration/jerk limits must be positive")
 
+    def tightened(self, margin_rad: float) -> JointLimits:
+        """These limits with the position range shrunk by ``margin_rad`` (rad) at each end (what a planner should aim
+        inside so the safety filter's margin never has to intervene)."""
+        return JointLimits(
+            self.lower + margin_rad, self.upper - margin_rad, self.velocity, self.acceleration, self.jerk
+        )
+
 
 class Robot(ABC):
     """A position-controlled arm with a gripper.
@@ -65,3 +75,32 @@ class Robot(ABC):
     @abstractmethod
     def command(self, q: np.ndarray, gripper: float | None = None) -> None:
         """Send one joint position set-point, (n,) float64 rad, and optionally a gripper opening in [0, 1]."""
+
+
+def check_command(
+    who: str, joint_names: tuple[str, ...], limits: JointLimits, q: np.ndarray, gripper: float | None
+) -> np.ndarray:
+    """A joint set-point as every robot checks it before sending it: ``q`` as a finite (n,) float64 array inside
+    ``limits`` (clipped by at most :data:`LIMIT_TOLERANCE_RAD` of round-off), a gripper opening in [0, 1].
+
+    Raises:
+        ShapeError: ``q`` does not have one entry per joint.
+        SafetyError: NaN/Inf, a target outside the limits, or a bad gripper opening (nothing is clamped).
+    """
+    target = np.asarray(q, dtype=np.float64)
+    if target.shape != (len(joint_names),):
+        raise ShapeError(
+            f"{who}.command: q must have shape ({len(joint_names)},) in {joint_names} order, got {target.shape}"
+        )
+    if not np.all(np.isfinite(target)):
+        raise SafetyError(f"{who}.command: q contains NaN/Inf ({target}); refusing the set-point")
+    outside = (target < limits.lower - LIMIT_TOLERANCE_RAD) | (target > limits.upper + LIMIT_TOLERANCE_RAD)
+    if np.any(outside):
+        bad = ", ".join(
+            f"{joint_names[i]}={target[i]:.4f} not in [{limits.lower[i]:.4f}, {limits.upper[i]:.4f}]"
+            for i in np.flatnonzero(outside)
+        )
+        raise SafetyError(f"{who}.command: joint target outside limits ({bad}); clamp upstream (safety filter)")
+    if gripper is not None and not (np.isfinite(gripper) and 0.0 <= gripper <= 1.0):
+        raise SafetyError(f"{who}.command: gripper opening must be finite in [0, 1], got {gripper}")
+    return np.clip(target, limits.lower, limits.upper)

@@ -4,6 +4,7 @@ The URDF and collision meshes come from the ``example-robot-data`` wheel (instal
 at run time), found through that distribution's own metadata (its RECORD), wherever it was installed: the virtual
 environment, ``pip install --user``, ``--target`` / ``PYTHONPATH`` layers. MuJoCo (``robot_stack.sim``) and pinocchio
 (``robot_stack.kinematics.ik``) both load *this* URDF, so the simulated arm and the IK model have identical kinematics.
+:data:`EMBODIMENT` collects everything the stack needs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from robot_stack.errors import ConfigError
 from robot_stack.robots.base import JointLimits
+from robot_stack.robots.embodiment import Box, Embodiment, GripperSpec, HandEyeSpec, ServoSpec
 
 ARM_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
 FINGER_JOINTS: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
@@ -90,3 +92,42 @@ def urdf_text_with_absolute_paths() -> str:
 def urdf_path() -> Path:
     """Path of ``panda.urdf`` (meshes referenced as ``package://example-robot-data/...``)."""
     return description_dir() / "urdf" / "panda.urdf"
+
+
+#: Everything robot-stack knows about the Panda (see :class:`~robot_stack.robots.embodiment.Embodiment`).
+EMBODIMENT = Embodiment(
+    name="panda",
+    urdf="panda_description/urdf/panda.urdf",
+    base_link=BASE_LINK,
+    arm_joints=ARM_JOINTS,
+    tcp_frame=TCP_FRAME,
+    limits=LIMITS,
+    home_q=HOME_Q,
+    gripper=GripperSpec(
+        "fingers", FINGER_JOINTS, 0.0, FINGER_MAX_OPENING_M, bodies=("panda_leftfinger", "panda_rightfinger")
+    ),
+    # stiff gains in the spirit of mujoco-menagerie's Panda, torque limits from the datasheet; with gravity
+    # compensation they track well
+    servo=ServoSpec(
+        kp=(4500.0, 4500.0, 3500.0, 3500.0, 2000.0, 2000.0, 2000.0),
+        kv=(450.0, 450.0, 350.0, 350.0, 200.0, 200.0, 200.0),
+        force_limit=(87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0),
+        armature=(0.1,) * 7,
+        gripper_kp=200.0,
+        gripper_kv=10.0,
+        gripper_force_limit=40.0,
+        source="Franka datasheet torque limits; gains chosen for stiff tracking (mujoco-menagerie style)",
+    ),
+    control_rate_hz=500.0,
+    max_tcp_speed_mps=0.25,
+    workspace=Box((0.10, -0.60, -0.01), (0.85, 0.60, 0.95)),
+    task_region=Box((0.40, -0.15, 0.0), (0.60, 0.15, 0.0)),
+    handeye=HandEyeSpec(
+        mount_link=TCP_FRAME,
+        board_offset_m=(0.0, 0.0, 0.03),
+        stations=Box((0.38, -0.18, 0.30), (0.58, 0.18, 0.55)),
+        tilt_rad=float(np.deg2rad(30.0)),
+    ),
+    limits_source="Franka Control Interface documentation (position, velocity, acceleration, jerk per joint)",
+    description="Franka Emika Panda, 7 joints, parallel-finger hand (example-robot-data panda_description)",
+)

@@ -1,7 +1,8 @@
-"""The simulated cell's calibration: its ground-truth calibration files, and rendered views for calibration checks.
+"""The simulated cells' calibration: their ground-truth calibration files, and rendered views for calibration checks.
 
 ``python -m robot_stack.sim.calibration --scene sim_tabletop --camera front`` writes
-``calibration/<scene>/<camera>.yaml`` from the MuJoCo model (method ``sim_ground_truth``).
+``calibration/<scene>/<camera>.yaml`` from the MuJoCo model (method ``sim_ground_truth``); the scenes are the cells
+of :mod:`robot_stack.sim.robot_cells` (``sim_tabletop`` Panda, ``sim_ur5``, ``sim_so101``).
 """
 
 from __future__ import annotations
@@ -51,12 +52,14 @@ class SimView:
 
 
 def render_sim_views(
-    camera_ids: Sequence[str] = ("front", "side"), seed: int = 0, width: int = 640, height: int = 480
+    camera_ids: Sequence[str] = ("front", "side"),
+    seed: int = 0,
+    width: int = 640,
+    height: int = 480,
+    scene: str = "sim_tabletop",
 ) -> dict[str, SimView]:
-    """Render the demo cell (cube placed by ``seed``) from each camera; ``side`` is added to the scene if asked."""
-    config = sim_scene.SceneConfig()
-    if "side" in camera_ids:
-        config = config.with_camera(sim_scene.sim_side_camera())
+    """Render the simulated cell ``scene`` (cube placed by ``seed``) from each camera."""
+    config = sim_scene.scene_with_cameras(camera_ids, scene)
     world = SimWorld(FakeClock(), config=config)
     world.reset(seed=seed)
     views = {}
@@ -104,7 +107,8 @@ def generate_sim_calibration(
     """
     if scene not in SIM_SCENES:
         raise CalibrationError(f"unknown simulated scene {scene!r}; known: {', '.join(SIM_SCENES)}")
-    model = sim_scene.build_model(sim_scene.SceneConfig())
+    config = sim_scene.scene_with_cameras([camera_id], scene)
+    model = sim_scene.build_model(config)
     data = mujoco.MjData(model)
     mujoco.mj_forward(model, data)
     cal = calibration_from_mujoco(
@@ -114,7 +118,7 @@ def generate_sim_calibration(
         width,
         height,
         scene,
-        robot="panda",
+        robot=config.robot,
         T_world_base=sim_scene.T_WORLD_BASE,
     )
     return save_calibration(cal, root)

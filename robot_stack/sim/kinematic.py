@@ -1,4 +1,4 @@
-"""A kinematic twin of the Panda: tracks every command perfectly. For tests and the executor benchmark.
+"""A kinematic twin of an arm (the Panda by default): tracks every command perfectly. For tests and benchmarks.
 
 ``q`` is the last commanded set-point, ``dq`` the finite difference of the last two commands over the clock time
 between them, and the TCP pose comes from :class:`~robot_stack.kinematics.ik.PinocchioIK` forward kinematics (the
@@ -14,9 +14,9 @@ import numpy as np
 
 from robot_stack.clock import Clock, MonotonicClock
 from robot_stack.errors import RobotError
-from robot_stack.kinematics.ik import PinocchioIK, panda_ik
-from robot_stack.robots import panda
+from robot_stack.kinematics.ik import PinocchioIK, ik_for
 from robot_stack.robots.base import JointLimits, Robot
+from robot_stack.robots.registry import get_embodiment
 from robot_stack.types import RobotState
 
 __all__ = ["KinematicRobot"]
@@ -26,11 +26,12 @@ class KinematicRobot(Robot):
     """Perfect position tracking, no dynamics.
 
     Args:
-        ik: kinematics for the TCP pose (default: :func:`~robot_stack.kinematics.ik.panda_ik`).
-        q0: (n,) initial joint positions, rad (default: ``panda.HOME_Q``).
+        ik: kinematics for the TCP pose (default: the IK of ``robot``).
+        q0: (n,) initial joint positions, rad (default: the robot's home posture).
         clock: time source for ``t_ns`` and velocity differences (default: ``MonotonicClock``).
-        limits: joint limits reported to the safety layer (default: ``panda.LIMITS``).
+        limits: joint limits reported to the safety layer (default: the robot's).
         history: keep the last ``history`` commands as ``(t_ns, q, gripper)`` in :attr:`commands` (0 = none).
+        robot: the arm model (``panda`` | ``ur5`` | ``so101``) whose description gives the defaults.
     """
 
     def __init__(
@@ -40,11 +41,13 @@ class KinematicRobot(Robot):
         clock: Clock | None = None,
         limits: JointLimits | None = None,
         history: int = 0,
+        robot: str = "panda",
     ) -> None:
-        self.ik = ik or panda_ik()
+        embodiment = get_embodiment(robot)
+        self.ik = ik or ik_for(embodiment)
         self.clock: Clock = clock or MonotonicClock()
-        self._limits = limits or panda.LIMITS
-        q = np.array(panda.HOME_Q if q0 is None else q0, dtype=np.float64)
+        self._limits = limits or embodiment.limits
+        q = np.array(embodiment.home_q if q0 is None else q0, dtype=np.float64)
         if q.shape != (self.ik.nq,) or not np.all(np.isfinite(q)):
             raise RobotError(f"KinematicRobot.q0: expected finite ({self.ik.nq},) rad, got {q!r}")
         self._q = q

@@ -1,4 +1,4 @@
-"""``SimRobot``: the :class:`~robot_stack.robots.base.Robot` interface over a :class:`SimWorld` Panda."""
+"""``SimRobot``: the :class:`~robot_stack.robots.base.Robot` interface over the arm of a :class:`SimWorld`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import logging
 import numpy as np
 
 from robot_stack.errors import SafetyError, ShapeError
-from robot_stack.robots import panda
-from robot_stack.robots.base import JointLimits, Robot
+from robot_stack.robots.base import JointLimits, Robot, check_command
 from robot_stack.sim.world import SimWorld
 from robot_stack.types import RobotState
 
@@ -16,12 +15,9 @@ log = logging.getLogger("robot_stack.sim")
 
 __all__ = ["SimRobot"]
 
-#: Slack on the joint position limits when validating commands, rad (absorbs float round-off only).
-_LIMIT_TOLERANCE_RAD = 1e-6
-
 
 class SimRobot(Robot):
-    """A simulated Panda: joint position set-points go to the MuJoCo position servos of ``world``.
+    """A simulated arm (the world's embodiment): joint position set-points go to the MuJoCo position servos.
 
     Every call first syncs the world to ``world.clock.now_ns()``, so the previous set-point has been applied for
     the time that passed. Commands are validated, never clamped: a wrong shape raises
@@ -38,14 +34,14 @@ class SimRobot(Robot):
 
     @property
     def joint_names(self) -> tuple[str, ...]:
-        return panda.ARM_JOINTS
+        return self.world.embodiment.arm_joints
 
     @property
     def limits(self) -> JointLimits:
-        return panda.LIMITS
+        return self.world.embodiment.limits
 
     def read_state(self) -> RobotState:
-        """State at ``clock.now_ns()``: q, dq (7,) rad and rad/s, ``T_base_tcp`` (parent "base", child "tcp")."""
+        """State at ``clock.now_ns()``: q, dq (n,) rad and rad/s, ``T_base_tcp`` (parent "base", child "tcp")."""
         world = self.world
         with world.lock:
             t_ns = world.sync_now()
@@ -58,25 +54,7 @@ class SimRobot(Robot):
             )
 
     def _validate(self, q: np.ndarray, gripper: float | None) -> np.ndarray:
-        target = np.asarray(q, dtype=np.float64)
-        if target.shape != (len(panda.ARM_JOINTS),):
-            raise ShapeError(
-                f"SimRobot.command: q must have shape ({len(panda.ARM_JOINTS)},) in {panda.ARM_JOINTS} order, "
-                f"got {target.shape}"
-            )
-        if not np.all(np.isfinite(target)):
-            raise SafetyError(f"SimRobot.command: q contains NaN/Inf ({target}); refusing the set-point")
-        lim = panda.LIMITS
-        outside = (target < lim.lower - _LIMIT_TOLERANCE_RAD) | (target > lim.upper + _LIMIT_TOLERANCE_RAD)
-        if np.any(outside):
-            bad = ", ".join(
-                f"{panda.ARM_JOINTS[i]}={target[i]:.4f} not in [{lim.lower[i]:.4f}, {lim.upper[i]:.4f}]"
-                for i in np.flatnonzero(outside)
-            )
-            raise SafetyError(f"SimRobot.command: joint target outside limits ({bad}); clamp upstream (safety filter)")
-        if gripper is not None and not (np.isfinite(gripper) and 0.0 <= gripper <= 1.0):
-            raise SafetyError(f"SimRobot.command: gripper opening must be finite in [0, 1], got {gripper}")
-        return np.clip(target, lim.lower, lim.upper)
+        return check_command("SimRobot", self.joint_names, self.limits, q, gripper)
 
     def command_at(self, t_ns: int, q: np.ndarray, gripper: float | None = None) -> None:
         """Like :meth:`command`, but the set-point takes effect at clock time ``t_ns`` (the world is stepped to
@@ -86,7 +64,8 @@ class SimRobot(Robot):
         self._apply(q, gripper, int(t_ns))
 
     def command(self, q: np.ndarray, gripper: float | None = None) -> None:
-        """Set the servo targets: ``q`` (7,) float64 rad, ``gripper`` opening in [0, 1] (None = unchanged)."""
+        """Set the servo targets: ``q`` (n,) float64 rad, ``gripper`` opening in [0, 1] (None = unchanged; an arm
+        with a rigid tool validates and then ignores it)."""
         self._apply(q, gripper, None)
 
     def _apply(self, q: np.ndarray, gripper: float | None, t_ns: int | None) -> None:

@@ -1,23 +1,25 @@
-"""The MuJoCo scene of the demo: a Franka Panda on a table, a red cube, an RGB-D camera.
+"""The MuJoCo scene of a simulated cell: an arm (Panda, UR5 or SO-101) on a table, a red cube, RGB-D cameras.
 
-The model is built with :class:`mujoco.MjSpec` from the *same* URDF pinocchio loads
-(:func:`robot_stack.robots.panda.urdf_path`), so the simulated arm and the IK model share their kinematics. The
-URDF text is preprocessed before MuJoCo parses it:
+The model is built with :class:`mujoco.MjSpec` from the *same* URDF text pinocchio loads
+(:meth:`robot_stack.robots.embodiment.Embodiment.urdf_text`), so the simulated arm and the IK model share their
+kinematics. The URDF text is preprocessed before MuJoCo parses it:
 
-* ``package://example-robot-data/...`` mesh URIs become absolute paths of the installed wheel;
-* the visual meshes are Collada (``.dae``), which MuJoCo cannot read: visual geoms are discarded and the collision
-  STL meshes (which are also rendered) stand in for both;
-* fixed joints are *not* fused, so ``panda_link8``, ``panda_hand`` and ``panda_hand_tcp`` stay bodies; a site
-  :data:`TCP_SITE` sits on ``panda_hand_tcp`` so the tool-centre point can be read from ``data.site_xpos``.
+* ``package://example-robot-data/...`` mesh URIs become absolute paths of the installed wheel (done by the
+  embodiment, which also adds a TCP link where the URDF has none);
+* Collada (``.dae``) visual meshes, which MuJoCo cannot read, are replaced by the collision STL meshes; visual
+  geoms are discarded and the collision meshes (which are also rendered) stand in for both;
+* fixed joints are *not* fused, so fixed links such as ``panda_hand_tcp`` stay bodies; a site :data:`TCP_SITE`
+  sits on the embodiment's TCP frame so the tool-centre point can be read from ``data.site_xpos``.
 
-Frames: ``panda_link0`` (the robot base) is at the MuJoCo world origin with identity orientation, so the robot
-base frame *is* the world frame (:data:`T_WORLD_BASE` is the identity; code should still compose with it so a
-moved base stays a one-line change). The table top is the plane ``z = 0`` of that frame; the robot stands on it.
+Frames: the robot base link is at the MuJoCo world origin with identity orientation, so the robot base frame *is*
+the world frame (:data:`T_WORLD_BASE` is the identity; code should still compose with it so a moved base stays a
+one-line change). The table top is the plane ``z = 0`` of that frame; the robot stands on it.
 
-Added to the URDF arm: joint armature, gravity compensation on every robot body, position servos on the 7 arm
-joints (PD with force limits from the datasheet), one position servo on ``panda_finger_joint1`` (the URDF's
-``mimic`` becomes an equality constraint that makes ``panda_finger_joint2`` follow), a table, floor, lights, a
-5 cm red cube on a free joint, and fixed cameras (``"front"`` by default; more via :class:`SceneConfig`).
+Added to the URDF arm (numbers from the embodiment's :class:`~robot_stack.robots.embodiment.ServoSpec`): joint
+armature, damping and friction, gravity compensation on every robot body, position servos on the arm joints (PD
+with force limits), a position servo on the gripper's actuated joint (the Panda's second finger follows through an
+equality constraint made from the URDF's ``mimic``; a rigid tool has none), a table, floor, lights, a 5 cm red cube
+on a free joint, and fixed cameras (``"front"`` by default; more via :class:`SceneConfig`).
 
 Collision filtering: robot geoms have ``contype=2, conaffinity=1``, environment geoms ``contype=1,
 conaffinity=3``: the robot collides with the table and the cube but not with itself (the URDF collision meshes
@@ -27,16 +29,20 @@ of neighbouring links overlap at many poses).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import mujoco
 import numpy as np
 
 from robot_stack.errors import SimError
 from robot_stack.robots import panda
+from robot_stack.robots.embodiment import Embodiment
+from robot_stack.robots.registry import get_embodiment
 from robot_stack.types import Pose
 
 log = logging.getLogger("robot_stack.sim")
@@ -51,6 +57,7 @@ __all__ = [
     "GRIPPER_ACTUATOR",
     "TABLE_GEOM",
     "TCP_SITE",
+    "arm_actuators",
     "T_WORLD_BASE",
     "CameraSpec",
     "SceneConfig",
@@ -66,25 +73,24 @@ CUBE_JOINT = "cube_free"
 CUBE_GEOM = "cube_geom"
 TABLE_GEOM = "table_top"
 FLOOR_GEOM = "floor"
-FINGER_BODIES: tuple[str, ...] = ("panda_leftfinger", "panda_rightfinger")
-ARM_ACTUATORS: tuple[str, ...] = tuple(f"act_{j}" for j in panda.ARM_JOINTS)
+#: The Panda's finger bodies (other arms: ``embodiment.gripper.bodies``).
+FINGER_BODIES: tuple[str, ...] = panda.EMBODIMENT.gripper.bodies
 GRIPPER_ACTUATOR = "act_gripper"
 
-#: Pose of the robot base (``panda_link0``) in the MuJoCo world frame: the identity by construction.
+
+def arm_actuators(embodiment: Embodiment) -> tuple[str, ...]:
+    """Names of the arm's position servos, in joint order (``act_<joint>``)."""
+    return tuple(f"act_{j}" for j in embodiment.arm_joints)
+
+
+#: The Panda's arm servos.
+ARM_ACTUATORS: tuple[str, ...] = arm_actuators(panda.EMBODIMENT)
+
+#: Pose of the robot base (the URDF root link) in the MuJoCo world frame: the identity by construction.
 T_WORLD_BASE = Pose.identity("world", "base")
 
-#: Servo gains of the arm joints (N·m/rad, N·m·s/rad) and torque limits (N·m): Franka datasheet torque limits,
-#: stiff gains in the spirit of mujoco-menagerie's Panda. Together with gravity compensation they track well.
-ARM_KP = np.array([4500.0, 4500.0, 3500.0, 3500.0, 2000.0, 2000.0, 2000.0])
-ARM_KV = np.array([450.0, 450.0, 350.0, 350.0, 200.0, 200.0, 200.0])
-ARM_FORCE_LIMIT = np.array([87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0])
-ARM_ARMATURE = 0.1  # kg·m², reflected rotor inertia per joint (stabilises the stiff servos)
-GRIPPER_KP = 200.0  # N/m on finger 1; finger 2 follows through the equality constraint
-GRIPPER_KV = 10.0  # N·s/m
-GRIPPER_FORCE_LIMIT = 40.0  # N
-
-
-_ROBOT_RGBA = (0.92, 0.92, 0.92, 1.0)
+#: Colours of each arm's links and of its gripper bodies.
+_ROBOT_RGBA = {"panda": (0.92, 0.92, 0.92, 1.0), "ur5": (0.62, 0.70, 0.78, 1.0), "so101": (1.0, 0.82, 0.12, 1.0)}
 _HAND_RGBA = (0.25, 0.25, 0.27, 1.0)
 CUBE_RGBA = (0.85, 0.08, 0.08, 1.0)
 _TABLE_RGBA = (0.55, 0.45, 0.35, 1.0)
@@ -139,6 +145,7 @@ class SceneConfig:
     """What goes into the scene (frozen and hashable).
 
     Attributes:
+        robot: the arm (a name of :data:`robot_stack.robots.registry.ROBOT_MODELS`).
         cameras: fixed cameras; the first is the default camera of :class:`~robot_stack.sim.camera.SimCamera`.
         cube_size_m: edge length of the red cube, metres.
         cube_mass_kg: mass of the cube.
@@ -148,6 +155,7 @@ class SceneConfig:
     """
 
     cameras: tuple[CameraSpec, ...] = (FRONT_CAMERA,)
+    robot: str = "panda"
     cube_size_m: float = 0.05
     cube_mass_kg: float = 0.1
     timestep_s: float = 0.002
@@ -161,69 +169,139 @@ class SceneConfig:
             raise SimError(f"SceneConfig: a camera named {camera.name!r} already exists; choose another name")
         return dataclasses.replace(self, cameras=(*self.cameras, camera))
 
+    @property
+    def embodiment(self) -> Embodiment:
+        """The arm's description."""
+        return get_embodiment(self.robot)
 
-def _panda_urdf_text() -> str:
-    """The Panda URDF rewritten for MuJoCo: absolute STL paths, no Collada, fixed links kept as bodies."""
-    root = panda.description_dir()
-    text = re.sub(
-        re.escape(f"{root}/") + r"meshes/visual/(\w+)\.dae",
-        lambda m: str(root / "meshes" / "collision" / f"{m.group(1)}.stl"),
-        panda.urdf_text_with_absolute_paths(),
-    )
+
+def _robot_urdf_text(embodiment: Embodiment) -> str:
+    """The arm's URDF rewritten for MuJoCo: absolute STL paths, Collada visuals replaced by the collision STLs,
+    fixed links kept as bodies."""
+
+    def stl_for(match: re.Match[str]) -> str:
+        stl = f"{match.group(1)}/collision/{match.group(2)}.stl"
+        if not Path(stl).is_file():
+            raise SimError(f"{embodiment.name}: no collision STL {stl} to render instead of {match.group(0)}")
+        return stl
+
+    text = re.sub(r"([^\"'>]*)/visual/(\w+)\.dae", stl_for, embodiment.urdf_text())
     if "package://" in text or ".dae" in text:
-        raise SimError("Panda URDF still references package:// or .dae files after rewriting; update scene.py")
+        raise SimError(f"{embodiment.name} URDF still references package:// or .dae files after rewriting")
     compiler = (
         '<mujoco><compiler strippath="false" fusestatic="false" discardvisual="true" balanceinertia="true"/></mujoco>'
     )
     text, n = re.subn(r"(<robot\b[^>]*>)", lambda m: m.group(1) + compiler, text, count=1)
     if n != 1:
-        raise SimError(f"{panda.urdf_path()}: no <robot> element found; is this a URDF?")
+        raise SimError(f"{embodiment.urdf_path()}: no <robot> element found; is this a URDF?")
     return text
 
 
-def _configure_robot(spec: mujoco.MjSpec) -> None:
-    robot_bodies = [b for b in spec.bodies if b.name.startswith("panda_")]
-    for body in robot_bodies:
+def read_stl(path: str | Path) -> np.ndarray:
+    """(F, 3, 3) float64 triangle corners of a binary STL file (metres as written)."""
+    data = Path(path).read_bytes()
+    if len(data) < 84:
+        raise SimError(f"{path}: not a binary STL (too short)")
+    n = int(np.frombuffer(data, np.uint32, 1, 80)[0])
+    if len(data) != 84 + 50 * n:
+        raise SimError(f"{path}: not a binary STL ({len(data)} bytes for {n} triangles); convert it to binary STL")
+    rows = np.frombuffer(data, np.dtype([("normal", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")]), n, 84)
+    return rows["v"].astype(np.float64)
+
+
+def cluster_mesh(triangles: np.ndarray, voxel_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vertex clustering: corners in one ``voxel_m`` grid cell merge into their mean; triangles that collapse or
+    repeat are dropped. ``triangles`` (F, 3, 3) metres -> (vertices (V, 3), faces (F', 3) int) with every vertex
+    within ``voxel_m * sqrt(3)`` of an original one."""
+    corners = triangles.reshape(-1, 3)
+    cells, cluster = np.unique(np.floor(corners / voxel_m).astype(np.int64), axis=0, return_inverse=True)
+    cluster = cluster.reshape(-1)
+    counts = np.bincount(cluster, minlength=len(cells)).astype(np.float64)
+    verts = np.stack([np.bincount(cluster, corners[:, k], len(cells)) for k in range(3)], axis=1) / counts[:, None]
+    faces = cluster.reshape(-1, 3)
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)
+    faces = faces[np.sort(first)]
+    used, faces = np.unique(faces, return_inverse=True)
+    return verts[used], faces.reshape(-1, 3)
+
+
+@functools.lru_cache(maxsize=64)
+def _clustered(path: str, voxel_m: float) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    verts, faces = cluster_mesh(read_stl(path), voxel_m)
+    return tuple(verts.reshape(-1).tolist()), tuple(faces.reshape(-1).tolist())
+
+
+def _simplify_meshes(spec: mujoco.MjSpec, voxel_m: float) -> None:
+    """Replace every STL mesh of the robot by its vertex-clustered simplification (:func:`cluster_mesh`)."""
+    for mesh in spec.meshes:
+        if not mesh.file.lower().endswith(".stl"):
+            continue
+        verts, faces = _clustered(mesh.file, float(voxel_m))
+        mesh.file = ""
+        mesh.uservert = list(verts)
+        mesh.userface = list(faces)
+
+
+def _configure_robot(spec: mujoco.MjSpec, embodiment: Embodiment) -> None:
+    """Gravity compensation, collision classes and colours of every URDF body; joint properties, the TCP site and
+    the servos from the embodiment."""
+    grip = embodiment.gripper
+    robot_rgba = _ROBOT_RGBA.get(embodiment.name, _ROBOT_RGBA["panda"])
+    hand = {*grip.bodies, embodiment.tcp_frame}
+    for body in spec.bodies:
+        if body.name == "world":
+            continue
         body.gravcomp = 1.0
-        hand = body.name in ("panda_hand", *FINGER_BODIES)
         for geom in body.geoms:
             geom.contype = 2
             geom.conaffinity = 1
-            geom.rgba = _HAND_RGBA if hand else _ROBOT_RGBA
-    for name in panda.ARM_JOINTS:
-        spec.joint(name).armature = ARM_ARMATURE
-    spec.body(panda.TCP_FRAME).add_site(name=TCP_SITE, size=[0.005, 0.005, 0.005], rgba=[0, 1, 0, 0], group=5)
+            geom.rgba = _HAND_RGBA if body.name in hand and embodiment.name != "so101" else robot_rgba
+    servo = embodiment.servo
+    for i, name in enumerate(embodiment.arm_joints):
+        joint = spec.joint(name)
+        joint.armature = servo.armature[i]
+        if servo.damping:
+            try:
+                joint.damping = servo.damping[i]
+            except TypeError:  # MuJoCo 4: a polynomial, linear term first
+                joint.damping = [servo.damping[i], 0.0, 0.0]
+        if servo.frictionloss:
+            joint.frictionloss = servo.frictionloss[i]
+    spec.body(embodiment.tcp_frame).add_site(name=TCP_SITE, size=[0.005, 0.005, 0.005], rgba=[0, 1, 0, 0], group=5)
 
-    for i, joint in enumerate(panda.ARM_JOINTS):
-        act = spec.add_actuator(name=ARM_ACTUATORS[i], target=joint, trntype=mujoco.mjtTrn.mjTRN_JOINT)
-        act.set_to_position(kp=float(ARM_KP[i]), kv=float(ARM_KV[i]))
+    lim = embodiment.limits
+    for i, (joint, act_name) in enumerate(zip(embodiment.arm_joints, arm_actuators(embodiment), strict=True)):
+        act = spec.add_actuator(name=act_name, target=joint, trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        act.set_to_position(kp=float(servo.kp[i]), kv=float(servo.kv[i]))
         act.ctrllimited = True
-        act.ctrlrange = [panda.LIMITS.lower[i], panda.LIMITS.upper[i]]
+        act.ctrlrange = [lim.lower[i], lim.upper[i]]
         act.forcelimited = True
-        act.forcerange = [-ARM_FORCE_LIMIT[i], ARM_FORCE_LIMIT[i]]
-    grip = spec.add_actuator(name=GRIPPER_ACTUATOR, target=panda.FINGER_JOINTS[0], trntype=mujoco.mjtTrn.mjTRN_JOINT)
-    grip.set_to_position(kp=GRIPPER_KP, kv=GRIPPER_KV)
-    grip.ctrllimited = True
-    grip.ctrlrange = [0.0, panda.FINGER_MAX_OPENING_M]
-    grip.forcelimited = True
-    grip.forcerange = [-GRIPPER_FORCE_LIMIT, GRIPPER_FORCE_LIMIT]
-    if not any(eq.type == mujoco.mjtEq.mjEQ_JOINT for eq in spec.equalities):
+        act.forcerange = [-servo.force_limit[i], servo.force_limit[i]]
+    if not grip.actuated:
+        return
+    act = spec.add_actuator(name=GRIPPER_ACTUATOR, target=grip.joints[0], trntype=mujoco.mjtTrn.mjTRN_JOINT)
+    act.set_to_position(kp=servo.gripper_kp, kv=servo.gripper_kv)
+    act.ctrllimited = True
+    act.ctrlrange = sorted([grip.closed, grip.open])
+    act.forcelimited = True
+    act.forcerange = [-servo.gripper_force_limit, servo.gripper_force_limit]
+    if grip.kind == "fingers" and not any(eq.type == mujoco.mjtEq.mjEQ_JOINT for eq in spec.equalities):
         spec.add_equality(
-            type=mujoco.mjtEq.mjEQ_JOINT,
-            name1=panda.FINGER_JOINTS[1],
-            name2=panda.FINGER_JOINTS[0],
-            objtype=mujoco.mjtObj.mjOBJ_JOINT,
+            type=mujoco.mjtEq.mjEQ_JOINT, name1=grip.joints[1], name2=grip.joints[0], objtype=mujoco.mjtObj.mjOBJ_JOINT
         )
 
 
 def _add_environment(spec: mujoco.MjSpec, config: SceneConfig) -> None:
     world = spec.worldbody
     env = {"contype": 1, "conaffinity": 3}
+    embodiment = config.embodiment
+    table_x, table_y = embodiment.table_center_xy
     world.add_geom(
         name=TABLE_GEOM,
         type=mujoco.mjtGeom.mjGEOM_BOX,
-        size=[0.65, 0.7, _TABLE_THICKNESS / 2],
-        pos=[0.35, 0.0, -_TABLE_THICKNESS / 2],
+        size=[*embodiment.table_half_xy, _TABLE_THICKNESS / 2],
+        pos=[table_x, table_y, -_TABLE_THICKNESS / 2],
         rgba=_TABLE_RGBA,
         **env,
     )
@@ -241,7 +319,9 @@ def _add_environment(spec: mujoco.MjSpec, config: SceneConfig) -> None:
     world.add_light(name="fill", pos=[1.5, 0.8, 1.5], dir=[-1.0, -0.5, -1.0], diffuse=[0.3, 0.3, 0.3], castshadow=False)
 
     half = config.cube_size_m / 2
-    cube = world.add_body(name=CUBE_BODY, pos=[0.5, 0.0, half])
+    region = embodiment.task_region
+    cube_xy = [(region.lower[0] + region.upper[0]) / 2, (region.lower[1] + region.upper[1]) / 2]
+    cube = world.add_body(name=CUBE_BODY, pos=[*cube_xy, half])
     cube.add_freejoint(name=CUBE_JOINT)
     cube.add_geom(
         name=CUBE_GEOM,
@@ -259,11 +339,12 @@ def _add_environment(spec: mujoco.MjSpec, config: SceneConfig) -> None:
 
 def build_spec(config: SceneConfig = SceneConfig()) -> mujoco.MjSpec:  # noqa: B008 - frozen, immutable default
     """A fresh, uncompiled :class:`mujoco.MjSpec` of the scene (callers may edit it before compiling)."""
+    embodiment = config.embodiment
     try:
-        spec = mujoco.MjSpec.from_string(_panda_urdf_text())
+        spec = mujoco.MjSpec.from_string(_robot_urdf_text(embodiment))
     except Exception as exc:  # mujoco raises ValueError with the parser's message
-        raise SimError(f"MuJoCo could not parse the Panda URDF {panda.urdf_path()}: {exc}") from exc
-    spec.modelname = "robot_stack_panda_cube"
+        raise SimError(f"MuJoCo could not parse the {embodiment.name} URDF {embodiment.urdf_path()}: {exc}") from exc
+    spec.modelname = f"robot_stack_{embodiment.name}_cube"
     spec.option.timestep = config.timestep_s
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.visual.global_.offwidth = config.max_render_width
@@ -271,11 +352,13 @@ def build_spec(config: SceneConfig = SceneConfig()) -> mujoco.MjSpec:  # noqa: B
     # Clip planes are fractions of stat.extent: with extent 2 m, near = 0.1 m and far = 10 m, which keeps the
     # 24-bit depth buffer precise to well under a millimetre over the workspace.
     spec.stat.extent = 2.0
-    spec.stat.center = [0.4, 0.0, 0.2]
+    spec.stat.center = [*embodiment.table_center_xy, 0.2]
     spec.visual.map.znear = 0.05
     spec.visual.map.zfar = 5.0
     spec.visual.quality.shadowsize = 2048 if config.shadows else 0
-    _configure_robot(spec)
+    if embodiment.mesh_voxel_m:
+        _simplify_meshes(spec, embodiment.mesh_voxel_m)
+    _configure_robot(spec, embodiment)
     _add_environment(spec, config)
     return spec
 
@@ -317,12 +400,20 @@ def sim_side_camera() -> CameraSpec:
     return CameraSpec("side", pos=(0.45, -0.9, 0.7), target=(0.45, 0.0, 0.3), fovy_deg=50.0)
 
 
-def scene_with_cameras(camera_ids: Sequence[str]) -> SceneConfig:
-    """The demo scene with the requested cameras (``front`` exists; ``side`` is :func:`sim_side_camera`)."""
-    config = SceneConfig()
-    if "side" in camera_ids:
-        config = config.with_camera(sim_side_camera())
-    unknown = [c for c in camera_ids if c not in {cam.name for cam in config.cameras}]
+def scene_with_cameras(camera_ids: Sequence[str], scene: str | None = None, robot: str | None = None) -> SceneConfig:
+    """The simulated cell ``scene`` (a calibration scene: ``sim_tabletop``, ``sim_ur5``, ``sim_so101``; see
+    :mod:`robot_stack.sim.robot_cells`) with the requested cameras, the first being the default camera. Without a
+    known scene, the default cell of ``robot`` (the Panda's ``sim_tabletop`` when both are None).
+
+    Raises:
+        SimError: a camera the cell does not have, or a scene whose arm is not ``robot``.
+    """
+    from robot_stack.sim.robot_cells import cell_for
+
+    cell = cell_for(scene, robot)
+    cameras = {c.name: c for c in cell.cameras}
+    unknown = [c for c in camera_ids if c not in cameras]
     if unknown:
-        raise SimError(f"the simulated cell has no camera(s) {unknown}; available: front, side")
-    return config
+        raise SimError(f"the simulated cell {cell.scene!r} has no camera(s) {unknown}; available: {', '.join(cameras)}")
+    chosen = tuple(cameras[c] for c in camera_ids) or (cell.cameras[0],)
+    return SceneConfig(cameras=chosen, robot=cell.robot)

@@ -30,7 +30,6 @@ import numpy as np
 
 from robot_stack.clock import Clock, MonotonicClock
 from robot_stack.errors import ShapeError, SimError
-from robot_stack.robots import panda
 from robot_stack.sim import scene
 from robot_stack.types import Pose
 
@@ -38,7 +37,7 @@ log = logging.getLogger("robot_stack.sim")
 
 __all__ = ["CUBE_X_RANGE", "CUBE_Y_RANGE", "SimWorld", "WorldStats"]
 
-#: Cube reset region (base frame, metres) and yaw range (rad).
+#: The Panda cell's cube reset region (base frame, metres); every arm's is its ``embodiment.task_region``.
 CUBE_X_RANGE = (0.4, 0.6)
 CUBE_Y_RANGE = (-0.15, 0.15)
 
@@ -61,7 +60,7 @@ class WorldStats:
 
 
 class SimWorld:
-    """A MuJoCo Panda-and-cube cell that advances lazily with a clock.
+    """A MuJoCo arm-and-cube cell that advances lazily with a clock (the arm: ``config.robot``'s embodiment).
 
     Args:
         clock: time source (``now_ns``); :class:`MonotonicClock` for real time, ``FakeClock`` for tests.
@@ -96,13 +95,17 @@ class SimWorld:
                 raise SimError(f"scene model lacks {objtype.name} {missing}; build it with robot_stack.sim.scene")
             return out
 
-        arm_joints = ids(mujoco.mjtObj.mjOBJ_JOINT, panda.ARM_JOINTS)
-        finger_joints = ids(mujoco.mjtObj.mjOBJ_JOINT, panda.FINGER_JOINTS)
+        #: the arm's description (joints, limits, home posture, gripper)
+        self.embodiment = self.config.embodiment
+        emb = self.embodiment
+        arm_joints = ids(mujoco.mjtObj.mjOBJ_JOINT, emb.arm_joints)
         self._arm_qadr = m.jnt_qposadr[arm_joints].copy()
         self._arm_vadr = m.jnt_dofadr[arm_joints].copy()
-        self._finger_qadr = m.jnt_qposadr[finger_joints].copy()
-        self._arm_act = ids(mujoco.mjtObj.mjOBJ_ACTUATOR, scene.ARM_ACTUATORS)
-        self._grip_act = int(ids(mujoco.mjtObj.mjOBJ_ACTUATOR, (scene.GRIPPER_ACTUATOR,))[0])
+        self._arm_act = ids(mujoco.mjtObj.mjOBJ_ACTUATOR, scene.arm_actuators(emb))
+        grip = emb.gripper
+        grip_joints = ids(mujoco.mjtObj.mjOBJ_JOINT, grip.joints) if grip.actuated else np.zeros(0, np.int64)
+        self._grip_qadr = m.jnt_qposadr[grip_joints].copy()
+        self._grip_act = int(ids(mujoco.mjtObj.mjOBJ_ACTUATOR, (scene.GRIPPER_ACTUATOR,))[0]) if grip.actuated else -1
         self._tcp_site = int(ids(mujoco.mjtObj.mjOBJ_SITE, (scene.TCP_SITE,))[0])
         self._cube_body = int(ids(mujoco.mjtObj.mjOBJ_BODY, (scene.CUBE_BODY,))[0])
         cube_joint = int(ids(mujoco.mjtObj.mjOBJ_JOINT, (scene.CUBE_JOINT,))[0])
@@ -110,8 +113,12 @@ class SimWorld:
         self._cube_vadr = int(m.jnt_dofadr[cube_joint])
         self._cube_geom = int(ids(mujoco.mjtObj.mjOBJ_GEOM, (scene.CUBE_GEOM,))[0])
         self.cube_half_size_m = float(m.geom_size[self._cube_geom][2])
-        finger_bodies = ids(mujoco.mjtObj.mjOBJ_BODY, scene.FINGER_BODIES)
+        finger_bodies = ids(mujoco.mjtObj.mjOBJ_BODY, grip.bodies)
         self._finger_geoms = frozenset(int(g) for g in np.flatnonzero(np.isin(m.geom_bodyid, finger_bodies)))
+        # every geom of the arm (the bodies under its base link), whichever arm: for contacts of the whole robot
+        base = int(ids(mujoco.mjtObj.mjOBJ_BODY, (emb.base_link,))[0])
+        robot_bodies = np.flatnonzero(m.body_rootid == m.body_rootid[base])
+        self._robot_geoms = frozenset(int(g) for g in np.flatnonzero(np.isin(m.geom_bodyid, robot_bodies)))
 
         #: called with the target time before every :meth:`sync_now` (e.g. a
         #: :class:`~robot_stack.control.setpoints.SetpointRelay` applying a real-time process's set-points)
@@ -141,7 +148,7 @@ class SimWorld:
 
     @property
     def T_world_base(self) -> Pose:  # noqa: N802 - the house name of a pose
-        """Robot base pose in the MuJoCo world frame (identity: ``panda_link0`` sits at the world origin)."""
+        """Robot base pose in the MuJoCo world frame (identity: the base link sits at the world origin)."""
         return scene.T_WORLD_BASE
 
     @property
@@ -157,22 +164,26 @@ class SimWorld:
 
     # --------------------------------------------------------------------------------------------- lifecycle
     def reset(self, seed: int | None = None) -> None:
-        """Arm at ``panda.HOME_Q`` with the gripper open, cube at a random pose; anchor sim time to ``clock``.
+        """Arm at its home posture with the gripper open, cube at a random pose; anchor sim time to ``clock``.
 
-        The cube is placed flat on the table at x∈:data:`CUBE_X_RANGE`, y∈:data:`CUBE_Y_RANGE` (base frame,
-        metres) with a uniformly random yaw, drawn from ``numpy.random.default_rng(seed)``.
+        The cube is placed flat on the table in the arm's task region (``embodiment.task_region``; the Panda's is
+        x∈:data:`CUBE_X_RANGE`, y∈:data:`CUBE_Y_RANGE`, base frame, metres) with a uniformly random yaw, drawn from
+        ``numpy.random.default_rng(seed)``.
         """
         rng = np.random.default_rng(seed)
-        x = rng.uniform(*CUBE_X_RANGE)
-        y = rng.uniform(*CUBE_Y_RANGE)
+        region = self.embodiment.task_region
+        x = rng.uniform(region.lower[0], region.upper[0])
+        y = rng.uniform(region.lower[1], region.upper[1])
         yaw = rng.uniform(-np.pi, np.pi)
+        emb = self.embodiment
         with self._lock:
             m, d = self._model, self._data
             mujoco.mj_resetData(m, d)
-            d.qpos[self._arm_qadr] = panda.HOME_Q
-            d.qpos[self._finger_qadr] = panda.FINGER_MAX_OPENING_M
-            d.ctrl[self._arm_act] = panda.HOME_Q
-            d.ctrl[self._grip_act] = panda.FINGER_MAX_OPENING_M
+            d.qpos[self._arm_qadr] = emb.home_q
+            d.ctrl[self._arm_act] = emb.home_q
+            if emb.gripper.actuated:
+                d.qpos[self._grip_qadr] = emb.gripper.open
+                d.ctrl[self._grip_act] = emb.gripper.open
             self._write_cube(np.array([x, y, self.cube_half_size_m]), yaw)
             mujoco.mj_forward(m, d)
             now = self.clock.now_ns()
@@ -230,52 +241,58 @@ class SimWorld:
 
     # ----------------------------------------------------------------------------------------------- robot
     def arm_q(self) -> np.ndarray:
-        """(7,) float64 arm joint positions, rad, in ``panda.ARM_JOINTS`` order."""
+        """(n,) float64 arm joint positions, rad, in ``embodiment.arm_joints`` order."""
         with self._lock:
             return self._data.qpos[self._arm_qadr].copy()
 
     def arm_dq(self) -> np.ndarray:
-        """(7,) float64 arm joint velocities, rad/s."""
+        """(n,) float64 arm joint velocities, rad/s."""
         with self._lock:
             return self._data.qvel[self._arm_vadr].copy()
 
     def gripper_opening(self) -> float:
-        """Gripper opening in [0, 1] (mean finger travel / 0.04 m)."""
+        """Gripper opening in [0, 1] of the actuated gripper joint (``embodiment.gripper.opening``; the Panda's
+        finger travel / 0.04 m); 1.0 for a rigid tool."""
+        grip = self.embodiment.gripper
+        if not grip.actuated:
+            return 1.0
         with self._lock:
-            travel = float(np.mean(self._data.qpos[self._finger_qadr]))
-        return float(np.clip(travel / panda.FINGER_MAX_OPENING_M, 0.0, 1.0))
+            value = float(self._data.qpos[self._grip_qadr[0]])
+        return grip.opening(value)
 
     def tcp_pose(self) -> Pose:
-        """``T_base_tcp``: the ``panda_hand_tcp`` frame in the robot base frame (parent "base", child "tcp")."""
+        """``T_base_tcp``: the arm's TCP frame in the robot base frame (parent "base", child "tcp")."""
         with self._lock:
             rot = self._data.site_xmat[self._tcp_site].reshape(3, 3).copy()
             pos = self._data.site_xpos[self._tcp_site].copy()
         return self.T_world_base.inverse() @ Pose(rot, pos, "world", "tcp")
 
     def set_ctrl(self, q: np.ndarray, gripper: float | None = None) -> None:
-        """Set the arm servo targets (7,) rad and optionally the gripper opening in [0, 1] (clipped).
+        """Set the arm servo targets (n,) rad and optionally the gripper opening in [0, 1] (clipped; a rigid tool
+        has no gripper servo and ignores it).
 
         Raises:
-            ShapeError: ``q`` is not a finite (7,) array or ``gripper`` is not finite.
+            ShapeError: ``q`` is not a finite (n,) array or ``gripper`` is not finite.
         """
         target = np.asarray(q, dtype=np.float64)
-        if target.shape != (7,) or not np.all(np.isfinite(target)):
-            raise ShapeError(f"arm target: expected finite (7,) rad, got shape {target.shape}: {target}")
+        n = len(self._arm_act)
+        if target.shape != (n,) or not np.all(np.isfinite(target)):
+            raise ShapeError(f"arm target: expected finite ({n},) rad, got shape {target.shape}: {target}")
         if gripper is not None and not np.isfinite(gripper):
             raise ShapeError(f"gripper target: expected a finite opening in [0, 1], got {gripper}")
         with self._lock:
             self._data.ctrl[self._arm_act] = target
-            if gripper is not None:
-                self._data.ctrl[self._grip_act] = float(np.clip(gripper, 0.0, 1.0)) * panda.FINGER_MAX_OPENING_M
+            if gripper is not None and self._grip_act >= 0:
+                self._data.ctrl[self._grip_act] = self.embodiment.gripper.joint_value(gripper)
 
     def set_arm_q(self, q: np.ndarray, gripper: float | None = None) -> None:
-        """Teleport the arm to ``q`` (7,) rad at rest and hold it there (also sets the servo targets)."""
+        """Teleport the arm to ``q`` (n,) rad at rest and hold it there (also sets the servo targets)."""
         self.set_ctrl(q, gripper)
         with self._lock:
             self._data.qpos[self._arm_qadr] = np.asarray(q, dtype=np.float64)
             self._data.qvel[self._arm_vadr] = 0.0
-            if gripper is not None:
-                self._data.qpos[self._finger_qadr] = float(np.clip(gripper, 0, 1)) * panda.FINGER_MAX_OPENING_M
+            if gripper is not None and self._grip_act >= 0:
+                self._data.qpos[self._grip_qadr] = self.embodiment.gripper.joint_value(gripper)
             mujoco.mj_forward(self._model, self._data)
 
     # ------------------------------------------------------------------------------------------------ cube
@@ -309,8 +326,14 @@ class SimWorld:
         normal = pose.rotation[:, axis] * np.sign(up_components[axis])
         return pose.translation + self.cube_half_size_m * normal
 
+    @property
+    def robot_geoms(self) -> frozenset[int]:
+        """Geom ids of the whole arm (every body under its base link, gripper included)."""
+        return self._robot_geoms
+
     def finger_cube_contacts(self) -> int:
-        """Number of active contacts between a finger geom and the cube."""
+        """Number of active contacts between a gripper geom (fingers, jaws or the rigid tool:
+        ``embodiment.gripper.bodies``) and the cube."""
         with self._lock:
             d = self._data
             count = 0

@@ -41,9 +41,8 @@ from robot_stack.errors import ConfigError
 from robot_stack.kinematics.reach import ReachPolicy, ReachStats
 from robot_stack.metrics import StageTimes
 from robot_stack.policy.process import start_server, stop_server
-from robot_stack.robots import panda
 from robot_stack.robots.base import Robot
-from robot_stack.stack.config import StackConfig
+from robot_stack.stack.config import IK_LIMIT_SLACK_RAD, StackConfig
 from robot_stack.transport.client import PolicyClient
 
 log = logging.getLogger("robot_stack.stack")
@@ -73,18 +72,28 @@ def build_decoder(
     config: StackConfig, action_head: str, action_space: str, decoder_name: str | None = None
 ) -> tuple[Decoder, ReachStats]:
     """The decoder for a model's action head and space, with the config's reach policy; returns it with the
-    :class:`ReachStats` the recovery reads. ``decoder_name`` overrides the name derived from head and space."""
+    :class:`ReachStats` the recovery reads. ``decoder_name`` overrides the name derived from head and space.
+
+    Everything arm-specific comes from the arm's description (``config.embodiment``): the IK, the neutral posture
+    the IK restarts from, the "tool down" orientation, the robot type a latent-token decoder is conditioned on, the
+    joint names of joint-space decoders. A ``latent_vq`` policy's tokenizer is ``decoder.options.manifest``,
+    else ``<model_id>-tokenizer.yaml`` next to the policy manifest when there is one, else the shipped default."""
+    from robot_stack.kinematics.ik import ik_for
+
     name = decoder_name or decoder_name_for(action_head, action_space)
     dc = config.decoder
+    embodiment = config.embodiment
     stats = ReachStats()
     kwargs: dict[str, Any] = dict(dc.options)
     if name in _EE_DECODERS:
-        kwargs.setdefault("orientation", dc.orientation)
+        ik_limits = embodiment.limits.tightened(config.control.limit_margin_rad + IK_LIMIT_SLACK_RAD)
+        kwargs.setdefault("ik", ik_for(embodiment, limits=ik_limits))
+        kwargs.setdefault("orientation", embodiment.tool_down if dc.orientation == "down" else dc.orientation)
         box = _target_box(config)
         kwargs.setdefault(
             "reach",
             ReachPolicy(
-                panda.HOME_Q,
+                embodiment.home_q,
                 best_effort_m=dc.best_effort_m,
                 best_effort_rad=dc.best_effort_rad,
                 clamp_m=dc.clamp_m,
@@ -95,9 +104,17 @@ def build_decoder(
                 stats=stats,
             ),
         )
+        if name == "latent_vq":
+            kwargs.setdefault("robot_type", embodiment.name)
+            tokenizer = _tokenizer_next_to(config)
+            if tokenizer is not None:
+                kwargs.setdefault("manifest", tokenizer)
     elif name == "motion_tracks":
         kwargs.setdefault("scene", config.calibration.scene)
         kwargs.setdefault("calibration_root", config.calibration.root)
+        kwargs.setdefault("ik", ik_for(embodiment))
+    elif name in ("joint_position", "joint_delta"):
+        kwargs.setdefault("joint_names", embodiment.arm_joints)
     return get_decoder(name, **kwargs), stats
 
 
@@ -122,11 +139,21 @@ def _target_box(config: StackConfig) -> tuple[tuple[float, float, float], tuple[
     return tuple(lower.tolist()), tuple(upper.tolist())  # type: ignore[return-value]
 
 
-def _workspace(config: StackConfig) -> WorkspaceBox | None:
-    c = config.control
-    if c.workspace_lower is None or c.workspace_upper is None:
+def _tokenizer_next_to(config: StackConfig) -> Path | None:
+    """``<model_id>-tokenizer.yaml`` beside the policy manifest (how ``robot-stack train`` ships a latent_vq policy's
+    tokenizer), or None when the manifest is not a local file or has no tokenizer beside it."""
+    path = config.policy.manifest_path()
+    if not Path(path).is_file():
         return None
-    return WorkspaceBox(np.array(c.workspace_lower), np.array(c.workspace_upper))
+    from robot_stack.policy.manifest import PolicyManifest
+
+    candidate = Path(path).parent / f"{PolicyManifest.load(path).model_id}-tokenizer.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def _workspace(config: StackConfig) -> WorkspaceBox | None:
+    box = config.workspace
+    return None if box is None else WorkspaceBox(np.array(box.lower), np.array(box.upper))
 
 
 #: What a stack's executor is: the in-process thread, or the real-time process behind the same interface.
@@ -134,18 +161,25 @@ AnyExecutor = Executor | ProcessExecutor
 
 
 def build_executor(config: StackConfig, robot: Robot, clock: Clock) -> Executor:
-    """The in-process control-rate executor (``control.executor: thread``; lock-step loops tick it themselves) with
-    its safety filter (joint limits; the workspace box when configured, with its own forward kinematics: the
-    executor thread must not share the decoder's)."""
+    """The in-process control-rate executor (``control.executor: thread``; lock-step loops tick it themselves) at
+    the arm's rate unless ``control.rate_hz`` says otherwise, with its safety filter: the robot's joint limits and the
+    workspace box when there is one (``control.workspace_*``, or the arm's with ``control.workspace_from_robot``),
+    with the arm's own forward kinematics (the executor thread must not share the decoder's)."""
     box = _workspace(config)
     fk = None
     if box is not None:
-        from robot_stack.kinematics.ik import panda_ik
+        from robot_stack.kinematics.ik import ik_for
 
-        fk = panda_ik().fk_xyz
-    safety = SafetyFilter(robot.limits, workspace=box, fk_xyz=fk, workspace_margin_m=config.control.workspace_margin_m)
+        fk = ik_for(config.embodiment).fk_xyz
+    safety = SafetyFilter(
+        robot.limits,
+        margin_rad=config.control.limit_margin_rad,
+        workspace=box,
+        fk_xyz=fk,
+        workspace_margin_m=config.control.workspace_margin_m,
+    )
     return Executor(
-        robot, clock, rate_hz=config.control.rate_hz, safety=safety, watchdog_timeout_s=config.control.watchdog_s
+        robot, clock, rate_hz=config.control_rate_hz, safety=safety, watchdog_timeout_s=config.control.watchdog_s
     )
 
 
@@ -179,7 +213,7 @@ def build_process_executor(
         names,
         robot.limits,
         clock,
-        rate_hz=cc.rate_hz,
+        rate_hz=config.control_rate_hz,
         watchdog_timeout_s=cc.watchdog_s,
         safety=safety,
         realtime=RealtimeConfig(cpu=cc.realtime_cpu, fifo_priority=cc.realtime_priority),
@@ -234,14 +268,14 @@ def build_cycle(
     cc = config.cycle
     recovery = None
     if cc.recovery:
-        recovery = RecoveryConfig(panda.HOME_Q, reach_stats=reach_stats, blocked_s=cc.recovery_blocked_s)
+        recovery = RecoveryConfig(config.embodiment.home_q, reach_stats=reach_stats, blocked_s=cc.recovery_blocked_s)
     rtc = None
     if cc.rtc and metadata is not None and hasattr(sink, "active_plan"):
         fk = None
         if metadata.get("action_space") == "ee_delta_xyz":
-            from robot_stack.kinematics.ik import panda_ik
+            from robot_stack.kinematics.ik import ik_for
 
-            fk = panda_ik().fk_xyz
+            fk = ik_for(config.embodiment).fk_xyz
         rtc = RtcPrefix.for_model(metadata, fk)
     return PolicyCycle(
         cameras,
@@ -299,7 +333,8 @@ def build_cell(
 ) -> Cell:
     """The robot, the cameras (started; simulated ones warmed up) and their projectors (calibrated intrinsics at each
     camera's configured size); the simulated world when ``robot.kind`` is ``sim``, with every camera the config
-    names. A missing or stale calibration raises CalibrationError before any device is opened."""
+    names (the cell of ``calibration.scene``, which must be the arm's). A missing or stale calibration raises
+    CalibrationError before any device is opened."""
     projectors = []
     for c in config.cameras:
         calibration = load_calibration(
@@ -314,7 +349,8 @@ def build_cell(
         from robot_stack.sim.scene import scene_with_cameras
         from robot_stack.sim.world import SimWorld
 
-        world = SimWorld(clock=clock, config=scene_with_cameras([c.camera_id for c in config.cameras]))
+        scene = scene_with_cameras([c.camera_id for c in config.cameras], config.calibration.scene, config.robot.model)
+        world = SimWorld(clock=clock, config=scene)
     robot = _build_robot(config, clock, world)
     if robot_wrapper is not None:
         robot = robot_wrapper(robot)
@@ -456,7 +492,7 @@ def _build_robot(config: StackConfig, clock: Clock, world: Any) -> Robot:
     if rc.kind == "kinematic":
         from robot_stack.sim.kinematic import KinematicRobot
 
-        return KinematicRobot(clock=clock)
+        return KinematicRobot(clock=clock, robot=rc.model)
     import importlib
 
     module_name, _, attr = rc.factory.partition(":")
@@ -464,7 +500,18 @@ def _build_robot(config: StackConfig, clock: Clock, world: Any) -> Robot:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"robot.factory {rc.factory!r}: cannot load the robot factory: {exc}") from exc
-    return factory()
+    robot = factory(**dict(rc.options))
+    joints, expected = tuple(robot.joint_names), config.embodiment.arm_joints
+    if len(joints) != len(expected):
+        raise ConfigError(
+            f"robot.factory {rc.factory!r} returned an arm with {len(joints)} joints {joints}, but robot.model "
+            f"{rc.model!r} has {len(expected)} {expected}; set robot.model to the connected arm (--robot)"
+        )
+    if joints != expected:
+        log.warning(
+            "robot %s names its joints %s; robot.model %s calls them %s", rc.factory, joints, rc.model, expected
+        )
+    return robot
 
 
 def _build_camera(config: StackConfig, index: int, world: Any) -> Camera:

@@ -1,10 +1,24 @@
-"""The command-line face of :class:`~robot_stack.stack.config.StackConfig`: ``--config PRESET`` and ``--set``."""
+"""The command-line face of :class:`~robot_stack.stack.config.StackConfig`: ``--config PRESET``, ``--set`` and
+``--robot``."""
 
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_stack_config_arguments", "stack_overrides"]
+__all__ = ["add_robot_argument", "add_stack_config_arguments", "stack_overrides"]
+
+
+def add_robot_argument(parser: argparse.ArgumentParser, help_extra: str = "") -> None:
+    """Add ``--robot panda|ur5|so101``: the arm (``robot.model``; a simulated arm also gets its cell and the policy
+    that serves every arm, :func:`~robot_stack.stack.config.with_robot`). Default None: the preset's arm."""
+    from robot_stack.robots.registry import ROBOT_MODELS
+
+    parser.add_argument(
+        "--robot",
+        choices=ROBOT_MODELS,
+        help="the arm: its description gives limits, control rate, workspace, IK and home; a simulated arm runs in "
+        f"its own cell (default: the preset's arm, the Panda){help_extra}",
+    )
 
 
 def add_stack_config_arguments(parser: argparse.ArgumentParser, default: str = "demo") -> None:

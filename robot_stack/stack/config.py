@@ -8,6 +8,13 @@ LeRobot's config presets work::
 
 Sections: ``robot``, ``cameras`` (a list), ``calibration``, ``policy``, ``decoder``, ``control``, ``cycle``,
 ``task``. Unknown keys are errors (a typo must not silently keep a default). Units: seconds, metres, hertz.
+
+**The arm.** ``robot.model`` names an arm described in :mod:`robot_stack.robots` (``panda``, ``ur5``, ``so101``);
+what is robot-specific comes from its description: the joint limits (the robot's own), the control rate
+(``control.rate_hz`` unset: :attr:`StackConfig.control_rate_hz`), the workspace box (``control.workspace_from_robot``:
+:attr:`StackConfig.workspace`), the IK, home posture and "tool down" orientation of the decoders. ``--robot NAME``
+(:func:`with_robot`) switches a preset to another arm: the model, and for a simulated arm its cell (calibration scene),
+robot id and shipped cross-embodiment policy from ``robot_stack/configs/robots/<name>.yaml``.
 """
 
 from __future__ import annotations
@@ -25,11 +32,14 @@ from robot_stack.config import read_yaml
 from robot_stack.control.scheduler import BlendMode
 from robot_stack.errors import ConfigError
 from robot_stack.policy.manifest import PROVIDERS, SHIPPED_MODELS_DIR
+from robot_stack.robots.embodiment import Box, Embodiment
+from robot_stack.robots.registry import ROBOT_MODELS, get_embodiment
 from robot_stack.types import ActionHead
 
 __all__ = [
     "EXECUTOR_MODES",
     "PRESETS_DIR",
+    "ROBOT_PRESETS_DIR",
     "CalibrationConfig",
     "CameraConfig",
     "ControlConfig",
@@ -41,12 +51,17 @@ __all__ = [
     "TaskConfig",
     "available_presets",
     "load_stack_config",
+    "with_robot",
 ]
 
 #: Where the control loop runs (``control.executor``).
 EXECUTOR_MODES = ("thread", "process")
 #: The presets shipped with the package.
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: How far inside the safety filter's tightened joint limits the decoders' IK stays, rad.
+IK_LIMIT_SLACK_RAD = 0.005
+#: Per-arm overlays applied by ``--robot`` (:func:`with_robot`): ``<name>.yaml``.
+ROBOT_PRESETS_DIR = PRESETS_DIR / "robots"
 
 
 def _positive(owner: str, name: str, value: float) -> None:
@@ -61,14 +76,16 @@ class RobotConfig:
     Attributes:
         kind: ``sim`` (MuJoCo cell), ``kinematic`` (perfect-tracking twin, no physics), or ``factory``
             (``factory`` names a function returning your connected :class:`~robot_stack.robots.base.Robot`).
-        model: robot description (``panda``).
-        factory: ``package.module:function`` for ``kind: factory``.
+        model: the arm's description (``panda`` | ``ur5`` | ``so101``: :mod:`robot_stack.robots.registry`).
+        factory: ``package.module:function`` for ``kind: factory`` (e.g. ``robot_stack.robots.ur_rtde:connect``).
+        options: keyword arguments of the factory (e.g. ``{host: 192.168.1.10}``).
         robot_id: the id sent to the policy server (scheduling, metrics).
     """
 
     kind: str = "sim"
     model: str = "panda"
     factory: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
     robot_id: str = "sim-panda-0"
 
     def __post_init__(self) -> None:
@@ -76,8 +93,13 @@ class RobotConfig:
             raise ConfigError(f"robot.kind: {self.kind!r} unknown; expected sim | kinematic | factory")
         if self.kind == "factory" and ":" not in self.factory:
             raise ConfigError("robot.factory: expected package.module:function for kind: factory")
-        if self.model != "panda":
-            raise ConfigError(f"robot.model: {self.model!r} has no description; available: panda")
+        if self.model not in ROBOT_MODELS:
+            raise ConfigError(f"robot.model: {self.model!r} has no description; available: {', '.join(ROBOT_MODELS)}")
+
+    @property
+    def embodiment(self) -> Embodiment:
+        """The arm's description."""
+        return get_embodiment(self.model)
 
 
 @dataclass(frozen=True)
@@ -196,7 +218,7 @@ class ControlConfig:
     """The executor and the chunk scheduler.
 
     Attributes:
-        rate_hz: control rate, Hz.
+        rate_hz: control rate, Hz; None = the arm's own (:attr:`StackConfig.control_rate_hz`).
         watchdog_s: seconds without a trajectory covering now before a safe hold.
         blend: chunk-to-chunk blending, ``splice | ensemble | none``.
         extend_s: a late chunk's predecessor comes to rest over at least this long; None = ``watchdog_s``.
@@ -206,10 +228,14 @@ class ControlConfig:
         realtime_cpu: ``process`` only: the CPU to pin it to (None: the last one this process may use; -1: none).
         realtime_priority: ``process`` only: the ``SCHED_FIFO`` priority to ask for (1-99; None: do not ask).
         workspace_lower, workspace_upper: TCP box in the base frame (m), both or neither.
+        workspace_from_robot: without an explicit box, keep the TCP in the arm's own box (``embodiment.workspace``;
+            :attr:`StackConfig.workspace`); False and no box = no workspace limit.
         workspace_margin_m: the safety filter brakes this far inside the box.
+        limit_margin_rad: the safety filter tightens every joint's position limits by this (rad); the decoders' IK
+            keeps a further :data:`IK_LIMIT_SLACK_RAD` inside, so plans never meet the filter's bound.
     """
 
-    rate_hz: float = 500.0
+    rate_hz: float | None = None
     watchdog_s: float = 0.3
     blend: str = BlendMode.SPLICE.value
     extend_s: float | None = None
@@ -219,9 +245,12 @@ class ControlConfig:
     workspace_lower: tuple[float, float, float] | None = None
     workspace_upper: tuple[float, float, float] | None = None
     workspace_margin_m: float = 0.01
+    workspace_from_robot: bool = False
+    limit_margin_rad: float = 0.02
 
     def __post_init__(self) -> None:
-        _positive("control", "rate_hz", self.rate_hz)
+        if self.rate_hz is not None:
+            _positive("control", "rate_hz", self.rate_hz)
         _positive("control", "watchdog_s", self.watchdog_s)
         if self.executor not in EXECUTOR_MODES:
             raise ConfigError(f"control.executor: {self.executor!r} unknown; expected thread | process")
@@ -231,6 +260,8 @@ class ControlConfig:
             BlendMode(self.blend)
         except ValueError:
             raise ConfigError(f"control.blend: {self.blend!r} unknown; expected splice | ensemble | none") from None
+        if not (math.isfinite(self.limit_margin_rad) and self.limit_margin_rad >= 0):
+            raise ConfigError(f"control.limit_margin_rad: expected rad >= 0, got {self.limit_margin_rad!r}")
         if (self.workspace_lower is None) != (self.workspace_upper is None):
             raise ConfigError("control: workspace_lower and workspace_upper go together (both or neither)")
         for name in ("workspace_lower", "workspace_upper"):
@@ -326,14 +357,57 @@ class StackConfig:
         ``config.replace(control=dataclasses.replace(config.control, rate_hz=1000.0))``."""
         return dataclasses.replace(self, **sections)
 
+    @property
+    def embodiment(self) -> Embodiment:
+        """The arm's description (``robot.model``)."""
+        return self.robot.embodiment
+
+    @property
+    def control_rate_hz(self) -> float:
+        """The executor rate, Hz: ``control.rate_hz``, else the arm's own."""
+        rate = self.control.rate_hz
+        return float(rate) if rate is not None else float(self.embodiment.control_rate_hz)
+
+    @property
+    def workspace(self) -> Box | None:
+        """The TCP box the safety filter keeps the tool in (base frame, m): ``control.workspace_*``, else the arm's
+        with ``control.workspace_from_robot``, else None (no box)."""
+        c = self.control
+        if c.workspace_lower is not None and c.workspace_upper is not None:
+            return Box(c.workspace_lower, c.workspace_upper)
+        return self.embodiment.workspace if c.workspace_from_robot else None
+
 
 def available_presets() -> tuple[str, ...]:
     """Names of the shipped presets."""
     return tuple(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
 
 
-def load_stack_config(preset: str | Path = "demo", overrides: Sequence[str] = ()) -> StackConfig:
-    """Load a preset (a shipped name such as ``demo``, or a YAML path) and apply ``overrides``."""
+def with_robot(config: StackConfig, robot: str) -> StackConfig:
+    """``config`` for the arm ``robot``: ``robot.model``, and for a simulated (or kinematic) arm the fields of its
+    overlay ``robot_stack/configs/robots/<robot>.yaml`` (its cell's calibration scene, robot id, the shipped policy
+    that serves every arm). A real arm (``kind: factory``) gets only the model: its factory, options and calibration
+    scene are the cell's own."""
+    get_embodiment(robot)  # ConfigError naming the known arms
+    data = config.to_dict()
+    data["robot"]["model"] = robot
+    if config.robot.kind != "factory":
+        path = ROBOT_PRESETS_DIR / f"{robot}.yaml"
+        overlay = read_yaml(path, "robot overlay") if path.is_file() else {}
+        if not isinstance(overlay, Mapping):
+            raise ConfigError(f"robot overlay {path}: expected a mapping of sections")
+        for section, values in overlay.items():
+            if section not in data or not isinstance(values, Mapping) or not isinstance(data[section], dict):
+                raise ConfigError(f"robot overlay {path}: {section!r} is not a section with fields")
+            data[section].update(values)
+    return StackConfig.from_dict(data, f"{config.name} for robot {robot}")
+
+
+def load_stack_config(
+    preset: str | Path = "demo", overrides: Sequence[str] = (), robot: str | None = None
+) -> StackConfig:
+    """Load a preset (a shipped name such as ``demo``, or a YAML path), switch it to arm ``robot`` (:func:`with_robot`)
+    when given, and apply ``overrides``."""
     path = Path(preset)
     if not path.is_file():
         if path.suffix or "/" in str(preset):
@@ -345,6 +419,8 @@ def load_stack_config(preset: str | Path = "demo", overrides: Sequence[str] = ()
     if not isinstance(data, Mapping):
         raise ConfigError(f"stack config {path}: expected a mapping of sections, got {type(data).__name__}")
     config = StackConfig.from_dict({"name": path.stem, **data}, str(path))
+    if robot is not None:
+        config = with_robot(config, robot)
     return config.with_overrides(overrides) if overrides else config
 
 
@@ -378,7 +454,8 @@ def _set_path(data: dict[str, Any], path: list[str], value: Any, item: str) -> N
             node = node[key]
         else:
             raise ConfigError(f"override {item!r}: {'.'.join(path[: i + 1])} is not a section")
-    if not isinstance(node, dict) or path[-1] not in node:
+    free_mapping = len(path) >= 2 and path[-2] == "options"  # robot.options / decoder.options take any key
+    if not isinstance(node, dict) or (path[-1] not in node and not free_mapping):
         raise ConfigError(f"override {item!r}: unknown field {'.'.join(path)}")
     node[path[-1]] = value
 

@@ -20,7 +20,6 @@ import numpy as np
 from robot_stack.clock import FakeClock
 from robot_stack.cycle import ObservationSource
 from robot_stack.errors import ConfigError, RobotStackError
-from robot_stack.robots import panda
 from robot_stack.robots.base import Robot
 from robot_stack.sim.task import ReachTouchTask
 from robot_stack.stack.build import build_cell, build_decoder, build_executor, build_scheduler
@@ -102,7 +101,7 @@ class LockstepRig:
         self.camera, self.projector = self.cell.cameras[0]
         self.decoder: Any = build_decoder(config, ActionHead.CONTINUOUS.value, "ee_delta_xyz")[0]
         self.task = ReachTouchTask(self.world, max_duration_s=config.task.max_duration_s)
-        self.rate_hz = config.control.rate_hz
+        self.rate_hz = config.control_rate_hz
         self.policy_period_ns = round(policy_period_s * 1e9)
 
     def close(self) -> None:
@@ -125,10 +124,11 @@ class LockstepRig:
         self.task.reset(seed)
         if initial_q_noise_rad > 0:
             rng = np.random.default_rng(10_000 + seed)
+            emb = self.config.embodiment
             q0 = np.clip(
-                panda.HOME_Q + rng.normal(0.0, initial_q_noise_rad, 7),
-                panda.LIMITS.lower + 0.1,
-                panda.LIMITS.upper - 0.1,
+                emb.home_q + rng.normal(0.0, initial_q_noise_rad, emb.dof),
+                emb.limits.lower + 0.1,
+                emb.limits.upper - 0.1,
             )
             self.world.set_arm_q(q0, gripper=1.0)
         # the same executor and scheduler as the live stack (control.executor does not apply: simulated time is

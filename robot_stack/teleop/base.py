@@ -22,8 +22,9 @@ from robot_stack.decoders.base import Decoder
 from robot_stack.decoders.ee_delta import EeDeltaXyzDecoder
 from robot_stack.decoders.joint import JointPositionDecoder
 from robot_stack.errors import DecodeError
+from robot_stack.kinematics.ik import ik_for
 from robot_stack.kinematics.reach import ReachPolicy
-from robot_stack.robots import panda
+from robot_stack.robots.registry import get_embodiment
 from robot_stack.types import ActionChunk, JointTrajectory, Observation, RobotState
 
 log = logging.getLogger("robot_stack.teleop")
@@ -101,9 +102,10 @@ class TeleopDecoder(Decoder):
     """Decodes what teleop devices emit with the stack's own decoders, chosen by ``chunk.action_space``.
 
     Args:
-        decoders: {action_space: decoder}; default: ``ee_delta_xyz`` with the gripper pointing down and the demo's
-            reach handling (neutral-posture restarts, best effort within 5 mm, floor 5 mm above the table),
-            ``joint_position`` with the Panda's limits.
+        decoders: {action_space: decoder}; default: ``ee_delta_xyz`` with the arm's IK, its tool pointing down and
+            the demo's reach handling (restarts from its home posture, best effort within 5 mm, floor 5 mm above the
+            table), ``joint_position`` with the arm's joints and limits.
+        robot: the arm (``panda`` | ``ur5`` | ``so101``) the default decoders are made for.
 
     Attributes:
         last: the last (chunk, state, trajectory or None when decoding failed) — read by recorders.
@@ -111,17 +113,19 @@ class TeleopDecoder(Decoder):
 
     action_space = "teleop"
 
-    def __init__(self, decoders: Mapping[str, Decoder] | None = None) -> None:
+    def __init__(self, decoders: Mapping[str, Decoder] | None = None, robot: str = "panda") -> None:
+        emb = get_embodiment(robot)
         self.decoders = dict(
             decoders
             or {
                 "ee_delta_xyz": EeDeltaXyzDecoder(
-                    orientation="down",
+                    ik=ik_for(emb),
+                    orientation=emb.tool_down,
                     reach=ReachPolicy(
-                        fallback_q=panda.HOME_Q, best_effort_m=0.005, best_effort_rad=0.05, floor_z_m=0.005
+                        fallback_q=emb.home_q, best_effort_m=0.005, best_effort_rad=0.05, floor_z_m=0.005
                     ),
                 ),
-                "joint_position": JointPositionDecoder(limits=panda.LIMITS),
+                "joint_position": JointPositionDecoder(emb.arm_joints, limits=emb.limits),
             }
         )
         self.last: tuple[ActionChunk, RobotState, JointTrajectory | None] | None = None

@@ -4,6 +4,8 @@ robot-stack record --teleop expert --episodes 40 --cameras front --out data/reac
 robot-stack train --dataset data/reach --head continuous --out models/mine
 robot-stack train --dataset data/reach --head latent_vq --out models/mine
 robot-stack evaluate --manifest models/mine/reach-visuomotor-continuous.yaml --episodes 50 --expert
+robot-stack train --dataset data/panda --dataset data/ur5 --dataset data/so101 --head latent_vq --out models/xemb
+robot-stack evaluate --manifest models/xemb/reach-visuomotor-vq.yaml --robot so101 --episodes 50
 
 torch is imported only when ``train`` runs (``pip install -e .[train]``).
 """
@@ -16,16 +18,26 @@ from pathlib import Path
 from typing import Any
 
 from robot_stack.console import print_summary, print_table
+from robot_stack.stack.cli import add_robot_argument
 
 __all__ = ["add_train_parser"]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from robot_stack.training.samples import samples_from_dataset
+    from robot_stack.robots.registry import ROBOT_MODELS
+    from robot_stack.training.samples import samples_from_datasets
     from robot_stack.training.trainer import TrainConfig, train
 
-    samples = samples_from_dataset(args.dataset, args.camera, args.horizon, max_episodes=args.max_episodes)
+    samples = samples_from_datasets(
+        args.dataset, args.camera, args.horizon, max_episodes=args.max_episodes, state_layout=args.state
+    )
+    robot_types: tuple[str, ...] = ()
+    if args.robot_types:
+        robot_types = tuple(r for r in args.robot_types.split(",") if r)
+    elif samples.state_layout == "ee":
+        robot_types = ROBOT_MODELS  # every described arm: one the policy never saw is known to its decoder
     config = TrainConfig(
+        robot_types=robot_types,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -44,7 +56,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.eval_episodes > 0:
         from robot_stack.training.evaluate import evaluate_served
 
-        report["eval"] = evaluate_served(result.manifest_path, args.eval_episodes).summary()
+        for robot in samples.robots:
+            report[f"eval_{robot}"] = evaluate_served(result.manifest_path, args.eval_episodes, robot=robot).summary()
     print(json.dumps(report))
     print_summary(
         f"robot-stack train --head {args.head}", {k: v for k, v in report.items() if k != "config"}, to_stderr=True
@@ -56,12 +69,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from robot_stack.training.evaluate import evaluate_expert, evaluate_served
 
     report: dict[str, Any] = {}
+    robot = args.robot or "panda"
     if args.manifest:
         report["policy"] = evaluate_served(
-            args.manifest, args.episodes, args.seed, tokenizer=args.tokenizer, threads=args.threads
+            args.manifest, args.episodes, args.seed, tokenizer=args.tokenizer, threads=args.threads, robot=robot
         ).summary()
     if args.expert:
-        report["expert"] = evaluate_expert(args.episodes, args.seed).summary()
+        report["expert"] = evaluate_expert(args.episodes, args.seed, robot=robot).summary()
+    report["robot"] = robot
     print(json.dumps(report))
     _eval_table(report)
     if args.min_success is not None and "policy" in report and report["policy"]["success_rate"] < args.min_success:
@@ -123,7 +138,23 @@ def add_train_parser(sub: Any) -> None:
         epilog="example:\n"
         "  robot-stack train --dataset data/reach --head continuous --out models/mine --eval-episodes 20",
     )
-    train.add_argument("--dataset", required=True, help="dataset folder written by robot-stack record")
+    train.add_argument(
+        "--dataset",
+        required=True,
+        action="append",
+        help="dataset folder written by robot-stack record; repeat it for several arms (one dataset each)",
+    )
+    train.add_argument(
+        "--state",
+        choices=["full", "ee"],
+        help="state the policy sees: full (one arm's q, TCP, gripper) or ee (TCP xyz + gripper, any arm); default "
+        "ee for datasets of several arms, else full",
+    )
+    train.add_argument(
+        "--robot-types",
+        help="comma-separated arms the latent_vq decoder is conditioned on (default: every described arm for an ee "
+        "policy, else the canonical robot)",
+    )
     train.add_argument(
         "--head",
         required=True,
@@ -157,4 +188,5 @@ def add_train_parser(sub: Any) -> None:
     ev.add_argument("--expert", action="store_true", help="also run the scripted expert on the same seeds")
     ev.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads of the server")
     ev.add_argument("--min-success", type=float, default=None, help="exit 1 below this success rate")
+    add_robot_argument(ev, "; the latent_vq decoder decodes for it")
     ev.set_defaults(func=_cmd_evaluate)

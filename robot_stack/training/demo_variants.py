@@ -111,7 +111,7 @@ def build_variant(base_manifest: Path, head: str, out_dir: Path) -> tuple[Path, 
     if head not in HEADS:
         raise ConfigError(f"unknown action head {head!r}; choose one of {', '.join(HEADS)}")
     base = PolicyManifest.load(base_manifest)
-    if head == "continuous":
+    if head == "continuous" or base.action_head == head:  # the model already speaks this language
         return base_manifest, {}
     model = onnx.load(str(base.onnx_path))
     out_dir.mkdir(parents=True, exist_ok=True)

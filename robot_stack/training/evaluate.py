@@ -28,6 +28,7 @@ from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.manifest import PolicyManifest
 from robot_stack.sim.expert import ExpertConfig, ScriptedExpert
 from robot_stack.stack.build import build_decoder
+from robot_stack.stack.config import load_stack_config
 from robot_stack.stack.lockstep import EpisodeResult, LockstepRig
 from robot_stack.types import ActionChunk, ActionHead, Observation
 
@@ -96,9 +97,14 @@ def _run(rig: LockstepRig, act: Any, seeds: list[int], label: str) -> EvalReport
     return EvalReport(label, tuple(seeds), tuple(results), time.perf_counter() - t0)
 
 
-def evaluate_expert(episodes: int = 50, seed: int = EVAL_SEED, config: ExpertConfig | None = None) -> EvalReport:
-    """The scripted expert (privileged cube pose; the recorder's default config) on ``seed .. seed+episodes-1``."""
-    rig = LockstepRig()
+def evaluate_expert(
+    episodes: int = 50, seed: int = EVAL_SEED, config: ExpertConfig | None = None, robot: str = "panda"
+) -> EvalReport:
+    """The scripted expert (privileged cube pose; the recorder's default config, within the arm's TCP speed) on
+    ``seed .. seed+episodes-1`` in the cell of arm ``robot``."""
+    rig = LockstepRig(load_stack_config("demo", robot=robot))
+    if config is None:
+        config = ExpertConfig(max_speed_mps=min(ExpertConfig.max_speed_mps, rig.config.embodiment.max_tcp_speed_mps))
     expert = ScriptedExpert(config)
     try:
         return _run(
@@ -120,8 +126,10 @@ def evaluate_served(
     threads: int = 1,
     timeout_s: float = 10.0,
     max_duration_s: float = 8.0,
+    robot: str = "panda",
 ) -> EvalReport:
-    """Serve ``manifest_path`` with the real server on loopback and run ``episodes`` lockstep episodes through it.
+    """Serve ``manifest_path`` with the real server on loopback and run ``episodes`` lockstep episodes through it,
+    on arm ``robot`` in its own cell (its IK, limits, rate and workspace; a ``latent_vq`` decoder decodes for it).
 
     Args:
         manifest_path: policy manifest (``continuous`` ``ee_delta_xyz`` or ``latent_vq`` head).
@@ -135,7 +143,7 @@ def evaluate_served(
 
     manifest = PolicyManifest.load(manifest_path)
     head = ActionHead.parse(manifest.action_head)
-    rig = LockstepRig(max_duration_s=max_duration_s)
+    rig = LockstepRig(load_stack_config("demo", robot=robot), max_duration_s=max_duration_s)
     if head is ActionHead.LATENT_VQ:
         options = {"manifest": tokenizer or tokenizer_for(manifest_path)}
         config = rig.config.replace(decoder=dataclasses.replace(rig.config.decoder, options=options))
@@ -178,7 +186,7 @@ def evaluate_served(
                 reply = client.infer(obs.arrays(), {"t_obs_ns": obs.t_obs_ns, "step": step[0]})
                 return chunk_from_reply(reply, obs.t_obs_ns)
 
-            return _run(rig, act, list(range(seed, seed + episodes)), manifest.model_id)
+            return _run(rig, act, list(range(seed, seed + episodes)), f"{manifest.model_id} on {robot}")
     finally:
         rig.close()
         stop.set()

@@ -12,12 +12,16 @@
    to look at; the calibrated depth says *where* that is in the robot's base frame (4D-VLA's premise: points in
    the base frame transfer across cameras). Keypoint 0 is trained with an auxiliary loss to attend to where the
    demonstrator ended the episode (the target; :func:`robot_stack.training.trainer._goal_loss`).
-4. MLP on [keypoints (K, 3), keypoints - TCP (K, 3), normalised state (11)] -> ``hidden`` features.
+4. MLP on [keypoints (K, 3), keypoints - TCP (K, 3), normalised state (S)] -> ``hidden`` features. The state is
+   ``RobotState.vector()`` of one arm (S = n + 4) or, for a policy serving several arms, its arm-independent last
+   four entries (TCP xyz, gripper: S = 4); the TCP is always ``state[-4:-1]``.
 
 **Heads:** :class:`ContinuousPolicy` regresses the normalised ``ee_delta_xyz`` chunk (horizon, 3);
 :class:`TokenPolicy` classifies each (token, level) of a VQ tokenizer's ids. The ``*Export`` wrappers take the
 server's unbatched tensors (full-resolution ``<camera>/rgb`` uint8 (H, W, 3), ``<camera>/xyz`` float32
-(H, W, 3) with NaN, normalised ``state`` (11,)), subsample in-graph and emit the manifest's outputs.
+(H, W, 3) with NaN, ``state``: normalised (S,) by the manifest, or with ``ee_state`` the raw
+``RobotState.vector()`` of any arm (any length), whose last four entries are taken and normalised in-graph),
+subsample in-graph and emit the manifest's outputs.
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ import math
 import torch
 from torch import nn
 
-from robot_stack.training.reach_model import STATE_DIM, TCP_SLICE
-from robot_stack.training.samples import STRIDE
+from robot_stack.training.samples import EE_STATE_DIM, STRIDE, TCP_FROM_END
 
 __all__ = [
     "XYZ_CENTRE_M",
@@ -56,8 +59,8 @@ class VisuomotorTrunk(nn.Module):
     """CNN + spatial-softmax keypoints in the base frame + MLP (see module docstring).
 
     Args:
-        state_mean, state_std: (11,) float32 statistics the state arrives normalised with (the manifest's); used
-            to recover the TCP position in metres inside the graph.
+        state_mean, state_std: (S,) float32 statistics the state arrives normalised with; used to recover the TCP
+            position in metres inside the graph.
         keypoints: number of attention maps. hidden: MLP width.
     """
 
@@ -72,11 +75,13 @@ class VisuomotorTrunk(nn.Module):
         self.conv3 = nn.Conv2d(32, keypoints, 1)
         # softmax sharpness (learned): near-uniform attention over ~1000 cells would pass almost no gradient
         self.log_temperature = nn.Parameter(torch.tensor(math.log(INIT_TEMPERATURE)))
-        self.register_buffer("state_mean", torch.as_tensor(state_mean, dtype=torch.float32).reshape(STATE_DIM))
-        self.register_buffer("state_std", torch.as_tensor(state_std, dtype=torch.float32).reshape(STATE_DIM))
+        state_dim = int(torch.as_tensor(state_mean).numel())
+        self.state_dim = state_dim
+        self.register_buffer("state_mean", torch.as_tensor(state_mean, dtype=torch.float32).reshape(state_dim))
+        self.register_buffer("state_std", torch.as_tensor(state_std, dtype=torch.float32).reshape(state_dim))
         self.register_buffer("xyz_centre", torch.tensor(XYZ_CENTRE_M, dtype=torch.float32))
         self.mlp = nn.Sequential(
-            nn.Linear(keypoints * 6 + STATE_DIM, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
+            nn.Linear(keypoints * 6 + state_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )
 
     def attention(self, rgb: torch.Tensor, xyz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -100,11 +105,11 @@ class VisuomotorTrunk(nn.Module):
     def forward(
         self, rgb: torch.Tensor, xyz: torch.Tensor, state: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Batched: rgb (B, h, w, 3) uint8, xyz (B, h, w, 3) float32, state (B, 11) normalised -> features
+        """Batched: rgb (B, h, w, 3) uint8, xyz (B, h, w, 3) float32, state (B, S) normalised -> features
         (B, hidden), keypoints (B, K, 3) metres, and :meth:`attention`'s outputs (for auxiliary losses)."""
         log_att, pts, mask = self.attention(rgb, xyz)
         kp = torch.exp(log_att) @ pts  # (B, K, 3)
-        tcp = state[:, TCP_SLICE] * self.state_std[TCP_SLICE] + self.state_mean[TCP_SLICE]
+        tcp = state[:, TCP_FROM_END] * self.state_std[TCP_FROM_END] + self.state_mean[TCP_FROM_END]
         feats = torch.cat(
             [
                 ((kp - self.xyz_centre) * XYZ_SCALE).flatten(1),
@@ -149,31 +154,36 @@ class TokenPolicy(nn.Module):
         return (self.head(feats).reshape(-1, self.n_tokens * self.levels, self.codebook_size), *rest)
 
 
-def _batch(rgb: torch.Tensor, xyz: torch.Tensor, state: torch.Tensor, stride: int) -> tuple[torch.Tensor, ...]:
-    """Server tensors (unbatched, full resolution) -> the trunk's batched, subsampled inputs."""
+def _batch(
+    rgb: torch.Tensor, xyz: torch.Tensor, state: torch.Tensor, stride: int, trunk: VisuomotorTrunk, ee_state: bool
+) -> tuple[torch.Tensor, ...]:
+    """Server tensors (unbatched, full resolution) -> the trunk's batched, subsampled inputs. With ``ee_state`` the
+    state is any arm's raw ``RobotState.vector()``: its last four entries (TCP xyz, gripper), normalised here."""
+    if ee_state:
+        state = (state[-EE_STATE_DIM:] - trunk.state_mean) / trunk.state_std
     return rgb[::stride, ::stride].unsqueeze(0), xyz[::stride, ::stride].unsqueeze(0), state.unsqueeze(0)
 
 
 class ContinuousExport(nn.Module):
-    """Serving graph: (H, W, 3) uint8, (H, W, 3) float32, (11,) float32 -> ``actions`` (horizon, 3), normalised
+    """Serving graph: (H, W, 3) uint8, (H, W, 3) float32, (S,) float32 -> ``actions`` (horizon, 3), normalised
     and clipped to the demonstrations' range (the runtime de-normalises with the manifest)."""
 
-    def __init__(self, policy: ContinuousPolicy, stride: int = STRIDE) -> None:
+    def __init__(self, policy: ContinuousPolicy, stride: int = STRIDE, ee_state: bool = False) -> None:
         super().__init__()
-        self.policy, self.stride = policy, stride
+        self.policy, self.stride, self.ee_state = policy, stride, ee_state
 
     def forward(self, rgb: torch.Tensor, xyz: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        out = self.policy(*_batch(rgb, xyz, state, self.stride))[0][0]
+        out = self.policy(*_batch(rgb, xyz, state, self.stride, self.policy.trunk, self.ee_state))[0][0]
         return torch.minimum(torch.maximum(out, self.policy.low), self.policy.high)
 
 
 class TokenExport(nn.Module):
     """Serving graph: same inputs -> ``tokens`` (n_tokens, levels) int64, the most likely id per (token, level)."""
 
-    def __init__(self, policy: TokenPolicy, stride: int = STRIDE) -> None:
+    def __init__(self, policy: TokenPolicy, stride: int = STRIDE, ee_state: bool = False) -> None:
         super().__init__()
-        self.policy, self.stride = policy, stride
+        self.policy, self.stride, self.ee_state = policy, stride, ee_state
 
     def forward(self, rgb: torch.Tensor, xyz: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        logits = self.policy(*_batch(rgb, xyz, state, self.stride))[0][0]
+        logits = self.policy(*_batch(rgb, xyz, state, self.stride, self.policy.trunk, self.ee_state))[0][0]
         return torch.argmax(logits, dim=-1).reshape(self.policy.n_tokens, self.policy.levels)

@@ -16,15 +16,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robot_stack.errors import DatasetError, ShapeError
-from robot_stack.training.reach_model import TCP_SLICE
+from robot_stack.errors import ConfigError, DatasetError, ShapeError
 
-__all__ = ["STRIDE", "TrainingSamples", "chunk_labels", "samples_from_dataset", "subsample"]
+__all__ = [
+    "EE_STATE_DIM",
+    "STATE_LAYOUTS",
+    "STRIDE",
+    "TCP_FROM_END",
+    "TrainingSamples",
+    "chunk_labels",
+    "concat_samples",
+    "samples_from_dataset",
+    "samples_from_datasets",
+    "subsample",
+]
 
 log = logging.getLogger("robot_stack.training")
 
 #: Pixel stride of the in-graph subsampling (480x640 -> 120x160).
 STRIDE = 4
+#: Where the TCP xyz sits in every state layout (``RobotState.vector()`` ends with TCP xyz (3) and gripper (1)).
+TCP_FROM_END = slice(-4, -1)
+#: ``full``: the whole ``RobotState.vector()`` (q of one arm, TCP xyz, gripper); ``ee``: its last four entries (TCP
+#: xyz in the base frame, gripper opening), the same for every arm: what a cross-embodiment policy sees.
+STATE_LAYOUTS = ("full", "ee")
+#: Length of the ``ee`` state.
+EE_STATE_DIM = 4
 
 
 def subsample(image: np.ndarray, stride: int = STRIDE) -> np.ndarray:
@@ -41,11 +58,14 @@ class TrainingSamples:
     Attributes:
         rgb: (N, h, w, 3) uint8 subsampled colour images.
         xyz: (N, h, w, 3) float32 subsampled base-frame points, metres; NaN where depth is invalid.
-        state: (N, 11) float32 ``RobotState.vector()`` (q (7) rad, TCP xyz (3) m base frame, gripper (1)).
+        state: (N, S) float32: ``RobotState.vector()`` (``full``: q (n) rad, TCP xyz (3) m base frame, gripper (1))
+            or its last four entries (``ee``: TCP xyz, gripper; the same for every arm).
         chunks: (N, horizon, 3) float32 ``ee_delta_xyz`` labels, metres, base frame; step k is for t + k * dt_s.
         episode: (N,) int64 episode index of each sample (for episode-wise validation splits).
         dt_s: seconds between chunk steps. camera: camera id the images come from (model input prefix).
         image_shape: (H, W) of the full camera image the policy will receive.
+        robot: (N,) str, the arm each sample was recorded with (``embodiment.name``).
+        state_layout: ``full`` or ``ee`` (:data:`STATE_LAYOUTS`).
     """
 
     rgb: np.ndarray
@@ -56,15 +76,23 @@ class TrainingSamples:
     dt_s: float
     camera: str
     image_shape: tuple[int, int]
+    robot: np.ndarray | None = None
+    state_layout: str = "full"
 
     def __post_init__(self) -> None:
         n = len(self.rgb)
+        if self.robot is None:
+            object.__setattr__(self, "robot", np.full(n, "panda"))
+        if self.state_layout not in STATE_LAYOUTS:
+            raise ConfigError(f"TrainingSamples.state_layout: {self.state_layout!r} unknown; expected {STATE_LAYOUTS}")
         checks = (
             (self.rgb.ndim == 4 and self.rgb.shape[-1] == 3 and self.rgb.dtype == np.uint8, "rgb (N, h, w, 3) uint8"),
             (self.xyz.shape == self.rgb.shape and self.xyz.dtype == np.float32, "xyz (N, h, w, 3) float32"),
             (self.state.ndim == 2 and len(self.state) == n, "state (N, 11)"),
             (self.chunks.ndim == 3 and self.chunks.shape[2] == 3 and len(self.chunks) == n, "chunks (N, horizon, 3)"),
             (self.episode.shape == (n,), "episode (N,)"),
+            (np.shape(self.robot) == (n,), "robot (N,)"),
+            (self.state_layout == "full" or self.state.shape[1] == EE_STATE_DIM, "ee state (N, 4)"),
             (np.isfinite(self.chunks).all() and np.isfinite(self.state).all(), "finite state and chunks"),
         )
         for ok, what in checks:
@@ -88,6 +116,11 @@ class TrainingSamples:
     def episodes(self) -> int:
         return int(len(np.unique(self.episode)))
 
+    @property
+    def robots(self) -> tuple[str, ...]:
+        """The arms in these samples, sorted."""
+        return tuple(sorted({str(r) for r in np.asarray(self.robot)}))
+
     def episode_end_tcp(self) -> np.ndarray:
         """(N, 3) float32: for each sample, the TCP position (base frame, metres) at the last sample of its
         episode. For successful reach episodes that is where the target was touched: a goal label learned from
@@ -95,7 +128,7 @@ class TrainingSamples:
         out = np.empty((len(self), 3), np.float32)
         for ep in np.unique(self.episode):
             sel = np.flatnonzero(self.episode == ep)
-            out[sel] = self.state[sel[-1], TCP_SLICE]
+            out[sel] = self.state[sel[-1], TCP_FROM_END]
         return out
 
     def split(self, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -137,12 +170,14 @@ def samples_from_dataset(
     *,
     successful_only: bool = True,
     max_episodes: int | None = None,
+    state_layout: str = "full",
 ) -> TrainingSamples:
     """Load a recorded dataset (:func:`robot_stack.dataset.load_dataset`) into training samples.
 
     Per frame: the camera's RGB (decoded MP4) and base-frame XYZ (the recorded depth through the episode's own
     calibration snapshot), the state vector in the server's layout (``RobotState.vector()``: q, TCP xyz, gripper)
     and the :func:`chunk_labels` chunk. Failed episodes are skipped unless ``successful_only`` is False.
+    ``state_layout="ee"`` keeps the arm-independent part of the state (TCP xyz, gripper).
 
     Raises:
         DatasetError: no (successful) episodes, or ``camera`` was not recorded.
@@ -175,7 +210,8 @@ def samples_from_dataset(
         for k in range(ep.length):
             rgb.append(np.ascontiguousarray(subsample(cam.rgb[k])))
             xyz.append(np.ascontiguousarray(subsample(cam.xyz_base(k, projector))))
-            state.append(ep.state_vector(k))
+            vector = ep.state_vector(k)
+            state.append(vector[-EE_STATE_DIM:] if state_layout == "ee" else vector)
             chunks.append(labels[k])
             episode.append(index)
         image_shape = (int(cam.rgb.shape[1]), int(cam.rgb.shape[2]))
@@ -195,4 +231,69 @@ def samples_from_dataset(
         dt_s=1.0 / ds.fps,
         camera=camera,
         image_shape=image_shape,
+        robot=np.full(len(rgb), ds.spec.robot_type),
+        state_layout=state_layout,
     )
+
+
+def concat_samples(parts: list[TrainingSamples]) -> TrainingSamples:
+    """One sample set from several (e.g. one dataset per arm): episode indices renumbered so they stay distinct.
+
+    Raises:
+        DatasetError: the parts differ in camera, image size, chunk shape, step period or state layout (or, for
+            the ``full`` layout, in state length: arms with different joint counts need ``state_layout="ee"``).
+    """
+    if not parts:
+        raise DatasetError("concat_samples: no sample sets given")
+    first = parts[0]
+    for other in parts[1:]:
+        same = (
+            other.camera == first.camera
+            and other.image_shape == first.image_shape
+            and other.chunks.shape[1:] == first.chunks.shape[1:]
+            and abs(other.dt_s - first.dt_s) < 1e-9
+            and other.state_layout == first.state_layout
+            and other.state.shape[1] == first.state.shape[1]
+        )
+        if not same:
+            raise DatasetError(
+                "concat_samples: the datasets differ in camera, image size, horizon, frame rate or state layout/length "
+                f"({first.camera} {first.image_shape} {first.chunks.shape[1:]} {first.dt_s} {first.state_layout} "
+                f"{first.state.shape[1]} vs {other.camera} {other.image_shape} {other.chunks.shape[1:]} {other.dt_s} "
+                f"{other.state_layout} {other.state.shape[1]}); record them alike, and train arms with different "
+                "joint counts with the ee state layout"
+            )
+    episodes, offset = [], 0
+    for part in parts:
+        episodes.append(part.episode + offset)
+        offset += int(part.episode.max()) + 1
+    return TrainingSamples(
+        rgb=np.concatenate([p.rgb for p in parts]),
+        xyz=np.concatenate([p.xyz for p in parts]),
+        state=np.concatenate([p.state for p in parts]),
+        chunks=np.concatenate([p.chunks for p in parts]),
+        episode=np.concatenate(episodes),
+        dt_s=first.dt_s,
+        camera=first.camera,
+        image_shape=first.image_shape,
+        robot=np.concatenate([np.asarray(p.robot) for p in parts]),
+        state_layout=first.state_layout,
+    )
+
+
+def samples_from_datasets(
+    roots: list[str | os.PathLike[str]],
+    camera: str = "front",
+    horizon: int = 8,
+    *,
+    max_episodes: int | None = None,
+    state_layout: str | None = None,
+) -> TrainingSamples:
+    """Samples of several datasets (one per arm, say), ``max_episodes`` from each. The state layout defaults to
+    ``ee`` when the datasets come from more than one arm, else ``full``."""
+    from robot_stack.dataset import load_dataset
+
+    robots = {load_dataset(r).spec.robot_type for r in roots}
+    layout = state_layout or ("ee" if len(robots) > 1 else "full")
+    parts = [samples_from_dataset(r, camera, horizon, max_episodes=max_episodes, state_layout=layout) for r in roots]
+    return concat_samples(parts)

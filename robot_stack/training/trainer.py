@@ -7,6 +7,14 @@
 graph (opset 17, unbatched server tensors in, manifest outputs out), write the manifest (normalisation stats,
 action head, horizon, dt, control rate) and check that ONNX Runtime, through the project's own
 :class:`~robot_stack.policy.runtime.OnnxPolicy`, reproduces the torch model before anything is shipped.
+
+**Several arms** (samples from more than one dataset, ``state_layout == "ee"``): the policy sees only what every arm
+shares — images, base-frame XYZ and the TCP xyz + gripper (the last four entries of any arm's
+``RobotState.vector()``, taken and normalised inside the graph, so the served ``state`` input has any length). The
+``latent_vq`` tokenizer is then conditioned on every described arm (``TrainConfig.robot_types``): its tokens are
+end-effector motion in the base frame, and each arm's decoder output is that motion within the arm's TCP speed
+(:func:`~robot_stack.training.vq_tokenizer.retime_chunk`) — an arm the policy never saw is still known to its
+decoder through its description.
 """
 
 from __future__ import annotations
@@ -33,7 +41,6 @@ from robot_stack.training.nets import (
     TokenPolicy,
     VisuomotorTrunk,
 )
-from robot_stack.training.reach_model import STATE_DIM
 from robot_stack.training.samples import STRIDE, TrainingSamples
 from robot_stack.types import ActionHead
 
@@ -92,6 +99,8 @@ class TrainConfig:
         tokenizer_epochs: epochs of the tokenizer's residual MLP.
         control_rate_hz: how often the robot asks for a chunk (manifest ``control_rate_hz``).
         threads: torch intra-op threads. seed: every random choice.
+        robot_types: the arms the ``latent_vq`` decoder is conditioned on (empty: the canonical robot only; for
+            samples of several arms: every described arm, see the module docstring).
     """
 
     epochs: int = 40
@@ -110,6 +119,7 @@ class TrainConfig:
     control_rate_hz: float = 10.0
     threads: int = 2
     seed: int = 0
+    robot_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,22 +237,34 @@ def _goal_loss(out: tuple[torch.Tensor, ...], goal: torch.Tensor) -> torch.Tenso
     return -(target * log_att[:, 0]).sum(-1).mean()
 
 
+#: Length of the example state of an ``ee``-layout export (any arm's ``RobotState.vector()``; the input is dynamic).
+_EE_EXAMPLE_STATE = 11
+
+
+def _ee(samples: TrainingSamples) -> bool:
+    return samples.state_layout == "ee"
+
+
 def _example(samples: TrainingSamples) -> tuple[torch.Tensor, ...]:
     """Zero server tensors (unbatched, full resolution): the export examples."""
     h, w = samples.image_shape
     return (
         torch.zeros(h, w, 3, dtype=torch.uint8),
         torch.zeros(h, w, 3, dtype=torch.float32),
-        torch.zeros(STATE_DIM, dtype=torch.float32),
+        torch.zeros(_EE_EXAMPLE_STATE if _ee(samples) else samples.state.shape[1], dtype=torch.float32),
     )
 
 
 def _write_torch_program(module: nn.Module, samples: TrainingSamples, path: Path) -> Path:
     """Export ``module`` (same contract as the ONNX graph) with ``torch.export`` to ``path`` (``.pt2``): the program
-    ``serve --engine torch`` runs (:mod:`robot_stack.policy.torch_engine`)."""
+    ``serve --engine torch`` runs (:mod:`robot_stack.policy.torch_engine`). An ``ee``-layout policy's state length
+    stays dynamic (every arm sends its own)."""
+    dynamic = None
+    if _ee(samples):
+        dynamic = (None, None, {0: torch.export.Dim("state_len", min=4, max=64)})
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.export.export(module.eval(), _example(samples))
+        program = torch.export.export(module.eval(), _example(samples), dynamic_shapes=dynamic)
     program.example_inputs = None  # not needed to run; would store a full-size zero frame (pickled) in the file
     torch.export.save(program, str(path))
     return path
@@ -262,6 +284,7 @@ def _onnx_bytes(module: nn.Module, samples: TrainingSamples, output: str) -> byt
             opset_version=OPSET,
             input_names=[f"{samples.camera}/rgb", f"{samples.camera}/xyz", "state"],
             output_names=[output],
+            dynamic_axes={"state": {0: "state_len"}} if _ee(samples) else None,
         )
     return buf.getvalue()
 
@@ -273,10 +296,13 @@ def _full_resolution(samples: TrainingSamples, i: int) -> dict[str, np.ndarray]:
     def up(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(np.repeat(np.repeat(a, STRIDE, 0), STRIDE, 1)[:h, :w])
 
+    state = samples.state[i].astype(np.float32)
+    if _ee(samples):  # what an arm sends: its joints (any number; here six made-up ones) before the shared part
+        state = np.concatenate([np.linspace(-1.0, 1.0, 6, dtype=np.float32), state])
     return {
         f"{samples.camera}/rgb": up(samples.rgb[i]),
         f"{samples.camera}/xyz": up(samples.xyz[i]),
-        "state": samples.state[i].astype(np.float32),
+        "state": state,
     }
 
 
@@ -285,8 +311,20 @@ def _inputs_doc(samples: TrainingSamples) -> list[dict[str, Any]]:
     return [
         {"name": f"{samples.camera}/rgb", "dtype": "uint8", "shape": [h, w, 3]},
         {"name": f"{samples.camera}/xyz", "dtype": "float32", "shape": [h, w, 3], "allow_nonfinite": True},
-        {"name": "state", "dtype": "float32", "shape": [STATE_DIM]},
+        {"name": "state", "dtype": "float32", "shape": [-1 if _ee(samples) else samples.state.shape[1]]},
     ]
+
+
+def _state_normalization(samples: TrainingSamples, trunk: VisuomotorTrunk) -> dict[str, Any]:
+    """The manifest's state normalisation: the trunk's stats for a one-arm policy; none for an ``ee`` policy (its
+    graph takes the shared part of any arm's state and normalises it itself)."""
+    if _ee(samples):
+        return {}
+    return {"state": {"mean": trunk.state_mean.tolist(), "std": trunk.state_std.tolist()}}
+
+
+def _arms_text(samples: TrainingSamples) -> str:
+    return f" of {', '.join(samples.robots)}" if len(samples.robots) > 1 else ""
 
 
 def _trunk(samples: TrainingSamples, train_idx: np.ndarray, config: TrainConfig) -> tuple[VisuomotorTrunk, Any]:
@@ -368,8 +406,9 @@ def export_continuous(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / f"{model_id}.onnx"
-    onnx_path.write_bytes(_onnx_bytes(ContinuousExport(model), samples, "actions"))
-    program = _write_torch_program(ContinuousExport(model), samples, out / f"{model_id}.pt2")
+    export = ContinuousExport(model, ee_state=_ee(samples))
+    onnx_path.write_bytes(_onnx_bytes(export, samples, "actions"))
+    program = _write_torch_program(export, samples, out / f"{model_id}.pt2")
     trunk = model.trunk
     manifest = PolicyManifest.from_dict(
         {
@@ -383,7 +422,7 @@ def export_continuous(
             "dt_s": samples.dt_s,
             "control_rate_hz": config.control_rate_hz,
             "normalization": {
-                "state": {"mean": trunk.state_mean.tolist(), "std": trunk.state_std.tolist()},
+                **_state_normalization(samples, trunk),
                 "actions": {
                     "mean": act_mean.reshape(samples.horizon, 3).tolist(),
                     "std": act_std.reshape(samples.horizon, 3).tolist(),
@@ -411,7 +450,7 @@ def _check_served(
         arrays = _full_resolution(samples, int(i))
         served = policy.run(arrays)["actions"]
         with torch.no_grad():
-            ref = ContinuousExport(model)(
+            ref = ContinuousExport(model, ee_state=_ee(samples))(
                 *(torch.from_numpy(np.asarray(a)) for a in _normalised_feed(m, arrays))
             ).numpy()
         ref = ref * act_std.reshape(ref.shape) + act_mean.reshape(ref.shape)
@@ -432,8 +471,16 @@ def _normalised_feed(manifest: PolicyManifest, arrays: dict[str, np.ndarray]) ->
 
 
 def _tokenizer(samples: TrainingSamples, train_idx: np.ndarray, config: TrainConfig) -> Any:
-    """Train a VQ tokenizer on the recorded chunks (canonical robot, recording rate only)."""
-    from robot_stack.training.vq_tokenizer import EMBODIMENTS, TokenizerConfig, TokenizerData, train_tokenizer
+    """Train a VQ tokenizer on the recorded chunks at the recording rate: for the canonical robot only, or with
+    ``config.robot_types`` for those arms (each sample's decoder target: its chunk within a random arm's TCP speed)."""
+    from robot_stack.training.vq_tokenizer import (
+        EMBODIMENTS,
+        TokenizerConfig,
+        TokenizerData,
+        arm_profiles,
+        retime_chunk,
+        train_tokenizer,
+    )
 
     n = len(samples)
     if len(train_idx) < max(config.codebook_size, config.n_tokens * config.latent_dim + 1):
@@ -454,21 +501,29 @@ def _tokenizer(samples: TrainingSamples, train_idx: np.ndarray, config: TrainCon
         rate_range_hz=(rate, rate),
         epochs=config.tokenizer_epochs,
         seed=config.seed,
-        embodiments=(EMBODIMENTS[0],),
+        embodiments=arm_profiles(config.robot_types) if config.robot_types else (EMBODIMENTS[0],),
     )
     chunks = samples.chunks.astype(np.float64)
     held_out = np.setdiff1d(np.arange(n), train_idx)
     if len(held_out) == 0:  # one episode only: evaluate on the training chunks rather than on nothing
         held_out = train_idx[: max(1, len(train_idx) // 10)]
+    robot = np.zeros(n, np.int64)
+    conditioned = chunks
+    if config.robot_types:
+        robot = np.random.default_rng(config.seed + 7).integers(0, len(config.robot_types), n)
+        conditioned = chunks.copy()
+        for r, profile in enumerate(tok_config.embodiments):
+            sel = robot == r
+            conditioned[sel] = retime_chunk(chunks[sel], profile.max_speed_mps, samples.dt_s)
     data = TokenizerData(
-        tcp=samples.state[:, 7:10].astype(np.float64),
+        tcp=samples.state[:, -4:-1].astype(np.float64),
         cube=np.full((n, 3), np.nan),  # not recorded as an observation; the tokenizer only reads the chunks
         train=np.sort(train_idx),
         held_out=np.sort(held_out),
         canonical=chunks,
-        robot=np.zeros(n, np.int64),
+        robot=robot,
         rate_hz=np.full(n, rate),
-        conditioned=chunks,
+        conditioned=conditioned,
     )
     return train_tokenizer(tok_config, data)
 
@@ -524,6 +579,11 @@ def train_vq(
         f"({config.n_tokens} tokens x {config.levels} levels), both trained on {len(samples)} samples from "
         f"{samples.episodes} recorded episodes. Decode with get_decoder('latent_vq', manifest='{tokenizer_id}.yaml')."
     )
+    if config.robot_types:
+        description += (
+            f" Trained on episodes{_arms_text(samples) or ' of ' + ', '.join(samples.robots)}; the embodiment decoder "
+            f"knows {', '.join(config.robot_types)} (the served state: any arm's, its TCP xyz and gripper are used)."
+        )
     path, tok_path = export_vq(model, tok, samples, out_dir, model_id, config, description)
     metrics["onnx_token_mismatches"] = _check_tokens_served(path, model, samples)
     metrics["total_s"] = time.perf_counter() - t0
@@ -550,11 +610,13 @@ def export_vq(
         out,
         tokenizer_id,
         f"VQ action tokenizer trained by robot-stack train on {len(samples)} recorded chunks "
-        f"({samples.episodes} episodes); canonical robot at {1.0 / samples.dt_s:g} Hz only.",
+        f"({samples.episodes} episodes{_arms_text(samples)}) at {1.0 / samples.dt_s:g} Hz; decoder conditioned on "
+        f"{', '.join(tokenizer.robot_types)}.",
     )
     onnx_path = out / f"{model_id}.onnx"
-    onnx_path.write_bytes(_onnx_bytes(TokenExport(model), samples, "tokens"))
-    program = _write_torch_program(TokenExport(model), samples, out / f"{model_id}.pt2")
+    export = TokenExport(model, ee_state=_ee(samples))
+    onnx_path.write_bytes(_onnx_bytes(export, samples, "tokens"))
+    program = _write_torch_program(export, samples, out / f"{model_id}.pt2")
     trunk = model.trunk
     manifest = PolicyManifest.from_dict(
         {
@@ -567,7 +629,7 @@ def export_vq(
             "horizon": config.n_tokens,
             "dt_s": samples.dt_s,
             "control_rate_hz": config.control_rate_hz,
-            "normalization": {"state": {"mean": trunk.state_mean.tolist(), "std": trunk.state_std.tolist()}},
+            "normalization": _state_normalization(samples, trunk),
             "providers": ["cpu"],
             "description": description,
             "torch": {"program": program.name},
@@ -588,7 +650,9 @@ def _check_tokens_served(manifest_path: Path, model: TokenPolicy, samples: Train
         arrays = _full_resolution(samples, int(i))
         served = policy.run(arrays)["tokens"]
         with torch.no_grad():
-            ref = TokenExport(model)(*(torch.from_numpy(a) for a in _normalised_feed(policy.manifest, arrays)))
+            ref = TokenExport(model, ee_state=_ee(samples))(
+                *(torch.from_numpy(a) for a in _normalised_feed(policy.manifest, arrays))
+            )
         mismatches += int(not np.array_equal(served, ref.numpy()))
     if mismatches > len(probes) // 2:
         raise PolicyError(

@@ -25,6 +25,11 @@ Panda (the tokens' own embodiment), a Panda mounted rotated 90° about z (its ``
 its own base frame) and a Panda limited to 0.15 m/s. Each decoded chunk is what the expert would command *that*
 robot at *that* rate for the same situation; the tokens are always encoded from the canonical chunk (10 Hz).
 
+**Cross-embodiment** (:func:`arm_profiles`): the described arms (Panda, UR5, SO-101) as profiles, each with the
+TCP speed limit of its description. Tokens are end-effector motion in the base frame, shared by every arm; an arm's
+decoder output is the same path at most at that arm's speed (:func:`retime_chunk`), which its IK then turns into
+its own joint trajectory.
+
 **Export** (:func:`export_tokenizer`): ``<id>.encoder.onnx`` (``chunk`` (horizon, 3) float32 -> ``tokens``
 (n_tokens, levels) int64, in-graph argmin over codebook distances per level on the residual),
 ``<id>.decoder.onnx`` (``tokens``, ``robot`` (R,) float32, ``rate_hz`` (1,) float32 -> ``chunk_norm``
@@ -59,6 +64,8 @@ from robot_stack.training.reach_model import MlpParams, mlp_onnx_nodes, onnx_con
 __all__ = [
     "CUBE_BOUNDS",
     "EMBODIMENTS",
+    "arm_profiles",
+    "retime_chunk",
     "TCP_BOUNDS",
     "EmbodimentProfile",
     "ResidualVQ",
@@ -112,6 +119,38 @@ EMBODIMENTS = (
     EmbodimentProfile("panda_yaw90", np.pi / 2, EXPERT_SPEED_MPS, "a Panda mounted rotated +90 deg about z"),
     EmbodimentProfile("panda_slow", 0.0, 0.15, "a Panda limited to 0.15 m/s (collaborative mode)"),
 )
+
+
+def arm_profiles(names: Sequence[str] | None = None) -> tuple[EmbodimentProfile, ...]:
+    """The described arms (:mod:`robot_stack.robots.registry`; all when ``names`` is None) as decoder profiles:
+    each keeps to its description's TCP speed limit, in its own base frame (no mount rotation)."""
+    from robot_stack.robots.registry import ROBOT_MODELS, get_embodiment
+
+    out = []
+    for name in names or ROBOT_MODELS:
+        emb = get_embodiment(name)
+        out.append(EmbodimentProfile(emb.name, 0.0, emb.max_tcp_speed_mps, emb.description))
+    return tuple(out)
+
+
+def retime_chunk(chunk: np.ndarray, max_speed_mps: float, dt_s: float) -> np.ndarray:
+    """``chunk`` ((..., horizon, 3) ``ee_delta_xyz``, metres, step 0 = 0) following the same path no faster than
+    ``max_speed_mps``: step ``k`` advances along the chunk's polyline by ``min(its own progress, the previous step's
+    + max_speed * dt_s)``. A chunk already within the speed is returned unchanged (float64)."""
+    c = np.asarray(chunk, dtype=np.float64)
+    if c.ndim < 2 or c.shape[-1] != 3 or not (max_speed_mps > 0 and dt_s > 0):
+        raise ShapeError(f"retime_chunk: expected (..., horizon, 3) metres and positive speed/dt, got {c.shape}")
+    flat = c.reshape(-1, *c.shape[-2:])
+    out = np.empty_like(flat)
+    step = max_speed_mps * dt_s
+    for i, path in enumerate(flat):
+        seg = np.linalg.norm(np.diff(path, axis=0), axis=1)
+        cum = np.concatenate([[0.0], np.cumsum(seg)])
+        s = cum.copy()
+        for k in range(1, len(s)):
+            s[k] = min(cum[k], s[k - 1] + step)
+        out[i] = np.stack([np.interp(s, cum, path[:, d]) for d in range(3)], axis=1) if cum[-1] > 0 else path
+    return out.reshape(c.shape)
 
 
 def sample_states(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

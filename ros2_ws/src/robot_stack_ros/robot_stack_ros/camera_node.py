@@ -134,13 +134,15 @@ class CameraSource:
 
     def __init__(
         self, node: Node, source: str, camera_id: str, width: int, height: int, rate_hz: float, seed: int = 0,
-        task_topic: str = "", recording_path: str = "", serial: str = "",
+        task_topic: str = "", recording_path: str = "", serial: str = "", scene: str = "sim_tabletop",
+        robot_model: str = "panda",
     ) -> None:  # fmt: skip
         if source not in ("sim", "recording", "realsense"):
             raise ConfigError(f"source {source!r}: expected sim, recording or realsense")
         self.node, self.source, self.camera_id = node, source, camera_id
         self.width, self.height, self.rate_hz, self.seed = width, height, rate_hz, seed
         self.task_topic, self.recording_path, self.serial = task_topic, recording_path, serial
+        self.scene, self.robot_model = scene, robot_model
         self.world: Any = None
         self.lock = threading.Lock()
         self.joint_monitor = StreamMonitor("joint_states (sim twin)")
@@ -161,10 +163,13 @@ class CameraSource:
         if self.source == "sim":
             from robot_stack.clock import MonotonicClock
             from robot_stack.sim.camera import SimCamera
+            from robot_stack.sim.scene import scene_with_cameras
             from robot_stack.sim.world import SimWorld
 
-            # a render twin: no step cap (catching up is cheap) so a busy machine does not log skipped time
-            self.world = SimWorld(clock=MonotonicClock(), max_steps_per_sync=10**9)
+            # a render twin of the arm's cell: no step cap (catching up is cheap) so a busy machine does not log
+            # skipped time
+            cell = scene_with_cameras([self.camera_id], self.scene, self.robot_model)
+            self.world = SimWorld(clock=MonotonicClock(), config=cell, max_steps_per_sync=10**9)
             self.world.reset(int(self.seed))
             self._twin_seed = int(self.seed)
             self.node.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_QOS)
@@ -192,15 +197,14 @@ class CameraSource:
         return RealSenseCamera(cfg)
 
     def _on_joint_state(self, msg: JointState) -> None:
-        from robot_stack.robots import panda
-
+        emb = self.world.embodiment
         try:
-            q = positions_by_name(msg.name, msg.position, panda.ARM_JOINTS, "joint_states")
+            q = positions_by_name(msg.name, msg.position, emb.arm_joints, "joint_states")
         except ShapeError as exc:
             self.joint_monitor.dropped("malformed", str(exc))
             return
         with self.lock:
-            self.world.set_arm_q(np.clip(q, panda.LIMITS.lower, panda.LIMITS.upper))
+            self.world.set_arm_q(np.clip(q, emb.limits.lower, emb.limits.upper))
         self.joint_monitor.received(time.monotonic_ns())
 
     def _on_task(self, msg: DiagnosticStatus) -> None:
@@ -249,6 +253,9 @@ class CameraNode(LifecycleNode):
         self.recording_path = declare(self, "recording_path", "", "source=recording: the .db3 file to play")
         self.serial = declare(self, "serial", "", "source=realsense: device serial ('' = the only device)")
         self.seed = declare(self, "seed", 0, "source=sim: cube placement seed (must match the sim bridge's)")
+        self.robot_model = declare(
+            self, "robot", "panda", "source=sim: the arm of the simulated cell (panda | ur5 | so101)"
+        )
         self.task_topic = declare(
             self, "task_status_topic", "", "source=sim: task status whose episode seed places the twin's cube"
         )
@@ -258,7 +265,7 @@ class CameraNode(LifecycleNode):
             raise ConfigError(f"rate_hz must be positive, got {self.rate_hz}")
         self.owned = CameraSource(
             self, self.source, self.camera_id, self.width, self.height, self.rate_hz, int(self.seed),
-            self.task_topic, self.recording_path, self.serial,
+            self.task_topic, self.recording_path, self.serial, self.scene, self.robot_model,
         )  # fmt: skip
         self.diag = DiagnosticsPublisher(self)
         self.camera: Camera | None = None

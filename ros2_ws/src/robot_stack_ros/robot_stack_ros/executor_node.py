@@ -55,7 +55,7 @@ class ExecutorNode(LifecycleNode):
 
     def __init__(self) -> None:
         super().__init__("executor")
-        from robot_stack.robots import panda
+        from robot_stack.robots.registry import get_embodiment
 
         self.rate_hz = declare(self, "rate_hz", 250.0, "control rate of the executor loop, Hz")
         self.watchdog_timeout_s = declare(
@@ -73,12 +73,15 @@ class ExecutorNode(LifecycleNode):
             self, "jtc_lookahead_s", 0.02, "joint_trajectory interface: time_from_start of each set-point, s"
         )
         self.autostart = declare(self, "autostart", True, "configure and activate at start-up")
+        self.embodiment = get_embodiment(
+            declare(self, "robot", "panda", "the arm: panda | ur5 | so101 (joints, limits)")
+        )
         if self.interface not in ("forward_position", "joint_trajectory"):
             raise ConfigError(f"command_interface {self.interface!r}: expected forward_position or joint_trajectory")
         if self.blend not in ("splice", "ensemble", "none"):
             raise ConfigError(f"blend {self.blend!r}: expected splice, ensemble or none")
-        self.names = panda.ARM_JOINTS
-        self.limits = panda.LIMITS
+        self.names = self.embodiment.arm_joints
+        self.limits = self.embodiment.limits
         self.diag = DiagnosticsPublisher(self)
         self.trajectories = StreamMonitor("trajectories", max_silence_s=max(1.0, 3 * self.watchdog_timeout_s))
         self.joint_states = StreamMonitor("joint_states", max_silence_s=self.max_state_age_s)
@@ -121,11 +124,11 @@ class ExecutorNode(LifecycleNode):
         self.commands.received(time.monotonic_ns())
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from robot_stack.kinematics.ik import panda_ik
+        from robot_stack.kinematics.ik import ik_for
         from robot_stack.stack import build_executor, build_scheduler, load_stack_config
 
         try:
-            ik = panda_ik()
+            ik = ik_for(self.embodiment)
             self.arm = StreamedArm(self.names, self.limits, ik.fk, self._send, self.max_state_age_s)
             clock = MonotonicClock()
             # the stack builder's executor and scheduler: chunks timed within the limits (TOPP-RA), every
@@ -135,6 +138,7 @@ class ExecutorNode(LifecycleNode):
             config = load_stack_config(
                 self.stack_config,
                 [
+                    f"robot.model={self.embodiment.name}",
                     f"control.rate_hz={self.rate_hz}",
                     f"control.watchdog_s={self.watchdog_timeout_s}",
                     f"control.blend={self.blend}",

@@ -88,8 +88,7 @@ class PolicyClientNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_client")
         from robot_stack.calibration.store import load_calibration
-        from robot_stack.kinematics.ik import panda_ik
-        from robot_stack.robots import panda
+        from robot_stack.kinematics.ik import ik_for
         from robot_stack.stack import build_cycle, build_decoder, load_stack_config
         from robot_stack.transport.client import PolicyClient
 
@@ -107,6 +106,13 @@ class PolicyClientNode(Node):
             self, "stack_config", "demo", "stack preset (robot_stack/configs) or YAML file: decoder, cycle settings"
         )
         self.decoder_name = declare(self, "decoder", "ee_delta_xyz", "action decoder (robot_stack.decoders registry)")
+        self.robot_model = declare(self, "robot", "panda", "the arm: panda | ur5 | so101 (IK, limits, home posture)")
+        self.policy_manifest = declare(
+            self,
+            "policy_manifest",
+            "",
+            "the served model's manifest ('' = the preset's): a latent_vq tokenizer beside it",
+        )
         self.orientation = declare(self, "decoder_orientation", "down", "ee decoders: TCP orientation policy")
         self.depth_scale = declare(self, "depth_scale", 0.001, "metres per unit of the depth frames built here")
         self.task_topic = declare(
@@ -141,18 +147,23 @@ class PolicyClientNode(Node):
             self.camera: Camera = StreamedCamera(self.camera_id, calibration.camera, self.depth_scale, self.frames)
         else:
             self.camera = self.owned = self._composed_camera(qos, calibration.camera)
-        ik = panda_ik()
-        self.arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, ik.fk, None, self.max_state_age_s)
         try:
             config = load_stack_config(
                 self.stack_config,
                 [
+                    f"robot.model={self.robot_model}",
+                    *([f"policy.manifest={self.policy_manifest}"] if self.policy_manifest else []),
                     f"decoder.orientation={self.orientation}",
                     f"cycle.max_frame_age_s={self.max_frame_age_s}",
                     f"policy.request_timeout_s={self.timeout_s}",
                 ],
             )
             config = config.replace(task=dataclasses.replace(config.task, instruction=self.task))
+            self.embodiment = config.embodiment
+            ik = ik_for(self.embodiment)
+            self.arm = StreamedArm(
+                self.embodiment.arm_joints, self.embodiment.limits, ik.fk, None, self.max_state_age_s
+            )
             decoder, reach_stats = build_decoder(config, "continuous", self.decoder_name, self.decoder_name)
         except RobotStackError as exc:
             raise ConfigError(f"decoder {self.decoder_name!r}: {exc}") from exc
@@ -216,8 +227,9 @@ class PolicyClientNode(Node):
                 f"scene {self.scene!r} ({calibrated.width}x{calibrated.height}): set them to the calibrated size"
             )
         source = CameraSource(
-            self, self.camera_source, self.camera_id, width, height, rate, seed, self.task_topic, path, serial
-        )
+            self, self.camera_source, self.camera_id, width, height, rate, seed, self.task_topic, path, serial,
+            self.scene, self.robot_model,
+        )  # fmt: skip
         threaded, self.observer_streams = publishing_camera(self, source.open(), rate, frame_id, qos, source.lock)
         self.frames = self.observer_streams.monitor  # what diagnostics report as "frames": the frames captured
         log.info("composed camera: %s at %.1f Hz, republished on /camera/... for observers", source.label(), rate)
@@ -305,11 +317,11 @@ class PolicyClientNode(Node):
         """Publish a rest-to-rest ruckig move from the current joint state to the start posture (waypoints); pause
         cycles until its end."""
         from robot_stack.cycle import retreat_trajectory
-        from robot_stack.robots import panda
 
         q = self.arm.read_state().q
+        emb = self.embodiment
         traj = retreat_trajectory(
-            self.arm.joint_names, q, panda.HOME_Q, panda.LIMITS, now_ns + 50_000_000, self.home_speed_fraction
+            self.arm.joint_names, q, emb.home_q, emb.limits, now_ns + 50_000_000, self.home_speed_fraction
         )
         self.cycle.close()  # an observation prefetched before the move is of no use after it
         self.traj_pub.publish(trajectory_msg(traj))

@@ -37,7 +37,6 @@ from robot_stack.errors import ConfigError, RobotStackError, ShapeError
 from robot_stack.graph.diagnostics import Health, StreamMonitor
 from robot_stack.graph.episodes import EpisodeStatus, TaskEpisodes
 from robot_stack.graph.messages import mono_to_wall
-from robot_stack.robots import panda
 from robot_stack.sim.robot import SimRobot
 from robot_stack.sim.task import ReachTouchTask
 from robot_stack.sim.world import SimWorld
@@ -86,14 +85,19 @@ class SimBridgeNode(Node):
                 f"rate_hz, max_episode_s and touch_radius_m must be positive, got {self.rate_hz}, "
                 f"{self.max_episode_s}, {self.touch_radius_m}"
             )
-        self.world = SimWorld(clock=MonotonicClock())
+        from robot_stack.sim.scene import scene_with_cameras
+
+        self.robot_model = declare(self, "robot", "panda", "the arm: panda | ur5 | so101 (its simulated cell)")
+        self.world = SimWorld(
+            clock=MonotonicClock(), config=scene_with_cameras([self.camera_id], robot=self.robot_model)
+        )
         self.robot = SimRobot(self.world)
         task = ReachTouchTask(self.world, self.max_episode_s, self.touch_radius_m)
         self.episodes = TaskEpisodes(task, int(self.seed), bool(self.auto_reset), float(self.reset_pause_s))
         self.task_status: EpisodeStatus = self.episodes.status()
         self.task_pub = self.create_publisher(DiagnosticStatus, "~/task_status", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
-        self.names = panda.ARM_JOINTS
+        self.names = self.world.embodiment.arm_joints
         self.state_pub = self.create_publisher(JointState, "/joint_states", STATE_QOS)
         self.create_subscription(Float64MultiArray, "~/position_commands", self._on_position, COMMAND_QOS)
         self.create_subscription(JointTrajectoryMsg, "~/joint_trajectory", self._on_trajectory, COMMAND_QOS)
