@@ -104,7 +104,9 @@ def generate_sim_calibration(
     """
     if scene not in SIM_SCENES:
         raise CalibrationError(f"unknown simulated scene {scene!r}; known: {', '.join(SIM_SCENES)}")
-    model = sim_scene.build_model(sim_scene.SceneConfig())
+    from robot_stack.sim.cells import cell_scene_config
+
+    model = sim_scene.build_model(cell_scene_config(scene, [camera_id]))
     data = mujoco.MjData(model)
     mujoco.mj_forward(model, data)
     cal = calibration_from_mujoco(

@@ -205,13 +205,20 @@ def build_cell(
     projectors = []
     for c in config.cameras:
         calibration = load_calibration(config.calibration.scene, c.camera_id, config.calibration.root)
-        projectors.append(DepthProjector(calibration.intrinsics_at(c.width, c.height), calibration.T_base_cam))
+        projectors.append(
+            DepthProjector(
+                calibration.intrinsics_at(c.width, c.height), calibration.T_base_cam, version=calibration.version
+            )
+        )
     world = None
     if config.robot.kind == "sim":
-        from robot_stack.sim.scene import scene_with_cameras
+        from robot_stack.sim.cells import cell_scene_config
+        from robot_stack.sim.tabletop import SCENE_OBJECTS
         from robot_stack.sim.world import SimWorld
 
-        world = SimWorld(clock=clock, config=scene_with_cameras([c.camera_id for c in config.cameras]))
+        objects = SCENE_OBJECTS if config.task.suite == "tabletop" else ()
+        scene = cell_scene_config(config.calibration.scene, [c.camera_id for c in config.cameras], objects)
+        world = SimWorld(clock=clock, config=scene)
     robot = _build_robot(config, clock, world)
     if robot_wrapper is not None:
         robot = robot_wrapper(robot)

@@ -44,7 +44,10 @@ class EpisodeResult:
         success: task solved before the time limit.
         duration_s: simulated seconds until success or timeout.
         steps: policy steps taken.
-        final_distance_m: TCP distance to the cube's top centre at the end.
+        final_distance_m: TCP distance to the target's top centre at the end.
+        touched: the object the episode ended on (the target on success; another object when that was touched
+            first in a tabletop task), None on a timeout.
+        instruction: the task's instruction.
     """
 
     seed: int
@@ -52,10 +55,16 @@ class EpisodeResult:
     duration_s: float
     steps: int
     final_distance_m: float
+    touched: str | None = None
+    instruction: str = ""
 
 
 class LockstepRig:
     """The stack's cell, decoder and executor on a fake clock, stepped in simulated time.
+
+    The task follows ``config.task.suite``: the demo's :class:`~robot_stack.sim.task.ReachTouchTask`, or a
+    :class:`~robot_stack.sim.tabletop.TabletopTask` for ``config.task.instruction`` (its first instruction when
+    empty; :meth:`TabletopTask.set_instruction` changes it between episodes).
 
     Built by the same builder as the live stack (:func:`~robot_stack.stack.build.build_cell`,
     :func:`~robot_stack.stack.build.build_decoder`, :func:`~robot_stack.stack.build.build_executor`) from a
@@ -100,7 +109,14 @@ class LockstepRig:
         self.source = ObservationSource(self.cell.cameras, self.robot)
         self.camera, self.projector = self.cell.cameras[0]
         self.decoder: Any = build_decoder(config, ActionHead.CONTINUOUS.value, "ee_delta_xyz")[0]
-        self.task = ReachTouchTask(self.world, max_duration_s=config.task.max_duration_s)
+        self.task: Any
+        if config.task.suite == "tabletop":
+            from robot_stack.sim.tabletop import INSTRUCTIONS, TabletopTask
+
+            instruction = config.task.instruction or INSTRUCTIONS[0].text
+            self.task = TabletopTask(self.world, instruction, max_duration_s=config.task.max_duration_s)
+        else:
+            self.task = ReachTouchTask(self.world, max_duration_s=config.task.max_duration_s)
         self.rate_hz = config.control.rate_hz
         self.policy_period_ns = round(policy_period_s * 1e9)
 
@@ -155,4 +171,6 @@ class LockstepRig:
             duration_s=self.task.elapsed_s(),
             steps=steps,
             final_distance_m=self.task.tcp_distance_m(),
+            touched=self.task.touched_object(),
+            instruction=self.task.instruction,
         )
