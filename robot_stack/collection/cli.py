@@ -2,6 +2,7 @@
 
 robot-stack record --teleop expert --episodes 20 --out data/reach          # lockstep sim, deterministic
 robot-stack record --teleop expert --episodes 5 --out data/reach --resume  # repair the index, append
+robot-stack record --task "touch the blue cylinder" --episodes 5 --out data/blue   # tabletop suite
 robot-stack record --teleop keyboard --live --out data/jog                 # real time, keys on stdin
 robot-stack replay data/reach --episode 0 --plot out/ep0.png --video out/ep0.mp4
 """
@@ -55,17 +56,30 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
     cameras = tuple(c for c in args.cameras.split(",") if c)
     if args.live or args.teleop != "expert":
+        if args.task:
+            raise ConfigError("--task: live recording runs the reach cell; record tabletop instructions in lockstep")
         return _record_live(args, cameras)
     from robot_stack.collection.session import SimRecordingRig
     from robot_stack.teleop.expert import ExpertTeleop
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
-    rig = SimRecordingRig(cameras, args.fps, args.width, args.height, args.max_duration)
+    instruction = ""
+    if args.task:
+        from robot_stack.sim.tabletop import instruction_for
+
+        instruction = instruction_for(args.task).text  # ConfigError listing the suite's instructions
+    rig = SimRecordingRig(cameras, args.fps, args.width, args.height, args.max_duration, instruction=instruction)
     try:
         writer = _open_writer(args, rig.spec, rig.calibrations)
         recorder = Recorder(writer, queue_frames=args.queue)
-        device = ExpertTeleop(rig.task.cube_top_center)
+        device: Any
+        if instruction:
+            from robot_stack.teleop.expert import TabletopExpertTeleop
+
+            device = TabletopExpertTeleop(rig.task.expert_goal)
+        else:
+            device = ExpertTeleop(rig.task.cube_top_center)
         start = writer.num_episodes
         for i in range(args.episodes):
             seed = args.seed + start + i
@@ -179,6 +193,11 @@ def add_dataset_parser(subparsers: Any) -> None:
     rec.add_argument("--queue", type=int, default=64, help="frames each recording stream may buffer")
     rec.add_argument("--resume", action="store_true", help="repair an existing dataset's index and append to it")
     rec.add_argument("--live", action="store_true", help="real-time simulation with keys on stdin")
+    rec.add_argument(
+        "--task",
+        default="",
+        help='an instruction of the tabletop suite (e.g. "touch the blue cylinder"): its objects, expert and label',
+    )
     rec.set_defaults(func=_cmd_record)
 
     rep = subparsers.add_parser("replay", help="replay a recorded episode in the simulator; plots, video")

@@ -44,10 +44,19 @@ from robot_stack.types import ActionChunk, Frame, JointTrajectory, Observation, 
 
 log = logging.getLogger("robot_stack.teleop.sim")
 
-__all__ = ["ENV_STATE_NAMES", "RecordingRobot", "SimRecordingRig", "recording_stack_config", "sim_dataset_spec"]
+__all__ = [
+    "ENV_STATE_NAMES",
+    "TARGET_STATE_NAMES",
+    "RecordingRobot",
+    "SimRecordingRig",
+    "recording_stack_config",
+    "sim_dataset_spec",
+]
 
-#: ``observation.environment_state`` of simulated datasets: the cube's top-centre, metres, base frame.
+#: ``observation.environment_state`` of simulated datasets: the cube's top-centre, metres, base frame (tabletop
+#: recordings: the instruction's target point, :data:`TARGET_STATE_NAMES`).
 ENV_STATE_NAMES = ("cube_top_x", "cube_top_y", "cube_top_z")
+TARGET_STATE_NAMES = ("target_x", "target_y", "target_z")
 
 
 def recording_stack_config(
@@ -58,26 +67,34 @@ def recording_stack_config(
     rate_hz: float = 500.0,
     scene: str = "sim_tabletop",
     base: StackConfig | None = None,
+    instruction: str = "",
 ) -> StackConfig:
     """The stack a simulated recording session runs: the ``demo`` preset (or ``base``) with the recorded cameras at
-    the recorded size, the control rate and the episode limit."""
+    the recorded size, the control rate and the episode limit; with an ``instruction`` (of the tabletop suite) the
+    cell has the suite's objects and the task is that instruction."""
     config = base or load_stack_config("demo")
-    config = config.with_overrides(
-        [f"calibration.scene={scene}", f"control.rate_hz={rate_hz}", f"task.max_duration_s={max_duration_s}"]
-    )
+    overrides = [f"calibration.scene={scene}", f"control.rate_hz={rate_hz}", f"task.max_duration_s={max_duration_s}"]
+    if instruction:
+        overrides += ["task.suite=tabletop", f"task.instruction={instruction}"]
+    config = config.with_overrides(overrides)
     return config.replace(
         cameras=tuple(CameraConfig(camera_id=c, kind="sim", width=width, height=height) for c in cameras)
     )
 
 
 def sim_dataset_spec(
-    cameras: Sequence[str] = ("front", "side"), fps: int = 10, width: int = 640, height: int = 480
+    cameras: Sequence[str] = ("front", "side"),
+    fps: int = 10,
+    width: int = 640,
+    height: int = 480,
+    env_state_names: tuple[str, ...] = ENV_STATE_NAMES,
 ) -> DatasetSpec:
-    """Layout of datasets recorded in the simulated cell (with the cube's top centre as environment state)."""
+    """Layout of datasets recorded in the simulated cell (with the cube's top centre, or the instruction's target
+    point, as environment state)."""
     return DatasetSpec(
         fps=fps,
         cameras=tuple(CameraStream(c, width, height) for c in cameras),
-        env_state_names=ENV_STATE_NAMES,
+        env_state_names=env_state_names,
         depth_scale=DEPTH_SCALE,
     )
 
@@ -170,6 +187,8 @@ class SimRecordingRig(LockstepRig):
         max_duration_s: episode time limit, simulated seconds.
         rate_hz: executor rate.
         scene: calibration scene of the cameras.
+        instruction: an instruction of the tabletop suite ("" = the reach task): the cell gets the suite's objects,
+            the episodes are stored with this instruction, the environment state is its target point.
     """
 
     def __init__(
@@ -181,6 +200,7 @@ class SimRecordingRig(LockstepRig):
         max_duration_s: float = 8.0,
         rate_hz: float = 500.0,
         scene: str = "sim_tabletop",
+        instruction: str = "",
     ) -> None:
         self.recorder: Recorder | None = None
 
@@ -188,12 +208,14 @@ class SimRecordingRig(LockstepRig):
             return RecordingRobot(robot, self._on_command, _world_measure(robot.world))  # type: ignore[attr-defined]
 
         super().__init__(
-            recording_stack_config(cameras, width, height, max_duration_s, rate_hz, scene),
+            recording_stack_config(cameras, width, height, max_duration_s, rate_hz, scene, instruction=instruction),
             policy_period_s=1.0 / fps,
             max_duration_s=None,
             robot_wrapper=tap,
         )
-        self.spec = sim_dataset_spec(cameras, fps, width, height)
+        self.spec = sim_dataset_spec(
+            cameras, fps, width, height, TARGET_STATE_NAMES if instruction else ENV_STATE_NAMES
+        )
         self.cameras = {camera.camera_id: camera for camera, _ in self.cell.cameras}
         self.calibrations: dict[str, CameraCalibration] = {
             c: calibration_at(load_calibration(scene, c), width, height) for c in cameras
@@ -223,13 +245,19 @@ class SimRecordingRig(LockstepRig):
         self._pending = None
         last = self.decoder.last
         traj = last[2] if last is not None and last[0] is chunk else None
-        env = np.asarray(self.task.cube_top_center(), np.float32) if self._env_at_obs is None else self._env_at_obs
+        env = self._env_state() if self._env_at_obs is None else self._env_at_obs
         row = _frame_row(chunk, obs.state, traj, self._frames, env, self.decoder.decoders["ee_delta_xyz"].ik.fk)
         self.recorder.add_frame(row, self._frames)
 
+    def _env_state(self) -> np.ndarray:
+        """The environment state now: the cube's top centre, or the tabletop instruction's target point (metres)."""
+        if isinstance(self.task, ReachTouchTask):
+            return np.asarray(self.task.cube_top_center(), np.float32)
+        return np.asarray(self.task.expert_goal()[1], np.float32)
+
     def _on_step(self, obs: Observation, chunk: ActionChunk) -> None:
         self._pending = (chunk, obs)
-        self._env_at_obs = np.asarray(self.task.cube_top_center(), np.float32)
+        self._env_at_obs = self._env_state()
 
     def record_episode(
         self, recorder: Recorder, device: TeleopDevice, seed: int, extra: dict | None = None

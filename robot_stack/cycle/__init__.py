@@ -3,7 +3,8 @@
 :class:`PolicyCycle` is the one loop body every driver runs (demo, hardware-in-the-loop harness, ROS policy-client
 node, evaluation). Its stages: :mod:`.observation` (the one observation builder), :mod:`.guard` (stale data),
 :mod:`.pipelining` (capture / send ahead while a request is in flight), :mod:`.chunks` (reply -> action chunk),
-:mod:`.recovery` (retreat when the policy is stuck at a limit), and its seams in :mod:`.ports`.
+:mod:`.recovery` (retreat when the policy is stuck at a limit), :mod:`.request` (the observation's wire form for
+the served model), and its seams in :mod:`.ports`.
 """
 
 from robot_stack.cycle.chunks import chunk_from_reply
@@ -12,6 +13,7 @@ from robot_stack.cycle.observation import Capture, ObservationSource, observatio
 from robot_stack.cycle.policy_cycle import CycleResult, PolicyCycle
 from robot_stack.cycle.ports import PolicyEndpoint, TrajectorySink
 from robot_stack.cycle.recovery import RecoveryConfig, RecoveryMonitor, retreat_trajectory
+from robot_stack.cycle.request import RequestLayout
 
 __all__ = [
     "Capture",
@@ -23,6 +25,7 @@ __all__ = [
     "PolicyEndpoint",
     "RecoveryConfig",
     "RecoveryMonitor",
+    "RequestLayout",
     "TrajectorySink",
     "chunk_from_reply",
     "observation_from",

@@ -32,6 +32,7 @@ from robot_stack.cycle.observation import Capture, ObservationSource
 from robot_stack.cycle.pipelining import InFlight, PipelineTiming, Prefetch, Request
 from robot_stack.cycle.ports import PolicyEndpoint, TrajectorySink
 from robot_stack.cycle.recovery import RecoveryConfig, RecoveryMonitor
+from robot_stack.cycle.request import RequestLayout
 from robot_stack.decoders.base import Decoder
 from robot_stack.errors import RobotStackError, TransportError
 from robot_stack.metrics import StageTimes
@@ -84,7 +85,7 @@ class PolicyCycle:
         clock: the process clock (frame ages are measured on it).
         times: per-stage latency sink (capture, xyz, serialize, network, server_queue, inference, round_trip,
             decode, loop_total, overhead_beyond_inference).
-        task: instruction text sent with every observation.
+        task: instruction text sent with every observation (request meta ``task``).
         guard: stale-data detector (default :class:`ObservationGuard`).
         timeout_s: per-request deadline for the server.
         scheduler: optional chunk scheduler in front of the executor (latency compensation, splice/ensemble
@@ -104,6 +105,8 @@ class PolicyCycle:
             late more often (measured in the HIL network-latency scenario), so it is off by default.
         recovery: retreat to the start posture when the policy is stuck at a limit (:class:`RecoveryConfig`);
             None = never.
+        layout: the wire form the served model wants (:class:`RequestLayout`: XYZ or depth form, batch axis);
+            default the XYZ form, unbatched. In the depth form the robot does not compute the XYZ.
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class PolicyCycle:
         pipeline_period_s: float | None = None,
         recovery: RecoveryConfig | None = None,
         send_ahead: bool = False,
+        layout: RequestLayout | None = None,
     ) -> None:
         self.robot = robot
         self.client = client
@@ -129,7 +133,8 @@ class PolicyCycle:
         self.executor = executor
         self.clock = clock
         self.times = times if times is not None else StageTimes()
-        self.source = ObservationSource(cameras, robot, self.times)
+        self.layout = layout or RequestLayout()
+        self.source = ObservationSource(cameras, robot, self.times, xyz=not self.layout.depth_form)
         self.task = task
         self.guard = guard if guard is not None else ObservationGuard()
         self.timeout_s = timeout_s
@@ -233,7 +238,10 @@ class PolicyCycle:
                 detail = f"camera {frame.camera_id!r} frame {frame.seq} is {reason} (age {age_ms:.0f} ms)"
                 return Request(f"stale:{reason}", detail)
         obs = captured.observation(self.task)
-        arrays = obs.arrays()
+        try:
+            arrays = self.layout.arrays(obs)
+        except RobotStackError as exc:  # e.g. the depth form asked of a camera with lens distortion
+            return Request("camera", str(exc), obs)
         # the guard judged the frames before they were packed; on a loaded host packing and encoding can take long
         # enough for the observation to age past the limit: checked again right before it is handed to the client,
         # with the client's recent encoding time added (the request leaves after encoding)
@@ -244,7 +252,7 @@ class PolicyCycle:
         t_send = time.perf_counter()
         self._start_prefetch()
         try:
-            reply = self.client.infer(arrays, {"t_obs_ns": obs.t_obs_ns, **(meta or {})}, self.timeout_s)
+            reply = self.client.infer(arrays, {**self.layout.meta(obs), **(meta or {})}, self.timeout_s)
         except TransportError as exc:
             return Request("transport", str(exc), obs)
         t_reply = time.perf_counter()

@@ -54,9 +54,14 @@ def demo_config(
     max_duration_s: float | None = None,
     action_head: str | None = None,
     blend: str | None = None,
+    task: str | None = None,
 ) -> StackConfig:
     """The demo's stack config: a preset, the command line's ``--set`` overrides, then its named flags."""
     config = load_stack_config(preset, overrides)
+    if task is not None and config.task.suite == "tabletop":
+        from robot_stack.sim.tabletop import instruction_for
+
+        task = instruction_for(task).text  # ConfigError listing the suite's instructions
     flags = {
         "policy.manifest": None if manifest is None else str(manifest),
         "policy.provider": provider,
@@ -64,6 +69,7 @@ def demo_config(
         "control.rate_hz": rate_hz,
         "control.blend": blend,
         "task.max_duration_s": max_duration_s,
+        "task.instruction": task,
     }
     named = [f"{key}={value}" for key, value in flags.items() if value is not None]
     return config.with_overrides(named) if named else config
@@ -86,8 +92,6 @@ def run_demo(
 ) -> DemoReport:
     """Run ``episodes`` live episodes of the stack ``config`` describes (default: the ``demo`` preset); return
     per-stage latency, executor figures and outcomes. Every process and camera is stopped on every exit path."""
-    from robot_stack.sim.task import ReachTouchTask
-
     config = config or load_stack_config("demo")
     report = DemoReport()
     gif_frames: list[np.ndarray] = []
@@ -95,7 +99,7 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="robot-stack-models-") as variants_dir, terminate_on_signals():
         config = _with_served_variant(config, Path(variants_dir))
         with build_stack(config) as stack:
-            task = ReachTouchTask(stack.world, max_duration_s=config.task.max_duration_s)
+            task = _task(config, stack.world)
             period_ns = round(stack.period_s * 1e9)
             for ep in range(episodes):
                 task.reset(seed + ep)
@@ -125,13 +129,26 @@ def run_demo(
     return report
 
 
+def _task(config: StackConfig, world: Any) -> Any:
+    """The episode task of the config's suite: reach-and-touch, or the tabletop suite's instruction."""
+    if config.task.suite == "tabletop":
+        from robot_stack.sim.tabletop import TabletopTask
+
+        return TabletopTask(world, config.task.instruction, max_duration_s=config.task.max_duration_s)
+    from robot_stack.sim.task import ReachTouchTask
+
+    return ReachTouchTask(world, max_duration_s=config.task.max_duration_s)
+
+
 def _episode_summary(ep: int, seed: int, task: Any, episode: EpisodeStack, steps: int) -> dict[str, Any]:
     cycle = episode.cycle
     ex_stats = episode.executor.stats()
     return {
         "episode": ep,
         "seed": seed,
+        "instruction": task.instruction,
         "success": bool(task.is_success()),
+        "touched": task.touched_object(),
         "time_to_success_s": task.time_to_success_s,
         "duration_s": round(task.elapsed_s(), 2),
         "policy_steps": steps,

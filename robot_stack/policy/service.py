@@ -22,6 +22,7 @@ from robot_stack.clock import Clock, MonotonicClock
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.batching import batch_rows, group_compatible, split, stack
 from robot_stack.policy.gpu_env import ENGINES
+from robot_stack.policy.instruction import InstructionTokenizer
 from robot_stack.policy.manifest import PolicyManifest
 from robot_stack.policy.runtime import validate_arrays
 from robot_stack.transport.protocol import DEFAULT_MAX_MESSAGE_BYTES
@@ -40,7 +41,9 @@ class PolicyService:
     :mod:`robot_stack.policy.backends`).
 
     Request arrays must be exactly the manifest's :attr:`~PolicyManifest.request_inputs` (names, dtypes, shapes);
-    the reply carries every output plus meta ``{model_id, action_space, action_head, dt_s, horizon,
+    a language-conditioned manifest's instruction input is filled from the request meta text (``meta["task"]``,
+    tokenized with the model's own tokenizer: :mod:`robot_stack.policy.instruction`). The reply carries every
+    output plus meta ``{model_id, action_space, action_head, dt_s, horizon,
     control_rate_hz, provider}`` and the echoed request meta keys :data:`ECHO_META_KEYS`.
 
     **Micro-batching:** with ``max_batch > 1`` (default: the manifest's ``max_batch``) the server hands several
@@ -82,6 +85,7 @@ class PolicyService:
         self._decoder_direct = [t.name for t in m.inputs if t.name not in set(self._feature_names)]
         self._cache: collections.OrderedDict[str, tuple[int, dict[str, np.ndarray]]] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._instruction = InstructionTokenizer(m.instruction) if m.instruction is not None else None
         self.backbone_runs = 0
         self.decoder_runs = 0
         self._meta: dict[str, Any] = {
@@ -159,8 +163,10 @@ class PolicyService:
                 ok.append(i)
             except PolicyError as exc:
                 results[i] = exc
-        extra_meta: dict[int, dict[str, Any]] = {i: {} for i in ok}
         feeds: dict[int, dict[str, np.ndarray]] = {i: dict(items[i].arrays) for i in ok}
+        if self._instruction is not None:
+            ok = self._attach_instructions(items, ok, feeds, results)
+        extra_meta: dict[int, dict[str, Any]] = {i: {} for i in ok}
         if self.backbone is not None:
             ok = self._attach_features(items, ok, feeds, extra_meta, results)
         decoder_feeds = {i: {t.name: feeds[i][t.name] for t in self.manifest.inputs} for i in ok}
@@ -174,6 +180,27 @@ class PolicyService:
                     reply_meta[key] = items[i].meta[key]
             results[i] = (out, reply_meta)
         return results
+
+    def _attach_instructions(
+        self,
+        items: Sequence[BatchItem],
+        ok: list[int],
+        feeds: dict[int, dict[str, np.ndarray]],
+        results: list[Any],
+    ) -> list[int]:
+        """Fill the instruction input of every request from its meta text (tokenized); a request without a usable
+        instruction fails alone."""
+        assert self._instruction is not None
+        spec = self._instruction.spec
+        alive = []
+        for i in ok:
+            try:
+                rows = batch_rows(items[i].arrays, self._request_names)
+                feeds[i][spec.input] = self._instruction.encode_rows(items[i].meta.get(spec.meta_key), rows)
+                alive.append(i)
+            except PolicyError as exc:
+                results[i] = exc
+        return alive
 
     def _attach_features(
         self,

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -33,7 +33,14 @@ from robot_stack.clock import Clock, MonotonicClock
 from robot_stack.control.executor import Executor
 from robot_stack.control.safety import SafetyFilter, WorkspaceBox
 from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig
-from robot_stack.cycle import GuardConfig, ObservationGuard, PolicyCycle, RecoveryConfig, TrajectorySink
+from robot_stack.cycle import (
+    GuardConfig,
+    ObservationGuard,
+    PolicyCycle,
+    RecoveryConfig,
+    RequestLayout,
+    TrajectorySink,
+)
 from robot_stack.decoders.base import Decoder
 from robot_stack.decoders.registry import decoder_name_for, get_decoder
 from robot_stack.errors import ConfigError
@@ -139,9 +146,11 @@ def build_cycle(
     period_s: float | None = None,
     times: StageTimes | None = None,
     guard: ObservationGuard | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> PolicyCycle:
     """The policy cycle with the config's guard, pipelining and recovery. ``period_s`` is the caller's cycle period
-    (pipelining needs it); ``sink`` takes the trajectories when there is no ``scheduler``."""
+    (pipelining needs it); ``sink`` takes the trajectories when there is no ``scheduler``; ``metadata`` (the served
+    model's) sets the observation's wire form (:class:`~robot_stack.cycle.RequestLayout`)."""
     cc = config.cycle
     recovery = None
     if cc.recovery:
@@ -161,6 +170,7 @@ def build_cycle(
         pipeline_period_s=period_s if cc.pipelining else None,
         recovery=recovery,
         send_ahead=cc.send_ahead,
+        layout=RequestLayout.from_metadata(metadata) if metadata is not None else None,
     )
 
 
@@ -299,6 +309,7 @@ class Stack:
             reach_stats=self.reach_stats,
             period_s=self.period_s,
             times=self.times,
+            metadata=self.metadata,
         )
         return EpisodeStack(executor, scheduler, cycle)
 

@@ -77,6 +77,8 @@ class LockstepRig:
         robot_wrapper: wraps the robot (e.g. the recording taps of a data-collection session).
         scene, camera_id, rate_hz, max_duration_s: shorthands for overriding the config's calibration scene, the
             single camera, the control rate and the episode limit (None: the config's own).
+        xyz: compute the base-frame XYZ of every observation (False: depth form only, see
+            :class:`~robot_stack.cycle.ObservationSource`).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class LockstepRig:
         policy_period_s: float = 0.1,
         max_duration_s: float | None = 8.0,
         robot_wrapper: Callable[[Robot], Robot] | None = None,
+        xyz: bool = True,
     ) -> None:
         config = config or load_stack_config("demo")
         overrides = [] if max_duration_s is None else [f"task.max_duration_s={max_duration_s}"]
@@ -106,7 +109,7 @@ class LockstepRig:
         self.cell = build_cell(config, self.clock, robot_wrapper=robot_wrapper)
         self.world = self.cell.world
         self.robot = self.cell.robot
-        self.source = ObservationSource(self.cell.cameras, self.robot)
+        self.source = ObservationSource(self.cell.cameras, self.robot, xyz=xyz)
         self.camera, self.projector = self.cell.cameras[0]
         self.decoder: Any = build_decoder(config, ActionHead.CONTINUOUS.value, "ee_delta_xyz")[0]
         self.task: Any
