@@ -220,3 +220,53 @@ def test_train_vla_full(tmp_path: Path) -> None:
     report = train_vla(tmp_path, episodes=40, train_config=VlaTrainConfig(steps=100_000, time_budget_s=600))
     assert report["val_chunk_rmse_mm_k10"] < 25.0
     assert report["served_max_abs_err_m_ort"] < 1e-4
+
+
+def test_compile_builds_and_gates_both_graphs(tiny: dict, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``robot-stack compile`` on a VLA: one TensorRT engine per graph (through the fake TensorRT 10 / 11 modules that
+    really compute), each behind the accuracy gate, timed per chunk against ONNX Runtime."""
+    from fake_gpu import fake_gpu
+
+    from robot_stack.cli import main
+
+    for version in ("10.16.1.11", "11.4.0.106"):
+        with fake_gpu(monkeypatch, version) as gpu:
+            args = ["compile", str(tiny["manifest"]), "--fp16", "--cache-dir", str(tmp_path / version), "--json"]
+            rc = main(args)
+        report = json.loads(capsys.readouterr().out)
+        assert rc == 0 and report["ok"], report["reason"]
+        assert report["backend"] == "tensorrt" and report["trt_p50_ms"] > 0 and report["ort_p50_ms"] > 0
+        assert len(report["engine_path"].split("; ")) == 2
+        gated = {line.split(":")[0] for line in report["gate"]}
+        assert gated == {"tiny-vla/prefix", "tiny-vla/denoise"}
+        assert sum(1 for c in gpu.trt.calls if c[0] == "build") == 2  # one engine per graph
+
+
+def test_gpu_check_times_the_vla_per_chunk(tiny: dict, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """scripts/gpu_check.py with a VLA manifest: both graphs through every GPU section, then per-chunk latency at
+    batch 1 and 8 on ORT CPU, ORT CUDA and TensorRT FP16 (fake GPU modules that really compute); on the bare CPU
+    machine the GPU lines are INFO skips."""
+    import importlib.util
+    import re
+
+    from fake_gpu import fake_gpu, fake_ort_gpu
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", script)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    args = ["--quick", "--runs", "2", "--models", str(tiny["manifest"])]
+    assert module.main(args) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"INFO tiny-vla: per chunk \(K = 10\) ONNX Runtime CPU: batch 1 p50 [\d.]+ ms, batch 8", text)
+    assert "INFO tiny-vla: per chunk (K = 10) TensorRT FP16 skipped" in text
+    fake_ort_gpu(monkeypatch)
+    with fake_gpu(monkeypatch, "10.16.1.11"):
+        assert module.main(args) == 0
+    text = capsys.readouterr().out
+    assert "PASS tiny-vla/prefix: TensorRT 10.16.1.11 fp16 built and gated" in text
+    assert "PASS tiny-vla/denoise: TensorRT 10.16.1.11 fp16 built and gated" in text
+    for path in ("ONNX Runtime CUDA", "TensorRT 10.16.1.11 FP16"):
+        assert f"PASS tiny-vla: per chunk (K = 10) {path}: both graphs built and gated" in text
+        assert re.search(rf"INFO tiny-vla: per chunk \(K = 10\) {path}: batch 1 p50 .* batch 8 p50", text)
+    assert not re.search(r"^FAIL", text, re.M)
