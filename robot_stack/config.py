@@ -1,7 +1,9 @@
-"""Reading configuration files: one place that turns a malformed YAML file into a clear ``ConfigError``."""
+"""Reading configuration: one place that turns a malformed YAML file, or a bad ``package.module:name`` reference,
+into a clear ``ConfigError``."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -16,3 +18,15 @@ def read_yaml(path: Path, what: str) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
+
+
+def import_object(spec: str, what: str = "object") -> Any:
+    """The object named by ``spec`` = ``"package.module:attribute"`` (e.g. a robot factory given in a config or on
+    the command line); ``ConfigError`` naming ``what`` if the spec is malformed or does not import."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{what}: expected package.module:name, got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{what} {spec!r}: cannot import it: {exc}") from exc

@@ -59,6 +59,14 @@ class ServerError(TransportError):
     """The server answered with an error (the reply carries its reason)."""
 
 
+class ServerBusyError(ServerError):
+    """The server refused a request because a queue cap was reached (error code ``busy``); retry later."""
+
+
+class StaleObservationError(RobotStackError):
+    """An observation was older than its age limit when it would have been sent; it was not sent."""
+
+
 class PolicyError(RobotStackError):
     """The model runtime failed: bad manifest, missing model, inference error, non-finite outputs."""
 
@@ -82,3 +90,7 @@ class SafetyError(RobotStackError):
 
 class DatasetError(RobotStackError):
     """A recorded dataset is missing, malformed or inconsistent, or a recording request is invalid."""
+
+
+class MotionError(RobotStackError):
+    """A motion could not be generated within the joint limits (ruckig or TOPP-RA failed on the given input)."""

@@ -113,3 +113,76 @@ def test_sim_repeatability_over_ten_pose_sets() -> None:
     errors_deg = [np.rad2deg(r.rotation_error_rad) for r in reports]
     assert max(errors_mm) <= TARGET_M * 1e3 and max(errors_deg) <= TARGET_DEG
     assert np.max(np.linalg.norm(t - t.mean(axis=0), axis=1)) < 0.001  # runs agree within 1 mm
+
+
+# ------------------------------------------------------------------------------- outliers (issue 11 item 10)
+
+
+def test_misread_stations_are_caught_and_the_result_stays_accurate_over_seeds() -> None:
+    """Eye-to-hand, 20 stations, 0.5 px corner noise, the robot pose of 4 stations misread by 5-20 mm and 1-5 deg
+    (the board's corners projected through the simulated camera, not rendered: fast enough for many seeds)."""
+    from robot_stack.calibration.handeye import REPROJECTION_GATE_PX
+    from robot_stack.sim.handeye import projected_stations
+
+    caught = missed = dropped = 0
+    errors = []
+    for seed in range(6):
+        stations = projected_stations(20, seed, corner_noise_px=0.5, perturb_stations=4)
+        assert len(stations.samples) >= 18 and len(stations.perturbed) == 4
+        result = calibrate_hand_eye(stations.samples, "eye_to_hand", "park", camera=stations.camera)
+        rejected, bad = set(result.rejected), set(stations.perturbed)
+        caught, missed, dropped = (
+            caught + len(bad & rejected),
+            missed + len(bad - rejected),
+            dropped + len(rejected - bad),
+        )
+        dt, dr = result.X.distance_to(stations.truth)
+        errors.append((dt * 1e3, np.rad2deg(dr)))
+        assert result.reprojection_rms_px <= REPROJECTION_GATE_PX  # the gate lets a good robust result through
+        assert 0.5 < result.corner_noise_px < 0.9  # 0.5 px per coordinate = ~0.7 px RMS per corner
+    assert (caught, missed, dropped) in ((24, 0, 0), (23, 1, 0)), (caught, missed, dropped)
+    assert max(e[0] for e in errors) <= 1.0 and max(e[1] for e in errors) <= 0.1, errors
+
+
+def test_reprojection_gate_refuses_with_the_override_named() -> None:
+    from dataclasses import replace
+
+    from robot_stack.calibration.handeye import check_reprojection_gate
+
+    samples, _, _ = synthetic("eye_to_hand")
+    good = replace(calibrate_hand_eye(samples, refine=False), reprojection_rms_px=0.7, corner_noise_px=0.66)
+    check_reprojection_gate(good)  # within the default 1 px
+    bad = replace(good, reprojection_rms_px=4.2, rejected=(3, 7))
+    with pytest.raises(CalibrationError, match=r"reprojection RMS 4.20 px .*pass --accept-rms-px 4.25"):
+        check_reprojection_gate(bad, flag="--accept-rms-px")
+    check_reprojection_gate(bad, 4.5)  # the explicit override
+    with pytest.raises(CalibrationError, match="no reprojection RMS"):
+        check_reprojection_gate(replace(good, reprojection_rms_px=float("nan")), 100.0)
+
+
+def test_cli_write_refuses_a_calibration_over_the_gate_unless_overridden(tmp_path, capsys) -> None:
+    import json
+
+    from robot_stack.calibration.store import load_calibration
+    from robot_stack.cli import main
+
+    argv = ["calibrate", "hand-eye", "--sim", "--poses", "6", "--seed", "1", "--corner-noise-px", "2.0"]
+    argv += ["--write", "--root", str(tmp_path), "--json"]
+    assert main(argv) == 1  # ~2.8 px RMS: refused, nothing written
+    refused = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert refused["written"] is None and refused["reprojection_rms_px"] > 1.0
+    assert not list(tmp_path.rglob("*.yaml"))
+    assert main([*argv, "--accept-rms-px", "4.0"]) == 0
+    written = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["written"]
+    assert written and load_calibration("sim_tabletop", "front", tmp_path).residuals["reprojection_rms_px"] > 1.0
+
+
+@pytest.mark.slow
+def test_sim_rendered_outlier_stations_over_seeds() -> None:
+    from robot_stack.sim.handeye import run_sim_hand_eye
+
+    for seed in (0, 1, 2):
+        report = run_sim_hand_eye(20, seed, corner_noise_px=0.5, perturb_stations=4)
+        summary = report.outlier_summary()
+        assert summary["missed"] <= 1 and summary["good_dropped"] == 0, summary
+        assert report.translation_error_m <= 1e-3 and np.rad2deg(report.rotation_error_rad) <= 0.1, report

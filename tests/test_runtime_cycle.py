@@ -117,6 +117,24 @@ def test_stale_camera_data_never_reaches_the_policy(rig, fault: str, outcome: st
     assert len(requests) == 1  # only the good cycle asked the server
 
 
+def test_an_observation_that_ages_while_it_is_encoded_is_never_sent(rig) -> None:
+    # the guard passes a fresh frame; packing and encoding then take long enough (a loaded host) for the
+    # observation to pass its age limit: its age is measured at the moment the request would leave (not estimated
+    # from earlier encodings), so the first such request is refused and nothing reaches the server
+    cycle, _, _, requests, _, clock = rig
+    client = cycle.client
+    real_infer = client.infer
+
+    def slow_encoding(arrays, meta=None, timeout_s=None, before_send=None):
+        clock.advance(300_000_000)  # 0.3 s pass between the guard and the send: older than the 0.25 s limit
+        return real_infer(arrays, meta, timeout_s, before_send)
+
+    client.infer = slow_encoding
+    result = cycle.run()
+    assert result.outcome == "stale:late" and "when sent" in result.detail
+    assert requests == [] and client.refused_stale == 1 and cycle.guard.rejections["late"] == 1
+
+
 def test_late_frame_is_refused(rig) -> None:
     cycle, camera, _, requests, _, clock = rig
     camera.fault = "frozen"
@@ -302,12 +320,14 @@ def test_a_policy_stuck_at_a_limit_is_taken_back_to_its_start_posture_then_resum
         clock.advance(50_000_000)
         assert cycle.run({}, step).ok
     assert cycle.recoveries == 1 and stats.last_fraction == 1.0
-    retreat = old.executor._pending
-    np.testing.assert_allclose(retreat.positions[-1], home)
+    retreat = old.executor._pending  # the retreat, timed and ending at rest (a MotionPlan)
+    # (its waypoints end at rest; the spline through them ends with a residual velocity of mrad/s, which the
+    # extension brings to rest a fraction of a mrad further)
+    np.testing.assert_allclose(retreat.end_state.q, home, atol=1e-3)
     n_requests = len(requests)
     clock.advance(50_000_000)
     assert cycle.run({}, 3).outcome == "recovering" and len(requests) == n_requests  # no policy request
-    clock.advance(int(retreat.t_ns[-1]) - clock.now_ns())  # within the last 0.1 s: the policy runs again
+    clock.advance(int(retreat.policy_end_ns) - clock.now_ns())  # within the last 0.1 s: the policy runs again
     assert cycle.run({}, 4).ok and len(requests) == n_requests + 1
     assert cycle.outcomes["recovering"] == 1
 

@@ -179,7 +179,8 @@ def test_batched_serving_over_loopback_matches_reference(batched: tuple[PolicyMa
         assert info.value.code == "policy_error"
         stats = srv.stats()
     assert not errors, errors
-    assert stats["infer_ok"] == 60 and len(stats["clients"]) == 5
+    assert stats["infer_ok"] == 60 and stats["policy_error"] == 1
+    assert len(stats["clients"]) == 4  # the bad request was refused on its header, before it was queued
 
 
 def test_max_batch_needs_dynamic_batch_dims(tmp_path: Path) -> None:
@@ -268,6 +269,23 @@ def test_backbone_cache_is_per_robot_and_batched(split: tuple[PolicyManifest, To
     second = service.run_batch([item("a"), item("d")])  # a: cached; d: new robot -> backbone for d only
     assert [r[1]["backbone_ran"] for r in second] == [False, True]
     assert service.backbone_runs == 2
+
+
+def test_backbone_cache_is_never_shared_between_clients_using_one_robot_id(
+    split: tuple[PolicyManifest, ToyModel, ToyModel],
+) -> None:
+    manifest, backbone, decoder = split
+    service = PolicyService.from_manifest(manifest, "cpu", clock=FakeClock())
+    rng = np.random.default_rng(5)
+    mine, theirs = (
+        {"rgb": rng.integers(0, 256, (1, 8, 8, 3), dtype=np.uint8), "state": np.zeros((1, 4), np.float32)}
+        for _ in range(2)
+    )
+    service.run_batch([BatchItem("arm", mine, {}, 0, None, client="key-a")])
+    ((actions, meta),) = service.run_batch([BatchItem("arm", theirs, {}, 1, None, client="key-b")])
+    assert meta["backbone_ran"]  # key-b's own image, not key-a's cached features
+    want = decoder.reference({"features": backbone.reference({"rgb": theirs["rgb"]}), "state": theirs["state"]})
+    np.testing.assert_allclose(actions["actions"], want, rtol=1e-4, atol=1e-5)
 
 
 def test_split_rate_model_served_end_to_end(split: tuple[PolicyManifest, ToyModel, ToyModel]) -> None:

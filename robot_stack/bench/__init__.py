@@ -11,7 +11,19 @@ from robot_stack.metrics import latency_stats, time_calls
 __all__ = ["latency_stats", "load_builtin", "register", "registry", "time_calls"]
 
 #: Modules that register built-in benchmarks (each imported lazily so a missing optional dep only hides one).
-BUILTIN_MODULES = ("xyz", "transport", "executor", "ik", "decode", "serve", "capture", "ros", "record", "vla")
+BUILTIN_MODULES = (
+    "xyz",
+    "transport",
+    "executor",
+    "ik",
+    "decode",
+    "serve",
+    "capture",
+    "ros",
+    "record",
+    "hostile",
+    "vla",
+)
 
 
 def load_builtin() -> dict[str, str]:

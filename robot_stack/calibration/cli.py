@@ -72,15 +72,9 @@ def _emit(report: dict[str, Any], as_json: bool) -> None:
 
 def _load_robot_factory(spec: str) -> Any:
     """``package.module:function`` -> the function (which returns a connected :class:`Robot`)."""
-    import importlib
+    from robot_stack.config import import_object
 
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"--robot expects package.module:factory, got {spec!r}")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"--robot {spec!r}: cannot load the robot factory: {exc}") from exc
+    return import_object(spec, "--robot (the robot factory)")
 
 
 def _cmd_hand_eye_hardware(args: argparse.Namespace) -> int:
@@ -115,8 +109,29 @@ def _cmd_hand_eye_hardware(args: argparse.Namespace) -> int:
         camera.stop()
     out: dict[str, Any] = {"method": result.method, "mode": result.mode, "stations": len(collector.samples)}
     out.update(result.residuals())
+    out["rejected"] = list(result.rejected)
     if args.write and args.mode == "eye_to_hand":
-        out["written"] = _save_hand_eye(args, result, camera.model, args.serial or "unknown", args.robot)
+        return _write_gated(args, out, result, camera.model, args.serial or "unknown", args.robot)
+    _emit(out, args.json)
+    return 0
+
+
+def _write_gated(
+    args: argparse.Namespace, out: dict[str, Any], result: Any, camera: Any, serial: str, robot: str
+) -> int:
+    """Save the result unless its reprojection RMS fails the gate (``--accept-rms-px`` overrides); print ``out``
+    either way; exit code 0 when written, 1 when refused."""
+    from robot_stack.calibration.handeye import REPROJECTION_GATE_PX, check_reprojection_gate
+
+    gate = REPROJECTION_GATE_PX if args.accept_rms_px is None else args.accept_rms_px
+    try:
+        check_reprojection_gate(result, gate, flag="--accept-rms-px")
+    except CalibrationError as exc:
+        out["written"] = None
+        _emit(out, args.json)
+        log.error("%s", exc)
+        return 1
+    out["written"] = _save_hand_eye(args, result, camera, serial, robot)
     _emit(out, args.json)
     return 0
 
@@ -146,7 +161,13 @@ def _cmd_hand_eye(args: argparse.Namespace) -> int:
     if not args.sim:
         return _cmd_hand_eye_hardware(args)
     report = _sim(args).run_sim_hand_eye(
-        n_poses=args.poses, seed=args.seed, method=args.method, refine=not args.no_refine, camera_name=args.camera
+        n_poses=args.poses,
+        seed=args.seed,
+        method=args.method,
+        refine=not args.no_refine,
+        camera_name=args.camera,
+        corner_noise_px=args.corner_noise_px,
+        perturb_stations=args.perturb_stations,
     )
     result = report.result
     out: dict[str, Any] = {
@@ -161,8 +182,11 @@ def _cmd_hand_eye(args: argparse.Namespace) -> int:
         "T_base_cam_xyz_m": np.round(result.X.translation, 5).tolist(),
         "T_base_cam_quat_wxyz": np.round(result.X.quat_wxyz(), 6).tolist(),
     }
+    if args.perturb_stations:
+        out["perturbed"] = list(report.perturbed)
+        out.update({f"outliers_{k}" if k != "good_dropped" else k: v for k, v in report.outlier_summary().items()})
     if args.write:
-        out["written"] = _save_hand_eye(args, result, report.camera, f"sim:{args.camera}", "panda")
+        return _write_gated(args, out, result, report.camera, f"sim:{args.camera}", "panda")
     _emit(out, args.json)
     return 0
 
@@ -243,7 +267,27 @@ def add_calibrate_parser(
     he.add_argument("--poses", type=int, default=15, help="robot stations (default 15)")
     he.add_argument("--seed", type=int, default=0, help="draws the pose set")
     he.add_argument("--no-refine", action="store_true", help="skip the reprojection refinement")
-    he.add_argument("--write", action="store_true", help="save calibration/<scene>/<camera>.yaml")
+    he.add_argument(
+        "--write",
+        action="store_true",
+        help="save calibration/<scene>/<camera>.yaml (refused when the reprojection RMS exceeds 1 px)",
+    )
+    he.add_argument(
+        "--accept-rms-px",
+        type=float,
+        default=None,
+        metavar="PX",
+        help="with --write: save even if the reprojection RMS is up to PX pixels (override of the 1 px gate)",
+    )
+    he.add_argument(
+        "--corner-noise-px", type=float, default=0.0, help="--sim drill: Gaussian noise added to detected corners"
+    )
+    he.add_argument(
+        "--perturb-stations",
+        type=int,
+        default=0,
+        help="--sim drill: misread the robot pose of N stations by 5-20 mm and 1-5 deg",
+    )
     he.add_argument("--root", default=None, help="calibration folder")
     he.add_argument("--json", action="store_true")
     he.set_defaults(func=_cmd_hand_eye)

@@ -11,10 +11,20 @@ Both set-ups are one equation. With ``C_i = T_cam_board`` measured for robot pos
 
 Methods: the five ``cv2.calibrateHandEye`` solvers (``tsai``, ``park``, ``horaud``, ``andreff``, ``daniilidis``)
 and the two ``cv2.calibrateRobotWorldHandEye`` solvers (``shah``, ``li``), which estimate X and Y jointly.
-After the closed-form solve, samples whose pose residual is far above the others (MAD rule) are rejected and the
-solve repeated; then, when board detections are available, X and Y are refined jointly by minimising the corner
-reprojection error over every view (Levenberg-Marquardt with a robust loss), the maximum-likelihood estimate under
-pixel noise.
+
+**Outliers** (a station whose robot pose was read at the wrong moment, a board that slipped) are found without
+letting them spoil the fit that judges them. With board detections and intrinsics (the real case), X and Y are
+fitted to the corner reprojection error of *every* station with robust losses that fade out whole stations that
+disagree (soft-L1 from the closed-form start, then Cauchy at half the inlier threshold: iteratively reweighted
+least squares); a station is an inlier when its reprojection RMS under that fit is within a threshold fixed before
+any fit (:func:`inlier_threshold_px`: 3x the corner noise measured by the stations' own board-pose fits, at least
+1 px). Without detections, closed-form solutions of random 4-station subsets (MSAC, adaptive number of trials,
+seeded) are scored on every station's pose residual instead. Then the inliers are solved again, X and Y refined
+jointly on their corner reprojection error (Levenberg-Marquardt, Huber loss: the maximum-likelihood estimate
+under pixel noise), and every station re-classified under the result until the set is stable.
+
+The result carries its reprojection RMS over the inliers; :func:`check_reprojection_gate` refuses a calibration
+above a gate (``robot-stack calibrate hand-eye --write`` saves nothing above 1 px without ``--accept-rms-px``).
 
 Before anything is solved the robot poses are checked: the relative rotations must turn about at least two
 well-separated axes, otherwise the translation along the common axis is unobservable and the result is garbage;
@@ -24,28 +34,36 @@ that is a :class:`~robot_stack.errors.CalibrationError` saying how to fix the po
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from robot_stack.calibration.charuco import BoardDetection
+from robot_stack.calibration.projection import project_points
 from robot_stack.errors import CalibrationError
 from robot_stack.geometry import so3_exp
 from robot_stack.types import CameraModel, Pose
 
 __all__ = [
     "HAND_EYE_METHODS",
+    "REPROJECTION_GATE_PX",
     "HandEyeResult",
     "HandEyeSample",
     "calibrate_hand_eye",
     "check_pose_diversity",
+    "check_reprojection_gate",
+    "inlier_threshold_px",
 ]
 
 log = logging.getLogger("robot_stack.calibration.handeye")
 
 HAND_EYE_METHODS = ("tsai", "park", "horaud", "andreff", "daniilidis", "shah", "li")
 MODES = ("eye_to_hand", "eye_in_hand")
+#: Default gate on a calibration's reprojection RMS over its inlier stations, pixels (see the CLI's --write).
+REPROJECTION_GATE_PX = 1.0
+#: Stations per consensus hypothesis (the closed-form solvers need 3; 4 keeps a hypothesis well conditioned).
+_SUBSET = 4
 
 
 @dataclass(frozen=True)
@@ -73,8 +91,12 @@ class HandEyeResult:
         X: ``T_base_cam`` (eye-to-hand) or ``T_gripper_cam`` (eye-in-hand), optical camera frame.
         Y: ``T_gripper_board`` (eye-to-hand) or ``T_base_board`` (eye-in-hand).
         translation_rms_m, rotation_rms_rad: RMS of ``C_i`` vs ``X^-1 M_i Y`` over the inliers.
-        reprojection_rms_px: RMS corner reprojection error over the inliers (NaN without detections).
+        reprojection_rms_px: RMS corner reprojection error over the inliers (NaN without detections/intrinsics).
         n_samples: samples given; rejected: indices of samples rejected as outliers.
+        station_reprojection_px: per sample (all, rejected included), RMS reprojection error of its corners under
+            the result, pixels (empty without detections/intrinsics).
+        corner_noise_px: corner noise measured by the stations' own board-pose fits (median RMS), pixels (NaN
+            without detections); inlier_threshold_px: the station residual above which a station is an outlier.
     """
 
     mode: str
@@ -86,6 +108,9 @@ class HandEyeResult:
     reprojection_rms_px: float
     n_samples: int
     rejected: tuple[int, ...]
+    station_reprojection_px: tuple[float, ...] = ()
+    corner_noise_px: float = float("nan")
+    inlier_threshold_px: float = float("nan")
 
     @property
     def T_base_cam(self) -> Pose:  # noqa: N802 - house name of a pose
@@ -101,9 +126,37 @@ class HandEyeResult:
             "translation_rms_mm": round(self.translation_rms_m * 1e3, 4),
             "rotation_rms_deg": round(float(np.rad2deg(self.rotation_rms_rad)), 5),
             "reprojection_rms_px": round(self.reprojection_rms_px, 4),
+            "corner_noise_px": round(self.corner_noise_px, 4),
             "n_samples": float(self.n_samples),
             "n_rejected": float(len(self.rejected)),
         }
+
+
+def check_reprojection_gate(result: HandEyeResult, max_rms_px: float = REPROJECTION_GATE_PX, flag: str = "") -> None:
+    """Refuse a calibration whose reprojection RMS over its inliers exceeds ``max_rms_px`` (or is unknown).
+
+    Args:
+        flag: the command-line override to name in the message (e.g. ``"--accept-rms-px"``).
+
+    Raises:
+        CalibrationError: what was measured, what is accepted, and how to fix or override it.
+    """
+    rms = result.reprojection_rms_px
+    if np.isfinite(rms) and rms <= max_rms_px:
+        return
+    override = f"; to save it anyway pass {flag} {max(rms, max_rms_px) + 0.05:.2f}" if flag else ""
+    measured = (
+        f"reprojection RMS {rms:.2f} px over {result.n_samples - len(result.rejected)} inlier stations"
+        if np.isfinite(rms)
+        else "no reprojection RMS (no board detections or intrinsics)"
+    )
+    raise CalibrationError(
+        f"hand-eye calibration refused: {measured} (gate {max_rms_px:.2f} px; corner noise "
+        f"{result.corner_noise_px:.2f} px, {len(result.rejected)} of {result.n_samples} stations rejected "
+        f"{list(result.rejected)}). A good calibration reprojects within about twice the corner noise: check that "
+        "the board is rigid and fixed, that robot poses are read when the arm is at rest, and the intrinsics; then "
+        f"collect the stations again{override}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -211,41 +264,154 @@ def _pose_residuals(x: Pose, y: Pose, motions: list[Pose], cams: list[Pose]) -> 
     return errs[:, 0], errs[:, 1]
 
 
-def _project(points_cam: np.ndarray, camera: CameraModel) -> np.ndarray:
-    import cv2
+@dataclass(frozen=True)
+class _Corners:
+    """Every corner of some stations, stacked for vectorised projection.
 
-    uv, _ = cv2.projectPoints(points_cam.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), camera.K, camera.distortion)
-    return uv.reshape(-1, 2)
+    Attributes:
+        station: (P,) index of each corner's station (0..n-1 within this set); n: stations.
+        obj: (P, 3) board points, m; img: (P, 2) detected pixels; rm, tm: (P, 3, 3), (P, 3) motion ``M_i`` of
+            each corner's station.
+    """
+
+    station: np.ndarray
+    n: int
+    obj: np.ndarray
+    img: np.ndarray
+    rm: np.ndarray
+    tm: np.ndarray
+
+    @classmethod
+    def of(cls, motions: Sequence[Pose], samples: Sequence[HandEyeSample]) -> _Corners:
+        dets = [s.detection for s in samples]
+        assert all(d is not None for d in dets)
+        counts = [len(d.ids) for d in dets]  # type: ignore[union-attr]
+        station = np.repeat(np.arange(len(samples)), counts)
+        return cls(
+            station,
+            len(samples),
+            np.concatenate([d.object_points for d in dets]),  # type: ignore[union-attr]
+            np.concatenate([d.image_points for d in dets]),  # type: ignore[union-attr]
+            np.stack([m.rotation for m in motions])[station],
+            np.stack([m.translation for m in motions])[station],
+        )
+
+    def residuals(
+        self, rx: np.ndarray, tx: np.ndarray, ry: np.ndarray, ty: np.ndarray, camera: CameraModel
+    ) -> np.ndarray:
+        """(P, 2) projected minus detected pixels under ``X = (rx, tx)``, ``Y = (ry, ty)``: board -> (gripper |
+        base) by Y, -> (base | gripper) by M_i, -> camera by X^-1."""
+        pts = self.obj @ ry.T + ty
+        pts = np.einsum("pij,pj->pi", self.rm, pts) + self.tm
+        return project_points((pts - tx) @ rx, camera) - self.img
+
+    def station_rms(self, x: Pose, y: Pose, camera: CameraModel) -> np.ndarray:
+        """(n,) RMS reprojection error of each station's corners, pixels."""
+        sq = np.sum(self.residuals(x.rotation, x.translation, y.rotation, y.translation, camera) ** 2, axis=1)
+        return np.sqrt(np.bincount(self.station, sq, self.n) / np.bincount(self.station, minlength=self.n))
+
+    def subset(self, keep: np.ndarray) -> _Corners:
+        """The corners of stations ``keep`` (renumbered 0..len(keep)-1)."""
+        renumber = np.full(self.n, -1)
+        renumber[keep] = np.arange(len(keep))
+        mask = renumber[self.station] >= 0
+        return _Corners(
+            renumber[self.station[mask]], len(keep), self.obj[mask], self.img[mask], self.rm[mask], self.tm[mask]
+        )
+
+
+def _pnp_rms(sample: HandEyeSample, camera: CameraModel) -> float:
+    """RMS of a station's corners against its own board pose, pixels: the corner noise the station carries."""
+    det = sample.detection
+    assert det is not None
+    c = sample.T_cam_board
+    uv = project_points(det.object_points @ c.rotation.T + c.translation, camera)
+    return float(np.sqrt(np.mean(np.sum((uv - det.image_points) ** 2, axis=1))))
+
+
+def inlier_threshold_px(corner_noise_px: float, sigmas: float = 3.0, floor_px: float = 1.0) -> float:
+    """Station reprojection RMS above which a station is an outlier: ``sigmas`` x the corner noise, at least
+    ``floor_px``. A station's own RMS under the true transforms is about the corner noise; a robot pose 5 mm or
+    1 deg off moves a board 1 m from a 900 px camera by several pixels (unless the error lies along the line of
+    sight, where it also does little harm)."""
+    return max(floor_px, sigmas * corner_noise_px)
 
 
 def _refine(
-    x: Pose, y: Pose, motions: list[Pose], samples: list[HandEyeSample], camera: CameraModel
+    x: Pose, y: Pose, corners: _Corners, camera: CameraModel, loss: str = "huber", f_scale: float = 1.0
 ) -> tuple[Pose, Pose, float]:
+    """Joint Levenberg-Marquardt (trust region) refinement of X and Y on the corner reprojection error with a
+    robust ``loss`` of scale ``f_scale`` pixels; returns (X, Y, RMS over the corners, px)."""
     from scipy.optimize import least_squares
+    from threadpoolctl import threadpool_limits
 
     def unpack(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return so3_exp(p[0:3]), p[3:6], so3_exp(p[6:9]), p[9:12]
 
-    obj = [s.detection.object_points for s in samples]  # type: ignore[union-attr]
-    img = [s.detection.image_points for s in samples]  # type: ignore[union-attr]
-
     def residual(p: np.ndarray) -> np.ndarray:
-        rx, tx, ry, ty = unpack(p)
-        rxi, txi = rx.T, -rx.T @ tx
-        out = []
-        for m, o, i in zip(motions, obj, img, strict=True):
-            pts = o @ ry.T + ty  # board -> (gripper | base)
-            pts = pts @ m.rotation.T + m.translation  # -> (base | gripper)
-            pts = pts @ rxi.T + txi  # -> camera
-            out.append((_project(pts, camera) - i).ravel())
-        return np.concatenate(out)
+        return corners.residuals(*unpack(p), camera).ravel()
 
     p0 = np.concatenate([_rotvec(x.rotation), x.translation, _rotvec(y.rotation), y.translation])
-    sol = least_squares(residual, p0, loss="huber", f_scale=1.0, x_scale="jac", method="trf")
+    with threadpool_limits(1):  # a 12-column problem: BLAS threads only contend (3x slower on a busy 2-core PC)
+        sol = least_squares(residual, p0, loss=loss, f_scale=f_scale, x_scale="jac", method="trf")
     rx, tx, ry, ty = unpack(sol.x)
     r = residual(sol.x).reshape(-1, 2)
-    rms = float(np.sqrt(np.mean(np.sum(r**2, axis=1))))
-    return Pose(rx, tx), Pose(ry, ty), rms
+    return Pose(rx, tx), Pose(ry, ty), float(np.sqrt(np.mean(np.sum(r**2, axis=1))))
+
+
+def _consensus(
+    motions: list[Pose],
+    cams: list[Pose],
+    method: str,
+    score: Callable[[Pose, Pose], np.ndarray],
+    rng: np.random.Generator,
+    max_trials: int,
+    confidence: float = 0.999,
+) -> np.ndarray:
+    """Indices of the largest consistent station set: MSAC over closed-form solutions of random 4-station
+    subsets, each scored by ``score(X, Y)`` = per-station residuals in threshold units (<= 1: inlier)."""
+    import cv2
+
+    n = len(motions)
+    if n <= _SUBSET:
+        return np.arange(n)
+    best_cost = np.inf
+    best: np.ndarray | None = None
+    trials, needed = 0, max_trials
+    while trials < min(needed, max_trials):
+        trials += 1
+        subset = rng.choice(n, _SUBSET, replace=False)
+        try:
+            check_pose_diversity([motions[i] for i in subset])
+            x, y = _closed_form([motions[i] for i in subset], [cams[i] for i in subset], method)
+        except (CalibrationError, ValueError, np.linalg.LinAlgError, cv2.error):
+            continue  # a degenerate or ill-conditioned subset: draw another
+        r = score(x, y)
+        if not np.all(np.isfinite(r)):
+            continue
+        cost = float(np.sum(np.minimum(r, 1.0) ** 2))  # MSAC: inliers by fit, outliers a constant
+        if cost < best_cost:
+            best_cost, best = cost, np.flatnonzero(r <= 1.0)
+            p_clean = (len(best) / n) ** _SUBSET  # -> trials for `confidence` of one all-inlier subset
+            needed = int(np.ceil(np.log(1 - confidence) / np.log(1 - p_clean))) if 0 < p_clean < 1 else trials
+    if best is None:
+        raise CalibrationError(
+            "hand-eye: no subset of 4 stations gave a usable solution; the robot poses do not rotate about "
+            "different axes enough (see check_pose_diversity)"
+        )
+    return best
+
+
+def _robust_pixel_start(
+    motions: list[Pose], cams: list[Pose], corners: _Corners, camera: CameraModel, method: str, threshold_px: float
+) -> tuple[Pose, Pose]:
+    """X, Y close to the inliers' solution although outlier stations are present: the closed form on every
+    station (biased by the outliers), then reprojection refinement with a soft-L1 loss (10 px: robust to the
+    start's error) and a Cauchy loss (half the inlier threshold: an outlier station's corners lose their pull)."""
+    x, y = _closed_form(motions, cams, method)
+    x, y, _ = _refine(x, y, corners, camera, "soft_l1", 10.0)
+    x, y, _ = _refine(x, y, corners, camera, "cauchy", threshold_px / 2)
+    return x, y
 
 
 def calibrate_hand_eye(
@@ -254,23 +420,33 @@ def calibrate_hand_eye(
     method: str = "park",
     camera: CameraModel | None = None,
     refine: bool = True,
-    outlier_mad: float = 4.0,
+    inlier_sigmas: float = 3.0,
+    min_inlier_px: float = 1.0,
     min_outlier_m: float = 0.002,
     min_outlier_rad: float = float(np.deg2rad(0.3)),
+    max_trials: int = 300,
+    seed: int = 0,
 ) -> HandEyeResult:
-    """Solve ``C_i = X^-1 M_i Y`` (see module docstring).
+    """Solve ``C_i = X^-1 M_i Y`` robustly (see module docstring).
+
+    With detections and ``camera``, stations are judged by their reprojection RMS (threshold
+    :func:`inlier_threshold_px` of the measured corner noise) after a robust reprojection fit; without, by their
+    pose residuals (``min_outlier_m`` / ``min_outlier_rad``) in a consensus over random 4-station subsets.
 
     Args:
-        samples: robot pose + board pose per station (>= 3; 12-20 diverse poses recommended).
+        samples: robot pose + board pose per station (>= 3; 15-20 diverse poses recommended).
         mode: ``"eye_to_hand"`` or ``"eye_in_hand"``.
-        method: one of :data:`HAND_EYE_METHODS`.
-        camera: intrinsics of the images, required for the reprojection refinement.
-        refine: jointly refine X and Y on the corner reprojection error (needs ``camera`` and detections).
-        outlier_mad: reject samples whose residual exceeds median + ``outlier_mad`` * 1.4826 * MAD and the floors
-            ``min_outlier_m`` / ``min_outlier_rad``.
+        method: one of :data:`HAND_EYE_METHODS` (the closed-form solver).
+        camera: intrinsics of the images; with detections it enables pixel residuals and the refinement.
+        refine: refine X and Y jointly on the inliers' corner reprojection error (needs ``camera`` and
+            detections); without it the closed form on the inliers is returned.
+        inlier_sigmas, min_inlier_px: the pixel threshold, see :func:`inlier_threshold_px`.
+        min_outlier_m, min_outlier_rad: without detections, a station is an outlier when its pose residual
+            exceeds either.
+        max_trials: most consensus hypotheses (pose residuals); seed: their random subsets (reproducible).
 
     Raises:
-        CalibrationError: unknown mode/method, degenerate pose set, or too few inliers.
+        CalibrationError: unknown mode/method, degenerate pose set, or fewer than 3 consistent stations.
     """
     if mode not in MODES:
         raise CalibrationError(f"hand-eye mode {mode!r} unknown; use one of {MODES}")
@@ -280,38 +456,62 @@ def calibrate_hand_eye(
     check_pose_diversity([s.T_base_gripper for s in samples])
     motions = _motions(samples, mode)
     cams = [_plain(s.T_cam_board) for s in samples]
-    keep = np.arange(len(samples))
-    x, y = _closed_form(motions, cams, method)
-    rejected: list[int] = []
-    for _ in range(3):  # reject, re-solve, until stable
-        dt, dr = _pose_residuals(x, y, [motions[i] for i in keep], [cams[i] for i in keep])
+    pixels = camera is not None and all(s.detection is not None for s in samples)
+    noise_px = threshold_px = float("nan")
+    if pixels:
+        assert camera is not None
+        corners = _Corners.of(motions, samples)
+        noise_px = float(np.median([_pnp_rms(s, camera) for s in samples]))
+        threshold_px = inlier_threshold_px(noise_px, inlier_sigmas, min_inlier_px)
 
-        def limit(v: np.ndarray, floor: float) -> float:
-            med = float(np.median(v))
-            return max(med + outlier_mad * 1.4826 * float(np.median(np.abs(v - med))), floor)
+        def score(x: Pose, y: Pose) -> np.ndarray:
+            return corners.station_rms(x, y, camera) / threshold_px  # type: ignore[arg-type]
 
-        bad = (dt > limit(dt, min_outlier_m)) | (dr > limit(dr, min_outlier_rad))
-        if not bad.any():
-            break
-        rejected.extend(int(i) for i in keep[bad])
-        keep = keep[~bad]
+        x, y = _robust_pixel_start(motions, cams, corners, camera, method, threshold_px)
+        keep = np.flatnonzero(score(x, y) <= 1.0)
+    else:
+
+        def score(x: Pose, y: Pose) -> np.ndarray:
+            dt, dr = _pose_residuals(x, y, motions, cams)
+            return np.maximum(dt / min_outlier_m, dr / min_outlier_rad)
+
+        keep = _consensus(motions, cams, method, score, np.random.default_rng(seed), max_trials)
+    used = method
+    for _ in range(5):  # solve on the inliers, re-classify every station under the result, until stable
         if len(keep) < 3:
             raise CalibrationError(
-                f"hand-eye: only {len(keep)} of {len(samples)} samples agree with each other; check that the board "
+                f"hand-eye: only {len(keep)} of {len(samples)} stations agree with each other; check that the board "
                 "is rigidly mounted, the robot poses are read at the moment of capture, and the intrinsics are right"
             )
         check_pose_diversity([samples[i].T_base_gripper for i in keep])
         x, y = _closed_form([motions[i] for i in keep], [cams[i] for i in keep], method)
-    if rejected:
-        log.warning("hand-eye: rejected %d outlier sample(s): %s", len(rejected), sorted(rejected))
-    used = f"{method}"
-    reproj = float("nan")
-    inliers = [samples[i] for i in keep]
-    if refine and camera is not None and all(s.detection is not None for s in inliers):
-        x, y, reproj = _refine(x, y, [motions[i] for i in keep], inliers, camera)
-        used += "+refine"
-    elif refine:
+        if refine and pixels:
+            assert camera is not None
+            x, y, _ = _refine(x, y, corners.subset(keep), camera)
+            used = f"{method}+refine"
+        new_keep = np.flatnonzero(score(x, y) <= 1.0)
+        if np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    if refine and not pixels:
         log.info("hand-eye: reprojection refinement skipped (needs camera intrinsics and board detections)")
+    stations: tuple[float, ...] = ()
+    reproj = float("nan")
+    if pixels:
+        assert camera is not None
+        per_station = corners.station_rms(x, y, camera)
+        stations = tuple(float(v) for v in per_station)
+        reproj = float(np.sqrt(np.mean(per_station[keep] ** 2)))
+    rejected = tuple(int(i) for i in sorted(set(range(len(samples))) - set(keep.tolist())))
+    if rejected:
+        log.warning(
+            "hand-eye: rejected %d outlier station(s) %s%s",
+            len(rejected),
+            list(rejected),
+            f" (reprojection {[round(stations[i], 1) for i in rejected]} px, threshold {threshold_px:.2f} px)"
+            if pixels
+            else " (pose residuals above the outlier floors)",
+        )
     dt, dr = _pose_residuals(x, y, [motions[i] for i in keep], [cams[i] for i in keep])
     names = ("base", "gripper", "board") if mode == "eye_to_hand" else ("gripper", "base", "board")
     return HandEyeResult(
@@ -323,5 +523,8 @@ def calibrate_hand_eye(
         rotation_rms_rad=float(np.sqrt(np.mean(dr**2))),
         reprojection_rms_px=reproj,
         n_samples=len(samples),
-        rejected=tuple(sorted(rejected)),
+        rejected=rejected,
+        station_reprojection_px=stations,
+        corner_noise_px=noise_px,
+        inlier_threshold_px=threshold_px,
     )

@@ -23,7 +23,7 @@ from robot_stack.calibration.payload import calib_vector
 from robot_stack.errors import ShapeError
 from robot_stack.types import CameraModel, CameraObservation, Frame, Pose
 
-__all__ = ["DepthProjector", "distort_normalized", "undistort_normalized"]
+__all__ = ["DepthProjector", "distort_normalized", "project_points", "undistort_normalized"]
 
 log = logging.getLogger("robot_stack.calibration")
 
@@ -50,6 +50,15 @@ def distort_normalized(x: np.ndarray, y: np.ndarray, distortion: np.ndarray) -> 
     xd = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
     yd = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y
     return xd, yd
+
+
+def project_points(points_cam: np.ndarray, camera: CameraModel) -> np.ndarray:
+    """Pixels ``(N, 2)`` float64 (column, row) of points ``(N, 3)`` in the camera's optical frame, metres, through
+    the pinhole + Brown-Conrady model (what ``cv2.projectPoints`` computes, vectorised in numpy). Points must lie
+    in front of the camera (z > 0)."""
+    p = np.asarray(points_cam, dtype=np.float64)
+    xd, yd = distort_normalized(p[:, 0] / p[:, 2], p[:, 1] / p[:, 2], camera.distortion)
+    return np.column_stack([camera.fx * xd + camera.cx, camera.fy * yd + camera.cy])
 
 
 def _distortion_jacobian(

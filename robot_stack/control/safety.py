@@ -1,13 +1,19 @@
 """The last line before the robot: a joint-command filter that enforces limits and never intervenes silently.
 
+It is a *monitor*: the plans it receives are within the limits by construction (chunks timed by TOPP-RA,
+transitions by ruckig: :mod:`robot_stack.control.motion`), so on nominal input it changes nothing — a feasible
+command passes bit for bit. Every intervention is a fault: counted by kind, kept in :attr:`SafetyFilter.events`
+(a :class:`SafetyEvent` each) and logged; the executor's stats report them under ``faults``.
+
 Every call of :meth:`SafetyFilter.filter` takes a desired joint position set-point and returns one that respects,
 relative to the previous *output* (the filter keeps that state) and the control period ``dt``:
 
 1. finite values of the right shape — otherwise :class:`SafetyError`, the command never reaches the robot;
 2. position limits tightened by ``margin_rad`` (also a braking bound: the velocity toward a limit is capped so
    the joint can still stop before it at the acceleration limit);
-3. velocity ``|dq| <= v_max``, acceleration ``|ddq| <= a_max`` and jerk ``|dddq| <= j_max`` (finite differences
-   of consecutive outputs);
+3. velocity ``|dq| <= v_max``, acceleration ``|ddq| <= a_max`` and jerk ``|dddq| <= j_max`` (divided differences
+   of consecutive outputs over the real time between them: ``filter(q, dt_s=...)``; a late tick is judged for the
+   time that really passed, never as one nominal period);
 4. an optional TCP workspace box (needs an ``fk_xyz`` callable), handled *inside* the velocity stage like the
    position limits: the TCP speed toward each face is capped by a braking curve (deceleration
    ``_BOX_BRAKE_FRACTION``) so the arm stops on the face; the acceleration and jerk stages run after it, so the box
@@ -35,6 +41,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,7 +53,7 @@ from robot_stack.types import RobotState
 
 log = logging.getLogger("robot_stack.control.safety")
 
-__all__ = ["INTERVENTION_KINDS", "SafetyFilter", "WorkspaceBox"]
+__all__ = ["INTERVENTION_KINDS", "SafetyEvent", "SafetyFilter", "WorkspaceBox"]
 
 #: Names of the counters reported by :meth:`SafetyFilter.stats`.
 INTERVENTION_KINDS: tuple[str, ...] = (
@@ -68,6 +75,22 @@ _BOX_BRAKE_FRACTION = 0.5
 #: The box braking aims this far (m) inside each face: slack for the curvature of the TCP path within one tick.
 _BOX_MARGIN_M = 1e-5
 _EPS = 1e-9  # changes smaller than this (rad) are float noise, not interventions
+_ROUNDING = 1e-12  # an output this close (rad) to a feasible command is that command re-integrated with rounding
+
+
+@dataclass(frozen=True)
+class SafetyEvent:
+    """One intervention of the safety filter: a fault, since plans are feasible by construction.
+
+    Attributes:
+        t_ns: when it happened (``time.monotonic_ns``).
+        kind: one of :data:`INTERVENTION_KINDS`.
+        detail: what was commanded and what was enforced.
+    """
+
+    t_ns: int
+    kind: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -109,7 +132,10 @@ class SafetyFilter:
         fk_xyz: callable mapping (n,) joint positions (rad) to the (3,) TCP position in the base frame (m),
             e.g. ``PinocchioIK.fk_xyz``.
         period_s: control period the finite differences are taken over, seconds (the executor sets it).
-        log_interval_s: at most one warning per intervention kind per this many seconds.
+        log_interval_s: at most one warning per intervention kind per this many seconds (every intervention is
+            counted and kept in :attr:`events` regardless).
+        workspace_margin_m: the box braking aims this far inside each face, m.
+        event_history: how many recent interventions :attr:`events` keeps.
     """
 
     def __init__(
@@ -121,6 +147,7 @@ class SafetyFilter:
         period_s: float = 0.002,
         log_interval_s: float = 1.0,
         workspace_margin_m: float = _BOX_MARGIN_M,
+        event_history: int = 256,
     ) -> None:
         if margin_rad < 0 or np.any(limits.upper - limits.lower <= 2 * margin_rad):
             raise ConfigError(f"SafetyFilter: margin_rad={margin_rad} must be >= 0 and leave room inside every limit")
@@ -154,6 +181,8 @@ class SafetyFilter:
         self._v = np.zeros(self.n)
         self._a = np.zeros(self.n)
         self._p: np.ndarray | None = None  # (3,) TCP of the previous output, m (workspace box only)
+        #: the most recent interventions (fault events), oldest first; every one is also counted by kind
+        self.events: deque[SafetyEvent] = deque(maxlen=event_history)
         self.set_period(period_s)
 
     @property
@@ -162,20 +191,26 @@ class SafetyFilter:
         return int(self.limits.lower.shape[0])
 
     def set_period(self, period_s: float) -> None:
-        """Set the control period (s) over which velocity/acceleration/jerk are differenced."""
+        """Set the nominal control period (s): the time step :meth:`filter` assumes when it is not told the real one."""
         if not (period_s > 0 and math.isfinite(period_s)):
             raise ConfigError(f"SafetyFilter.period_s: expected a positive number of seconds, got {period_s}")
         self.period_s = float(period_s)
-        self._inv_dt = 1.0 / self.period_s
         lim = self.limits
         self._vel, self._acc, self._jerk = lim.velocity, lim.acceleration, lim.jerk
         self._inv_two_jerk = 1.0 / (2.0 * lim.jerk)
+        self._rooms = np.zeros((3, self.n))
+        self._dt_hist = [self.period_s, self.period_s]  # the two time steps before the current one, s
+        self._set_dt(self.period_s)
+
+    def _set_dt(self, dt: float) -> None:
+        """Constants that depend on the current time step ``dt`` (s)."""
+        lim = self.limits
+        self._dt = dt
+        self._inv_dt = 1.0 / dt
         brake_acc = lim.acceleration * _BRAKE_FRACTION
-        self._brake_adt = brake_acc * self.period_s
+        self._brake_adt = brake_acc * dt
         self._brake_adt_sq = self._brake_adt**2
         self._brake_8a = 8.0 * brake_acc
-        self._rooms = np.zeros((3, self.n))
-        dt = self.period_s
         self._box_ramp_s = float(np.max(2.0 * lim.acceleration / lim.jerk)) + dt  # jerk ramp + one tick, s
         self._deadbeat_room = 0.05 * np.minimum(lim.acceleration * dt**2, lim.jerk * dt**3)
 
@@ -193,6 +228,7 @@ class SafetyFilter:
         self._v = np.zeros(self.n) if dq is None else self._validate(dq, "reset dq", count=False).copy()
         self._a = np.zeros(self.n)
         self._p = None
+        self._dt_hist = [self.period_s, self.period_s]
 
     @property
     def previous(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -205,11 +241,12 @@ class SafetyFilter:
     # ------------------------------------------------------------------------------------------ bookkeeping
     def _intervene(self, kind: str, detail: str) -> None:
         self._counts[kind] += 1
+        self.events.append(SafetyEvent(time.monotonic_ns(), kind, detail))
         now = time.monotonic()
         if now - self._last_log[kind] >= self.log_interval_s:
             suppressed = self._suppressed[kind]
             extra = f" (+{suppressed} more since the last report)" if suppressed else ""
-            log.warning("safety %s intervention: %s%s", kind, detail, extra)
+            log.warning("safety fault (%s intervention): %s%s", kind, detail, extra)
             self._last_log[kind] = now
             self._suppressed[kind] = 0
         else:
@@ -249,12 +286,17 @@ class SafetyFilter:
             return out
 
     # ------------------------------------------------------------------------------------------------ filter
-    def filter(self, q_cmd: np.ndarray, state: RobotState | None = None) -> np.ndarray:
+    def filter(self, q_cmd: np.ndarray, state: RobotState | None = None, dt_s: float | None = None) -> np.ndarray:
         """Return the safe (n,) float64 set-point (rad) for desired ``q_cmd`` ((n,) rad).
 
         ``state`` (the robot's measured state) seeds the previous-command state on the first call (or after
-        :meth:`reset` was never called); later calls filter relative to the previous output. Raises
-        :class:`SafetyError` for wrong shape or non-finite input (counted; state unchanged).
+        :meth:`reset` was never called); later calls filter relative to the previous output. ``dt_s``: the real
+        time (s) since the previous call (default: the nominal period). Velocity, acceleration and jerk are the
+        scaled divided differences over the real times of the last two, three and four set-points (see
+        :mod:`robot_stack.control.audit`), so a late or skipped tick is judged for the time that really passed,
+        and samples of a plan within the limits pass unchanged however irregular the ticks. Raises
+        :class:`SafetyError` for wrong shape or non-finite input, or a non-positive ``dt_s`` (counted; state
+        unchanged).
         """
         with self._lock:
             self._calls += 1
@@ -267,7 +309,16 @@ class SafetyFilter:
                     )
                 self._reset(state.q, state.dq)
             assert self._q is not None
-            dt, inv_dt = self.period_s, self._inv_dt
+            dt = self.period_s if dt_s is None else float(dt_s)
+            if not (dt > 0.0 and math.isfinite(dt)):
+                raise SafetyError(f"SafetyFilter.filter: dt_s must be a positive number of seconds, got {dt_s}")
+            if dt != self._dt:
+                self._set_dt(dt)
+            inv_dt = self._inv_dt
+            dt1, dt2 = self._dt_hist
+            inv_h2 = 2.0 / (dt + dt1)  # acceleration: difference of velocities whose centres are (dt + dt1) / 2 apart
+            h3 = (dt + dt1 + dt2) / 3.0  # jerk: difference of accelerations whose centres are this far apart
+            inv_h3 = 1.0 / h3
             vel, acc, jrk = self._vel, self._acc, self._jerk
             q_prev, v_prev, a_prev = self._q, self._v, self._a
 
@@ -319,13 +370,13 @@ class SafetyFilter:
                 self._intervene("velocity", f"joint {j} commanded {v_cmd[j]:.3f} rad/s, limited to {v[j]:.3f}")
             a_cmd = None
             if v_own is not None and self._v_in is not None:
-                a_cmd = (v_own - self._v_in) * inv_dt  # the command's own acceleration (rad/s^2)
-                j_cmd = None if self._a_in is None else (a_cmd - self._a_in) * inv_dt
+                a_cmd = (v_own - self._v_in) * inv_h2  # the command's own acceleration (rad/s^2)
+                j_cmd = None if self._a_in is None else (a_cmd - self._a_in) * inv_h3
             self._v_in = v_own
             self._a_in = a_cmd
 
             # 3. acceleration
-            a_des = (v - v_prev) * inv_dt
+            a_des = (v - v_prev) * inv_h2
             a = np.minimum(np.maximum(a_des, -acc), acc)
             a_judged = a_des if a_cmd is None else a_cmd
             over_a = np.abs(a_judged) - acc
@@ -334,7 +385,7 @@ class SafetyFilter:
                 self._intervene("acceleration", f"joint {j} commanded {a_judged[j]:.2f} rad/s^2, limit {acc[j]:.2f}")
 
             # 4. jerk
-            j_des = (a - a_prev) * inv_dt
+            j_des = (a - a_prev) * inv_h3
             jerk = np.minimum(np.maximum(j_des, -jrk), jrk)
             if np.abs(jerk - j_des).max() * dt**3 > _EPS:
                 j_judged = j_des if a_cmd is None or j_cmd is None else j_cmd
@@ -342,18 +393,24 @@ class SafetyFilter:
                 if over_j.max() * dt**3 > _EPS:
                     j = int(np.argmax(over_j))
                     self._intervene("jerk", f"joint {j} commanded {j_judged[j]:.1f} rad/s^3, limit {jrk[j]:.1f}")
-                a = np.minimum(np.maximum(a_prev + jerk * dt, -acc), acc)
-                v = np.minimum(np.maximum(v_prev + a * dt, -vel), vel)
+                a = np.minimum(np.maximum(a_prev + jerk * h3, -acc), acc)
+                v = np.minimum(np.maximum(v_prev + a * (0.5 * (dt + dt1)), -vel), vel)
             else:
-                v = v_prev + a * dt
+                v = v_prev + a * (0.5 * (dt + dt1))
             q_out = np.minimum(np.maximum(q_prev + v * dt, self._lo), self._hi)
+            untouched = sum(self._counts.values()) == total_before
+            if untouched and np.abs(q_out - q_des).max() <= _ROUNDING:
+                # a feasible command passes bit for bit (not re-integrated with rounding); only a rounding-sized
+                # difference is replaced, since a replacement changes the output's velocity by difference / dt
+                q_out = q_des.copy()
             if self.workspace is not None and self._fk_xyz is not None:
                 self._p = self._fk_xyz(q_out)  # the TCP of this output: the next tick brakes from it
 
-            if sum(self._counts.values()) == total_before and np.abs(q_out - q_des).max() > _EPS:
+            if untouched and np.abs(q_out - q_des).max() > _EPS:
                 self._catch_up += 1  # only closing an earlier lag: not an intervention
             v_out = (q_out - q_prev) * inv_dt
-            self._a = (v_out - v_prev) * inv_dt
+            self._a = (v_out - v_prev) * inv_h2
+            self._dt_hist = [dt, dt1]
             self._q, self._v = q_out, v_out
             return q_out.copy()
 
@@ -370,7 +427,7 @@ class SafetyFilter:
 
     def _follow(self, q_prev: np.ndarray, v_prev: np.ndarray, a_prev: np.ndarray, v: np.ndarray) -> np.ndarray:
         """The (n,) output (rad) stages 3-4 (acceleration, jerk, position) make of velocity ``v`` (uncounted)."""
-        dt, acc = self.period_s, self._acc
+        dt, acc = self._dt, self._acc
         a = np.minimum(np.maximum((v - v_prev) * self._inv_dt, -acc), acc)
         step = self._jerk * dt
         a = np.minimum(np.maximum(a, np.maximum(a_prev - step, -acc)), np.minimum(a_prev + step, acc))
@@ -434,7 +491,7 @@ class SafetyFilter:
         if first <= 0.0:
             return v
         t_stop = float(np.max(np.abs(v_prev) / (self._acc * _BOX_BRAKE_FRACTION)))
-        slow = max(0.0, 1.0 - self.period_s / t_stop) if t_stop > self.period_s else 0.0
+        slow = max(0.0, 1.0 - self._dt / t_stop) if t_stop > self._dt else 0.0
         v_brake = np.minimum(np.maximum(v_prev * slow, v_lo), v_hi)
         lo_s, hi_s = 0.0, 1.0  # fraction of the way from v_brake to v; lo_s is the best known
         for _ in range(10):

@@ -108,16 +108,14 @@ class PipelineTiming:
         self.capture_s = 0.0  # running estimates (s): capture + projection
         self.reply_s = 0.0  # send -> answer received
         self.post_s = 0.0  # answer received -> trajectory handed over (decode, schedule)
-        self.encode_s = 0.0  # client-side encoding of a request, recent maximum-biased estimate
 
     def note_capture(self, seconds: float) -> None:
         self.capture_s = _ema(self.capture_s, seconds)
 
-    def note_reply(self, send_to_reply_s: float, encode_s: float) -> None:
+    def note_reply(self, send_to_reply_s: float) -> None:
         """A slower reply raises the estimate at once (the model or the network just became slow: a prefetch timed
         by the old estimate would finish long before the reply and be discarded as too old); a faster one lowers it
-        gradually. Encoding likewise."""
-        self.encode_s = max(encode_s, _ema(self.encode_s, encode_s))
+        gradually."""
         self.reply_s = max(send_to_reply_s, _ema(self.reply_s, send_to_reply_s))
 
     def note_post(self, seconds: float) -> None:

@@ -34,7 +34,7 @@ from robot_stack.cycle.ports import PolicyEndpoint, TrajectorySink
 from robot_stack.cycle.recovery import RecoveryConfig, RecoveryMonitor
 from robot_stack.cycle.request import RequestLayout
 from robot_stack.decoders.base import Decoder
-from robot_stack.errors import RobotStackError, TransportError
+from robot_stack.errors import RobotStackError, StaleObservationError, TransportError
 from robot_stack.metrics import StageTimes
 from robot_stack.robots.base import Robot
 from robot_stack.types import ActionChunk, JointTrajectory, Observation
@@ -242,22 +242,32 @@ class PolicyCycle:
             arrays = self.layout.arrays(obs)
         except RobotStackError as exc:  # e.g. the depth form asked of a camera with lens distortion
             return Request("camera", str(exc), obs)
-        # the guard judged the frames before they were packed; on a loaded host packing and encoding can take long
-        # enough for the observation to age past the limit: checked again right before it is handed to the client,
-        # with the client's recent encoding time added (the request leaves after encoding)
-        age_ns = self.clock.now_ns() - obs.t_obs_ns + round(self.timing.encode_s * 1e9)
-        if age_ns > self.guard.config.max_age_s * 1e9:
-            self.guard.rejections["late"] += 1
-            return Request("stale:late", f"observation would be {age_ns / 1e6:.0f} ms old when sent")
         t_send = time.perf_counter()
         self._start_prefetch()
         try:
-            reply = self.client.infer(arrays, {**self.layout.meta(obs), **(meta or {})}, self.timeout_s)
+            # the guard judged the frames before they were packed; on a loaded host packing and encoding can take
+            # long enough for the observation to age past the limit: the client measures its age again at the
+            # moment the request would leave, after encoding, and refuses to send it if it is too old
+            reply = self.client.infer(
+                arrays, {**self.layout.meta(obs), **(meta or {})}, self.timeout_s, lambda: self._check_age(obs)
+            )
+        except StaleObservationError as exc:
+            self.guard.rejections["late"] += 1
+            return Request("stale:late", str(exc), obs)
         except TransportError as exc:
             return Request("transport", str(exc), obs)
         t_reply = time.perf_counter()
-        self.timing.note_reply(t_reply - t_send, reply.timing.serialize_ms / 1e3)
+        self.timing.note_reply(t_reply - t_send)
         return Request("", "", obs, reply, t_capture, t0, t_reply)
+
+    def _check_age(self, obs: Observation) -> None:
+        """Raise StaleObservationError if ``obs`` is past the guard's age limit now (process clock)."""
+        age_ns = self.clock.now_ns() - obs.t_obs_ns
+        if age_ns > self.guard.config.max_age_s * 1e9:
+            raise StaleObservationError(
+                f"observation would be {age_ns / 1e6:.0f} ms old when sent (limit "
+                f"{self.guard.config.max_age_s * 1e3:.0f} ms); not sent"
+            )
 
     # ----------------------------------------------------------------------------------------------- run
     def _record_timing(self, reply: Any) -> None:

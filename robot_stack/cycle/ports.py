@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -23,10 +23,15 @@ __all__ = ["PolicyEndpoint", "TrajectorySink"]
 
 @runtime_checkable
 class PolicyEndpoint(Protocol):
-    """Answers one observation (its arrays and meta) within ``timeout_s``; raises TransportError otherwise."""
+    """Answers one observation (its arrays and meta) within ``timeout_s``; raises TransportError otherwise, and
+    without sending whatever ``before_send`` raises (it runs right before the request would leave)."""
 
     def infer(
-        self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None, timeout_s: float | None = None
+        self,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> Reply: ...
 
 

@@ -75,6 +75,7 @@ class RecordingRobot(Robot):
         self.q_meas: list[np.ndarray] = []
         self.tcp_meas: list[np.ndarray] = []
         self._hist: list[np.ndarray] = []
+        self._hist_t: list[float | None] = []
         self._lock = threading.Lock()
 
     @property
@@ -92,45 +93,66 @@ class RecordingRobot(Robot):
         """Forget the previous commands (a new episode starts from a teleported arm)."""
         with self._lock:
             self._hist = []
+            self._hist_t = []
 
-    def _audit(self, q: np.ndarray) -> None:
+    def _audit(self, q: np.ndarray, t_ns: int | None = None) -> None:
+        """Judge ``q`` against the limits; with ``t_ns`` (the tick time the executor computed it for) as divided
+        differences over the real times between set-points, else over the nominal period."""
         lim = self.limits
         if q.shape != lim.lower.shape or not np.all(np.isfinite(q)):
             self.unsafe["nonfinite_or_shape"] += 1
             return
         if np.any(q < lim.lower) or np.any(q > lim.upper):
             self.unsafe["position"] += 1
-        hist = self._hist
+        hist, times = self._hist, self._hist_t
         hist.append(q)
+        times.append(None if t_ns is None else t_ns * 1e-9)
         if len(hist) > 4:
-            del hist[0]
-        dt = self.period_s
+            del hist[0], times[0]
         slack = 1.0 + AUDIT_TOLERANCE
-        if len(hist) >= 2 and np.any(np.abs(hist[-1] - hist[-2]) / dt > lim.velocity * slack):
+        if any(t is None for t in times) or len(set(times)) < len(times):
+            dt = self.period_s
+            span = [dt * k for k in range(len(hist))]  # nominal: every step one period
+        else:
+            span = [t - times[0] for t in times]  # type: ignore[operator]
+        if len(hist) >= 2 and np.any(np.abs(hist[-1] - hist[-2]) / (span[-1] - span[-2]) > lim.velocity * slack):
             self.unsafe["velocity"] += 1
         if len(hist) >= 3:
-            acc = (hist[-1] - 2 * hist[-2] + hist[-3]) / dt**2
+            v1 = (hist[-2] - hist[-3]) / (span[-2] - span[-3])
+            v2 = (hist[-1] - hist[-2]) / (span[-1] - span[-2])
+            acc = 2.0 * (v2 - v1) / (span[-1] - span[-3])
             if np.any(np.abs(acc) > lim.acceleration * slack + 1e-6):
                 self.unsafe["acceleration"] += 1
         if len(hist) >= 4:
-            jerk = (hist[-1] - 3 * hist[-2] + 3 * hist[-3] - hist[-4]) / dt**3
+            v0 = (hist[-3] - hist[-4]) / (span[-3] - span[-4])
+            a0 = 2.0 * (v1 - v0) / (span[-2] - span[-4])
+            jerk = 3.0 * (acc - a0) / (span[-1] - span[-4])
             ratio = float(np.max(np.abs(jerk) / lim.jerk))
             self.max_jerk_ratio = max(self.max_jerk_ratio, ratio)
             self.max_jerk = max(self.max_jerk, float(np.max(np.abs(jerk))))
             if ratio > slack + 1e-3:
                 self.unsafe["jerk"] += 1
 
-    def command(self, q: np.ndarray, gripper: float | None = None) -> None:
+    def command_at(self, t_ns: int, q: np.ndarray, gripper: float | None = None) -> None:
+        """:meth:`command` for a set-point computed for tick time ``t_ns``: audited over the real time between
+        ticks (a skipped tick is not a velocity jump); forwarded with its time when the robot takes one."""
+        self.command(q, gripper, t_ns)
+
+    def command(self, q: np.ndarray, gripper: float | None = None, _t_ns: int | None = None) -> None:
         arr = np.array(q, dtype=np.float64)
         with self._lock:
-            self._audit(arr)
+            self._audit(arr, _t_ns)
             self.commands += 1
             if len(self.t_ns) < self.capacity:
                 self.t_ns.append(self._now())
                 self.q_cmd.append(arr)
                 state = getattr(self.executor, "state", None) if self.executor is not None else "stopped"
                 self.states.append(getattr(state, "value", str(state)))
-        self.robot.command(q, gripper)
+        command_at = getattr(self.robot, "command_at", None)
+        if _t_ns is not None and command_at is not None:
+            command_at(_t_ns, q, gripper)
+        else:
+            self.robot.command(q, gripper)
         if self.commands % self.state_every != 0:
             return
         if len(self.t_meas_ns) < self.capacity:
@@ -180,10 +202,14 @@ class TimedClient(PolicyClient):
         self.requests = 0
 
     def infer(
-        self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None, timeout_s: float | None = None
+        self,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> Reply:
         self.requests += 1
-        reply = super().infer(arrays, meta, timeout_s)
+        reply = super().infer(arrays, meta, timeout_s, before_send)
         st = reply.server_timing
         self.calls.append(
             CallRecord(

@@ -21,6 +21,7 @@ __all__ = [
     "normalize_inputs",
     "tensorrt_ep_options",
     "validate_arrays",
+    "validate_declared",
 ]
 
 log = logging.getLogger("robot_stack.policy.runtime")
@@ -303,20 +304,39 @@ def finish_outputs(manifest: PolicyManifest, results: Sequence[Any]) -> dict[str
 
 def validate_arrays(specs: Sequence[TensorSpec], arrays: Mapping[str, np.ndarray], model_id: str) -> None:
     """Raise :class:`PolicyError` unless ``arrays`` are exactly ``specs`` (names, dtypes, shapes, finiteness)."""
-    expected = {t.name: t for t in specs}
-    missing = sorted(set(expected) - set(arrays))
-    extra = sorted(set(arrays) - set(expected))
-    if missing or extra:
-        raise PolicyError(f"model {model_id} expects inputs {sorted(expected)}; missing {missing}, unexpected {extra}")
+    expected = _check_names(specs, arrays, model_id)
     for name, spec in expected.items():
         _check_tensor(spec, np.asarray(arrays[name]), "input", check_finite=not spec.allow_nonfinite)
 
 
+def validate_declared(
+    specs: Sequence[TensorSpec], declared: Mapping[str, tuple[str, tuple[int, ...]]], model_id: str
+) -> None:
+    """:func:`validate_arrays` without the values: ``declared`` maps name -> (numpy dtype name, shape), e.g. from
+    a request's header before its arrays are decoded. Raises :class:`PolicyError`."""
+    expected = _check_names(specs, declared, model_id)
+    for name, spec in expected.items():
+        _check_dtype_shape(spec, *declared[name], "input")
+
+
+def _check_names(specs: Sequence[TensorSpec], got: Mapping[str, Any], model_id: str) -> dict[str, TensorSpec]:
+    expected = {t.name: t for t in specs}
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing or extra:
+        raise PolicyError(f"model {model_id} expects inputs {sorted(expected)}; missing {missing}, unexpected {extra}")
+    return expected
+
+
+def _check_dtype_shape(spec: TensorSpec, dtype: str, shape: tuple[int, ...], label: str) -> None:
+    if dtype != spec.dtype:
+        raise PolicyError(f"{label} {spec.name!r}: dtype {dtype} but the model needs {spec.dtype}; cast it first")
+    if not spec.matches_shape(tuple(shape)):
+        raise PolicyError(f"{label} {spec.name!r}: shape {tuple(shape)} but the model needs {spec.shape} (-1 = any)")
+
+
 def _check_tensor(spec: TensorSpec, array: np.ndarray, label: str, check_finite: bool) -> None:
-    if array.dtype.name != spec.dtype:
-        raise PolicyError(f"{label} {spec.name!r}: dtype {array.dtype} but the model needs {spec.dtype}; cast it first")
-    if not spec.matches_shape(tuple(array.shape)):
-        raise PolicyError(f"{label} {spec.name!r}: shape {array.shape} but the model needs {spec.shape} (-1 = any)")
+    _check_dtype_shape(spec, array.dtype.name, array.shape, label)
     if check_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         raise PolicyError(

@@ -24,8 +24,8 @@ from robot_stack.policy.batching import batch_rows, group_compatible, split, sta
 from robot_stack.policy.gpu_env import ENGINES
 from robot_stack.policy.instruction import InstructionTokenizer
 from robot_stack.policy.manifest import PolicyManifest
-from robot_stack.policy.runtime import validate_arrays
-from robot_stack.transport.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from robot_stack.policy.runtime import validate_arrays, validate_declared
+from robot_stack.transport.protocol import DEFAULT_MAX_MESSAGE_BYTES, ArraySpec
 from robot_stack.transport.server import MAX_TRACKED_CLIENTS, BatchItem, PolicyServer
 
 __all__ = ["PolicyService", "main", "serve"]
@@ -83,7 +83,11 @@ class PolicyService:
         self._request_names = [t.name for t in m.request_inputs]
         self._feature_names = [t.name for t in m.backbone.outputs] if m.backbone else []
         self._decoder_direct = [t.name for t in m.inputs if t.name not in set(self._feature_names)]
-        self._cache: collections.OrderedDict[str, tuple[int, dict[str, np.ndarray]]] = collections.OrderedDict()
+        #: (client, robot) -> (time computed ns, backbone outputs): robot ids are the clients' choice, so one
+        #: client's features are never served to another that happens to use the same robot id.
+        self._cache: collections.OrderedDict[tuple[str, str], tuple[int, dict[str, np.ndarray]]] = (
+            collections.OrderedDict()
+        )
         self._lock = threading.Lock()
         self._instruction = InstructionTokenizer(m.instruction) if m.instruction is not None else None
         self.backbone_runs = 0
@@ -134,6 +138,16 @@ class PolicyService:
                 backend.warmup()
 
     # ------------------------------------------------------------------------------------------- requests
+    @property
+    def compression(self) -> dict[str, str]:
+        """Request input -> the wire codec the manifest declares for it (the only codec the server accepts)."""
+        return dict(self.manifest.compression)
+
+    def check_request(self, specs: Sequence[ArraySpec]) -> None:
+        """Refuse (:class:`PolicyError`) a request whose *declared* arrays are not exactly the model's request
+        inputs (names, dtypes, shapes); the server calls this before decoding anything."""
+        validate_declared(self.manifest.request_inputs, {s.name: (s.dtype, s.shape) for s in specs}, self.model_id)
+
     def __call__(
         self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -216,7 +230,7 @@ class PolicyService:
         now = self._clock.now_ns()
         stale: dict[int, dict[str, np.ndarray]] = {}
         for i in ok:
-            cached = self._cache.get(items[i].robot)
+            cached = self._cache.get((items[i].client, items[i].robot))
             rows = batch_rows(items[i].arrays, self._request_names)
             if cached is None or now - cached[0] >= period or batch_rows(cached[1], self._feature_names) != rows:
                 stale[i] = {t.name: items[i].arrays[t.name] for t in self.manifest.backbone.inputs}
@@ -224,15 +238,16 @@ class PolicyService:
             if isinstance(out, BaseException):
                 results[i] = out
                 continue
-            self._cache.pop(items[i].robot, None)
-            self._cache[items[i].robot] = (now, {n: np.array(a) for n, a in out.items()})
+            key = (items[i].client, items[i].robot)
+            self._cache.pop(key, None)
+            self._cache[key] = (now, {n: np.array(a) for n, a in out.items()})
             while len(self._cache) > MAX_TRACKED_CLIENTS:
                 self._cache.popitem(last=False)
         alive = []
         for i in ok:
             if results[i] is not None:
                 continue
-            t_cached, features = self._cache[items[i].robot]
+            t_cached, features = self._cache[(items[i].client, items[i].robot)]
             feeds[i].update(features)
             extra_meta[i] = {"backbone_ran": i in stale, "backbone_age_ms": (now - t_cached) / 1e6}
             alive.append(i)
@@ -311,8 +326,9 @@ def serve(
         stop_event: alternative to signals (e.g. when serving from a non-main thread).
         curve_secret: the server's ``.key_secret`` file (``robot-stack keys generate DIR --name server --server``);
             enables CURVE encryption and authentication.
-        allow_dir: folder of allowed client ``.key`` files (needs ``curve_secret``); without it any client that
-            knows the server's public key may connect.
+        allow_dir: folder of allowed client ``.key`` files, each optionally with a ``<name>.robots`` file of the
+            robot ids it may use (see :mod:`robot_stack.transport.keys`; needs ``curve_secret``); without it any
+            client that knows the server's public key may connect.
         engine: ``ort`` (ONNX Runtime, ``provider`` picks the EP), ``tensorrt`` (native engine) or ``torch`` (the
             manifest's torch program); every GPU path is gated and falls back to ORT with a logged reason.
         precision: engine precision (TensorRT fp32/fp16/int8, default fp16; torch fp32/fp16/bf16; ORT TensorRT EP
@@ -321,12 +337,12 @@ def serve(
     At start the backend check (:func:`robot_stack.policy.gpu_env.check_backends`) is logged: which path will run
     and why, and what is missing for the faster ones.
     """
-    from robot_stack.transport.keys import load_allow_dir, load_key_pair
+    from robot_stack.transport.keys import load_allow_list, load_key_pair
 
     if allow_dir is not None and curve_secret is None:
         raise ConfigError("--allow-dir needs --curve-secret (client keys are checked by CURVE)")
     secret = load_key_pair(curve_secret).secret_key if curve_secret is not None else None
-    allowed = load_allow_dir(allow_dir) if allow_dir is not None else None
+    allowed = load_allow_list(allow_dir) if allow_dir is not None else None
     if secret is None and not _is_loopback(bind):
         log.warning("serving on %s without CURVE: anyone who can reach it can use the model", bind)
     manifest = PolicyManifest.load(manifest_path)

@@ -7,10 +7,17 @@ turned towards the camera with random tilts (up to ``max_tilt_deg``) and wrist r
 renders, the board is detected, its pose estimated by PnP, and the TCP pose read from the robot; then
 :func:`~robot_stack.calibration.handeye.calibrate_hand_eye` solves eye-to-hand and the result is compared with
 the camera's ground-truth ``T_base_cam``.
+
+Drills for the estimator: ``corner_noise_px`` adds Gaussian noise to every detected corner (rendered corners are
+found to ~0.04 px; real detections are noisier), and ``perturb_stations`` misreads the robot pose of that many
+stations by 5-20 mm and 1-5 deg (:func:`perturb_pose`), as a pose read while the arm still moved would be.
+:func:`projected_stations` makes the same stations without rendering (the board's corners projected through the
+ground-truth camera), for fast studies over many seeds.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -18,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robot_stack.calibration.charuco import DEFAULT_BOARD, CharucoBoardSpec, board_pose, detect_board
+from robot_stack.calibration.charuco import DEFAULT_BOARD, BoardDetection, CharucoBoardSpec, board_pose, detect_board
 from robot_stack.calibration.handeye import HandEyeResult, HandEyeSample, calibrate_hand_eye
 from robot_stack.errors import CalibrationError
 from robot_stack.types import CameraModel, Pose
@@ -26,7 +33,11 @@ from robot_stack.types import CameraModel, Pose
 __all__ = [
     "SimBoardViews",
     "SimHandEyeReport",
+    "SimStations",
+    "add_corner_noise",
     "build_board_model",
+    "perturb_pose",
+    "projected_stations",
     "random_board_poses",
     "render_board_views",
     "run_sim_hand_eye",
@@ -85,6 +96,7 @@ class SimHandEyeReport:
         translation_error_m, rotation_error_rad: ``result.X`` vs ``truth``.
         n_poses_tried, n_detected: poses commanded and poses where the board was detected.
         skipped: reasons poses were skipped (IK failure, board not visible).
+        perturbed: indices (into the samples) of stations whose robot pose was misread on purpose.
     """
 
     result: HandEyeResult
@@ -95,6 +107,123 @@ class SimHandEyeReport:
     n_poses_tried: int
     n_detected: int
     skipped: tuple[str, ...] = field(default=())
+    perturbed: tuple[int, ...] = field(default=())
+
+    def outlier_summary(self) -> dict[str, int]:
+        """``caught`` / ``missed`` perturbed stations and ``good_dropped`` (unperturbed stations rejected)."""
+        rejected, bad = set(self.result.rejected), set(self.perturbed)
+        return {
+            "caught": len(bad & rejected),
+            "missed": len(bad - rejected),
+            "good_dropped": len(rejected - bad),
+        }
+
+
+def perturb_pose(
+    pose: Pose,
+    rng: np.random.Generator,
+    translation_m: tuple[float, float] = (0.005, 0.020),
+    rotation_deg: tuple[float, float] = (1.0, 5.0),
+) -> Pose:
+    """``pose`` moved by a random direction x uniform(``translation_m``) and turned about a random axis through
+    its origin by uniform(``rotation_deg``): a robot pose read at the wrong moment."""
+    from scipy.spatial.transform import Rotation
+
+    shift, axis = rng.normal(size=3), rng.normal(size=3)
+    shift *= rng.uniform(*translation_m) / np.linalg.norm(shift)
+    axis *= np.deg2rad(rng.uniform(*rotation_deg)) / np.linalg.norm(axis)
+    rotation = Rotation.from_rotvec(axis).as_matrix() @ pose.rotation
+    return Pose(rotation, pose.translation + shift, pose.parent, pose.child)
+
+
+def add_corner_noise(detection: BoardDetection, noise_px: float, rng: np.random.Generator) -> BoardDetection:
+    """The detection with N(0, ``noise_px``^2) added to each corner coordinate (pixels)."""
+    noisy = detection.image_points + rng.normal(0.0, noise_px, detection.image_points.shape)
+    return BoardDetection(detection.ids, noisy, detection.object_points, detection.image_size)
+
+
+@dataclass(frozen=True)
+class SimStations:
+    """Hand-eye stations of the simulated cell with their ground truth.
+
+    Attributes:
+        samples: the stations (robot pose as reported, board pose from the detected corners, the detection).
+        camera: intrinsics; truth: ground-truth ``T_base_cam``; perturbed: indices of misread robot poses.
+    """
+
+    samples: tuple[HandEyeSample, ...]
+    camera: CameraModel
+    truth: Pose
+    perturbed: tuple[int, ...]
+
+
+def _tcp_board(board: CharucoBoardSpec) -> Pose:
+    """``T_tcp_board`` of :func:`projected_stations`: the board centred :data:`BOARD_OFFSET_M` beyond the TCP,
+    facing along its +z (board z points into the board, away from the camera)."""
+    w, h = board.size_m
+    return Pose(np.diag([1.0, -1.0, -1.0]), np.array([-w / 2, h / 2, BOARD_OFFSET_M]), "tcp", "board")
+
+
+def projected_stations(
+    n_poses: int = 20,
+    seed: int = 0,
+    corner_noise_px: float = 0.5,
+    perturb_stations: int = 0,
+    width: int = 1280,
+    height: int = 960,
+    camera_name: str = "front",
+) -> SimStations:
+    """Stations of the simulated cell without rendering: the board's corners projected through the camera's
+    ground-truth intrinsics and pose, plus ``corner_noise_px`` Gaussian noise; the robot pose of
+    ``perturb_stations`` random stations misread (:func:`perturb_pose`). Poses with fewer than 8 corners in the
+    image are skipped. Same random stream for the same arguments."""
+    camera, truth = _camera_and_truth(camera_name, width, height)
+    tcp_board = _tcp_board(DEFAULT_BOARD)
+    corners = DEFAULT_BOARD.corner_points()
+    rng = np.random.default_rng(seed)
+    cam_from_base = truth.inverse()
+    samples: list[HandEyeSample] = []
+    for tcp in random_board_poses(n_poses, seed, truth.translation):
+        c = cam_from_base @ tcp @ tcp_board
+        pts = corners @ c.rotation.T + c.translation
+        uv = _project_pinhole(pts, camera)
+        visible = (pts[:, 2] > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
+        if visible.sum() < 8 or c.rotation[2, 2] <= 0.0:  # out of view, or the board turned away
+            continue
+        ids = np.flatnonzero(visible).astype(np.int32)
+        detection = add_corner_noise(BoardDetection(ids, uv[ids], corners[ids], (width, height)), corner_noise_px, rng)
+        T_cam_board, _ = board_pose(detection, camera)
+        samples.append(HandEyeSample(tcp, T_cam_board, detection))
+    perturbed = _perturb(samples, perturb_stations, rng)
+    return SimStations(tuple(samples), camera, truth, perturbed)
+
+
+@functools.cache
+def _camera_and_truth(camera_name: str, width: int, height: int) -> tuple[CameraModel, Pose]:
+    """Ground-truth intrinsics and ``T_base_cam`` of a camera of the simulated cell (the scene is compiled once)."""
+    from robot_stack.clock import FakeClock
+    from robot_stack.sim.camera import SimCamera
+    from robot_stack.sim.world import SimWorld
+
+    world = SimWorld(FakeClock())
+    sim_camera = SimCamera(world, camera_name, width, height)  # intrinsics and pose only: never started
+    return sim_camera.model, world.T_world_base.inverse() @ sim_camera.ground_truth_pose()
+
+
+def _project_pinhole(points: np.ndarray, camera: CameraModel) -> np.ndarray:
+    z = np.where(points[:, 2] > 1e-9, points[:, 2], 1e-9)
+    return np.column_stack([camera.fx * points[:, 0] / z + camera.cx, camera.fy * points[:, 1] / z + camera.cy])
+
+
+def _perturb(samples: list[HandEyeSample], count: int, rng: np.random.Generator) -> tuple[int, ...]:
+    """Misread the robot pose of ``count`` random samples (in place); return their indices, sorted."""
+    if count > len(samples):
+        raise CalibrationError(f"cannot perturb {count} of {len(samples)} stations")
+    chosen = tuple(sorted(int(i) for i in rng.choice(len(samples), count, replace=False)))
+    for i in chosen:
+        s = samples[i]
+        samples[i] = HandEyeSample(perturb_pose(s.T_base_gripper, rng), s.T_cam_board, s.detection)
+    return chosen
 
 
 def _look_pose(position: np.ndarray, toward: np.ndarray, tilt: np.ndarray, roll: float) -> Pose:
@@ -192,17 +321,23 @@ def run_sim_hand_eye(
     height: int = 960,
     camera_name: str = "front",
     poses: list[Pose] | None = None,
+    corner_noise_px: float = 0.0,
+    perturb_stations: int = 0,
 ) -> SimHandEyeReport:
     """Calibrate the fixed camera ``camera_name`` eye-to-hand in the simulator and compare with ground truth.
 
     Args:
         n_poses: stations to try (poses whose IK fails or whose board is not visible are skipped).
-        seed: draws the pose set (different seeds = different pose sets for repeatability studies).
+        seed: draws the pose set (different seeds = different pose sets for repeatability studies), the corner
+            noise and the perturbed stations.
         method, refine: as in :func:`~robot_stack.calibration.handeye.calibrate_hand_eye`.
         width, height: render size, pixels.
         poses: explicit TCP poses (base frame) instead of random ones (e.g. to show a degenerate set).
+        corner_noise_px: Gaussian noise added to every detected corner, pixels (0 = the rendering's own ~0.04 px).
+        perturb_stations: how many stations get a misread robot pose (:func:`perturb_pose`).
     """
     views = render_board_views(n_poses, seed, width, height, camera_name, poses)
+    rng = np.random.default_rng([seed, 1])
     samples: list[HandEyeSample] = []
     skipped = list(views.skipped)
     for k, (tcp, image) in enumerate(zip(views.tcp_poses, views.images, strict=True)):
@@ -211,6 +346,8 @@ def run_sim_hand_eye(
         except CalibrationError as exc:
             skipped.append(f"view {k}: {exc}")
             continue
+        if corner_noise_px > 0:
+            detection = add_corner_noise(detection, corner_noise_px, rng)
         T_cam_board, _ = board_pose(detection, views.camera)
         samples.append(HandEyeSample(tcp, T_cam_board, detection))
     n_tried = len(poses) if poses is not None else n_poses
@@ -218,6 +355,7 @@ def run_sim_hand_eye(
         raise CalibrationError(
             f"simulated hand-eye: the board was seen in only {len(samples)} of {n_tried} poses: {skipped[:3]}"
         )
+    perturbed = _perturb(samples, perturb_stations, rng)
     result = calibrate_hand_eye(samples, "eye_to_hand", method, camera=views.camera, refine=refine)
     dt, dr = result.X.distance_to(views.truth)
     log.info(
@@ -228,4 +366,4 @@ def run_sim_hand_eye(
         dt * 1e3,
         np.rad2deg(dr),
     )
-    return SimHandEyeReport(result, views.truth, views.camera, dt, dr, n_tried, len(samples), tuple(skipped))
+    return SimHandEyeReport(result, views.truth, views.camera, dt, dr, n_tried, len(samples), tuple(skipped), perturbed)

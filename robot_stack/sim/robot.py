@@ -78,8 +78,18 @@ class SimRobot(Robot):
             raise SafetyError(f"SimRobot.command: gripper opening must be finite in [0, 1], got {gripper}")
         return np.clip(target, lim.lower, lim.upper)
 
+    def command_at(self, t_ns: int, q: np.ndarray, gripper: float | None = None) -> None:
+        """Like :meth:`command`, but the set-point takes effect at clock time ``t_ns`` (the world is stepped to
+        ``t_ns`` first; a time the world has already passed applies it now). Used by
+        :class:`~robot_stack.control.setpoints.SetpointRelay` to replay a real-time process's set-points at the
+        times they were sent, and by the executor, which passes each set-point's tick time."""
+        self._apply(q, gripper, int(t_ns))
+
     def command(self, q: np.ndarray, gripper: float | None = None) -> None:
         """Set the servo targets: ``q`` (7,) float64 rad, ``gripper`` opening in [0, 1] (None = unchanged)."""
+        self._apply(q, gripper, None)
+
+    def _apply(self, q: np.ndarray, gripper: float | None, t_ns: int | None) -> None:
         try:
             target = self._validate(q, gripper)
         except (ShapeError, SafetyError):
@@ -87,5 +97,8 @@ class SimRobot(Robot):
             raise
         world = self.world
         with world.lock:
-            world.sync_now()
+            if t_ns is None:
+                world.sync_now()
+            else:
+                world.sync(t_ns)
             world.set_ctrl(target, gripper)

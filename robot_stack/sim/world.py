@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import mujoco
@@ -127,6 +128,9 @@ class SimWorld:
                 body, int(m.jnt_qposadr[joint]), int(m.jnt_dofadr[joint]), geom, obj.shape, obj.half_height_m
             )
 
+        #: called with the target time before every :meth:`sync_now` (e.g. a
+        #: :class:`~robot_stack.control.setpoints.SetpointRelay` applying a real-time process's set-points)
+        self.pre_sync: Callable[[int], object] | None = None
         self._t0_ns = 0
         self._synced_ns = 0
         self._steps = 0
@@ -230,7 +234,12 @@ class SimWorld:
             return n
 
     def sync_now(self) -> int:
-        """:meth:`sync` to ``clock.now_ns()``; return the clock time synced to (ns)."""
+        """:meth:`sync` to ``clock.now_ns()``; return the clock time synced to (ns). Calls :attr:`pre_sync` first
+        (with the target time) so that set-points produced elsewhere with earlier timestamps are applied at their own
+        times before physics passes them (the hook may take the re-entrant world lock)."""
+        hook = self.pre_sync
+        if hook is not None:
+            hook(self.clock.now_ns())
         with self._lock:
             now = self.clock.now_ns()
             self.sync(now)

@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import zmq
 
-from robot_stack.errors import ConfigError, ProtocolError, RequestTimeoutError, ServerError
+from robot_stack.errors import (
+    ConfigError,
+    ProtocolError,
+    RequestTimeoutError,
+    ServerBusyError,
+    ServerError,
+    StaleObservationError,
+)
 from robot_stack.transport.codecs import available_codecs
 from robot_stack.transport.protocol import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_MESSAGE_BYTES, Message, decode, encode
 
@@ -129,6 +136,7 @@ class PolicyClient:
         self._offset_samples: collections.deque[tuple[int, int]] = collections.deque(maxlen=_OFFSET_WINDOW)
         self.timeouts = 0
         self.stale_replies = 0
+        self.refused_stale = 0  # requests not sent: the observation was past its age limit when it would leave
         #: Outages the client lived through: seconds from the last answer before failures to the first after.
         self.gaps_s: list[float] = []
         self._last_answer_ns: int | None = None
@@ -188,18 +196,27 @@ class PolicyClient:
 
     # --------------------------------------------------------------------------------------------- calls
     def infer(
-        self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None, timeout_s: float | None = None
+        self,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> Reply:
         """Send named arrays (dtype whitelist, see protocol) and wait for the server's arrays.
 
-        The arrays must not be mutated while the call runs (they are sent without copying).
+        The arrays must not be mutated while the call runs (they are sent without copying). ``before_send`` runs
+        after encoding, right before the frames leave, and may refuse the request by raising (the policy cycle
+        measures the observation's age there: :class:`~robot_stack.errors.StaleObservationError`); nothing is sent
+        then.
 
         Raises:
+            StaleObservationError: (from ``before_send``) the observation was too old at the moment of sending.
             RequestTimeoutError: no reply within ``timeout_s`` (the socket is then recreated).
-            ServerError: the server answered with an error; ``.code`` and ``.reason`` say why.
+            ServerError: the server answered with an error; ``.code`` and ``.reason`` say why
+                (:class:`~robot_stack.errors.ServerBusyError` for ``busy``: a queue cap was reached, retry later).
             PayloadTooLargeError / ProtocolError: the request cannot be encoded (nothing was sent).
         """
-        return self._call("infer", arrays, meta or {}, timeout_s)
+        return self._call("infer", arrays, meta or {}, timeout_s, before_send)
 
     def health(self, timeout_s: float | None = None) -> dict[str, Any]:
         """Ping the server; return its health map (``status``, ``model``, ``uptime_s``, ``queued``) plus
@@ -260,7 +277,12 @@ class PolicyClient:
         return min(self._offset_samples)[0] // 2
 
     def _call(
-        self, kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], timeout_s: float | None
+        self,
+        kind: str,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any],
+        timeout_s: float | None,
+        before_send: Callable[[], None] | None = None,
     ) -> Reply:
         budget_s = self.timeout_s if timeout_s is None else float(timeout_s)
         if budget_s <= 0:
@@ -271,56 +293,85 @@ class PolicyClient:
             request_id = self._next_id
             self._next_id = (self._next_id + 1) % (2**63)
             t0 = time.monotonic_ns()
-            frames = encode(
-                Message(
-                    kind=kind,
-                    id=request_id,
-                    robot=self.robot_id,
-                    model=self.model_id,
-                    t_send_ns=t0,
-                    timeout_ms=budget_s * 1e3,
-                    arrays=arrays,
-                    meta=meta,
-                ),
-                self.max_message_bytes,
-                codecs=self.compression if kind == "infer" else None,
-            )
-            t_send = time.monotonic_ns()
-            deadline = t0 + int(budget_s * 1e9)
-            try:
-                self._sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                self._reset()
-                raise RequestTimeoutError(
-                    f"cannot queue request to {self.endpoint}: send queue full (server unreachable?)"
-                ) from None
-            while True:
-                remaining_ms = (deadline - time.monotonic_ns()) / 1e6
-                if remaining_ms <= 0 or not self._sock.poll(max(1, int(remaining_ms + 0.999)), zmq.POLLIN):
-                    self.timeouts += 1
-                    self._failures_since_answer += 1
-                    self._reset()
-                    raise RequestTimeoutError(
-                        f"no reply from policy server {self.endpoint} within {budget_s * 1e3:.0f} ms for {kind} "
-                        f"request {request_id}; is `robot-stack serve` running there and is the model fast enough?"
-                    )
-                raw = self._sock.recv_multipart(copy=False)
-                t_recv = time.monotonic_ns()
-                try:
-                    reply = decode(raw, self.max_message_bytes)
-                except ProtocolError:
-                    self._reset()  # a corrupt stream: start clean
-                    raise
-                if reply.id != request_id:
-                    self.stale_replies += 1
-                    log.debug("discarded reply %d while waiting for %d", reply.id, request_id)
-                    continue
-                break
+            t_send = self._send(kind, request_id, t0, budget_s, arrays, meta, before_send)
+            reply, t_recv = self._await_reply(kind, request_id, t0 + int(budget_s * 1e9), budget_s)
             t_done = time.monotonic_ns()
             self._note_answer(t_done)
-        timing = dict(reply.timing or {})
+        self._raise_if_error(reply, kind, request_id)
+        return self._reply(reply, request_id, t0, t_send, t_recv, t_done)
+
+    def _send(
+        self,
+        kind: str,
+        request_id: int,
+        t0: int,
+        budget_s: float,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any],
+        before_send: Callable[[], None] | None,
+    ) -> int:
+        """Encode and queue one request (caller holds the lock); return the monotonic ns it left."""
+        assert self._sock is not None
+        frames = encode(
+            Message(
+                kind=kind,
+                id=request_id,
+                robot=self.robot_id,
+                model=self.model_id,
+                t_send_ns=t0,
+                timeout_ms=budget_s * 1e3,
+                arrays=arrays,
+                meta=meta,
+            ),
+            self.max_message_bytes,
+            codecs=self.compression if kind == "infer" else None,
+        )
+        if before_send is not None:
+            try:
+                before_send()
+            except StaleObservationError:
+                self.refused_stale += 1
+                raise
+        t_send = time.monotonic_ns()
+        try:
+            self._sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self._reset()
+            raise RequestTimeoutError(
+                f"cannot queue request to {self.endpoint}: send queue full (server unreachable?)"
+            ) from None
+        return t_send
+
+    def _await_reply(self, kind: str, request_id: int, deadline_ns: int, budget_s: float) -> tuple[Message, int]:
+        """Wait for the answer to ``request_id`` (discarding stale ones) until ``deadline_ns``; return it and the
+        monotonic ns it arrived. A timeout recreates the socket (the late answer must not be read later)."""
+        assert self._sock is not None
+        while True:
+            remaining_ms = (deadline_ns - time.monotonic_ns()) / 1e6
+            if remaining_ms <= 0 or not self._sock.poll(max(1, int(remaining_ms + 0.999)), zmq.POLLIN):
+                self.timeouts += 1
+                self._failures_since_answer += 1
+                self._reset()
+                raise RequestTimeoutError(
+                    f"no reply from policy server {self.endpoint} within {budget_s * 1e3:.0f} ms for {kind} "
+                    f"request {request_id}; is `robot-stack serve` running there and is the model fast enough?"
+                )
+            raw = self._sock.recv_multipart(copy=False)
+            t_recv = time.monotonic_ns()
+            try:
+                reply = decode(raw, self.max_message_bytes)
+            except ProtocolError:
+                self._reset()  # a corrupt stream: start clean
+                raise
+            if reply.id == request_id:
+                return reply, t_recv
+            self.stale_replies += 1
+            log.debug("discarded reply %d while waiting for %d", reply.id, request_id)
+
+    def _raise_if_error(self, reply: Message, kind: str, request_id: int) -> None:
         if reply.kind == "error":
-            err = ServerError(
+            err_type = ServerBusyError if reply.error_code == "busy" else ServerError
+            err = err_type(
                 f"policy server {self.endpoint} rejected {kind} request {request_id} "
                 f"[{reply.error_code}]: {reply.error_reason}"
             )
@@ -329,6 +380,10 @@ class PolicyClient:
             raise err
         if reply.kind != "reply":
             raise ProtocolError(f"expected a reply or error from the server, got kind {reply.kind!r}")
+
+    def _reply(self, reply: Message, request_id: int, t0: int, t_send: int, t_recv: int, t_done: int) -> Reply:
+        """The answer with where its time went; feeds the clock-offset estimate (NTP-style, lowest delay wins)."""
+        timing = dict(reply.timing or {})
         server_ns = 0
         if "t_recv_ns" in timing and "t_reply_ns" in timing:
             t2, t3 = int(timing["t_recv_ns"]), int(timing["t_reply_ns"])

@@ -6,12 +6,23 @@ tools work too::
     <dir>/<name>.key            public key   (mode 0644): give it to peers
     <dir>/<name>.key_secret     key pair     (mode 0600): keep it on this machine only
     <dir>/allowed/<name>.key    copy of a *client* public key: the server's allow-list folder
+    <dir>/allowed/<name>.robots the robot ids that key may use (optional sidecar, below)
 
 ``robot-stack keys generate keys/ --name server --server`` makes the server's pair; ``robot-stack keys generate
-keys/ --name robot1`` makes a client pair and drops its public key into ``keys/allowed/``. The server then runs
-with ``--curve-secret keys/server.key_secret --allow-dir keys/allowed`` and the robot with
-``--server-key keys/server.key --curve-secret keys/robot1.key_secret``. Secret files readable by group or others
-are refused (like ssh does).
+keys/ --name robot1 --robots arm-left,arm-right`` makes a client pair, drops its public key into ``keys/allowed/``
+and binds it to those robot ids. The server then runs with ``--curve-secret keys/server.key_secret --allow-dir
+keys/allowed`` and the robot with ``--server-key keys/server.key --curve-secret keys/robot1.key_secret``. Secret
+files readable by group or others are refused (like ssh does).
+
+**Robot-id sidecar** ``<name>.robots`` (UTF-8 text, next to ``<name>.key``): one robot id per line (no spaces);
+blank lines and lines starting with ``#`` are ignored; a line ``*`` allows any id. A request whose robot id the
+sending key does not list is answered ``robot_forbidden``. A key without a sidecar may use any robot id
+(allow-lists from before the sidecar keep working); latest-wins only ever replaces requests of the *same* key,
+whatever ids the keys use::
+
+    # keys/allowed/robot1.robots
+    arm-left
+    arm-right
 """
 
 from __future__ import annotations
@@ -20,19 +31,25 @@ import logging
 import os
 import shutil
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from robot_stack.errors import ConfigError
+from robot_stack.transport.admission import ANY_ROBOT, ClientGrant
+from robot_stack.transport.protocol import MAX_NAME_LEN
 
 __all__ = [
     "ALLOW_DIR_NAME",
+    "ROBOTS_SUFFIX",
     "CurveKeyPair",
     "client_curve_kwargs",
     "generate_keys",
     "load_allow_dir",
+    "load_allow_list",
     "load_key_pair",
+    "load_robot_ids",
     "load_public_key",
 ]
 
@@ -40,6 +57,8 @@ log = logging.getLogger("robot_stack.transport.keys")
 
 #: Default allow-list folder name inside a key folder.
 ALLOW_DIR_NAME = "allowed"
+#: Suffix of the robot-id sidecar of an allow-listed key (``<name>.robots`` next to ``<name>.key``).
+ROBOTS_SUFFIX = ".robots"
 
 
 @dataclass(frozen=True)
@@ -59,7 +78,12 @@ def _check_name(name: str) -> None:
 
 
 def generate_keys(
-    directory: str | Path, name: str, *, allow_dir: str | Path | None = None, overwrite: bool = False
+    directory: str | Path,
+    name: str,
+    *,
+    allow_dir: str | Path | None = None,
+    overwrite: bool = False,
+    robot_ids: Sequence[str] | None = None,
 ) -> CurveKeyPair:
     """Create ``<directory>/<name>.key`` and ``<name>.key_secret`` (mode 0600); optionally allow-list it.
 
@@ -68,12 +92,20 @@ def generate_keys(
         name: identity name, e.g. ``robot1`` or ``server``.
         allow_dir: if given, the public key is copied there (the server's allow-list folder).
         overwrite: replace an existing pair of that name (otherwise :class:`ConfigError`).
+        robot_ids: with ``allow_dir``: the robot ids the key may use, written to ``<allow_dir>/<name>.robots``
+            (None = no sidecar: any id; an existing sidecar is then removed).
     Returns:
         the new key pair.
     """
     import zmq.auth
 
     _check_name(name)
+    if robot_ids is not None:
+        if allow_dir is None:
+            raise ConfigError("robot ids bind an allow-listed key: pass allow_dir too (a server key has none)")
+        robot_ids = [_check_robot_id(r, f"robot id for key {name!r}") for r in robot_ids]
+        if not robot_ids:
+            raise ConfigError(f"key {name!r}: an empty robot-id list would let it send nothing; give at least one id")
     directory = Path(directory)
     public_file, secret_file = directory / f"{name}.key", directory / f"{name}.key_secret"
     if not overwrite and (public_file.exists() or secret_file.exists()):
@@ -93,6 +125,15 @@ def generate_keys(
         allow.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(public_file, allow / public_file.name)
         os.chmod(allow / public_file.name, 0o644)
+        sidecar = allow / f"{name}{ROBOTS_SUFFIX}"
+        if robot_ids is not None:
+            sidecar.write_text(
+                f"# robot ids the key {name}.key may use (one per line; '*' = any); see robot_stack/transport/keys.py\n"
+                + "".join(f"{r}\n" for r in robot_ids)
+            )
+            os.chmod(sidecar, 0o644)
+        elif sidecar.exists():
+            sidecar.unlink()
     log.info(
         "generated CURVE key pair %r in %s%s", name, directory, f" (allow-listed in {allow_dir})" * bool(allow_dir)
     )
@@ -148,6 +189,75 @@ def load_allow_dir(directory: str | Path) -> dict[bytes, str]:
     if not keys:
         raise ConfigError(f"allow-list folder {directory} holds no *.key files: no client could connect")
     return keys
+
+
+def _check_robot_id(robot: str, where: str) -> str:
+    if not robot or len(robot) > MAX_NAME_LEN or any(c.isspace() for c in robot) or robot.startswith("#"):
+        raise ConfigError(
+            f"{where}: {robot!r} is not a robot id (non-empty, at most {MAX_NAME_LEN} chars, no spaces, not starting "
+            f"with '#'; '{ANY_ROBOT}' = any)"
+        )
+    return robot
+
+
+def load_robot_ids(path: str | Path) -> frozenset[str]:
+    """The robot ids of a ``<name>.robots`` sidecar (see the module docstring).
+
+    Raises:
+        ConfigError: unreadable file, a malformed id, or no id at all (the key could send nothing).
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"robot-id file {path} cannot be read ({exc})") from exc
+    ids = []
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if text and not text.startswith("#"):
+            ids.append(_check_robot_id(text, f"{path}:{number}"))
+    if not ids:
+        raise ConfigError(
+            f"robot-id file {path} lists no robot id: its key could send nothing. List the ids (one per line), "
+            f"write '{ANY_ROBOT}' for any, or delete the file"
+        )
+    return frozenset(ids)
+
+
+def load_allow_list(directory: str | Path) -> dict[bytes, ClientGrant]:
+    """Allowed client keys with what each may do: z85 public key -> :class:`ClientGrant` (name = file name, robot
+    ids from the ``<name>.robots`` sidecar, or any id without one).
+
+    Raises:
+        ConfigError: as :func:`load_allow_dir`, a bad sidecar, or a sidecar without its ``.key`` file.
+    """
+    directory = Path(directory)
+    names = load_allow_dir(directory)
+    orphans = sorted(p.name for p in directory.glob(f"*{ROBOTS_SUFFIX}") if not p.with_suffix(".key").is_file())
+    if orphans:
+        raise ConfigError(
+            f"allow-list folder {directory}: robot-id file(s) {orphans} without a matching .key file; "
+            "rename them to <key name>.robots or delete them"
+        )
+    grants: dict[bytes, ClientGrant] = {}
+    claimed: dict[str, list[str]] = {}
+    for key, name in names.items():
+        sidecar = directory / f"{name}{ROBOTS_SUFFIX}"
+        grant = ClientGrant.of(name, load_robot_ids(sidecar) if sidecar.exists() else None)
+        grants[key] = grant
+        for robot in grant.robot_ids or ():
+            claimed.setdefault(robot, []).append(name)
+        log.info(
+            "allow-listed key %r: robot ids %s",
+            name,
+            "any (no sidecar)" if grant.robot_ids is None else sorted(grant.robot_ids),
+        )
+    for robot, owners in claimed.items():
+        if len(owners) > 1:
+            log.warning(
+                "robot id %r is granted to several keys %s; their requests never supersede each other", robot, owners
+            )
+    return grants
 
 
 def client_curve_kwargs(server_key: str | Path, client_secret: str | Path) -> dict[str, Any]:

@@ -7,10 +7,13 @@ A message is a ZeroMQ multipart message::
     frame 1..n   one frame per declared array, in declaration order: C-contiguous, little-endian bytes, or (v2,
                  when the spec names a ``codec``) the array compressed with that codec (see ``codecs.py``)
 
-No pickle and no msgpack extension types anywhere. Decoding validates the header (types, version, dtype
-whitelist, dims, declared total size against the cap) *before* touching any array frame, then checks every frame
-length against its declaration and wraps the frames as read-only zero-copy ``np.frombuffer`` views. Compressed
-frames are decoded into new arrays of exactly the declared dtype and shape (decoders are bounded by that size).
+No pickle and no msgpack extension types anywhere. Decoding is two steps. :func:`decode_header` validates the
+header (key types, version, every field's type *and range*, dtype whitelist, dims, declared total size against
+the cap), the frame count and every raw frame's length, all without touching array bytes; :func:`decode_arrays`
+then wraps raw frames as read-only zero-copy ``np.frombuffer`` views and decompresses compressed frames into new
+arrays of exactly the declared dtype and shape (decoders are bounded by that size). :func:`decode` does both. A
+server runs the cheap first step on its I/O thread and decides (caps, negotiated codecs, the model's inputs)
+before it lets anyone pay for the second.
 
 Times (``t_send_ns`` and everything in ``timing``) are integer nanoseconds on the *sender's* monotonic clock.
 """
@@ -35,10 +38,16 @@ __all__ = [
     "KINDS",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
+    "MAX_DIM",
+    "MAX_TIMEOUT_MS",
     "ArraySpec",
+    "Header",
     "Message",
     "decode",
+    "decode_arrays",
+    "decode_header",
     "encode",
+    "encode_error",
     "prepare_arrays",
     "salvage_request_id",
 ]
@@ -56,6 +65,10 @@ DEFAULT_MAX_HEADER_BYTES = 1024 * 1024
 MAX_ARRAYS = 256
 MAX_NDIM = 16
 MAX_NAME_LEN = 256
+#: Largest single dimension of a declared array (a larger one only fits under the cap next to a zero dim).
+MAX_DIM = 2**31 - 1
+#: Longest request budget a header may carry: 24 h in ms (``timeout_ms`` beyond it is a protocol error).
+MAX_TIMEOUT_MS = 86_400_000.0
 
 KINDS = frozenset({"infer", "health", "metadata", "reply", "error"})
 
@@ -79,6 +92,11 @@ _ALL_KEYS = frozenset(_REQUIRED_KEYS + _OPTIONAL_KEYS)
 _INT64_MAX = 2**63 - 1
 
 
+def _keys_text(keys: Any) -> str:
+    """Header/meta keys for an error message: reprs, sorted (keys may mix str and bytes), truncated."""
+    return f"{sorted(repr(k) for k in keys)}"[:120]
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     """Declaration of one array frame: name, wire dtype name (a key of :data:`ALLOWED_DTYPES`), shape of the
@@ -90,8 +108,13 @@ class ArraySpec:
     codec: str = ""
 
     @property
+    def np_dtype(self) -> np.dtype:
+        """The little-endian numpy dtype of the decoded array."""
+        return ALLOWED_DTYPES[self.dtype]
+
+    @property
     def nbytes(self) -> int:
-        """Exact byte length the frame must have (Python int: cannot overflow)."""
+        """Decoded byte size (for raw frames: the exact frame length); a Python int, cannot overflow."""
         return math.prod(self.shape) * ALLOWED_DTYPES[self.dtype].itemsize
 
 
@@ -132,6 +155,52 @@ class Message:
     def error_reason(self) -> str:
         """For ``kind == "error"``: the human-readable reason."""
         return str(self.meta.get("reason", ""))
+
+
+@dataclass(frozen=True)
+class Header:
+    """A validated header (see :func:`decode_header`): every :class:`Message` field but the arrays, plus the
+    declared arrays. Nothing in it has touched an array frame.
+
+    Attributes:
+        specs: the declared arrays, in frame order (dtype/shape of the *decoded* arrays, codec or "").
+    """
+
+    kind: str
+    id: int
+    robot: str
+    model: str
+    t_send_ns: int
+    timeout_ms: float
+    meta: Mapping[str, Any]
+    timing: Mapping[str, int | float] | None
+    version: int
+    specs: tuple[ArraySpec, ...]
+
+    @property
+    def declared_bytes(self) -> int:
+        """Sum of the decoded sizes of the declared arrays (bytes; what decoding them will allocate at most)."""
+        return sum(s.nbytes for s in self.specs)
+
+    @property
+    def compressed(self) -> bool:
+        """True if any declared array travels compressed (decoding it costs CPU and a new buffer)."""
+        return any(s.codec for s in self.specs)
+
+    def message(self, arrays: Mapping[str, np.ndarray]) -> Message:
+        """The :class:`Message` of this header with its decoded ``arrays``."""
+        return Message(
+            kind=self.kind,
+            id=self.id,
+            robot=self.robot,
+            model=self.model,
+            t_send_ns=self.t_send_ns,
+            timeout_ms=self.timeout_ms,
+            arrays=arrays,
+            meta=self.meta,
+            timing=self.timing,
+            version=self.version,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ encode
@@ -233,6 +302,34 @@ def encode(
     return [head, *payload]
 
 
+def encode_error(
+    request_id: int,
+    robot: str,
+    model: str,
+    code: str,
+    reason: str,
+    t_send_ns: int,
+    timing: Mapping[str, int | float] | None = None,
+    version: int = PROTOCOL_VERSION,
+) -> list[bytes]:
+    """The frames of an ``error`` answer: what :func:`encode` makes of ``Message("error", ..., meta={"code",
+    "reason"})``, without its general machinery (a server rejecting a flood sends many of these)."""
+    header: dict[str, Any] = {
+        "v": int(version),
+        "kind": "error",
+        "id": int(request_id),
+        "robot": robot,
+        "model": model,
+        "t_send_ns": int(t_send_ns),
+        "timeout_ms": 0.0,
+        "arrays": [],
+        "meta": {"code": code, "reason": reason},
+    }
+    if timing is not None:
+        header["timing"] = dict(timing)
+    return [msgpack.packb(header, use_bin_type=True)]
+
+
 def _spec_dict(spec: ArraySpec) -> dict[str, Any]:
     out: dict[str, Any] = {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)}
     if spec.codec:
@@ -293,16 +390,14 @@ def _check_str(header: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _parse_specs(
-    raw: Any, max_message_bytes: int, version: int = PROTOCOL_VERSION
-) -> list[tuple[str, np.dtype, tuple[int, ...], int, str]]:
-    """Validated (name, numpy dtype, shape, nbytes, codec) per declared array; sizes are checked on exact Python
-    ints (for compressed arrays: the decoded size)."""
+def _parse_specs(raw: Any, max_message_bytes: int, version: int = PROTOCOL_VERSION) -> tuple[ArraySpec, ...]:
+    """Validated declarations; sizes are checked on exact Python ints (for compressed arrays: the decoded
+    size), so a huge shape can neither overflow nor allocate."""
     if type(raw) is not list:
         raise ProtocolError(f"header field 'arrays' must be a list, got {type(raw).__name__}")
     if len(raw) > MAX_ARRAYS:
         raise ProtocolError(f"{len(raw)} arrays declared; at most {MAX_ARRAYS} are allowed")
-    specs: list[tuple[str, np.dtype, tuple[int, ...], int, str]] = []
+    specs: list[ArraySpec] = []
     names: set[str] = set()
     total = 0
     for i, entry in enumerate(raw):
@@ -326,20 +421,147 @@ def _parse_specs(
             raise ProtocolError(
                 f"array {name!r}: shape must be a list of at most {MAX_NDIM} non-negative ints, got {shape!r:.80}"
             )
-        codec = entry.get("codec", "")
-        if codec != "":
-            if type(codec) is not str:
-                raise ProtocolError(f"array {name!r}: codec must be a str, got {codec!r:.40}")
-            check_codec(codec, np_dtype, tuple(shape))
-        nbytes = math.prod(shape) * np_dtype.itemsize  # exact Python ints: a huge shape cannot overflow/allocate
-        total += nbytes
+        total += math.prod(shape) * np_dtype.itemsize
         if total > max_message_bytes:
             raise PayloadTooLargeError(
                 f"message declares more than {max_message_bytes} bytes of arrays (at {name!r}, shape {shape}); "
                 f"the cap is {max_message_bytes} bytes"
             )
-        specs.append((name, np_dtype, tuple(shape), nbytes, codec))
-    return specs
+        if any(d > MAX_DIM for d in shape):  # fits under the cap only beside a zero dim: numpy cannot shape it
+            raise ProtocolError(f"array {name!r}: shape {shape!r:.80} has a dimension above {MAX_DIM}")
+        codec = entry.get("codec", "")
+        if codec != "":
+            if type(codec) is not str:
+                raise ProtocolError(f"array {name!r}: codec must be a str, got {codec!r:.40}")
+            check_codec(codec, np_dtype, tuple(shape))
+        specs.append(ArraySpec(name, dtype, tuple(shape), codec))
+    return tuple(specs)
+
+
+def _check_fields(header: dict[Any, Any]) -> int:
+    """Check the presence, type and range of every top-level header field; return the version."""
+    version = header.get("v")
+    if not _is_int(version) or version not in SUPPORTED_VERSIONS:
+        raise VersionMismatchError(
+            f"protocol version {version!r:.40} received, this side speaks versions {list(SUPPORTED_VERSIONS)}; "
+            f"upgrade robot-stack on the older side so client and server match"
+        )
+    unknown = [k for k in header if k not in _ALL_KEYS]  # (bytes keys never match: they are unknown too)
+    if unknown:
+        raise ProtocolError(
+            f"header has unknown field(s) {_keys_text(unknown)}; allowed (all str): {sorted(_ALL_KEYS)}"
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in header]
+    if missing:
+        raise ProtocolError(f"header lacks required field(s) {missing}")
+    kind = header["kind"]
+    if type(kind) is not str or kind not in KINDS:
+        raise ProtocolError(f"unknown message kind {kind!r:.40}; expected one of {sorted(KINDS)}")
+    request_id = header["id"]
+    if not _is_int(request_id) or not -1 <= request_id <= _INT64_MAX:
+        raise ProtocolError(f"header field 'id' must be an int in [-1, 2**63), got {request_id!r:.40}")
+    _check_str(header, "robot")
+    _check_str(header, "model")
+    t_send_ns = header["t_send_ns"]
+    if not _is_int(t_send_ns) or not 0 <= t_send_ns <= _INT64_MAX:
+        raise ProtocolError(f"header field 't_send_ns' must be an int in [0, 2**63) (ns), got {t_send_ns!r:.40}")
+    timeout_ms = header["timeout_ms"]
+    if (
+        isinstance(timeout_ms, bool)
+        or not isinstance(timeout_ms, int | float)
+        or not 0 <= timeout_ms <= MAX_TIMEOUT_MS  # (NaN fails every comparison)
+    ):
+        raise ProtocolError(
+            f"header field 'timeout_ms' must be a number in [0, {MAX_TIMEOUT_MS:.0f}] (0 = no deadline, at most "
+            f"24 h), got {timeout_ms!r:.40}"
+        )
+    meta = header["meta"]
+    if not isinstance(meta, dict):
+        raise ProtocolError(f"header field 'meta' must be a map, got {type(meta).__name__}")
+    if not all(type(k) is str for k in meta):
+        raise ProtocolError(f"header field 'meta' must have str keys, got {_keys_text(meta)}")
+    timing = header.get("timing")
+    if timing is not None and (
+        not isinstance(timing, dict)
+        or not all(type(k) is str for k in timing)
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in timing.values())
+    ):
+        raise ProtocolError("header field 'timing' must be a map of str -> finite number")
+    return version
+
+
+def decode_header(
+    frames: Sequence[Any],
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+) -> Header:
+    """Validate received frames (bytes, memoryviews or ``zmq.Frame``) without decoding any array.
+
+    Checks the header (see module docstring), the number of array frames, each raw frame's exact length and each
+    compressed frame's length against the cap. Cost: one msgpack parse of at most ``max_header_bytes``.
+
+    Raises:
+        VersionMismatchError: the header's ``v`` is not in :data:`SUPPORTED_VERSIONS`.
+        PayloadTooLargeError: header or declared arrays exceed their caps.
+        ProtocolError: anything else that does not follow the protocol.
+    """
+    if len(frames) < 1:
+        raise ProtocolError("empty message: expected a header frame followed by one frame per array")
+    header = _unpack_header(_frame_bytes(frames[0]), max_header_bytes)
+    if not isinstance(header, dict):
+        raise ProtocolError(f"header must be a msgpack map, got {type(header).__name__}")
+    version = _check_fields(header)
+    specs = _parse_specs(header["arrays"], max_message_bytes, version)
+    if len(frames) - 1 != len(specs):
+        raise ProtocolError(
+            f"header declares {len(specs)} array frame(s) but {len(frames) - 1} followed "
+            f"({'truncated' if len(frames) - 1 < len(specs) else 'extra frames'} multipart message)"
+        )
+    for spec, frame in zip(specs, frames[1:], strict=True):
+        size = _frame_buffer(frame).nbytes
+        if spec.codec:
+            if size > max_message_bytes:
+                raise PayloadTooLargeError(f"array {spec.name!r}: compressed frame of {size} bytes exceeds the cap")
+        elif size != spec.nbytes:
+            raise ProtocolError(
+                f"array {spec.name!r}: frame has {size} bytes but {spec.dtype}{list(spec.shape)} needs {spec.nbytes}"
+            )
+    return Header(
+        kind=header["kind"],
+        id=header["id"],
+        robot=header["robot"],
+        model=header["model"],
+        t_send_ns=header["t_send_ns"],
+        timeout_ms=float(header["timeout_ms"]),
+        meta=header["meta"],
+        timing=header.get("timing"),
+        version=version,
+        specs=specs,
+    )
+
+
+def decode_arrays(header: Header, frames: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The arrays of a message whose ``frames[0]`` passed :func:`decode_header` as ``header``.
+
+    Raw frames become read-only zero-copy views (they keep the frames alive); compressed frames are decoded into
+    new read-only arrays, bounded by their declared size.
+
+    Raises:
+        ProtocolError: a compressed frame does not decode to its declaration, or a bool frame holds bytes other
+            than 0 and 1.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for spec, frame in zip(header.specs, frames[1:], strict=True):
+        buf = _frame_buffer(frame)
+        if spec.codec:
+            array = decode_array(spec.codec, buf, spec.np_dtype, spec.shape)
+        else:
+            array = np.frombuffer(buf, dtype=spec.np_dtype).reshape(spec.shape)
+        if spec.np_dtype.kind == "b" and array.size and array.view(np.uint8).max() > 1:
+            raise ProtocolError(f"array {spec.name!r}: bool frame holds bytes other than 0 and 1")
+        array.flags.writeable = False
+        arrays[spec.name] = array
+    return arrays
 
 
 def decode(
@@ -347,7 +569,8 @@ def decode(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
 ) -> Message:
-    """Parse and validate received frames (bytes, memoryviews or ``zmq.Frame``) into a :class:`Message`.
+    """Parse and validate received frames (bytes, memoryviews or ``zmq.Frame``) into a :class:`Message`:
+    :func:`decode_header` then :func:`decode_arrays`.
 
     Returned arrays are read-only zero-copy views of the frames (they keep the frames alive).
 
@@ -356,81 +579,8 @@ def decode(
         PayloadTooLargeError: header or declared arrays exceed their caps (checked before reading array frames).
         ProtocolError: anything else that does not follow the protocol.
     """
-    if len(frames) < 1:
-        raise ProtocolError("empty message: expected a header frame followed by one frame per array")
-    header = _unpack_header(_frame_bytes(frames[0]), max_header_bytes)
-    if not isinstance(header, dict):
-        raise ProtocolError(f"header must be a msgpack map, got {type(header).__name__}")
-    version = header.get("v")
-    if not _is_int(version) or version not in SUPPORTED_VERSIONS:
-        raise VersionMismatchError(
-            f"protocol version {version!r:.40} received, this side speaks versions {list(SUPPORTED_VERSIONS)}; "
-            f"upgrade robot-stack on the older side so client and server match"
-        )
-    missing = [k for k in _REQUIRED_KEYS if k not in header]
-    if missing:
-        raise ProtocolError(f"header lacks required field(s) {missing}")
-    unknown = set(header) - _ALL_KEYS
-    if unknown:
-        raise ProtocolError(f"header has unknown field(s) {sorted(unknown)!r:.120}; allowed: {sorted(_ALL_KEYS)}")
-    kind = header["kind"]
-    if type(kind) is not str or kind not in KINDS:
-        raise ProtocolError(f"unknown message kind {kind!r:.40}; expected one of {sorted(KINDS)}")
-    request_id = header["id"]
-    if not _is_int(request_id) or not -1 <= request_id <= _INT64_MAX:
-        raise ProtocolError(f"header field 'id' must be an int in [-1, 2**63), got {request_id!r:.40}")
-    robot = _check_str(header, "robot")
-    model = _check_str(header, "model")
-    t_send_ns = header["t_send_ns"]
-    if not _is_int(t_send_ns):
-        raise ProtocolError(f"header field 't_send_ns' must be an int (ns), got {t_send_ns!r:.40}")
-    timeout_ms = header["timeout_ms"]
-    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int | float) or not 0 <= timeout_ms < math.inf:
-        raise ProtocolError(f"header field 'timeout_ms' must be a finite number >= 0, got {timeout_ms!r:.40}")
-    meta = header["meta"]
-    if not isinstance(meta, dict):
-        raise ProtocolError(f"header field 'meta' must be a map, got {type(meta).__name__}")
-    timing = header.get("timing")
-    if timing is not None and (
-        not isinstance(timing, dict)
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in timing.values())
-    ):
-        raise ProtocolError("header field 'timing' must be a map of str -> number")
-    specs = _parse_specs(header["arrays"], max_message_bytes, version)
-    if len(frames) - 1 != len(specs):
-        raise ProtocolError(
-            f"header declares {len(specs)} array frame(s) but {len(frames) - 1} followed "
-            f"({'truncated' if len(frames) - 1 < len(specs) else 'extra frames'} multipart message)"
-        )
-    arrays: dict[str, np.ndarray] = {}
-    for (name, np_dtype, shape, nbytes, codec), frame in zip(specs, frames[1:], strict=True):
-        buf = _frame_buffer(frame)
-        if codec:
-            if buf.nbytes > max_message_bytes:
-                raise PayloadTooLargeError(f"array {name!r}: compressed frame of {buf.nbytes} bytes exceeds the cap")
-            array = decode_array(codec, buf, np_dtype, shape)
-        elif buf.nbytes != nbytes:
-            raise ProtocolError(
-                f"array {name!r}: frame has {buf.nbytes} bytes but {np_dtype.name}{list(shape)} needs {nbytes}"
-            )
-        else:
-            array = np.frombuffer(buf, dtype=np_dtype).reshape(shape)
-        if np_dtype.kind == "b" and array.size and array.view(np.uint8).max() > 1:
-            raise ProtocolError(f"array {name!r}: bool frame holds bytes other than 0 and 1")
-        array.flags.writeable = False
-        arrays[name] = array
-    return Message(
-        kind=kind,
-        id=request_id,
-        robot=robot,
-        model=model,
-        t_send_ns=t_send_ns,
-        timeout_ms=float(timeout_ms),
-        arrays=arrays,
-        meta=meta,
-        timing=timing,
-        version=version,
-    )
+    header = decode_header(frames, max_message_bytes, max_header_bytes)
+    return header.message(decode_arrays(header, frames))
 
 
 def salvage_request_id(head: Any, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> int:

@@ -2,27 +2,36 @@
 
 Threads:
 
-* the **I/O thread** owns the ROUTER socket. It receives, validates, answers ``health`` / ``metadata`` at once,
-  queues ``infer`` work (latest-wins per robot id: a newer request from the same robot replaces a queued older
-  one, which is answered ``superseded``) and sends every reply;
-* the **worker thread** takes queued work **earliest deadline first** (requests without a deadline after those
+* the **I/O thread** owns the ROUTER socket. It receives, validates each header (:func:`~robot_stack.transport.
+  protocol.decode_header`: cheap, touches no array bytes), answers ``health`` / ``metadata`` at once (they carry no
+  arrays), and admits ``infer`` work through :class:`~robot_stack.transport.admission.PendingQueue`: only
+  negotiated codecs, arrays the model can take (``handler.check_request``), the robot ids the client's key may use,
+  and within the caps (queued requests in all and per connection, queued bytes) -- otherwise an error reply
+  (``busy`` for the caps). Latest wins per (client, robot id): a newer request replaces a queued older one, which
+  is answered ``superseded``. It sends every reply;
+* the **decoder thread** decompresses compressed requests, connections served round robin, so that decoding one
+  client's streams never stalls the I/O thread or another client's raw requests;
+* the **worker thread** takes decoded work **earliest deadline first** (requests without a deadline after those
   with one, ties by arrival), drops work whose deadline has passed (``deadline_exceeded``), runs the handler and
   hands the encoded reply back to the I/O thread (a deque plus an inproc wake-up socket; ZeroMQ sockets never
   cross threads). If the handler has ``max_batch > 1`` and a ``run_batch(items)`` method, the worker takes up to
-  ``max_batch`` queued requests (one per robot, by deadline) and runs them as one micro-batch; nothing waits for
-  a batch to fill, so a lone robot never pays for batching.
+  ``max_batch`` queued requests (by deadline) and runs them as one micro-batch; nothing waits for a batch to fill,
+  so a lone robot never pays for batching.
 
 Per-client latency (queue, inference, total = receipt to reply, all server clock) is kept for the last
 :data:`CLIENT_WINDOW` requests of each of at most :data:`MAX_TRACKED_CLIENTS` robot ids and reported by
 :meth:`PolicyServer.client_stats`, in :meth:`PolicyServer.stats` and in every ``health`` reply.
 
-No input crashes the server: every failure becomes an ``error`` reply (when the sender can be addressed, which
-with ROUTER is always) and a counter in :meth:`PolicyServer.stats`.
+No input crashes the server: every failure becomes an ``error`` reply, addressed with the full envelope so that
+REQ and DEALER peers alike receive it, a counter in :meth:`PolicyServer.stats`, and at most one (rate-limited)
+log line. After a burst, freed heap memory is handed back to the OS (:func:`~robot_stack.transport.memory.
+trim_heap`).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -40,32 +49,68 @@ from robot_stack.errors import (
     PolicyError,
     ProtocolError,
     RobotStackError,
+    ServerBusyError,
     VersionMismatchError,
 )
 from robot_stack.metrics import StageTimes
+from robot_stack.transport.admission import (
+    AdmissionLimits,
+    ClientGrant,
+    FairQueue,
+    PendingQueue,
+    QueuedRequest,
+    RejectionBudget,
+)
 from robot_stack.transport.codecs import available_codecs
+from robot_stack.transport.memory import trim_heap
 from robot_stack.transport.protocol import (
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
+    ArraySpec,
+    Header,
     Message,
-    decode,
+    decode_arrays,
+    decode_header,
     encode,
+    encode_error,
     salvage_request_id,
 )
+from robot_stack.transport.ratelog import RateLimitedLog
 
-__all__ = ["BatchItem", "CLIENT_WINDOW", "MAX_TRACKED_CLIENTS", "BatchHandler", "Handler", "PolicyServer"]
+__all__ = [
+    "BatchItem",
+    "CLIENT_WINDOW",
+    "MAX_TRACKED_CLIENTS",
+    "TRIM_AFTER_BYTES",
+    "AdmissionLimits",
+    "BatchHandler",
+    "ClientGrant",
+    "Handler",
+    "PolicyServer",
+]
 
 log = logging.getLogger("robot_stack.transport.server")
 
 #: ``handler(arrays, meta) -> (arrays, meta)``. Arrays are name -> ndarray (request arrays are read-only views).
-#: A handler may also have ``model_id: str`` and ``metadata() -> dict`` attributes; the server uses them.
+#: A handler may also have ``model_id: str``, ``metadata() -> dict``, ``compression: Mapping[str, str]`` (the codec
+#: accepted per request array) and ``check_request(specs: Sequence[ArraySpec]) -> None`` (raises PolicyError for
+#: declared arrays the model cannot take; called before anything is decoded) attributes; the server uses them.
 Handler = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]]
 
 #: Requests remembered per robot for the per-client percentiles; robot ids tracked at most (least recent evicted).
 CLIENT_WINDOW = 1024
 MAX_TRACKED_CLIENTS = 256
+#: A burst worth trimming the heap after (once the queue is empty, at most 1/s): this many declared bytes queued at
+#: once, or this many bytes x 4 of refused messages, since the last trim. One robot's requests, one at a time,
+#: never trigger it (its buffers are reused, and trimming would only make it fault their pages in again).
+TRIM_AFTER_BYTES = 16 * 1024 * 1024
+_TRIM_MIN_INTERVAL_NS = 1_000_000_000
+#: Messages the I/O thread reads before it sends queued replies again (keeps replies flowing under a flood).
+_RECV_BURST = 16
+#: Answers smaller than this are sent copied (cheaper than zero-copy frames for a few hundred bytes).
+_COPY_BELOW_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,6 +123,8 @@ class BatchItem:
         meta: the request's meta map.
         request_id: the client's request id.
         deadline_ns: server monotonic clock, ns; None = no deadline.
+        client: the sender's identity (CURVE public key, z85, or ``conn:<routing id>``); per-robot state of a
+            handler should be keyed on (client, robot), since robot ids are the clients' choice.
     """
 
     robot: str
@@ -85,6 +132,7 @@ class BatchItem:
     meta: Mapping[str, Any]
     request_id: int
     deadline_ns: int | None
+    client: str = ""
 
 
 #: ``run_batch(items) -> results``: one result per item, in order: ``(arrays, meta)`` or the exception for that
@@ -104,24 +152,15 @@ _COUNTERS = (
     "bad_kind",
     "deadline_exceeded",
     "superseded",
+    "busy",
+    "robot_forbidden",
     "policy_error",
     "handler_error",
     "internal_error",
     "auth_rejected",
+    "muted",
     "batches",
 )
-
-
-@dataclass
-class _Work:
-    envelope: list[Any]  # routing id (+ empty delimiter for REQ peers)
-    request: Message
-    t_recv_ns: int
-    deadline_ns: int | None
-
-    def edf_key(self) -> tuple[float, int]:
-        """Earliest deadline first; no deadline sorts last; ties by arrival."""
-        return (self.deadline_ns if self.deadline_ns is not None else float("inf"), self.t_recv_ns)
 
 
 class PolicyServer:
@@ -130,18 +169,25 @@ class PolicyServer:
     Args:
         handler: ``handler(arrays, meta) -> (arrays, meta)``; raising :class:`PolicyError` gives an error reply
             with code ``policy_error``, any other exception ``handler_error``. Optional attributes: ``model_id``,
-            ``metadata() -> dict``, and for micro-batching ``max_batch: int`` with ``run_batch`` (see
-            :data:`BatchHandler`), which the server then calls instead (also for single requests).
+            ``metadata() -> dict``, ``compression``, ``check_request`` (see :data:`Handler`), and for
+            micro-batching ``max_batch: int`` with ``run_batch`` (see :data:`BatchHandler`), which the server then
+            calls instead (also for single requests).
         bind: ZeroMQ endpoint. Binds localhost by default; ``tcp://0.0.0.0:5555`` exposes it (then use CURVE).
             ``tcp://127.0.0.1:*`` picks a free port (see :attr:`endpoint`).
         max_message_bytes: cap on the declared array bytes of one request; also sets ``ZMQ_MAXMSGSIZE`` so that
             libzmq itself disconnects a peer that sends a larger frame.
         model_id: reported in health/metadata and checked against a request's ``model`` field (defaults to
             ``handler.model_id`` if present). A request naming another model is rejected (``model_mismatch``).
-        curve_secret_key: z85 server secret key; enables CURVE encryption (clients must know the public key).
+        curve_secret_key: z85 server secret key; enables CURVE encryption (clients must know the public key) and
+            identifies each client by its public key.
         authorized_client_keys: z85 client public keys allowed to connect (needs ``curve_secret_key``); None =
-            any client that knows the server key. A mapping key -> name also names them in the logs. Refused
-            handshakes are counted as ``auth_rejected``.
+            any client that knows the server key. A mapping key -> name also names them in the logs; a mapping
+            key -> :class:`ClientGrant` also limits the robot ids each key may use (others: ``robot_forbidden``).
+            Refused handshakes are counted as ``auth_rejected``.
+        limits: queue caps (:class:`AdmissionLimits`); a request over a cap is answered ``busy``.
+        compression: request array name -> the one codec accepted for it (what the server advertises in
+            ``metadata`` and clients adopt); default ``handler.compression`` or none. Any other codec is a
+            ``protocol_error``; raw arrays are always accepted.
         heartbeat_ms: ZMTP heartbeat interval; a peer silent for 3 intervals is dropped.
         context: ZeroMQ context (default: the process-wide instance).
     """
@@ -155,33 +201,55 @@ class PolicyServer:
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         model_id: str | None = None,
         curve_secret_key: bytes | None = None,
-        authorized_client_keys: Iterable[bytes] | None = None,
+        authorized_client_keys: Iterable[bytes] | Mapping[bytes, str | ClientGrant] | None = None,
+        limits: AdmissionLimits | None = None,
+        compression: Mapping[str, str] | None = None,
         heartbeat_ms: int = 1000,
         context: zmq.Context | None = None,
     ) -> None:
         if max_message_bytes <= 0 or max_header_bytes <= 0:
             raise ConfigError("max_message_bytes and max_header_bytes must be positive byte counts")
+        self.limits = limits or AdmissionLimits(
+            max_pending_bytes=max(AdmissionLimits.max_pending_bytes, max_message_bytes)
+        )
+        if self.limits.max_pending_bytes < max_message_bytes:
+            raise ConfigError(
+                f"limits.max_pending_bytes ({self.limits.max_pending_bytes}) is below max_message_bytes "
+                f"({max_message_bytes}): a largest request could never be queued"
+            )
         self._handler = handler
         self.max_message_bytes = int(max_message_bytes)
         self.max_header_bytes = int(max_header_bytes)
         self.model_id = model_id if model_id is not None else str(getattr(handler, "model_id", ""))
+        accepted = compression if compression is not None else getattr(handler, "compression", None)
+        self.compression: dict[str, str] = {str(k): str(v) for k, v in (accepted or {}).items()}
+        check = getattr(handler, "check_request", None)
+        self._check_request: Callable[[Sequence[ArraySpec]], None] | None = check if callable(check) else None
         self._ctx = context or zmq.Context.instance()
         self._auth: Any = None
+        self._grants: dict[str, ClientGrant] = {}
+        self._curve = curve_secret_key is not None
         self._counts: collections.Counter[str] = collections.Counter({k: 0 for k in _COUNTERS})
         self._counts_lock = threading.Lock()
-        self._pending: dict[str, _Work] = {}
+        self._queue = PendingQueue(self.limits)
+        self._to_decode: FairQueue[QueuedRequest] = FairQueue()
         self._run_batch = getattr(handler, "run_batch", None)
         self.max_batch = max(1, int(getattr(handler, "max_batch", 1))) if callable(self._run_batch) else 1
         self._client_times: collections.OrderedDict[str, tuple[StageTimes, collections.deque[int]]] = (
             collections.OrderedDict()
         )
         self._client_lock = threading.Lock()
-        self._cond = threading.Condition()
         self._outbox: collections.deque[list[Any]] = collections.deque()
         self._stop = threading.Event()
         self._closed = False
         self._t_start_ns = time.monotonic_ns()
         self._wake_addr = f"inproc://robot-stack-server-wake-{id(self)}-{time.monotonic_ns()}"
+        self._rejections = RateLimitedLog(log)
+        self._budget = RejectionBudget(self.limits.rejections_per_s, self.limits.rejection_burst)
+        self._refused_bytes = 0  # bytes of refused messages since the last trim
+        self._message_bytes = 0  # size of the message being handled (I/O thread)
+        self._t_trim_ns = 0
+        self.trims = 0
 
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -194,13 +262,10 @@ class PolicyServer:
         if curve_secret_key is not None:
             if not zmq.has("curve"):
                 raise ConfigError("CURVE requested but this libzmq has no CURVE support; install a pyzmq wheel")
-            if authorized_client_keys is not None:
-                names = (
-                    dict(authorized_client_keys)
-                    if isinstance(authorized_client_keys, Mapping)
-                    else {k: "" for k in authorized_client_keys}
-                )
-                self._start_authenticator(names)
+            # The authenticator always runs: besides checking the allow-list it stamps every message with the
+            # client's public key (ZMQ "User-Id"), the identity latest-wins and the robot-id grants key on.
+            self._grants = _grants_by_z85(authorized_client_keys) if authorized_client_keys is not None else {}
+            self._start_authenticator(None if authorized_client_keys is None else self._grants)
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, curve_secret_key)
         elif authorized_client_keys is not None:
@@ -216,35 +281,45 @@ class PolicyServer:
             ) from exc
         self._sock = sock
         self.endpoint: str = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._wake_rx = self._ctx.socket(zmq.PAIR)
+        self._wake_rx = self._ctx.socket(zmq.PULL)
         self._wake_rx.setsockopt(zmq.LINGER, 0)
         self._wake_rx.bind(self._wake_addr)
         self._io_thread = threading.Thread(target=self._io_loop, name="policy-server-io", daemon=True)
         self._worker_thread = threading.Thread(target=self._work_loop, name="policy-server-worker", daemon=True)
+        self._decoder_thread = threading.Thread(target=self._decode_loop, name="policy-server-decoder", daemon=True)
         self._started = False
-        log.info("policy server bound to %s (model %r, cap %d bytes)", self.endpoint, self.model_id, max_message_bytes)
+        log.info(
+            "policy server bound to %s (model %r, cap %d bytes, queue caps %s, accepted codecs %s)",
+            self.endpoint,
+            self.model_id,
+            max_message_bytes,
+            self.limits,
+            self.compression or "none",
+        )
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> PolicyServer:
-        """Start the I/O and worker threads (idempotent); return self."""
+        """Start the I/O, decoder and worker threads (idempotent); return self."""
         if self._closed:
             raise ConfigError("this PolicyServer was closed; create a new one")
         if not self._started:
             self._started = True
             self._io_thread.start()
+            self._decoder_thread.start()
             self._worker_thread.start()
         return self
 
     def close(self, timeout_s: float = 2.0) -> None:
-        """Stop both threads, close the sockets. Idempotent. Queued requests are dropped unanswered."""
+        """Stop the threads, close the sockets. Idempotent. Queued requests are dropped unanswered."""
         if self._closed:
             return
         self._closed = True
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self._queue.close()
+        self._to_decode.close()
         if self._started:
             self._worker_thread.join(timeout_s)
+            self._decoder_thread.join(timeout_s)
             self._io_thread.join(timeout_s)
         if not self._started or not self._io_thread.is_alive():
             self._sock.close(0)
@@ -262,11 +337,13 @@ class PolicyServer:
 
     def stats(self) -> dict[str, Any]:
         """Counters (received, replied, infer_ok, health, metadata, batches, auth_rejected, one per error code),
-        ``queued``, and ``clients`` (see :meth:`client_stats`). Thread-safe copy."""
+        ``queued`` (requests) and ``queued_bytes`` (their declared bytes), ``heap_trims``, and ``clients`` (see
+        :meth:`client_stats`). Thread-safe copy."""
         with self._counts_lock:
             out: dict[str, Any] = dict(self._counts)
-        with self._cond:
-            out["queued"] = len(self._pending)
+        out["queued"] = len(self._queue)
+        out["queued_bytes"] = self._queue.queued_bytes
+        out["heap_trims"] = self.trims
         out["clients"] = self.client_stats()
         return out
 
@@ -301,20 +378,25 @@ class PolicyServer:
             batches.append(batch)
 
     # --------------------------------------------------------------------------------------------- CURVE
-    def _start_authenticator(self, allowed: Mapping[bytes, str]) -> None:
+    def _start_authenticator(self, allowed: Mapping[str, ClientGrant] | None) -> None:
+        """ZAP handler: admit keys in ``allowed`` (z85 str -> grant), or every key when None."""
         from zmq.auth.thread import ThreadAuthenticator
 
         server = self
 
         class _Allow:
             def callback(self, domain: str, key: bytes) -> bool:
-                ok = key in allowed
-                if not ok:
+                if allowed is None:
+                    return True
+                grant = allowed.get(key.decode("ascii", "replace"))
+                if grant is None:
                     server._count("auth_rejected")
-                    log.warning("rejected CURVE client key %r (not in the allow-list)", key)
-                elif allowed[key]:
-                    log.debug("CURVE client %r admitted", allowed[key])
-                return ok
+                    server._rejections.log(
+                        logging.WARNING, "auth_rejected", "rejected CURVE client key %r (not in the allow-list)", key
+                    )
+                    return False
+                log.debug("CURVE client %r admitted", grant.name)
+                return True
 
         self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("robot_stack.transport.auth"))
         self._auth.start()
@@ -324,6 +406,15 @@ class PolicyServer:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
+
+    def _client_of(self, frames: list[Any]) -> str:
+        """The sender's identity: its CURVE public key (z85) under CURVE, else its connection."""
+        if self._curve:
+            try:
+                return str(frames[0].get("User-Id"))
+            except (zmq.ZMQError, AttributeError):  # (no ZAP metadata: cannot happen while the authenticator runs)
+                pass
+        return f"conn:{_frame_bytes(frames[0]).hex()}"
 
     # ---------------------------------------------------------------------------------------- I/O thread
     def _count(self, key: str, n: int = 1) -> None:
@@ -340,8 +431,38 @@ class PolicyServer:
         version: int = PROTOCOL_VERSION,
     ) -> list[Any]:
         self._count(code if code in _COUNTERS else "internal_error")
-        msg = self._stamped("error", request_id, robot, version, {"code": code, "reason": reason}, timing)
-        return encode(msg, self.max_message_bytes)
+        t_reply = time.monotonic_ns()
+        timing = None if timing is None else {**timing, "t_reply_ns": t_reply}
+        return encode_error(request_id, robot, self.model_id, code, reason, t_reply, timing, version)
+
+    def _reject(
+        self,
+        envelope: list[Any],
+        request_id: int,
+        robot: str,
+        code: str,
+        reason: str,
+        timing: dict | None,
+        version: int = PROTOCOL_VERSION,
+    ) -> None:
+        """Answer ``code`` with ``reason``, log one (rate-limited) line, and charge the sender's rejection
+        budget (see :class:`AdmissionLimits`)."""
+        self._rejections.log(
+            logging.WARNING, code, "rejected request %d of robot %r: [%s] %s", request_id, robot, code, reason
+        )
+        self._send(envelope + self._error_frames(request_id, robot, code, reason, timing, version))
+        self._refused_bytes += self._message_bytes
+        connection = _frame_bytes(envelope[0])
+        if not self._budget.spend(connection):
+            self._rejections.log(
+                logging.WARNING,
+                "muted",
+                "muting connection %s: more than %d rejected messages (%d/s sustained); its messages are dropped "
+                "unanswered until its budget refills",
+                connection.hex(),
+                self.limits.rejection_burst,
+                self.limits.rejections_per_s,
+            )
 
     def _stamped(
         self,
@@ -381,97 +502,180 @@ class PolicyServer:
                     while self._outbox:
                         self._send(self._outbox.popleft())
                     if self._sock in events:
-                        for _ in range(64):  # bounded drain keeps replies flowing under a flood
+                        for _ in range(_RECV_BURST):  # bounded drain keeps replies flowing under a flood
                             try:
                                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
                             except zmq.Again:
                                 break
                             self._on_message_safe(frames)
+                            del frames
+                    self._maybe_trim()
                 except Exception:  # the loop must survive anything
                     self._count("internal_error")
-                    log.exception("policy server I/O loop error (continuing)")
+                    self._rejections.log(
+                        logging.ERROR, "io_loop", "policy server I/O loop error (continuing)", exc_info=True
+                    )
         finally:
             self._sock.close(0)
             self._wake_rx.close(0)
 
+    def _maybe_trim(self) -> None:
+        """After a burst (see :data:`TRIM_AFTER_BYTES`) and once the queue is empty, give freed heap memory back
+        to the OS (at most once a second)."""
+        if len(self._queue):
+            return
+        now = time.monotonic_ns()
+        if now - self._t_trim_ns < _TRIM_MIN_INTERVAL_NS:
+            return
+        if self._queue.peak_bytes < TRIM_AFTER_BYTES and self._refused_bytes < 4 * TRIM_AFTER_BYTES:
+            return
+        self._queue.reset_peak()
+        self._refused_bytes = 0
+        self._t_trim_ns = now
+        if trim_heap():
+            self.trims += 1
+
     def _send(self, frames: list[Any]) -> None:
-        try:
-            self._sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+        try:  # zero-copy pays off for array frames; small answers (errors, health) are cheaper copied
+            copy = len(frames) <= 3 and sum(len(f) for f in frames) < _COPY_BELOW_BYTES
+            self._sock.send_multipart(frames, copy=copy, flags=zmq.NOBLOCK)
             self._count("replied")
         except zmq.Again:
-            log.warning("reply dropped: client's send queue is full (HWM)")
+            self._rejections.log(logging.WARNING, "hwm", "reply dropped: the client's send queue is full (HWM)")
 
     def _on_message_safe(self, frames: list[Any]) -> None:
-        """:meth:`_on_message`, but a server bug still answers the sender (``internal_error``) and is counted."""
+        """:meth:`_on_message`, but a server bug still answers the sender (``internal_error``, with the same
+        envelope, so REQ peers get it too) and is counted. Messages of a muted connection are dropped unread."""
+        if self._budget.muted(_frame_bytes(frames[0])):
+            self._count("received")
+            self._count("muted")
+            self._refused_bytes += sum(len(f) for f in frames)
+            return
+        envelope, body = _split_envelope(frames)
         try:
-            self._on_message(frames, time.monotonic_ns())
+            self._on_message(frames, envelope, body, time.monotonic_ns())
         except Exception:
-            log.exception("policy server failed on a message (answered internal_error, continuing)")
+            self._rejections.log(
+                logging.ERROR,
+                "internal_error",
+                "policy server failed on a message (answered internal_error, continuing)",
+                exc_info=True,
+            )
             try:
-                self._send([frames[0]] + self._error_frames(-1, "", "internal_error", "server bug; see its log", None))
+                self._send(envelope + self._error_frames(-1, "", "internal_error", "server bug; see its log", None))
             except Exception:
                 log.exception("could not even answer internal_error")
 
-    def _on_message(self, frames: list[Any], t_recv_ns: int) -> None:
+    def _on_message(self, frames: list[Any], envelope: list[Any], body: list[Any], t_recv_ns: int) -> None:
         self._count("received")
-        envelope = [frames[0]]
-        body = frames[1:]
-        if len(body) >= 1 and len(body[0]) == 0:  # REQ peer: keep the empty delimiter in the envelope
-            envelope.append(body[0])
-            body = body[1:]
+        self._message_bytes = sum(len(f) for f in frames)
         if not body:
-            self._send(envelope + self._error_frames(-1, "", "protocol_error", "empty message", None))
+            self._reject(envelope, -1, "", "protocol_error", "empty message", None)
             return
         try:
-            request = decode(body, self.max_message_bytes, self.max_header_bytes)
+            header = decode_header(body, self.max_message_bytes, self.max_header_bytes)
         except (PayloadTooLargeError, VersionMismatchError, ProtocolError) as exc:
             code = {PayloadTooLargeError: "payload_too_large", VersionMismatchError: "version_mismatch"}.get(
                 type(exc), "protocol_error"
             )
             rid = salvage_request_id(body[0], self.max_header_bytes)
-            log.debug("rejected message id %d: %s", rid, exc)
-            self._send(envelope + self._error_frames(rid, "", code, str(exc), {"t_recv_ns": t_recv_ns}))
+            self._reject(envelope, rid, "", code, str(exc), {"t_recv_ns": t_recv_ns})
             return
-        timing = {"t_client_send_ns": request.t_send_ns, "t_recv_ns": t_recv_ns}
-        v = request.version
-        if request.model and self.model_id and request.model != self.model_id:
-            reason = f"request is for model {request.model!r} but this server serves {self.model_id!r}"
-            self._send(envelope + self._error_frames(request.id, request.robot, "model_mismatch", reason, timing, v))
+        timing = {"t_client_send_ns": header.t_send_ns, "t_recv_ns": t_recv_ns}
+        v = header.version
+
+        def reject(code: str, reason: str) -> None:
+            self._reject(envelope, header.id, header.robot, code, reason, timing, v)
+
+        if header.model and self.model_id and header.model != self.model_id:
+            reject("model_mismatch", f"request is for model {header.model!r} but this server serves {self.model_id!r}")
             return
-        if request.kind == "infer":
-            deadline = t_recv_ns + int(request.timeout_ms * 1e6) if request.timeout_ms > 0 else None
-            work = _Work(envelope, request, t_recv_ns, deadline)
-            with self._cond:
-                old = self._pending.pop(request.robot, None)
-                self._pending[request.robot] = work
-                self._cond.notify()
-            if old is not None:
-                reason = f"superseded by newer request {request.id} from robot {request.robot!r} (latest wins)"
-                old_req = old.request
-                self._send(
-                    old.envelope
-                    + self._error_frames(old_req.id, old_req.robot, "superseded", reason, None, old_req.version)
+        client = self._client_of(frames) if self._grants or header.kind == "infer" else ""
+        grant = self._grants.get(client) if self._grants else None
+        if grant is not None and not grant.allows(header.robot):
+            allowed = sorted(grant.robot_ids or ())
+            reject(
+                "robot_forbidden",
+                f"client key {grant.name!r} may not send as robot {header.robot!r}; its allow-list entry grants "
+                f"{allowed} (add the id to {grant.name}.robots next to its key on the server)",
+            )
+            return
+        if header.kind == "infer":
+            self._admit(envelope, header, body, t_recv_ns, client, _frame_bytes(frames[0]), reject)
+        elif header.kind in ("health", "metadata"):
+            if header.specs:
+                reject(
+                    "protocol_error",
+                    f"{header.kind} requests carry no arrays; this one declares {len(header.specs)} "
+                    f"({header.declared_bytes} bytes decoded); send arrays with infer only",
                 )
-        elif request.kind in ("health", "metadata"):
-            self._count(request.kind)
-            if request.kind == "health":
-                with self._cond:
-                    queued = len(self._pending)
-                meta: Mapping[str, Any] = {
-                    "status": "ok",
-                    "model": self.model_id,
-                    "uptime_s": (time.monotonic_ns() - self._t_start_ns) / 1e9,
-                    "queued": queued,
-                    "max_batch": self.max_batch,
-                    "clients": self.client_stats(),
-                }
-            else:
-                meta = self._metadata()
-            reply = self._stamped("reply", request.id, request.robot, v, meta, timing)
+                return
+            self._count(header.kind)
+            meta = self._health() if header.kind == "health" else self._metadata()
+            reply = self._stamped("reply", header.id, header.robot, v, meta, timing)
             self._send(envelope + encode(reply, self.max_message_bytes))
         else:
-            reason = f"kind {request.kind!r} is not a request; send infer, health or metadata"
-            self._send(envelope + self._error_frames(request.id, request.robot, "bad_kind", reason, timing, v))
+            reject("bad_kind", f"kind {header.kind!r} is not a request; send infer, health or metadata")
+
+    def _admit(
+        self,
+        envelope: list[Any],
+        header: Header,
+        body: list[Any],
+        t_recv_ns: int,
+        client: str,
+        connection: bytes,
+        reject: Callable[[str, str], None],
+    ) -> None:
+        """Queue an infer request if it passes every check that needs no decoding; otherwise reject it."""
+        for spec in header.specs:
+            if spec.codec and self.compression.get(spec.name) != spec.codec:
+                accepted = self.compression.get(spec.name)
+                reject(
+                    "protocol_error",
+                    f"array {spec.name!r} arrives {spec.codec}-compressed, but this server accepts "
+                    + (f"only {accepted} or raw for it" if accepted else "it only raw")
+                    + f" (negotiated codecs: {self.compression or 'none'}); compress only the streams the server's "
+                    "metadata lists (PolicyClient.negotiate_compression())",
+                )
+                return
+        if self._check_request is not None:
+            try:
+                self._check_request(header.specs)
+            except PolicyError as exc:
+                reject("policy_error", str(exc))
+                return
+        deadline = t_recv_ns + round(header.timeout_ms * 1e6) if header.timeout_ms > 0 else None
+        item = QueuedRequest(envelope, header, body, t_recv_ns, deadline, client, connection)
+        if not header.compressed:
+            try:
+                item.arrays = decode_arrays(header, body)  # zero-copy views: cheap
+            except ProtocolError as exc:
+                reject("protocol_error", str(exc))
+                return
+        try:
+            old = self._queue.admit(item)
+        except ServerBusyError as exc:
+            reject("busy", str(exc))
+            return
+        if header.compressed:
+            self._to_decode.push(connection, item)
+        if old is not None:
+            reason = f"superseded by newer request {header.id} from robot {header.robot!r} (latest wins)"
+            old_h = old.header
+            self._send(
+                old.envelope + self._error_frames(old_h.id, old_h.robot, "superseded", reason, None, old_h.version)
+            )
+
+    def _health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": self.model_id,
+            "uptime_s": (time.monotonic_ns() - self._t_start_ns) / 1e9,
+            "queued": len(self._queue),
+            "max_batch": self.max_batch,
+            "clients": self.client_stats(),
+        }
 
     def _metadata(self) -> dict[str, Any]:
         fn = getattr(self._handler, "metadata", None)
@@ -481,6 +685,7 @@ class PolicyServer:
             "max_batch": self.max_batch,
             "protocol_versions": list(SUPPORTED_VERSIONS),
             "codecs": list(available_codecs()),
+            "compression": dict(self.compression),
         }
         if callable(fn):
             try:
@@ -489,34 +694,67 @@ class PolicyServer:
                 log.exception("handler.metadata() failed")
         return base
 
-    # ------------------------------------------------------------------------------------- worker thread
-    def _take_work(self) -> tuple[list[_Work], list[_Work]] | None:
-        """Block until work is queued; return (runnable batch by EDF, expired work) or None on stop."""
-        with self._cond:
-            while not self._pending and not self._stop.is_set():
-                self._cond.wait()
-            if self._stop.is_set():
-                return None
-            now = time.monotonic_ns()
-            batch: list[_Work] = []
-            expired: list[_Work] = []
-            for work in sorted(self._pending.values(), key=_Work.edf_key):
-                if work.deadline_ns is not None and now > work.deadline_ns:
-                    expired.append(work)
-                elif len(batch) < self.max_batch:
-                    batch.append(work)
-                else:
-                    continue
-                del self._pending[work.request.robot]
-            return batch, expired
-
-    def _work_loop(self) -> None:
-        wake = self._ctx.socket(zmq.PAIR)
+    # ------------------------------------------------------------------------------------ decoder thread
+    def _wake_socket(self) -> zmq.Socket:
+        wake = self._ctx.socket(zmq.PUSH)
         wake.setsockopt(zmq.LINGER, 0)
         wake.connect(self._wake_addr)
+        return wake
+
+    @staticmethod
+    def _wake(wake: zmq.Socket) -> None:
+        with contextlib.suppress(zmq.Again):  # a wake-up is already pending
+            wake.send(b"", zmq.NOBLOCK)
+
+    def _decode_loop(self) -> None:
+        wake = self._wake_socket()
         try:
             while True:
-                taken = self._take_work()
+                item = self._to_decode.pop()
+                if item is None:
+                    return
+                if not self._queue.is_current(item) or (
+                    item.deadline_ns is not None and time.monotonic_ns() > item.deadline_ns
+                ):
+                    continue  # superseded, or the worker will answer deadline_exceeded: do not decode
+                try:
+                    arrays = decode_arrays(item.header, item.frames)
+                except Exception as exc:
+                    code, reason = (
+                        ("protocol_error", str(exc))
+                        if isinstance(exc, ProtocolError)
+                        else ("internal_error", f"decoding failed: {type(exc).__name__}")
+                    )
+                    if code == "internal_error":
+                        self._rejections.log(logging.ERROR, code, "decoder failed on a request", exc_info=True)
+                    if self._queue.drop(item):
+                        h = item.header
+                        self._rejections.log(
+                            logging.WARNING,
+                            code,
+                            "rejected request %d of robot %r: [%s] %s",
+                            h.id,
+                            h.robot,
+                            code,
+                            reason,
+                        )
+                        frames = self._error_frames(
+                            h.id, h.robot, code, reason, {"t_recv_ns": item.t_recv_ns}, h.version
+                        )
+                        self._outbox.append(item.envelope + frames)
+                        self._wake(wake)
+                    continue
+                self._queue.mark_decoded(item, arrays)
+                del arrays, item
+        finally:
+            wake.close(0)
+
+    # ------------------------------------------------------------------------------------- worker thread
+    def _work_loop(self) -> None:
+        wake = self._wake_socket()
+        try:
+            while True:
+                taken = self._queue.take(self.max_batch)
                 if taken is None:
                     return
                 batch, expired = taken
@@ -525,19 +763,22 @@ class PolicyServer:
                     try:
                         frames = self._process(batch)
                     except Exception:
-                        log.exception("policy server worker error (continuing)")
+                        self._rejections.log(
+                            logging.ERROR, "internal_error", "policy server worker error (continuing)", exc_info=True
+                        )
                         frames = [
-                            self._error_frames(w.request.id, w.request.robot, "internal_error", "internal", None)
+                            self._error_frames(w.header.id, w.header.robot, "internal_error", "internal", None)
                             for w in batch
                         ]
                     replies.extend(w.envelope + f for w, f in zip(batch, frames, strict=True))
                 self._outbox.extend(replies)
-                wake.send(b"", zmq.NOBLOCK)
+                del taken, batch, expired, replies  # release the requests' buffers before waiting again
+                self._wake(wake)
         finally:
             wake.close(0)
 
-    def _expired_frames(self, work: _Work) -> list[Any]:
-        req = work.request
+    def _expired_frames(self, work: QueuedRequest) -> list[Any]:
+        req = work.header
         now = time.monotonic_ns()
         timing = {
             "t_client_send_ns": req.t_send_ns,
@@ -551,17 +792,20 @@ class PolicyServer:
         return self._error_frames(req.id, req.robot, "deadline_exceeded", reason, timing, req.version)
 
     def _call_handler(
-        self, batch: list[_Work]
+        self, batch: list[QueuedRequest]
     ) -> list[tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | BaseException]:
         """Run the handler on the batch; one result or exception per work item, in order."""
         if self._run_batch is not None:
             items = [
-                BatchItem(w.request.robot, w.request.arrays, w.request.meta, w.request.id, w.deadline_ns) for w in batch
+                BatchItem(w.header.robot, _arrays(w), w.header.meta, w.header.id, w.deadline_ns, w.client)
+                for w in batch
             ]
             try:
                 results = list(self._run_batch(items))
             except Exception as exc:  # a batch-level failure fails every item of the batch
-                log.exception("handler.run_batch raised for %d request(s)", len(batch))
+                self._rejections.log(
+                    logging.ERROR, "run_batch", "handler.run_batch raised for %d request(s)", len(batch), exc_info=True
+                )
                 return [exc] * len(batch)
             if len(results) != len(batch):
                 err = RuntimeError(f"handler.run_batch returned {len(results)} results for {len(batch)} requests")
@@ -570,14 +814,16 @@ class PolicyServer:
         out: list[tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | BaseException] = []
         for work in batch:
             try:
-                out.append(self._handler(work.request.arrays, work.request.meta))
+                out.append(self._handler(_arrays(work), work.header.meta))
             except Exception as exc:
                 if not isinstance(exc, RobotStackError):
-                    log.exception("handler raised for request %d", work.request.id)
+                    self._rejections.log(
+                        logging.ERROR, "handler", "handler raised for request %d", work.header.id, exc_info=True
+                    )
                 out.append(exc)
         return out
 
-    def _process(self, batch: list[_Work]) -> list[list[Any]]:
+    def _process(self, batch: list[QueuedRequest]) -> list[list[Any]]:
         """Run one (micro-)batch; return the encoded answer frames of each work item, in order."""
         t_start = time.monotonic_ns()
         results = self._call_handler(batch)
@@ -586,7 +832,7 @@ class PolicyServer:
             self._count("batches")
         out: list[list[Any]] = []
         for work, result in zip(batch, results, strict=True):
-            req = work.request
+            req = work.header
             timing: dict[str, int | float] = {
                 "t_client_send_ns": req.t_send_ns,
                 "t_recv_ns": work.t_recv_ns,
@@ -596,6 +842,8 @@ class PolicyServer:
                 "infer_ms": (t_end - t_start) / 1e6,
                 "batch": len(batch),
             }
+            if work.t_decoded_ns is not None:
+                timing["decode_ms"] = (work.t_decoded_ns - work.t_recv_ns) / 1e6
             out.append(self._answer(work, result, timing))
             self._record_client(
                 req.robot,
@@ -608,11 +856,11 @@ class PolicyServer:
 
     def _answer(
         self,
-        work: _Work,
+        work: QueuedRequest,
         result: tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | BaseException,
         timing: dict[str, int | float],
     ) -> list[Any]:
-        req = work.request
+        req = work.header
         if isinstance(result, BaseException):
             if isinstance(result, PolicyError):
                 code, reason = "policy_error", str(result)
@@ -628,3 +876,33 @@ class PolicyServer:
             return self._error_frames(req.id, req.robot, "handler_error", reason, timing, req.version)
         self._count("infer_ok")
         return frames
+
+
+def _arrays(work: QueuedRequest) -> Mapping[str, np.ndarray]:
+    assert work.arrays is not None, "only decoded work is taken"
+    return work.arrays
+
+
+def _frame_bytes(frame: Any) -> bytes:
+    inner = getattr(frame, "bytes", None)
+    return inner if isinstance(inner, bytes) else bytes(frame)
+
+
+def _split_envelope(frames: list[Any]) -> tuple[list[Any], list[Any]]:
+    """(envelope, body) of a ROUTER message: the routing id, plus the empty delimiter frame a REQ peer puts
+    before its message (replies must carry it back, or the REQ socket drops them)."""
+    envelope, body = [frames[0]], frames[1:]
+    if body and len(body[0]) == 0:
+        envelope.append(body[0])
+        body = body[1:]
+    return envelope, body
+
+
+def _grants_by_z85(keys: Iterable[bytes] | Mapping[bytes, str | ClientGrant]) -> dict[str, ClientGrant]:
+    """Allow-list in any accepted form -> z85 public key (str) -> grant."""
+    out: dict[str, ClientGrant] = {}
+    items = keys.items() if isinstance(keys, Mapping) else ((k, "") for k in keys)
+    for key, value in items:
+        z85 = key.decode("ascii") if isinstance(key, bytes) else str(key)
+        out[z85] = value if isinstance(value, ClientGrant) else ClientGrant(str(value) or z85[:8])
+    return out

@@ -59,7 +59,6 @@ class ExecutorNode(LifecycleNode):
         self.watchdog_timeout_s = declare(
             self, "watchdog_timeout_s", 0.3, "no trajectory covering now for this long = safe hold, s"
         )
-        self.blend_s = declare(self, "blend_s", 0.1, "blend window into each new trajectory, s")
         self.interface = declare(
             self, "command_interface", "forward_position", "forward_position (Float64MultiArray) | joint_trajectory"
         )
@@ -123,9 +122,8 @@ class ExecutorNode(LifecycleNode):
             ik = panda_ik()
             self.arm = StreamedArm(self.names, self.limits, ik.fk, self._send, self.max_state_age_s)
             clock = MonotonicClock()
-            self.control = Executor(
-                self.arm, clock, self.rate_hz, watchdog_timeout_s=self.watchdog_timeout_s, blend_s=self.blend_s
-            )
+            # transitions into each new trajectory are ruckig joins within the limits (no blend window to set)
+            self.control = Executor(self.arm, clock, self.rate_hz, watchdog_timeout_s=self.watchdog_timeout_s)
             self.scheduler = (
                 ChunkScheduler(self.control, SchedulerConfig(mode=self.blend), clock) if self.blend != "none" else None
             )

@@ -1,0 +1,201 @@
+"""The executor in its own real-time process, the shared-memory blocks and the set-point ring to a robot elsewhere.
+
+The process tests are marked ``realtime`` (wall clock, a spawned process); they assert what the process does —
+follows plans, adopts the scheduler's splices, stays within the limits with 0 interventions, stops at rest and
+leaves nothing behind — never how fast (``robot-stack bench executor`` measures that).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from multiprocessing import shared_memory
+
+import numpy as np
+import pytest
+
+from robot_stack.clock import FakeClock
+from robot_stack.control.audit import DerivativeMonitor, stream_ratios
+from robot_stack.control.executor import ExecutorState
+from robot_stack.control.plan import MotionPlan
+from robot_stack.control.rt_process import ProcessExecutor, RealtimeConfig, RobotSpec, resolve
+from robot_stack.control.scheduler import ChunkScheduler
+from robot_stack.control.setpoints import RingRobot, SetpointRelay, SetpointRing
+from robot_stack.control.shared import ByteSlot, SeqlockBlock
+from robot_stack.errors import ConfigError, RobotError, ShapeError
+from robot_stack.robots import panda
+from robot_stack.sim.kinematic import KinematicRobot
+from robot_stack.types import JointTrajectory
+
+NAMES = panda.ARM_JOINTS
+MS = 1_000_000
+
+
+def _chunk(t0_ns: int, phase: float) -> JointTrajectory:
+    t = np.arange(8) * 0.1
+    q = panda.HOME_Q + 0.2 * np.sin(2 * np.pi * 0.3 * t + phase)[:, None] * np.ones(7)
+    return JointTrajectory(NAMES, t0_ns + np.round(t * 1e9).astype(np.int64), q)
+
+
+def _gone(name: str) -> bool:
+    try:
+        shared_memory.SharedMemory(name=name).close()
+    except FileNotFoundError:
+        return True
+    return False
+
+
+def test_seqlock_block_and_byte_slot_round_trip():
+    block = SeqlockBlock(3, 2)
+    other = SeqlockBlock(3, 2, block.name)
+    block.begin_write()
+    block.ints[:] = [1, 2, 3]
+    block.floats[:] = [0.5, 1.5]
+    with pytest.raises(ShapeError, match="consistent"):
+        other.read(timeout_s=0.01)  # a write in progress is never read half-done
+    block.end_write()
+    ints, floats = other.read()
+    assert ints.tolist() == [1, 2, 3] and floats.tolist() == [0.5, 1.5]
+    slot = ByteSlot(64)
+    assert slot.write(b"plan bytes") and not slot.write(b"x" * 65)
+    assert ByteSlot(0, slot.name).read() == (1, b"plan bytes")
+    name = block.name
+    other.close()
+    block.close()
+    slot.close()
+    assert _gone(name)
+
+
+def test_specs_resolve_importable_factories_only():
+    assert resolve("robot_stack.sim.kinematic:KinematicRobot") is KinematicRobot
+    for bad in ("nomodule", "robot_stack.sim.kinematic:Nope", "no_such_module_xyz:thing"):
+        with pytest.raises(ConfigError):
+            resolve(bad)
+    with pytest.raises(ConfigError):
+        RealtimeConfig(fifo_priority=0)
+
+
+def test_setpoint_ring_replays_setpoints_at_their_own_times_into_the_sim_world():
+    # the sim world lives in the main process; set-points from the real-time process are applied at the times they
+    # were sent, before any sync passes them (here written by hand, as RingRobot would)
+    from robot_stack.sim.robot import SimRobot
+    from robot_stack.sim.world import SimWorld
+
+    clock = FakeClock(1_000 * MS)
+    world, twin = SimWorld(clock=clock), SimWorld(clock=clock)
+    robot, twin_robot = SimRobot(world), SimRobot(twin)
+    ring = SetpointRing(7, capacity=64)
+    relay = SetpointRelay(robot, ring)
+    relay.attach(world)
+    relay.publish_state()
+    sink = RingRobot(ring.name, NAMES, panda.LIMITS, capacity=64)
+    np.testing.assert_allclose(sink.read_state().q, panda.HOME_Q)
+    t0 = clock.now_ns()
+    targets = [(t0 + k * 10 * MS, panda.HOME_Q + 0.01 * k) for k in range(1, 6)]
+    for t, q in targets:
+        ring.write(t, q, None)
+    clock.advance(80 * MS)
+    world.sync_now()  # a render or a state read: the relay applies the 5 set-points first, each at its time
+    assert relay.applied == 5 and relay.lost == 0
+    for t, q in targets:  # the same sequence applied by hand
+        twin_robot.command_at(t, q)
+    twin.sync_now()
+    np.testing.assert_array_equal(world.arm_q(), twin.arm_q())
+    # a reader more than the capacity behind loses the oldest set-points, counted
+    for k in range(100):
+        sink.command(panda.HOME_Q + 1e-4 * k)
+    relay.drain()
+    assert relay.lost == 100 - 63 and relay.applied == 5 + 63
+    with pytest.raises(RobotError):
+        sink.command(np.full(7, np.nan))
+    sink.ring.close()
+    ring.close()
+
+
+def test_derivative_monitor_agrees_with_the_batch_computation():
+    rng = np.random.default_rng(1)
+    t = np.cumsum(rng.choice([2, 2, 2, 4, 6], 500)) * MS
+    q = np.cumsum(rng.normal(0, 1e-3, (500, 7)), axis=0)
+    mon = DerivativeMonitor(panda.LIMITS, batch=16)
+    for tt, qq in zip(t, q, strict=True):
+        mon.update(int(tt), qq)
+    want = stream_ratios(t, q, panda.LIMITS)
+    assert mon.peak == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.realtime
+def test_process_executor_follows_spliced_plans_within_the_limits_and_leaves_nothing_behind():
+    ex = ProcessExecutor(
+        RobotSpec("robot_stack.sim.kinematic:KinematicRobot"),
+        NAMES,
+        panda.LIMITS,
+        realtime=RealtimeConfig(start_timeout_s=120.0),
+    )
+    ex.start()
+    pid = ex.pid
+    try:
+        assert ex.state == ExecutorState.IDLE and ex.commanded is not None
+        sched = ChunkScheduler(ex)
+        results = []
+        for k in range(12):
+            now = ex.clock.now_ns()
+            results.append(sched.submit(_chunk(now, 0.3 * k)))
+            time.sleep(0.08)
+        assert all(r.accepted for r in results)
+        assert ex.state == ExecutorState.TRACKING
+        assert isinstance(ex.active_plan, MotionPlan)
+        live = ex.stats()
+        # the first chunk was joined in the real-time process (its own plan, published back); a splice made from
+        # what it executes is adopted as sent (one that reached it after its hand-over prefix, on a loaded host, is
+        # joined there instead: either way every plan was taken up, none refused)
+        assert live["joins"] >= 1 and live["adopted"] >= 1
+        assert live["joins"] + live["adopted"] + live["trajectories_superseded"] == live["trajectories_accepted"] == 12
+        assert live["trajectories_rejected"] == {}
+        assert not ex.set_plan(_chunk(ex.clock.now_ns(), 0.0))  # type: ignore[arg-type]
+    finally:
+        ex.stop()
+    st = ex.stats()
+    assert ex.state == ExecutorState.STOPPED and ex.at_rest
+    assert st["safety"]["total"] == 0 and st["faults"]["safety_interventions"] == 0
+    assert max(st["prefilter_peak_ratio"].values()) <= 1.0
+    assert st["plan_deviation_max_mrad"] == 0.0
+    assert st["ticks"] > 400 and st["skipped_ticks"] >= 0 and "lateness_p99_ms" in st
+    assert st["realtime"]["pid"] == pid
+    # the process is gone and so is its shared memory
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert ex._block is None and ex._slot is None
+
+
+@pytest.mark.realtime
+def test_process_executor_drives_a_robot_in_this_process_through_the_setpoint_ring():
+    robot = KinematicRobot(history=10_000)
+    ring = SetpointRing(7)
+    relay = SetpointRelay(robot, ring)
+    relay.publish_state()
+    relay.start()
+    ex = ProcessExecutor(
+        RobotSpec(
+            "robot_stack.control.setpoints:RingRobot",
+            {"ring_name": ring.name, "joint_names": NAMES, "limits": panda.LIMITS},
+        ),
+        NAMES,
+        panda.LIMITS,
+        realtime=RealtimeConfig(start_timeout_s=120.0),
+    )
+    ex.start()
+    try:
+        target = panda.HOME_Q + 0.1
+        t0 = ex.clock.now_ns()
+        traj = JointTrajectory(NAMES, np.array([t0 + 100 * MS, t0 + 400 * MS]), np.stack([panda.HOME_Q, target]))
+        assert ex.set_trajectory(traj)
+        assert ex.wait(lambda e: e.stats()["ticks"] > 300 and e.at_rest, timeout_s=10.0)
+    finally:
+        ex.stop()
+        relay.stop()
+    np.testing.assert_allclose(robot.read_state().q, ex.commanded[0], atol=1e-12)
+    assert np.abs(robot.read_state().q - target).max() < 0.06  # came to rest along the motion past the last step
+    assert relay.applied == ring.written and relay.errors == 0
+    t = np.array([c[0] for c in robot.commands])
+    assert np.median(np.diff(t)) < 5 * MS  # a stream of set-points, not a few jumps
+    ring.close()
