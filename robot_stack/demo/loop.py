@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from robot_stack.cycle import CycleResult
-from robot_stack.policy.manifest import DEMO_MANIFEST
+from robot_stack.policy.manifest import DEMO_MANIFEST, PolicyManifest
 from robot_stack.stack import EpisodeStack, StackConfig, build_stack, load_stack_config, run_live_episode
 from robot_stack.stack.build import terminate_on_signals
 
@@ -79,8 +79,14 @@ def _with_served_variant(config: StackConfig, variants_dir: Path) -> StackConfig
     """The demo serves its model in the action language the config names: a variant of the shipped model with that
     head grafted into its graph (:func:`robot_stack.training.demo_variants.build_variant`); the decoder gets the
     variant's files (bin layout, tokenizer)."""
+    from robot_stack.errors import ConfigError
     from robot_stack.training.demo_variants import build_variant
 
+    if config.policy.action_head != "continuous" and PolicyManifest.load(config.policy.manifest_path()).vla:
+        raise ConfigError(
+            f"--action-head {config.policy.action_head}: the VLA answers continuous chunks; its action head cannot be "
+            "re-expressed (drop --action-head, or use --policy reach)"
+        )
     served, decoder_kwargs = build_variant(config.policy.manifest_path(), config.policy.action_head, variants_dir)
     policy = dataclasses.replace(config.policy, manifest=str(served))
     decoder = dataclasses.replace(config.decoder, options={**config.decoder.options, **decoder_kwargs})
@@ -218,6 +224,7 @@ def format_report(report: DemoReport) -> str:
         lines.append(
             f"  #{e['episode']} seed {e['seed']}: {'SUCCESS' if e['success'] else 'fail':<8}"
             f" {e['duration_s']:>5.2f} s, {e['policy_steps']} policy steps, final distance {e['final_distance_m']} m"
+            f" ({e.get('instruction', '')!r}, touched {e.get('touched')})"
         )
     n_ok = sum(e["success"] for e in report.episodes)
     lines.append(f"success rate: {n_ok}/{len(report.episodes)} = {report.success_rate:.0%}")
