@@ -283,27 +283,52 @@ class RobotState:
 
 @dataclass(frozen=True)
 class CameraObservation:
-    """What the policy sees of one camera, already in the robot base frame (4D-VLA).
+    """What the policy sees of one camera, in the robot base frame (4D-VLA), in one or both of two forms.
+
+    *XYZ form:* ``xyz_base``, computed on the robot. *Depth form:* the aligned ``depth`` and its packed calibration
+    ``calib`` (:mod:`robot_stack.calibration.payload`), for a model that computes the XYZ in its own graph; then
+    ``xyz_base`` may be None (not computed).
 
     Attributes:
         camera_id: logical camera name.
         rgb: (H, W, 3) uint8.
-        xyz_base: (H, W, 3) float32 metres in the robot base frame; NaN where depth was invalid.
+        xyz_base: (H, W, 3) float32 metres in the robot base frame; NaN where depth was invalid. None = not computed
+            (depth form only).
         t_capture_ns: capture time, monotonic ns.
+        depth: (H, W) uint16 depth units aligned to ``rgb`` (0 = invalid), or None.
+        calib: (17,) float32 packed calibration of ``depth`` (intrinsics, depth scale, ``T_base_cam``), or None.
+        calib_version: digest of the calibration file ``calib`` comes from ("" = unknown).
     """
 
     camera_id: str
     rgb: np.ndarray
-    xyz_base: np.ndarray
+    xyz_base: np.ndarray | None
     t_capture_ns: int
+    depth: np.ndarray | None = None
+    calib: np.ndarray | None = None
+    calib_version: str = ""
 
     def __post_init__(self) -> None:
         rgb = np.asarray(self.rgb)
-        xyz = np.asarray(self.xyz_base)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ShapeError(f"CameraObservation.rgb: expected (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-        if xyz.dtype != np.float32 or xyz.shape != rgb.shape:
-            raise ShapeError(f"CameraObservation.xyz_base: expected {rgb.shape} float32, got {xyz.shape} {xyz.dtype}")
+        if self.xyz_base is not None:
+            xyz = np.asarray(self.xyz_base)
+            if xyz.dtype != np.float32 or xyz.shape != rgb.shape:
+                raise ShapeError(
+                    f"CameraObservation.xyz_base: expected {rgb.shape} float32, got {xyz.shape} {xyz.dtype}"
+                )
+        elif self.depth is None or self.calib is None:
+            raise ShapeError("CameraObservation: needs xyz_base, or depth and calib (the depth form)")
+        if self.depth is not None:
+            depth = np.asarray(self.depth)
+            if depth.dtype != np.uint16 or depth.shape != rgb.shape[:2]:
+                raise ShapeError(
+                    f"CameraObservation.depth: expected {rgb.shape[:2]} uint16 aligned to rgb, got {depth.shape} "
+                    f"{depth.dtype}"
+                )
+        if self.calib is not None:
+            object.__setattr__(self, "calib", _frozen_array(self.calib, np.float32, "CameraObservation.calib", (17,)))
 
 
 @dataclass(frozen=True)
@@ -322,12 +347,28 @@ class Observation:
     cameras: tuple[CameraObservation, ...] = ()
     task: str = ""
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Named model inputs: ``state`` (float32 (n+4,)) and ``<camera>/rgb``, ``<camera>/xyz`` per camera."""
+    def arrays(self, depth_form: bool = False) -> dict[str, np.ndarray]:
+        """Named model inputs: ``state`` (float32 (n+4,)) and per camera ``<camera>/rgb`` with ``<camera>/xyz``
+        (XYZ form) or, with ``depth_form``, ``<camera>/depth`` and ``<camera>/calib``.
+
+        Raises:
+            ShapeError: a camera lacks the form asked for.
+        """
         out: dict[str, np.ndarray] = {"state": self.state.vector()}
         for cam in self.cameras:
             out[f"{cam.camera_id}/rgb"] = cam.rgb
-            out[f"{cam.camera_id}/xyz"] = cam.xyz_base
+            if depth_form:
+                if cam.depth is None or cam.calib is None:
+                    raise ShapeError(
+                        f"camera {cam.camera_id!r} has no depth/calibration in this observation; the depth form needs "
+                        "a calibrated projector without lens distortion"
+                    )
+                out[f"{cam.camera_id}/depth"] = cam.depth
+                out[f"{cam.camera_id}/calib"] = cam.calib
+            else:
+                if cam.xyz_base is None:
+                    raise ShapeError(f"camera {cam.camera_id!r}: XYZ was not computed (the observation is depth-only)")
+                out[f"{cam.camera_id}/xyz"] = cam.xyz_base
         return out
 
 

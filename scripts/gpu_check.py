@@ -10,6 +10,9 @@ Every output line starts with ``PASS``, ``FAIL`` or ``INFO``:
   graphs) — built, judged by the accuracy gate (PASS/FAIL), timed against ONNX Runtime on the CPU on the same
   inputs (INFO);
 * the engine cache hit on a second load (native TensorRT; files in the TensorRT EP's cache);
+* the VLA (``robot_stack/policy/models/vla``): each of its graphs (prefix encoder, denoising step) through every
+  section above, then the latency **per chunk** (prefix + K = 10 denoising steps) at batch 1 and 8 on ONNX Runtime
+  CPU, ONNX Runtime CUDA and native TensorRT FP16 (each gated; INFO lines with the figures for the README);
 * a read-only engine cache: the engine is served from memory with the reason logged, and the ONNX Runtime
   TensorRT provider with an unwritable cache still yields a serving session (its own provider or the gated
   fallback), never a crash.
@@ -43,11 +46,15 @@ if str(ROOT) not in sys.path:
 from robot_stack.policy.manifest import PolicyManifest  # noqa: E402
 
 MODELS = ROOT / "robot_stack" / "policy" / "models"
+VLA = MODELS / "vla" / "vla-tabletop-v1.yaml"
 SHIPPED = (
     MODELS / "reach-touch-v1.yaml",
     MODELS / "reach-visuomotor" / "reach-visuomotor-continuous.yaml",
     MODELS / "reach-visuomotor" / "reach-visuomotor-vq.yaml",
+    VLA,
 )
+#: Integration steps per chunk in the VLA latency section.
+VLA_STEPS = 10
 
 
 class Report:
@@ -271,6 +278,48 @@ def torch_engine(rep: Report, manifest: PolicyManifest, inputs: dict, base: dict
         choice.policy.close()
 
 
+def vla_chunks(rep: Report, manifest: PolicyManifest, runs: int, work: Path) -> None:
+    """Latency per chunk (prefix + K denoising steps) at batch 1 and 8: ORT CPU, ORT CUDA, TensorRT FP16."""
+    import onnxruntime as ort
+
+    from robot_stack.policy.accuracy import sample_inputs
+    from robot_stack.policy.tensorrt import default_profiles, trt_environment
+    from robot_stack.policy.vla import load_vla
+
+    inputs = {1: sample_inputs(manifest, default_profiles(manifest), seed=5, shapes=("opt",))[0]}
+    if manifest.max_batch >= 8:
+        inputs[8] = sample_inputs(manifest, default_profiles(manifest, 8), seed=5, shapes=("max",))[0]
+    label = f"{manifest.model_id}: per chunk (K = {VLA_STEPS})"
+    cpu, _ = load_vla(manifest, "ort", provider="cpu", threads=2, steps=VLA_STEPS)
+    assert cpu is not None
+    base = {b: p50_ms(cpu.run, x, runs) for b, x in inputs.items()}
+    cpu.close()
+    rep.line("INFO", f"{label} ONNX Runtime CPU: " + ", ".join(f"batch {b} p50 {t:.2f} ms" for b, t in base.items()))
+    paths: list[tuple[str, str, dict[str, Any]]] = []
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        paths.append(("ONNX Runtime CUDA", "ort", {"provider": "cuda"}))
+    else:
+        rep.line("INFO", f"{label} ONNX Runtime CUDA skipped: not in this onnxruntime build")
+    env = trt_environment()
+    if isinstance(env, str):
+        rep.line("INFO", f"{label} TensorRT FP16 skipped: {env}")
+    else:
+        cache = {"cache_dir": work / "vla-engines"}
+        paths.append((f"TensorRT {env.version} FP16", "tensorrt", {"precision": "fp16", "trt_options": cache}))
+    for name, engine, kwargs in paths:
+        t0 = time.monotonic()
+        policy, reason = load_vla(manifest, engine, steps=VLA_STEPS, fallback=False, runtime_fallback=False, **kwargs)
+        if not rep.check(
+            policy is not None,
+            f"{label} {name}: both graphs built and gated in {time.monotonic() - t0:.1f} s"
+            if policy is not None
+            else f"{label} {name}: {reason}",
+        ):
+            continue
+        timed(rep, f"{label} {name}", policy, inputs, base, runs)
+        policy.close()
+
+
 # -------------------------------------------------------------------------------------------------- main
 
 
@@ -290,10 +339,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
             work = Path(tmp)
             models = [toy_manifest(work)]
-            paths = args.models if args.models is not None else (SHIPPED[1:2] if args.quick else SHIPPED)
-            models += [PolicyManifest.load(p) for p in paths]
-            if not any(m.model_id.lower().startswith(("vla", "tiny-vla")) for m in models):
-                rep.line("INFO", "no VLA manifest in this checkout (issue 14): measured the shipped served models")
+            default = (SHIPPED[1], VLA) if args.quick else SHIPPED
+            paths = args.models if args.models is not None else [p for p in default if p.is_file()]
+            vlas = []
+            for path in paths:
+                loaded = PolicyManifest.load(path)
+                if loaded.vla is not None:  # a VLA's two graphs are checked like any model, then timed per chunk
+                    vlas.append(loaded)
+                    models += [loaded.vla_prefix_manifest(), loaded.vla_denoise_manifest()]
+                else:
+                    models.append(loaded)
+            if not vlas:
+                rep.line("INFO", "no VLA manifest given: build it with robot-stack train-vla (issue 14)")
             for manifest in models:
                 if rep.out_of_time(manifest.model_id):
                     break
@@ -304,6 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     break
                 ort_gpu(rep, manifest, inputs, base, runs, work)
                 torch_engine(rep, manifest, inputs, base, runs, gpu_only=manifest is not models[-1])
+            for vla in vlas:
+                if rep.out_of_time(f"{vla.model_id} per-chunk latency"):
+                    break
+                vla_chunks(rep, vla, runs, work)
     except Exception as exc:  # the check itself must report, not crash
         import traceback
 

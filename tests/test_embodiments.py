@@ -248,13 +248,13 @@ def test_up_robot_sets_the_graph_arguments() -> None:
     from robot_stack.graph.spec import load_graph
 
     sim = load_graph("sim")
-    args = robot_arguments(sim.arguments, "so101")
+    args = robot_arguments(sim.defaults(), "so101")
     assert args["robot"] == "so101" and args["scene"] == "sim_so101" and args["decoder"] == "latent_vq"
     assert args["manifest"].endswith("reach-xemb/reach-xemb-vq.yaml")
     nodes = {n.name: n for n in sim.resolve(args)}
     for name in ("sim_bridge", "camera", "policy_client", "executor"):
         assert nodes[name].parameters["robot"] == "so101", name
-    assert robot_arguments(load_graph("hardware").arguments, "ur5") == {"robot": "ur5"}
+    assert robot_arguments(load_graph("hardware").defaults(), "ur5") == {"robot": "ur5"}
 
 
 def test_fine_cad_meshes_are_simplified_for_the_simulator(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -372,3 +372,68 @@ def test_policy_client_in_composed_mode_owns_the_camera_and_serves_observers(ros
     assert len({(m.header.stamp.sec, m.header.stamp.nanosec) for m in images}) == len(images)  # new frames
     outcomes = ast.literal_eval(diagnostics["policy_client: policy"]["outcomes"])
     assert outcomes.get("transport", 0) >= 1, outcomes  # a fresh in-process frame, observation sent (no server)
+
+
+def test_policy_client_carries_the_instruction_to_a_vla_server(ros_node, tmp_path):
+    """The shipped VLA served by ``robot-stack serve``; the policy-client node learns from the server's metadata to
+    send the depth form, and sends its ``task``. Without an instruction the server refuses (no chunk); an instruction
+    published on ``~/task`` makes the chunks flow."""
+    from std_msgs.msg import Float32MultiArray
+
+    from robot_stack.policy.manifest import SHIPPED_MODELS_DIR
+
+    manifest = SHIPPED_MODELS_DIR / "vla" / "vla-tabletop-v1.yaml"
+    if not manifest.is_file():
+        pytest.skip("the VLA is not built (robot-stack train-vla)")
+    domain, node, executor = ros_node
+    server = subprocess.Popen(
+        [sys.executable, "-m", "robot_stack.policy.service", "--manifest", str(manifest), "--bind",
+         "tcp://127.0.0.1:*", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    proc = None
+    try:
+        line = server.stdout.readline().strip() if server.stdout else ""
+        assert line.startswith("READY "), line
+        proc = _node_process(
+            "policy_client_node", domain, "-p", f"policy_endpoint:={line.split()[1]}", "-p", "scene:=vla_a0",
+            "-p", "rate_hz:=5.0", "-p", "request_timeout_s:=2.0", "-p", "max_frame_age_s:=1.0",
+            "-p", "image_qos:=reliable", "-p", "stack_config:=vla", "-p", "task:=",
+        )  # fmt: skip
+        chunks = []
+        node.create_subscription(Float32MultiArray, "/policy_client/action_chunk", chunks.append, 10)
+        js_pub = node.create_publisher(JointState, "/joint_states", 5)
+        color_pub = node.create_publisher(Image, "/camera/color/image_raw", RELIABLE)
+        depth_pub = node.create_publisher(Image, "/camera/aligned_depth_to_color/image_raw", RELIABLE)
+        task_pub = node.create_publisher(String, "/policy_client/task", RELIABLE)
+        rng = np.random.default_rng(1)
+        color = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        depth = rng.integers(600, 1500, (480, 640), dtype=np.uint16)
+        last = [0.0]
+
+        def tick() -> None:
+            js_pub.publish(_joint_state(panda.HOME_Q))
+            if time.monotonic() - last[0] > 0.1:
+                t = mono_to_wall(time.monotonic_ns())
+                for pub, arr, enc in ((color_pub, color, "rgb8"), (depth_pub, depth, "16UC1")):
+                    f = image_to_fields(arr, enc)
+                    msg = Image(height=f.height, width=f.width, encoding=f.encoding, step=f.step)
+                    msg.data = f.data
+                    msg.header.stamp.sec, msg.header.stamp.nanosec = split_stamp(t)
+                    pub.publish(msg)
+                last[0] = time.monotonic()
+
+        _spin_for(executor, 6.0, tick)  # no instruction: the server refuses every request
+        assert not chunks, "a chunk without an instruction"
+        end = time.monotonic() + 60
+        while not chunks and time.monotonic() < end:
+            task_pub.publish(String(data="touch the blue cylinder"))
+            _spin_for(executor, 0.5, tick)
+        assert chunks, _stop(proc)[-3000:]
+        assert chunks[-1].layout.dim[0].size == 8 and len(chunks[-1].data) == 24
+    finally:
+        out = _stop(proc) if proc is not None else ""
+        server.terminate()
+        server.wait(10)
+    assert "needs an instruction" in out  # the refusal was logged with its reason
+    assert "instruction: 'touch the blue cylinder'" in out

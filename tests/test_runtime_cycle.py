@@ -424,3 +424,56 @@ def test_a_long_blocked_run_triggers_the_retreat_even_with_few_cycles(rig) -> No
         clock.advance(600_000_000)
     with pytest.raises(ConfigError):
         RecoveryConfig(HOME_Q, blocked_s=-1.0)
+
+
+def test_the_instruction_and_the_depth_form_travel_with_the_request() -> None:
+    """A model that takes the depth form and a batch axis (its metadata says so): the robot sends uint16 depth + the
+    calibration (versioned) with a leading axis of 1, computes no XYZ, sends the instruction text; the one-row chunk
+    of the answer is unpacked."""
+    from robot_stack.cycle import RequestLayout
+
+    clock = FakeClock(start_ns=1_000_000_000)
+    world = SimWorld(clock=clock)
+    robot = SimRobot(world)
+    camera = SimCamera(world)
+    camera.start()
+    calibration = load_calibration("sim_tabletop", "front")
+    seen = []
+
+    def handler(arrays, meta):
+        seen.append(({k: (v.shape, v.dtype.name) for k, v in arrays.items()}, dict(meta)))
+        return {"actions": np.zeros((1, 8, 3), np.float32)}, {"dt_s": 0.1, "horizon": 8, "action_space": "ee_delta_xyz"}
+
+    metadata = {
+        "request_inputs": [{"name": "front/depth", "shape": [-1, 480, 640]}, {"name": "state", "shape": [-1, 11]}]
+    }
+    layout = RequestLayout.from_metadata(metadata)
+    assert layout == RequestLayout(depth_form=True, batched=True)
+    assert RequestLayout.from_metadata({"request_inputs": [{"name": "state", "shape": [11]}]}) == RequestLayout()
+    with PolicyServer(handler, bind="tcp://127.0.0.1:*") as server:
+        client = PolicyClient(server.endpoint, robot_id="test", timeout_s=2.0)
+        cycle = PolicyCycle(
+            [(camera, calibration.projector())],
+            robot,
+            client,
+            EeDeltaXyzDecoder(orientation="down"),
+            Executor(robot, clock),
+            clock,
+            task="touch the blue cylinder",
+            layout=layout,
+        )
+        result = cycle.run({"step": 0})
+        client.close()
+    camera.stop()
+    assert result.ok, result
+    arrays, meta = seen[0]
+    assert arrays == {
+        "state": ((1, 11), "float32"),
+        "front/rgb": ((1, 480, 640, 3), "uint8"),
+        "front/depth": ((1, 480, 640), "uint16"),
+        "front/calib": ((1, 17), "float32"),
+    }
+    assert meta["task"] == "touch the blue cylinder"
+    assert meta["calibration"] == {"front": calibration.version}
+    assert result.observation.cameras[0].xyz_base is None  # the robot did not project the depth
+    assert result.chunk is not None and result.chunk.actions.shape == (8, 3)

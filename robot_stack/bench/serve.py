@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def _write_model(folder: Path) -> Path:
     return path
 
 
-def _start(manifest: Path, max_batch: int) -> tuple[subprocess.Popen[str], str]:
+def _start(manifest: Path | str, max_batch: int) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "robot_stack.bench.serve", str(manifest), str(max_batch)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
@@ -65,8 +66,16 @@ def _start(manifest: Path, max_batch: int) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split()[1]
 
 
-def _load(endpoint: str, clients: int, duration_s: float, tag: str) -> dict[str, Any]:
-    """``clients`` threads hammer the server for ``duration_s``; return throughput and latency figures."""
+def _load(
+    endpoint: str,
+    clients: int,
+    duration_s: float,
+    tag: str,
+    obs_fn: Callable[[int], dict[str, np.ndarray]] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``clients`` threads hammer the server for ``duration_s`` (robot ``i`` sends ``obs_fn(i)`` with ``meta``);
+    return throughput and latency figures."""
     from robot_stack.transport.client import PolicyClient
 
     lat: list[list[float]] = [[] for _ in range(clients)]
@@ -74,15 +83,15 @@ def _load(endpoint: str, clients: int, duration_s: float, tag: str) -> dict[str,
     start = threading.Barrier(clients + 1)
 
     def robot(i: int) -> None:
-        obs = _obs(i)
-        with PolicyClient(endpoint, f"{tag}-robot{i}", timeout_s=5.0) as client:
-            client.infer(obs)  # connect + warm
+        obs = (obs_fn or _obs)(i)
+        with PolicyClient(endpoint, f"{tag}-robot{i}", timeout_s=10.0) as client:
+            client.infer(obs, meta)  # connect + warm
             start.wait()
             t_end = time.perf_counter() + duration_s
             while time.perf_counter() < t_end:
                 t0 = time.perf_counter()
                 try:
-                    client.infer(obs)
+                    client.infer(obs, meta)
                 except Exception as exc:  # counted and reported, never hidden
                     errors.append(f"{type(exc).__name__}: {exc}")
                     continue
@@ -145,11 +154,13 @@ def _serve(manifest: str, max_batch: int) -> None:
     """Subprocess entry: serve ``manifest`` on a free loopback port with ``max_batch``; print READY."""
     import signal
 
-    from robot_stack.policy import OnnxPolicy, PolicyManifest
+    from robot_stack.policy import PolicyManifest
+    from robot_stack.policy.backends import load_backend
     from robot_stack.policy.service import PolicyService
     from robot_stack.transport.server import PolicyServer
 
-    service = PolicyService(OnnxPolicy(PolicyManifest.load(manifest), "cpu", intra_op_threads=1), max_batch=max_batch)
+    policy = load_backend(PolicyManifest.load(manifest), "ort", provider="cpu", threads=1).policy
+    service = PolicyService(policy, max_batch=max_batch)
     service.warmup()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

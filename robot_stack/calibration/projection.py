@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from robot_stack.calibration.payload import calib_vector
 from robot_stack.errors import ShapeError
 from robot_stack.types import CameraModel, CameraObservation, Frame, Pose
 
@@ -146,6 +147,8 @@ class DepthProjector:
         camera: intrinsics of the stream the depth is aligned to (usually colour).
         T_base_cam: pose of the camera's *optical* frame in the robot base frame (``p_base = T_base_cam @ p``).
         max_range_m: depth values beyond this many metres are treated as invalid (NaN).
+        version: digest of the calibration file this projector was made from (sent with depth-form observations,
+            :func:`robot_stack.calibration.payload.calibration_version`); "" = unknown.
 
     Attributes:
         rays_base: (3, H, W) float32, read-only: per-pixel viewing direction in the base frame, scaled so that
@@ -155,7 +158,7 @@ class DepthProjector:
     ``to_xyz`` keeps per-thread scratch buffers, so one projector can be shared by several threads.
     """
 
-    def __init__(self, camera: CameraModel, T_base_cam: Pose, max_range_m: float = 3.0) -> None:
+    def __init__(self, camera: CameraModel, T_base_cam: Pose, max_range_m: float = 3.0, version: str = "") -> None:
         if not (np.isfinite(max_range_m) and max_range_m > 0):
             raise ShapeError(f"DepthProjector: max_range_m must be a positive number of metres, got {max_range_m}")
         self.camera = camera
@@ -192,6 +195,8 @@ class DepthProjector:
         self._local = threading.local()
         self._luts: dict[float, np.ndarray] = {}
         self._lut_lock = threading.Lock()
+        self._calibs: dict[float, np.ndarray] = {}
+        self.version = version
 
     # ------------------------------------------------------------------------------------------ helpers
     @property
@@ -322,10 +327,31 @@ class DepthProjector:
         (idx,) = np.nonzero(keep)
         return xyz[idx], idx
 
-    def observe(self, frame: Frame, out: np.ndarray | None = None) -> CameraObservation:
-        """Turn one aligned RGB-D frame into the policy's per-camera observation (RGB + base-frame XYZ)."""
-        xyz = self.to_xyz(frame.depth, frame.depth_scale, out=out)
-        return CameraObservation(frame.camera_id, frame.color, xyz, frame.t_capture_ns)
+    def calib_vector(self, depth_scale: float) -> np.ndarray | None:
+        """(17,) float32 packed calibration for the depth form (:func:`robot_stack.calibration.payload.calib_vector`),
+        or None for a camera with lens distortion (the depth form is pinhole-only)."""
+        if self.has_distortion:
+            return None
+        cached = self._calibs.get(depth_scale)
+        if cached is None:
+            cached = calib_vector(self.camera, self.T_base_cam, depth_scale)
+            cached.setflags(write=False)
+            self._calibs[depth_scale] = cached
+        return cached
+
+    def observe(self, frame: Frame, out: np.ndarray | None = None, xyz: bool = True) -> CameraObservation:
+        """Turn one aligned RGB-D frame into the policy's per-camera observation: RGB, base-frame XYZ (skipped when
+        ``xyz`` is False) and the depth form (the frame's depth, :meth:`calib_vector`, :attr:`version`)."""
+        points = self.to_xyz(frame.depth, frame.depth_scale, out=out) if xyz else None
+        return CameraObservation(
+            frame.camera_id,
+            frame.color,
+            points,
+            frame.t_capture_ns,
+            depth=frame.depth,
+            calib=self.calib_vector(frame.depth_scale),
+            calib_version=self.version,
+        )
 
     # ---------------------------------------------------------------------------- pixels <-> base points
     def deproject_pixels(self, uv: np.ndarray, z: np.ndarray) -> np.ndarray:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import yaml
 
+from robot_stack.calibration.payload import calibration_version
 from robot_stack.calibration.projection import DepthProjector
 from robot_stack.errors import CalibrationError, RobotStackError
 from robot_stack.types import CameraModel, Pose
@@ -73,8 +74,15 @@ ENV_CALIBRATION_DIR = "ROBOT_STACK_CALIBRATION_DIR"
 SIM_VALID_DAYS = 3650.0
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-#: Scenes that :func:`generate_sim_calibration` can build: the simulated cells of :mod:`robot_stack.sim.robot_cells`.
-SIM_SCENES = ("sim_tabletop", "sim_ur5", "sim_so101")
+#: Scenes that :func:`robot_stack.sim.calibration.generate_sim_calibration` can build: the simulated cells of
+#: :mod:`robot_stack.sim.robot_cells` (each arm's own cell; scene sets A and B of the language-conditioned suite).
+SIM_SCENES = (
+    "sim_tabletop",
+    "sim_ur5",
+    "sim_so101",
+    *(f"vla_a{i}" for i in range(8)),
+    *(f"vla_b{i}" for i in range(3)),
+)
 
 
 def _utc_now() -> datetime:
@@ -177,8 +185,14 @@ class CameraCalibration:
         return self.age_days(now) > float(self.valid_days)
 
     def projector(self, max_range_m: float = 3.0) -> DepthProjector:
-        """A :class:`DepthProjector` for this camera (depth -> XYZ in the robot base frame)."""
-        return DepthProjector(self.camera, self.T_base_cam, max_range_m=max_range_m)
+        """A :class:`DepthProjector` for this camera (depth -> XYZ in the robot base frame), carrying this
+        calibration's :attr:`version`."""
+        return DepthProjector(self.camera, self.T_base_cam, max_range_m=max_range_m, version=self.version)
+
+    @property
+    def version(self) -> str:
+        """Digest of this calibration's content (:func:`robot_stack.calibration.payload.calibration_version`)."""
+        return calibration_version(self.to_dict())
 
     # ------------------------------------------------------------------------------------- (de)serialise
     def to_dict(self) -> dict[str, Any]:

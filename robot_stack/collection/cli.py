@@ -3,6 +3,7 @@
 robot-stack record --teleop expert --episodes 20 --out data/reach          # lockstep sim, deterministic
 robot-stack record --teleop expert --episodes 20 --out data/ur5 --robot ur5   # the UR5 in its own cell
 robot-stack record --teleop expert --episodes 5 --out data/reach --resume  # repair the index, append
+robot-stack record --task "touch the blue cylinder" --episodes 5 --out data/blue   # tabletop suite
 robot-stack record --teleop keyboard --live --out data/jog                 # real time, keys on stdin
 robot-stack replay data/reach --episode 0 --plot out/ep0.png --video out/ep0.mp4
 """
@@ -60,6 +61,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
     cameras = tuple(c for c in args.cameras.split(",") if c)
     if args.live or args.teleop != "expert":
+        if args.task:
+            raise ConfigError("--task: live recording runs the reach cell; record tabletop instructions in lockstep")
         return _record_live(args, cameras)
     from robot_stack.collection.session import SimRecordingRig
     from robot_stack.sim.expert import ExpertConfig
@@ -67,8 +70,15 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    instruction = ""
+    if args.task:
+        from robot_stack.sim.tabletop import instruction_for
+
+        instruction = instruction_for(args.task).text  # ConfigError listing the suite's instructions
     robot = args.robot or "panda"
-    rig = SimRecordingRig(cameras, args.fps, args.width, args.height, args.max_duration, robot=robot)
+    rig = SimRecordingRig(
+        cameras, args.fps, args.width, args.height, args.max_duration, robot=robot, instruction=instruction
+    )
     view = open_view(args, "robot-stack-record")
     try:
         if view is not None:
@@ -84,7 +94,13 @@ def _cmd_record(args: argparse.Namespace) -> int:
         recorder = Recorder(writer, queue_frames=args.queue)
         # the expert keeps to the arm's TCP speed limit (the SO-101's 0.10 m/s is below the default 0.15 m/s)
         speed = min(ExpertConfig.max_speed_mps, rig.config.embodiment.max_tcp_speed_mps)
-        device = ExpertTeleop(rig.task.cube_top_center, ExpertConfig(max_speed_mps=speed))
+        device: Any
+        if instruction:
+            from robot_stack.teleop.expert import TabletopExpertTeleop
+
+            device = TabletopExpertTeleop(rig.task.expert_goal)
+        else:
+            device = ExpertTeleop(rig.task.cube_top_center, ExpertConfig(max_speed_mps=speed))
         start = writer.num_episodes
         rows = []
         for i in range(args.episodes):
@@ -246,6 +262,11 @@ def add_dataset_parser(subparsers: Any) -> None:
     rec.add_argument("--live", action="store_true", help="real-time simulation, keys from the terminal (no Enter)")
     add_view_arguments(rec)
     add_robot_argument(rec)
+    rec.add_argument(
+        "--task",
+        default="",
+        help='an instruction of the tabletop suite (e.g. "touch the blue cylinder"): its objects, expert and label',
+    )
     rec.set_defaults(func=_cmd_record)
 
     rep = subparsers.add_parser(

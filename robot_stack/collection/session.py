@@ -45,10 +45,19 @@ from robot_stack.types import ActionChunk, Frame, JointTrajectory, Observation, 
 
 log = logging.getLogger("robot_stack.teleop.sim")
 
-__all__ = ["ENV_STATE_NAMES", "RecordingRobot", "SimRecordingRig", "recording_stack_config", "sim_dataset_spec"]
+__all__ = [
+    "ENV_STATE_NAMES",
+    "TARGET_STATE_NAMES",
+    "RecordingRobot",
+    "SimRecordingRig",
+    "recording_stack_config",
+    "sim_dataset_spec",
+]
 
-#: ``observation.environment_state`` of simulated datasets: the cube's top-centre, metres, base frame.
+#: ``observation.environment_state`` of simulated datasets: the cube's top-centre, metres, base frame (tabletop
+#: recordings: the instruction's target point, :data:`TARGET_STATE_NAMES`).
 ENV_STATE_NAMES = ("cube_top_x", "cube_top_y", "cube_top_z")
+TARGET_STATE_NAMES = ("target_x", "target_y", "target_z")
 
 
 def recording_stack_config(
@@ -60,16 +69,20 @@ def recording_stack_config(
     scene: str | None = None,
     base: StackConfig | None = None,
     robot: str = "panda",
+    instruction: str = "",
 ) -> StackConfig:
     """The stack a simulated recording session runs: the ``demo`` preset (or ``base``) for arm ``robot`` with the
     recorded cameras at the recorded size, the control rate (None: the arm's), the calibration scene (None: the
-    arm's cell) and the episode limit."""
+    arm's cell) and the episode limit; with an ``instruction`` (of the tabletop suite) the cell has the suite's
+    objects and the task is that instruction."""
     config = base or load_stack_config("demo", robot=robot)
     overrides = [f"task.max_duration_s={max_duration_s}"]
     if scene is not None:
         overrides.append(f"calibration.scene={scene}")
     if rate_hz is not None:
         overrides.append(f"control.rate_hz={rate_hz}")
+    if instruction:
+        overrides += ["task.suite=tabletop", f"task.instruction={instruction}"]
     config = config.with_overrides(overrides)
     return config.replace(
         cameras=tuple(CameraConfig(camera_id=c, kind="sim", width=width, height=height) for c in cameras)
@@ -83,9 +96,11 @@ def sim_dataset_spec(
     height: int = 480,
     robot: str = "panda",
     control_rate_hz: float | None = None,
+    env_state_names: tuple[str, ...] = ENV_STATE_NAMES,
 ) -> DatasetSpec:
-    """Layout of datasets recorded in the simulated cell of arm ``robot`` (its joints; the cube's top centre as
-    environment state; the control-rate stream at ``control_rate_hz``, None = the arm's rate)."""
+    """Layout of datasets recorded in the simulated cell of arm ``robot`` (its joints; the cube's top centre, or the
+    instruction's target point, as environment state; the control-rate stream at ``control_rate_hz``, None = the
+    arm's rate)."""
     emb = get_embodiment(robot)
     return DatasetSpec(
         fps=fps,
@@ -93,7 +108,7 @@ def sim_dataset_spec(
         joint_names=emb.arm_joints,
         robot_type=emb.name,
         control_rate_hz=float(control_rate_hz or emb.control_rate_hz),
-        env_state_names=ENV_STATE_NAMES,
+        env_state_names=env_state_names,
         depth_scale=DEPTH_SCALE,
     )
 
@@ -188,6 +203,8 @@ class SimRecordingRig(LockstepRig):
         rate_hz: executor rate (None: the arm's).
         scene: calibration scene of the cameras (None: the arm's cell).
         robot: the arm (``panda`` | ``ur5`` | ``so101``).
+        instruction: an instruction of the tabletop suite ("" = the reach task): the cell gets the suite's objects,
+            the episodes are stored with this instruction, the environment state is its target point.
     """
 
     def __init__(
@@ -200,6 +217,7 @@ class SimRecordingRig(LockstepRig):
         rate_hz: float | None = None,
         scene: str | None = None,
         robot: str = "panda",
+        instruction: str = "",
     ) -> None:
         self.recorder: Recorder | None = None
 
@@ -207,13 +225,16 @@ class SimRecordingRig(LockstepRig):
             return RecordingRobot(robot, self._on_command, _world_measure(robot.world))  # type: ignore[attr-defined]
 
         super().__init__(
-            recording_stack_config(cameras, width, height, max_duration_s, rate_hz, scene, robot=robot),
+            recording_stack_config(
+                cameras, width, height, max_duration_s, rate_hz, scene, robot=robot, instruction=instruction
+            ),
             policy_period_s=1.0 / fps,
             max_duration_s=None,
             robot_wrapper=tap,
         )
         scene = self.config.calibration.scene
-        self.spec = sim_dataset_spec(cameras, fps, width, height, robot, self.rate_hz)
+        env_names = TARGET_STATE_NAMES if instruction else ENV_STATE_NAMES
+        self.spec = sim_dataset_spec(cameras, fps, width, height, robot, self.rate_hz, env_names)
         self.cameras = {camera.camera_id: camera for camera, _ in self.cell.cameras}
         self.calibrations: dict[str, CameraCalibration] = {
             c: calibration_at(load_calibration(scene, c), width, height) for c in cameras
@@ -245,16 +266,22 @@ class SimRecordingRig(LockstepRig):
         self._pending = None
         last = self.decoder.last
         traj = last[2] if last is not None and last[0] is chunk else None
-        env = np.asarray(self.task.cube_top_center(), np.float32) if self._env_at_obs is None else self._env_at_obs
+        env = self._env_state() if self._env_at_obs is None else self._env_at_obs
         ee = self.decoder.decoders["ee_delta_xyz"]
         row = _frame_row(chunk, obs.state, traj, self._frames, env, ee.ik.fk, self.config.embodiment.tool_down)
         self.recorder.add_frame(row, self._frames)
         if self.view is not None:
             self.view.step(obs.state.t_ns, frames=self._frames, state=obs.state, trajectory=traj)
 
+    def _env_state(self) -> np.ndarray:
+        """The environment state now: the cube's top centre, or the tabletop instruction's target point (metres)."""
+        if isinstance(self.task, ReachTouchTask):
+            return np.asarray(self.task.cube_top_center(), np.float32)
+        return np.asarray(self.task.expert_goal()[1], np.float32)
+
     def _on_step(self, obs: Observation, chunk: ActionChunk) -> None:
         self._pending = (chunk, obs)
-        self._env_at_obs = np.asarray(self.task.cube_top_center(), np.float32)
+        self._env_at_obs = self._env_state()
 
     def record_episode(
         self, recorder: Recorder, device: TeleopDevice, seed: int, extra: dict | None = None

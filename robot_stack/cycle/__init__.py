@@ -4,7 +4,8 @@
 node, evaluation). Its stages: :mod:`.observation` (the one observation builder), :mod:`.guard` (stale data),
 :mod:`.pipelining` (capture / send ahead while a request is in flight), :mod:`.chunks` (reply -> action chunk),
 :mod:`.recovery` (retreat when the policy is stuck at a limit), :mod:`.latency` (the online delay estimate),
-:mod:`.rtc` (real-time chunking's prefix), and its seams in :mod:`.ports`.
+:mod:`.rtc` (real-time chunking's prefix), :mod:`.request` (the observation's wire form for the served model), and
+its seams in :mod:`.ports`.
 """
 
 from robot_stack.cycle.chunks import chunk_from_reply
@@ -14,6 +15,7 @@ from robot_stack.cycle.observation import Capture, ObservationSource, observatio
 from robot_stack.cycle.policy_cycle import CycleResult, PolicyCycle
 from robot_stack.cycle.ports import PolicyEndpoint, TrajectorySink
 from robot_stack.cycle.recovery import RecoveryConfig, RecoveryMonitor, retreat_trajectory
+from robot_stack.cycle.request import RequestLayout
 from robot_stack.cycle.rtc import RtcPrefix
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "PolicyEndpoint",
     "RecoveryConfig",
     "RecoveryMonitor",
+    "RequestLayout",
     "RtcPrefix",
     "TrajectorySink",
     "chunk_from_reply",

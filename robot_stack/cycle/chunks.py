@@ -15,13 +15,16 @@ def chunk_from_reply(reply: Reply, t_obs_ns: int) -> ActionChunk:
     """The chunk in ``reply`` for the observation taken at ``t_obs_ns`` (robot clock, ns).
 
     The reply's meta names the model's ``action_head`` (default ``continuous``), ``action_space``, ``horizon``,
-    ``dt_s`` and ``model_id``; the chunk is the head's output (:attr:`ActionHead.output`). Raises DecodeError when
-    the meta or the output is missing, ShapeError for a malformed chunk.
+    ``dt_s`` and ``model_id``; the chunk is the head's output (:attr:`ActionHead.output`), whose leading batch axis
+    (of one row: a model served with micro-batching answers one robot's request in ``(1, ...)``) is dropped. Raises
+    DecodeError when the meta or the output is missing, ShapeError for a malformed chunk.
     """
     try:
         head = ActionHead.parse(str(reply.meta.get("action_head", ActionHead.CONTINUOUS.value)))
         horizon = int(reply.meta["horizon"])
         actions = np.asarray(reply.arrays[head.output])
+        if actions.ndim == 3 and actions.shape[0] == 1:
+            actions = actions[0]
         dt_s = float(reply.meta["dt_s"])
         action_space = str(reply.meta["action_space"])
     except (KeyError, TypeError, ValueError) as exc:

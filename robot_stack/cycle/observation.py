@@ -53,14 +53,21 @@ class ObservationSource:
         cameras: ``(camera, projector)`` pairs; the projector turns the camera's depth into base-frame XYZ.
         robot: proprioception source (read right after the frames).
         times: per-stage latency sink (``capture``, ``xyz``); None = not recorded.
+        xyz: compute the base-frame XYZ on the robot (False: the observation carries only the depth form, for a
+            model that computes the XYZ in its graph).
     """
 
     def __init__(
-        self, cameras: Sequence[tuple[Camera, DepthProjector]], robot: Robot, times: StageTimes | None = None
+        self,
+        cameras: Sequence[tuple[Camera, DepthProjector]],
+        robot: Robot,
+        times: StageTimes | None = None,
+        xyz: bool = True,
     ) -> None:
         self.cameras = list(cameras)
         self.robot = robot
         self.times = times if times is not None else StageTimes()
+        self.xyz = xyz
 
     def capture(self) -> Capture:
         """Capture every camera, project to base-frame XYZ, read the robot state (in this order); a camera failure
@@ -72,7 +79,10 @@ class ObservationSource:
         except CameraError as exc:
             return Capture(error=exc, duration_s=time.perf_counter() - t0)
         with self.times.measure("xyz"):
-            views = tuple(projector.observe(frame) for frame, (_, projector) in zip(frames, self.cameras, strict=True))
+            views = tuple(
+                projector.observe(frame, xyz=self.xyz)
+                for frame, (_, projector) in zip(frames, self.cameras, strict=True)
+            )
         state = self.robot.read_state()
         return Capture(frames, views, state, time.perf_counter() - t0)
 

@@ -33,6 +33,7 @@ from robot_stack.cycle.observation import Capture, ObservationSource
 from robot_stack.cycle.pipelining import InFlight, PipelineTiming, Prefetch, Request
 from robot_stack.cycle.ports import PolicyEndpoint, TrajectorySink
 from robot_stack.cycle.recovery import RecoveryConfig, RecoveryMonitor, retreat_trajectory
+from robot_stack.cycle.request import RequestLayout
 from robot_stack.cycle.rtc import RtcPrefix
 from robot_stack.decoders.base import Decoder
 from robot_stack.errors import RobotStackError, StaleObservationError, TransportError
@@ -86,7 +87,7 @@ class PolicyCycle:
         clock: the process clock (frame ages are measured on it).
         times: per-stage latency sink (capture, xyz, serialize, network, server_queue, inference, round_trip,
             decode, loop_total, overhead_beyond_inference).
-        task: instruction text sent with every observation.
+        task: instruction text sent with every observation (request meta ``task``).
         guard: stale-data detector (default :class:`ObservationGuard`).
         timeout_s: per-request deadline for the server.
         scheduler: optional chunk scheduler in front of the executor (latency compensation, splice/ensemble
@@ -106,6 +107,8 @@ class PolicyCycle:
             late more often (measured in the HIL network-latency scenario), so it is off by default.
         recovery: retreat to the start posture when the policy is stuck at a limit (:class:`RecoveryConfig`);
             None = never.
+        layout: the wire form the served model wants (:class:`RequestLayout`: XYZ or depth form, batch axis);
+            default the XYZ form, unbatched. In the depth form the robot does not compute the XYZ.
         rtc: real-time chunking (:class:`~robot_stack.cycle.rtc.RtcPrefix`, for a flow-matching model that takes
             it): every request carries the executing plan's prefix and the estimated delay in steps. None = off.
 
@@ -130,6 +133,7 @@ class PolicyCycle:
         recovery: RecoveryConfig | None = None,
         send_ahead: bool = False,
         rtc: RtcPrefix | None = None,
+        layout: RequestLayout | None = None,
     ) -> None:
         self.robot = robot
         self.client = client
@@ -137,7 +141,8 @@ class PolicyCycle:
         self.executor = executor
         self.clock = clock
         self.times = times if times is not None else StageTimes()
-        self.source = ObservationSource(cameras, robot, self.times)
+        self.layout = layout or RequestLayout()
+        self.source = ObservationSource(cameras, robot, self.times, xyz=not self.layout.depth_form)
         self.task = task
         self.guard = guard if guard is not None else ObservationGuard()
         self.timeout_s = timeout_s
@@ -256,7 +261,10 @@ class PolicyCycle:
                 detail = f"camera {frame.camera_id!r} frame {frame.seq} is {reason} (age {age_ms:.0f} ms)"
                 return Request(f"stale:{reason}", detail)
         obs = captured.observation(self.task)
-        arrays = obs.arrays()
+        try:
+            arrays = self.layout.arrays(obs)
+        except RobotStackError as exc:  # e.g. the depth form asked of a camera with lens distortion
+            return Request("camera", str(exc), obs)
         meta = dict(meta or {})
         if self.rtc is not None:
             plan = getattr(self.executor, "active_plan", None)
@@ -273,7 +281,7 @@ class PolicyCycle:
             # long enough for the observation to age past the limit: the client measures its age again at the
             # moment the request would leave, after encoding, and refuses to send it if it is too old
             reply = self.client.infer(
-                arrays, {"t_obs_ns": obs.t_obs_ns, **meta}, self.timeout_s, lambda: self._check_age(obs)
+                arrays, {**self.layout.meta(obs), **meta}, self.timeout_s, lambda: self._check_age(obs)
             )
         except StaleObservationError as exc:
             self.guard.rejections["late"] += 1

@@ -17,8 +17,11 @@ __all__ = ["add_demo_parser"]
 def _cmd_demo(args: argparse.Namespace) -> int:
     from robot_stack.demo.loop import demo_config, format_report, run_demo
 
+    preset = args.config
+    if preset is None:
+        preset = "vla" if args.policy == "vla" else "demo"
     config = demo_config(
-        args.config,
+        preset,
         stack_overrides(args),
         manifest=Path(args.manifest) if args.manifest else None,
         provider=args.provider,
@@ -27,6 +30,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         action_head=args.action_head,
         blend=args.blend,
         robot=args.robot,
+        task=args.task,
     )
     view = open_view(args, "robot-stack-demo")
     try:
@@ -58,8 +62,20 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     demo.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the first episode's cube position")
-    add_stack_config_arguments(demo)
+    add_stack_config_arguments(demo, default=None)
     add_robot_argument(demo)
+    demo.add_argument(
+        "--policy",
+        choices=["reach", "vla"],
+        default="reach",
+        help="reach: the small reach-touch policies (preset demo); vla: the vision-language-action model on the "
+        "tabletop suite (preset vla). Default reach",
+    )
+    demo.add_argument(
+        "--task",
+        help='the instruction sent with every observation, e.g. "touch the blue cylinder" (--policy vla: one of the '
+        "tabletop suite's instructions; default: the preset's)",
+    )
     demo.add_argument("--manifest", help="policy manifest (default: the preset's, the shipped reach-touch model)")
     demo.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime EP (default: cpu)")
     demo.add_argument("--rate-hz", type=float, help="executor rate, Hz (default: the arm's, Panda 500)")

@@ -57,10 +57,16 @@ def demo_config(
     action_head: str | None = None,
     blend: str | None = None,
     robot: str | None = None,
+    task: str | None = None,
 ) -> StackConfig:
     """The demo's stack config: a preset (switched to arm ``robot`` when given: its cell and the policy that serves
-    every arm), the command line's ``--set`` overrides, then its named flags."""
+    every arm), the command line's ``--set`` overrides, then its named flags (``task``: an instruction of the
+    preset's task suite)."""
     config = load_stack_config(preset, overrides, robot=robot)
+    if task is not None and config.task.suite == "tabletop":
+        from robot_stack.sim.tabletop import instruction_for
+
+        task = instruction_for(task).text  # ConfigError listing the suite's instructions
     flags = {
         "policy.manifest": None if manifest is None else str(manifest),
         "policy.provider": provider,
@@ -68,6 +74,7 @@ def demo_config(
         "control.rate_hz": rate_hz,
         "control.blend": blend,
         "task.max_duration_s": max_duration_s,
+        "task.instruction": task,
     }
     named = [f"{key}={value}" for key, value in flags.items() if value is not None]
     return config.with_overrides(named) if named else config
@@ -83,8 +90,6 @@ def run_demo(
     """Run ``episodes`` live episodes of the stack ``config`` describes (default: the ``demo`` preset); return
     per-stage latency, executor figures and outcomes. Every process and camera is stopped on every exit path.
     ``view``: log every cycle into this live view (``--display`` / ``--save``)."""
-    from robot_stack.sim.task import ReachTouchTask
-
     config = config or load_stack_config("demo")
     report = DemoReport()
     gif_frames: list[np.ndarray] = []
@@ -94,7 +99,7 @@ def run_demo(
 
         config = with_served_variant(config, Path(variants_dir))
         with build_stack(config) as stack:
-            task = ReachTouchTask(stack.world, max_duration_s=config.task.max_duration_s)
+            task = _task(config, stack.world)
             shown = StackView(view, stack) if view is not None else None
             period_ns = round(stack.period_s * 1e9)
             report_progress("demo", 0, episodes, "episodes")
@@ -132,13 +137,26 @@ def run_demo(
     return report
 
 
+def _task(config: StackConfig, world: Any) -> Any:
+    """The episode task of the config's suite: reach-and-touch, or the tabletop suite's instruction."""
+    if config.task.suite == "tabletop":
+        from robot_stack.sim.tabletop import TabletopTask
+
+        return TabletopTask(world, config.task.instruction, max_duration_s=config.task.max_duration_s)
+    from robot_stack.sim.task import ReachTouchTask
+
+    return ReachTouchTask(world, max_duration_s=config.task.max_duration_s)
+
+
 def _episode_summary(ep: int, seed: int, task: Any, episode: EpisodeStack, steps: int) -> dict[str, Any]:
     cycle = episode.cycle
     ex_stats = episode.executor.stats()
     return {
         "episode": ep,
         "seed": seed,
+        "instruction": task.instruction,
         "success": bool(task.is_success()),
+        "touched": task.touched_object(),
         "time_to_success_s": task.time_to_success_s,
         "duration_s": round(task.elapsed_s(), 2),
         "policy_steps": steps,
@@ -222,6 +240,7 @@ def format_report(report: DemoReport) -> str:
         lines.append(
             f"  #{e['episode']} seed {e['seed']}: {'SUCCESS' if e['success'] else 'fail':<8}"
             f" {e['duration_s']:>5.2f} s, {e['policy_steps']} policy steps, final distance {e['final_distance_m']} m"
+            f" ({e.get('instruction', '')!r}, touched {e.get('touched')})"
         )
     n_ok = sum(e["success"] for e in report.episodes)
     lines.append(f"success rate: {n_ok}/{len(report.episodes)} = {report.success_rate:.0%}")

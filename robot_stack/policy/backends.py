@@ -104,18 +104,22 @@ def load_backend(
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} unknown; choose one of {ENGINES}")
+    common = dict(
+        provider=provider,
+        precision=precision,
+        strict=strict,
+        threads=threads,
+        trt_options=trt_options,
+        fallback=fallback,
+        runtime_fallback=runtime_fallback,
+    )
     if manifest.flow_matching is not None:
-        return _load_flow(
-            manifest,
-            engine,
-            provider=provider,
-            precision=precision,
-            strict=strict,
-            threads=threads,
-            trt_options=trt_options,
-            fallback=fallback,
-            runtime_fallback=runtime_fallback,
-        )
+        return _load_flow(manifest, engine, **common)  # type: ignore[arg-type]
+    if manifest.vla is not None:  # two graphs, each loaded (and gated) here: robot_stack.policy.vla
+        from robot_stack.policy.vla import load_vla
+
+        vla, reason = load_vla(manifest, engine, torch_options=torch_options, **common)  # type: ignore[arg-type]
+        return BackendChoice(vla, engine if not reason else "ort", reason)
     if engine == "ort":
         choice = _load_ort(manifest, provider, threads, precision or "fp32", strict, trt_options or {})
         return choice

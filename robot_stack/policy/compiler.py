@@ -1,8 +1,9 @@
 """``robot-stack compile``: build (or load) a manifest's TensorRT engine, gate it against ONNX Runtime, time it.
 
-INT8 is calibrated on recorded episodes (``--calibration-data DATASET``: the project's LeRobot-layout datasets,
-:mod:`robot_stack.policy.calibration_data`); a quarter of the sampled frames are held out and the INT8 gate is
-judged on them. The gate's per-output, per-channel figures are printed (and in ``--json``).
+A VLA manifest (two graphs) gets an engine per graph, each gated on its own, and its latency is timed per chunk
+(:func:`compile_vla`). INT8 is calibrated on recorded episodes (``--calibration-data DATASET``: the project's
+LeRobot-layout datasets, :mod:`robot_stack.policy.calibration_data`); a quarter of the sampled frames are held out
+and the INT8 gate is judged on them. The gate's per-output, per-channel figures are printed (and in ``--json``).
 
 :func:`run_compile` is the handler of the ``compile`` parser (:mod:`robot_stack.policy.cli`).
 """
@@ -21,12 +22,13 @@ from typing import Any
 import numpy as np
 
 from robot_stack.console import print_summary, report_progress
+from robot_stack.errors import ConfigError
 from robot_stack.metrics import time_calls
 from robot_stack.policy.accuracy import sample_inputs
 from robot_stack.policy.backends import load_backend
 from robot_stack.policy.manifest import PolicyManifest
 
-__all__ = ["CompileReport", "compile_manifest", "compile_model", "run_compile"]
+__all__ = ["CompileReport", "compile_manifest", "compile_model", "compile_vla", "run_compile"]
 
 log = logging.getLogger("robot_stack.policy.compiler")
 
@@ -87,6 +89,13 @@ def compile_model(
         "tf32": tf32,
         "workspace_mb": workspace_mb,
     }
+    if manifest.vla is not None:
+        if calibration_data is not None:
+            raise ConfigError(
+                f"{manifest.model_id} is a VLA: INT8 calibration from recorded datasets is not supported for its "
+                "graphs (depth + calibration + instruction inputs); build --fp16"
+            )
+        return compile_vla(manifest, precision, timing_runs=timing_runs, **opts)
     frames: list[dict[str, np.ndarray]] | None = None
     source = ""
     if calibration_data is not None:
@@ -189,6 +198,53 @@ def compile_manifest(
         report["ort_provider"] = ort_policy.provider
         ort_policy.close()
     report_progress(f"compile {manifest.model_id}", 3, 3, "stages", "done")
+    return CompileReport(**report)
+
+
+def compile_vla(manifest: PolicyManifest, precision: str, *, timing_runs: int = 50, **opts: Any) -> CompileReport:
+    """Build and gate the TensorRT engines of both graphs of a VLA (prefix encoder, then denoising step: each an
+    ordinary :func:`compile_manifest`), then time one **chunk** (prefix + ``vla.steps`` denoising steps at batch 1)
+    on the engines against ONNX Runtime. The report's engine paths, cache keys and gate lines cover both graphs."""
+    from robot_stack.policy.vla import load_vla
+
+    parts = []
+    for sub in (manifest.vla_prefix_manifest(), manifest.vla_denoise_manifest()):
+        part = compile_manifest(sub, precision, timing_runs=0, **opts)
+        parts.append(part)
+        if not part.ok:
+            return CompileReport(
+                manifest.model_id, precision, False, "ort", f"{sub.model_id}: {part.reason}", gate=part.gate
+            )
+    report: dict[str, Any] = dict(
+        model_id=manifest.model_id,
+        precision=precision,
+        ok=True,
+        backend="tensorrt",
+        engine_path="; ".join(p.engine_path for p in parts),
+        cache_key="; ".join(p.cache_key for p in parts),
+        cache_hit=all(p.cache_hit for p in parts),
+        max_abs_err={f"{p.model_id}:{k}": v for p in parts for k, v in p.max_abs_err.items()},
+        gate=tuple(f"{p.model_id}: {line}" for p in parts for line in p.gate),
+        cache_error="; ".join(p.cache_error for p in parts if p.cache_error),
+    )
+    if timing_runs:
+        from robot_stack.policy.tensorrt import default_profiles
+
+        feed = sample_inputs(manifest, default_profiles(manifest), shapes=("opt",))[0]
+        trt_opts = {k: v for k, v in opts.items() if k != "rebuild"}
+        engines, _ = load_vla(
+            manifest, "tensorrt", precision=precision, trt_options=trt_opts, fallback=False, runtime_fallback=False
+        )
+        if engines is not None:
+            report["trt_p50_ms"] = _p50_ms(engines.run, feed, timing_runs)
+            engines.close()
+        del engines
+        gc.collect()
+        ort, _ = load_vla(manifest, "ort")
+        assert ort is not None
+        report["ort_p50_ms"] = _p50_ms(ort.run, feed, timing_runs)
+        report["ort_provider"] = ort.provider
+        ort.close()
     return CompileReport(**report)
 
 

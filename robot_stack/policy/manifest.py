@@ -40,6 +40,23 @@ With a backbone, a request carries the backbone's inputs plus the main model's i
 produce (:attr:`PolicyManifest.request_inputs`). With ``flow_matching`` (:class:`FlowMatchingSpec`), ``onnx`` is the
 prefix encoder (run once per request; its outputs are the ``context``), the step graph is run ``steps`` times by
 :mod:`robot_stack.policy.flow`, and ``outputs`` names the one action output the loop produces.
+
+A language-conditioned model declares its instruction input; the server fills it by tokenizing the text of the
+request meta (:mod:`robot_stack.policy.instruction`), so it is not a request input::
+
+    instruction: {input: instruction, tokenizer: tokenizer.json, max_tokens: 16, meta_key: task}
+
+A vision-language-action model with an iterative action expert (:mod:`robot_stack.policy.vla`) is two graphs: the
+top-level ``onnx`` (and ``torch``) is its **prefix encoder** (vision + language -> the keys/values every denoising
+step attends to), ``vla.denoise`` its **denoising step**; ``inputs``/``outputs`` describe the model as a whole (what
+the server is fed and answers), ``vla.prefix_inputs``/``vla.prefix_outputs`` the prefix graph::
+
+    vla:
+      steps: 10                        # default integration steps K per chunk
+      prefix_inputs:  [...]            # the prefix graph's inputs (a request input may be widened: uint16 -> int32)
+      prefix_outputs: [{name: prefix_kv, ...}, {name: prefix_mask, ...}]
+      denoise: {onnx: denoise.onnx, torch: {program: denoise.pt2}, inputs: [noisy_actions, time, state, prefix_kv,
+                prefix_mask], outputs: [velocity]}
 """
 
 from __future__ import annotations
@@ -56,6 +73,7 @@ import yaml
 
 from robot_stack.config import read_yaml
 from robot_stack.errors import ConfigError
+from robot_stack.policy.instruction import InstructionSpec
 from robot_stack.types import ActionHead
 
 __all__ = [
@@ -71,6 +89,10 @@ __all__ = [
     "PolicyManifest",
     "TensorSpec",
     "TorchSpec",
+    "VLA_NOISY_INPUT",
+    "VLA_TIME_INPUT",
+    "VLA_VELOCITY_OUTPUT",
+    "VlaSpec",
 ]
 
 #: Action head types the decoders know.
@@ -96,6 +118,8 @@ _KEYS_OPTIONAL = (
     "backbone",
     "torch",
     "flow_matching",
+    "instruction",
+    "vla",
 )
 _BACKBONE_KEYS = {"onnx", "inputs", "outputs", "rate_hz", "normalization"}
 _FLOW_KEYS = {
@@ -109,6 +133,13 @@ _FLOW_KEYS = {
     "guidance_beta",
     "seed",
 }
+_VLA_KEYS = {"steps", "prefix_inputs", "prefix_outputs", "denoise"}
+#: Names of the denoising step's own tensors (its other inputs are prefix outputs and model inputs such as state).
+VLA_NOISY_INPUT = "noisy_actions"
+VLA_TIME_INPUT = "time"
+VLA_VELOCITY_OUTPUT = "velocity"
+#: Request dtypes the server may widen to the prefix graph's dtype (TensorRT has no uint16 tensors).
+_WIDENING = {("uint16", "int32"), ("uint8", "int32"), ("uint16", "float32"), ("uint8", "float32")}
 
 
 @dataclass(frozen=True)
@@ -260,6 +291,43 @@ class FlowMatchingSpec:
 
 
 @dataclass(frozen=True)
+class VlaSpec:
+    """The two graphs of a vision-language-action model (see the module docstring).
+
+    Attributes:
+        steps: default number of integration steps K per chunk.
+        prefix_inputs, prefix_outputs: the prefix encoder's (top-level ``onnx``) tensors.
+        denoise_onnx: absolute path of the denoising step's ONNX file.
+        denoise_inputs, denoise_outputs: its tensors (:data:`VLA_NOISY_INPUT`, :data:`VLA_TIME_INPUT`, prefix
+            outputs, model inputs; :data:`VLA_VELOCITY_OUTPUT`).
+        denoise_torch: its torch program, if any.
+    """
+
+    steps: int
+    prefix_inputs: tuple[TensorSpec, ...]
+    prefix_outputs: tuple[TensorSpec, ...]
+    denoise_onnx: Path
+    denoise_inputs: tuple[TensorSpec, ...]
+    denoise_outputs: tuple[TensorSpec, ...]
+    denoise_torch: TorchSpec | None = None
+
+    def to_dict(self, relative_to: str | Path | None) -> dict[str, Any]:
+        denoise: dict[str, Any] = {
+            "onnx": _relative(self.denoise_onnx, relative_to),
+            "inputs": [t.to_dict() for t in self.denoise_inputs],
+            "outputs": [t.to_dict() for t in self.denoise_outputs],
+        }
+        if self.denoise_torch is not None:
+            denoise["torch"] = {"program": _relative(self.denoise_torch.program, relative_to)}
+        return {
+            "steps": self.steps,
+            "prefix_inputs": [t.to_dict() for t in self.prefix_inputs],
+            "prefix_outputs": [t.to_dict() for t in self.prefix_outputs],
+            "denoise": denoise,
+        }
+
+
+@dataclass(frozen=True)
 class PolicyManifest:
     """Everything the runtime and the robot side need to know about one exported model.
 
@@ -282,6 +350,9 @@ class PolicyManifest:
         backbone: optional heavy model run at a lower rate (see :class:`BackboneSpec`).
         torch: optional torch program of the same model (see :class:`TorchSpec`).
         flow_matching: optional flow-matching action expert (see :class:`FlowMatchingSpec`).
+        instruction: the input the server fills with the tokenized instruction text (see :class:`InstructionSpec`).
+        vla: the prefix encoder / denoising step split of a VLA (see :class:`VlaSpec`); then ``onnx`` and ``torch``
+            are the prefix encoder's.
     """
 
     model_id: str
@@ -302,6 +373,8 @@ class PolicyManifest:
     backbone: BackboneSpec | None = None
     torch: TorchSpec | None = None
     flow_matching: FlowMatchingSpec | None = None
+    instruction: InstructionSpec | None = None
+    vla: VlaSpec | None = None
 
     def __post_init__(self) -> None:
         where = f"manifest {self.source or self.model_id!s}"
@@ -396,11 +469,14 @@ class PolicyManifest:
                 raise ConfigError(f"{where}: compression.{name}: {exc}") from exc
         object.__setattr__(self, "compression", dict(self.compression))
         self._check_flow(where)
+        self._check_language(where)
 
     def _check_flow(self, where: str) -> None:
         fm = self.flow_matching
         if fm is None:
             return
+        if self.vla is not None:
+            raise ConfigError(f"{where}: a manifest has flow_matching or vla, not both")
         if self.backbone is not None:
             raise ConfigError(f"{where}: flow_matching with a backbone is not supported; export one prefix encoder")
         if isinstance(fm.steps, bool) or not isinstance(fm.steps, int) or not 1 <= fm.steps <= 1000:
@@ -469,17 +545,117 @@ class PolicyManifest:
             raise ConfigError(f"manifest {self.source or self.model_id}: has no flow_matching section")
         return self.flow_matching
 
+    def _check_language(self, where: str) -> None:
+        """Validate the instruction input and the VLA graph split."""
+        mine = {t.name: t for t in self.inputs}
+        ins = self.instruction
+        if ins is not None:
+            spec = mine.get(ins.input)
+            if spec is None or spec.dtype != "int32" or len(spec.shape) != 2 or spec.shape[1] != ins.max_tokens:
+                raise ConfigError(
+                    f"{where}: instruction.input {ins.input!r} must be an int32 input of shape [-1, {ins.max_tokens}] "
+                    f"(max_tokens); inputs: {[t.to_dict() for t in self.inputs]}"
+                )
+            if self.backbone is not None:
+                raise ConfigError(f"{where}: an instruction input with a backbone is not supported")
+        vla = self.vla
+        if vla is None:
+            return
+        if self.backbone is not None:
+            raise ConfigError(f"{where}: a VLA (vla:) has no backbone; its prefix encoder plays that part")
+        if isinstance(vla.steps, bool) or not isinstance(vla.steps, int) or not 1 <= vla.steps <= 1000:
+            raise ConfigError(f"{where}: vla.steps must be an int in 1..1000, got {vla.steps!r}")
+        if [t.name for t in self.outputs] != ["actions"] or self.action_head != ActionHead.CONTINUOUS.value:
+            raise ConfigError(f"{where}: a VLA answers one output, actions, with action_head continuous")
+        for spec in vla.prefix_inputs:
+            top = mine.get(spec.name)
+            if (
+                top is None
+                or len(top.shape) != len(spec.shape)
+                or (top.dtype != spec.dtype and (top.dtype, spec.dtype) not in _WIDENING)
+            ):
+                raise ConfigError(
+                    f"{where}: vla.prefix_inputs {spec.name!r} ({spec.dtype}) must be a model input of the same rank "
+                    f"and dtype (or widened: {sorted(_WIDENING)})"
+                )
+        denoise = {t.name: t for t in vla.denoise_inputs}
+        needed = {VLA_NOISY_INPUT, VLA_TIME_INPUT} | {t.name for t in vla.prefix_outputs}
+        if not needed <= set(denoise):
+            raise ConfigError(f"{where}: vla.denoise.inputs must include {sorted(needed)}, got {sorted(denoise)}")
+        rest = set(denoise) - needed
+        prefix_names = {t.name for t in vla.prefix_inputs}
+        if not rest <= set(mine) - prefix_names:
+            raise ConfigError(
+                f"{where}: vla.denoise input(s) {sorted(rest - set(mine))} are neither prefix outputs nor model inputs"
+            )
+        if set(mine) != prefix_names | rest:
+            raise ConfigError(
+                f"{where}: every model input must feed the prefix or the denoising step; unused: "
+                f"{sorted(set(mine) - prefix_names - rest)}"
+            )
+        if [t.name for t in vla.denoise_outputs] != [VLA_VELOCITY_OUTPUT]:
+            raise ConfigError(f"{where}: vla.denoise.outputs must be exactly [{VLA_VELOCITY_OUTPUT}]")
+        if denoise[VLA_NOISY_INPUT].shape[1:] != self.outputs[0].shape[1:]:
+            raise ConfigError(
+                f"{where}: {VLA_NOISY_INPUT} {denoise[VLA_NOISY_INPUT].shape} and actions {self.outputs[0].shape} "
+                "must agree beyond the batch dim"
+            )
+
     @property
     def request_inputs(self) -> tuple[TensorSpec, ...]:
-        """What a client sends: the inputs, or with a backbone its inputs plus the main model's inputs that the
-        backbone does not produce (each name once)."""
+        """What a client sends: the inputs (less the instruction, which the server fills from the request meta), or
+        with a backbone its inputs plus the main model's inputs that the backbone does not produce (each name
+        once)."""
         if self.backbone is None:
-            return self.inputs
+            skip = self.instruction.input if self.instruction is not None else None
+            return tuple(t for t in self.inputs if t.name != skip)
         produced = {t.name for t in self.backbone.outputs}
         out = list(self.backbone.inputs)
         seen = {t.name for t in out}
         out += [t for t in self.inputs if t.name not in produced and t.name not in seen]
         return tuple(out)
+
+    def vla_prefix_manifest(self) -> PolicyManifest:
+        """The prefix encoder alone, as a plain single-graph manifest (every engine serves it; gates compare it)."""
+        vla = self._vla()
+        return PolicyManifest(
+            model_id=f"{self.model_id}/prefix",
+            onnx_path=self.onnx_path,
+            inputs=vla.prefix_inputs,
+            outputs=vla.prefix_outputs,
+            action_space="vla_prefix",
+            horizon=1,
+            dt_s=self.dt_s,
+            providers=self.providers,
+            source=self.source,
+            max_batch=self.max_batch,
+            torch=self.torch,
+        )
+
+    def vla_denoise_manifest(self) -> PolicyManifest:
+        """One denoising step alone, as a plain single-graph manifest; the model inputs it takes (``state``) keep
+        their normalisation."""
+        vla = self._vla()
+        names = {t.name for t in vla.denoise_inputs}
+        return PolicyManifest(
+            model_id=f"{self.model_id}/denoise",
+            onnx_path=vla.denoise_onnx,
+            inputs=vla.denoise_inputs,
+            outputs=vla.denoise_outputs,
+            action_space="vla_velocity",
+            horizon=self.horizon,
+            dt_s=self.dt_s,
+            normalization={k: v for k, v in self.normalization.items() if k in names},
+            providers=self.providers,
+            source=self.source,
+            max_batch=self.max_batch,
+            torch=vla.denoise_torch,
+        )
+
+    def _vla(self) -> VlaSpec:
+        if self.vla is None:
+            raise ConfigError(f"manifest {self.source or self.model_id}: is not a VLA (no vla: section)")
+        return self.vla
 
     def backbone_manifest(self) -> PolicyManifest:
         """A manifest describing the backbone alone (for running it with an ONNX/TensorRT backend)."""
@@ -542,6 +718,8 @@ class PolicyManifest:
         backbone = _parse_backbone(data.get("backbone"), base_dir, where)
         torch_spec = _parse_torch(data.get("torch"), base_dir, where)
         flow = _parse_flow(data.get("flow_matching"), base_dir, where)
+        instruction = _parse_instruction(data.get("instruction"), base_dir, where)
+        vla = _parse_vla(data.get("vla"), base_dir, where)
         return cls(
             model_id=str(data["model_id"]) if data["model_id"] is not None else "",
             onnx_path=onnx_path,
@@ -561,6 +739,8 @@ class PolicyManifest:
             backbone=backbone,
             torch=torch_spec,
             flow_matching=flow,
+            instruction=instruction,
+            vla=vla,
         )
 
     def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
@@ -593,6 +773,10 @@ class PolicyManifest:
             out["torch"] = {"program": _relative(self.torch.program, relative_to)}
         if self.flow_matching is not None:
             out["flow_matching"] = self.flow_matching.to_dict(_relative(self.flow_matching.step_graph, relative_to))
+        if self.instruction is not None:
+            out["instruction"] = self.instruction.to_dict(_relative(self.instruction.tokenizer, relative_to))
+        if self.vla is not None:
+            out["vla"] = self.vla.to_dict(relative_to)
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -612,6 +796,11 @@ class PolicyManifest:
         if "flow_matching" in out:
             out["flow_matching"].pop("step_graph")
             out["flow_matching"].pop("seed", None)
+        if "instruction" in out:
+            out["instruction"].pop("tokenizer")
+        if "vla" in out:
+            out["vla"]["denoise"].pop("onnx")
+            out["vla"]["denoise"].pop("torch", None)
         out["request_inputs"] = [t.to_dict() for t in self.request_inputs]
         return out
 
@@ -715,6 +904,54 @@ def _parse_flow(raw: Any, base_dir: str | Path, where: str) -> FlowMatchingSpec 
         guidance_beta=raw.get("guidance_beta", 5.0),
         seed=seed,
         **names,
+    )
+
+
+def _parse_instruction(raw: Any, base_dir: str | Path, where: str) -> InstructionSpec | None:
+    if raw is None:
+        return None
+    keys = {"input", "tokenizer", "max_tokens", "meta_key"}
+    if not isinstance(raw, dict) or not {"input", "tokenizer", "max_tokens"} <= set(raw) or set(raw) - keys:
+        raise ConfigError(
+            f"{where}: instruction must be a mapping with input, tokenizer, max_tokens (and optionally meta_key)"
+        )
+    max_tokens = raw["max_tokens"]
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 512:
+        raise ConfigError(f"{where}: instruction.max_tokens must be an int in 1..512, got {max_tokens!r}")
+    for key in ("input", "tokenizer", "meta_key"):
+        if key in raw and (not isinstance(raw[key], str) or not raw[key]):
+            raise ConfigError(f"{where}: instruction.{key} must be a non-empty string")
+    path = Path(raw["tokenizer"])
+    if not path.is_absolute():
+        path = (Path(base_dir) / path).resolve()
+    return InstructionSpec(raw["input"], path, max_tokens, raw.get("meta_key", "task"))
+
+
+def _parse_vla(raw: Any, base_dir: str | Path, where: str) -> VlaSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != _VLA_KEYS:
+        raise ConfigError(f"{where}: vla must be a mapping with exactly {sorted(_VLA_KEYS)}")
+    denoise = raw["denoise"]
+    if not isinstance(denoise, dict) or not {"onnx", "inputs", "outputs"} <= set(denoise):
+        raise ConfigError(f"{where}: vla.denoise must be a mapping with onnx, inputs, outputs (and optionally torch)")
+    if set(denoise) - {"onnx", "inputs", "outputs", "torch"}:
+        raise ConfigError(
+            f"{where}: vla.denoise has unknown key(s) {sorted(set(denoise) - {'onnx', 'inputs', 'outputs', 'torch'})}"
+        )
+    if not isinstance(denoise["onnx"], str) or not denoise["onnx"]:
+        raise ConfigError(f"{where}: vla.denoise.onnx must be a path (relative to the manifest)")
+    onnx_path = Path(denoise["onnx"])
+    if not onnx_path.is_absolute():
+        onnx_path = (Path(base_dir) / onnx_path).resolve()
+    return VlaSpec(
+        steps=raw["steps"],
+        prefix_inputs=_parse_tensors(raw["prefix_inputs"], f"{where}: vla.prefix_inputs"),
+        prefix_outputs=_parse_tensors(raw["prefix_outputs"], f"{where}: vla.prefix_outputs"),
+        denoise_onnx=onnx_path,
+        denoise_inputs=_parse_tensors(denoise["inputs"], f"{where}: vla.denoise.inputs"),
+        denoise_outputs=_parse_tensors(denoise["outputs"], f"{where}: vla.denoise.outputs"),
+        denoise_torch=_parse_torch(denoise.get("torch"), base_dir, f"{where}: vla.denoise"),
     )
 
 

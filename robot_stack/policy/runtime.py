@@ -107,6 +107,12 @@ class OnnxPolicy:
         ort = _onnxruntime()
         self.manifest = manifest
         self._session: Any = None
+        if manifest.vla is not None:
+            raise PolicyError(
+                f"manifest {manifest.source or manifest.model_id} is a VLA (two graphs): load it with "
+                "robot_stack.policy.backends.load_backend (or its sub-manifests, vla_prefix_manifest() / "
+                "vla_denoise_manifest(), one graph each)"
+            )
         if not manifest.onnx_path.is_file():
             raise PolicyError(
                 f"model file {manifest.onnx_path} (from manifest {manifest.source}) not found; export the model "

@@ -22,6 +22,7 @@ from robot_stack.clock import Clock, MonotonicClock
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.batching import batch_rows, group_compatible, split, stack
 from robot_stack.policy.gpu_env import ENGINES
+from robot_stack.policy.instruction import InstructionTokenizer
 from robot_stack.policy.manifest import PolicyManifest
 from robot_stack.policy.rtc import RTC_PREFIX, RtcRequest, rtc_request
 from robot_stack.policy.runtime import validate_arrays, validate_declared
@@ -41,7 +42,9 @@ class PolicyService:
     :mod:`robot_stack.policy.backends`).
 
     Request arrays must be exactly the manifest's :attr:`~PolicyManifest.request_inputs` (names, dtypes, shapes);
-    the reply carries every output plus meta ``{model_id, action_space, action_head, dt_s, horizon,
+    a language-conditioned manifest's instruction input is filled from the request meta text (``meta["task"]``,
+    tokenized with the model's own tokenizer: :mod:`robot_stack.policy.instruction`). The reply carries every
+    output plus meta ``{model_id, action_space, action_head, dt_s, horizon,
     control_rate_hz, provider}`` and the echoed request meta keys :data:`ECHO_META_KEYS`.
 
     **Micro-batching:** with ``max_batch > 1`` (default: the manifest's ``max_batch``) the server hands several
@@ -87,6 +90,7 @@ class PolicyService:
             collections.OrderedDict()
         )
         self._lock = threading.Lock()
+        self._instruction = InstructionTokenizer(m.instruction) if m.instruction is not None else None
         self.backbone_runs = 0
         self.decoder_runs = 0
         self._meta: dict[str, Any] = {
@@ -196,6 +200,8 @@ class PolicyService:
                 ok.append(i)
             except PolicyError as exc:
                 results[i] = exc
+        if self._instruction is not None:
+            ok = self._attach_instructions(items, ok, feeds, results)
         extra_meta: dict[int, dict[str, Any]] = {i: {} for i in ok}
         for i in ok:
             request_rtc = rtc[i]
@@ -227,6 +233,27 @@ class PolicyService:
         if request is None:
             return item.arrays, None
         return {k: v for k, v in item.arrays.items() if k != RTC_PREFIX}, request
+
+    def _attach_instructions(
+        self,
+        items: Sequence[BatchItem],
+        ok: list[int],
+        feeds: dict[int, dict[str, np.ndarray]],
+        results: list[Any],
+    ) -> list[int]:
+        """Fill the instruction input of every request from its meta text (tokenized); a request without a usable
+        instruction fails alone."""
+        assert self._instruction is not None
+        spec = self._instruction.spec
+        alive = []
+        for i in ok:
+            try:
+                rows = batch_rows(items[i].arrays, self._request_names)
+                feeds[i][spec.input] = self._instruction.encode_rows(items[i].meta.get(spec.meta_key), rows)
+                alive.append(i)
+            except PolicyError as exc:
+                results[i] = exc
+        return alive
 
     def _attach_features(
         self,

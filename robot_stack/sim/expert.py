@@ -25,7 +25,15 @@ import numpy as np
 from robot_stack.errors import ShapeError
 from robot_stack.types import ActionChunk
 
-__all__ = ["ExpertConfig", "ScriptedExpert", "expert_actions", "expert_path"]
+__all__ = [
+    "ExpertConfig",
+    "ScriptedExpert",
+    "expert_actions",
+    "expert_path",
+    "follow_path",
+    "push_path",
+    "tabletop_expert_actions",
+]
 
 ACTION_SPACE = "ee_delta_xyz"
 
@@ -76,7 +84,12 @@ def expert_actions(
 
     Pure function of its arguments (both (3,) metres, robot base frame).
     """
-    path = expert_path(tcp_xyz, cube_top_xyz, config)
+    return follow_path(expert_path(tcp_xyz, cube_top_xyz, config), config)
+
+
+def follow_path(path: np.ndarray, config: ExpertConfig = ExpertConfig()) -> np.ndarray:  # noqa: B008
+    """(horizon, 3) float32 ``ee_delta_xyz`` actions along ``path`` ((M, 3) waypoints, base frame, metres, starting
+    at the TCP): cruise at ``max_speed_mps``, brake at ``decel_mps2`` before the last waypoint."""
     seg = np.diff(path, axis=0)
     seg_len = np.linalg.norm(seg, axis=1)
     cum = np.concatenate([[0.0], np.cumsum(seg_len)])
@@ -96,6 +109,50 @@ def expert_actions(
         frac = 0.0 if seg_len[i] == 0.0 else (sk - cum[i]) / seg_len[i]
         targets[k] = path[i] + np.clip(frac, 0.0, 1.0) * seg[i]
     return (targets - path[0]).astype(np.float32)
+
+
+#: Pushing along +y: TCP height over the table (m), stand-off of the TCP behind the object's centre before the push
+#: (m; the leading finger's outer face is 5.6 cm from the TCP), how far behind the centre the TCP may be and still
+#: count as lined up for the push (m), and how far ahead of the object's centre the push aims (m).
+PUSH_HEIGHT_M = 0.02
+PUSH_STANDOFF_M = 0.11
+PUSH_LINED_UP_M = 0.05
+PUSH_AHEAD_M = 0.10
+
+
+def push_path(tcp_xyz: np.ndarray, centre_xyz: np.ndarray, config: ExpertConfig = ExpertConfig()) -> np.ndarray:  # noqa: B008
+    """(M, 3) waypoints (base frame, metres) that push the object centred at ``centre_xyz`` along +y.
+
+    Not yet lined up behind it (TCP low, within 2 cm in x, more than :data:`PUSH_LINED_UP_M` behind the centre in
+    y): through a funnel point above the pre-push point ``PUSH_STANDOFF_M`` behind the object (as for a touch),
+    down to it, then on through the object's place. Lined up: straight on along +y at the push height, aiming
+    :data:`PUSH_AHEAD_M` past the object's current centre, so the push continues as long as it moves."""
+    p0 = _xyz(tcp_xyz, "tcp_xyz")
+    c = _xyz(centre_xyz, "centre_xyz")
+    ahead = np.array([c[0], c[1] + PUSH_AHEAD_M, PUSH_HEIGHT_M])
+    lined_up = p0[2] < PUSH_HEIGHT_M + 0.02 and abs(p0[0] - c[0]) < 0.02 and p0[1] < c[1] - PUSH_LINED_UP_M
+    if lined_up:
+        return np.stack([p0, ahead])
+    start = np.array([c[0], c[1] - PUSH_STANDOFF_M, PUSH_HEIGHT_M])
+    horizontal = float(np.linalg.norm(p0[:2] - start[:2]))
+    funnel = start + np.array([0.0, 0.0, min(config.hover_m, config.funnel_gain * horizontal)])
+    return np.stack([p0, funnel, start, ahead])
+
+
+def tabletop_expert_actions(
+    tcp_xyz: np.ndarray,
+    kind: str,
+    goal_xyz: np.ndarray,
+    config: ExpertConfig = ExpertConfig(),  # noqa: B008
+) -> np.ndarray:
+    """The tabletop suite's expert: ``kind`` ``touch`` (``goal_xyz`` = the target's top centre: the reach expert)
+    or ``push`` (``goal_xyz`` = the pushed object's centre: :func:`push_path`); (horizon, 3) float32
+    ``ee_delta_xyz`` metres (see :meth:`robot_stack.sim.tabletop.TabletopTask.expert_goal`)."""
+    if kind == "touch":
+        return expert_actions(tcp_xyz, goal_xyz, config)
+    if kind == "push":
+        return follow_path(push_path(tcp_xyz, goal_xyz, config), config)
+    raise ShapeError(f"expert: task kind {kind!r} unknown; expected touch or push")
 
 
 class ScriptedExpert:

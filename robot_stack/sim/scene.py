@@ -55,6 +55,7 @@ __all__ = [
     "FINGER_BODIES",
     "FRONT_CAMERA",
     "GRIPPER_ACTUATOR",
+    "ObjectSpec",
     "TABLE_GEOM",
     "TCP_SITE",
     "arm_actuators",
@@ -135,6 +136,40 @@ class CameraSpec:
         return quat
 
 
+@dataclass(frozen=True)
+class ObjectSpec:
+    """A free-standing object on the table besides the red cube (language-conditioned tasks need several).
+
+    Attributes:
+        name: body name; its geom is ``<name>_geom`` and its free joint ``<name>_free``.
+        shape: ``box`` (a cube of edge ``size_m``) or ``cylinder`` (diameter ``size_m``, upright).
+        size_m: cube edge or cylinder diameter, metres.
+        height_m: cylinder height, metres (a box's height is ``size_m``).
+        rgba: colour.
+        mass_kg: mass.
+        rest_xy: (x, y) metres in the base frame where :meth:`SimWorld.reset` puts it (off the workspace).
+    """
+
+    name: str
+    shape: str
+    size_m: float
+    rgba: tuple[float, float, float, float]
+    height_m: float = 0.0
+    mass_kg: float = 0.1
+    rest_xy: tuple[float, float] = (0.0, 0.6)
+
+    def __post_init__(self) -> None:
+        if self.shape not in ("box", "cylinder"):
+            raise SimError(f"object {self.name!r}: shape {self.shape!r} unknown; expected box or cylinder")
+        if not self.size_m > 0 or (self.shape == "cylinder" and not self.height_m > 0):
+            raise SimError(f"object {self.name!r}: sizes must be positive metres, got {self.size_m}, {self.height_m}")
+
+    @property
+    def half_height_m(self) -> float:
+        """Half the object's height, metres (its centre's height when it stands on the table)."""
+        return (self.size_m if self.shape == "box" else self.height_m) / 2
+
+
 #: The default camera: ~1.15 m from the workspace centre, looking down at ~47°; sees the cube region
 #: x∈[0.35, 0.65], y∈[-0.2, 0.2] and the gripper at the home pose.
 FRONT_CAMERA = CameraSpec("front", pos=(1.15, 0.0, 0.95), target=(0.45, 0.0, 0.2), fovy_deg=55.0)
@@ -152,6 +187,7 @@ class SceneConfig:
         timestep_s: physics step, seconds.
         max_render_width, max_render_height: offscreen framebuffer size, the largest image any camera renders.
         shadows: whether the light casts shadows (prettier, slower software rendering).
+        objects: free-standing objects besides the red cube (:class:`ObjectSpec`).
     """
 
     cameras: tuple[CameraSpec, ...] = (FRONT_CAMERA,)
@@ -162,6 +198,7 @@ class SceneConfig:
     max_render_width: int = 1280
     max_render_height: int = 960
     shadows: bool = False
+    objects: tuple[ObjectSpec, ...] = ()
 
     def with_camera(self, camera: CameraSpec) -> SceneConfig:
         """A copy of this config with one more camera (e.g. a second viewpoint)."""
@@ -333,8 +370,33 @@ def _add_environment(spec: mujoco.MjSpec, config: SceneConfig) -> None:
         **env,
     )
 
+    for obj in config.objects:
+        _add_object(world, obj, env)
+
     for cam in config.cameras:
         world.add_camera(name=cam.name, pos=list(cam.pos), quat=list(cam.quat_wxyz()), fovy=cam.fovy_deg)
+
+
+def _add_object(world: mujoco.MjsBody, obj: ObjectSpec, env: dict[str, int]) -> None:
+    """A free body standing on the table at its rest position."""
+    if obj.name in (CUBE_BODY, TABLE_GEOM, FLOOR_GEOM) or obj.name.startswith("panda_"):
+        raise SimError(f"object name {obj.name!r} is taken by the scene; choose another")
+    half = obj.half_height_m
+    body = world.add_body(name=obj.name, pos=[obj.rest_xy[0], obj.rest_xy[1], half])
+    body.add_freejoint(name=f"{obj.name}_free")
+    if obj.shape == "box":
+        kind, size = mujoco.mjtGeom.mjGEOM_BOX, [obj.size_m / 2] * 3
+    else:
+        kind, size = mujoco.mjtGeom.mjGEOM_CYLINDER, [obj.size_m / 2, half, 0.0]
+    body.add_geom(
+        name=f"{obj.name}_geom",
+        type=kind,
+        size=size,
+        mass=obj.mass_kg,
+        rgba=list(obj.rgba),
+        friction=[1.0, 0.01, 0.001],
+        **env,
+    )
 
 
 def build_spec(config: SceneConfig = SceneConfig()) -> mujoco.MjSpec:  # noqa: B008 - frozen, immutable default
@@ -400,10 +462,16 @@ def sim_side_camera() -> CameraSpec:
     return CameraSpec("side", pos=(0.45, -0.9, 0.7), target=(0.45, 0.0, 0.3), fovy_deg=50.0)
 
 
-def scene_with_cameras(camera_ids: Sequence[str], scene: str | None = None, robot: str | None = None) -> SceneConfig:
+def scene_with_cameras(
+    camera_ids: Sequence[str],
+    scene: str | None = None,
+    robot: str | None = None,
+    objects: Sequence[ObjectSpec] = (),
+) -> SceneConfig:
     """The simulated cell ``scene`` (a calibration scene: ``sim_tabletop``, ``sim_ur5``, ``sim_so101``; see
     :mod:`robot_stack.sim.robot_cells`) with the requested cameras, the first being the default camera. Without a
-    known scene, the default cell of ``robot`` (the Panda's ``sim_tabletop`` when both are None).
+    known scene, the default cell of ``robot`` (the Panda's ``sim_tabletop`` when both are None). ``objects``:
+    free-standing objects on the table besides the red cube (the tabletop suite's :data:`SCENE_OBJECTS`).
 
     Raises:
         SimError: a camera the cell does not have, or a scene whose arm is not ``robot``.
@@ -416,4 +484,4 @@ def scene_with_cameras(camera_ids: Sequence[str], scene: str | None = None, robo
     if unknown:
         raise SimError(f"the simulated cell {cell.scene!r} has no camera(s) {unknown}; available: {', '.join(cameras)}")
     chosen = tuple(cameras[c] for c in camera_ids) or (cell.cameras[0],)
-    return SceneConfig(cameras=chosen, robot=cell.robot)
+    return SceneConfig(cameras=chosen, robot=cell.robot, objects=tuple(objects))

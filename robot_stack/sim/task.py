@@ -60,6 +60,10 @@ class ReachTouchTask:
                 self._touched_s = self.elapsed_s()
         return self._touched_s is not None
 
+    def touched_object(self) -> str | None:
+        """``"cube"`` once the cube was touched, else None (the tabletop tasks' interface)."""
+        return "cube" if self.is_success() else None
+
     @property
     def time_to_success_s(self) -> float | None:
         """Episode seconds at which the touch was first seen, or None."""

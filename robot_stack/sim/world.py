@@ -119,6 +119,19 @@ class SimWorld:
         base = int(ids(mujoco.mjtObj.mjOBJ_BODY, (emb.base_link,))[0])
         robot_bodies = np.flatnonzero(m.body_rootid == m.body_rootid[base])
         self._robot_geoms = frozenset(int(g) for g in np.flatnonzero(np.isin(m.geom_bodyid, robot_bodies)))
+        # free-standing objects: the red cube under its body name, then the scene's extra objects
+        self._objects: dict[str, _ObjectIds] = {
+            scene.CUBE_BODY: _ObjectIds(
+                self._cube_body, self._cube_qadr, self._cube_vadr, self._cube_geom, "box", self.cube_half_size_m
+            )
+        }
+        for obj in self.config.objects:
+            body = int(ids(mujoco.mjtObj.mjOBJ_BODY, (obj.name,))[0])
+            joint = int(ids(mujoco.mjtObj.mjOBJ_JOINT, (f"{obj.name}_free",))[0])
+            geom = int(ids(mujoco.mjtObj.mjOBJ_GEOM, (f"{obj.name}_geom",))[0])
+            self._objects[obj.name] = _ObjectIds(
+                body, int(m.jnt_qposadr[joint]), int(m.jnt_dofadr[joint]), geom, obj.shape, obj.half_height_m
+            )
 
         #: called with the target time before every :meth:`sync_now` (e.g. a
         #: :class:`~robot_stack.control.setpoints.SetpointRelay` applying a real-time process's set-points)
@@ -185,6 +198,8 @@ class SimWorld:
                 d.qpos[self._grip_qadr] = emb.gripper.open
                 d.ctrl[self._grip_act] = emb.gripper.open
             self._write_cube(np.array([x, y, self.cube_half_size_m]), yaw)
+            for obj in self.config.objects:
+                self._write_object(self._objects[obj.name], np.array([*obj.rest_xy, obj.half_height_m]), 0.0)
             mujoco.mj_forward(m, d)
             now = self.clock.now_ns()
             self._t0_ns = now
@@ -297,10 +312,13 @@ class SimWorld:
 
     # ------------------------------------------------------------------------------------------------ cube
     def _write_cube(self, xyz: np.ndarray, yaw: float) -> None:
+        self._write_object(self._objects[scene.CUBE_BODY], xyz, yaw)
+
+    def _write_object(self, ids: _ObjectIds, xyz: np.ndarray, yaw: float) -> None:
         d = self._data
-        d.qpos[self._cube_qadr : self._cube_qadr + 3] = xyz
-        d.qpos[self._cube_qadr + 3 : self._cube_qadr + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
-        d.qvel[self._cube_vadr : self._cube_vadr + 6] = 0.0
+        d.qpos[ids.qadr : ids.qadr + 3] = xyz
+        d.qpos[ids.qadr + 3 : ids.qadr + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        d.qvel[ids.vadr : ids.vadr + 6] = 0.0
 
     def set_cube_pose(self, xyz: np.ndarray, yaw: float = 0.0) -> None:
         """Teleport the cube: centre ``xyz`` (3,) metres in the base frame, rotation ``yaw`` rad about z."""
@@ -344,3 +362,83 @@ class SimWorld:
                 ):
                     count += 1
             return count
+
+    # -------------------------------------------------------------------------------------- any object
+    @property
+    def object_names(self) -> tuple[str, ...]:
+        """Body names of the free-standing objects: the red cube (``"cube"``), then the scene's extra objects."""
+        return tuple(self._objects)
+
+    def _object(self, name: str) -> _ObjectIds:
+        try:
+            return self._objects[name]
+        except KeyError:
+            raise SimError(f"the scene has no object {name!r}; objects: {list(self._objects)}") from None
+
+    def set_object_pose(self, name: str, xyz: np.ndarray, yaw: float = 0.0) -> None:
+        """Teleport object ``name``: centre ``xyz`` (3,) metres in the base frame, rotation ``yaw`` rad about z."""
+        ids = self._object(name)
+        p = np.asarray(xyz, dtype=np.float64)
+        if p.shape != (3,) or not np.all(np.isfinite(p)) or not np.isfinite(yaw):
+            raise ShapeError(f"object pose: expected finite (3,) xyz metres and finite yaw, got {p!r}, {yaw!r}")
+        with self._lock:
+            self._write_object(ids, self.T_world_base.apply(p), float(yaw))
+            mujoco.mj_forward(self._model, self._data)
+
+    def object_pose(self, name: str) -> Pose:
+        """``T_base_<name>``: the object's centre and orientation in the base frame."""
+        ids = self._object(name)
+        with self._lock:
+            rot = self._data.xmat[ids.body].reshape(3, 3).copy()
+            pos = self._data.xpos[ids.body].copy()
+        return self.T_world_base.inverse() @ Pose(rot, pos, "world", name)
+
+    def object_top_center(self, name: str) -> np.ndarray:
+        """(3,) float64 metres, base frame: centre of the object's top face (a box's face whose normal points most
+        nearly up; a cylinder's end cap on the side of +z)."""
+        ids = self._object(name)
+        pose = self.object_pose(name)
+        if ids.shape == "box":
+            up_components = pose.rotation[2, :]
+            axis = int(np.argmax(np.abs(up_components)))
+        else:
+            axis = 2
+            up_components = pose.rotation[2, :]
+        normal = pose.rotation[:, axis] * (np.sign(up_components[axis]) or 1.0)
+        return pose.translation + ids.half_height * normal
+
+    def finger_contacts(self, name: str) -> int:
+        """Number of active contacts between a finger geom and object ``name``."""
+        geom = self._object(name).geom
+        with self._lock:
+            d = self._data
+            count = 0
+            for i in range(d.ncon):
+                g1, g2 = int(d.contact.geom1[i]), int(d.contact.geom2[i])
+                if (g1 == geom and g2 in self._finger_geoms) or (g2 == geom and g1 in self._finger_geoms):
+                    count += 1
+            return count
+
+    def robot_contacts(self, name: str) -> int:
+        """Number of active contacts between any robot geom (arm, hand, fingers) and object ``name``."""
+        geom = self._object(name).geom
+        with self._lock:
+            d = self._data
+            count = 0
+            for i in range(d.ncon):
+                g1, g2 = int(d.contact.geom1[i]), int(d.contact.geom2[i])
+                if (g1 == geom and g2 in self._robot_geoms) or (g2 == geom and g1 in self._robot_geoms):
+                    count += 1
+            return count
+
+
+@dataclass(frozen=True)
+class _ObjectIds:
+    """Where one free object lives in the model: body, qpos/qvel addresses of its free joint, geom, shape."""
+
+    body: int
+    qadr: int
+    vadr: int
+    geom: int
+    shape: str
+    half_height: float

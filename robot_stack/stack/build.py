@@ -34,7 +34,15 @@ from robot_stack.control.executor import Executor
 from robot_stack.control.rt_process import ProcessExecutor, RealtimeConfig, RobotSpec, SafetySpec
 from robot_stack.control.safety import SafetyFilter, WorkspaceBox
 from robot_stack.control.scheduler import ChunkScheduler, SchedulerConfig
-from robot_stack.cycle import GuardConfig, ObservationGuard, PolicyCycle, RecoveryConfig, RtcPrefix, TrajectorySink
+from robot_stack.cycle import (
+    GuardConfig,
+    ObservationGuard,
+    PolicyCycle,
+    RecoveryConfig,
+    RequestLayout,
+    RtcPrefix,
+    TrajectorySink,
+)
 from robot_stack.decoders.base import Decoder
 from robot_stack.decoders.registry import decoder_name_for, get_decoder
 from robot_stack.errors import ConfigError
@@ -263,8 +271,9 @@ def build_cycle(
 ) -> PolicyCycle:
     """The policy cycle with the config's guard, pipelining and recovery. ``period_s`` is the caller's cycle period
     (pipelining needs it); ``sink`` takes the trajectories when there is no ``scheduler``. ``metadata``: the served
-    model's; a flow-matching model that accepts real-time chunking gets the executing plan's prefix with every
-    request (``cycle.rtc``, when the sink is an executor that exposes its plan)."""
+    model's; it sets the observation's wire form (:class:`~robot_stack.cycle.RequestLayout`), and a flow-matching
+    model that accepts real-time chunking gets the executing plan's prefix with every request (``cycle.rtc``, when
+    the sink is an executor that exposes its plan)."""
     cc = config.cycle
     recovery = None
     if cc.recovery:
@@ -293,6 +302,7 @@ def build_cycle(
         recovery=recovery,
         send_ahead=cc.send_ahead,
         rtc=rtc,
+        layout=RequestLayout.from_metadata(metadata) if metadata is not None else None,
     )
 
 
@@ -343,13 +353,20 @@ def build_cell(
             config.calibration.root,
             allow_stale=config.calibration.allow_stale,
         )
-        projectors.append(DepthProjector(calibration.intrinsics_at(c.width, c.height), calibration.T_base_cam))
+        projectors.append(
+            DepthProjector(
+                calibration.intrinsics_at(c.width, c.height), calibration.T_base_cam, version=calibration.version
+            )
+        )
     world = None
     if config.robot.kind == "sim":
         from robot_stack.sim.scene import scene_with_cameras
+        from robot_stack.sim.tabletop import SCENE_OBJECTS
         from robot_stack.sim.world import SimWorld
 
-        scene = scene_with_cameras([c.camera_id for c in config.cameras], config.calibration.scene, config.robot.model)
+        objects = SCENE_OBJECTS if config.task.suite == "tabletop" else ()
+        cameras = [c.camera_id for c in config.cameras]
+        scene = scene_with_cameras(cameras, config.calibration.scene, config.robot.model, objects)
         world = SimWorld(clock=clock, config=scene)
     robot = _build_robot(config, clock, world)
     if robot_wrapper is not None:

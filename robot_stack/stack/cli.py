@@ -21,13 +21,13 @@ def add_robot_argument(parser: argparse.ArgumentParser, help_extra: str = "") ->
     )
 
 
-def add_stack_config_arguments(parser: argparse.ArgumentParser, default: str = "demo") -> None:
+def add_stack_config_arguments(parser: argparse.ArgumentParser, default: str | None = "demo") -> None:
     """Add ``--config NAME|FILE`` (a preset in robot_stack/configs, or a YAML file) and repeatable
-    ``--set section.field=value`` overrides to a subcommand's parser."""
+    ``--set section.field=value`` overrides to a subcommand's parser (``default`` None: the command picks it)."""
     parser.add_argument(
         "--config",
         default=default,
-        help=f"stack preset name or YAML file (default: {default}; see robot_stack/configs)",
+        help=f"stack preset name or YAML file (default: {default or 'by the command'}; see robot_stack/configs)",
     )
     parser.add_argument(
         "--set",

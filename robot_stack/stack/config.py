@@ -40,6 +40,7 @@ __all__ = [
     "EXECUTOR_MODES",
     "PRESETS_DIR",
     "ROBOT_PRESETS_DIR",
+    "TASK_SUITES",
     "CalibrationConfig",
     "CameraConfig",
     "ControlConfig",
@@ -301,15 +302,24 @@ class CycleConfig:
         _positive("cycle", "max_frame_age_s", self.max_frame_age_s)
 
 
+#: Task suites of the simulated cell: ``reach`` (touch the red cube, the demo's task) and ``tabletop`` (three objects,
+#: language-conditioned instructions: :mod:`robot_stack.sim.tabletop`).
+TASK_SUITES = ("reach", "tabletop")
+
+
 @dataclass(frozen=True)
 class TaskConfig:
-    """The task: its instruction (sent with every observation) and how long an episode may take (s)."""
+    """The task: its instruction (sent with every observation), how long an episode may take (s), and which task
+    suite a simulated cell is set up for (``reach`` | ``tabletop``: the objects on its table)."""
 
     instruction: str = ""
     max_duration_s: float = 10.0
+    suite: str = "reach"
 
     def __post_init__(self) -> None:
         _positive("task", "max_duration_s", self.max_duration_s)
+        if self.suite not in TASK_SUITES:
+            raise ConfigError(f"task.suite: {self.suite!r} unknown; expected one of {TASK_SUITES}")
 
 
 @dataclass(frozen=True)

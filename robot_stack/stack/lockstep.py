@@ -43,7 +43,10 @@ class EpisodeResult:
         success: task solved before the time limit.
         duration_s: simulated seconds until success or timeout.
         steps: policy steps taken.
-        final_distance_m: TCP distance to the cube's top centre at the end.
+        final_distance_m: TCP distance to the target's top centre at the end.
+        touched: the object the episode ended on (the target on success; another object when that was touched
+            first in a tabletop task), None on a timeout.
+        instruction: the task's instruction.
     """
 
     seed: int
@@ -51,10 +54,16 @@ class EpisodeResult:
     duration_s: float
     steps: int
     final_distance_m: float
+    touched: str | None = None
+    instruction: str = ""
 
 
 class LockstepRig:
     """The stack's cell, decoder, executor and chunk scheduler on a fake clock, stepped in simulated time.
+
+    The task follows ``config.task.suite``: the demo's :class:`~robot_stack.sim.task.ReachTouchTask`, or a
+    :class:`~robot_stack.sim.tabletop.TabletopTask` for ``config.task.instruction`` (its first instruction when
+    empty; :meth:`TabletopTask.set_instruction` changes it between episodes).
 
     Built by the same builder as the live stack (:func:`~robot_stack.stack.build.build_cell`,
     :func:`~robot_stack.stack.build.build_decoder`, :func:`~robot_stack.stack.build.build_executor`,
@@ -68,6 +77,8 @@ class LockstepRig:
         robot_wrapper: wraps the robot (e.g. the recording taps of a data-collection session).
         scene, camera_id, rate_hz, max_duration_s: shorthands for overriding the config's calibration scene, the
             single camera, the control rate and the episode limit (None: the config's own).
+        xyz: compute the base-frame XYZ of every observation (False: depth form only, see
+            :class:`~robot_stack.cycle.ObservationSource`).
     """
 
     def __init__(
@@ -80,6 +91,7 @@ class LockstepRig:
         policy_period_s: float = 0.1,
         max_duration_s: float | None = 8.0,
         robot_wrapper: Callable[[Robot], Robot] | None = None,
+        xyz: bool = True,
     ) -> None:
         config = config or load_stack_config("demo")
         overrides = [] if max_duration_s is None else [f"task.max_duration_s={max_duration_s}"]
@@ -97,10 +109,17 @@ class LockstepRig:
         self.cell = build_cell(config, self.clock, robot_wrapper=robot_wrapper)
         self.world = self.cell.world
         self.robot = self.cell.robot
-        self.source = ObservationSource(self.cell.cameras, self.robot)
+        self.source = ObservationSource(self.cell.cameras, self.robot, xyz=xyz)
         self.camera, self.projector = self.cell.cameras[0]
         self.decoder: Any = build_decoder(config, ActionHead.CONTINUOUS.value, "ee_delta_xyz")[0]
-        self.task = ReachTouchTask(self.world, max_duration_s=config.task.max_duration_s)
+        self.task: Any
+        if config.task.suite == "tabletop":
+            from robot_stack.sim.tabletop import INSTRUCTIONS, TabletopTask
+
+            instruction = config.task.instruction or INSTRUCTIONS[0].text
+            self.task = TabletopTask(self.world, instruction, max_duration_s=config.task.max_duration_s)
+        else:
+            self.task = ReachTouchTask(self.world, max_duration_s=config.task.max_duration_s)
         self.rate_hz = config.control_rate_hz
         self.policy_period_ns = round(policy_period_s * 1e9)
 
@@ -160,4 +179,6 @@ class LockstepRig:
             duration_s=self.task.elapsed_s(),
             steps=steps,
             final_distance_m=self.task.tcp_distance_m(),
+            touched=self.task.touched_object(),
+            instruction=self.task.instruction,
         )

@@ -6,6 +6,8 @@ robot-stack train --dataset data/reach --head latent_vq --out models/mine
 robot-stack evaluate --manifest models/mine/reach-visuomotor-continuous.yaml --episodes 50 --expert
 robot-stack train --dataset data/panda --dataset data/ur5 --dataset data/so101 --head latent_vq --out models/xemb
 robot-stack evaluate --manifest models/xemb/reach-visuomotor-vq.yaml --robot so101 --episodes 50
+robot-stack train-vla --budget-min 30
+robot-stack evaluate --suite tabletop --manifest robot_stack/policy/models/vla/vla-tabletop-v1.yaml --scenes B
 
 torch is imported only when ``train`` runs (``pip install -e .[train]``).
 """
@@ -65,9 +67,49 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scene_list(value: str) -> list[str]:
+    """``A`` / ``B`` (the tabletop suite's scene sets) or comma-separated scene names."""
+    from robot_stack.sim.robot_cells import SCENE_SET_A, SCENE_SET_B
+
+    sets = {"A": list(SCENE_SET_A), "B": list(SCENE_SET_B)}
+    return sets.get(value, [s for s in value.split(",") if s])
+
+
+def _cmd_evaluate_suite(args: argparse.Namespace) -> int:
+    from robot_stack.training.suite_evaluate import evaluate_suite
+
+    if not args.manifest:
+        print("evaluate --suite tabletop needs --manifest (the language-conditioned policy to serve)")
+        return 2
+    report = evaluate_suite(
+        args.manifest,
+        _scene_list(args.scenes),
+        instructions=args.task or None,
+        episodes=args.episodes,
+        seed=args.seed,
+        mismatched=args.mismatched,
+        threads=args.threads,
+        engine=args.engine,
+    ).summary()
+    text = json.dumps(report)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    print(text)
+    worst = min(v["success_rate"] for v in report["per_instruction"].values())
+    if args.min_success is not None and worst < args.min_success:
+        print(f"FAILED: an instruction's success rate {worst:.0%} is below --min-success")
+        return 1
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from robot_stack.training.evaluate import evaluate_expert, evaluate_served
 
+    if args.suite == "tabletop":
+        return _cmd_evaluate_suite(args)
+    if args.task:
+        print("--task is for the tabletop suite (--suite tabletop); the reach task has one instruction")
+        return 2
     report: dict[str, Any] = {}
     robot = args.robot or "panda"
     if args.manifest:
@@ -118,8 +160,61 @@ def _eval_table(report: dict[str, Any]) -> None:
     print_table("robot-stack evaluate", columns, rows, to_stderr=True)
 
 
+def _cmd_train_vla(args: argparse.Namespace) -> int:
+    from robot_stack.training.train_vla import DEFAULT_VLA_ID, VLA_MODELS_DIR, train_vla
+    from robot_stack.training.vla_model import VlaConfig
+    from robot_stack.training.vla_train import VlaTrainConfig
+
+    model = VlaConfig(layers=args.layers, d_model=args.d_model, heads=args.heads, mlp=2 * args.d_model)
+    fit = VlaTrainConfig(
+        steps=args.steps,
+        time_budget_s=args.budget_min * 60.0 if args.budget_min else None,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    report = train_vla(
+        Path(args.out) if args.out else VLA_MODELS_DIR,
+        model_id=args.model_id or (DEFAULT_VLA_ID if args.frame == "base" else f"{DEFAULT_VLA_ID}-camframe"),
+        scenes=_scene_list(args.scenes),
+        episodes=args.episodes,
+        data=args.data,
+        frame=args.frame,
+        model_config=model,
+        train_config=fit,
+        steps=args.denoise_steps,
+        seed=args.seed,
+    )
+    print(json.dumps(report))
+    return 0
+
+
 def add_train_parser(sub: Any) -> None:
-    """Add ``train``, ``evaluate`` and ``train-demo`` to the ``robot-stack`` subcommands."""
+    """Add ``train``, ``evaluate``, ``train-demo`` and ``train-vla`` to the ``robot-stack`` subcommands."""
+    vla = sub.add_parser(
+        "train-vla",
+        help="collect tabletop demonstrations, train, export and check the vision-language-action model",
+        epilog="example:\n  robot-stack train-vla --budget-min 30",
+    )
+    vla.add_argument("--out", help="output folder (default: the package's models/vla folder)")
+    vla.add_argument("--model-id", default=None, help="default vla-tabletop-v1 (-camframe for --frame camera)")
+    vla.add_argument("--scenes", default="A", help="A (scene set A), B, or comma-separated scene names")
+    vla.add_argument("--episodes", type=int, default=320, help="expert episodes over scenes and instructions")
+    vla.add_argument("--data", default=None, help="demonstrations .npz: loaded if it exists, else collected into it")
+    vla.add_argument("--frame", choices=["base", "camera"], default="base", help="camera = the camera-frame ablation")
+    vla.add_argument("--steps", type=int, default=4000, help="optimiser steps (at most)")
+    vla.add_argument("--budget-min", type=float, default=None, help="wall-clock budget of the fit, minutes")
+    vla.add_argument("--batch-size", type=int, default=48, help="samples per optimiser step")
+    vla.add_argument("--layers", type=int, default=3, help="transformer layers of the trunk and the action expert")
+    vla.add_argument("--d-model", type=int, default=64, help="token width")
+    vla.add_argument("--heads", type=int, default=4, help="attention heads")
+    vla.add_argument(
+        "--denoise-steps", type=int, default=10, help="integration steps K per chunk, written into the manifest"
+    )
+    vla.add_argument("--threads", type=int, default=1, help="torch threads")
+    vla.add_argument("--seed", type=int, default=0, help="seed of data order, initialisation and noise")
+    vla.set_defaults(func=_cmd_train_vla)
+
     demo = sub.add_parser(
         "train-demo",
         help="collect expert data in sim, train and export the demo policy",
@@ -189,4 +284,12 @@ def add_train_parser(sub: Any) -> None:
     ev.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads of the server")
     ev.add_argument("--min-success", type=float, default=None, help="exit 1 below this success rate")
     add_robot_argument(ev, "; the latent_vq decoder decodes for it")
+    ev.add_argument("--suite", choices=["reach", "tabletop"], default="reach", help="task suite (default reach)")
+    ev.add_argument(
+        "--task", action="append", default=[], help="tabletop: an instruction to evaluate (repeatable; default: all)"
+    )
+    ev.add_argument("--scenes", default="A", help="tabletop: scene set A, B or comma-separated scene names")
+    ev.add_argument("--mismatched", action="store_true", help="tabletop: send another instruction (language ablation)")
+    ev.add_argument("--engine", choices=["ort", "tensorrt", "torch"], default="ort", help="serving engine")
+    ev.add_argument("--out", default=None, help="tabletop: also write the report (JSON) here")
     ev.set_defaults(func=_cmd_evaluate)

@@ -198,7 +198,19 @@ def with_served_variant(config: StackConfig, variants_dir: Path) -> StackConfig:
     """``config`` serving its model in the action language it names (``policy.action_head``): the variant of the
     model with that head grafted into its graph (:func:`build_variant`, written into ``variants_dir``), and the
     decoder given the variant's files (bin layout, tokenizer). What ``robot-stack demo`` and ``bench motion``
-    serve."""
+    serve.
+
+    Raises:
+        ConfigError: a head other than continuous for a vision-language-action model (its flow-matching expert
+            answers continuous chunks; it has no graph to graft a head onto).
+    """
+    from robot_stack.policy.manifest import PolicyManifest
+
+    if config.policy.action_head != "continuous" and PolicyManifest.load(config.policy.manifest_path()).vla:
+        raise ConfigError(
+            f"--action-head {config.policy.action_head}: the VLA answers continuous chunks; its action head cannot be "
+            "re-expressed (drop --action-head, or use --policy reach)"
+        )
     served, decoder_kwargs = build_variant(config.policy.manifest_path(), config.policy.action_head, variants_dir)
     policy = dataclasses.replace(config.policy, manifest=str(served))
     decoder = dataclasses.replace(config.decoder, options={**config.decoder.options, **decoder_kwargs})

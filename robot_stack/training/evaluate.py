@@ -12,10 +12,12 @@ This module does not import torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from robot_stack.stack.config import load_stack_config
 from robot_stack.stack.lockstep import EpisodeResult, LockstepRig
 from robot_stack.types import ActionChunk, ActionHead, Observation
 
-__all__ = ["EvalReport", "evaluate_expert", "evaluate_served", "tokenizer_for"]
+__all__ = ["EvalReport", "evaluate_expert", "evaluate_served", "served", "tokenizer_for"]
 
 log = logging.getLogger("robot_stack.training.evaluate")
 
@@ -138,7 +140,6 @@ def evaluate_served(
         timeout_s: per-request deadline (generous: the simulated clock waits for the answer).
         max_duration_s: simulated seconds before an episode counts as failed (the recorder's default: 8).
     """
-    from robot_stack.policy.service import serve
     from robot_stack.transport.client import PolicyClient
 
     manifest = PolicyManifest.load(manifest_path)
@@ -156,29 +157,11 @@ def evaluate_served(
             f"evaluate: {manifest.model_id} has action head {head!r} / space {manifest.action_space!r}; this "
             "evaluation handles continuous ee_delta_xyz and latent_vq policies"
         )
-    endpoint: list[str] = []
-    ready = threading.Event()
-    stop = threading.Event()
-
-    def on_ready(bound: str) -> None:
-        endpoint.append(bound)
-        ready.set()
-
-    errors: list[BaseException] = []
-
-    def serve_thread() -> None:
-        try:
-            serve(manifest_path, "tcp://127.0.0.1:*", "cpu", threads=threads, on_ready=on_ready, stop_event=stop)
-        except BaseException as exc:  # reported to the caller below
-            errors.append(exc)
-            ready.set()
-
-    thread = threading.Thread(target=serve_thread, name="eval-policy-server", daemon=True)
-    thread.start()
     try:
-        if not ready.wait(60.0) or errors:
-            raise PolicyError(f"policy server for {manifest_path} did not start: {errors[0] if errors else 'timeout'}")
-        with PolicyClient(endpoint[0], "eval", timeout_s=timeout_s, model_id=manifest.model_id) as client:
+        with (
+            served(manifest_path, threads=threads) as endpoint,
+            PolicyClient(endpoint, "eval", timeout_s=timeout_s, model_id=manifest.model_id) as client,
+        ):
             step = [0]
 
             def act(obs: Observation) -> ActionChunk:
@@ -189,5 +172,44 @@ def evaluate_served(
             return _run(rig, act, list(range(seed, seed + episodes)), f"{manifest.model_id} on {robot}")
     finally:
         rig.close()
+
+
+@contextlib.contextmanager
+def served(manifest_path: str | Path, *, threads: int = 1, engine: str = "ort", provider: str = "cpu") -> Iterator[str]:
+    """Serve ``manifest_path`` with the real server (:func:`robot_stack.policy.service.serve`, in a thread, on
+    loopback) for the duration of the block; yields its endpoint. Raises PolicyError when it does not start."""
+    from robot_stack.policy.service import serve
+
+    endpoint: list[str] = []
+    ready = threading.Event()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def on_ready(bound: str) -> None:
+        endpoint.append(bound)
+        ready.set()
+
+    def serve_thread() -> None:
+        try:
+            serve(
+                manifest_path,
+                "tcp://127.0.0.1:*",
+                provider,
+                threads=threads,
+                on_ready=on_ready,
+                stop_event=stop,
+                engine=engine,
+            )
+        except BaseException as exc:  # reported to the caller below
+            errors.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=serve_thread, name="eval-policy-server", daemon=True)
+    thread.start()
+    try:
+        if not ready.wait(120.0) or errors:
+            raise PolicyError(f"policy server for {manifest_path} did not start: {errors[0] if errors else 'timeout'}")
+        yield endpoint[0]
+    finally:
         stop.set()
         thread.join(10.0)

@@ -22,6 +22,12 @@ takes the newest frame in-process, never over DDS; each frame is republished on 
 monitoring), latest wins. Run no camera node beside it (``launch/graphs/sim_composed.yaml``). ``robot-stack bench ros``
 reports the frame age at the policy in both modes.
 
+The instruction sent with every observation (request meta ``task``, which a language-conditioned model's server
+tokenizes) is the ``task`` parameter; it can be changed at run time with ``ros2 param set`` or by publishing a
+``std_msgs/String`` on ``~/task``. At start the node asks the server for the model's metadata and sends observations
+in the form the model takes (:class:`~robot_stack.cycle.RequestLayout`: base-frame XYZ, or uint16 depth + the
+calibration for a model that computes the XYZ in its graph); a server not reachable then means the XYZ form.
+
 With ``task_status_topic`` set (the sim graph: ``/sim_bridge/task_status``, ``diagnostic_msgs/DiagnosticStatus``
 with ``episode`` and ``touched``), the client ends an episode the way ``robot-stack demo`` does: once the task
 reports the touch it sends no more trajectories (the executor finishes the last one and its watchdog holds the arm)
@@ -39,16 +45,17 @@ import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float32MultiArray, MultiArrayDimension
+from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String
 from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 
 from robot_stack.cameras.base import Camera
 from robot_stack.cameras.threaded import ThreadedCamera
 from robot_stack.clock import MonotonicClock
-from robot_stack.errors import ConfigError, RobotStackError, ShapeError
+from robot_stack.errors import ConfigError, RobotStackError, ShapeError, TransportError
 from robot_stack.graph.diagnostics import Health, StreamMonitor
 from robot_stack.graph.streams import StreamedArm, StreamedCamera
 from robot_stack.types import JointTrajectory
@@ -97,7 +104,7 @@ class PolicyClientNode(Node):
         self.camera_id = declare(self, "camera_id", "front", "logical camera name (model input <camera>/rgb, /xyz)")
         self.scene = declare(self, "scene", "sim_tabletop", "calibration scene of the camera")
         self.calibration_root = declare(self, "calibration_root", "", "calibration folder ('' = the repository's)")
-        self.task = declare(self, "task", "", "instruction sent with every observation")
+        self.task = declare(self, "task", "", "instruction sent with every observation (also topic ~/task)")
         self.rate_hz = declare(self, "rate_hz", 10.0, "policy cycles per second, Hz")
         self.timeout_s = declare(self, "request_timeout_s", 0.5, "per-request deadline at the server, s")
         self.max_frame_age_s = declare(self, "max_frame_age_s", 0.25, "older frames are not acted on, s")
@@ -168,6 +175,11 @@ class PolicyClientNode(Node):
         except RobotStackError as exc:
             raise ConfigError(f"decoder {self.decoder_name!r}: {exc}") from exc
         self.client = PolicyClient(self.endpoint, self.robot_id, timeout_s=self.timeout_s)
+        try:
+            metadata: dict[str, Any] | None = self.client.metadata(max(self.timeout_s, 2.0))
+        except TransportError as exc:
+            metadata = None
+            log.warning("policy server not reachable at start (%s): sending the XYZ form", exc)
         self.traj_pub = self.create_publisher(JointTrajectoryMsg, "~/trajectory", COMMAND_QOS)
         self.chunk_pub = self.create_publisher(Float32MultiArray, "~/action_chunk", 10)
         self.cycle = build_cycle(
@@ -180,7 +192,10 @@ class PolicyClientNode(Node):
             MonotonicClock(),
             reach_stats=reach_stats,
             period_s=1.0 / self.rate_hz,
+            metadata=metadata,
         )
+        self.add_on_set_parameters_callback(self._on_parameters)
+        self.create_subscription(String, "~/task", self._on_task_text, COMMAND_QOS)
         self.cycles = StreamMonitor("cycles", expected_hz=self.rate_hz, max_silence_s=2.0 / self.rate_hz + 1.0)
         self._step = 0
         self.diag = DiagnosticsPublisher(self)
@@ -236,6 +251,30 @@ class PolicyClientNode(Node):
         return threaded
 
     # ------------------------------------------------------------------------------------------- inputs
+    def _set_task(self, text: str) -> str:
+        """Use ``text`` as the instruction from the next cycle on; returns why not ("" when set)."""
+        if len(text) > 1000:
+            return f"instruction of {len(text)} characters; at most 1000"
+        self.task = text
+        self.cycle.task = text
+        log.info("instruction: %r", text)
+        return ""
+
+    def _on_task_text(self, msg: String) -> None:
+        why = self._set_task(msg.data)
+        if why:
+            log.error("~/task rejected: %s", why)
+
+    def _on_parameters(self, params: list[Any]) -> SetParametersResult:
+        for param in params:
+            if param.name == "task":
+                if not isinstance(param.value, str):
+                    return SetParametersResult(successful=False, reason="task must be a string")
+                why = self._set_task(param.value)
+                if why:
+                    return SetParametersResult(successful=False, reason=why)
+        return SetParametersResult(successful=True)
+
     def _push(self, msg: Image, push: Any) -> None:
         try:
             push(stamp_ns(msg.header.stamp), fields_from_image(msg))

@@ -1,0 +1,268 @@
+"""The VLA end to end in a tiny configuration (seconds): expert demonstrations in the lockstep simulator, the project's
+tokenizer, training, export of the prefix encoder and the denoising step (ONNX + torch programs), the served model
+(real server, real client, the instruction sent as text and tokenized by the server, depth + calibration on the
+wire, the XYZ computed in the graph), micro-batching, the prefix cache, inpainting, and one closed-loop episode.
+
+The full-size training is ``test_train_vla_full`` (``slow``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from robot_stack.calibration.payload import xyz_from_depth  # noqa: E402
+from robot_stack.cycle import RequestLayout, chunk_from_reply  # noqa: E402
+from robot_stack.errors import ConfigError, PolicyError, ServerError  # noqa: E402
+from robot_stack.policy.backends import load_backend  # noqa: E402
+from robot_stack.policy.instruction import InstructionSpec, InstructionTokenizer  # noqa: E402
+from robot_stack.policy.manifest import PolicyManifest  # noqa: E402
+from robot_stack.policy.runtime import OnnxPolicy  # noqa: E402
+from robot_stack.policy.vla import KnownPrefix  # noqa: E402
+from robot_stack.training.train_vla import train_vla  # noqa: E402
+from robot_stack.training.vla_data import VlaSamples, collect_vla  # noqa: E402
+from robot_stack.training.vla_export import full_resolution  # noqa: E402
+from robot_stack.training.vla_model import VlaConfig, depth_to_points  # noqa: E402
+from robot_stack.training.vla_tokenizer import build_tokenizer  # noqa: E402
+from robot_stack.training.vla_train import VlaTrainConfig  # noqa: E402
+
+TINY_HW = (120, 160)
+TINY = VlaConfig(stride=4, offset=2, patch=10, slots=2, d_pix=8, d_model=32, heads=2, layers=1, mlp=64, bands=3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("vla")
+    samples = collect_vla(
+        ["vla_a1"],
+        2,
+        seed=0,
+        stride=4,
+        offset=2,
+        max_duration_s=2.0,
+        instructions=["touch the red cube", "touch the blue cylinder"],
+        image_hw=TINY_HW,
+    )
+    data = out / "demos.npz"
+    samples.save(data)
+    report = train_vla(
+        out,
+        model_id="tiny-vla",
+        data=data,
+        model_config=TINY,
+        train_config=VlaTrainConfig(steps=4, batch_size=8, warmup_steps=1),
+        steps=4,
+    )
+    return {"out": out, "manifest": Path(report["manifest"]), "samples": samples, "report": report}
+
+
+def _feed(tiny: dict, i: int = 0, text: str = "touch the red cube") -> dict[str, np.ndarray]:
+    manifest = PolicyManifest.load(tiny["manifest"])
+    assert manifest.instruction is not None
+    feed = full_resolution(tiny["samples"], i, *TINY_HW)
+    feed["instruction"] = InstructionTokenizer(manifest.instruction).encode_rows(text, 1)
+    return feed
+
+
+def test_training_report_and_files(tiny: dict) -> None:
+    report = tiny["report"]
+    assert report["samples"] == len(tiny["samples"]) > 20 and report["episodes"] == 2
+    assert report["served_max_abs_err_m_ort"] < 1e-4 and report["served_max_abs_err_m_torch"] < 1e-4
+    names = {p.name for p in tiny["out"].iterdir()}
+    for suffix in ("prefix.onnx", "prefix.pt2", "denoise.onnx", "denoise.pt2", "tokenizer.json", "yaml"):
+        assert f"tiny-vla.{suffix}" in names
+    assert {"tiny-vla-xyz.yaml", "tiny-vla-xyz.prefix.onnx"} <= names
+    assert json.loads((tiny["out"] / "tiny-vla.train.json").read_text())["frame"] == "base"
+
+
+def test_manifest_contract(tiny: dict) -> None:
+    manifest = PolicyManifest.load(tiny["manifest"])
+    request = {t.name for t in manifest.request_inputs}
+    assert request == {"front/rgb", "front/depth", "front/calib", "state"}  # the instruction is filled by the server
+    summary = manifest.summary()
+    assert "tokenizer" not in summary["instruction"] and "onnx" not in summary["vla"]["denoise"]
+    prefix, denoise = manifest.vla_prefix_manifest(), manifest.vla_denoise_manifest()
+    assert [t.dtype for t in prefix.inputs] == ["uint8", "int32", "float32", "int32"]  # uint16 widened for TensorRT
+    assert set(denoise.normalization) == {"state"}
+    with pytest.raises(PolicyError, match="is a VLA"):
+        OnnxPolicy(manifest)
+    doc = manifest.to_dict(tiny["out"])
+    doc["vla"]["denoise"]["inputs"] = doc["vla"]["denoise"]["inputs"][1:]  # no noisy_actions
+    with pytest.raises(ConfigError, match="must include"):
+        PolicyManifest.from_dict(doc, tiny["out"])
+    doc = manifest.to_dict(tiny["out"])
+    doc["instruction"]["max_tokens"] = 8
+    with pytest.raises(ConfigError, match="instruction.input"):
+        PolicyManifest.from_dict(doc, tiny["out"])
+
+
+def test_instruction_tokenizer(tmp_path: Path) -> None:
+    path = tmp_path / "tok.json"
+    build_tokenizer(path=path)
+    tok = InstructionTokenizer(InstructionSpec("instruction", path, 8))
+    ids = tok.encode("Touch the BLUE cylinder!")
+    assert ids.dtype == np.int32 and ids.shape == (8,) and np.count_nonzero(ids) == 4
+    assert np.array_equal(ids, tok.encode("touch the blue cylinder"))
+    assert tok.unk_id in tok.encode("touch the purple pyramid")
+    for bad in ("", "   ", None, 3):
+        with pytest.raises(PolicyError, match="needs an instruction"):
+            tok.encode(bad)
+    with pytest.raises(PolicyError, match="at most 8"):
+        tok.encode("touch the red cube and then touch the blue cylinder")
+    with pytest.raises(ConfigError, match="not found"):
+        InstructionTokenizer(InstructionSpec("instruction", tmp_path / "missing.json", 8))
+
+
+def test_graph_projection_matches_the_reference(tiny: dict) -> None:
+    samples: VlaSamples = tiny["samples"]
+    depth = np.repeat(np.repeat(samples.depth[0], 4, 0), 4, 1)
+    ref = xyz_from_depth(depth, samples.calib[0], stride=4, offset=2)
+    for frame in ("base", "camera"):
+        cfg = VlaConfig(height=120, width=160, stride=4, offset=2, frame=frame)
+        pts, valid = depth_to_points(
+            torch.from_numpy(samples.depth[:1].astype(np.int32)), torch.from_numpy(samples.calib[:1]), cfg
+        )
+        want = ref if frame == "base" else xyz_from_depth(depth, samples.calib[0], 4, 2, frame="camera")
+        ok = ~np.isnan(want[..., 0])
+        assert np.array_equal(valid[0].numpy() > 0, ok)
+        assert np.abs(pts[0].numpy()[ok] - want[ok]).max() < 1e-5
+
+
+def test_batching_cache_and_inpainting(tiny: dict) -> None:
+    manifest = PolicyManifest.load(tiny["manifest"])
+    policy = load_backend(manifest, "ort", threads=1).policy
+    try:
+        a, b = _feed(tiny, 0), _feed(tiny, 20, "touch the blue cylinder")
+        batch = {k: np.concatenate([a[k], b[k]]) for k in a}
+        noise = np.random.default_rng(1).standard_normal((2, 8, 3)).astype(np.float32)
+        together = policy.sample(batch, noise=noise)
+        alone = np.concatenate([policy.sample(a, noise=noise[:1]), policy.sample(b, noise=noise[1:])])
+        assert np.abs(together - alone).max() < 1e-5  # the dynamic batch axis keeps rows independent
+        policy.prefix_cache = False
+        assert np.abs(policy.sample(batch, noise=noise) - together).max() < 1e-5  # same maths without the cache
+        policy.prefix_cache = True
+        assert policy.last_timing is not None and policy.last_timing.steps == policy.steps
+        known = np.full((2, 8, 3), 0.004, np.float32)
+        x = policy.sample(batch, noise=noise, known=KnownPrefix(known, 3))
+        stats = manifest.normalization["actions"]
+        raw = x * stats.std + stats.mean
+        assert np.abs(raw[:, :3] - known[:, :3]).max() < 1e-6  # the executed prefix is kept exactly
+        out = policy.run(batch)["actions"]
+        assert out.shape == (2, 8, 3) and np.isfinite(out).all()
+        with pytest.raises(PolicyError, match="does not fit"):
+            policy.sample(batch, known=KnownPrefix(known, 9))
+        for k in (1, 5):
+            assert policy.sample(a, steps=k).shape == (1, 8, 3)
+    finally:
+        policy.close()
+
+
+def test_served_by_the_real_server(tiny: dict) -> None:
+    from robot_stack.training.evaluate import served
+    from robot_stack.transport.client import PolicyClient
+
+    manifest = PolicyManifest.load(tiny["manifest"])
+    feed = _feed(tiny, 5)
+    arrays = {k: v for k, v in feed.items() if k != "instruction"}
+    with served(tiny["manifest"]) as endpoint, PolicyClient(endpoint, "test", timeout_s=20.0) as client:
+        layout = RequestLayout.from_metadata(client.metadata())
+        assert layout == RequestLayout(depth_form=True, batched=True)
+        reply = client.infer(arrays, {"t_obs_ns": 5, "task": "touch the red cube"})
+        chunk = chunk_from_reply(reply, 5)
+        assert chunk.actions.shape == (manifest.horizon, 3) and reply.meta["model_id"] == "tiny-vla"
+        with pytest.raises(ServerError, match="needs an instruction"):
+            client.infer(arrays, {"t_obs_ns": 6})
+        with pytest.raises(ServerError, match="at most 16"):
+            client.infer(arrays, {"t_obs_ns": 7, "task": " ".join(["touch"] * 17)})
+        # the connection survives the rejected requests
+        assert client.infer(arrays, {"t_obs_ns": 8, "task": "push the green cube to the left"}).arrays["actions"].shape
+
+
+def test_torch_engine_serves_the_vla(tiny: dict) -> None:
+    manifest = PolicyManifest.load(tiny["manifest"])
+    choice = load_backend(manifest, "torch", threads=1, torch_options={"device": "cpu"})
+    ort = load_backend(manifest, "ort", threads=1).policy
+    try:
+        assert choice.backend == "torch" and "torch-cpu" in choice.policy.provider
+        feed = _feed(tiny, 3)
+        noise = np.random.default_rng(2).standard_normal((1, 8, 3)).astype(np.float32)
+        assert np.abs(choice.policy.sample(feed, noise=noise) - ort.sample(feed, noise=noise)).max() < 1e-4
+    finally:
+        choice.policy.close()
+        ort.close()
+
+
+def test_closed_loop_episode_through_the_stack(tiny: dict) -> None:
+    from robot_stack.training.suite_evaluate import evaluate_suite
+
+    report = evaluate_suite(
+        tiny["manifest"],
+        ["vla_b0"],
+        instructions=["touch the red cube"],
+        episodes=1,
+        max_duration_s=0.6,
+        image_hw=TINY_HW,
+        mismatched=True,
+    )
+    (episode,) = report.episodes
+    assert episode.sent != episode.instruction and episode.steps >= 5 and episode.infer_ms > 0
+    summary = report.summary()
+    assert summary["mismatched_instruction"] and summary["per_instruction"]["touch the red cube"]["episodes"] == 1
+
+
+@pytest.mark.slow
+def test_train_vla_full(tmp_path: Path) -> None:
+    """The real recipe at a reduced size: 40 episodes over scene set A, 10 minutes of training."""
+    report = train_vla(tmp_path, episodes=40, train_config=VlaTrainConfig(steps=100_000, time_budget_s=600))
+    assert report["val_chunk_rmse_mm_k10"] < 25.0
+    assert report["served_max_abs_err_m_ort"] < 1e-4
+
+
+def test_compile_builds_and_gates_both_graphs(tiny: dict, tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``robot-stack compile`` on a VLA: one TensorRT engine per graph (through the fake TensorRT 10 / 11 modules that
+    really compute), each behind the accuracy gate, timed per chunk against ONNX Runtime."""
+    from fake_gpu import fake_gpu
+
+    from robot_stack.cli import main
+
+    for version in ("11.4.0.106",):  # TensorRT 10.x builds the VLA in test_gpu_check_times_the_vla_per_chunk
+        with fake_gpu(monkeypatch, version) as gpu:
+            args = ["compile", str(tiny["manifest"]), "--fp16", "--cache-dir", str(tmp_path / version), "--json"]
+            rc = main(args)
+        report = json.loads(capsys.readouterr().out)
+        assert rc == 0 and report["ok"], report["reason"]
+        assert report["backend"] == "tensorrt" and report["trt_p50_ms"] > 0 and report["ort_p50_ms"] > 0
+        assert len(report["engine_path"].split("; ")) == 2
+        gated = {line.split(":")[0] for line in report["gate"]}
+        assert gated == {"tiny-vla/prefix", "tiny-vla/denoise"}
+        assert sum(1 for c in gpu.trt.calls if c[0] == "build") == 2  # one engine per graph
+
+
+def test_gpu_check_times_the_vla_per_chunk(tiny: dict, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """scripts/gpu_check.py with a VLA manifest: both graphs through every GPU section, then per-chunk latency at
+    batch 1 and 8 on ORT CPU, ORT CUDA and TensorRT FP16 (fake GPU modules that really compute)."""
+    import importlib.util
+    import re
+
+    from fake_gpu import fake_gpu, fake_ort_gpu
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", script)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    args = ["--quick", "--runs", "2", "--models", str(tiny["manifest"])]
+    fake_ort_gpu(monkeypatch)
+    with fake_gpu(monkeypatch, "10.16.1.11"):
+        assert module.main(args) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"INFO tiny-vla: per chunk \(K = 10\) ONNX Runtime CPU: batch 1 p50 [\d.]+ ms, batch 8", text)
+    assert "PASS tiny-vla/prefix: TensorRT 10.16.1.11 fp16 built and gated" in text
+    assert "PASS tiny-vla/denoise: TensorRT 10.16.1.11 fp16 built and gated" in text
+    for path in ("ONNX Runtime CUDA", "TensorRT 10.16.1.11 FP16"):
+        assert f"PASS tiny-vla: per chunk (K = 10) {path}: both graphs built and gated" in text
+        assert re.search(rf"INFO tiny-vla: per chunk \(K = 10\) {path}: batch 1 p50 .* batch 8 p50", text)
+    assert not re.search(r"^FAIL", text, re.M)
