@@ -31,7 +31,6 @@ from robot_stack.training.vla_export import full_resolution  # noqa: E402
 from robot_stack.training.vla_model import VlaConfig, depth_to_points  # noqa: E402
 from robot_stack.training.vla_tokenizer import build_tokenizer  # noqa: E402
 from robot_stack.training.vla_train import VlaTrainConfig  # noqa: E402
-from robot_stack.transport.protocol import ArraySpec  # noqa: E402
 
 TINY_HW = (120, 160)
 TINY = VlaConfig(stride=4, offset=2, patch=10, slots=2, d_pix=8, d_model=32, heads=2, layers=1, mlp=64, bands=3)
@@ -240,6 +239,8 @@ def test_rtc_guides_the_vla_onto_the_executing_prefix(tiny: dict) -> None:
 
 
 def test_a_vla_without_rtc_refuses_the_prefix_by_name(tiny: dict) -> None:
+    from robot_stack.transport.protocol import ArraySpec
+
     doc = PolicyManifest.load(tiny["manifest"]).to_dict(tiny["out"])
     doc["vla"]["rtc"] = "yes"
     with pytest.raises(ConfigError, match="vla.rtc"):
