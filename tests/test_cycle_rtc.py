@@ -58,12 +58,18 @@ def test_the_delay_estimate_is_a_high_quantile_raised_at_once() -> None:
         DelayEstimator(quantile=0.0)
 
 
-def test_only_flow_models_that_accept_rtc_get_a_prefix() -> None:
+def test_only_flow_models_and_vlas_that_accept_rtc_get_a_prefix() -> None:
     meta = {"action_space": "joint_position", "horizon": 8, "dt_s": 0.1}
     assert RtcPrefix.for_model(meta) is None
     assert RtcPrefix.for_model({**meta, "flow_matching": {"rtc": False}}) is None
     assert RtcPrefix.for_model({**meta, "action_space": "tokens", "flow_matching": {"rtc": True}}) is None
     assert RtcPrefix.for_model({**meta, "flow_matching": {"rtc": True}}) == RtcPrefix("joint_position", 8, 0.1)
+    # a VLA (manifest section vla:) advertises it in its own section; the prefix is then in its ee_delta_xyz space
+    ee = {**meta, "action_space": "ee_delta_xyz"}
+    fk = panda_ik().fk_xyz
+    assert RtcPrefix.for_model({**ee, "vla": {"steps": 10, "rtc": False}}, fk) is None
+    assert RtcPrefix.for_model({**ee, "vla": {"steps": 10}}, fk) is None
+    assert RtcPrefix.for_model({**ee, "vla": {"steps": 10, "rtc": True}}, fk) == RtcPrefix("ee_delta_xyz", 8, 0.1, fk)
     with pytest.raises(ConfigError, match="fk_xyz"):
         RtcPrefix("ee_delta_xyz", 8, 0.1)
 

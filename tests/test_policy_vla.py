@@ -21,7 +21,9 @@ from robot_stack.errors import ConfigError, PolicyError, ServerError  # noqa: E4
 from robot_stack.policy.backends import load_backend  # noqa: E402
 from robot_stack.policy.instruction import InstructionSpec, InstructionTokenizer  # noqa: E402
 from robot_stack.policy.manifest import PolicyManifest  # noqa: E402
+from robot_stack.policy.rtc import RTC_DELAY_STEPS, RTC_PREFIX, RtcRequest  # noqa: E402
 from robot_stack.policy.runtime import OnnxPolicy  # noqa: E402
+from robot_stack.policy.service import PolicyService  # noqa: E402
 from robot_stack.policy.vla import KnownPrefix  # noqa: E402
 from robot_stack.training.train_vla import train_vla  # noqa: E402
 from robot_stack.training.vla_data import VlaSamples, collect_vla  # noqa: E402
@@ -162,6 +164,8 @@ def test_batching_cache_and_inpainting(tiny: dict) -> None:
 
 
 def test_served_by_the_real_server(tiny: dict) -> None:
+    from robot_stack.cycle import RtcPrefix
+    from robot_stack.kinematics.ik import panda_ik
     from robot_stack.training.evaluate import served
     from robot_stack.transport.client import PolicyClient
 
@@ -169,17 +173,98 @@ def test_served_by_the_real_server(tiny: dict) -> None:
     feed = _feed(tiny, 5)
     arrays = {k: v for k, v in feed.items() if k != "instruction"}
     with served(tiny["manifest"]) as endpoint, PolicyClient(endpoint, "test", timeout_s=20.0) as client:
-        layout = RequestLayout.from_metadata(client.metadata())
+        metadata = client.metadata()
+        layout = RequestLayout.from_metadata(metadata)
         assert layout == RequestLayout(depth_form=True, batched=True)
         reply = client.infer(arrays, {"t_obs_ns": 5, "task": "touch the red cube"})
         chunk = chunk_from_reply(reply, 5)
         assert chunk.actions.shape == (manifest.horizon, 3) and reply.meta["model_id"] == "tiny-vla"
+        # real-time chunking: the robot side sees the VLA's flag, and the server takes the prefix
+        fk = panda_ik().fk_xyz
+        assert metadata["vla"]["rtc"] is True
+        assert RtcPrefix.for_model(metadata, fk) == RtcPrefix("ee_delta_xyz", manifest.horizon, manifest.dt_s, fk)
+        prefix = reply.arrays["actions"][0, :4].copy()
+        guided = client.infer(
+            {**arrays, RTC_PREFIX: prefix}, {"t_obs_ns": 6, "task": "touch the red cube", RTC_DELAY_STEPS: 2}
+        )
+        assert guided.meta["rtc_delay_steps"] == 2 and guided.meta["rtc_prefix_steps"] == 4
+        assert "rtc_delay_steps" not in reply.meta
+        with pytest.raises(ServerError, match="rtc/prefix"):
+            client.infer(
+                {**arrays, RTC_PREFIX: prefix[:, :2].copy()}, {"task": "touch the red cube", RTC_DELAY_STEPS: 1}
+            )
         with pytest.raises(ServerError, match="needs an instruction"):
             client.infer(arrays, {"t_obs_ns": 6})
         with pytest.raises(ServerError, match="at most 16"):
             client.infer(arrays, {"t_obs_ns": 7, "task": " ".join(["touch"] * 17)})
         # the connection survives the rejected requests
         assert client.infer(arrays, {"t_obs_ns": 8, "task": "push the green cube to the left"}).arrays["actions"].shape
+
+
+def _rtc_requests(tiny: dict) -> tuple[dict[str, np.ndarray], dict]:
+    arrays = {k: v for k, v in _feed(tiny, 5).items() if k != "instruction"}
+    return arrays, {"task": "touch the red cube"}
+
+
+def test_rtc_guides_the_vla_onto_the_executing_prefix(tiny: dict) -> None:
+    """The exported VLA accepts real-time chunking (``vla.rtc``); a chunk requested with the executing chunk's
+    prefix and ``d`` frozen steps follows it on those steps, where free chunks (fresh noise) scatter around."""
+    manifest = PolicyManifest.load(tiny["manifest"])
+    assert manifest.vla is not None and manifest.vla.rtc and manifest.summary()["vla"]["rtc"] is True
+    svc = PolicyService.from_manifest(manifest, "cpu", threads=1)
+    try:
+        assert svc.accepts_rtc
+        arrays, meta = _rtc_requests(tiny)
+        reference = svc(arrays, meta)[0]["actions"][0]  # the chunk the robot is executing (m, ee_delta_xyz)
+        prefix, d = reference[:6].copy(), 3
+        free = np.array([svc(arrays, meta)[0]["actions"][0] for _ in range(20)])
+        guided, metas = [], []
+        for _ in range(20):
+            out, reply_meta = svc({**arrays, RTC_PREFIX: prefix}, {**meta, RTC_DELAY_STEPS: d})
+            guided.append(out["actions"][0])
+            metas.append(reply_meta)
+        guided_a = np.array(guided)
+        frozen_free = np.abs(free[:, :d] - reference[:d]).mean()
+        frozen_guided = np.abs(guided_a[:, :d] - reference[:d]).mean()
+        print(f"VLA RTC frozen steps: free {frozen_free * 1e3:.3f} mm, guided {frozen_guided * 1e3:.3f} mm")
+        assert frozen_guided < 0.4 * frozen_free, (frozen_guided, frozen_free)
+        splice_free = np.abs(free[:, d] - reference[d]).mean()
+        splice_guided = np.abs(guided_a[:, d] - reference[d]).mean()
+        print(f"VLA RTC splice step: free {splice_free * 1e3:.3f} mm, guided {splice_guided * 1e3:.3f} mm")
+        assert splice_guided < 0.7 * splice_free, (splice_guided, splice_free)
+        assert all(m["rtc_delay_steps"] == d and m["rtc_prefix_steps"] == 6 for m in metas)
+        assert svc.policy.rtc_runs == 20 and svc.policy.runs == 41  # reference + 20 free + 20 guided
+    finally:
+        svc.policy.close()
+
+
+def test_a_vla_without_rtc_refuses_the_prefix_by_name(tiny: dict) -> None:
+    from robot_stack.transport.protocol import ArraySpec
+
+    doc = PolicyManifest.load(tiny["manifest"]).to_dict(tiny["out"])
+    doc["vla"]["rtc"] = "yes"
+    with pytest.raises(ConfigError, match="vla.rtc"):
+        PolicyManifest.from_dict(doc, tiny["out"])
+    doc["vla"]["rtc"] = False
+    flat = PolicyManifest.from_dict(doc, tiny["out"])
+    svc = PolicyService.from_manifest(flat, "cpu", threads=1)
+    try:
+        assert not svc.accepts_rtc and svc.metadata()["vla"]["rtc"] is False
+        arrays, meta = _rtc_requests(tiny)
+        prefix = np.zeros((3, 3), np.float32)
+        with pytest.raises(PolicyError, match="rtc/prefix"):
+            svc({**arrays, RTC_PREFIX: prefix}, {**meta, RTC_DELAY_STEPS: 1})
+        declared = [
+            ArraySpec(t.name, t.dtype, tuple(1 if n == -1 else n for n in t.shape)) for t in flat.request_inputs
+        ]
+        svc.check_request(declared)
+        with pytest.raises(PolicyError, match="rtc/prefix"):
+            svc.check_request([*declared, ArraySpec(RTC_PREFIX, "float32", (3, 3))])
+        with pytest.raises(PolicyError, match="vla has no rtc: true"):
+            svc.policy.run(_feed(tiny, 5), rtc=[RtcRequest(prefix, 1)])
+        assert svc(arrays, meta)[0]["actions"].shape == (1, 8, 3)  # without the prefix it serves as before
+    finally:
+        svc.policy.close()
 
 
 def test_torch_engine_serves_the_vla(tiny: dict) -> None:

@@ -1,12 +1,13 @@
 """Real-time chunking, robot side: the prefix of the executing plan that will run while the server infers.
 
-For a flow-matching model that accepts it (its metadata's ``flow_matching.rtc``; :mod:`robot_stack.policy.rtc`),
-every request carries ``rtc/prefix``: the plan the executor follows, sampled at the new chunk's step times
-``t_obs + k * dt`` for as many steps as the plan still carries the policy's own steps (at most the horizon), in
-the model's action space; and ``rtc/delay_steps``: how many of them will have executed when the chunk arrives
-(the online delay estimate, :class:`~robot_stack.cycle.latency.DelayEstimator`, in steps). The server's denoising
-inpaints them, so the chunk that comes back continues the motion the robot is making; the scheduler then splices it
-in from the executing plan as usual (its first steps are in the past by then and are dropped).
+For a flow-matching model that accepts it (its metadata's ``flow_matching.rtc`` or, for a VLA, ``vla.rtc``:
+:func:`robot_stack.policy.rtc.advertises_rtc`), every request carries ``rtc/prefix``: the plan the executor
+follows, sampled at the new chunk's step times ``t_obs + k * dt`` for as many steps as the plan still carries the
+policy's own steps (at most the horizon), in the model's action space; and ``rtc/delay_steps``: how many of them
+will have executed when the chunk arrives (the online delay estimate, :class:`~robot_stack.cycle.latency
+.DelayEstimator`, in steps). The server's denoising inpaints them, so the chunk that comes back continues the motion
+the robot is making; the scheduler then splices it in from the executing plan as usual (its first steps are in the
+past by then and are dropped).
 
 Action spaces (the inverse of the decoders): ``joint_position`` (the plan's joint positions), ``joint_delta`` (minus
 the observed joint positions), ``ee_delta_xyz`` (forward kinematics of the plan minus the observed TCP position,
@@ -23,7 +24,7 @@ import numpy as np
 
 from robot_stack.control.plan import MotionPlan
 from robot_stack.errors import ConfigError
-from robot_stack.policy.rtc import RTC_DELAY_STEPS, RTC_PREFIX
+from robot_stack.policy.rtc import RTC_DELAY_STEPS, RTC_PREFIX, advertises_rtc
 from robot_stack.types import RobotState
 
 __all__ = ["RTC_SPACES", "RtcPrefix"]
@@ -59,10 +60,9 @@ class RtcPrefix:
     def for_model(
         cls, metadata: Mapping[str, Any], fk_xyz: Callable[[np.ndarray], np.ndarray] | None = None
     ) -> RtcPrefix | None:
-        """The builder for a served model (its ``metadata()``), or None when it does not take a prefix (not a
-        flow-matching model with ``rtc: true``, or an action space without a prefix form)."""
-        flow = metadata.get("flow_matching")
-        if not isinstance(flow, Mapping) or not flow.get("rtc"):
+        """The builder for a served model (its ``metadata()``), or None when it does not take a prefix (neither
+        ``flow_matching`` nor ``vla`` with ``rtc: true``, or an action space without a prefix form)."""
+        if not advertises_rtc(metadata):
             return None
         space = str(metadata.get("action_space", ""))
         if space not in RTC_SPACES:

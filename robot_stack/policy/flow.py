@@ -7,7 +7,9 @@ prefix's keys and values) and the denoising step (``step_graph``: noisy actions 
 anywhere and ``tau`` (1,)). :class:`FlowMatchingPolicy` serves them as one backend: the encoder
 runs once per request, then ``x`` is integrated from Gaussian noise at ``tau = 0`` to the action chunk at
 ``tau = 1`` in K Euler steps (``x += v / K``) reusing the context, and the result is de-normalised like any
-model output. Each graph is an ordinary backend (ONNX Runtime, or a gated GPU engine: both graphs are loaded by
+model output. The loop and its guidance are shared with the VLA's form (``vla:``, :mod:`robot_stack.policy.vla`)
+in :mod:`robot_stack.policy.denoise`; this module only says how one step's velocity comes from the two graphs.
+Each graph is an ordinary backend (ONNX Runtime, or a gated GPU engine: both graphs are loaded by
 :func:`robot_stack.policy.backends.load_backend` from their own manifests), so serving needs no torch.
 
 **Real-time chunking** (``rtc: true``; :mod:`robot_stack.policy.rtc`): a request may carry the prefix of the plan
@@ -15,9 +17,9 @@ the robot is executing; its rows are normalised like the actions and every step'
 with the soft mask of Black et al. (2025), so the chunk continues what the robot will be doing when it arrives.
 Rows without a prefix in the same micro-batch are denoised freely (weight 0).
 
-A flow-matching VLA only has to *declare* this in its manifest::
+A flow-matching model only has to *declare* this in its manifest (a VLA in its ``vla:`` section likewise)::
 
-    flow_matching: {step_graph: vla.step.onnx, steps: 10, context: [...], rtc: true}
+    flow_matching: {step_graph: model.step.onnx, steps: 10, context: [...], rtc: true}
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from robot_stack.errors import PolicyError
+from robot_stack.policy.denoise import euler_sample, rtc_guidance
 from robot_stack.policy.manifest import FlowMatchingSpec, PolicyManifest
-from robot_stack.policy.rtc import RtcRequest, guidance_weights, guided_velocity
+from robot_stack.policy.rtc import RtcRequest
 from robot_stack.policy.runtime import finish_outputs, validate_arrays
 
 __all__ = ["FlowMatchingPolicy"]
@@ -61,12 +64,8 @@ class FlowMatchingPolicy:
         self.accepts_rtc = bool(self.spec.rtc)
         self._rng = np.random.default_rng(self.spec.seed)
         out = manifest.outputs[0]
-        self._action = out
         self._batched = len(out.shape) == 3  # else an unbatched model: one chunk per call, no batch axis anywhere
         self._horizon, self._dim = int(out.shape[-2]), int(out.shape[-1])
-        stats = manifest.normalization.get(out.name)
-        self._mean = None if stats is None else np.asarray(stats.mean, dtype=np.float64)
-        self._std = None if stats is None else np.asarray(stats.std, dtype=np.float64)
         self.runs = 0
         self.rtc_runs = 0
 
@@ -80,13 +79,8 @@ class FlowMatchingPolicy:
         """Raise :class:`PolicyError` unless ``arrays`` are exactly the model's inputs."""
         validate_arrays(self.manifest.inputs, arrays, self.manifest.model_id)
 
-    def _normalise(self, actions: np.ndarray) -> np.ndarray:
-        if self._mean is None or self._std is None:
-            return actions
-        return (actions - self._mean) / self._std
-
     def run(self, arrays: Mapping[str, np.ndarray], rtc: Sequence[RtcRequest | None] | None = None) -> dict[str, Any]:
-        """Sample one chunk per batch row.
+        """Sample one chunk per batch row (:func:`~robot_stack.policy.denoise.euler_sample`).
 
         Args:
             arrays: the model's inputs (batch of B rows).
@@ -99,38 +93,21 @@ class FlowMatchingPolicy:
         self.validate_inputs(arrays)
         context = self.encoder.run(arrays)
         batch = int(next(iter(context.values())).shape[0]) if self._batched else 1
-        rows = list(rtc) if rtc is not None else [None] * batch
-        if len(rows) != batch:
-            raise PolicyError(f"flow matching: {len(rows)} RTC entries for a batch of {batch} rows")
-        guided = any(r is not None for r in rows)
-        if guided and not self.accepts_rtc:
-            raise PolicyError(
-                f"model {self.manifest.model_id} does not accept real-time chunking (its manifest's flow_matching "
-                "has no rtc: true); send requests without rtc/prefix"
-            )
-        h, d = self._horizon, self._dim
-        target = np.zeros((batch, h, d))
-        weights = np.zeros((batch, h))
-        for i, r in enumerate(rows):
-            if r is not None:
-                p = r.prefix.shape[0]
-                target[i, :p] = self._normalise(np.asarray(r.prefix, dtype=np.float64))
-                weights[i] = guidance_weights(h, p, r.delay_steps)
         fm = self.spec
-        x = self._rng.standard_normal((batch, h, d))
-        k = fm.steps
+        guidance = rtc_guidance(
+            self.manifest, rtc, batch, accepts=self.accepts_rtc, beta=fm.guidance_beta, section="flow_matching"
+        )
         tau_in = np.zeros((batch, 1) if self._batched else (1,), dtype=np.float32)
-        for i in range(k):
-            tau = i / k
+
+        def velocity(x: np.ndarray, tau: float) -> np.ndarray:
             tau_in[:] = tau
             x_in = x.astype(np.float32) if self._batched else x[0].astype(np.float32)
-            feed = {fm.noise_input: x_in, fm.time_input: tau_in, **context}
-            v = np.asarray(self.step.run(feed)[fm.velocity_output], dtype=np.float64).reshape(batch, h, d)
-            if guided:
-                v = guided_velocity(x, v, tau, target, weights, fm.guidance_beta)
-            x = x + v / k
+            return self.step.run({fm.noise_input: x_in, fm.time_input: tau_in, **context})[fm.velocity_output]
+
+        noise = self._rng.standard_normal((batch, self._horizon, self._dim))
+        x = euler_sample(velocity, noise, fm.steps, guidance=guidance)
         self.runs += 1
-        self.rtc_runs += int(guided)
+        self.rtc_runs += int(guidance is not None)
         # the sampled chunk is in normalised units: finish_outputs de-normalises and checks it
         return finish_outputs(self.manifest, [x.astype(np.float32) if self._batched else x[0].astype(np.float32)])
 

@@ -53,6 +53,7 @@ the server is fed and answers), ``vla.prefix_inputs``/``vla.prefix_outputs`` the
 
     vla:
       steps: 10                        # default integration steps K per chunk
+      rtc: true                        # accept rtc/prefix + rtc/delay_steps (real-time chunking, docs/protocol.md)
       prefix_inputs:  [...]            # the prefix graph's inputs (a request input may be widened: uint16 -> int32)
       prefix_outputs: [{name: prefix_kv, ...}, {name: prefix_mask, ...}]
       denoise: {onnx: denoise.onnx, torch: {program: denoise.pt2}, inputs: [noisy_actions, time, state, prefix_kv,
@@ -134,6 +135,7 @@ _FLOW_KEYS = {
     "seed",
 }
 _VLA_KEYS = {"steps", "prefix_inputs", "prefix_outputs", "denoise"}
+_VLA_OPTIONAL_KEYS = {"rtc", "guidance_beta"}
 #: Names of the denoising step's own tensors (its other inputs are prefix outputs and model inputs such as state).
 VLA_NOISY_INPUT = "noisy_actions"
 VLA_TIME_INPUT = "time"
@@ -301,6 +303,9 @@ class VlaSpec:
         denoise_inputs, denoise_outputs: its tensors (:data:`VLA_NOISY_INPUT`, :data:`VLA_TIME_INPUT`, prefix
             outputs, model inputs; :data:`VLA_VELOCITY_OUTPUT`).
         denoise_torch: its torch program, if any.
+        rtc: requests may carry ``rtc/prefix`` + ``rtc/delay_steps`` (real-time chunking, :mod:`.rtc`), as with
+            :attr:`FlowMatchingSpec.rtc`.
+        guidance_beta: the RTC guidance clip (Black et al. use 5).
     """
 
     steps: int
@@ -310,6 +315,8 @@ class VlaSpec:
     denoise_inputs: tuple[TensorSpec, ...]
     denoise_outputs: tuple[TensorSpec, ...]
     denoise_torch: TorchSpec | None = None
+    rtc: bool = False
+    guidance_beta: float = 5.0
 
     def to_dict(self, relative_to: str | Path | None) -> dict[str, Any]:
         denoise: dict[str, Any] = {
@@ -324,6 +331,8 @@ class VlaSpec:
             "prefix_inputs": [t.to_dict() for t in self.prefix_inputs],
             "prefix_outputs": [t.to_dict() for t in self.prefix_outputs],
             "denoise": denoise,
+            "rtc": self.rtc,
+            "guidance_beta": self.guidance_beta,
         }
 
 
@@ -565,6 +574,8 @@ class PolicyManifest:
             raise ConfigError(f"{where}: a VLA (vla:) has no backbone; its prefix encoder plays that part")
         if isinstance(vla.steps, bool) or not isinstance(vla.steps, int) or not 1 <= vla.steps <= 1000:
             raise ConfigError(f"{where}: vla.steps must be an int in 1..1000, got {vla.steps!r}")
+        if not _positive(vla.guidance_beta):
+            raise ConfigError(f"{where}: vla.guidance_beta must be > 0, got {vla.guidance_beta!r}")
         if [t.name for t in self.outputs] != ["actions"] or self.action_head != ActionHead.CONTINUOUS.value:
             raise ConfigError(f"{where}: a VLA answers one output, actions, with action_head continuous")
         for spec in vla.prefix_inputs:
@@ -930,8 +941,14 @@ def _parse_instruction(raw: Any, base_dir: str | Path, where: str) -> Instructio
 def _parse_vla(raw: Any, base_dir: str | Path, where: str) -> VlaSpec | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict) or set(raw) != _VLA_KEYS:
-        raise ConfigError(f"{where}: vla must be a mapping with exactly {sorted(_VLA_KEYS)}")
+    if not isinstance(raw, dict) or not set(raw) >= _VLA_KEYS or set(raw) - _VLA_KEYS - _VLA_OPTIONAL_KEYS:
+        raise ConfigError(
+            f"{where}: vla must be a mapping with {sorted(_VLA_KEYS)} (and optionally {sorted(_VLA_OPTIONAL_KEYS)}), "
+            f"got {sorted(raw) if isinstance(raw, dict) else raw!r}"
+        )
+    rtc = raw.get("rtc", False)
+    if not isinstance(rtc, bool):
+        raise ConfigError(f"{where}: vla.rtc must be true or false, got {rtc!r}")
     denoise = raw["denoise"]
     if not isinstance(denoise, dict) or not {"onnx", "inputs", "outputs"} <= set(denoise):
         raise ConfigError(f"{where}: vla.denoise must be a mapping with onnx, inputs, outputs (and optionally torch)")
@@ -952,6 +969,8 @@ def _parse_vla(raw: Any, base_dir: str | Path, where: str) -> VlaSpec | None:
         denoise_inputs=_parse_tensors(denoise["inputs"], f"{where}: vla.denoise.inputs"),
         denoise_outputs=_parse_tensors(denoise["outputs"], f"{where}: vla.denoise.outputs"),
         denoise_torch=_parse_torch(denoise.get("torch"), base_dir, f"{where}: vla.denoise"),
+        rtc=rtc,
+        guidance_beta=raw.get("guidance_beta", 5.0),
     )
 
 

@@ -6,7 +6,8 @@ steps) will therefore be *whatever the current plan does* then, and the chunk af
 robot sends that part of its executing plan with the request, and the server's denoising *inpaints* it: at every
 integration step the velocity is guided toward a sample whose first steps equal the prefix.
 
-**On the wire** (an ``infer`` request to a model whose manifest declares ``flow_matching: {rtc: true}``):
+**On the wire** (an ``infer`` request to a model whose manifest declares ``flow_matching: {rtc: true}`` or
+``vla: {rtc: true}``; its metadata says so in the same place, :func:`advertises_rtc`):
 
 * array ``rtc/prefix``: ``(P, D)`` float32 (or ``(1, P, D)``), ``1 <= P <= horizon``: the executing plan at the new
   chunk's step times ``t_obs + k * dt``, ``k < P``, in the model's action space and units (the same as the
@@ -43,7 +44,9 @@ from robot_stack.errors import PolicyError
 __all__ = [
     "RTC_DELAY_STEPS",
     "RTC_PREFIX",
+    "RTC_SECTIONS",
     "RtcRequest",
+    "advertises_rtc",
     "guidance_weights",
     "guided_velocity",
     "rtc_request",
@@ -53,6 +56,18 @@ __all__ = [
 RTC_PREFIX = "rtc/prefix"
 #: The request meta key carrying the number of frozen steps ``d``.
 RTC_DELAY_STEPS = "rtc/delay_steps"
+#: The manifest sections (and metadata keys) of the flow-matching forms that may declare ``rtc: true``.
+RTC_SECTIONS = ("flow_matching", "vla")
+
+
+def advertises_rtc(metadata: Mapping[str, Any]) -> bool:
+    """Whether a served model's metadata (the manifest summary) says it accepts real-time chunking: its
+    ``flow_matching`` or ``vla`` section has ``rtc: true``."""
+    for section in RTC_SECTIONS:
+        spec = metadata.get(section)
+        if isinstance(spec, Mapping) and spec.get("rtc") is True:
+            return True
+    return False
 
 
 @dataclass(frozen=True)

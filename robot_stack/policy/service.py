@@ -146,7 +146,8 @@ class PolicyService:
 
     @property
     def accepts_rtc(self) -> bool:
-        """Whether requests may carry a real-time-chunking prefix (a flow-matching model with ``rtc: true``)."""
+        """Whether requests may carry a real-time-chunking prefix (a ``flow_matching:`` or ``vla:`` model with
+        ``rtc: true``)."""
         return bool(getattr(self.policy, "accepts_rtc", False))
 
     def check_request(self, specs: Sequence[ArraySpec]) -> None:
@@ -301,7 +302,7 @@ class PolicyService:
     ) -> dict[int, dict[str, np.ndarray] | BaseException]:
         """Run ``backend`` on every feed: compatible feeds share one call when batching is on; when a shared call
         fails, its members are retried one by one so that only the culprit gets the error. ``rtc``: each feed's
-        real-time-chunking prefix (one row each), for a flow-matching backend."""
+        real-time-chunking prefix (one row each), for a flow-matching backend (``flow_matching:`` or ``vla:``)."""
         out: dict[int, dict[str, np.ndarray] | BaseException] = {}
         if not feeds:
             return out

@@ -14,23 +14,32 @@ accuracy gate (:func:`robot_stack.policy.backends.load_backend`): ONNX Runtime, 
 3. the chunk is de-normalised with the manifest's ``actions`` statistics and checked like any model output.
 
 ``prefix_cache=False`` recomputes the prefix before every step (what an implementation without a cache does; the
-benchmark's baseline). **Inpainting** (:class:`KnownPrefix`): a known start of the chunk (e.g. the actions already
-sent to the robot) is written into the noisy chunk after every step, on the straight path between its noise and
-its value, so the model completes the rest consistently with it — the hook real-time chunking needs.
+benchmark's baseline). The integration loop is the one every flow-matching model shares
+(:func:`robot_stack.policy.denoise.euler_sample`); this module only says how a step's velocity comes from the two
+graphs.
+
+**Real-time chunking** (``vla: {rtc: true}``; :mod:`robot_stack.policy.rtc`): a request may carry the prefix of the
+plan the robot is executing (``rtc/prefix``, ``rtc/delay_steps``); every step's velocity is guided toward it with
+the soft mask of Black et al. (2025), exactly as for a ``flow_matching:`` model (the same
+:func:`~robot_stack.policy.denoise.rtc_guidance`). A VLA without the flag refuses a prefix.
+**Exact inpainting** (:class:`KnownPrefix`, :meth:`VlaPolicy.sample` only): a known start of the chunk is written
+into the noisy chunk after every step, on the straight path between its noise and its value.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from robot_stack.errors import ConfigError, PolicyError
+from robot_stack.policy.denoise import euler_sample, normalise_actions, rtc_guidance
 from robot_stack.policy.manifest import VLA_NOISY_INPUT, VLA_TIME_INPUT, VLA_VELOCITY_OUTPUT, PolicyManifest
+from robot_stack.policy.rtc import RtcRequest
 from robot_stack.policy.runtime import finish_outputs, validate_arrays
 
 __all__ = ["KnownPrefix", "VlaPolicy", "VlaTiming", "load_vla"]
@@ -72,6 +81,10 @@ class VlaPolicy:
         steps: integration steps K (default the manifest's ``vla.steps``).
         prefix_cache: compute the prefix once per request (False: before every step).
         seed: seed of the noise generator (the chunk for a given observation is reproducible per call sequence).
+
+    Attributes:
+        accepts_rtc: whether requests may carry an RTC prefix (the manifest's ``vla.rtc``).
+        runs: requests answered by :meth:`run`; rtc_runs: of those, with a prefix.
     """
 
     def __init__(
@@ -103,6 +116,9 @@ class VlaPolicy:
             if t.name not in (VLA_NOISY_INPUT, VLA_TIME_INPUT) and t.name not in set(self._prefix_names)
         ]
         self._chunk_shape = tuple(manifest.outputs[0].shape[1:])
+        self.accepts_rtc = bool(vla.rtc)
+        self.runs = 0
+        self.rtc_runs = 0
         self.last_timing: VlaTiming | None = None
 
     # --------------------------------------------------------------------------------------------- contract
@@ -115,11 +131,19 @@ class VlaPolicy:
     def validate_inputs(self, arrays: Mapping[str, np.ndarray]) -> None:
         validate_arrays(self.manifest.inputs, arrays, self.manifest.model_id)
 
-    def run(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(
+        self, arrays: Mapping[str, np.ndarray], rtc: Sequence[RtcRequest | None] | None = None
+    ) -> dict[str, np.ndarray]:
         """The action chunk for a batch of observations (with the instruction ids filled in): ``{"actions": (B,
-        horizon, dim)}``, de-normalised, finite."""
+        horizon, dim)}``, de-normalised, finite. ``rtc``: per row, its real-time-chunking prefix or None.
+
+        Raises:
+            PolicyError: bad inputs, a prefix for a model without ``vla.rtc``, inference failure, non-finite output.
+        """
         self.validate_inputs(arrays)
-        actions = self.sample(arrays)
+        actions = self.sample(arrays, rtc=rtc)
+        self.runs += 1
+        self.rtc_runs += int(rtc is not None and any(r is not None for r in rtc))
         return finish_outputs(self.manifest, [actions])
 
     def warmup(self, runs: int = 2) -> None:
@@ -160,9 +184,11 @@ class VlaPolicy:
         steps: int | None = None,
         noise: np.ndarray | None = None,
         known: KnownPrefix | None = None,
+        rtc: Sequence[RtcRequest | None] | None = None,
     ) -> np.ndarray:
         """(B, horizon, dim) float32 *normalised* chunk by Euler integration from ``noise`` (default: fresh
-        Gaussian noise) in ``steps`` steps, inpainting ``known`` (raw units) after every step."""
+        Gaussian noise) in ``steps`` steps (:func:`~robot_stack.policy.denoise.euler_sample`), guided toward each
+        row's ``rtc`` prefix (raw units) and inpainting ``known`` (raw units) after every step."""
         k = int(steps or self.steps)
         if k < 1:
             raise PolicyError(f"integration steps must be >= 1, got {k}")
@@ -172,23 +198,27 @@ class VlaPolicy:
         if x0.shape != shape:
             raise PolicyError(f"noise of shape {x0.shape}; the chunk is {shape}")
         target = self._known_normalised(known, shape)
+        vla = self.manifest.vla
+        assert vla is not None
+        guidance = rtc_guidance(
+            self.manifest, rtc, rows, accepts=self.accepts_rtc, beta=vla.guidance_beta, section="vla"
+        )
         t0 = time.perf_counter()
         prefix = self.encode_prefix(arrays)
         t_prefix = time.perf_counter() - t0
-        x = x0.copy()
-        for i in range(k):
-            if i and not self.prefix_cache:
+
+        def velocity(x: np.ndarray, tau: float) -> np.ndarray:
+            nonlocal prefix, t_prefix
+            if tau > 0.0 and not self.prefix_cache:  # without the cache: the prefix again before every later step
                 t1 = time.perf_counter()
                 prefix = self.encode_prefix(arrays)
                 t_prefix += time.perf_counter() - t1
-            x = x + self.velocity(prefix, arrays, x, i / k) / k
-            if target is not None:
-                t_next = (i + 1) / k
-                n = target.shape[1]
-                x[:, :n] = (1.0 - t_next) * x0[:, :n] + t_next * target
+            return self.velocity(prefix, arrays, x, tau)
+
+        x = euler_sample(velocity, x0, k, guidance=guidance, known=target)
         total = time.perf_counter() - t0
         self.last_timing = VlaTiming(1e3 * t_prefix, 1e3 * (total - t_prefix), 1e3 * total, k)
-        return x
+        return x.astype(np.float32)
 
     def _known_normalised(self, known: KnownPrefix | None, shape: tuple[int, ...]) -> np.ndarray | None:
         if known is None or known.length == 0:
@@ -196,13 +226,7 @@ class VlaPolicy:
         a = np.asarray(known.actions, np.float32)
         if a.ndim != 3 or a.shape[0] != shape[0] or a.shape[2] != shape[2] or not 0 < known.length <= shape[1]:
             raise PolicyError(f"known prefix of shape {a.shape} / length {known.length} does not fit chunk {shape}")
-        a = a[:, : known.length]
-        stats = self.manifest.normalization.get("actions")
-        if stats is not None:
-            mean = np.broadcast_to(stats.mean, shape[1:])[: known.length]
-            std = np.broadcast_to(stats.std, shape[1:])[: known.length]
-            a = (a - mean) / std
-        return a.astype(np.float32)
+        return normalise_actions(self.manifest, a[:, : known.length])
 
 
 def load_vla(

@@ -272,8 +272,8 @@ def build_cycle(
     """The policy cycle with the config's guard, pipelining and recovery. ``period_s`` is the caller's cycle period
     (pipelining needs it); ``sink`` takes the trajectories when there is no ``scheduler``. ``metadata``: the served
     model's; it sets the observation's wire form (:class:`~robot_stack.cycle.RequestLayout`), and a flow-matching
-    model that accepts real-time chunking gets the executing plan's prefix with every request (``cycle.rtc``, when
-    the sink is an executor that exposes its plan)."""
+    model (``flow_matching:`` or ``vla:``) that accepts real-time chunking gets the executing plan's prefix with every
+    request (``cycle.rtc``, when the sink is an executor that exposes its plan)."""
     cc = config.cycle
     recovery = None
     if cc.recovery:

@@ -288,7 +288,8 @@ class CycleConfig:
         recovery: retreat to the start posture when the policy is stuck at a limit.
         recovery_blocked_s: a blocked run this long (s) also triggers the retreat; None = cycles only.
         rtc: send the executing plan's prefix with every request to a model that takes it (real-time chunking of
-            flow-matching policies; a model that does not declare ``flow_matching: {rtc: true}`` gets none).
+            flow-matching policies; a model that declares neither ``flow_matching: {rtc: true}`` nor
+            ``vla: {rtc: true}`` gets none).
     """
 
     max_frame_age_s: float = 0.25

@@ -8,7 +8,8 @@ Files written for ``model_id`` into ``out_dir``:
   ``prefix_kv`` (B, 2 * layers, N, d), ``prefix_mask`` (B, N); the XYZ is computed in this graph;
 * ``<id>.denoise.onnx`` / ``.pt2``: noisy_actions (B, 8, 3), time (B, 1), state (B, 11) normalised, prefix_kv,
   prefix_mask -> velocity (B, 8, 3);
-* ``<id>.tokenizer.json``: the instruction vocabulary; ``<id>.yaml``: the manifest (``instruction:``, ``vla:``);
+* ``<id>.tokenizer.json``: the instruction vocabulary; ``<id>.yaml``: the manifest (``instruction:``, ``vla:`` with
+  ``rtc: true``, so the server accepts real-time-chunking prefixes: :mod:`robot_stack.policy.rtc`);
 * for base-frame models also the XYZ form ``<id>-xyz.prefix.onnx`` + ``<id>-xyz.yaml`` (the robot computes the
   XYZ and sends the float32 map; same weights, same denoising step) — the payload benchmark's comparison.
 
@@ -108,8 +109,10 @@ def export_vla(
     control_rate_hz: float = 10.0,
     dt_s: float = 0.1,
     description: str = "",
+    rtc: bool = True,
 ) -> Path:
-    """Write the graphs, programs, tokenizer and manifest(s) (module docstring); return the manifest path."""
+    """Write the graphs, programs, tokenizer and manifest(s) (module docstring); return the manifest path.
+    ``rtc``: the manifest's ``vla.rtc`` (requests may carry the robot's executing prefix, guided in denoising)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = trained.model.eval()
@@ -179,6 +182,7 @@ def export_vla(
             ],
             "prefix_outputs": prefix_outputs,
             "denoise": denoise,
+            "rtc": rtc,
         },
     }
     path = out / f"{model_id}.yaml"
