@@ -201,6 +201,9 @@ def test_franka_1khz_loop_interpolates_set_points_and_stops_on_a_reflex() -> Non
         progress = (written - panda.HOME_Q)[:, 0] / 0.01  # every write lies on the line, moving forward only
         np.testing.assert_allclose(written - panda.HOME_Q, progress[:, None] * 0.01 * np.ones(7), atol=1e-12)
         assert np.all(np.diff(progress) >= -1e-12) and progress.min() >= 0 and progress.max() <= 1 + 1e-12
+        # the state the loop read lags its last write by one cycle (as on the arm): wait for the next read
+        while time.monotonic() < deadline and not np.allclose(arm.read_state().q, q1, atol=1e-12):
+            time.sleep(0.01)
         state = arm.read_state()
         np.testing.assert_allclose(state.q, q1)
         np.testing.assert_allclose(state.ee_pose.translation, ik_for(panda.EMBODIMENT).fk(q1).translation, atol=1e-9)

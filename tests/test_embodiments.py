@@ -292,3 +292,40 @@ def test_scenarios_specialise_for_each_arm() -> None:
         Scenario.from_dict(raw)
     with pytest.raises(ConfigError, match="has no description"):
         limits.for_robot("kuka")
+
+
+def test_one_shipped_policy_file_serves_all_three_arms() -> None:
+    """``--robot panda|ur5|so101`` serve the same shipped cross-embodiment policy (reach-xemb-vq, trained on episodes
+    of all three arms): its graph takes each arm's own state vector, and its tokenizer decodes the same tokens for
+    each arm, the SO-101's within its slower TCP speed."""
+    from robot_stack.decoders.vq import LatentVQDecoder, VqManifest
+    from robot_stack.policy.manifest import PolicyManifest
+    from robot_stack.policy.runtime import OnnxPolicy
+
+    paths = {arm: load_stack_config("demo", robot=arm).policy.manifest_path() for arm in ARMS}
+    assert len(set(paths.values())) == 1 and paths["so101"].is_file()
+    manifest = PolicyManifest.load(paths["so101"])
+    assert manifest.action_head == "latent_vq" and manifest.model_id == "reach-xemb-vq"
+    vq = VqManifest.load(paths["so101"].parent / "reach-xemb-vq-tokenizer.yaml")
+    assert vq.robot_types == ARMS
+
+    policy = OnnxPolicy(manifest, "cpu", intra_op_threads=1)
+    rgb = np.zeros((480, 640, 3), np.uint8)
+    xyz = np.full((480, 640, 3), np.nan, np.float32)
+    for arm in ARMS:
+        emb = get_embodiment(arm)
+        state = np.concatenate([emb.home_q, [0.3, 0.0, 0.3, 1.0]]).astype(np.float32)  # q, TCP xyz, gripper
+        tokens = policy.run({"front/rgb": rgb, "front/xyz": xyz, "state": state})["tokens"]
+        assert tokens.shape == vq.token_shape
+
+    rng = np.random.default_rng(0)
+    tokens = [rng.integers(0, 64, vq.token_shape) for _ in range(50)]
+
+    def mean_speed(arm: str) -> float:
+        """Mean over the tokens of the fastest step of the decoded chunk, m/s."""
+        decoder = LatentVQDecoder(vq, robot_type=arm)
+        steps = [np.linalg.norm(np.diff(decoder.decode_tokens(t), axis=0), axis=1).max() for t in tokens]
+        return float(np.mean(steps)) * vq.control_rate_hz
+
+    so101, panda = mean_speed("so101"), mean_speed("panda")
+    assert so101 <= 1.1 * get_embodiment("so101").max_tcp_speed_mps < panda  # 0.10 m/s described vs the Panda's
