@@ -144,6 +144,7 @@ def _cmd_train_vla(args: argparse.Namespace) -> int:
         train_config=fit,
         steps=args.denoise_steps,
         seed=args.seed,
+        init=args.init,
     )
     print(json.dumps(report))
     return 0
@@ -169,6 +170,9 @@ def add_train_parser(sub: Any) -> None:
     vla.add_argument("--denoise-steps", type=int, default=10, help="default integration steps K in the manifest")
     vla.add_argument("--threads", type=int, default=1, help="torch threads")
     vla.add_argument("--seed", type=int, default=0)
+    vla.add_argument(
+        "--init", default=None, help="warm start: the <id>.state.pt of a previous run (same architecture and frame)"
+    )
     vla.set_defaults(func=_cmd_train_vla)
 
     demo = sub.add_parser("train-demo", help="collect expert data in sim, train and export the demo policy")
