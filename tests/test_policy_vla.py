@@ -8,6 +8,7 @@ The full-size training is ``test_train_vla_full`` (``slow``)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,9 @@ from robot_stack.policy.vla import KnownPrefix  # noqa: E402
 from robot_stack.training.train_vla import train_vla  # noqa: E402
 from robot_stack.training.vla_data import VlaSamples, collect_vla  # noqa: E402
 from robot_stack.training.vla_export import full_resolution  # noqa: E402
-from robot_stack.training.vla_model import VlaConfig, depth_to_points  # noqa: E402
+from robot_stack.training.vla_model import VlaConfig, VlaModel, depth_to_points  # noqa: E402
 from robot_stack.training.vla_tokenizer import build_tokenizer  # noqa: E402
-from robot_stack.training.vla_train import VlaTrainConfig  # noqa: E402
+from robot_stack.training.vla_train import VlaTrainConfig, load_state  # noqa: E402
 
 TINY_HW = (120, 160)
 TINY = VlaConfig(stride=4, offset=2, patch=10, slots=2, d_pix=8, d_model=32, heads=2, layers=1, mlp=64, bands=3)
@@ -79,6 +80,22 @@ def test_training_report_and_files(tiny: dict) -> None:
         assert f"tiny-vla.{suffix}" in names
     assert {"tiny-vla-xyz.yaml", "tiny-vla-xyz.prefix.onnx"} <= names
     assert json.loads((tiny["out"] / "tiny-vla.train.json").read_text())["frame"] == "base"
+    assert "tiny-vla.state.pt" in names  # the weights, for a warm start
+
+
+def test_warm_start_loads_the_weights_of_a_previous_run(tiny: dict, tmp_path: Path) -> None:
+    """``train-vla --init``: the saved state dict loads into the same architecture (the served model's weights
+    exactly); another architecture or a missing file is a ConfigError naming the flags."""
+    state = tiny["out"] / "tiny-vla.state.pt"
+    config = VlaConfig(**tiny["report"]["model_config"])
+    model = VlaModel(config)
+    load_state(model, state)
+    saved = torch.load(state, weights_only=True)
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="same --layers"):
+        load_state(VlaModel(replace(config, d_model=64, mlp=128)), state)
+    with pytest.raises(ConfigError, match="cannot warm-start"):
+        load_state(model, tmp_path / "missing.state.pt")
 
 
 def test_manifest_contract(tiny: dict) -> None:

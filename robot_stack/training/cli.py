@@ -184,6 +184,7 @@ def _cmd_train_vla(args: argparse.Namespace) -> int:
         train_config=fit,
         steps=args.denoise_steps,
         seed=args.seed,
+        init=args.init,
     )
     print(json.dumps(report))
     return 0
@@ -213,6 +214,9 @@ def add_train_parser(sub: Any) -> None:
     )
     vla.add_argument("--threads", type=int, default=1, help="torch threads")
     vla.add_argument("--seed", type=int, default=0, help="seed of data order, initialisation and noise")
+    vla.add_argument(
+        "--init", default=None, help="warm start: the <id>.state.pt of a previous run (same architecture and frame)"
+    )
     vla.set_defaults(func=_cmd_train_vla)
 
     demo = sub.add_parser(

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from robot_stack.policy.instruction import InstructionSpec, InstructionTokenizer
 from robot_stack.policy.manifest import SHIPPED_MODELS_DIR
@@ -60,8 +61,11 @@ def train_vla(
     train_config: VlaTrainConfig | None = None,
     steps: int = 10,
     seed: int = 0,
+    init: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Collect (or load ``data``), train, export to ``out_dir`` and check; return the report (also logged)."""
+    """Collect (or load ``data``), train (from the weights in ``init`` when given), export to ``out_dir`` and
+    check; return the report (also logged). The trained weights are also saved as ``<model_id>.state.pt`` (a torch
+    state dict: the ``init`` of a later run)."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +92,8 @@ def train_vla(
         offset=samples.offset,
     )
     ids = instruction_ids(tok_path, samples.instructions, config.max_tokens)
-    trained = train_vla_model(samples, config, train_config or VlaTrainConfig(seed=seed), ids)
+    trained = train_vla_model(samples, config, train_config or VlaTrainConfig(seed=seed), ids, init=init)
+    torch.save(trained.model.state_dict(), out / f"{model_id}.state.pt")
     description = (
         f"Vision-language-action model of the tabletop suite ({config.frame}-frame points): attention-pooled patch "
         f"tokens ({config.vision_tokens}) with 3D position embeddings from the XYZ computed in-graph from depth + "

@@ -16,16 +16,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from robot_stack.errors import ConfigError
 from robot_stack.training.vla_data import VlaSamples
 from robot_stack.training.vla_model import _CENTRE, _SCALE, VlaConfig, VlaModel, depth_to_points
 
-__all__ = ["Normalization", "VlaTrainConfig", "VlaTrained", "train_vla_model"]
+__all__ = ["Normalization", "VlaTrainConfig", "VlaTrained", "load_state", "train_vla_model"]
 
 log = logging.getLogger("robot_stack.training.vla")
 
@@ -163,11 +165,29 @@ def evaluate_chunks(
     }
 
 
+def load_state(model: VlaModel, path: str | Path) -> None:
+    """Load weights written by a previous run (``<id>.state.pt``, a torch state dict, read with ``weights_only``)
+    into ``model``. Raises ConfigError when the file is missing or was written for another architecture."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise ConfigError(
+            f"cannot warm-start the VLA from {path}: {exc}; pass a <id>.state.pt written by robot-stack train-vla "
+            "with the same --layers/--d-model/--heads/--frame"
+        ) from exc
+
+
 def train_vla_model(
-    samples: VlaSamples, config: VlaConfig, train_config: VlaTrainConfig, instruction_ids: np.ndarray
+    samples: VlaSamples,
+    config: VlaConfig,
+    train_config: VlaTrainConfig,
+    instruction_ids: np.ndarray,
+    init: str | Path | None = None,
 ) -> VlaTrained:
     """Fit a :class:`VlaModel` on ``samples`` (``instruction_ids``: (len(samples.instructions), max_tokens) token
-    ids of each instruction text). Returns the model (eval mode), its normalisation and metrics."""
+    ids of each instruction text), starting from the weights in ``init`` when given (a warm start: the schedule
+    runs again from its warm-up). Returns the model (eval mode), its normalisation and metrics."""
     tc = train_config
     torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -176,6 +196,9 @@ def train_vla_model(
     norm = _normalization(samples, train_idx)
     data = _Batches(samples, instruction_ids, norm, config)
     model = VlaModel(config)
+    if init is not None:
+        load_state(model, init)
+        log.info("warm start from %s", init)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos" not in n)]
     opt = torch.optim.AdamW(
@@ -230,6 +253,7 @@ def train_vla_model(
         "aux_loss_ema": round(aux_ema, 5),
         "params": int(sum(p.numel() for p in model.parameters())),
         "config": {**asdict(tc)},
+        "init": str(init) if init is not None else None,
     }
     probe = val_idx[:: max(1, len(val_idx) // 512)] if len(val_idx) else train_idx[:256]
     for k in (1, 10):
