@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     from robot_stack.calibration.cli import add_calibrate_parser
     from robot_stack.collection.cli import add_dataset_parser
     from robot_stack.demo.cli import add_demo_parser
+    from robot_stack.fleet.cli import add_fleet_arguments, run_fleet
     from robot_stack.graph.cli import add_up_parser
     from robot_stack.hil.cli import add_hil_parser
     from robot_stack.policy.cli import add_compile_parser, add_serve_parser
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_bench_parser(sub)
     add_demo_parser(sub)
-    add_serve_parser(sub)
+    add_serve_parser(sub, (add_fleet_arguments, run_fleet))
     add_train_parser(sub)
     add_keys_parser(sub)
     add_compile_parser(sub)

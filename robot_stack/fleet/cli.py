@@ -1,0 +1,70 @@
+"""The ``serve --ray`` flags and their command (wired into ``robot-stack serve`` by :mod:`robot_stack.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from robot_stack.errors import ConfigError
+from robot_stack.fleet.config import FleetConfig, parse_autoscale
+
+__all__ = ["add_fleet_arguments", "fleet_config", "run_fleet"]
+
+
+def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--ray [--address ADDR] --replicas N | --autoscale MIN,MAX [--gpus-per-replica F] ...``."""
+    group = parser.add_argument_group("fleet (Ray Serve)")
+    group.add_argument("--ray", action="store_true", help="serve through Ray Serve replicas (docs/fleet.md)")
+    group.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (ray://head:10001, head:6379 or auto); default: a private loopback-only instance",
+    )
+    scale = group.add_mutually_exclusive_group()
+    scale.add_argument("--replicas", type=int, default=None, help="replicas per model (default 1)")
+    scale.add_argument("--autoscale", default=None, metavar="MIN,MAX", help="autoscale replicas per model")
+    group.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs per replica (fractions share one)")
+    group.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs reserved per replica (default 1)")
+    group.add_argument("--max-batch", type=int, default=None, help="micro-batch per replica (default: manifest)")
+    group.add_argument("--batch-wait-ms", type=float, default=2.0, help="wait for a batch to fill (default 2 ms)")
+    group.add_argument(
+        "--replica-threads", type=int, default=1, help="ONNX Runtime threads per replica (default 1; 0 = all cores)"
+    )
+    group.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the private local instance (default all)")
+
+
+def fleet_config(args: argparse.Namespace) -> FleetConfig:
+    """The :class:`FleetConfig` of parsed ``serve --ray`` flags.
+
+    Raises:
+        ConfigError: inconsistent flags (e.g. ``--autoscale`` that is not MIN,MAX).
+    """
+    return FleetConfig(
+        address=args.address,
+        replicas=args.replicas if args.replicas is not None else 1,
+        autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
+        gpus_per_replica=args.gpus_per_replica,
+        cpus_per_replica=args.cpus_per_replica,
+        threads=args.replica_threads or None,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        num_cpus=args.ray_cpus,
+    )
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    """``robot-stack serve --ray ...``: serve every ``--manifest`` on the fleet until interrupted."""
+    from robot_stack.fleet.serve import serve_fleet
+
+    if args.strict:
+        raise ConfigError("--strict is not supported with --ray (each replica falls back and logs it)")
+    serve_fleet(
+        args.manifest,
+        fleet_config(args),
+        args.bind,
+        provider=args.provider,
+        engine=args.engine,
+        precision=args.precision,
+        curve_secret=args.curve_secret,
+        allow_dir=args.allow_dir,
+    )
+    return 0
