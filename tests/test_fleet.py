@@ -235,6 +235,27 @@ def test_curve_is_enforced_at_the_ingress(fleet: Any, tmp_path: Path) -> None:
         assert srv.stats()["infer_ok"] == 1
 
 
+def test_the_ingress_attaches_to_applications_the_cluster_runs(fleet: Any, cluster: RayCluster, tmp_path: Path) -> None:
+    """A RayService-style deployment (``robot_stack.fleet.app:build``) served by a second ingress with attach."""
+    from ray import serve
+
+    from robot_stack.fleet.app import build
+
+    path = _model(tmp_path, "arm-c", 2, 32)
+    serve.run(build({"manifest": str(path), "max_batch": 2}), name="arm-c", route_prefix=None)
+    try:
+        config = FleetConfig(replicas=1, max_batch=2)
+        with (
+            open_fleet([path], config, "tcp://127.0.0.1:*", cluster=cluster, attach=True) as attached,
+            PolicyClient(attached.endpoint, "rc", timeout_s=10) as client,
+        ):
+            assert client.infer(_obs(4)).arrays["actions"].shape == (1, 2, 7)
+        assert "arm-c" in serve.status().applications, "an attached application is left running"
+        assert set(cluster.models) == {"arm-a", "arm-b"}, "the module's fleet is untouched"
+    finally:
+        serve.delete("arm-c")
+
+
 def test_ray_listens_on_loopback_only(fleet: Any) -> None:
     """Every TCP port the private instance's processes (replicas included) listen on is bound to 127.0.0.1, and
     Ray's token authentication is on."""

@@ -23,6 +23,7 @@ BUILTIN_MODULES = (
     "record",
     "hostile",
     "motion",
+    "fleet",
 )
 
 

@@ -30,6 +30,11 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
         "--replica-threads", type=int, default=1, help="ONNX Runtime threads per replica (default 1; 0 = all cores)"
     )
     group.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the private local instance (default all)")
+    group.add_argument(
+        "--attach",
+        action="store_true",
+        help="serve the models' applications the cluster already runs (KubeRay RayService) instead of deploying them",
+    )
 
 
 def fleet_config(args: argparse.Namespace) -> FleetConfig:
@@ -66,5 +71,6 @@ def run_fleet(args: argparse.Namespace) -> int:
         precision=args.precision,
         curve_secret=args.curve_secret,
         allow_dir=args.allow_dir,
+        attach=args.attach,
     )
     return 0

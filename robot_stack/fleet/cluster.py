@@ -50,6 +50,7 @@ class DeployedModel:
         manifest_path: absolute path of its manifest (the same on every node).
         max_batch: micro-batch size per replica; max_ongoing: requests one replica holds at once (running +
             gathering the next batch); max_replicas: the most replicas it may have.
+        attached: served, not deployed, by this process (:meth:`RayCluster.attach`): left running on close.
     """
 
     model_id: str
@@ -57,6 +58,7 @@ class DeployedModel:
     max_batch: int
     max_ongoing: int
     max_replicas: int
+    attached: bool = False
 
     @property
     def capacity(self) -> int:
@@ -93,21 +95,12 @@ class RayCluster:
         """
         from ray import serve
 
-        from robot_stack.fleet.replica import PolicyReplica, model_digest
-        from robot_stack.policy.manifest import PolicyManifest
+        from robot_stack.fleet.app import replica_deployment
+        from robot_stack.fleet.replica import model_digest
 
-        path = Path(manifest_path).resolve()
-        manifest = PolicyManifest.load(path)
-        if manifest.model_id in self.models:
-            raise ConfigError(f"model {manifest.model_id!r} is deployed twice; give each manifest its own model_id")
+        path, manifest = self._manifest(manifest_path)
         max_batch = int(config.max_batch or manifest.max_batch)
-        max_ongoing = 2 * max_batch  # one batch running, the next one gathering
         options: dict[str, Any] = {
-            "name": "PolicyReplica",
-            "max_ongoing_requests": max_ongoing,
-            "health_check_period_s": 1.0,
-            "health_check_timeout_s": 10.0,
-            "graceful_shutdown_timeout_s": 2.0,
             "ray_actor_options": {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica},
         }
         if config.autoscale is not None:
@@ -122,8 +115,7 @@ class RayCluster:
             }
         else:
             options["num_replicas"] = config.replicas
-        deployment = serve.deployment(PolicyReplica).options(**options)
-        app = deployment.bind(
+        app = replica_deployment(max_batch, **options).bind(
             str(path),
             model_digest(path),
             provider,
@@ -137,7 +129,7 @@ class RayCluster:
             serve.run(app, name=manifest.model_id, route_prefix=None)
         except Exception as exc:  # Ray reports a failed deployment as a RuntimeError with the replica's traceback
             raise ConfigError(f"deploying {manifest.model_id} on Ray Serve failed: {exc}") from exc
-        model = DeployedModel(manifest.model_id, str(path), max_batch, max_ongoing, config.max_replicas)
+        model = DeployedModel(manifest.model_id, str(path), max_batch, 2 * max_batch, config.max_replicas)
         self.models[model.model_id] = model
         log.info(
             "deployed %s: %s replicas, max_batch %d, %.2g GPU + %.2g CPU per replica",
@@ -149,21 +141,57 @@ class RayCluster:
         )
         return model
 
+    def attach(self, manifest_path: str | Path, config: FleetConfig) -> DeployedModel:
+        """Serve a model the cluster already runs (an application named by its model id, built by
+        :func:`robot_stack.fleet.app.build`, e.g. by a KubeRay ``RayService``); it is left running on
+        :meth:`close`. ``config.max_replicas`` and ``config.max_batch`` must match the application's (they size
+        the ingress's window of requests in flight).
+
+        Raises:
+            ConfigError: the cluster has no running application of that name.
+        """
+        from ray import serve
+
+        path, manifest = self._manifest(manifest_path)
+        apps = serve.status().applications
+        if manifest.model_id not in apps:
+            raise ConfigError(
+                f"the Ray cluster runs no Serve application {manifest.model_id!r} (it runs {sorted(apps)}); deploy "
+                "it (RayService serveConfigV2, docs/fleet.md) or drop --attach to deploy it from here"
+            )
+        max_batch = int(config.max_batch or manifest.max_batch)
+        model = DeployedModel(manifest.model_id, str(path), max_batch, 2 * max_batch, config.max_replicas, True)
+        self.models[model.model_id] = model
+        return model
+
+    def _manifest(self, manifest_path: str | Path) -> tuple[Path, Any]:
+        from robot_stack.policy.manifest import PolicyManifest
+
+        path = Path(manifest_path).resolve()
+        manifest = PolicyManifest.load(path)
+        if manifest.model_id in self.models:
+            raise ConfigError(f"model {manifest.model_id!r} is served twice; give each manifest its own model_id")
+        return path, manifest
+
     def handle(self, model_id: str) -> Any:
         """The Serve handle of a deployed model."""
         from ray import serve
 
-        return serve.get_deployment_handle("PolicyReplica", app_name=model_id)
+        from robot_stack.fleet.app import DEPLOYMENT
+
+        return serve.get_deployment_handle(DEPLOYMENT, app_name=model_id)
 
     def replica_states(self) -> dict[str, dict[str, int]]:
         """Model id -> replica state -> count (``RUNNING``, ``STARTING``...); a call to Serve's controller."""
         from ray import serve
 
+        from robot_stack.fleet.app import DEPLOYMENT
+
         out: dict[str, dict[str, int]] = {}
         apps = serve.status().applications
         for model_id in self.models:
             app = apps.get(model_id)
-            dep = app.deployments.get("PolicyReplica") if app is not None else None
+            dep = app.deployments.get(DEPLOYMENT) if app is not None else None
             out[model_id] = {str(k): int(v) for k, v in (dep.replica_states if dep else {}).items()}
         return out
 
@@ -181,8 +209,9 @@ class RayCluster:
             if self.started:
                 serve.shutdown()
             else:
-                for model_id in self.models:
-                    serve.delete(model_id, _blocking=True)
+                for model in self.models.values():
+                    if not model.attached:
+                        serve.delete(model.model_id, _blocking=True)
         except Exception:
             log.warning("Serve did not shut down cleanly", exc_info=True)
         finally:

@@ -8,7 +8,9 @@ requests a replica holds), so the fleet-wide queue stays in the server, ordered 
 whose deadline passes is answered ``deadline_exceeded`` without ever being dispatched.
 
 Each request is sent to its model's deployment (``model_id`` of the request, :class:`ModelRoute` per model);
-Serve picks a replica (power of two choices on queue length), where it is micro-batched. If the replica fails
+requests handed over together go in chunks of up to a micro-batch, one Ray call per chunk (Ray's per-call cost,
+a few milliseconds of Python on each side, is paid once per chunk, not per robot); Serve picks a replica (power
+of two choices on queue length), where chunks are micro-batched. If the replica fails
 (its process or node dies, it is unreachable), the request is sent again -- Serve then routes around the dead
 replica -- until it is answered or its deadline passes; then the robot gets ``deadline_exceeded``. Errors of the
 model itself (``policy_error``) are not retried.
@@ -53,8 +55,9 @@ class FleetDispatcher:
     """Serve every deployed model of ``cluster`` through one :class:`PolicyServer`.
 
     Args:
-        cluster: the Ray connection with the models deployed (:meth:`RayCluster.deploy`).
+        cluster: the Ray connection with the models deployed (:meth:`RayCluster.deploy` / ``attach``).
         config: the fleet settings (retry backoff, the limit of requests without a deadline).
+        model_ids: the models to serve, the first the default (None = every model of ``cluster``).
 
     Attributes:
         routes: model id -> :class:`ModelRoute` (first = the default for requests naming no model).
@@ -62,15 +65,20 @@ class FleetDispatcher:
         retries: requests sent again after a replica failure; failed_over: of those, answered by another replica.
     """
 
-    def __init__(self, cluster: RayCluster, config: FleetConfig) -> None:
-        if not cluster.models:
+    def __init__(self, cluster: RayCluster, config: FleetConfig, model_ids: Sequence[str] | None = None) -> None:
+        ids = list(cluster.models if model_ids is None else model_ids)
+        if not ids:
             raise ConfigError("no model deployed; deploy at least one before serving")
+        unknown = [m for m in ids if m not in cluster.models]
+        if unknown:
+            raise ConfigError(f"models {unknown} are not deployed on the cluster (deployed: {list(cluster.models)})")
+        models = {m: cluster.models[m] for m in ids}
         self.cluster = cluster
         self.config = config
-        self.model_id = next(iter(cluster.models))
-        self._handles = {m: cluster.handle(m) for m in cluster.models}
-        self.routes: dict[str, ModelRoute] = {m: self._route(d) for m, d in cluster.models.items()}
-        self.capacity = sum(d.capacity for d in cluster.models.values())
+        self.model_id = ids[0]
+        self._handles = {m: cluster.handle(m) for m in models}
+        self.routes: dict[str, ModelRoute] = {m: self._route(d) for m, d in models.items()}
+        self.capacity = sum(d.capacity for d in models.values())
         self._free = self.capacity
         self._slots = threading.Condition()
         self._counts: collections.Counter[str] = collections.Counter()
@@ -91,11 +99,18 @@ class FleetDispatcher:
             return max(0, self._free)
 
     def dispatch(self, items: Sequence[BatchItem], done: Callable[[int, Result], None]) -> None:
-        """Send each item to its model's deployment; ``done(i, result)`` is called once per item."""
+        """Send the items to their models' deployments, in chunks of up to a micro-batch per model (one Ray call
+        each; items keep the server's deadline order); ``done(i, result)`` is called once per item."""
         with self._slots:
             self._free -= len(items)
+        by_model: dict[str, list[int]] = {}
         for i, item in enumerate(items):
-            asyncio.run_coroutine_threadsafe(self._serve(item, i, done), self._loop)
+            by_model.setdefault(item.model or self.model_id, []).append(i)
+        for model, indices in by_model.items():
+            size = self.cluster.models[model].max_batch
+            for start in range(0, len(indices), size):
+                chunk = [(i, items[i]) for i in indices[start : start + size]]
+                asyncio.run_coroutine_threadsafe(self._serve(model, chunk, done), self._loop)
 
     def health(self) -> dict[str, Any]:
         """Fleet figures for the server's ``health`` reply (cached replica states, in flight, retries)."""
@@ -145,66 +160,78 @@ class FleetDispatcher:
         with self._counts_lock:
             self._counts[key] += 1
 
-    def _release(self) -> None:
+    def _release(self, n: int) -> None:
         with self._slots:
-            self._free += 1
+            self._free += n
             self._slots.notify()
 
-    async def _serve(self, item: BatchItem, index: int, done: Callable[[int, Result], None]) -> None:
+    async def _serve(self, model: str, chunk: list[tuple[int, BatchItem]], done: Callable[[int, Result], None]) -> None:
+        results: dict[int, Result] = {}
         try:
-            result = await self._forward(item)
+            results = await self._forward(model, chunk)
         except Exception as exc:  # never leave a robot without an answer
-            log.exception("fleet dispatch failed for request %d of %r", item.request_id, item.robot)
-            result = exc
+            log.exception("fleet dispatch failed for %d request(s) of model %s", len(chunk), model)
+            results = {i: exc for i, _ in chunk}
         finally:
-            self._release()
-        done(index, result)
+            self._release(len(chunk))
+        for i, _ in chunk:
+            done(i, results[i])
 
-    async def _forward(self, item: BatchItem) -> Result:
-        """Send ``item`` to a replica; again after a replica failure while time is left."""
-        model = item.model or self.model_id
+    async def _forward(self, model: str, chunk: list[tuple[int, BatchItem]]) -> dict[int, Result]:
+        """Send ``chunk`` to a replica in one call; what a failed replica left unanswered goes again, to another
+        replica, while its time lasts. Returns item index -> result."""
         handle = self._handles[model]
-        deadline_ns = item.deadline_ns
-        if deadline_ns is None:
-            deadline_ns = time.monotonic_ns() + round(self.config.no_deadline_s * 1e9)
+        now = time.monotonic_ns()
+        no_deadline = now + round(self.config.no_deadline_s * 1e9)
+        deadlines = {i: item.deadline_ns if item.deadline_ns is not None else no_deadline for i, item in chunk}
+        pending = dict(chunk)
+        results: dict[int, Result] = {}
         backoff_s = self.config.retry_backoff_ms / 1e3
         attempt = 0
         failures: list[str] = []
-        while True:
-            budget_ns = deadline_ns - time.monotonic_ns()
-            if budget_ns <= 0:
+        while pending:
+            now = time.monotonic_ns()
+            for i in [i for i in pending if deadlines[i] <= now]:
+                item = pending.pop(i)
                 self._count("deadline_in_fleet")
-                return RequestTimeoutError(
+                results[i] = RequestTimeoutError(
                     f"request {item.request_id} of robot {item.robot!r} ran out of time in the fleet"
                     + (f" after {attempt} failed replica(s) ({'; '.join(failures[-2:])})" if failures else "")
                     + "; the robot should hold and send a fresh observation"
                 )
-            request = ReplicaRequest(
-                item.robot, item.client, item.request_id, item.arrays, item.meta, int(budget_ns), attempt
-            )
-            response = handle.remote(request)
+            if not pending:
+                break
+            order = list(pending)
+            requests = [
+                ReplicaRequest(it.robot, it.client, it.request_id, it.arrays, it.meta, deadlines[i] - now, attempt)
+                for i, it in pending.items()
+            ]
+            response = handle.remote(requests)
             try:
-                answer: ReplicaAnswer = await asyncio.wait_for(_awaitable(response), budget_ns / 1e9)
+                wait_s = (max(deadlines[i] for i in order) - now) / 1e9
+                answers: list[ReplicaAnswer] = await asyncio.wait_for(_awaitable(response), wait_s)
             except asyncio.TimeoutError:
                 response.cancel()
-                continue  # the loop answers deadline_exceeded
+                continue  # every pending item is past its deadline now: answered at the top of the loop
             except self._retryable as exc:
                 attempt += 1
                 self._count("retries")
                 failures.append(type(exc).__name__)
                 log.warning(
-                    "replica failed on request %d of %r (%s); retrying on another (attempt %d, %.0f ms left)",
-                    item.request_id,
-                    item.robot,
+                    "replica failed on %d request(s) of model %s (%s); retrying on another (attempt %d)",
+                    len(order),
+                    model,
                     type(exc).__name__,
                     attempt,
-                    (deadline_ns - time.monotonic_ns()) / 1e6,
                 )
                 await asyncio.sleep(min(backoff_s * 2 ** (attempt - 1), 0.1))
                 continue
-            if attempt:
-                self._count("failed_over")
-            return _result(answer)
+            for i, answer in zip(order, answers, strict=True):
+                results[i] = _result(answer)
+                if attempt:
+                    self._count("failed_over")
+            pending.clear()
+        return results
 
     async def _poll_status(self) -> None:
         while True:

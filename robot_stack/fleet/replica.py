@@ -3,9 +3,10 @@
 Each replica loads the model from its manifest path (the model files must be at that path on every node that may
 host a replica: baked into the image or on a shared volume, docs/fleet.md) and refuses to start if the files
 differ from the ingress's (SHA-256 of the manifest and its ONNX graph), so a stale copy on one node can never
-answer for the model. Requests are micro-batched per replica (``@serve.batch``): whatever arrived within
-``batch_wait_ms`` of the first, up to ``max_batch``, runs as one model call on a worker thread while the replica's
-event loop gathers the next batch. A request whose budget ran out while it waited in the replica is answered
+answer for the model. The ingress sends requests in chunks (those it dispatched together, up to ``max_batch``: one
+Ray call per chunk, not per robot); the replica micro-batches the chunks that arrive within ``batch_wait_ms`` of
+the first (``@serve.batch``) and runs them in model calls of up to ``max_batch`` requests on a worker thread while
+its event loop gathers the next batch. A request whose budget ran out while it waited in the replica is answered
 ``deadline_exceeded`` without running the model.
 """
 
@@ -17,6 +18,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +94,8 @@ class PolicyReplica:
         except Exception:  # outside Serve (a unit test constructing the class directly)
             self.replica_id = f"local-{os.getpid()}"
         self.node = socket.gethostname()
-        self._run.set_max_batch_size(max_batch)
-        self._run.set_batch_wait_timeout_s(batch_wait_ms / 1e3)
+        self._gather.set_max_batch_size(max_batch)
+        self._gather.set_batch_wait_timeout_s(batch_wait_ms / 1e3)
         log.info(
             "replica %s of %s ready (pid %d, max_batch %d)", self.replica_id, self.model_id, os.getpid(), max_batch
         )
@@ -107,11 +109,25 @@ class PolicyReplica:
         if self.service is None:
             raise PolicyError("replica has no model loaded")
 
-    async def __call__(self, request: ReplicaRequest) -> ReplicaAnswer:
-        deadline_ns = time.monotonic_ns() + int(request.budget_ns)
-        return await self._run((request, deadline_ns))
+    async def __call__(self, requests: Sequence[ReplicaRequest]) -> list[ReplicaAnswer]:
+        """Answer a chunk of requests (the ingress sends up to a micro-batch per call), in order."""
+        now = time.monotonic_ns()
+        return await self._gather([(r, now + int(r.budget_ns)) for r in requests])
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.002)
+    async def _gather(self, chunks: list[list[tuple[ReplicaRequest, int]]]) -> list[list[ReplicaAnswer]]:
+        """Micro-batch the chunks that arrived together: run them in model calls of up to ``max_batch``
+        requests, hand each chunk its answers."""
+        jobs = [job for chunk in chunks for job in chunk]
+        answers: list[ReplicaAnswer] = []
+        for start in range(0, len(jobs), self.service.max_batch):
+            answers += await self._run(jobs[start : start + self.service.max_batch])
+        out, start = [], 0
+        for chunk in chunks:
+            out.append(answers[start : start + len(chunk)])
+            start += len(chunk)
+        return out
+
     async def _run(self, jobs: list[tuple[ReplicaRequest, int]]) -> list[ReplicaAnswer]:
         now = time.monotonic_ns()
         answers: list[ReplicaAnswer | None] = [None] * len(jobs)

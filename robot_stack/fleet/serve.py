@@ -59,20 +59,27 @@ def open_fleet(
     authorized_client_keys: Any = None,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     limits: AdmissionLimits | None = None,
+    attach: bool = False,
 ) -> Iterator[Fleet]:
     """Deploy ``manifests`` (the first is the default model) and serve them on ``bind``; undo it all on exit.
 
     ``cluster``: an already connected :class:`RayCluster` to deploy on (it is then left connected, its
     deployments deleted); None = :func:`connect` with ``config``. The other arguments are those of
-    :class:`PolicyServer`; the admission caps default to room for the whole fleet's capacity.
+    :class:`PolicyServer`; the admission caps default to room for the whole fleet's capacity. ``attach``: serve
+    the applications the cluster already runs (:meth:`RayCluster.attach`) instead of deploying them.
     """
     own = cluster is None
     ray_cluster = connect(config) if cluster is None else cluster
     dispatcher: FleetDispatcher | None = None
+    added: list[str] = []
     try:
         for manifest in manifests:
-            ray_cluster.deploy(manifest, config, provider=provider, engine=engine, precision=precision)
-        dispatcher = FleetDispatcher(ray_cluster, config)
+            if attach:
+                added.append(ray_cluster.attach(manifest, config).model_id)
+            else:
+                model = ray_cluster.deploy(manifest, config, provider=provider, engine=engine, precision=precision)
+                added.append(model.model_id)
+        dispatcher = FleetDispatcher(ray_cluster, config, added)
         if limits is None:
             limits = AdmissionLimits(
                 max_pending=max(AdmissionLimits.max_pending, 2 * dispatcher.capacity),
@@ -97,15 +104,18 @@ def open_fleet(
         if own:
             ray_cluster.close()
         else:
-            _delete_models(ray_cluster)
+            _delete_models(ray_cluster, added)
 
 
-def _delete_models(cluster: RayCluster) -> None:
+def _delete_models(cluster: RayCluster, model_ids: Sequence[str]) -> None:
+    """Undeploy the models this fleet deployed (attached ones stay) and forget them."""
     from ray import serve
 
-    for model_id in list(cluster.models):
+    for model_id in model_ids:
+        model = cluster.models[model_id]
         try:
-            serve.delete(model_id, _blocking=True)
+            if not model.attached:
+                serve.delete(model_id, _blocking=True)
         except Exception:
             log.warning("could not delete application %s", model_id, exc_info=True)
         cluster.models.pop(model_id, None)
@@ -123,6 +133,7 @@ def serve_fleet(
     allow_dir: str | Path | None = None,
     on_ready: Callable[[str], None] | None = None,
     stop_event: threading.Event | None = None,
+    attach: bool = False,
 ) -> None:
     """Serve ``manifests`` on a Ray fleet until SIGINT/SIGTERM (or ``stop_event``). Blocking.
 
@@ -146,6 +157,7 @@ def serve_fleet(
             precision=precision,
             curve_secret_key=secret,
             authorized_client_keys=allowed,
+            attach=attach,
         ) as fleet:
             log.info(
                 "fleet serving %s on %s (Ray %s, capacity %d in flight, CURVE %s)",
@@ -192,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             curve_secret=args.curve_secret,
             allow_dir=args.allow_dir,
             on_ready=lambda endpoint: print(f"READY {endpoint}", flush=True),
+            attach=args.attach,
         )
     except RobotStackError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
