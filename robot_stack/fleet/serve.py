@@ -143,10 +143,7 @@ def serve_fleet(
 
     secret, allowed = load_server_keys(bind, curve_secret, allow_dir)
     stop = stop_event or threading.Event()
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+    previous = _stop_on_signals(stop)
     try:
         with open_fleet(
             manifests,
@@ -167,6 +164,7 @@ def serve_fleet(
                 fleet.dispatcher.capacity,
                 "off" if secret is None else f"on, {len(allowed) if allowed else 'any'} client key(s)",
             )
+            _stop_on_signals(stop)  # again: ray.init installed its own SIGTERM handler (an abrupt exit)
             if on_ready is not None:
                 on_ready(fleet.endpoint)
             while not stop.wait(0.2):
@@ -175,6 +173,15 @@ def serve_fleet(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
+    """SIGINT / SIGTERM set ``stop`` (main thread only); return the handlers replaced."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+    return previous
 
 
 def main(argv: Sequence[str] | None = None) -> int:
