@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from robot_stack.errors import ConfigError
 from robot_stack.fleet.config import FleetConfig, parse_autoscale
@@ -26,9 +27,6 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs reserved per replica (default 1)")
     group.add_argument("--max-batch", type=int, default=None, help="micro-batch per replica (default: manifest)")
     group.add_argument("--batch-wait-ms", type=float, default=2.0, help="wait for a batch to fill (default 2 ms)")
-    group.add_argument(
-        "--replica-threads", type=int, default=1, help="ONNX Runtime threads per replica (default 1; 0 = all cores)"
-    )
     group.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the private local instance (default all)")
     group.add_argument(
         "--attach",
@@ -49,15 +47,16 @@ def fleet_config(args: argparse.Namespace) -> FleetConfig:
         autoscale=parse_autoscale(args.autoscale) if args.autoscale else None,
         gpus_per_replica=args.gpus_per_replica,
         cpus_per_replica=args.cpus_per_replica,
-        threads=args.replica_threads or None,
+        threads=1 if args.threads is None else (args.threads or None),  # per replica: 1 unless asked; 0 = all
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
         num_cpus=args.ray_cpus,
     )
 
 
-def run_fleet(args: argparse.Namespace) -> int:
-    """``robot-stack serve --ray ...``: serve every ``--manifest`` on the fleet until interrupted."""
+def run_fleet(args: argparse.Namespace, on_ready: Callable[[str], None] | None = None) -> int:
+    """``robot-stack serve --ray ...``: serve every ``--manifest`` on the fleet until interrupted; ``on_ready``
+    gets the endpoint once robots can connect."""
     from robot_stack.fleet.serve import serve_fleet
 
     if args.strict:
@@ -72,5 +71,6 @@ def run_fleet(args: argparse.Namespace) -> int:
         curve_secret=args.curve_secret,
         allow_dir=args.allow_dir,
         attach=args.attach,
+        on_ready=on_ready,
     )
     return 0

@@ -185,38 +185,24 @@ def _stop_on_signals(stop: threading.Event) -> dict[int, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Subprocess entry (``python -m robot_stack.fleet.serve``): the ``serve --ray`` flags; prints ``READY
-    <endpoint>`` once serving (the bench and tests start it this way)."""
+    """Subprocess entry (``python -m robot_stack.fleet.serve``): ``robot-stack serve --ray`` that prints ``READY
+    <endpoint>`` once serving (the bench starts fleets this way)."""
     import argparse
     import sys
 
     from robot_stack.errors import RobotStackError
-    from robot_stack.fleet.cli import add_fleet_arguments, fleet_config
+    from robot_stack.fleet.cli import add_fleet_arguments, run_fleet
+    from robot_stack.policy.cli import add_serve_parser
 
     parser = argparse.ArgumentParser(prog="python -m robot_stack.fleet.serve")
-    parser.add_argument("--manifest", action="append", required=True)
-    parser.add_argument("--bind", default="tcp://127.0.0.1:5555")
-    parser.add_argument("--provider", default=None)
-    parser.add_argument("--curve-secret")
-    parser.add_argument("--allow-dir")
-    add_fleet_arguments(parser)
-    args = parser.parse_args(argv)
+    add_serve_parser(parser.add_subparsers(dest="command", required=True), (add_fleet_arguments, run_fleet))
+    args = parser.parse_args(["serve", "--ray", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        serve_fleet(
-            args.manifest,
-            fleet_config(args),
-            args.bind,
-            provider=args.provider,
-            curve_secret=args.curve_secret,
-            allow_dir=args.allow_dir,
-            on_ready=lambda endpoint: print(f"READY {endpoint}", flush=True),
-            attach=args.attach,
-        )
+        return run_fleet(args, on_ready=lambda endpoint: print(f"READY {endpoint}", flush=True))
     except RobotStackError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -924,17 +924,7 @@ class PolicyServer:
         """Encode the answer of one dispatched request and post it to the I/O thread (any thread)."""
         req = work.header
         t_end = time.monotonic_ns()
-        timing: dict[str, int | float] = {
-            "t_client_send_ns": req.t_send_ns,
-            "t_recv_ns": work.t_recv_ns,
-            "t_start_ns": t_start,
-            "queue_ms": (t_start - work.t_recv_ns) / 1e6,
-            "t_end_ns": t_end,
-            "infer_ms": (t_end - t_start) / 1e6,
-            "batch": 1,
-        }
-        if work.t_decoded_ns is not None:
-            timing["decode_ms"] = (work.t_decoded_ns - work.t_recv_ns) / 1e6
+        timing = _run_timing(work, t_start, t_end, 1)
         if isinstance(result, RequestTimeoutError):
             frames = self._error_frames(req.id, req.robot, "deadline_exceeded", str(result), timing, req.version)
         else:
@@ -1005,17 +995,7 @@ class PolicyServer:
         out: list[list[Any]] = []
         for work, result in zip(batch, results, strict=True):
             req = work.header
-            timing: dict[str, int | float] = {
-                "t_client_send_ns": req.t_send_ns,
-                "t_recv_ns": work.t_recv_ns,
-                "t_start_ns": t_start,
-                "queue_ms": (t_start - work.t_recv_ns) / 1e6,
-                "t_end_ns": t_end,
-                "infer_ms": (t_end - t_start) / 1e6,
-                "batch": len(batch),
-            }
-            if work.t_decoded_ns is not None:
-                timing["decode_ms"] = (work.t_decoded_ns - work.t_recv_ns) / 1e6
+            timing = _run_timing(work, t_start, t_end, len(batch))
             out.append(self._answer(work, result, timing))
             self._record_client(
                 req.robot,
@@ -1049,6 +1029,22 @@ class PolicyServer:
             return self._error_frames(req.id, req.robot, "handler_error", reason, timing, req.version)
         self._count("infer_ok")
         return frames
+
+
+def _run_timing(work: QueuedRequest, t_start: int, t_end: int, batch: int) -> dict[str, int | float]:
+    """The reply's ``timing`` of a request run from ``t_start`` to ``t_end`` (server clock, ns) in a batch."""
+    timing: dict[str, int | float] = {
+        "t_client_send_ns": work.header.t_send_ns,
+        "t_recv_ns": work.t_recv_ns,
+        "t_start_ns": t_start,
+        "queue_ms": (t_start - work.t_recv_ns) / 1e6,
+        "t_end_ns": t_end,
+        "infer_ms": (t_end - t_start) / 1e6,
+        "batch": batch,
+    }
+    if work.t_decoded_ns is not None:
+        timing["decode_ms"] = (work.t_decoded_ns - work.t_recv_ns) / 1e6
+    return timing
 
 
 def _arrays(work: QueuedRequest) -> Mapping[str, np.ndarray]:
