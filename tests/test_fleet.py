@@ -256,13 +256,28 @@ def test_the_ingress_attaches_to_applications_the_cluster_runs(fleet: Any, clust
         serve.delete("arm-c")
 
 
+def test_autoscaling_and_gpu_settings_reach_the_deployment() -> None:
+    """What ``--autoscale 1,3 --gpus-per-replica 0.5`` deploys (Serve validates the options; nothing starts)."""
+    from robot_stack.fleet.app import replica_deployment
+    from robot_stack.fleet.cluster import deployment_options
+
+    options = deployment_options(FleetConfig(autoscale=(1, 3), gpus_per_replica=0.5), max_batch=4)
+    deployment = replica_deployment(4, **options)
+    auto = deployment._deployment_config.autoscaling_config
+    assert (auto.min_replicas, auto.max_replicas, auto.target_ongoing_requests) == (1, 3, 4)
+    assert deployment._deployment_config.max_ongoing_requests == 8
+    assert deployment.ray_actor_options["num_gpus"] == 0.5
+    fixed = replica_deployment(4, **deployment_options(FleetConfig(replicas=3), 4))
+    assert fixed.num_replicas == 3 and fixed._deployment_config.autoscaling_config is None
+
+
 def test_ray_listens_on_loopback_only(fleet: Any) -> None:
     """Every TCP port the private instance's processes (replicas included) listen on is bound to 127.0.0.1, and
     Ray's token authentication is on."""
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=False).stdout
     if not out:
         pytest.skip("ss is not available")
-    ray_pids = {p.pid for p in _ray_processes()}
+    ray_pids = _ray_processes()
     exposed = []
     for line in out.splitlines():
         fields = line.split()
@@ -277,8 +292,19 @@ def test_ray_listens_on_loopback_only(fleet: Any) -> None:
     assert is_token_auth_enabled()
 
 
-def _ray_processes() -> list[Any]:
-    import psutil
-
-    me = psutil.Process()
-    return [me, *me.children(recursive=True)]
+def _ray_processes() -> set[int]:
+    """Pids of this process and all its descendants (the private instance's Ray processes), from /proc."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found = {os.getpid()}
+    while True:
+        more = {pid for pid, ppid in parent.items() if ppid in found} - found
+        if not more:
+            return found
+        found |= more

@@ -21,7 +21,7 @@ from typing import Any
 from robot_stack.errors import ConfigError
 from robot_stack.fleet.config import FleetConfig
 
-__all__ = ["DeployedModel", "RayCluster", "connect"]
+__all__ = ["DeployedModel", "RayCluster", "connect", "deployment_options"]
 
 log = logging.getLogger("robot_stack.fleet.cluster")
 
@@ -100,21 +100,7 @@ class RayCluster:
 
         path, manifest = self._manifest(manifest_path)
         max_batch = int(config.max_batch or manifest.max_batch)
-        options: dict[str, Any] = {
-            "ray_actor_options": {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica},
-        }
-        if config.autoscale is not None:
-            lo, hi = config.autoscale
-            options["autoscaling_config"] = {
-                "min_replicas": lo,
-                "max_replicas": hi,
-                "initial_replicas": max(lo, 1),
-                "target_ongoing_requests": max_batch,
-                "upscale_delay_s": 2.0,
-                "downscale_delay_s": 30.0,
-            }
-        else:
-            options["num_replicas"] = config.replicas
+        options = deployment_options(config, max_batch)
         app = replica_deployment(max_batch, **options).bind(
             str(path),
             model_digest(path),
@@ -217,6 +203,27 @@ class RayCluster:
         finally:
             ray.shutdown()
             log.info("left the Ray cluster%s", " (and stopped the instance this process started)" * self.started)
+
+
+def deployment_options(config: FleetConfig, max_batch: int) -> dict[str, Any]:
+    """Serve deployment options of one model's replicas: resources, and a fixed count or autoscaling (on ongoing
+    requests, one micro-batch per replica as the target; scale up after 2 s, down after 30 s)."""
+    options: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": config.cpus_per_replica, "num_gpus": config.gpus_per_replica},
+    }
+    if config.autoscale is not None:
+        lo, hi = config.autoscale
+        options["autoscaling_config"] = {
+            "min_replicas": lo,
+            "max_replicas": hi,
+            "initial_replicas": max(lo, 1),
+            "target_ongoing_requests": max_batch,
+            "upscale_delay_s": 2.0,
+            "downscale_delay_s": 30.0,
+        }
+    else:
+        options["num_replicas"] = config.replicas
+    return options
 
 
 def connect(config: FleetConfig, runtime_env: Mapping[str, Any] | None = None) -> RayCluster:
