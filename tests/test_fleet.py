@@ -128,6 +128,8 @@ def test_two_replicas_serve_eight_clients(fleet: Any, models: dict[str, Path]) -
     used = {r.meta["fleet"]["replica"] for _, r in replies}
     assert len(used) == 2, f"both replicas should serve, got {used}"
     assert max(r.meta["fleet"]["batch"] for _, r in replies) > 1, "replicas should micro-batch concurrent robots"
+    stats = dispatcher.stats
+    assert stats["requests"] > stats["calls"], f"busy replicas: requests should share Ray calls ({stats})"
     health = PolicyClient(server.endpoint, "monitor", timeout_s=5).health()
     assert health["models"] == ["arm-a", "arm-b"]
     assert health["fleet"]["capacity"] == dispatcher.capacity

@@ -10,7 +10,8 @@ its own DEALER and robot id, back-to-back requests.
 Figures: per setup ``throughput_hz``, client-side ``p50_ms`` / ``p99_ms`` and ``errors`` with 16 clients;
 ``throughput_ratio_2_vs_1`` = fleet 2 replicas / 1 replica at 16 clients; ``ingress_overhead_ratio`` = fleet (1
 replica) / direct p50 round trip of one robot alone (what the extra hop costs one robot), and
-``ingress_throughput_ratio_16`` = fleet (1 replica) / direct throughput at 16 clients. On a machine with fewer
+``ingress_throughput_ratio_16`` = fleet (1 replica) / direct throughput at 16 clients; ``*_requests_per_ray_call``:
+how many requests the ingress sent per Ray call (its chunking). On a machine with fewer
 cores than replicas + ingress + clients, a second replica cannot add throughput: read the ratio with the core
 count (``cpu_count``), which is reported too.
 """
@@ -94,12 +95,22 @@ def run(quick: bool) -> dict[str, Any]:
                     out.update({f"{prefix}clients1_{k}": v for k, v in _load(endpoint, 1, duration, "f1").items()})
                 res = _load(endpoint, CLIENTS, duration, f"f{replicas}")
                 out.update({prefix + k: v for k, v in res.items()})
+                out[prefix + "requests_per_ray_call"] = _requests_per_call(endpoint)
             finally:
                 _stop(proc)
     out["throughput_ratio_2_vs_1"] = _ratio(out["replicas2_throughput_hz"], out["replicas1_throughput_hz"])
     out["ingress_overhead_ratio"] = _ratio(out["replicas1_clients1_p50_ms"], out["direct_clients1_p50_ms"])
     out["ingress_throughput_ratio_16"] = _ratio(out["replicas1_throughput_hz"], out["direct_throughput_hz"])
     return out
+
+
+def _requests_per_call(endpoint: str) -> float:
+    """Mean requests per Ray call since the fleet started (the ingress's chunking, from its ``health``)."""
+    from robot_stack.transport.client import PolicyClient
+
+    with PolicyClient(endpoint, "bench-monitor", timeout_s=5.0) as monitor:
+        fleet = monitor.health()["fleet"]
+    return round(fleet.get("requests", 0) / max(fleet.get("calls", 0), 1), 2)
 
 
 def _ratio(a: float, b: float) -> float:

@@ -8,9 +8,10 @@ requests a replica holds), so the fleet-wide queue stays in the server, ordered 
 whose deadline passes is answered ``deadline_exceeded`` without ever being dispatched.
 
 Each request is sent to its model's deployment (``model_id`` of the request, :class:`ModelRoute` per model);
-requests handed over together go in chunks of up to a micro-batch, one Ray call per chunk (Ray's per-call cost,
-a few milliseconds of Python on each side, is paid once per chunk, not per robot); Serve picks a replica (power
-of two choices on queue length), where chunks are micro-batched. If the replica fails
+requests go in chunks of up to a micro-batch, one Ray call per chunk (Ray's per-call cost, milliseconds of
+Python on each side, is then paid once per chunk, not per robot): a request waits up to ``batch_wait_ms`` for
+company only while its model already has a call in flight, so a lone robot never waits. Serve picks a replica
+(power of two choices on queue length), where chunks are micro-batched again. If the replica fails
 (its process or node dies, it is unreachable), the request is sent again -- Serve then routes around the dead
 replica -- until it is answered or its deadline passes; then the robot gets ``deadline_exceeded``. Errors of the
 model itself (``policy_error``) are not retried.
@@ -24,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from robot_stack.errors import ConfigError, PolicyError, RequestTimeoutError, RobotStackError
@@ -84,6 +86,9 @@ class FleetDispatcher:
         self._counts: collections.Counter[str] = collections.Counter()
         self._counts_lock = threading.Lock()
         self._replica_states: dict[str, dict[str, int]] = {}
+        self._buffers: dict[str, list[_Pending]] = {}  # event-loop state: requests waiting for company, per model
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._calls: dict[str, int] = {}  # Ray calls in flight per model
         self._retryable = replica_failures()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fleet-dispatch", daemon=True)
@@ -99,18 +104,15 @@ class FleetDispatcher:
             return max(0, self._free)
 
     def dispatch(self, items: Sequence[BatchItem], done: Callable[[int, Result], None]) -> None:
-        """Send the items to their models' deployments, in chunks of up to a micro-batch per model (one Ray call
-        each; items keep the server's deadline order); ``done(i, result)`` is called once per item."""
+        """Queue the items for their models' deployments (see :meth:`_enqueue` for how they are chunked);
+        ``done(i, result)`` is called once per item."""
         with self._slots:
             self._free -= len(items)
-        by_model: dict[str, list[int]] = {}
+        by_model: dict[str, list[_Pending]] = {}
         for i, item in enumerate(items):
-            by_model.setdefault(item.model or self.model_id, []).append(i)
-        for model, indices in by_model.items():
-            size = self.cluster.models[model].max_batch
-            for start in range(0, len(indices), size):
-                chunk = [(i, items[i]) for i in indices[start : start + size]]
-                asyncio.run_coroutine_threadsafe(self._serve(model, chunk, done), self._loop)
+            by_model.setdefault(item.model or self.model_id, []).append(_Pending(i, item, done))
+        for model, entries in by_model.items():
+            self._loop.call_soon_threadsafe(self._enqueue, model, entries)
 
     def health(self) -> dict[str, Any]:
         """Fleet figures for the server's ``health`` reply (cached replica states, in flight, retries)."""
@@ -165,26 +167,62 @@ class FleetDispatcher:
             self._free += n
             self._slots.notify()
 
-    async def _serve(self, model: str, chunk: list[tuple[int, BatchItem]], done: Callable[[int, Result], None]) -> None:
-        results: dict[int, Result] = {}
+    def _enqueue(self, model: str, entries: list[_Pending]) -> None:
+        """(Event loop.) Chunk a model's requests: a full micro-batch goes at once; so does whatever is waiting
+        when the model has no call in flight (a lone robot never waits); otherwise requests wait up to
+        ``batch_wait_ms`` for company, in deadline order, so that a busy fleet pays Ray's per-call cost once per
+        chunk instead of once per robot."""
+        buffer = self._buffers.setdefault(model, [])
+        buffer.extend(entries)
+        buffer.sort(key=_Pending.edf_key)
+        size = self.cluster.models[model].max_batch
+        while len(buffer) >= size:
+            self._send(model, buffer[:size])
+            del buffer[:size]
+        if buffer and not self._calls.get(model):
+            self._send(model, buffer[:])
+            buffer.clear()
+        if buffer and model not in self._timers:
+            self._timers[model] = self._loop.call_later(self.config.batch_wait_ms / 1e3, self._flush, model)
+
+    def _flush(self, model: str) -> None:
+        self._timers.pop(model, None)
+        buffer = self._buffers.get(model)
+        if buffer:
+            self._send(model, buffer[:])
+            buffer.clear()
+
+    def _send(self, model: str, chunk: list[_Pending]) -> None:
+        self._calls[model] = self._calls.get(model, 0) + 1
+        with self._counts_lock:
+            self._counts["calls"] += 1
+            self._counts["requests"] += len(chunk)
+        self._loop.create_task(self._serve(model, chunk))
+
+    async def _serve(self, model: str, chunk: list[_Pending]) -> None:
         try:
-            results = await self._forward(model, chunk)
+            results = await self._forward(model, [p.item for p in chunk])
         except Exception as exc:  # never leave a robot without an answer
             log.exception("fleet dispatch failed for %d request(s) of model %s", len(chunk), model)
-            results = {i: exc for i, _ in chunk}
+            results = [exc] * len(chunk)
         finally:
+            self._calls[model] -= 1
             self._release(len(chunk))
-        for i, _ in chunk:
-            done(i, results[i])
+            if not self._calls[model]:
+                self._flush(model)  # the model is idle: what waits for company goes now
+        for pending, result in zip(chunk, results, strict=True):
+            pending.done(pending.index, result)
 
-    async def _forward(self, model: str, chunk: list[tuple[int, BatchItem]]) -> dict[int, Result]:
+    async def _forward(self, model: str, chunk: list[BatchItem]) -> list[Result]:
         """Send ``chunk`` to a replica in one call; what a failed replica left unanswered goes again, to another
-        replica, while its time lasts. Returns item index -> result."""
+        replica, while its time lasts. Returns one result per item, in order."""
         handle = self._handles[model]
         now = time.monotonic_ns()
         no_deadline = now + round(self.config.no_deadline_s * 1e9)
-        deadlines = {i: item.deadline_ns if item.deadline_ns is not None else no_deadline for i, item in chunk}
-        pending = dict(chunk)
+        deadlines = {
+            i: item.deadline_ns if item.deadline_ns is not None else no_deadline for i, item in enumerate(chunk)
+        }
+        pending = dict(enumerate(chunk))
         results: dict[int, Result] = {}
         backoff_s = self.config.retry_backoff_ms / 1e3
         attempt = 0
@@ -231,7 +269,7 @@ class FleetDispatcher:
                 if attempt:
                     self._count("failed_over")
             pending.clear()
-        return results
+        return [results[i] for i in range(len(chunk))]
 
     async def _poll_status(self) -> None:
         while True:
@@ -240,6 +278,18 @@ class FleetDispatcher:
             except Exception:
                 log.debug("could not read replica states", exc_info=True)
             await asyncio.sleep(STATUS_PERIOD_S)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A request handed over by the server, waiting to be sent: its index in the hand-over and its ``done``."""
+
+    index: int
+    item: BatchItem
+    done: Callable[[int, Result], None]
+
+    def edf_key(self) -> float:
+        return float("inf") if self.item.deadline_ns is None else float(self.item.deadline_ns)
 
 
 async def _awaitable(response: Any) -> Any:
