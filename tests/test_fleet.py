@@ -159,9 +159,9 @@ def test_two_models_side_by_side(fleet: Any) -> None:
 def _replica_pids(cluster: RayCluster, model_id: str, n: int) -> dict[str, int]:
     handle = cluster.handle(model_id)
     found: dict[str, int] = {}
-    t_end = time.monotonic() + 30
+    t_end = time.monotonic() + 120
     while len(found) < n and time.monotonic() < t_end:
-        info = handle.info.remote().result(timeout_s=10)
+        info = handle.info.remote().result(timeout_s=30)
         found[info["replica"]] = info["pid"]
     assert len(found) == n, f"found replicas {found}, expected {n}"
     return found
@@ -174,7 +174,7 @@ def test_killed_replica_loses_no_request_and_is_replaced(fleet: Any, cluster: Ra
     out: dict[str, Any] = {}
 
     def load() -> None:
-        out["replies"], out["errors"] = _run_clients(server.endpoint, 8, 40, timeout_s=8.0)
+        out["replies"], out["errors"] = _run_clients(server.endpoint, 8, 40, timeout_s=15.0)
 
     served_before = server.stats()["infer_ok"]
     t = threading.Thread(target=load)
@@ -193,11 +193,11 @@ def test_killed_replica_loses_no_request_and_is_replaced(fleet: Any, cluster: Ra
     def replaced() -> bool:
         return cluster.replica_states()["arm-a"].get("RUNNING") == 2
 
-    assert wait_until(replaced, timeout_s=90, poll_s=0.5), cluster.replica_states()
+    assert wait_until(replaced, timeout_s=180, poll_s=0.5), cluster.replica_states()
     now = _replica_pids(cluster, "arm-a", 2)
     assert victim_id not in now and victim_pid not in now.values()
     assert dispatcher.stats.get("deadline_in_fleet", 0) == 0
-    assert dispatcher.stats["failed_over"] >= 1, "requests in flight on the dead replica were answered by the other"
+    assert dispatcher.stats.get("failed_over", 0) >= 1, "requests in flight on the dead replica went to the other"
 
 
 def test_without_a_live_replica_the_robot_gets_a_deadline_error(fleet: Any, cluster: RayCluster) -> None:
@@ -207,7 +207,7 @@ def test_without_a_live_replica_the_robot_gets_a_deadline_error(fleet: Any, clus
         os.kill(pid, signal.SIGKILL)
     with PolicyClient(server.endpoint, "rb", timeout_s=0.5, model_id="arm-b") as b, pytest.raises(RequestTimeoutError):
         b.infer(_obs(2))
-    assert wait_until(lambda: server.stats()["deadline_exceeded"] == before[0] + 1, timeout_s=5)
+    assert wait_until(lambda: server.stats()["deadline_exceeded"] == before[0] + 1, timeout_s=10)
     assert dispatcher.stats["deadline_in_fleet"] == before[1] + 1
 
 
