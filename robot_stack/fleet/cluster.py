@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,10 @@ class RayCluster:
         self.address = address
         self.models: dict[str, DeployedModel] = {}
         self._closed = False
+        #: Serialises this process's calls into Serve's API: Ray Serve 2.60 builds deployment configs with a
+        #: process-global cloudpickle registration that two threads at once can break ("not registered for pickle
+        #: by value"); the dispatcher's status poller and a deployment would otherwise race.
+        self.lock = threading.RLock()
 
     def deploy(
         self,
@@ -101,7 +106,9 @@ class RayCluster:
         path, manifest = self._manifest(manifest_path)
         max_batch = int(config.max_batch or manifest.max_batch)
         options = deployment_options(config, max_batch)
-        app = replica_deployment(max_batch, **options).bind(
+        with self.lock:
+            deployment = replica_deployment(max_batch, **options)
+        app = deployment.bind(
             str(path),
             model_digest(path),
             provider,
@@ -112,7 +119,8 @@ class RayCluster:
             config.batch_wait_ms,
         )
         try:
-            serve.run(app, name=manifest.model_id, route_prefix=None)
+            with self.lock:
+                serve.run(app, name=manifest.model_id, route_prefix=None)
         except Exception as exc:  # Ray reports a failed deployment as a RuntimeError with the replica's traceback
             raise ConfigError(f"deploying {manifest.model_id} on Ray Serve failed: {exc}") from exc
         model = DeployedModel(manifest.model_id, str(path), max_batch, 2 * max_batch, config.max_replicas)
@@ -139,7 +147,8 @@ class RayCluster:
         from ray import serve
 
         path, manifest = self._manifest(manifest_path)
-        apps = serve.status().applications
+        with self.lock:
+            apps = serve.status().applications
         if manifest.model_id not in apps:
             raise ConfigError(
                 f"the Ray cluster runs no Serve application {manifest.model_id!r} (it runs {sorted(apps)}); deploy "
@@ -174,7 +183,8 @@ class RayCluster:
         from robot_stack.fleet.app import DEPLOYMENT
 
         out: dict[str, dict[str, int]] = {}
-        apps = serve.status().applications
+        with self.lock:
+            apps = serve.status().applications
         for model_id in self.models:
             app = apps.get(model_id)
             dep = app.deployments.get(DEPLOYMENT) if app is not None else None
