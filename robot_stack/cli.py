@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     from robot_stack.collection.cli import add_dataset_parser
     from robot_stack.demo.cli import add_demo_parser
     from robot_stack.doctor.cli import add_doctor_parser, add_ping_parser
+    from robot_stack.fleet.cli import add_fleet_arguments, run_fleet
     from robot_stack.graph.cli import add_up_parser
     from robot_stack.hil.cli import add_hil_parser
     from robot_stack.policy.cli import add_compile_parser, add_serve_parser
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_doctor_parser(sub)
     add_demo_parser(sub)
-    add_serve_parser(sub)
+    add_serve_parser(sub, (add_fleet_arguments, run_fleet))
     add_ping_parser(sub)
     add_train_parser(sub)
     add_keys_parser(sub)

@@ -24,6 +24,7 @@ BUILTIN_MODULES = (
     "hostile",
     "motion",
     "vla",
+    "fleet",
 )
 
 

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["add_compile_parser", "add_serve_parser"]
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from robot_stack.errors import ConfigError
     from robot_stack.policy.service import serve
 
+    if getattr(args, "ray", False):
+        return int(args.fleet_runner(args))
+    if len(args.manifest) > 1:
+        raise ConfigError(f"{len(args.manifest)} manifests given; one server serves one model (several need --ray)")
     serve(
-        args.manifest,
+        args.manifest[0],
         bind=args.bind,
         provider=args.provider,
         strict=args.strict,
@@ -43,8 +49,14 @@ def _read_key(path: str | None) -> str | None:
     return key[0].strip()
 
 
-def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``robot-stack serve --manifest M [--bind ...] [--provider ...] [--engine ...] [CURVE flags]``."""
+def add_serve_parser(
+    subparsers: Any,
+    fleet: tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]] | None = None,
+) -> argparse.ArgumentParser:
+    """Register ``robot-stack serve --manifest M [--bind ...] [--provider ...] [--engine ...] [CURVE flags]``.
+
+    ``fleet``: (add its flags, run it) of ``serve --ray`` (:mod:`robot_stack.fleet.cli`, a layer above this one,
+    handed in by the CLI that assembles the commands); None = no ``--ray``."""
     serve = subparsers.add_parser(
         "serve",
         help="serve a policy over ZeroMQ (and the openpi websocket protocol)",
@@ -52,9 +64,15 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         "  robot-stack serve --manifest models/reach.yaml --bind tcp://0.0.0.0:5555 "
         "--curve-secret keys/server.key_secret "
         "--allow-dir keys/allowed\n"
-        "  robot-stack serve --manifest models/reach.yaml --openpi-port 8000   # openpi clients too",
+        "  robot-stack serve --manifest models/reach.yaml --openpi-port 8000   # openpi clients too\n"
+        "  robot-stack serve --ray --replicas 2 --manifest models/reach.yaml   # a Ray Serve fleet (docs/fleet.md)",
     )
-    serve.add_argument("--manifest", required=True, help="model manifest YAML (next to the .onnx)")
+    serve.add_argument(
+        "--manifest",
+        required=True,
+        action="append",
+        help="model manifest YAML (next to the .onnx); repeat with --ray to serve several models (by model_id)",
+    )
     serve.add_argument("--bind", default="tcp://127.0.0.1:5555", help="endpoint (localhost unless you say so)")
     serve.add_argument("--provider", default=None, choices=["cpu", "cuda", "tensorrt"], help="execution provider")
     serve.add_argument("--strict", action="store_true", help="fail instead of falling back to CPU")
@@ -71,6 +89,10 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--openpi-host", default="127.0.0.1", help="where the openpi face listens")
     serve.add_argument("--openpi-timeout", type=float, default=1.0, help="per-request deadline of openpi requests, s")
     serve.add_argument("--openpi-api-key-file", help="file with the key openpi clients must send (api_key=...)")
+    if fleet is not None:
+        add_flags, run = fleet
+        add_flags(serve)
+        serve.set_defaults(fleet_runner=run)
     serve.set_defaults(func=_cmd_serve)
     return serve
 

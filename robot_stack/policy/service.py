@@ -26,15 +26,31 @@ from robot_stack.policy.instruction import InstructionTokenizer
 from robot_stack.policy.manifest import PolicyManifest
 from robot_stack.policy.rtc import RTC_PREFIX, RtcRequest, rtc_request
 from robot_stack.policy.runtime import validate_arrays, validate_declared
+from robot_stack.transport.admission import ClientGrant
 from robot_stack.transport.protocol import DEFAULT_MAX_MESSAGE_BYTES, ArraySpec
 from robot_stack.transport.server import MAX_TRACKED_CLIENTS, BatchItem, PolicyServer
 
-__all__ = ["PolicyService", "main", "serve"]
+__all__ = ["PolicyService", "check_declared", "load_server_keys", "main", "serve"]
 
 log = logging.getLogger("robot_stack.policy.service")
 
 #: Request meta keys echoed back in the reply (so the robot side can stamp the ActionChunk).
 ECHO_META_KEYS = ("t_obs_ns", "episode", "step")
+
+
+def check_declared(manifest: PolicyManifest, specs: Sequence[ArraySpec], accepts_rtc: bool) -> None:
+    """Refuse (:class:`PolicyError`) declared request arrays that are not exactly ``manifest``'s request inputs
+    (names, dtypes, shapes), allowing an ``rtc/prefix`` of at most ``horizon`` rows when ``accepts_rtc``."""
+    declared = {s.name: (s.dtype, s.shape) for s in specs}
+    if accepts_rtc and RTC_PREFIX in declared:
+        dtype, shape = declared.pop(RTC_PREFIX)
+        rows = shape[1] if len(shape) == 3 and shape[0] == 1 else (shape[0] if len(shape) == 2 else -1)
+        if dtype != "float32" or not 1 <= rows <= manifest.horizon or shape[-1] != manifest.action_dim:
+            raise PolicyError(
+                f"model {manifest.model_id}: {RTC_PREFIX} must be float32 (P, {manifest.action_dim}) with "
+                f"1 <= P <= {manifest.horizon}, declared {dtype} {tuple(shape)}"
+            )
+    validate_declared(manifest.request_inputs, declared, manifest.model_id)
 
 
 class PolicyService:
@@ -155,16 +171,7 @@ class PolicyService:
         inputs (names, dtypes, shapes) — plus, for a model that accepts real-time chunking, an optional
         ``rtc/prefix`` of at most ``horizon`` rows of the action's size; the server calls this before decoding
         anything."""
-        declared = {s.name: (s.dtype, s.shape) for s in specs}
-        if self.accepts_rtc and RTC_PREFIX in declared:
-            dtype, shape = declared.pop(RTC_PREFIX)
-            rows = shape[1] if len(shape) == 3 and shape[0] == 1 else (shape[0] if len(shape) == 2 else -1)
-            if dtype != "float32" or not 1 <= rows <= self.manifest.horizon or shape[-1] != self.manifest.action_dim:
-                raise PolicyError(
-                    f"model {self.model_id}: {RTC_PREFIX} must be float32 (P, {self.manifest.action_dim}) with "
-                    f"1 <= P <= {self.manifest.horizon}, declared {dtype} {tuple(shape)}"
-                )
-        validate_declared(self.manifest.request_inputs, declared, self.model_id)
+        check_declared(self.manifest, specs, self.accepts_rtc)
 
     def __call__(
         self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
@@ -401,24 +408,18 @@ def serve(
     At start the backend check (:func:`robot_stack.policy.gpu_env.check_backends`) is logged: which path will run
     and why, and what is missing for the faster ones.
     """
-    from robot_stack.transport.keys import load_allow_list, load_key_pair
-
-    if allow_dir is not None and curve_secret is None:
-        raise ConfigError("--allow-dir needs --curve-secret (client keys are checked by CURVE)")
-    pair = load_key_pair(curve_secret) if curve_secret is not None else None
-    secret = pair.secret_key if pair is not None else None
-    allowed = load_allow_list(allow_dir) if allow_dir is not None else None
+    secret, allowed = load_server_keys(bind, curve_secret, allow_dir)
     gateway_kwargs: dict[str, Any] = {}
-    if pair is not None and openpi_port is not None:
-        gateway_kwargs, allowed = _gateway_identity(pair.public_key, allowed)
+    if secret is not None and openpi_port is not None:
+        import zmq
+
+        gateway_kwargs, allowed = _gateway_identity(zmq.curve_public(secret), allowed)
     if openpi_port is not None and openpi_api_key is None and not _is_loopback(f"tcp://{openpi_host}:0"):
         log.warning(
             "openpi protocol on %s:%d without an api key: anyone who can reach it can use the model",
             openpi_host,
             openpi_port,
         )
-    if secret is None and not _is_loopback(bind):
-        log.warning("serving on %s without CURVE: anyone who can reach it can use the model", bind)
     manifest = PolicyManifest.load(manifest_path)
     _log_backend_check(engine, provider, manifest, precision)
     service = PolicyService.from_manifest(
@@ -483,6 +484,26 @@ def _gateway_identity(server_public: bytes, allowed: dict[bytes, Any] | None) ->
         allowed = {**allowed, public: ClientGrant("openpi-gateway", None)}
     kwargs = {"server_public_key": server_public, "client_secret_key": secret_key, "client_public_key": public}
     return kwargs, allowed
+
+
+def load_server_keys(
+    bind: str, curve_secret: str | Path | None, allow_dir: str | Path | None
+) -> tuple[bytes | None, dict[bytes, ClientGrant] | None]:
+    """The server's CURVE secret key and client allow-list from ``--curve-secret`` / ``--allow-dir`` (None = off);
+    warns when a non-loopback ``bind`` runs without CURVE.
+
+    Raises:
+        ConfigError: ``allow_dir`` without ``curve_secret``, or an unreadable key file.
+    """
+    from robot_stack.transport.keys import load_allow_list, load_key_pair
+
+    if allow_dir is not None and curve_secret is None:
+        raise ConfigError("--allow-dir needs --curve-secret (client keys are checked by CURVE)")
+    secret = load_key_pair(curve_secret).secret_key if curve_secret is not None else None
+    allowed = load_allow_list(allow_dir) if allow_dir is not None else None
+    if secret is None and not _is_loopback(bind):
+        log.warning("serving on %s without CURVE: anyone who can reach it can use the model", bind)
+    return secret, allowed
 
 
 def _log_backend_check(engine: str, provider: str | None, manifest: PolicyManifest, precision: str | None) -> None:

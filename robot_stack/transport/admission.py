@@ -263,9 +263,13 @@ class PendingQueue:
             self._closed = True
             self._cond.notify_all()
 
-    def take(self, max_batch: int) -> tuple[list[QueuedRequest], list[QueuedRequest]] | None:
+    def take(
+        self, max_batch: int, timeout_s: float | None = None
+    ) -> tuple[list[QueuedRequest], list[QueuedRequest]] | None:
         """Block until decoded work or expired work exists; return (up to ``max_batch`` decoded requests by EDF,
-        every expired request), both removed from the queue; None once closed."""
+        every expired request), both removed from the queue; None once closed. ``timeout_s``: wait at most this
+        long (then both lists may be empty; 0 = only sweep out what has expired); None = until there is work."""
+        t_give_up = None if timeout_s is None else self._clock() + round(timeout_s * 1e9)
         with self._cond:
             while not self._closed:
                 now = self._clock()
@@ -285,7 +289,12 @@ class PendingQueue:
                     self._remove(item)
                 if batch or expired:
                     return batch, expired
-                timeout = None if next_deadline is None else max(0.0, (next_deadline - now) / 1e9) + 1e-4
+                wake_ns = next_deadline
+                if t_give_up is not None:
+                    if now >= t_give_up:
+                        return [], []
+                    wake_ns = t_give_up if wake_ns is None else min(wake_ns, t_give_up)
+                timeout = None if wake_ns is None else max(0.0, (wake_ns - now) / 1e9) + 1e-4
                 self._cond.wait(timeout)
             return None
 

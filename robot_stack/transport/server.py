@@ -16,7 +16,14 @@ Threads:
   hands the encoded reply back to the I/O thread (a deque plus an inproc wake-up socket; ZeroMQ sockets never
   cross threads). If the handler has ``max_batch > 1`` and a ``run_batch(items)`` method, the worker takes up to
   ``max_batch`` queued requests (by deadline) and runs them as one micro-batch; nothing waits for a batch to fill,
-  so a lone robot never pays for batching.
+  so a lone robot never pays for batching. A handler with ``dispatch`` and ``free_slots`` (see
+  :data:`DispatchHandler`) is run *asynchronously* instead: the worker hands it, earliest deadline first, as many
+  requests as it has free slots (never an expired one) and goes on taking; the handler answers each request later,
+  from any thread (the Ray Serve fleet of :mod:`robot_stack.fleet` works this way).
+
+A handler may serve several models (``routes``: model id -> :class:`ModelRoute`); a request's ``model`` field
+picks one (empty = the first), anything else is answered ``model_mismatch``; each model has its own negotiated
+codecs, request check and metadata.
 
 Per-client latency (queue, inference, total = receipt to reply, all server clock) is kept for the last
 :data:`CLIENT_WINDOW` requests of each of at most :data:`MAX_TRACKED_CLIENTS` robot ids and reported by
@@ -36,7 +43,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -48,6 +55,7 @@ from robot_stack.errors import (
     PayloadTooLargeError,
     PolicyError,
     ProtocolError,
+    RequestTimeoutError,
     RobotStackError,
     ServerBusyError,
     VersionMismatchError,
@@ -87,7 +95,9 @@ __all__ = [
     "AdmissionLimits",
     "BatchHandler",
     "ClientGrant",
+    "DispatchHandler",
     "Handler",
+    "ModelRoute",
     "PolicyServer",
 ]
 
@@ -125,6 +135,7 @@ class BatchItem:
         deadline_ns: server monotonic clock, ns; None = no deadline.
         client: the sender's identity (CURVE public key, z85, or ``conn:<routing id>``); per-robot state of a
             handler should be keyed on (client, robot), since robot ids are the clients' choice.
+        model: the model the request is for (its ``model`` field, or the server's default model when empty).
     """
 
     robot: str
@@ -133,11 +144,41 @@ class BatchItem:
     request_id: int
     deadline_ns: int | None
     client: str = ""
+    model: str = ""
 
 
 #: ``run_batch(items) -> results``: one result per item, in order: ``(arrays, meta)`` or the exception for that
 #: item (a :class:`PolicyError` becomes ``policy_error``, anything else ``handler_error``).
 BatchHandler = Callable[[Sequence[BatchItem]], list[tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | BaseException]]
+
+#: One request's answer: ``(arrays, meta)`` or the exception for it.
+Result = tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | BaseException
+
+#: ``dispatch(items, done)``: start answering ``items`` and return at once; call ``done(i, result)`` exactly once
+#: per item (``i`` its index in ``items``), from any thread. A handler with ``dispatch`` also has
+#: ``free_slots(timeout_s) -> int``: how many more requests it takes now, waiting up to ``timeout_s`` for one to
+#: free up (0 = none). Results map to answers as for ``run_batch``; a :class:`RequestTimeoutError` result (the
+#: request ran out of time inside the handler) is answered ``deadline_exceeded``.
+DispatchHandler = Callable[[Sequence[BatchItem], Callable[[int, Result], None]], None]
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """One model of a multi-model handler (``handler.routes``): what the server checks before queuing a request.
+
+    Attributes:
+        model_id: the id requests name in their ``model`` field.
+        compression: request array name -> the one codec accepted for it (advertised in ``metadata``).
+        check_request: ``check_request(specs)`` raises :class:`PolicyError` for declared arrays the model cannot
+            take (called before anything is decoded); None = no check.
+        metadata: ``metadata() -> dict``, the model's description for ``metadata`` replies; None = none.
+    """
+
+    model_id: str
+    compression: Mapping[str, str] = field(default_factory=dict)
+    check_request: Callable[[Sequence[ArraySpec]], None] | None = None
+    metadata: Callable[[], dict[str, Any]] | None = None
+
 
 _COUNTERS = (
     "received",
@@ -220,11 +261,28 @@ class PolicyServer:
         self._handler = handler
         self.max_message_bytes = int(max_message_bytes)
         self.max_header_bytes = int(max_header_bytes)
-        self.model_id = model_id if model_id is not None else str(getattr(handler, "model_id", ""))
-        accepted = compression if compression is not None else getattr(handler, "compression", None)
-        self.compression: dict[str, str] = {str(k): str(v) for k, v in (accepted or {}).items()}
-        check = getattr(handler, "check_request", None)
-        self._check_request: Callable[[Sequence[ArraySpec]], None] | None = check if callable(check) else None
+        routes = getattr(handler, "routes", None)
+        self._multi = bool(routes)
+        if routes:
+            self._routes: dict[str, ModelRoute] = {str(k): r for k, r in routes.items()}
+            self.model_id = model_id if model_id is not None else next(iter(self._routes))
+            if self.model_id not in self._routes:
+                raise ConfigError(f"model_id {self.model_id!r} is not among the handler's routes {list(self._routes)}")
+        else:
+            self.model_id = model_id if model_id is not None else str(getattr(handler, "model_id", ""))
+            accepted = compression if compression is not None else getattr(handler, "compression", None)
+            check = getattr(handler, "check_request", None)
+            meta_fn = getattr(handler, "metadata", None)
+            self._routes = {
+                self.model_id: ModelRoute(
+                    self.model_id,
+                    {str(k): str(v) for k, v in (accepted or {}).items()},
+                    check if callable(check) else None,
+                    meta_fn if callable(meta_fn) else None,
+                )
+            }
+        self._default_route = self._routes[self.model_id]
+        self.compression: dict[str, str] = dict(self._default_route.compression)
         self._ctx = context or zmq.Context.instance()
         self._auth: Any = None
         self._grants: dict[str, ClientGrant] = {}
@@ -235,6 +293,11 @@ class PolicyServer:
         self._to_decode: FairQueue[QueuedRequest] = FairQueue()
         self._run_batch = getattr(handler, "run_batch", None)
         self.max_batch = max(1, int(getattr(handler, "max_batch", 1))) if callable(self._run_batch) else 1
+        dispatch, free_slots = getattr(handler, "dispatch", None), getattr(handler, "free_slots", None)
+        self._dispatch: DispatchHandler | None = dispatch if callable(dispatch) and callable(free_slots) else None
+        self._free_slots: Callable[[float], int] | None = free_slots if self._dispatch is not None else None
+        self._post_lock = threading.Lock()  # guards the wake-up socket that answers of a dispatch handler use
+        self._post_wake: zmq.Socket | None = None
         self._client_times: collections.OrderedDict[str, tuple[StageTimes, collections.deque[int]]] = (
             collections.OrderedDict()
         )
@@ -285,7 +348,11 @@ class PolicyServer:
         self._wake_rx.setsockopt(zmq.LINGER, 0)
         self._wake_rx.bind(self._wake_addr)
         self._io_thread = threading.Thread(target=self._io_loop, name="policy-server-io", daemon=True)
-        self._worker_thread = threading.Thread(target=self._work_loop, name="policy-server-worker", daemon=True)
+        self._worker_thread = threading.Thread(
+            target=self._work_loop if self._dispatch is None else self._dispatch_loop,
+            name="policy-server-worker",
+            daemon=True,
+        )
         self._decoder_thread = threading.Thread(target=self._decode_loop, name="policy-server-decoder", daemon=True)
         self._started = False
         log.info(
@@ -321,6 +388,10 @@ class PolicyServer:
             self._worker_thread.join(timeout_s)
             self._decoder_thread.join(timeout_s)
             self._io_thread.join(timeout_s)
+        with self._post_lock:  # answers of a dispatch handler arriving from now on are dropped
+            if self._post_wake is not None:
+                self._post_wake.close(0)
+                self._post_wake = None
         if not self._started or not self._io_thread.is_alive():
             self._sock.close(0)
             self._wake_rx.close(0)
@@ -473,6 +544,7 @@ class PolicyServer:
         meta: Mapping[str, Any],
         timing: dict | None,
         arrays: Mapping[str, Any] | None = None,
+        model: str | None = None,
     ) -> Message:
         """A reply or error message stamped with the server's send time (``t_send_ns`` and ``t_reply_ns``)."""
         t_reply = time.monotonic_ns()
@@ -480,7 +552,7 @@ class PolicyServer:
             kind=kind,
             id=request_id,
             robot=robot,
-            model=self.model_id,
+            model=self.model_id if model is None else model,
             t_send_ns=t_reply,
             arrays=arrays or {},
             meta=meta,
@@ -587,8 +659,10 @@ class PolicyServer:
         def reject(code: str, reason: str) -> None:
             self._reject(envelope, header.id, header.robot, code, reason, timing, v)
 
-        if header.model and self.model_id and header.model != self.model_id:
-            reject("model_mismatch", f"request is for model {header.model!r} but this server serves {self.model_id!r}")
+        route = self._route(header.model)
+        if route is None:
+            served = list(self._routes) if self._multi else self.model_id
+            reject("model_mismatch", f"request is for model {header.model!r} but this server serves {served!r}")
             return
         client = self._client_of(frames) if self._grants or header.kind == "infer" else ""
         grant = self._grants.get(client) if self._grants else None
@@ -601,7 +675,7 @@ class PolicyServer:
             )
             return
         if header.kind == "infer":
-            self._admit(envelope, header, body, t_recv_ns, client, _frame_bytes(frames[0]), reject)
+            self._admit(envelope, header, body, t_recv_ns, client, _frame_bytes(frames[0]), reject, route)
         elif header.kind in ("health", "metadata"):
             if header.specs:
                 reject(
@@ -611,7 +685,7 @@ class PolicyServer:
                 )
                 return
             self._count(header.kind)
-            meta = self._health() if header.kind == "health" else self._metadata()
+            meta = self._health() if header.kind == "health" else self._metadata(route)
             reply = self._stamped("reply", header.id, header.robot, v, meta, timing)
             self._send(envelope + encode(reply, self.max_message_bytes))
         else:
@@ -626,22 +700,24 @@ class PolicyServer:
         client: str,
         connection: bytes,
         reject: Callable[[str, str], None],
+        route: ModelRoute,
     ) -> None:
         """Queue an infer request if it passes every check that needs no decoding; otherwise reject it."""
+        compression = route.compression
         for spec in header.specs:
-            if spec.codec and self.compression.get(spec.name) != spec.codec:
-                accepted = self.compression.get(spec.name)
+            if spec.codec and compression.get(spec.name) != spec.codec:
+                accepted = compression.get(spec.name)
                 reject(
                     "protocol_error",
                     f"array {spec.name!r} arrives {spec.codec}-compressed, but this server accepts "
                     + (f"only {accepted} or raw for it" if accepted else "it only raw")
-                    + f" (negotiated codecs: {self.compression or 'none'}); compress only the streams the server's "
+                    + f" (negotiated codecs: {dict(compression) or 'none'}); compress only the streams the server's "
                     "metadata lists (PolicyClient.negotiate_compression())",
                 )
                 return
-        if self._check_request is not None:
+        if route.check_request is not None:
             try:
-                self._check_request(header.specs)
+                route.check_request(header.specs)
             except PolicyError as exc:
                 reject("policy_error", str(exc))
                 return
@@ -667,8 +743,15 @@ class PolicyServer:
                 old.envelope + self._error_frames(old_h.id, old_h.robot, "superseded", reason, None, old_h.version)
             )
 
+    def _route(self, model: str) -> ModelRoute | None:
+        """The route of a request's ``model`` field: the default for none; None if this server does not serve it
+        (a single-model server without a model id serves whatever is asked)."""
+        if not model or (not self._multi and not self.model_id):
+            return self._default_route
+        return self._routes.get(model)
+
     def _health(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "status": "ok",
             "model": self.model_id,
             "uptime_s": (time.monotonic_ns() - self._t_start_ns) / 1e9,
@@ -676,17 +759,29 @@ class PolicyServer:
             "max_batch": self.max_batch,
             "clients": self.client_stats(),
         }
+        if self._multi:
+            out["models"] = list(self._routes)
+        health = getattr(self._handler, "health", None)
+        if callable(health):
+            try:
+                out.update(health())
+            except Exception:
+                log.exception("handler.health() failed")
+                out["status"] = "degraded"
+        return out
 
-    def _metadata(self) -> dict[str, Any]:
-        fn = getattr(self._handler, "metadata", None)
+    def _metadata(self, route: ModelRoute) -> dict[str, Any]:
+        fn = route.metadata
         base: dict[str, Any] = {
-            "model": self.model_id,
+            "model": route.model_id,
             "max_message_bytes": self.max_message_bytes,
             "max_batch": self.max_batch,
             "protocol_versions": list(SUPPORTED_VERSIONS),
             "codecs": list(available_codecs()),
-            "compression": dict(self.compression),
+            "compression": dict(route.compression),
         }
+        if self._multi:
+            base["models"] = list(self._routes)
         if callable(fn):
             try:
                 base.update(fn())
@@ -777,6 +872,76 @@ class PolicyServer:
         finally:
             wake.close(0)
 
+    def _batch_item(self, work: QueuedRequest) -> BatchItem:
+        h = work.header
+        return BatchItem(h.robot, _arrays(work), h.meta, h.id, work.deadline_ns, work.client, h.model or self.model_id)
+
+    def _dispatch_loop(self) -> None:
+        """Worker of a dispatch handler: hand it requests, earliest deadline first, while it has free slots;
+        answer expired requests (never handed over) meanwhile."""
+        assert self._dispatch is not None and self._free_slots is not None
+        with self._post_lock:
+            self._post_wake = self._wake_socket()
+        while not self._stop.is_set():
+            try:
+                slots = self._free_slots(0.05)
+                taken = self._queue.take(slots, timeout_s=None if slots > 0 else 0.0)
+                if taken is None:
+                    return
+                batch, expired = taken
+                for w in expired:
+                    self._post(w.envelope + self._expired_frames(w))
+                if batch:
+                    self._hand_over(batch)
+                del taken, batch, expired
+            except Exception:  # the loop must survive anything
+                self._rejections.log(
+                    logging.ERROR, "internal_error", "policy server dispatch error (continuing)", exc_info=True
+                )
+
+    def _hand_over(self, batch: list[QueuedRequest]) -> None:
+        """Give ``batch`` to the dispatch handler; each answer is posted when its ``done`` call comes."""
+        assert self._dispatch is not None
+        t_start = time.monotonic_ns()
+        answered = [False] * len(batch)
+        lock = threading.Lock()
+
+        def done(i: int, result: Result) -> None:
+            with lock:
+                if answered[i]:
+                    return  # a handler bug (a second answer); the first one stands
+                answered[i] = True
+            self._finish(batch[i], t_start, result)
+
+        try:
+            self._dispatch([self._batch_item(w) for w in batch], done)
+        except Exception as exc:
+            self._rejections.log(logging.ERROR, "dispatch", "handler.dispatch raised", exc_info=True)
+            for i in range(len(batch)):
+                done(i, exc)
+
+    def _finish(self, work: QueuedRequest, t_start: int, result: Result) -> None:
+        """Encode the answer of one dispatched request and post it to the I/O thread (any thread)."""
+        req = work.header
+        t_end = time.monotonic_ns()
+        timing = _run_timing(work, t_start, t_end, 1)
+        if isinstance(result, RequestTimeoutError):
+            frames = self._error_frames(req.id, req.robot, "deadline_exceeded", str(result), timing, req.version)
+        else:
+            frames = self._answer(work, result, timing)
+            self._record_client(
+                req.robot, float(timing["queue_ms"]), float(timing["infer_ms"]), (t_end - work.t_recv_ns) / 1e6, 1
+            )
+        self._post(work.envelope + frames)
+
+    def _post(self, frames: list[Any]) -> None:
+        """Queue a reply for the I/O thread and wake it (thread-safe; dropped once the server is closed)."""
+        with self._post_lock:
+            if self._post_wake is None:
+                return
+            self._outbox.append(frames)
+            self._wake(self._post_wake)
+
     def _expired_frames(self, work: QueuedRequest) -> list[Any]:
         req = work.header
         now = time.monotonic_ns()
@@ -796,10 +961,7 @@ class PolicyServer:
     ) -> list[tuple[Mapping[str, np.ndarray], Mapping[str, Any]] | BaseException]:
         """Run the handler on the batch; one result or exception per work item, in order."""
         if self._run_batch is not None:
-            items = [
-                BatchItem(w.header.robot, _arrays(w), w.header.meta, w.header.id, w.deadline_ns, w.client)
-                for w in batch
-            ]
+            items = [self._batch_item(w) for w in batch]
             try:
                 results = list(self._run_batch(items))
             except Exception as exc:  # a batch-level failure fails every item of the batch
@@ -833,17 +995,7 @@ class PolicyServer:
         out: list[list[Any]] = []
         for work, result in zip(batch, results, strict=True):
             req = work.header
-            timing: dict[str, int | float] = {
-                "t_client_send_ns": req.t_send_ns,
-                "t_recv_ns": work.t_recv_ns,
-                "t_start_ns": t_start,
-                "queue_ms": (t_start - work.t_recv_ns) / 1e6,
-                "t_end_ns": t_end,
-                "infer_ms": (t_end - t_start) / 1e6,
-                "batch": len(batch),
-            }
-            if work.t_decoded_ns is not None:
-                timing["decode_ms"] = (work.t_decoded_ns - work.t_recv_ns) / 1e6
+            timing = _run_timing(work, t_start, t_end, len(batch))
             out.append(self._answer(work, result, timing))
             self._record_client(
                 req.robot,
@@ -869,13 +1021,30 @@ class PolicyServer:
             return self._error_frames(req.id, req.robot, code, reason, timing, req.version)
         try:
             arrays, meta = result
-            reply = self._stamped("reply", req.id, req.robot, req.version, meta, timing, arrays)
+            model = req.model or self.model_id
+            reply = self._stamped("reply", req.id, req.robot, req.version, meta, timing, arrays, model)
             frames = encode(reply, self.max_message_bytes)
         except (ProtocolError, TypeError, ValueError) as exc:
             reason = f"handler output cannot be sent: {exc}"
             return self._error_frames(req.id, req.robot, "handler_error", reason, timing, req.version)
         self._count("infer_ok")
         return frames
+
+
+def _run_timing(work: QueuedRequest, t_start: int, t_end: int, batch: int) -> dict[str, int | float]:
+    """The reply's ``timing`` of a request run from ``t_start`` to ``t_end`` (server clock, ns) in a batch."""
+    timing: dict[str, int | float] = {
+        "t_client_send_ns": work.header.t_send_ns,
+        "t_recv_ns": work.t_recv_ns,
+        "t_start_ns": t_start,
+        "queue_ms": (t_start - work.t_recv_ns) / 1e6,
+        "t_end_ns": t_end,
+        "infer_ms": (t_end - t_start) / 1e6,
+        "batch": batch,
+    }
+    if work.t_decoded_ns is not None:
+        timing["decode_ms"] = (work.t_decoded_ns - work.t_recv_ns) / 1e6
+    return timing
 
 
 def _arrays(work: QueuedRequest) -> Mapping[str, np.ndarray]:
