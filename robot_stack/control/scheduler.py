@@ -332,17 +332,10 @@ class ChunkScheduler:
                     out, used = target, ("fresh" if self.mode != BlendMode.NONE else "none")
                 else:
                     prefix = self._prefix(old, now, freeze)
-                    joined = self.planner.join(old.sample(freeze), freeze, target)
-                    out = prefix.then(joined) if prefix is not None else joined
-                    out = MotionPlan(
-                        out.joint_names,
-                        out.t0_ns,
-                        out.breaks,
-                        out.coeffs,
-                        target.policy_end_ns,
-                        target.gripper_t_ns,
-                        target.gripper,
-                    )
+                    if prefix is not None:
+                        out = self.planner.splice(prefix, target)
+                    else:
+                        out = self.planner.join(old.sample(freeze), freeze, target)
                     used = self.mode.value
             except MotionError as exc:
                 self._counts["motion"] += 1
