@@ -143,6 +143,7 @@ def _run_loaded(mode: str, duration_s: float) -> dict[str, Any]:
         "safety_interventions": st["safety"]["total"],
     }
     out.update({k: v for k, v in st.items() if k in ("lateness_p50_ms", "lateness_p99_ms", "lateness_max_ms")})
+    out["plans_accepted"] = st["trajectories_accepted"]
     out["joins_in_loop"] = st["joins"]  # ruckig joins run inside a tick (the process prepares them ahead instead)
     if mode == "process":
         out["sched_fifo"] = st["realtime"]["sched_fifo"]
