@@ -756,6 +756,7 @@ class ProcessExecutor:
                 # preparing it took longer than the margin (a loaded host): once more with the measured time
                 self._handover_est_s = max(self._handover_est_s, (self.clock.now_ns() - t_planned) * 1e-9)
                 t_planned = self.clock.now_ns()
+                self._prepared -= 1  # counted once: the first preparation is dropped
                 ready = self._ready_to_adopt(plan, t_planned)
             plan = ready
         except MotionError as exc:  # sent as it is: the loop joins it at pick-up
