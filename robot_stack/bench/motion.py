@@ -64,10 +64,10 @@ _MAX_P99_MRAD = 5.0
 
 def _episode(stack: Any, task: Any, robot: RecordingRobot, seed: int, baseline: bool) -> dict[str, Any]:
     """One live episode; its outcome and audit."""
+    episode = stack.new_episode()  # first: it may spawn the real-time process (not on the task's clock)
     task.reset(seed)
     robot.reset_history()
     start = len(robot.t_ns)
-    episode = stack.new_episode()
     if baseline:
         episode.cycle.scheduler = FixedBlendScheduler(episode.executor)
     robot.executor = episode.executor

@@ -87,8 +87,8 @@ def run_demo(
             task = ReachTouchTask(stack.world, max_duration_s=config.task.max_duration_s)
             period_ns = round(stack.period_s * 1e9)
             for ep in range(episodes):
+                episode = stack.new_episode()  # first: it may spawn the real-time process (not on the task's clock)
                 task.reset(seed + ep)
-                episode = stack.new_episode()
 
                 def keep_frame(step: int, result: CycleResult, ep: int = ep) -> None:
                     if gif_path is not None and ep == 0 and step % 2 == 0 and result.observation is not None:
