@@ -181,11 +181,9 @@ def test_plans_that_do_not_continue_the_motion_are_joined_ahead_of_the_loop_neve
     )
     ex.start()
     try:
-        sent = 0
         for k in range(8):
             assert ex.set_trajectory(_chunk(ex.clock.now_ns() + 50 * MS, 0.7 * k))
-            sent += 1
-            assert ex.wait(lambda e, n=sent: e.stats()["trajectories_accepted"] == n, timeout_s=10.0)
+            assert ex.wait(lambda e, n=k + 1: e.stats()["trajectories_accepted"] == n, timeout_s=10.0)
             time.sleep(0.05)
         live = ex.stats()
     finally:
