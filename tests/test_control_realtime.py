@@ -145,10 +145,10 @@ def test_process_executor_follows_spliced_plans_within_the_limits_and_leaves_not
         assert ex.state == ExecutorState.TRACKING
         assert isinstance(ex.active_plan, MotionPlan)
         live = ex.stats()
-        # the first chunk was joined in the real-time process (its own plan, published back); a splice made from
-        # what it executes is adopted as sent (one that reached it after its hand-over prefix, on a loaded host, is
-        # joined there instead: either way every plan was taken up, none refused)
-        assert live["joins"] >= 1 and live["adopted"] >= 1
+        # the first chunk (nothing executing: "fresh") was joined in this process ahead of the loop; a splice made
+        # from what it executes is adopted as sent (one that reached it after its hand-over prefix, on a loaded
+        # host, is joined there instead: either way every plan was taken up, none refused)
+        assert live["handovers_prepared"] >= 1 and live["adopted"] >= 1
         assert live["joins"] + live["adopted"] + live["trajectories_superseded"] == live["trajectories_accepted"] == 12
         assert live["trajectories_rejected"] == {}
         assert not ex.set_plan(_chunk(ex.clock.now_ns(), 0.0))  # type: ignore[arg-type]
@@ -165,6 +165,34 @@ def test_process_executor_follows_spliced_plans_within_the_limits_and_leaves_not
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert ex._block is None and ex._slot is None
+
+
+@pytest.mark.realtime
+def test_plans_that_do_not_continue_the_motion_are_joined_ahead_of_the_loop_never_inside_a_tick():
+    # bench executor's publisher (and blend mode none, a chunk after a hold): each plan starts somewhere else than
+    # what the loop commands. A ruckig join costs milliseconds of Python, more than a 2 ms tick: before, the loop
+    # ran one per plan at pick-up (an overrun each under load). Now the main process prepares the hand-over and
+    # the loop only adopts it (the margin here is generous so that a loaded host cannot make a plan arrive late).
+    ex = ProcessExecutor(
+        RobotSpec("robot_stack.sim.kinematic:KinematicRobot"),
+        NAMES,
+        panda.LIMITS,
+        realtime=RealtimeConfig(start_timeout_s=120.0, handover_s=0.3),
+    )
+    ex.start()
+    try:
+        for k in range(8):
+            assert ex.set_trajectory(_chunk(ex.clock.now_ns() + 50 * MS, 0.7 * k))
+            assert ex.wait(lambda e, n=k + 1: e.stats()["trajectories_accepted"] == n, timeout_s=10.0)
+            time.sleep(0.05)
+        live = ex.stats()
+    finally:
+        ex.stop()
+    assert live["trajectories_accepted"] == 8 and live["trajectories_rejected"] == {}
+    assert live["handovers_prepared"] == 8
+    assert live["joins"] == 0 and live["adopted"] == 8
+    st = ex.stats()
+    assert st["safety"]["total"] == 0 and max(st["prefilter_peak_ratio"].values()) <= 1.0
 
 
 @pytest.mark.realtime

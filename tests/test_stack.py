@@ -113,8 +113,12 @@ def test_the_process_executor_drives_the_sim_cell_and_lives_across_episodes() ->
     with build_cell(config, clock) as cell:
         executor, close = build_process_executor(config, cell.robot, clock, cell.world)
         try:
-            executor.start()
+            # spawned when built (seconds on a loaded host), not in the first episode's start(): an episode's clock
+            # and fault schedule start before start() is called
             pid = executor.pid
+            assert pid is not None and os.kill(pid, 0) is None
+            executor.start()
+            assert executor.pid == pid
             scheduler = build_scheduler(config, executor)
             t0 = clock.now_ns()
             steps = np.arange(8) * 0.1

@@ -12,6 +12,8 @@ Per latency setting ``L`` (keys ``latency_<L>ms_*``), over ``episodes`` live epi
 
 * ``success_rate``, ``time_to_success_s`` (median of the successful episodes);
 * ``interventions_per_episode``: safety-filter interventions (each a logged fault event);
+* ``chunks_per_episode``: decoded chunks the scheduler handed to the executor (how much policy motion the audit
+  saw: on an overloaded host most observations are refused as stale before inference and the arm holds);
 * ``max_jerk_ratio``, ``max_acceleration_ratio``, ``max_velocity_ratio``: the plan's set-points *before* the filter,
   divided differences over the real tick times, worst joint, over the limit;
 * ``plan_vs_executed_p99_mrad`` / ``_max_mrad``: per tick, the largest joint difference between the plan's
@@ -62,10 +64,10 @@ _MAX_P99_MRAD = 5.0
 
 def _episode(stack: Any, task: Any, robot: RecordingRobot, seed: int, baseline: bool) -> dict[str, Any]:
     """One live episode; its outcome and audit."""
+    episode = stack.new_episode()  # first: it may spawn the real-time process (not on the task's clock)
     task.reset(seed)
     robot.reset_history()
     start = len(robot.t_ns)
-    episode = stack.new_episode()
     if baseline:
         episode.cycle.scheduler = FixedBlendScheduler(episode.executor)
     robot.executor = episode.executor
@@ -89,12 +91,15 @@ def _episode(stack: Any, task: Any, robot: RecordingRobot, seed: int, baseline: 
         meta=lambda step: {"episode": seed, "step": step},
     )
     stats = episode.executor.stats()
+    scheduler = episode.cycle.scheduler
+    chunks = int(scheduler.stats()["accepted"]) if scheduler is not None else 0
     audit = plan_audit(_Slice(robot, start))
     rtt = [c.round_trip_ms for c in stack.client.calls[calls_before:]]
     return {
         "success": bool(task.is_success()),
         "time_to_success_s": task.time_to_success_s,
         "interventions": int(stats["safety"]["total"]),
+        "chunks": chunks,
         "audit": audit,
         "holds": int(stats["holds"]),
         "extensions": int(stats["extensions"]),
@@ -133,6 +138,7 @@ def _summary(prefix: str, runs: list[dict[str, Any]], unsafe: int) -> dict[str, 
         f"{prefix}_success_rate": round(sum(r["success"] for r in runs) / n, 4),
         f"{prefix}_time_to_success_s": round(float(np.median(times)), 3) if times else None,
         f"{prefix}_interventions_per_episode": round(sum(r["interventions"] for r in runs) / n, 3),
+        f"{prefix}_chunks_per_episode": round(sum(r["chunks"] for r in runs) / n, 2),
         f"{prefix}_max_jerk_ratio": worst("prefilter_jerk_ratio"),
         f"{prefix}_max_acceleration_ratio": worst("prefilter_acceleration_ratio"),
         f"{prefix}_max_velocity_ratio": worst("prefilter_velocity_ratio"),

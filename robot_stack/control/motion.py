@@ -154,6 +154,14 @@ class MotionPlanner:
         except MotionError:
             return self.generator.join(state, t_ns, target, self.ceiling_limits)
 
+    def splice(self, prefix: MotionPlan, target: MotionPlan) -> MotionPlan:
+        """``prefix`` (the part of the executing plan an executor will still follow), then a join from its end state
+        onto ``target``: the plan an executor adopts as it is, because it continues exactly what it commands.
+        Carries the target's ``policy_end_ns`` and gripper track. Raises MotionError if no join exists."""
+        out = prefix.then(self.join(prefix.end_state, prefix.end_ns, target))
+        end, grip_t, grip = target.policy_end_ns, target.gripper_t_ns, target.gripper
+        return MotionPlan(out.joint_names, out.t0_ns, out.breaks, out.coeffs, end, grip_t, grip)
+
     def stop(self, state: JointState, t_ns: int) -> MotionPlan:
         """Come to rest from ``state`` at ``t_ns`` within the stop limits."""
         return self.generator.stop(state, t_ns, self.stop_limits)

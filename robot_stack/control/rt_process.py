@@ -12,7 +12,10 @@ started with ``spawn``:
   itself when its parent dies (``PR_SET_PDEATHSIG``, plus a parent check);
 * **plans in**: the main process times and splices chunks (TOPP-RA, ruckig) as before and sends each
   :class:`~robot_stack.control.plan.MotionPlan` as raw bytes over a pipe (a JSON header and float64 arrays, never
-  pickled); the loop polls the pipe before every tick (latest wins);
+  pickled); the loop polls the pipe before every tick (latest wins). A plan that does not continue what the loop
+  commands (a first chunk, a chunk after a hold, blend mode ``none``) is joined onto here, from the loop's plan at
+  a hand-over time just ahead (``RealtimeConfig.handover_s``), so the loop adopts it instead of running a ruckig
+  join (milliseconds of Python) inside a 2 ms tick;
 * **state out**: after every tick the loop publishes the commanded state, the executor state, every counter and
   its lateness samples into shared memory under a seqlock (:class:`~robot_stack.control.shared.SeqlockBlock`), and
   the plan it follows whenever it changes (a plan it joined or a stop it made itself, in a
@@ -51,7 +54,7 @@ from robot_stack.clock import Clock, MonotonicClock
 from robot_stack.config import import_object
 from robot_stack.control.executor import STATE_BY_CODE, Executor, ExecutorState, plan_refusal
 from robot_stack.control.motion import MotionConfig, MotionPlanner
-from robot_stack.control.plan import MotionPlan
+from robot_stack.control.plan import JointState, MotionPlan
 from robot_stack.control.safety import INTERVENTION_KINDS, SafetyFilter, WorkspaceBox
 from robot_stack.control.shared import ByteSlot, SeqlockBlock
 from robot_stack.errors import ConfigError, MotionError, RobotError, ShapeError
@@ -156,6 +159,10 @@ class RealtimeConfig:
         start_timeout_s: how long :meth:`ProcessExecutor.start` waits for the process to be ready.
         lateness_window: tick-lateness samples kept for statistics.
         plan_capacity: bytes of the shared slot that carries the executing plan back.
+        handover_s: a plan that does not continue what the loop commands is joined onto *here*, in the main
+            process, from the loop's plan this far ahead (plus the time recent hand-overs took, measured), so the
+            loop only adopts it: a ruckig join (milliseconds of Python) never runs inside a 2 ms tick. A plan that
+            reaches the loop after that point is joined there (an overrun, counted).
     """
 
     cpu: int | None = None
@@ -166,10 +173,13 @@ class RealtimeConfig:
     start_timeout_s: float = 60.0
     lateness_window: int = 8192
     plan_capacity: int = 1 << 20
+    handover_s: float = 0.02
 
     def __post_init__(self) -> None:
         if self.fifo_priority is not None and not 1 <= self.fifo_priority <= 99:
             raise ConfigError(f"RealtimeConfig.fifo_priority: expected 1..99 or None, got {self.fifo_priority}")
+        if not (np.isfinite(self.handover_s) and self.handover_s >= 0):
+            raise ConfigError(f"RealtimeConfig.handover_s: expected seconds >= 0, got {self.handover_s!r}")
         if self.spin_us < 0 or self.lateness_window < 1 or self.plan_capacity < 1024:
             raise ConfigError("RealtimeConfig: spin_us >= 0, lateness_window >= 1, plan_capacity >= 1024")
 
@@ -503,6 +513,9 @@ class ProcessExecutor:
         self._rejected_main: dict[str, int] = {}
         self._stopping = False
         self._last_pid: int | None = None
+        self._handover_est_s = 0.0  # recent time from preparing a hand-over to sending it (s)
+        self._prepared = 0  # plans joined here, ahead of the loop
+        self._freeze_ns = 0  # where the last prepared plan's kept prefix ends (ns)
 
     # ------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -736,6 +749,18 @@ class ProcessExecutor:
         refused = plan_refusal(plan, self._joint_names, self.clock.now_ns(), stopping)
         if refused is not None:
             return self._reject(*refused)
+        t_planned = self.clock.now_ns()
+        try:
+            ready = self._ready_to_adopt(plan, t_planned)
+            if ready is not plan and not self._arrives_in_time():
+                # preparing it took longer than the margin (a loaded host): once more with the measured time
+                self._handover_est_s = max(self._handover_est_s, (self.clock.now_ns() - t_planned) * 1e-9)
+                t_planned = self.clock.now_ns()
+                self._prepared -= 1  # counted once: the first preparation is dropped
+                ready = self._ready_to_adopt(plan, t_planned)
+            plan = ready
+        except MotionError as exc:  # sent as it is: the loop joins it at pick-up
+            log.warning("no hand-over prepared for the real-time loop (%s); it joins the plan itself", exc)
         plan_id = self._next_id
         self._next_id += 1
         self._sent[plan_id] = plan
@@ -745,7 +770,42 @@ class ProcessExecutor:
             self._conn.send_bytes(b"P" + struct.pack("<q", plan_id) + plan.to_bytes())
         except (BrokenPipeError, OSError) as exc:
             return self._reject("stopping", f"the real-time executor process is gone ({exc})")
+        took_s = max(self.clock.now_ns() - t_planned, 0) * 1e-9
+        # a slower hand-over raises the estimate at once, a faster one lowers it gradually
+        self._handover_est_s = max(took_s, 0.8 * self._handover_est_s + 0.2 * took_s)
         return True
+
+    def _arrives_in_time(self) -> bool:
+        """Whether a prepared plan sent now still reaches the loop within its kept prefix (a period to spare)."""
+        return self.clock.now_ns() + self.period_ns < self._freeze_ns
+
+    def _ready_to_adopt(self, plan: MotionPlan, now_ns: int) -> MotionPlan:
+        """``plan`` as the loop can adopt it without computing anything: unchanged when it already continues what
+        the loop commands now (a splice); else what the loop follows now (its plan, or the posture it holds) kept
+        up to the hand-over time, then a ruckig join onto ``plan`` from there (``RealtimeConfig.handover_s``)."""
+        commanded = self.commanded
+        if commanded is None:
+            return plan  # the loop has not ticked yet: it joins the plan from the posture it finds
+        active = self.active_plan
+        keep_from = now_ns - 2 * self.period_ns  # the loop's next tick is after this
+        if active is None:
+            active = MotionPlan.hold(self._joint_names, commanded[0], keep_from)  # at rest where it is
+        keep_from = max(keep_from, active.start_ns)
+
+        def commands_at(t_ns: int) -> JointState:  # what the loop commands at t_ns without a new plan
+            return JointState.at_rest(active.end_state.q) if t_ns >= active.end_ns else active.sample(t_ns)
+
+        if plan.start_ns <= now_ns and plan.sample(now_ns).close_to(commands_at(now_ns)):
+            return plan
+        freeze = self._freeze_ns = now_ns + round((self.realtime.handover_s + self._handover_est_s) * 1e9)
+        kept = active.after(keep_from)  # at or after its end: a short hold at its end state
+        if kept.end_ns > freeze:
+            kept = kept.until(freeze)
+        elif kept.end_ns < freeze:  # plans end at rest: the loop holds the end posture until then
+            rest = MotionPlan.hold(self._joint_names, kept.end_state.q, kept.end_ns, (freeze - kept.end_ns) * 1e-9)
+            kept = kept.then(rest)
+        self._prepared += 1
+        return self._intake.splice(kept, plan)
 
     def set_trajectory(self, traj: JointTrajectory, policy_end_ns: int | None = None) -> bool:
         """Time waypoints within the limits and send them (see :meth:`Executor.set_trajectory`)."""
@@ -768,7 +828,8 @@ class ProcessExecutor:
         return {"pid": self.pid, "cpu": int(ints[_I["cpu"]]), "sched_fifo": bool(ints[_I["fifo"]])}
 
     def stats(self) -> dict[str, Any]:
-        """Like :meth:`Executor.stats`, from the real-time process's shared state, plus ``realtime``."""
+        """Like :meth:`Executor.stats`, from the real-time process's shared state, plus ``realtime`` and
+        ``handovers_prepared`` (plans joined in this process ahead of the loop, which then adopts them)."""
         ints, floats = self._read()
         n = self._n
 
@@ -791,6 +852,7 @@ class ProcessExecutor:
             "extensions": i("extensions"),
             "joins": i("joins"),
             "adopted": i("adopted"),
+            "handovers_prepared": self._prepared,
             "trajectories_accepted": i("accepted"),
             "trajectories_superseded": i("superseded"),
             "trajectories_rejected": rejected,

@@ -27,7 +27,9 @@ inference latency; :meth:`ChunkScheduler.submit` then
    mismatch and the limits, there is no fixed window and no cap). The executor finds the new plan continuing
    exactly what it commands and adopts it. In ``"none"`` mode (and when nothing is executing: ``"fresh"``) the
    target goes to the executor as it is and the executor joins it from its commanded state at the tick it picks it
-   up — the same ruckig transition, made one layer down.
+   up — the same ruckig transition, made one layer down (the real-time process's
+   :class:`~robot_stack.control.rt_process.ProcessExecutor` makes it in the main process, from the loop's plan at a
+   hand-over time just ahead, so that the loop only adopts it).
 
 Every plan handed over is within the limits by construction; the safety filter after the executor only watches.
 Times are monotonic ns (int); positions rad.
@@ -332,17 +334,10 @@ class ChunkScheduler:
                     out, used = target, ("fresh" if self.mode != BlendMode.NONE else "none")
                 else:
                     prefix = self._prefix(old, now, freeze)
-                    joined = self.planner.join(old.sample(freeze), freeze, target)
-                    out = prefix.then(joined) if prefix is not None else joined
-                    out = MotionPlan(
-                        out.joint_names,
-                        out.t0_ns,
-                        out.breaks,
-                        out.coeffs,
-                        target.policy_end_ns,
-                        target.gripper_t_ns,
-                        target.gripper,
-                    )
+                    if prefix is not None:
+                        out = self.planner.splice(prefix, target)
+                    else:
+                        out = self.planner.join(old.sample(freeze), freeze, target)
                     used = self.mode.value
             except MotionError as exc:
                 self._counts["motion"] += 1

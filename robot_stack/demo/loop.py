@@ -104,8 +104,8 @@ def run_demo(
             period_ns = round(stack.period_s * 1e9)
             report_progress("demo", 0, episodes, "episodes")
             for ep in range(episodes):
+                episode = stack.new_episode()  # first: it may spawn the real-time process (not on the task's clock)
                 task.reset(seed + ep)
-                episode = stack.new_episode()
                 if shown is not None:
                     shown.start_episode(episode, task.cube_top_center())
 

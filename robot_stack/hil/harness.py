@@ -285,9 +285,9 @@ def _run_episodes(
     robot = stack.robot
     assert isinstance(robot, RecordingRobot)
     for ep in range(scenario.episodes):
+        episode = stack.new_episode()  # first: it may spawn the real-time process (not on the task's clock)
         task.reset(scenario.seed + ep)
         robot.reset_history()
-        episode = stack.new_episode()
         robot.executor = episode.executor
         robot.monitor = task.is_success  # latch touches at the state-read rate, not only per policy cycle
         t0 = stack.clock.now_ns()

@@ -200,8 +200,8 @@ def build_process_executor(
     applies them to ``robot`` at their own times — drained by ``world`` before every sync (the simulator: physics
     integrates exactly what the loop produced), else by a relay thread every 2 ms (a robot driver in this
     process: its commands then see this process's scheduling; a driver built in the real-time process itself is a
-    :class:`~robot_stack.control.rt_process.RobotSpec` away). The process is kept alive between episodes (one
-    session per ``start``). Returns it and the function that ends it and frees the ring."""
+    :class:`~robot_stack.control.rt_process.RobotSpec` away). The process is spawned here and kept alive between
+    episodes (one session per ``start``). Returns it and the function that ends it and frees the ring."""
     from robot_stack.control.setpoints import SetpointRelay, SetpointRing
 
     cc = config.control
@@ -243,6 +243,14 @@ def build_process_executor(
             relay.stop()
             ring.close()
 
+    # spawn it now, with one empty session: spawning takes seconds on a loaded host, and an episode's clock, task
+    # timer and fault schedule start before its executor's start() (which then costs a message)
+    try:
+        executor.start()
+        executor.stop()
+    except BaseException:
+        close()
+        raise
     return executor, close
 
 
