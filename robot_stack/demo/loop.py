@@ -107,7 +107,7 @@ def run_demo(
                 episode = stack.new_episode()  # first: it may spawn the real-time process (not on the task's clock)
                 task.reset(seed + ep)
                 if shown is not None:
-                    shown.start_episode(episode, task.cube_top_center())
+                    shown.start_episode(episode, stack.world.cube_top_center())
 
                 def keep_frame(step: int, result: CycleResult, ep: int = ep) -> None:
                     if gif_path is not None and ep == 0 and step % 2 == 0 and result.observation is not None:
