@@ -7,6 +7,7 @@ import ast
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -395,11 +396,15 @@ def test_policy_client_carries_the_instruction_to_a_vla_server(ros_node, tmp_pat
     try:
         line = server.stdout.readline().strip() if server.stdout else ""
         assert line.startswith("READY "), line
+        # rcl reads a parameter override's value as YAML: '' is the empty string (a bare "task:=" is refused)
         proc = _node_process(
             "policy_client_node", domain, "-p", f"policy_endpoint:={line.split()[1]}", "-p", "scene:=vla_a0",
             "-p", "rate_hz:=5.0", "-p", "request_timeout_s:=2.0", "-p", "max_frame_age_s:=1.0",
-            "-p", "image_qos:=reliable", "-p", "stack_config:=vla", "-p", "task:=",
+            "-p", "image_qos:=reliable", "-p", "stack_config:=vla", "-p", "task:=''",
         )  # fmt: skip
+        lines: list[str] = []  # the node's log, read as it is written (the refusal is waited for, not timed)
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        reader.start()
         chunks = []
         node.create_subscription(Float32MultiArray, "/policy_client/action_chunk", chunks.append, 10)
         js_pub = node.create_publisher(JointState, "/joint_states", 5)
@@ -423,17 +428,26 @@ def test_policy_client_carries_the_instruction_to_a_vla_server(ros_node, tmp_pat
                     pub.publish(msg)
                 last[0] = time.monotonic()
 
-        _spin_for(executor, 6.0, tick)  # no instruction: the server refuses every request
+        end = time.monotonic() + 60  # no instruction: the server refuses every request, with its reason
+        while not any("needs an instruction" in x for x in lines) and time.monotonic() < end:
+            _spin_for(executor, 0.5, tick)
         assert not chunks, "a chunk without an instruction"
         end = time.monotonic() + 60
         while not chunks and time.monotonic() < end:
             task_pub.publish(String(data="touch the blue cylinder"))
             _spin_for(executor, 0.5, tick)
-        assert chunks, _stop(proc)[-3000:]
+        assert chunks, "".join(lines)[-3000:]
         assert chunks[-1].layout.dim[0].size == 8 and len(chunks[-1].data) == 24
     finally:
-        out = _stop(proc) if proc is not None else ""
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(2)  # the reader thread drains its output
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         server.terminate()
         server.wait(10)
+    reader.join(10)
+    out = "".join(lines)
     assert "needs an instruction" in out  # the refusal was logged with its reason
     assert "instruction: 'touch the blue cylinder'" in out
