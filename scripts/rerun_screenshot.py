@@ -45,6 +45,9 @@ def main() -> int:
     ap.add_argument("--grpc-port", type=int, default=9887)
     ap.add_argument("--devtools-port", type=int, default=9229)
     args = ap.parse_args()
+    # `timeout`, a CI job or kill ends us with SIGTERM: unwind through the finally below, which stops the viewer and
+    # the browser (they run in their own process groups and would otherwise outlive us, busy rendering)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     from websockets.sync.client import connect
 
     rerun = shutil.which("rerun", path=os.path.dirname(sys.executable)) or "rerun"
