@@ -24,9 +24,9 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     scale.add_argument("--replicas", type=int, default=None, help="replicas per model (default 1)")
     scale.add_argument("--autoscale", default=None, metavar="MIN,MAX", help="autoscale replicas per model")
     group.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs per replica (fractions share one)")
-    group.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs reserved per replica (default 1)")
+    group.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs reserved per replica")
     group.add_argument("--max-batch", type=int, default=None, help="micro-batch per replica (default: manifest)")
-    group.add_argument("--batch-wait-ms", type=float, default=2.0, help="wait for a batch to fill (default 2 ms)")
+    group.add_argument("--batch-wait-ms", type=float, default=2.0, help="wait for a batch to fill, ms")
     group.add_argument("--ray-cpus", type=int, default=None, help="CPUs of the private local instance (default all)")
     group.add_argument(
         "--attach",
