@@ -23,6 +23,7 @@ import io
 import logging
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -405,29 +406,53 @@ def export_continuous(
     normalisation in the manifest)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    return _write_policy(
+        ContinuousExport(model, ee_state=_ee(samples)),
+        samples,
+        out,
+        model_id,
+        output={"name": "actions", "dtype": "float32", "shape": [samples.horizon, 3]},
+        head={"action_space": "ee_delta_xyz", "action_head": ActionHead.CONTINUOUS.value, "horizon": samples.horizon},
+        normalization={
+            **_state_normalization(samples, model.trunk),
+            "actions": {
+                "mean": act_mean.reshape(samples.horizon, 3).tolist(),
+                "std": act_std.reshape(samples.horizon, 3).tolist(),
+            },
+        },
+        config=config,
+        description=description,
+    )
+
+
+def _write_policy(
+    export: nn.Module,
+    samples: TrainingSamples,
+    out: Path,
+    model_id: str,
+    *,
+    output: Mapping[str, Any],
+    head: Mapping[str, Any],
+    normalization: Mapping[str, Any],
+    config: TrainConfig,
+    description: str,
+) -> Path:
+    """Write ``<model_id>.onnx`` (traced ``export`` with its one ``output``), its torch program ``<model_id>.pt2``
+    and the manifest ``<model_id>.yaml`` (``head``: ``action_space``, ``action_head``, ``horizon``); return the
+    manifest's path."""
     onnx_path = out / f"{model_id}.onnx"
-    export = ContinuousExport(model, ee_state=_ee(samples))
-    onnx_path.write_bytes(_onnx_bytes(export, samples, "actions"))
+    onnx_path.write_bytes(_onnx_bytes(export, samples, str(output["name"])))
     program = _write_torch_program(export, samples, out / f"{model_id}.pt2")
-    trunk = model.trunk
     manifest = PolicyManifest.from_dict(
         {
             "model_id": model_id,
             "onnx": onnx_path.name,
             "inputs": _inputs_doc(samples),
-            "outputs": [{"name": "actions", "dtype": "float32", "shape": [samples.horizon, 3]}],
-            "action_space": "ee_delta_xyz",
-            "action_head": ActionHead.CONTINUOUS.value,
-            "horizon": samples.horizon,
+            "outputs": [dict(output)],
+            **head,
             "dt_s": samples.dt_s,
             "control_rate_hz": config.control_rate_hz,
-            "normalization": {
-                **_state_normalization(samples, trunk),
-                "actions": {
-                    "mean": act_mean.reshape(samples.horizon, 3).tolist(),
-                    "std": act_std.reshape(samples.horizon, 3).tolist(),
-                },
-            },
+            "normalization": dict(normalization),
             "providers": ["cpu"],
             "description": description,
             "torch": {"program": program.name},
@@ -613,30 +638,22 @@ def export_vq(
         f"({samples.episodes} episodes{_arms_text(samples)}) at {1.0 / samples.dt_s:g} Hz; decoder conditioned on "
         f"{', '.join(tokenizer.robot_types)}.",
     )
-    onnx_path = out / f"{model_id}.onnx"
-    export = TokenExport(model, ee_state=_ee(samples))
-    onnx_path.write_bytes(_onnx_bytes(export, samples, "tokens"))
-    program = _write_torch_program(export, samples, out / f"{model_id}.pt2")
-    trunk = model.trunk
-    manifest = PolicyManifest.from_dict(
-        {
-            "model_id": model_id,
-            "onnx": onnx_path.name,
-            "inputs": _inputs_doc(samples),
-            "outputs": [{"name": "tokens", "dtype": "int64", "shape": [config.n_tokens, config.levels]}],
+    path = _write_policy(
+        TokenExport(model, ee_state=_ee(samples)),
+        samples,
+        out,
+        model_id,
+        output={"name": "tokens", "dtype": "int64", "shape": [config.n_tokens, config.levels]},
+        head={
             "action_space": ActionHead.LATENT_VQ.value,
             "action_head": ActionHead.LATENT_VQ.value,
             "horizon": config.n_tokens,
-            "dt_s": samples.dt_s,
-            "control_rate_hz": config.control_rate_hz,
-            "normalization": _state_normalization(samples, trunk),
-            "providers": ["cpu"],
-            "description": description,
-            "torch": {"program": program.name},
         },
-        base_dir=out,
+        normalization=_state_normalization(samples, model.trunk),
+        config=config,
+        description=description,
     )
-    return manifest.save(out / f"{model_id}.yaml"), tok_path
+    return path, tok_path
 
 
 def _check_tokens_served(manifest_path: Path, model: TokenPolicy, samples: TrainingSamples) -> int:
