@@ -19,10 +19,8 @@ decoder through its description.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,6 +33,7 @@ from torch import nn
 from robot_stack.console import report_progress
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.manifest import PolicyManifest
+from robot_stack.training.graph_export import OPSET, onnx_bytes, save_program
 from robot_stack.training.nets import (
     ContinuousExport,
     ContinuousPolicy,
@@ -75,8 +74,6 @@ def parse_head(head: ActionHead | str) -> ActionHead:
     return parsed
 
 
-#: ONNX opset of the exported graphs (what the shipped models and the runtime use).
-OPSET = 17
 #: Floors of the normalisation scales: a constant state entry (the gripper) or chunk step (step 0 is always 0).
 STATE_STD_FLOOR = 1e-2
 #: Width of the hindsight-goal attention target, metres.
@@ -263,31 +260,18 @@ def _write_torch_program(module: nn.Module, samples: TrainingSamples, path: Path
     dynamic = None
     if _ee(samples):
         dynamic = (None, None, {0: torch.export.Dim("state_len", min=4, max=64)})
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.export.export(module.eval(), _example(samples), dynamic_shapes=dynamic)
-    program.example_inputs = None  # not needed to run; would store a full-size zero frame (pickled) in the file
-    torch.export.save(program, str(path))
-    return path
+    return save_program(module, _example(samples), dynamic, path)
 
 
 def _onnx_bytes(module: nn.Module, samples: TrainingSamples, output: str) -> bytes:
     """Export ``module`` (unbatched server tensors -> ``output``) with the TorchScript exporter at :data:`OPSET`."""
-    example = _example(samples)
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated; it needs no onnxscript
-        torch.onnx.export(
-            module.eval(),
-            example,
-            buf,
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[f"{samples.camera}/rgb", f"{samples.camera}/xyz", "state"],
-            output_names=[output],
-            dynamic_axes={"state": {0: "state_len"}} if _ee(samples) else None,
-        )
-    return buf.getvalue()
+    return onnx_bytes(
+        module,
+        _example(samples),
+        [f"{samples.camera}/rgb", f"{samples.camera}/xyz", "state"],
+        [output],
+        {"state": {0: "state_len"}} if _ee(samples) else None,
+    )
 
 
 def _full_resolution(samples: TrainingSamples, i: int) -> dict[str, np.ndarray]:
