@@ -28,6 +28,7 @@ class AnswerTracking:
 
     endpoint: str
     _server_label = "policy server"  # how log lines name the other side
+    _log = log  # where outages are reported (each client names its own logger)
 
     def _init_answer_tracking(self) -> None:
         self._offset_samples: collections.deque[tuple[int, int]] = collections.deque(maxlen=OFFSET_WINDOW)
@@ -52,7 +53,7 @@ class AnswerTracking:
         if self._failures_since_answer and self._last_answer_ns is not None:
             gap_s = (t_ns - self._last_answer_ns) / 1e9
             self.gaps_s.append(gap_s)
-            log.warning(
+            self._log.warning(
                 "%s %s answering again after a %.2f s gap (%d requests failed meanwhile)",
                 self._server_label,
                 self.endpoint,

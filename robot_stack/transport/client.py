@@ -115,6 +115,8 @@ class PolicyClient(AnswerTracking):
         context: ZeroMQ context (default: the process-wide instance).
     """
 
+    _log = log
+
     def __init__(
         self,
         endpoint: str,

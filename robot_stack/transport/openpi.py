@@ -188,6 +188,7 @@ class OpenPIClient(AnswerTracking):
     """
 
     _server_label = "openpi server"
+    _log = log
 
     def __init__(
         self,
