@@ -11,7 +11,6 @@ clients.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import numpy as np
 import yaml
 
 from robot_stack.bench.registry import register
+from robot_stack.bench.server_process import start_server, stop_server
 from robot_stack.metrics import latency_stats
 
 CONCURRENCY = (1, 4, 8)
@@ -55,15 +55,7 @@ def _write_model(folder: Path) -> Path:
 
 
 def _start(manifest: Path | str, max_batch: int) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "robot_stack.bench.serve", str(manifest), str(max_batch)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"serve bench server failed to start (got {line!r})")
-    return proc, line.split()[1]
+    return start_server("robot_stack.bench.serve", [str(manifest), str(max_batch)], "serve")
 
 
 def _load(
@@ -137,12 +129,7 @@ def run(quick: bool) -> dict[str, Any]:
                     out.update({prefix + k: v for k, v in res.items()})
         finally:
             for proc, _ in procs.values():
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_server(proc)
     out["batching_speedup_8"] = round(
         out["clients8_throughput_hz"] / max(out["clients8_unbatched_throughput_hz"], 1e-9), 3
     )

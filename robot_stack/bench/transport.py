@@ -29,7 +29,6 @@ openpi interop, both directions, same payload (``robot-stack serve --openpi-port
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ import numpy as np
 import zmq
 
 from robot_stack.bench.registry import register
+from robot_stack.bench.server_process import start_server, stop_server
 from robot_stack.console import report_progress
 from robot_stack.metrics import latency_stats
 
@@ -57,28 +57,7 @@ def observation() -> dict[str, np.ndarray]:
 
 
 def _start(kind: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "robot_stack.bench.transport", kind],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.startswith("READY "):
-        proc.kill()
-        raise RuntimeError(f"{kind} bench server failed to start (got {line!r})")
-    return proc, line.split()[1]
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return start_server("robot_stack.bench.transport", [kind], kind)
 
 
 @register("transport")
@@ -148,11 +127,11 @@ def run(quick: bool) -> dict[str, Any]:
         client.close()
         req.close(0)
     finally:
-        _stop(policy_proc)
-        _stop(raw_proc)
+        stop_server(policy_proc)
+        stop_server(raw_proc)
         for proc in (openpi_proc, gateway_proc):
             if proc is not None:
-                _stop(proc)
+                stop_server(proc)
     pol = latency_stats(np.array(policy_s), "policy_")
     raw = latency_stats(np.array(raw_s), "raw_zmq_")
     openpi: dict[str, Any] = {"openpi_skipped": "openpi-client not installed (pip install --no-deps openpi-client)"}

@@ -22,7 +22,6 @@ cylinder``. All in one run, every engine on one intra-op thread:
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from robot_stack.bench.registry import register
+from robot_stack.bench.server_process import stop_server
 from robot_stack.metrics import latency_stats, time_calls
 from robot_stack.policy.manifest import SHIPPED_MODELS_DIR
 
@@ -88,15 +88,6 @@ def _chunk_latency(out: dict[str, Any], policy: Any, feed: dict[str, np.ndarray]
     policy.prefix_cache = True
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _payload(out: dict[str, Any], obs: Any, frame_projector: Any, manifests: dict[str, Path], rounds: int) -> None:
     """Round trip and overhead beyond inference of the XYZ and the depth form, measured alternately."""
     from robot_stack.bench.serve import _start
@@ -134,7 +125,7 @@ def _payload(out: dict[str, Any], obs: Any, frame_projector: Any, manifests: dic
             c.close()
     finally:
         for proc, _ in procs.values():
-            _stop(proc)
+            stop_server(proc)
 
 
 @register("vla")
@@ -189,7 +180,7 @@ def run(quick: bool) -> dict[str, Any]:
                 out.update({tag + k: v for k, v in res.items()})
     finally:
         for proc, _ in procs.values():
-            _stop(proc)
+            stop_server(proc)
     out["batching_speedup_8"] = round(
         out["clients8_throughput_hz"] / max(out["clients8_unbatched_throughput_hz"], 1e-9), 3
     )

@@ -30,6 +30,7 @@ __all__ = [
     "HandEyeSpec",
     "ServoSpec",
     "example_robot_data_dir",
+    "locate_robot_data",
 ]
 
 #: The distribution that ships the URDFs and meshes.
@@ -38,36 +39,67 @@ ROBOT_DATA_DISTRIBUTION = "example-robot-data"
 EXAMPLE_ROBOT_DATA_PACKAGE = "package://example-robot-data/robots/"
 
 
+_ROBOTS_IN_RECORD = "/example-robot-data/robots/"
+_ROBOTS_GUESS = "cmeel.prefix/share/example-robot-data/robots"
+
+
+def locate_robot_data(
+    relative: str = "",
+    marker: str = "",
+    *,
+    distribution: str = ROBOT_DATA_DISTRIBUTION,
+    what: str = "robots folder",
+) -> Path:
+    """``robots/<relative>`` of the installed example-robot-data distribution (URDFs and meshes, no download),
+    found through the distribution's own metadata (the first one on ``sys.path``, as ``import`` would find) wherever
+    it was installed (virtual environment, ``--user``, ``--target`` / ``PYTHONPATH``): the folder its RECORD lists
+    URDFs under, else its known layout (``cmeel.prefix/share/...``). Not cached (see :func:`example_robot_data_dir`).
+
+    Args:
+        relative: a folder below ``robots`` (``""``: ``robots`` itself).
+        marker: a file that must exist below the result (``""``: the folder must exist).
+        distribution: the distribution's name.
+        what: how error messages name what was looked for.
+
+    Raises:
+        ConfigError: the distribution is not installed, or holds no such folder.
+    """
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError(
+            f"{what} not found: the {distribution} distribution is not installed for this Python (searched "
+            f"sys.path); install it with `pip install {distribution}`"
+        ) from None
+    roots = dict.fromkeys(
+        posix[: posix.index(_ROBOTS_IN_RECORD) + len(_ROBOTS_IN_RECORD) - 1]
+        for posix in (entry.as_posix() for entry in dist.files or ())
+        if posix.endswith(".urdf") and _ROBOTS_IN_RECORD in posix
+    )
+    tried = []
+    for root in [*roots, _ROBOTS_GUESS]:
+        path = Path(str(dist.locate_file(root)))
+        if relative:
+            path = path / relative
+        check = path / marker if marker else path
+        tried.append(str(check))
+        if check.is_file() if marker else check.is_dir():
+            return path
+    raise ConfigError(
+        f"{what} not found in the installed {distribution} {dist.version} (looked at: {', '.join(tried)}); reinstall "
+        f"it with `pip install --force-reinstall {distribution}`"
+    )
+
+
 @functools.lru_cache(maxsize=1)
 def example_robot_data_dir() -> Path:
-    """The ``robots`` folder of the installed example-robot-data distribution (URDFs and meshes, no download),
-    found through the distribution's own metadata wherever it was installed (virtual environment, ``--user``,
-    ``--target``); cached for the process.
+    """The ``robots`` folder of the installed example-robot-data distribution (see :func:`locate_robot_data`);
+    cached for the process.
 
     Raises:
         ConfigError: the distribution is not installed, or holds no ``robots`` folder.
     """
-    try:
-        dist = importlib.metadata.distribution(ROBOT_DATA_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(
-            f"the {ROBOT_DATA_DISTRIBUTION} distribution is not installed for this Python; install it with "
-            f"`pip install {ROBOT_DATA_DISTRIBUTION}`"
-        ) from None
-    for entry in dist.files or ():
-        posix = entry.as_posix()
-        if posix.endswith(".urdf") and "/example-robot-data/robots/" in posix:
-            root = posix[: posix.index("/example-robot-data/robots/")] + "/example-robot-data/robots"
-            path = Path(str(dist.locate_file(root)))
-            if path.is_dir():
-                return path
-    guess = Path(str(dist.locate_file("cmeel.prefix/share/example-robot-data/robots")))
-    if guess.is_dir():
-        return guess
-    raise ConfigError(
-        f"no robots folder in the installed {ROBOT_DATA_DISTRIBUTION} {dist.version} (looked at {guess}); reinstall it "
-        f"with `pip install --force-reinstall {ROBOT_DATA_DISTRIBUTION}`"
-    )
+    return locate_robot_data()
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,12 @@ environment, ``pip install --user``, ``--target`` / ``PYTHONPATH`` layers. MuJoC
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 from pathlib import Path
 
 import numpy as np
 
-from robot_stack.errors import ConfigError
 from robot_stack.robots.base import JointLimits
-from robot_stack.robots.embodiment import Box, Embodiment, GripperSpec, HandEyeSpec, ServoSpec
+from robot_stack.robots.embodiment import Box, Embodiment, GripperSpec, HandEyeSpec, ServoSpec, locate_robot_data
 
 ARM_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
 FINGER_JOINTS: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
@@ -38,44 +36,23 @@ LIMITS = JointLimits(
 )
 
 
-#: The distribution that ships the Panda description, and where its files put the URDF (``cmeel.prefix/share/...``).
+#: The distribution that ships the Panda description (``robots/panda_description``).
 DISTRIBUTION = "example-robot-data"
-_URDF_SUFFIX = "example-robot-data/robots/panda_description/urdf/panda.urdf"
-_PREFIX_GUESS = "cmeel.prefix/share/example-robot-data/robots/panda_description"
 
 
 @functools.lru_cache(maxsize=1)
 def description_dir() -> Path:
     """Folder ``panda_description`` of the installed example-robot-data distribution (urdf/, meshes/collision/*.stl).
 
-    Resolved through the distribution's metadata (the first one on ``sys.path``, as ``import`` would find): the
-    file its RECORD lists as ``.../panda_description/urdf/panda.urdf``, else its known layout under the folder it
-    was installed into. Cached for the process (``description_dir.cache_clear()`` after changing ``sys.path``).
+    Resolved through the distribution's metadata (the first one on ``sys.path``, as ``import`` would find), see
+    :func:`~robot_stack.robots.embodiment.locate_robot_data`. Cached for the process
+    (``description_dir.cache_clear()`` after changing ``sys.path``).
 
     Raises:
         ConfigError: the distribution is not installed, or holds no Panda URDF.
     """
-    try:
-        dist = importlib.metadata.distribution(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        raise ConfigError(
-            f"Panda description not found: the {DISTRIBUTION} distribution is not installed for this Python "
-            f"(searched sys.path). Install it with `pip install {DISTRIBUTION}`."
-        ) from None
-    tried = []
-    for entry in dist.files or ():
-        if entry.as_posix().endswith(_URDF_SUFFIX):
-            urdf = Path(str(dist.locate_file(entry)))
-            tried.append(str(urdf))
-            if urdf.is_file():
-                return urdf.parent.parent
-    guess = Path(str(dist.locate_file(_PREFIX_GUESS)))
-    if (guess / "urdf" / "panda.urdf").is_file():
-        return guess
-    tried.append(str(guess / "urdf" / "panda.urdf"))
-    raise ConfigError(
-        f"Panda description not found in the installed {DISTRIBUTION} {dist.version} (looked at: {', '.join(tried)}); "
-        f"reinstall it with `pip install --force-reinstall {DISTRIBUTION}`."
+    return locate_robot_data(
+        "panda_description", "urdf/panda.urdf", distribution=DISTRIBUTION, what="Panda description"
     )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 import mujoco
@@ -409,25 +409,21 @@ class SimWorld:
 
     def finger_contacts(self, name: str) -> int:
         """Number of active contacts between a finger geom and object ``name``."""
-        geom = self._object(name).geom
-        with self._lock:
-            d = self._data
-            count = 0
-            for i in range(d.ncon):
-                g1, g2 = int(d.contact.geom1[i]), int(d.contact.geom2[i])
-                if (g1 == geom and g2 in self._finger_geoms) or (g2 == geom and g1 in self._finger_geoms):
-                    count += 1
-            return count
+        return self._contacts_with(name, self._finger_geoms)
 
     def robot_contacts(self, name: str) -> int:
         """Number of active contacts between any robot geom (arm, hand, fingers) and object ``name``."""
+        return self._contacts_with(name, self._robot_geoms)
+
+    def _contacts_with(self, name: str, geoms: Container[int]) -> int:
+        """Number of active contacts between object ``name``'s geom and any geom id in ``geoms``."""
         geom = self._object(name).geom
         with self._lock:
             d = self._data
             count = 0
             for i in range(d.ncon):
                 g1, g2 = int(d.contact.geom1[i]), int(d.contact.geom2[i])
-                if (g1 == geom and g2 in self._robot_geoms) or (g2 == geom and g1 in self._robot_geoms):
+                if (g1 == geom and g2 in geoms) or (g2 == geom and g1 in geoms):
                     count += 1
             return count
 

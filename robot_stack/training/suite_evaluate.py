@@ -33,9 +33,9 @@ from robot_stack.cycle import RequestLayout, chunk_from_reply
 from robot_stack.errors import ConfigError
 from robot_stack.policy.manifest import PolicyManifest
 from robot_stack.sim.tabletop import INSTRUCTIONS, OBJECTS, TabletopTask, instruction_for
-from robot_stack.stack.config import load_stack_config
 from robot_stack.stack.lockstep import LockstepRig
 from robot_stack.training.evaluate import EVAL_SEED, served
+from robot_stack.training.vla_data import vla_scene_config
 from robot_stack.types import ActionChunk, Observation
 
 __all__ = ["SuiteEpisode", "SuiteReport", "evaluate_suite", "mismatched_instruction"]
@@ -158,15 +158,7 @@ def evaluate_suite(
     ):
         layout = RequestLayout.from_metadata(client.metadata())
         for s_idx, scene in enumerate(scenes):
-            config = load_stack_config(
-                "vla",
-                [
-                    f"calibration.scene={scene}",
-                    f"task.instruction={texts[0]}",
-                    f"cameras.front.height={image_hw[0]}",
-                    f"cameras.front.width={image_hw[1]}",
-                ],
-            )
+            config = vla_scene_config(scene, texts[0], image_hw)
             rig = LockstepRig(config, max_duration_s=max_duration_s, xyz=not layout.depth_form)
             try:
                 for text in texts:

@@ -19,10 +19,9 @@ decoder through its description.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
-import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from torch import nn
 from robot_stack.console import report_progress
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.manifest import PolicyManifest
+from robot_stack.training.graph_export import OPSET, onnx_bytes, save_program
 from robot_stack.training.nets import (
     ContinuousExport,
     ContinuousPolicy,
@@ -74,8 +74,6 @@ def parse_head(head: ActionHead | str) -> ActionHead:
     return parsed
 
 
-#: ONNX opset of the exported graphs (what the shipped models and the runtime use).
-OPSET = 17
 #: Floors of the normalisation scales: a constant state entry (the gripper) or chunk step (step 0 is always 0).
 STATE_STD_FLOOR = 1e-2
 #: Width of the hindsight-goal attention target, metres.
@@ -262,31 +260,18 @@ def _write_torch_program(module: nn.Module, samples: TrainingSamples, path: Path
     dynamic = None
     if _ee(samples):
         dynamic = (None, None, {0: torch.export.Dim("state_len", min=4, max=64)})
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.export.export(module.eval(), _example(samples), dynamic_shapes=dynamic)
-    program.example_inputs = None  # not needed to run; would store a full-size zero frame (pickled) in the file
-    torch.export.save(program, str(path))
-    return path
+    return save_program(module, _example(samples), dynamic, path)
 
 
 def _onnx_bytes(module: nn.Module, samples: TrainingSamples, output: str) -> bytes:
     """Export ``module`` (unbatched server tensors -> ``output``) with the TorchScript exporter at :data:`OPSET`."""
-    example = _example(samples)
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated; it needs no onnxscript
-        torch.onnx.export(
-            module.eval(),
-            example,
-            buf,
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=[f"{samples.camera}/rgb", f"{samples.camera}/xyz", "state"],
-            output_names=[output],
-            dynamic_axes={"state": {0: "state_len"}} if _ee(samples) else None,
-        )
-    return buf.getvalue()
+    return onnx_bytes(
+        module,
+        _example(samples),
+        [f"{samples.camera}/rgb", f"{samples.camera}/xyz", "state"],
+        [output],
+        {"state": {0: "state_len"}} if _ee(samples) else None,
+    )
 
 
 def _full_resolution(samples: TrainingSamples, i: int) -> dict[str, np.ndarray]:
@@ -405,29 +390,53 @@ def export_continuous(
     normalisation in the manifest)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    return _write_policy(
+        ContinuousExport(model, ee_state=_ee(samples)),
+        samples,
+        out,
+        model_id,
+        output={"name": "actions", "dtype": "float32", "shape": [samples.horizon, 3]},
+        head={"action_space": "ee_delta_xyz", "action_head": ActionHead.CONTINUOUS.value, "horizon": samples.horizon},
+        normalization={
+            **_state_normalization(samples, model.trunk),
+            "actions": {
+                "mean": act_mean.reshape(samples.horizon, 3).tolist(),
+                "std": act_std.reshape(samples.horizon, 3).tolist(),
+            },
+        },
+        config=config,
+        description=description,
+    )
+
+
+def _write_policy(
+    export: nn.Module,
+    samples: TrainingSamples,
+    out: Path,
+    model_id: str,
+    *,
+    output: Mapping[str, Any],
+    head: Mapping[str, Any],
+    normalization: Mapping[str, Any],
+    config: TrainConfig,
+    description: str,
+) -> Path:
+    """Write ``<model_id>.onnx`` (traced ``export`` with its one ``output``), its torch program ``<model_id>.pt2``
+    and the manifest ``<model_id>.yaml`` (``head``: ``action_space``, ``action_head``, ``horizon``); return the
+    manifest's path."""
     onnx_path = out / f"{model_id}.onnx"
-    export = ContinuousExport(model, ee_state=_ee(samples))
-    onnx_path.write_bytes(_onnx_bytes(export, samples, "actions"))
+    onnx_path.write_bytes(_onnx_bytes(export, samples, str(output["name"])))
     program = _write_torch_program(export, samples, out / f"{model_id}.pt2")
-    trunk = model.trunk
     manifest = PolicyManifest.from_dict(
         {
             "model_id": model_id,
             "onnx": onnx_path.name,
             "inputs": _inputs_doc(samples),
-            "outputs": [{"name": "actions", "dtype": "float32", "shape": [samples.horizon, 3]}],
-            "action_space": "ee_delta_xyz",
-            "action_head": ActionHead.CONTINUOUS.value,
-            "horizon": samples.horizon,
+            "outputs": [dict(output)],
+            **head,
             "dt_s": samples.dt_s,
             "control_rate_hz": config.control_rate_hz,
-            "normalization": {
-                **_state_normalization(samples, trunk),
-                "actions": {
-                    "mean": act_mean.reshape(samples.horizon, 3).tolist(),
-                    "std": act_std.reshape(samples.horizon, 3).tolist(),
-                },
-            },
+            "normalization": dict(normalization),
             "providers": ["cpu"],
             "description": description,
             "torch": {"program": program.name},
@@ -613,30 +622,22 @@ def export_vq(
         f"({samples.episodes} episodes{_arms_text(samples)}) at {1.0 / samples.dt_s:g} Hz; decoder conditioned on "
         f"{', '.join(tokenizer.robot_types)}.",
     )
-    onnx_path = out / f"{model_id}.onnx"
-    export = TokenExport(model, ee_state=_ee(samples))
-    onnx_path.write_bytes(_onnx_bytes(export, samples, "tokens"))
-    program = _write_torch_program(export, samples, out / f"{model_id}.pt2")
-    trunk = model.trunk
-    manifest = PolicyManifest.from_dict(
-        {
-            "model_id": model_id,
-            "onnx": onnx_path.name,
-            "inputs": _inputs_doc(samples),
-            "outputs": [{"name": "tokens", "dtype": "int64", "shape": [config.n_tokens, config.levels]}],
+    path = _write_policy(
+        TokenExport(model, ee_state=_ee(samples)),
+        samples,
+        out,
+        model_id,
+        output={"name": "tokens", "dtype": "int64", "shape": [config.n_tokens, config.levels]},
+        head={
             "action_space": ActionHead.LATENT_VQ.value,
             "action_head": ActionHead.LATENT_VQ.value,
             "horizon": config.n_tokens,
-            "dt_s": samples.dt_s,
-            "control_rate_hz": config.control_rate_hz,
-            "normalization": _state_normalization(samples, trunk),
-            "providers": ["cpu"],
-            "description": description,
-            "torch": {"program": program.name},
         },
-        base_dir=out,
+        normalization=_state_normalization(samples, model.trunk),
+        config=config,
+        description=description,
     )
-    return manifest.save(out / f"{model_id}.yaml"), tok_path
+    return path, tok_path
 
 
 def _check_tokens_served(manifest_path: Path, model: TokenPolicy, samples: TrainingSamples) -> int:

@@ -25,13 +25,27 @@ import numpy as np
 from robot_stack.errors import DatasetError
 from robot_stack.sim.expert import ExpertConfig, tabletop_expert_actions
 from robot_stack.sim.tabletop import INSTRUCTIONS
-from robot_stack.stack.config import load_stack_config
+from robot_stack.stack.config import StackConfig, load_stack_config
 from robot_stack.stack.lockstep import LockstepRig
 from robot_stack.types import ActionChunk, Observation
 
-__all__ = ["VlaSamples", "collect_vla", "dart_perturbation"]
+__all__ = ["VlaSamples", "collect_vla", "dart_perturbation", "vla_scene_config"]
 
 log = logging.getLogger("robot_stack.training.vla")
+
+
+def vla_scene_config(scene: str, instruction: str, image_hw: tuple[int, int]) -> StackConfig:
+    """The ``vla`` stack preset on calibration scene ``scene`` with the task ``instruction`` and the front camera
+    at ``image_hw`` (height, width) pixels: the rig the VLA data is collected on and evaluated on."""
+    return load_stack_config(
+        "vla",
+        [
+            f"calibration.scene={scene}",
+            f"task.instruction={instruction}",
+            f"cameras.front.height={image_hw[0]}",
+            f"cameras.front.width={image_hw[1]}",
+        ],
+    )
 
 
 @dataclass(frozen=True)
@@ -172,15 +186,7 @@ def collect_vla(
     per_scene = [list(range(s, episodes, len(scenes))) for s in range(len(scenes))]
     done = 0
     for s_idx, scene in enumerate(scenes):
-        config = load_stack_config(
-            "vla",
-            [
-                f"calibration.scene={scene}",
-                f"task.instruction={texts[0]}",
-                f"cameras.front.height={image_hw[0]}",
-                f"cameras.front.width={image_hw[1]}",
-            ],
-        )
+        config = vla_scene_config(scene, texts[0], image_hw)
         rig = LockstepRig(config, max_duration_s=max_duration_s, xyz=False)
         try:
             for ep in per_scene[s_idx]:

@@ -19,9 +19,7 @@ Files written for ``model_id`` into ``out_dir``:
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from torch import nn
 
 from robot_stack.errors import PolicyError
 from robot_stack.policy.manifest import PolicyManifest
+from robot_stack.training.graph_export import onnx_bytes, save_program
 from robot_stack.training.vla_data import VlaSamples
 from robot_stack.training.vla_model import DenoiseGraph, PrefixGraph, PrefixXyzGraph, VlaModel
 from robot_stack.training.vla_train import VlaTrained
@@ -40,7 +39,6 @@ __all__ = ["ONNX_TOLERANCE_M", "check_served", "export_vla", "full_resolution"]
 
 log = logging.getLogger("robot_stack.training.vla")
 
-OPSET = 17
 #: The served chunk (ONNX Runtime, float32) must match torch's to this many metres per step (stated in the README).
 ONNX_TOLERANCE_M = 1e-4
 _PREFIX_OUT = ("prefix_kv", "prefix_mask")
@@ -72,29 +70,12 @@ def _examples(model: VlaModel, batch: int = 2) -> dict[str, torch.Tensor]:
 
 
 def _onnx(module: nn.Module, args: tuple[torch.Tensor, ...], names: list[str], outputs: list[str], path: Path) -> None:
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated; it needs no onnxscript
-        torch.onnx.export(
-            module.eval(),
-            args,
-            buf,
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=names,
-            output_names=outputs,
-            dynamic_axes={n: {0: "batch"} for n in names + outputs},
-        )
-    path.write_bytes(buf.getvalue())
+    path.write_bytes(onnx_bytes(module, args, names, outputs, {n: {0: "batch"} for n in names + outputs}))
 
 
 def _program(module: nn.Module, args: tuple[torch.Tensor, ...], max_batch: int, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        program = torch.export.export(module.eval(), args, dynamic_shapes=tuple({0: batch} for _ in args))
-    program.example_inputs = None  # not needed to run; would store full-size frames (pickled) in the file
-    torch.export.save(program, str(path))
+    save_program(module, args, tuple({0: batch} for _ in args), path)
 
 
 def export_vla(

@@ -7,7 +7,6 @@ linger 0 and recreated, so a late reply to the abandoned request can never be ta
 
 from __future__ import annotations
 
-import collections
 import logging
 import random
 import threading
@@ -26,16 +25,14 @@ from robot_stack.errors import (
     RequestTimeoutError,
     ServerBusyError,
     ServerError,
-    StaleObservationError,
 )
+from robot_stack.transport.answers import AnswerTracking
 from robot_stack.transport.codecs import available_codecs
 from robot_stack.transport.protocol import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_MESSAGE_BYTES, Message, decode, encode
 
 __all__ = ["CallTiming", "PolicyClient", "Reply"]
 
 log = logging.getLogger("robot_stack.transport.client")
-
-_OFFSET_WINDOW = 16
 
 
 @dataclass(frozen=True)
@@ -63,6 +60,25 @@ class CallTiming:
     t_send_ns: int
     t_recv_ns: int
 
+    @classmethod
+    def measured(
+        cls, t0: int, t_send: int, t_recv: int, t_done: int, server_ns: int, timing: Mapping[str, Any]
+    ) -> CallTiming:
+        """From the client's monotonic stamps, ns (encoding began, sent, answer received, answer decoded), the
+        server's receipt -> reply span ``server_ns`` and its timing map (``infer_ms``, ``queue_ms``)."""
+        round_trip_ns = t_recv - t_send
+        return cls(
+            serialize_ms=(t_send - t0) / 1e6,
+            round_trip_ms=round_trip_ns / 1e6,
+            server_ms=server_ns / 1e6,
+            infer_ms=float(timing.get("infer_ms", 0.0)),
+            queue_ms=float(timing.get("queue_ms", 0.0)),
+            network_ms=(round_trip_ns - server_ns) / 1e6,
+            deserialize_ms=(t_done - t_recv) / 1e6,
+            t_send_ns=t_send,
+            t_recv_ns=t_recv,
+        )
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -83,7 +99,7 @@ class Reply:
     server_timing: Mapping[str, int | float]
 
 
-class PolicyClient:
+class PolicyClient(AnswerTracking):
     """Talk to a :class:`~robot_stack.transport.server.PolicyServer`.
 
     Args:
@@ -98,6 +114,8 @@ class PolicyClient:
             :meth:`negotiate_compression` from the served model's manifest. Arrays not named go raw.
         context: ZeroMQ context (default: the process-wide instance).
     """
+
+    _log = log
 
     def __init__(
         self,
@@ -133,14 +151,9 @@ class PolicyClient:
         self._lock = threading.Lock()
         self._next_id = random.randrange(1, 2**31)
         self._sock: zmq.Socket | None = None
-        self._offset_samples: collections.deque[tuple[int, int]] = collections.deque(maxlen=_OFFSET_WINDOW)
+        self._init_answer_tracking()
         self.timeouts = 0
         self.stale_replies = 0
-        self.refused_stale = 0  # requests not sent: the observation was past its age limit when it would leave
-        #: Outages the client lived through: seconds from the last answer before failures to the first after.
-        self.gaps_s: list[float] = []
-        self._last_answer_ns: int | None = None
-        self._failures_since_answer = 0
         self._connect()
 
     # ------------------------------------------------------------------------------------------- socket
@@ -159,20 +172,6 @@ class PolicyClient:
             sock.setsockopt(zmq.CURVE_PUBLICKEY, client_pub)
         sock.connect(self.endpoint)
         self._sock = sock
-
-    def _note_answer(self, t_ns: int) -> None:
-        """An answer arrived: if requests failed since the previous one, record and report the outage."""
-        if self._failures_since_answer and self._last_answer_ns is not None:
-            gap_s = (t_ns - self._last_answer_ns) / 1e9
-            self.gaps_s.append(gap_s)
-            log.warning(
-                "policy server %s answering again after a %.2f s gap (%d requests failed meanwhile)",
-                self.endpoint,
-                gap_s,
-                self._failures_since_answer,
-            )
-        self._failures_since_answer = 0
-        self._last_answer_ns = t_ns
 
     def _reset(self) -> None:
         if self._sock is not None:
@@ -261,21 +260,6 @@ class PolicyClient:
         self.set_compression(adopted)
         return adopted
 
-    @property
-    def clock_offset_ns(self) -> int | None:
-        """Server clock minus client clock, ns (NTP-style, from the reply with the smallest network delay among
-        the last 16); None before the first reply. ``t_server = t_client + clock_offset_ns``."""
-        if not self._offset_samples:
-            return None
-        return min(self._offset_samples)[1]
-
-    @property
-    def clock_offset_uncertainty_ns(self) -> int | None:
-        """Half the network delay of the sample behind :attr:`clock_offset_ns`, ns (a bound on its error)."""
-        if not self._offset_samples:
-            return None
-        return min(self._offset_samples)[0] // 2
-
     def _call(
         self,
         kind: str,
@@ -326,12 +310,7 @@ class PolicyClient:
             self.max_message_bytes,
             codecs=self.compression if kind == "infer" else None,
         )
-        if before_send is not None:
-            try:
-                before_send()
-            except StaleObservationError:
-                self.refused_stale += 1
-                raise
+        self._run_before_send(before_send)
         t_send = time.monotonic_ns()
         try:
             self._sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
@@ -384,28 +363,11 @@ class PolicyClient:
     def _reply(self, reply: Message, request_id: int, t0: int, t_send: int, t_recv: int, t_done: int) -> Reply:
         """The answer with where its time went; feeds the clock-offset estimate (NTP-style, lowest delay wins)."""
         timing = dict(reply.timing or {})
-        server_ns = 0
-        if "t_recv_ns" in timing and "t_reply_ns" in timing:
-            t2, t3 = int(timing["t_recv_ns"]), int(timing["t_reply_ns"])
-            server_ns = max(0, t3 - t2)
-            delay = (t_recv - t_send) - server_ns
-            offset = ((t2 - t_send) + (t3 - t_recv)) // 2
-            self._offset_samples.append((max(0, delay), offset))
-        round_trip_ns = t_recv - t_send
+        server_ns = self._server_span_ns(timing, t_send, t_recv)
         return Reply(
             arrays=reply.arrays,
             meta=reply.meta,
-            timing=CallTiming(
-                serialize_ms=(t_send - t0) / 1e6,
-                round_trip_ms=round_trip_ns / 1e6,
-                server_ms=server_ns / 1e6,
-                infer_ms=float(timing.get("infer_ms", 0.0)),
-                queue_ms=float(timing.get("queue_ms", 0.0)),
-                network_ms=(round_trip_ns - server_ns) / 1e6,
-                deserialize_ms=(t_done - t_recv) / 1e6,
-                t_send_ns=t_send,
-                t_recv_ns=t_recv,
-            ),
+            timing=CallTiming.measured(t0, t_send, t_recv, t_done, server_ns, timing),
             request_id=request_id,
             server_timing=timing,
         )

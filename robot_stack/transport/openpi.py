@@ -47,9 +47,9 @@ from robot_stack.errors import (
     RequestTimeoutError,
     RobotStackError,
     ServerError,
-    StaleObservationError,
     TransportError,
 )
+from robot_stack.transport.answers import AnswerTracking
 from robot_stack.transport.client import CallTiming, PolicyClient, Reply
 from robot_stack.transport.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
@@ -174,7 +174,7 @@ def _split(flat: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, An
 # ------------------------------------------------------------------------------------------------ robot side
 
 
-class OpenPIClient:
+class OpenPIClient(AnswerTracking):
     """A :class:`~robot_stack.cycle.ports.PolicyEndpoint` talking to an openpi-protocol websocket server.
 
     Args:
@@ -186,6 +186,9 @@ class OpenPIClient:
         defaults: meta used when neither the reply nor the server's metadata says (e.g. ``{"action_space":
             "ee_delta_xyz", "dt_s": 0.1}`` for a server that sends bare ``actions``).
     """
+
+    _server_label = "openpi server"
+    _log = log
 
     def __init__(
         self,
@@ -217,14 +220,10 @@ class OpenPIClient:
         self._ws: Any = None
         self._ws_stack: contextlib.ExitStack | None = None
         self._server_metadata: dict[str, Any] = {}
-        self._offset_samples: list[tuple[int, int]] = []
+        self._init_answer_tracking()
         self._next_id = 1
         self.timeouts = 0
         self.stale_replies = 0
-        self.refused_stale = 0
-        self.gaps_s: list[float] = []
-        self._last_answer_ns: int | None = None
-        self._failures_since_answer = 0
         self._closed = False
 
     # ------------------------------------------------------------------------------------------- connection
@@ -307,16 +306,6 @@ class OpenPIClient:
         no clock request, replies refine the estimate as they come."""
         return self.clock_offset_ns or 0
 
-    @property
-    def clock_offset_ns(self) -> int | None:
-        """Server clock minus client clock, ns, from the reply with the smallest network delay (None without
-        stamped replies)."""
-        return min(self._offset_samples)[1] if self._offset_samples else None
-
-    @property
-    def clock_offset_uncertainty_ns(self) -> int | None:
-        return min(self._offset_samples)[0] // 2 if self._offset_samples else None
-
     def infer(
         self,
         arrays: Mapping[str, np.ndarray],
@@ -354,12 +343,7 @@ class OpenPIClient:
                     f"observation of {len(data)} bytes exceeds the cap of {self.max_message_bytes} bytes"
                 )
             ws = self._ws or self._connect(deadline)
-            if before_send is not None:
-                try:
-                    before_send()
-                except StaleObservationError:
-                    self.refused_stale += 1
-                    raise
+            self._run_before_send(before_send)
             t_send = time.monotonic_ns()
             try:
                 ws.send(data)
@@ -385,19 +369,6 @@ class OpenPIClient:
             raise ProtocolError(f"openpi reply is a {type(decoded).__name__}, expected a map")
         return self._reply(decoded, request_id, t0, t_send, t_recv, t_done)
 
-    def _note_answer(self, t_ns: int) -> None:
-        if self._failures_since_answer and self._last_answer_ns is not None:
-            gap = (t_ns - self._last_answer_ns) / 1e9
-            self.gaps_s.append(gap)
-            log.warning(
-                "openpi server %s answering again after a %.2f s gap (%d requests failed meanwhile)",
-                self.endpoint,
-                gap,
-                self._failures_since_answer,
-            )
-        self._failures_since_answer = 0
-        self._last_answer_ns = t_ns
-
     def _reply(
         self, decoded: Mapping[str, Any], request_id: int, t0: int, t_send: int, t_recv: int, t_done: int
     ) -> Reply:
@@ -416,29 +387,14 @@ class OpenPIClient:
         meta.update(reply_meta)
         if "horizon" not in meta and "actions" in arrays and arrays["actions"].ndim >= 1:
             meta["horizon"] = int(arrays["actions"].shape[0])
-        server_ns = 0
-        if "t_recv_ns" in timing and "t_reply_ns" in timing:
-            t2, t3 = int(timing["t_recv_ns"]), int(timing["t_reply_ns"])
-            server_ns = max(0, t3 - t2)
-            self._offset_samples.append((max(0, (t_recv - t_send) - server_ns), ((t2 - t_send) + (t3 - t_recv)) // 2))
-            del self._offset_samples[:-16]
-        elif "server_ms" in timing:
+        stamped = "t_recv_ns" in timing and "t_reply_ns" in timing
+        server_ns = self._server_span_ns(timing, t_send, t_recv)
+        if not stamped and "server_ms" in timing:
             server_ns = int(float(timing["server_ms"]) * 1e6)
-        rt = t_recv - t_send
         return Reply(
             arrays={k: _readonly(v) for k, v in arrays.items()},
             meta=meta,
-            timing=CallTiming(
-                serialize_ms=(t_send - t0) / 1e6,
-                round_trip_ms=rt / 1e6,
-                server_ms=server_ns / 1e6,
-                infer_ms=float(timing.get("infer_ms", 0.0)),
-                queue_ms=float(timing.get("queue_ms", 0.0)),
-                network_ms=(rt - server_ns) / 1e6,
-                deserialize_ms=(t_done - t_recv) / 1e6,
-                t_send_ns=t_send,
-                t_recv_ns=t_recv,
-            ),
+            timing=CallTiming.measured(t0, t_send, t_recv, t_done, server_ns, timing),
             request_id=request_id,
             server_timing=timing,
         )
