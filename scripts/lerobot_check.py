@@ -68,8 +68,10 @@ def main() -> int:
     delta = {"observation.state": [-1 / fps, 0.0], "action": [k / fps for k in range(args.chunk)]}
     t0 = time.monotonic()
     ds = LeRobotDataset(REPO_ID, root=root, video_backend=backend, delta_timestamps=delta)
-    print(f"LeRobotDataset: {ds.num_episodes} episodes, {ds.num_frames} frames, {fps} fps, video keys "
-          f"{ds.meta.video_keys} ({time.monotonic() - t0:.1f} s)")
+    print(
+        f"LeRobotDataset: {ds.num_episodes} episodes, {ds.num_frames} frames, {fps} fps, video keys "
+        f"{ds.meta.video_keys} ({time.monotonic() - t0:.1f} s)"
+    )
     ep = int(ref["episode"])
     start = int(ds.meta.episodes[ep]["dataset_from_index"])
     length = int(ds.meta.episodes[ep]["length"])
@@ -92,7 +94,11 @@ def main() -> int:
     print(f"decoded frame {k} of episode {ep} with {backend}: mean |LeRobot - robot-stack| {errs} grey levels")
 
     state = item["observation.state"].numpy()
-    if state.shape[0] != 2 or not np.allclose(state[1], ref["state"][k]) or not np.allclose(state[0], ref["state"][k - 1]):
+    if (
+        state.shape[0] != 2
+        or not np.allclose(state[1], ref["state"][k])
+        or not np.allclose(state[0], ref["state"][k - 1])
+    ):
         fail(f"delta_timestamps observation.state at -1/fps, 0 != recorded rows {k - 1}, {k}")
     chunk = item["action"].numpy()
     n = min(args.chunk, length - k)
@@ -102,14 +108,31 @@ def main() -> int:
     pad = tail["action_is_pad"].numpy()
     if not (pad[:3].tolist() == [False] * 3 and pad[3:].all()):
         fail(f"action_is_pad near the episode's end: {pad.tolist()} (expected 3 real steps, then padding)")
-    print(f"delta_timestamps: state (2, {state.shape[1]}), action chunk {tuple(chunk.shape)} equal the recorded rows; "
-          f"padding past the end flagged")
+    print(
+        f"delta_timestamps: state (2, {state.shape[1]}), action chunk {tuple(chunk.shape)} equal the recorded rows; "
+        f"padding past the end flagged"
+    )
 
     viz = shutil.which("lerobot-dataset-viz", path=str(Path(sys.executable).parent))
     if viz is None:
         fail("lerobot-dataset-viz is not installed in this environment")
-    cmd = [viz, "--repo-id", REPO_ID, "--root", str(root), "--episode-index", str(ep), "--mode", "local",
-           "--save", "1", "--output-dir", str(out / "viz"), "--num-workers", "0"]
+    cmd = [
+        viz,
+        "--repo-id",
+        REPO_ID,
+        "--root",
+        str(root),
+        "--episode-index",
+        str(ep),
+        "--mode",
+        "local",
+        "--save",
+        "1",
+        "--output-dir",
+        str(out / "viz"),
+        "--num-workers",
+        "0",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     rrds = sorted((out / "viz").glob("*.rrd"))
     if proc.returncode != 0 or not rrds:
