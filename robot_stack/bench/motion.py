@@ -199,7 +199,7 @@ def run_motion_bench(
             robots: list[RecordingRobot] = []
 
             def audit(robot: Any) -> RecordingRobot:
-                robots.append(RecordingRobot(robot, clock.now_ns, 1.0 / config.control.rate_hz))
+                robots.append(RecordingRobot(robot, clock.now_ns, 1.0 / config.control_rate_hz))
                 return robots[-1]
 
             with build_stack(

@@ -127,8 +127,9 @@ def build_decoder(
 
 
 #: TCP targets are kept this far (m) inside the safety filter's braking margin of a workspace box: room for the
-#: path between two steps and for the come-to-rest after a chunk's last one.
-TARGET_BOX_SLACK_M = 0.02
+#: path between two steps and for the come-to-rest after a chunk's last one (4 cm: at a policy driving 0.5 m/s into
+#: the box, 2 cm left 7 braking interventions after its fault window on merged main; cause not yet pinned down).
+TARGET_BOX_SLACK_M = 0.04
 
 
 def _target_box(config: StackConfig) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
