@@ -66,6 +66,55 @@ def test_seqlock_block_and_byte_slot_round_trip():
     assert _gone(name)
 
 
+class _WriterDuringCopy:
+    """Stands in for a payload array: the first ``copy()`` lets the writer publish ``writes`` versions and stalls
+    ``stall_s`` (the reader descheduled mid-copy on a busy machine), then copies as usual."""
+
+    def __init__(self, array: np.ndarray, seq: np.ndarray, writes: int, stall_s: float) -> None:
+        self.array, self.seq, self.writes, self.stall_s = array, seq, writes, stall_s
+
+    def _stall(self) -> None:
+        if self.writes:
+            self.seq[0] += 2 * self.writes  # complete writes: the writer is alive
+            self.writes = 0
+            time.sleep(self.stall_s)
+
+    def copy(self) -> np.ndarray:
+        self._stall()
+        return self.array.copy()
+
+    def __getitem__(self, index: object) -> np.ndarray:
+        self._stall()
+        return self.array[index]
+
+
+def test_seqlock_reader_descheduled_mid_copy_retries_instead_of_failing():
+    """Regression (bench motion at load 8, control.blend=ensemble): the policy cycle's reader of the real-time
+    process' stats was descheduled for longer than the read timeout while the 500 Hz writer kept publishing; the
+    torn copy was taken for a dead writer and the ShapeError ended the run. A moving sequence number means a live
+    writer: the reader must retry, whatever the stall."""
+    block = SeqlockBlock(2, 1)
+    block.begin_write()
+    block.ints[:] = [7, 8]
+    block.floats[:] = [0.25]
+    block.end_write()
+    reader = SeqlockBlock(2, 1, block.name)
+    reader.ints = _WriterDuringCopy(reader.ints, reader._seq, writes=3, stall_s=0.08)  # type: ignore[assignment]
+    ints, floats = reader.read(timeout_s=0.05)
+    assert ints.tolist() == [7, 8] and floats.tolist() == [0.25]
+    slot = ByteSlot(32)
+    slot.write(b"plan")
+    attached = ByteSlot(0, slot.name)
+    attached._data = _WriterDuringCopy(attached._data, attached._head, writes=1, stall_s=0.08)  # type: ignore[assignment]
+    assert attached.read(timeout_s=0.05) == (1, b"plan")
+    reader.ints = reader.ints.array  # type: ignore[attr-defined]
+    attached._data = attached._data.array  # type: ignore[attr-defined]
+    reader.close()
+    block.close()
+    attached.close()
+    slot.close()
+
+
 def test_specs_resolve_importable_factories_only():
     assert resolve("robot_stack.sim.kinematic:KinematicRobot") is KinematicRobot
     for bad in ("nomodule", "robot_stack.sim.kinematic:Nope", "no_such_module_xyz:thing"):

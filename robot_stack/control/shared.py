@@ -14,13 +14,43 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from multiprocessing import shared_memory
+from typing import TypeVar
 
 import numpy as np
 
 from robot_stack.errors import ConfigError, ShapeError
 
+_T = TypeVar("_T")
+
 __all__ = ["ByteSlot", "SeqlockBlock", "close_segment", "open_segment"]
+
+#: How long (s) a sequence number may stay odd at one value before the reader concludes the writer died mid-write.
+#: Only a write in progress that never ends counts: a sequence number that moves means a live writer, and the
+#: reader retries however long it was itself descheduled (a busy machine can stall it for tens of ms).
+STUCK_WRITER_S = 0.5
+
+
+def _consistent_read(seq: np.ndarray, copy: Callable[[], _T], what: str, timeout_s: float) -> _T:
+    """``copy()`` taken while ``seq[0]`` stayed even and unchanged. Retries while the writer is alive (the sequence
+    number moves); raises ShapeError when it stays at one odd value for ``timeout_s`` (a writer stopped mid-write)."""
+    stuck_at, stuck_since = -1, 0.0
+    while True:
+        s1 = int(seq[0])
+        if s1 % 2 == 0:
+            value = copy()
+            if int(seq[0]) == s1:
+                return value
+            continue  # the writer wrote while we copied: it is alive, take the next version
+        now = time.monotonic()
+        if s1 != stuck_at:
+            stuck_at, stuck_since = s1, now
+        elif now - stuck_since > timeout_s:
+            raise ShapeError(
+                f"{what}: no consistent read: the sequence number stayed odd ({s1}) for over {timeout_s} s, the "
+                "writer stopped mid-write (is the real-time process alive?)"
+            )
 
 
 def open_segment(size: int, name: str | None) -> tuple[shared_memory.SharedMemory, bool]:
@@ -72,18 +102,10 @@ class SeqlockBlock:
     def end_write(self) -> None:
         self._seq[0] += 1  # even: consistent
 
-    def read(self, timeout_s: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-        """A consistent copy of (ints, floats). Raises ShapeError if no consistent copy could be taken within
-        ``timeout_s`` (a writer that died mid-write)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            s1 = int(self._seq[0])
-            if s1 % 2 == 0:
-                ints, floats = self.ints.copy(), self.floats.copy()
-                if int(self._seq[0]) == s1:
-                    return ints, floats
-            if time.monotonic() > deadline:
-                raise ShapeError("shared block: no consistent read (the writer stopped mid-write)")
+    def read(self, timeout_s: float = STUCK_WRITER_S) -> tuple[np.ndarray, np.ndarray]:
+        """A consistent copy of (ints, floats). Raises ShapeError if a write stays in progress for ``timeout_s``
+        (a writer that died mid-write); a reader that was itself descheduled just retries."""
+        return _consistent_read(self._seq, lambda: (self.ints.copy(), self.floats.copy()), "shared block", timeout_s)
 
     def close(self) -> None:
         """Detach (and remove the segment if this side created it)."""
@@ -126,18 +148,14 @@ class ByteSlot:
         self._head[0] += 1
         return True
 
-    def read(self, timeout_s: float = 0.05) -> tuple[int, bytes]:
-        """(version, payload) consistently; raises ShapeError after ``timeout_s`` of torn reads."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            s1 = int(self._head[0])
-            if s1 % 2 == 0:
-                version, n = int(self._head[1]), int(self._head[2])
-                data = self._data[:n].tobytes()
-                if int(self._head[0]) == s1:
-                    return version, data
-            if time.monotonic() > deadline:
-                raise ShapeError("shared byte slot: no consistent read (the writer stopped mid-write)")
+    def read(self, timeout_s: float = STUCK_WRITER_S) -> tuple[int, bytes]:
+        """(version, payload) consistently; raises ShapeError if a write stays in progress for ``timeout_s``."""
+
+        def copy() -> tuple[int, bytes]:
+            n = int(self._head[2])
+            return int(self._head[1]), self._data[: max(0, min(n, self.capacity))].tobytes()
+
+        return _consistent_read(self._head, copy, "shared byte slot", timeout_s)
 
     def close(self) -> None:
         del self._head, self._data
