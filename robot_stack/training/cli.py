@@ -170,6 +170,7 @@ def _cmd_train_vla(args: argparse.Namespace) -> int:
         steps=args.steps,
         time_budget_s=args.budget_min * 60.0 if args.budget_min else None,
         batch_size=args.batch_size,
+        lr=args.lr,
         threads=args.threads,
         seed=args.seed,
     )
@@ -206,6 +207,9 @@ def add_train_parser(sub: Any) -> None:
     vla.add_argument("--steps", type=int, default=4000, help="optimiser steps (at most)")
     vla.add_argument("--budget-min", type=float, default=None, help="wall-clock budget of the fit, minutes")
     vla.add_argument("--batch-size", type=int, default=48, help="samples per optimiser step")
+    vla.add_argument(
+        "--lr", type=float, default=1.5e-3, help="peak AdamW learning rate (lower it for a warm-started --init run)"
+    )
     vla.add_argument("--layers", type=int, default=3, help="transformer layers of the trunk and the action expert")
     vla.add_argument("--d-model", type=int, default=64, help="token width")
     vla.add_argument("--heads", type=int, default=4, help="attention heads")
