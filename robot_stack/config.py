@@ -4,6 +4,7 @@ into a clear ``ConfigError``."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,24 @@ def read_yaml(path: Path, what: str) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
+
+
+def check_keys(raw: Any, where: str, required: Collection[str], optional: Collection[str] = ()) -> dict[str, Any]:
+    """``raw`` (parsed YAML) as a mapping with every ``required`` key and no key outside ``required`` and
+    ``optional``; else a ``ConfigError`` that names ``where`` (the mapping, e.g. ``manifest m.yaml: vla``), what was
+    missing or unknown, and the keys it takes."""
+    need, may = set(required), set(optional) - set(required)
+    takes = f"{sorted(need)}" + (f" (optionally {sorted(may)})" if may else "")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping with {takes}, got {type(raw).__name__}")
+    missing = sorted(need - set(raw))
+    unknown = sorted(str(k) for k in set(raw) - need - may)
+    wrong = ([f"missing required key(s) {missing}"] if missing else []) + (
+        [f"unknown key(s) {unknown}"] if unknown else []
+    )
+    if wrong:
+        raise ConfigError(f"{where}: {', '.join(wrong)}; it takes {takes}")
+    return raw
 
 
 def import_object(spec: str, what: str = "object") -> Any:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from robot_stack.config import read_yaml
+from robot_stack.config import check_keys, read_yaml
 from robot_stack.decoders.base import Decoder
 from robot_stack.errors import ConfigError, DecodeError, ShapeError
 from robot_stack.policy.manifest import SHIPPED_MODELS_DIR
@@ -176,12 +176,7 @@ class VqManifest:
     def from_dict(cls, data: Any, base_dir: str | Path = ".", source: Path | None = None) -> VqManifest:
         """Build from a parsed YAML mapping (see :meth:`to_dict` for the keys)."""
         where = f"VQ manifest {source or '<dict>'}"
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a mapping at top level, got {type(data).__name__}")
-        missing = [k for k in _KEYS if k not in data]
-        unknown = sorted(set(data) - set(_KEYS) - set(_KEYS_OPTIONAL))
-        if missing or unknown:
-            raise ConfigError(f"{where}: missing key(s) {missing}, unknown key(s) {unknown}; keys: {list(_KEYS)}")
+        check_keys(data, f"{where} (top level)", _KEYS, _KEYS_OPTIONAL)
         if data["action_head"] != "latent_vq":
             raise ConfigError(f"{where}: action_head must be 'latent_vq', got {data['action_head']!r}")
         norm, clip = data["normalization"], data["clip"]
