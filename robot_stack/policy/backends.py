@@ -104,17 +104,19 @@ def load_backend(
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} unknown; choose one of {ENGINES}")
-    common = dict(
-        provider=provider,
-        precision=precision,
-        strict=strict,
-        threads=threads,
-        trt_options=trt_options,
-        fallback=fallback,
-        runtime_fallback=runtime_fallback,
-    )
-    if manifest.sampler is not None:  # flow_matching: or vla: two graphs, each loaded (and gated) here
-        return load_sampler(manifest, engine, torch_options=torch_options, **common)
+    if manifest.sampler is not None:  # flow_matching: or vla: two graphs, each loaded (and gated) as below
+        return load_sampler(
+            manifest,
+            engine,
+            provider=provider,
+            precision=precision,
+            strict=strict,
+            threads=threads,
+            trt_options=trt_options,
+            torch_options=torch_options,
+            fallback=fallback,
+            runtime_fallback=runtime_fallback,
+        )  # not calibration/gate_frames: those are sets of the model's inputs, not of each graph's
     if engine == "ort":
         choice = _load_ort(manifest, provider, threads, precision or "fp32", strict, trt_options or {})
         return choice
