@@ -13,8 +13,11 @@ import yaml
 from robot_stack.errors import ConfigError
 
 
-def read_yaml(path: Path, what: str) -> Any:
-    """Parse ``path`` (an existing file) as YAML; ``ConfigError("<what> <path> is not valid YAML: ...")`` if not."""
+def read_yaml(path: Path, what: str, missing: str | None = None) -> Any:
+    """Parse ``path`` as YAML; ``ConfigError("<what> <path> is not valid YAML: ...")`` if it is not. With ``missing``
+    (what to do about it), an absent file is ``ConfigError("<what> <path> not found; <missing>")``."""
+    if missing is not None and not path.is_file():
+        raise ConfigError(f"{what} {path} not found; {missing}")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

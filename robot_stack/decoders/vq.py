@@ -165,12 +165,13 @@ class VqManifest:
     def load(cls, path: str | Path) -> VqManifest:
         """Load ``<tokenizer>.yaml``; the ONNX paths in it are relative to the YAML's folder."""
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(
-                f"VQ tokenizer manifest {path} not found; rebuild the shipped tokenizers with "
-                "`python -m robot_stack.training.vq_tokenizer` or pass the path of your own"
-            )
-        return cls.from_dict(read_yaml(path, "VQ tokenizer manifest"), base_dir=path.parent, source=path)
+        data = read_yaml(
+            path,
+            "VQ tokenizer manifest",
+            missing="rebuild the shipped tokenizers with `python -m robot_stack.training.vq_tokenizer` or pass the "
+            "path of your own",
+        )
+        return cls.from_dict(data, base_dir=path.parent, source=path)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: str | Path = ".", source: Path | None = None) -> VqManifest:

@@ -747,9 +747,8 @@ class PolicyManifest:
         path = Path(path)
         if path.suffix == ".onnx":
             path = path.with_suffix(".yaml")
-        if not path.is_file():
-            raise ConfigError(f"model manifest {path} not found; write a <model>.yaml next to the ONNX file")
-        return cls.from_dict(read_yaml(path, "model manifest"), base_dir=path.parent, source=path)
+        data = read_yaml(path, "model manifest", missing="write a <model>.yaml next to the ONNX file")
+        return cls.from_dict(data, base_dir=path.parent, source=path)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: str | Path = ".", source: Path | None = None) -> PolicyManifest:
