@@ -42,6 +42,23 @@ def check_keys(raw: Any, where: str, required: Collection[str], optional: Collec
     return raw
 
 
+def resolve_path(path: str | Path, base_dir: str | Path) -> Path:
+    """A path written in a YAML file (absolute, or relative to the file's folder ``base_dir``) as an absolute path."""
+    out = Path(path)
+    return out if out.is_absolute() else (Path(base_dir) / out).resolve()
+
+
+def relative_path(path: Path, relative_to: str | Path | None) -> str:
+    """``path`` as a YAML file in folder ``relative_to`` should write it: relative to that folder when it lies
+    below it, else absolute; as is when ``relative_to`` is None."""
+    if relative_to is None:
+        return str(path)
+    try:
+        return str(path.resolve().relative_to(Path(relative_to).resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
 def import_object(spec: str, what: str = "object") -> Any:
     """The object named by ``spec`` = ``"package.module:attribute"`` (e.g. a robot factory given in a config or on
     the command line); ``ConfigError`` naming ``what`` if the spec is malformed or does not import."""

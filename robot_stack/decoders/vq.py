@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from robot_stack.config import check_keys, read_yaml
+from robot_stack.config import check_keys, read_yaml, relative_path, resolve_path
 from robot_stack.decoders.base import Decoder
 from robot_stack.errors import ConfigError, DecodeError, ShapeError
 from robot_stack.policy.manifest import SHIPPED_MODELS_DIR
@@ -188,12 +188,11 @@ class VqManifest:
         rate_range = data["control_rate_range_hz"]
         if not isinstance(rate_range, list | tuple) or len(rate_range) != 2:
             raise ConfigError(f"{where}: control_rate_range_hz must be [low, high] in Hz, got {rate_range!r}")
-        base = Path(base_dir)
         try:
             return cls(
                 tokenizer_id=str(data["tokenizer_id"]),
-                encoder_path=(base / str(data["encoder"])).resolve(),
-                decoder_path=(base / str(data["decoder"])).resolve(),
+                encoder_path=resolve_path(str(data["encoder"]), base_dir),
+                decoder_path=resolve_path(str(data["decoder"]), base_dir),
                 action_space=str(data["action_space"]),
                 horizon=data["horizon"],
                 action_dim=data["action_dim"],
@@ -218,21 +217,12 @@ class VqManifest:
 
     def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
         """YAML-ready mapping; ONNX paths relative to ``relative_to`` when given."""
-
-        def rel(p: Path) -> str:
-            if relative_to is None:
-                return str(p)
-            try:
-                return str(p.resolve().relative_to(Path(relative_to).resolve()))
-            except ValueError:
-                return str(p.resolve())
-
         return {
             "tokenizer_id": self.tokenizer_id,
             "action_head": "latent_vq",
             "action_space": self.action_space,
-            "encoder": rel(self.encoder_path),
-            "decoder": rel(self.decoder_path),
+            "encoder": relative_path(self.encoder_path, relative_to),
+            "decoder": relative_path(self.decoder_path, relative_to),
             "horizon": self.horizon,
             "action_dim": self.action_dim,
             "dt_s": self.dt_s,

@@ -76,7 +76,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 import yaml
 
-from robot_stack.config import check_keys, read_yaml
+from robot_stack.config import check_keys, read_yaml, relative_path, resolve_path
 from robot_stack.errors import ConfigError
 from robot_stack.policy.instruction import InstructionSpec
 from robot_stack.types import ActionHead
@@ -344,7 +344,7 @@ class FlowMatchingSpec(SamplerSpec):
     def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
         """A YAML-ready mapping; ``step_graph`` relative to ``relative_to`` when given."""
         out: dict[str, Any] = {
-            "step_graph": _relative(self.step_graph, relative_to),
+            "step_graph": relative_path(self.step_graph, relative_to),
             "steps": self.steps,
             "context": [t.to_dict() for t in self.context],
             "rtc": self.rtc,
@@ -428,12 +428,12 @@ class VlaSpec(SamplerSpec):
     def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
         """A YAML-ready mapping; the graphs' paths relative to ``relative_to`` when given."""
         denoise: dict[str, Any] = {
-            "onnx": _relative(self.denoise_onnx, relative_to),
+            "onnx": relative_path(self.denoise_onnx, relative_to),
             "inputs": [t.to_dict() for t in self.denoise_inputs],
             "outputs": [t.to_dict() for t in self.denoise_outputs],
         }
         if self.denoise_torch is not None:
-            denoise["torch"] = {"program": _relative(self.denoise_torch.program, relative_to)}
+            denoise["torch"] = {"program": relative_path(self.denoise_torch.program, relative_to)}
         return {
             "steps": self.steps,
             "prefix_inputs": [t.to_dict() for t in self.prefix_inputs],
@@ -797,7 +797,7 @@ class PolicyManifest:
         """A YAML-ready mapping; ``onnx`` is written relative to ``relative_to`` when given."""
         out: dict[str, Any] = {
             "model_id": self.model_id,
-            "onnx": _relative(self.onnx_path, relative_to),
+            "onnx": relative_path(self.onnx_path, relative_to),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "action_space": self.action_space,
@@ -818,13 +818,13 @@ class PolicyManifest:
         if self.compression:
             out["compression"] = dict(self.compression)
         if self.backbone is not None:
-            out["backbone"] = self.backbone.to_dict(_relative(self.backbone.onnx_path, relative_to))
+            out["backbone"] = self.backbone.to_dict(relative_path(self.backbone.onnx_path, relative_to))
         if self.torch is not None:
-            out["torch"] = {"program": _relative(self.torch.program, relative_to)}
+            out["torch"] = {"program": relative_path(self.torch.program, relative_to)}
         if self.flow_matching is not None:
             out["flow_matching"] = self.flow_matching.to_dict(relative_to)
         if self.instruction is not None:
-            out["instruction"] = self.instruction.to_dict(_relative(self.instruction.tokenizer, relative_to))
+            out["instruction"] = self.instruction.to_dict(relative_path(self.instruction.tokenizer, relative_to))
         if self.vla is not None:
             out["vla"] = self.vla.to_dict(relative_to)
         return out
@@ -855,16 +855,6 @@ class PolicyManifest:
         return out
 
 
-def _relative(path: Path, relative_to: str | Path | None) -> str:
-    """``path`` relative to ``relative_to`` when given and possible, else absolute (or as is)."""
-    if relative_to is None:
-        return str(path)
-    try:
-        return str(path.resolve().relative_to(Path(relative_to).resolve()))
-    except ValueError:
-        return str(path.resolve())
-
-
 def _parse_norm(norm_raw: Any, where: str) -> dict[str, NormStats]:
     if not isinstance(norm_raw, dict):
         raise ConfigError(f"{where}: normalization must map tensor name -> {{mean, std}}")
@@ -879,17 +869,11 @@ def _parse_norm(norm_raw: Any, where: str) -> dict[str, NormStats]:
     return norm
 
 
-def _resolve(path: str, base_dir: str | Path) -> Path:
-    """``path`` (absolute, or relative to the manifest's folder ``base_dir``) as an absolute path."""
-    out = Path(path)
-    return out if out.is_absolute() else (Path(base_dir) / out).resolve()
-
-
 def _parse_path(raw: Any, name: str, base_dir: str | Path, where: str) -> Path:
     """The file of key ``name``: a non-empty string, relative to the manifest's folder (or absolute)."""
     if not isinstance(raw, str) or not raw:
         raise ConfigError(f"{where}: {name} must be a path (relative to the manifest), got {raw!r}")
-    return _resolve(raw, base_dir)
+    return resolve_path(raw, base_dir)
 
 
 def _parse_backbone(raw: Any, base_dir: str | Path, where: str) -> BackboneSpec | None:
@@ -922,7 +906,7 @@ def _parse_torch(raw: Any, base_dir: str | Path, where: str) -> TorchSpec | None
             f"{where}: torch.program {raw['program']!r} has an unknown suffix; use .pt2 (torch.export) or "
             f".pt/.ts (TorchScript)"
         )
-    return TorchSpec(_resolve(raw["program"], base_dir))
+    return TorchSpec(resolve_path(raw["program"], base_dir))
 
 
 def _parse_flow(raw: Any, base_dir: str | Path, where: str) -> FlowMatchingSpec | None:
@@ -959,7 +943,8 @@ def _parse_instruction(raw: Any, base_dir: str | Path, where: str) -> Instructio
     for key in ("input", "tokenizer", "meta_key"):
         if key in raw and (not isinstance(raw[key], str) or not raw[key]):
             raise ConfigError(f"{where}: instruction.{key} must be a non-empty string")
-    return InstructionSpec(raw["input"], _resolve(raw["tokenizer"], base_dir), max_tokens, raw.get("meta_key", "task"))
+    tokenizer = resolve_path(raw["tokenizer"], base_dir)
+    return InstructionSpec(raw["input"], tokenizer, max_tokens, raw.get("meta_key", "task"))
 
 
 def _parse_vla(raw: Any, base_dir: str | Path, where: str) -> VlaSpec | None:
