@@ -112,27 +112,42 @@ def _load(
     }
 
 
+def batching_sweep(
+    manifest: Path | str,
+    max_batch: int,
+    duration_s: float,
+    tag: str,
+    obs_fn: Callable[[int], dict[str, np.ndarray]] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Serve ``manifest`` twice, micro-batching up to ``max_batch`` robots and unbatched, and load each with 1, 4
+    and 8 concurrent robots for ``duration_s`` (:func:`_load`); return ``clients<n>_<figure>`` (batched) and
+    ``clients<n>_unbatched_<figure>``, and ``batching_speedup_8`` (throughput at 8 robots, batched / unbatched)."""
+    out: dict[str, Any] = {}
+    procs = {}
+    try:
+        procs["batched"] = _start(manifest, max_batch)
+        procs["unbatched"] = _start(manifest, 1)
+        for n in CONCURRENCY:
+            for mode in ("unbatched", "batched"):
+                res = _load(procs[mode][1], n, duration_s, f"{tag}{mode}{n}", obs_fn, meta)
+                prefix = f"clients{n}_" if mode == "batched" else f"clients{n}_unbatched_"
+                out.update({prefix + k: v for k, v in res.items()})
+    finally:
+        for proc, _ in procs.values():
+            stop_server(proc)
+    out["batching_speedup_8"] = round(
+        out["clients8_throughput_hz"] / max(out["clients8_unbatched_throughput_hz"], 1e-9), 3
+    )
+    return out
+
+
 @register("serve")
 def run(quick: bool) -> dict[str, Any]:
     duration = 0.8 if quick else 2.0
     out: dict[str, Any] = {"model": "mlp rgb48x64+state64 -> 16x7, ORT cpu 1 thread", "max_batch": MAX_BATCH}
     with tempfile.TemporaryDirectory(prefix="robot-stack-bench-serve-") as tmp:
-        manifest = _write_model(Path(tmp))
-        procs = {}
-        try:
-            procs["batched"] = _start(manifest, MAX_BATCH)
-            procs["unbatched"] = _start(manifest, 1)
-            for n in CONCURRENCY:
-                for mode in ("unbatched", "batched"):
-                    res = _load(procs[mode][1], n, duration, f"{mode}{n}")
-                    prefix = f"clients{n}_" if mode == "batched" else f"clients{n}_unbatched_"
-                    out.update({prefix + k: v for k, v in res.items()})
-        finally:
-            for proc, _ in procs.values():
-                stop_server(proc)
-    out["batching_speedup_8"] = round(
-        out["clients8_throughput_hz"] / max(out["clients8_unbatched_throughput_hz"], 1e-9), 3
-    )
+        out.update(batching_sweep(_write_model(Path(tmp)), MAX_BATCH, duration, ""))
     out["scaling_1_to_8"] = round(out["clients8_throughput_hz"] / max(out["clients1_throughput_hz"], 1e-9), 3)
     return out
 

@@ -37,7 +37,6 @@ SHIPPED_VLA = SHIPPED_MODELS_DIR / "vla" / "vla-tabletop-v1.yaml"
 INSTRUCTION = "touch the blue cylinder"
 SCENE = "vla_a0"
 STEPS = (1, 5, 10)
-CONCURRENCY = (1, 4, 8)
 
 
 def _manifest_path() -> Path:
@@ -130,7 +129,7 @@ def _payload(out: dict[str, Any], obs: Any, frame_projector: Any, manifests: dic
 
 @register("vla")
 def run(quick: bool) -> dict[str, Any]:
-    from robot_stack.bench.serve import _load, _start
+    from robot_stack.bench.serve import batching_sweep
     from robot_stack.cycle import RequestLayout
     from robot_stack.policy.backends import load_backend
     from robot_stack.policy.instruction import InstructionTokenizer
@@ -169,21 +168,7 @@ def run(quick: bool) -> dict[str, Any]:
     def obs_fn(i: int) -> dict[str, np.ndarray]:
         return layout.arrays(obs)
 
-    procs = {}
-    try:
-        procs["batched"] = _start(path, 8)
-        procs["unbatched"] = _start(path, 1)
-        for n in CONCURRENCY:
-            for mode in ("unbatched", "batched"):
-                res = _load(procs[mode][1], n, duration, f"vla-{mode}{n}", obs_fn, meta)
-                tag = f"clients{n}_" if mode == "batched" else f"clients{n}_unbatched_"
-                out.update({tag + k: v for k, v in res.items()})
-    finally:
-        for proc, _ in procs.values():
-            stop_server(proc)
-    out["batching_speedup_8"] = round(
-        out["clients8_throughput_hz"] / max(out["clients8_unbatched_throughput_hz"], 1e-9), 3
-    )
+    out.update(batching_sweep(path, 8, duration, "vla-", obs_fn, meta))
     xyz_manifest = path.with_name(f"{manifest.model_id}-xyz.yaml")
     if xyz_manifest.is_file():
         _payload(out, obs, frame_projector, {"xyz": xyz_manifest, "depth": path}, 10 if quick else 40)

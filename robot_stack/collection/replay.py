@@ -22,7 +22,7 @@ import numpy as np
 
 from robot_stack.clock import Clock, FakeClock
 from robot_stack.control.executor import Executor
-from robot_stack.dataset.loader import Episode
+from robot_stack.dataset.loader import Episode, HighRateStream
 from robot_stack.errors import DatasetError
 from robot_stack.robots.base import Robot
 from robot_stack.types import JointTrajectory
@@ -56,6 +56,26 @@ class ReplayResult:
     q_replayed: np.ndarray
     tcp_replayed: np.ndarray
     success: bool
+
+    @classmethod
+    def measure(
+        cls, episode: Episode, source: str, q_replayed: np.ndarray, tcp_replayed: np.ndarray, success: bool
+    ) -> ReplayResult:
+        """The tracking of a replay: ``q_replayed`` (T, n) rad and ``tcp_replayed`` (T, 3) m, sampled at the frame
+        times, against the episode's recorded ``q`` and ``ee_pose`` translation."""
+        dq = q_replayed - np.asarray(episode.q, np.float64)
+        dp = np.linalg.norm(tcp_replayed - np.asarray(episode.ee_pose[:, :3], np.float64), axis=1) * 1e3
+        return cls(
+            episode.index,
+            source,
+            float(np.sqrt(np.mean(dq**2))),
+            float(np.abs(dq).max()),
+            float(np.sqrt(np.mean(dp**2))),
+            float(dp.max()),
+            q_replayed,
+            tcp_replayed,
+            success,
+        )
 
     def summary(self) -> dict[str, float | int | str | bool]:
         return {
@@ -104,9 +124,7 @@ def replay_in_sim(episode: Episode, source: str = "highrate", rate_hz: float = 5
 
     k = 0
     if source == "highrate":
-        hr = episode.highrate
-        if hr is None or hr.t_ns.size == 0:
-            raise DatasetError(f"episode {episode.index}: no control-rate stream to replay; load it (highrate=True)")
+        hr = _highrate(episode)
         for t, q, g in zip(hr.t_ns, hr.q_cmd, hr.gripper_cmd, strict=True):
             while k < episode.length and frame_t[k] <= t:
                 clock.sleep_until(int(frame_t[k]))
@@ -143,19 +161,7 @@ def replay_in_sim(episode: Episode, source: str = "highrate", rate_hz: float = 5
             clock.sleep_until(t)
             executor.tick(t)
     task.is_success()
-    dq = q_rep - np.asarray(episode.q, np.float64)
-    dp = np.linalg.norm(tcp_rep - np.asarray(episode.ee_pose[:, :3], np.float64), axis=1) * 1e3
-    return ReplayResult(
-        episode.index,
-        source,
-        float(np.sqrt(np.mean(dq**2))),
-        float(np.abs(dq).max()),
-        float(np.sqrt(np.mean(dp**2))),
-        float(dp.max()),
-        q_rep,
-        tcp_rep,
-        bool(task.is_success()),
-    )
+    return ReplayResult.measure(episode, source, q_rep, tcp_rep, bool(task.is_success()))
 
 
 def replay_on_robot(
@@ -178,9 +184,7 @@ def replay_on_robot(
     from robot_stack.control.safety import SafetyFilter
 
     clock = clock or MonotonicClock()
-    hr = episode.highrate
-    if hr is None or hr.t_ns.size == 0:
-        raise DatasetError(f"episode {episode.index}: no control-rate stream to replay; load it (highrate=True)")
+    hr = _highrate(episode)
     n = len(episode.robot.joint_names)
     st = robot.read_state()
     gap = float(np.max(np.abs(st.q - np.asarray(episode.state[0, :n], np.float64))))
@@ -210,16 +214,12 @@ def replay_on_robot(
         s = robot.read_state()
         q_rep[k], tcp_rep[k] = s.q, s.ee_pose.translation
         k += 1
-    dq = q_rep - np.asarray(episode.q, np.float64)
-    dp = np.linalg.norm(tcp_rep - np.asarray(episode.ee_pose[:, :3], np.float64), axis=1) * 1e3
-    return ReplayResult(
-        episode.index,
-        "highrate",
-        float(np.sqrt(np.mean(dq**2))),
-        float(np.abs(dq).max()),
-        float(np.sqrt(np.mean(dp**2))),
-        float(dp.max()),
-        q_rep,
-        tcp_rep,
-        False,
-    )
+    return ReplayResult.measure(episode, "highrate", q_rep, tcp_rep, False)
+
+
+def _highrate(episode: Episode) -> HighRateStream:
+    """The episode's control-rate stream; DatasetError when it has none."""
+    hr = episode.highrate
+    if hr is None or hr.t_ns.size == 0:
+        raise DatasetError(f"episode {episode.index}: no control-rate stream to replay; load it (highrate=True)")
+    return hr

@@ -156,11 +156,8 @@ class BinSpec:
     @classmethod
     def load(cls, path: str | Path) -> BinSpec:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(
-                f"bin spec {path} not found; write one next to the model (see robot_stack.decoders.binned)"
-            )
-        return cls.from_dict(read_yaml(path, "bin spec"), str(path))
+        data = read_yaml(path, "bin spec", missing="write one next to the model (see robot_stack.decoders.binned)")
+        return cls.from_dict(data, str(path))
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

@@ -37,20 +37,30 @@ class JointPositionDecoder(Decoder):
 
     def decode(self, chunk: ActionChunk, state: RobotState) -> JointTrajectory:
         self._check_space(chunk)
+        return self._trajectory(chunk, self._joint_actions(chunk, "positions"))
+
+    def _joint_actions(self, chunk: ActionChunk, what: str) -> np.ndarray:
+        """The chunk's actions as (horizon, n) float64 rad; ShapeError naming ``what`` they are if not."""
         n = len(self.joint_names)
         actions = np.asarray(chunk.actions, dtype=np.float64)
         if actions.ndim != 2 or actions.shape[1] != n:
-            raise ShapeError(f"joint_position chunk: expected (horizon, {n}) actions in rad, got {actions.shape}")
-        if not np.all(np.isfinite(actions)):
-            raise ShapeError("joint_position chunk: actions contain NaN/Inf")
+            raise ShapeError(f"{self.action_space} chunk: expected (horizon, {n}) {what} in rad, got {actions.shape}")
+        return actions
+
+    def _trajectory(self, chunk: ActionChunk, positions: np.ndarray) -> JointTrajectory:
+        """The trajectory through ``positions`` ((horizon, n) absolute, rad) at the chunk's step times (plus the
+        latency offset), with the chunk's gripper clipped to [0, 1]; ShapeError for non-finite or (with limits)
+        out-of-range positions."""
+        if not np.all(np.isfinite(positions)):
+            raise ShapeError(f"{self.action_space} chunk: actions contain NaN/Inf")
         if self.limits is not None:
-            bad = (actions < self.limits.lower) | (actions > self.limits.upper)
+            bad = (positions < self.limits.lower) | (positions > self.limits.upper)
             if np.any(bad):
                 k, j = (int(i) for i in np.argwhere(bad)[0])
                 raise ShapeError(
-                    f"joint_position chunk: step {k} joint {self.joint_names[j]} = {actions[k, j]:.3f} rad is "
+                    f"{self.action_space} chunk: step {k} joint {self.joint_names[j]} = {positions[k, j]:.3f} rad is "
                     f"outside [{self.limits.lower[j]:.3f}, {self.limits.upper[j]:.3f}]; check the model's "
                     "action normalisation"
                 )
         gripper = None if chunk.gripper is None else np.clip(np.asarray(chunk.gripper, np.float64), 0.0, 1.0)
-        return JointTrajectory(self.joint_names, chunk.step_times_ns() + self.latency_offset_ns, actions, gripper)
+        return JointTrajectory(self.joint_names, chunk.step_times_ns() + self.latency_offset_ns, positions, gripper)

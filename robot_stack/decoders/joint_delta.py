@@ -1,7 +1,7 @@
 """``joint_delta`` chunks: joint displacements from the observed configuration -> absolute joint trajectory.
 
 ``actions[k]`` ((n,) rad) is the target joint position at step ``k`` minus ``state.q`` (the configuration in the
-chunk's observation), cumulative like ``ee_delta_xyz``. The absolute targets are then decoded by
+chunk's observation), cumulative like ``ee_delta_xyz``. The absolute targets are then decoded as by
 :class:`~robot_stack.decoders.joint.JointPositionDecoder` (same limits check, same timing).
 """
 
@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from robot_stack.decoders.base import Decoder
 from robot_stack.decoders.joint import JointPositionDecoder
 from robot_stack.errors import ShapeError
-from robot_stack.robots import panda
-from robot_stack.robots.base import JointLimits
 from robot_stack.types import ActionChunk, JointTrajectory, RobotState
 
 __all__ = ["JointDeltaDecoder"]
 
 
-class JointDeltaDecoder(Decoder):
+class JointDeltaDecoder(JointPositionDecoder):
     """``actions[k]`` = (n,) joint displacement in rad from ``state.q``, for ``t_obs + latency_offset + k * dt``.
 
     Args: as :class:`~robot_stack.decoders.joint.JointPositionDecoder` (limits apply to the absolute targets).
@@ -27,22 +24,10 @@ class JointDeltaDecoder(Decoder):
 
     action_space = "joint_delta"
 
-    def __init__(
-        self,
-        joint_names: tuple[str, ...] = panda.ARM_JOINTS,
-        limits: JointLimits | None = None,
-        latency_offset_s: float = 0.0,
-    ) -> None:
-        self.absolute = JointPositionDecoder(joint_names, limits, latency_offset_s)
-
     def decode(self, chunk: ActionChunk, state: RobotState) -> JointTrajectory:
         self._check_space(chunk)
-        n = len(self.absolute.joint_names)
+        n = len(self.joint_names)
         q = np.asarray(state.q, dtype=np.float64)
         if q.shape != (n,) or not np.all(np.isfinite(q)):
             raise ShapeError(f"joint_delta: state.q must be finite ({n},) rad, got shape {q.shape}")
-        actions = np.asarray(chunk.actions, dtype=np.float64)
-        if actions.ndim != 2 or actions.shape[1] != n:
-            raise ShapeError(f"joint_delta chunk: expected (horizon, {n}) displacements in rad, got {actions.shape}")
-        absolute = ActionChunk(chunk.t_obs_ns, chunk.dt_s, q + actions, "joint_position", chunk.gripper, chunk.model_id)
-        return self.absolute.decode(absolute, state)
+        return self._trajectory(chunk, q + self._joint_actions(chunk, "displacements"))

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from robot_stack.config import read_yaml
+from robot_stack.config import check_keys, read_yaml, relative_path, resolve_path
 from robot_stack.decoders.base import Decoder
 from robot_stack.errors import ConfigError, DecodeError, ShapeError
 from robot_stack.policy.manifest import SHIPPED_MODELS_DIR
@@ -165,23 +165,19 @@ class VqManifest:
     def load(cls, path: str | Path) -> VqManifest:
         """Load ``<tokenizer>.yaml``; the ONNX paths in it are relative to the YAML's folder."""
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(
-                f"VQ tokenizer manifest {path} not found; rebuild the shipped tokenizers with "
-                "`python -m robot_stack.training.vq_tokenizer` or pass the path of your own"
-            )
-        return cls.from_dict(read_yaml(path, "VQ tokenizer manifest"), base_dir=path.parent, source=path)
+        data = read_yaml(
+            path,
+            "VQ tokenizer manifest",
+            missing="rebuild the shipped tokenizers with `python -m robot_stack.training.vq_tokenizer` or pass the "
+            "path of your own",
+        )
+        return cls.from_dict(data, base_dir=path.parent, source=path)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: str | Path = ".", source: Path | None = None) -> VqManifest:
         """Build from a parsed YAML mapping (see :meth:`to_dict` for the keys)."""
         where = f"VQ manifest {source or '<dict>'}"
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a mapping at top level, got {type(data).__name__}")
-        missing = [k for k in _KEYS if k not in data]
-        unknown = sorted(set(data) - set(_KEYS) - set(_KEYS_OPTIONAL))
-        if missing or unknown:
-            raise ConfigError(f"{where}: missing key(s) {missing}, unknown key(s) {unknown}; keys: {list(_KEYS)}")
+        check_keys(data, f"{where} (top level)", _KEYS, _KEYS_OPTIONAL)
         if data["action_head"] != "latent_vq":
             raise ConfigError(f"{where}: action_head must be 'latent_vq', got {data['action_head']!r}")
         norm, clip = data["normalization"], data["clip"]
@@ -192,12 +188,11 @@ class VqManifest:
         rate_range = data["control_rate_range_hz"]
         if not isinstance(rate_range, list | tuple) or len(rate_range) != 2:
             raise ConfigError(f"{where}: control_rate_range_hz must be [low, high] in Hz, got {rate_range!r}")
-        base = Path(base_dir)
         try:
             return cls(
                 tokenizer_id=str(data["tokenizer_id"]),
-                encoder_path=(base / str(data["encoder"])).resolve(),
-                decoder_path=(base / str(data["decoder"])).resolve(),
+                encoder_path=resolve_path(str(data["encoder"]), base_dir),
+                decoder_path=resolve_path(str(data["decoder"]), base_dir),
                 action_space=str(data["action_space"]),
                 horizon=data["horizon"],
                 action_dim=data["action_dim"],
@@ -222,21 +217,12 @@ class VqManifest:
 
     def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
         """YAML-ready mapping; ONNX paths relative to ``relative_to`` when given."""
-
-        def rel(p: Path) -> str:
-            if relative_to is None:
-                return str(p)
-            try:
-                return str(p.resolve().relative_to(Path(relative_to).resolve()))
-            except ValueError:
-                return str(p.resolve())
-
         return {
             "tokenizer_id": self.tokenizer_id,
             "action_head": "latent_vq",
             "action_space": self.action_space,
-            "encoder": rel(self.encoder_path),
-            "decoder": rel(self.decoder_path),
+            "encoder": relative_path(self.encoder_path, relative_to),
+            "decoder": relative_path(self.decoder_path, relative_to),
             "horizon": self.horizon,
             "action_dim": self.action_dim,
             "dt_s": self.dt_s,

@@ -13,12 +13,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from robot_stack.errors import ConfigError
 from robot_stack.metrics import latency_stats
+
+if TYPE_CHECKING:
+    from robot_stack.transport.answers import AnswerTracking
 
 __all__ = ["PingReport", "ping", "zero_observation"]
 
@@ -36,6 +39,14 @@ class PingReport:
     round_trip: dict[str, float] = field(default_factory=dict)
     clock_offset_ms: float | None = None
     clock_offset_uncertainty_ms: float | None = None
+
+    def measured(self, round_trips_s: list[float], client: AnswerTracking) -> None:
+        """Fill in the round trips (s) and the client's clock-offset estimate (None while it has none)."""
+        self.round_trip = latency_stats(np.asarray(round_trips_s))
+        if client.clock_offset_ns is not None:
+            self.clock_offset_ms = client.clock_offset_ns / 1e6
+            unc = client.clock_offset_uncertainty_ns
+            self.clock_offset_uncertainty_ms = None if unc is None else unc / 1e6
 
     def rows(self) -> list[tuple[str, str]]:
         """(what, value) rows for the summary table."""
@@ -142,11 +153,7 @@ def ping(
                 samples.append(client.health()["round_trip_ms"] / 1e3)
             else:
                 samples.append(client.infer(obs).timing.round_trip_ms / 1e3)
-        report.round_trip = latency_stats(np.asarray(samples))
-        if client.clock_offset_ns is not None:
-            report.clock_offset_ms = client.clock_offset_ns / 1e6
-            unc = client.clock_offset_uncertainty_ns
-            report.clock_offset_uncertainty_ms = None if unc is None else unc / 1e6
+        report.measured(samples, client)
     return report
 
 
@@ -162,9 +169,5 @@ def _ping_openpi(endpoint: str, n: int, timeout_s: float) -> PingReport:
         for _ in range(n):
             samples.append(client.infer(obs).timing.round_trip_ms / 1e3)
         report.health = {"status": "answering", "seconds": round(time.monotonic() - t0, 3)}
-        report.round_trip = latency_stats(np.asarray(samples))
-        if client.clock_offset_ns is not None:
-            report.clock_offset_ms = client.clock_offset_ns / 1e6
-            unc = client.clock_offset_uncertainty_ns
-            report.clock_offset_uncertainty_ms = None if unc is None else unc / 1e6
+        report.measured(samples, client)
     return report

@@ -36,7 +36,7 @@ from robot_stack.policy.gpu_env import ENGINES
 from robot_stack.policy.manifest import PolicyManifest
 from robot_stack.policy.runtime import OnnxPolicy, available_providers
 
-__all__ = ["BackendChoice", "FallbackPolicy", "load_backend"]
+__all__ = ["BackendChoice", "FallbackPolicy", "load_backend", "load_sampler"]
 
 log = logging.getLogger("robot_stack.policy.backends")
 
@@ -104,22 +104,19 @@ def load_backend(
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine {engine!r} unknown; choose one of {ENGINES}")
-    common = dict(
-        provider=provider,
-        precision=precision,
-        strict=strict,
-        threads=threads,
-        trt_options=trt_options,
-        fallback=fallback,
-        runtime_fallback=runtime_fallback,
-    )
-    if manifest.flow_matching is not None:
-        return _load_flow(manifest, engine, **common)  # type: ignore[arg-type]
-    if manifest.vla is not None:  # two graphs, each loaded (and gated) here: robot_stack.policy.vla
-        from robot_stack.policy.vla import load_vla
-
-        vla, reason = load_vla(manifest, engine, torch_options=torch_options, **common)  # type: ignore[arg-type]
-        return BackendChoice(vla, engine if not reason else "ort", reason)
+    if manifest.sampler is not None:  # flow_matching: or vla: two graphs, each loaded (and gated) as below
+        return load_sampler(
+            manifest,
+            engine,
+            provider=provider,
+            precision=precision,
+            strict=strict,
+            threads=threads,
+            trt_options=trt_options,
+            torch_options=torch_options,
+            fallback=fallback,
+            runtime_fallback=runtime_fallback,
+        )  # not calibration/gate_frames: those are sets of the model's inputs, not of each graph's
     if engine == "ort":
         choice = _load_ort(manifest, provider, threads, precision or "fp32", strict, trt_options or {})
         return choice
@@ -170,22 +167,62 @@ def load_backend(
     return BackendChoice(policy, engine, "", report)
 
 
-def _load_flow(manifest: PolicyManifest, engine: str, **kwargs: Any) -> BackendChoice:
-    """A flow-matching model: its prefix encoder and its denoising step are each loaded (and gated) like any
-    model on ``engine`` — each is a deterministic graph — and composed by
-    :class:`~robot_stack.policy.flow.FlowMatchingPolicy`. (Neither has a torch program: ``engine="torch"`` falls
-    back to ONNX Runtime with the reason.)"""
-    from robot_stack.policy.flow import FlowMatchingPolicy
+def load_sampler(
+    manifest: PolicyManifest,
+    engine: str = "ort",
+    *,
+    steps: int | None = None,
+    prefix_cache: bool = True,
+    **kwargs: Any,
+) -> BackendChoice:
+    """A flow-matching model of either form (``flow_matching:`` or ``vla:``, :attr:`PolicyManifest.sampler`): its
+    prefix encoder and its denoising step (:meth:`PolicyManifest.sampler_graphs`) are each loaded, gated and, on
+    failure, replaced by ONNX Runtime on their own like any model (:func:`load_backend`; each is a deterministic
+    graph), then composed by :class:`~robot_stack.policy.flow.FlowMatchingPolicy` or
+    :class:`~robot_stack.policy.vla.VlaPolicy`.
 
-    encoder = load_backend(manifest.flow_encoder_manifest(), engine, **kwargs)
-    step = load_backend(manifest.flow_step_manifest(), engine, **kwargs)
-    if encoder.policy is None or step.policy is None:
-        _release(encoder.policy)
-        _release(step.policy)
-        return BackendChoice(None, encoder.backend, "; ".join(r for r in (encoder.reason, step.reason) if r))
-    backend = encoder.backend if encoder.backend == step.backend else f"{encoder.backend}+{step.backend}"
-    reasons = [f"{part}: {c.reason}" for part, c in (("encoder", encoder), ("step", step)) if c.reason]
-    return BackendChoice(FlowMatchingPolicy(manifest, encoder.policy, step.policy), backend, "; ".join(reasons))
+    Args:
+        steps, prefix_cache: the VLA's options (:class:`~robot_stack.policy.vla.VlaPolicy`; default: the manifest's
+            ``vla.steps``, the cache on).
+        kwargs: :func:`load_backend`'s options, for both graphs.
+    Returns:
+        the composed policy (None when a graph could not be served with ``fallback=False``; the other is closed);
+        ``backend``: each graph's engine (``tensorrt+ort`` where they differ); ``reason``: each graph that fell
+        back, by name (``<model_id>/<graph>: <why>``).
+    Raises:
+        ConfigError: no sampling loop, or ``steps``/``prefix_cache`` for a ``flow_matching:`` model.
+    """
+    spec = manifest.sampler
+    if spec is None:
+        raise ConfigError(f"manifest {manifest.source or manifest.model_id} has no flow_matching or vla section")
+    if manifest.vla is None and (steps is not None or not prefix_cache):
+        raise ConfigError(f"steps and prefix_cache are options of a vla: model; {manifest.model_id} is flow_matching")
+    graphs = manifest.sampler_graphs()
+    choices = [load_backend(graph, engine, **kwargs) for graph in graphs]
+    backend = "+".join(dict.fromkeys(c.backend for c in choices))
+    reason = "; ".join(f"{graph.model_id}: {c.reason}" for graph, c in zip(graphs, choices, strict=True) if c.reason)
+    if any(c.policy is None for c in choices):
+        for c in choices:
+            _release(c.policy)
+        return BackendChoice(None, backend, reason)
+    encoder, step = (c.policy for c in choices)
+    policy: Any
+    if manifest.vla is not None:
+        from robot_stack.policy.vla import VlaPolicy
+
+        policy = VlaPolicy(manifest, encoder, step, steps=steps, prefix_cache=prefix_cache)
+    else:
+        from robot_stack.policy.flow import FlowMatchingPolicy
+
+        policy = FlowMatchingPolicy(manifest, encoder, step)
+    log.info(
+        "%s: prefix encoder on %s, denoising step on %s, K = %d",
+        manifest.model_id,
+        encoder.provider,
+        step.provider,
+        getattr(policy, "steps", spec.steps),
+    )
+    return BackendChoice(policy, backend, reason)
 
 
 def _release(candidate: Any) -> None:

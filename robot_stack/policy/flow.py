@@ -95,7 +95,7 @@ class FlowMatchingPolicy:
         batch = int(next(iter(context.values())).shape[0]) if self._batched else 1
         fm = self.spec
         guidance = rtc_guidance(
-            self.manifest, rtc, batch, accepts=self.accepts_rtc, beta=fm.guidance_beta, section="flow_matching"
+            self.manifest, rtc, batch, accepts=self.accepts_rtc, beta=fm.guidance_beta, section=fm.section
         )
         tau_in = np.zeros((batch, 1) if self._batched else (1,), dtype=np.float32)
 

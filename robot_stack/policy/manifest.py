@@ -58,6 +58,10 @@ the server is fed and answers), ``vla.prefix_inputs``/``vla.prefix_outputs`` the
       prefix_outputs: [{name: prefix_kv, ...}, {name: prefix_mask, ...}]
       denoise: {onnx: denoise.onnx, torch: {program: denoise.pt2}, inputs: [noisy_actions, time, state, prefix_kv,
                 prefix_mask], outputs: [velocity]}
+
+``flow_matching:`` and ``vla:`` are two forms of one thing, a flow-matching sampling loop (:class:`SamplerSpec`:
+``steps``, ``rtc``, ``guidance_beta``, read and checked once for both; :attr:`PolicyManifest.sampler`,
+:meth:`PolicyManifest.sampler_graphs`); they differ only in how they name the two graphs' tensors.
 """
 
 from __future__ import annotations
@@ -67,12 +71,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import yaml
 
-from robot_stack.config import read_yaml
+from robot_stack.config import check_keys, read_yaml, relative_path, resolve_path
 from robot_stack.errors import ConfigError
 from robot_stack.policy.instruction import InstructionSpec
 from robot_stack.types import ActionHead
@@ -88,6 +92,7 @@ __all__ = [
     "FlowMatchingSpec",
     "NormStats",
     "PolicyManifest",
+    "SamplerSpec",
     "TensorSpec",
     "TorchSpec",
     "VLA_NOISY_INPUT",
@@ -122,20 +127,12 @@ _KEYS_OPTIONAL = (
     "instruction",
     "vla",
 )
-_BACKBONE_KEYS = {"onnx", "inputs", "outputs", "rate_hz", "normalization"}
-_FLOW_KEYS = {
-    "step_graph",
-    "steps",
-    "context",
-    "rtc",
-    "noise_input",
-    "time_input",
-    "velocity_output",
-    "guidance_beta",
-    "seed",
-}
-_VLA_KEYS = {"steps", "prefix_inputs", "prefix_outputs", "denoise"}
-_VLA_OPTIONAL_KEYS = {"rtc", "guidance_beta"}
+#: Keys of the sections: required, optional.
+_BACKBONE_KEYS = ({"onnx", "inputs", "outputs", "rate_hz"}, {"normalization"})
+_VLA_DENOISE_KEYS = ({"onnx", "inputs", "outputs"}, {"torch"})
+#: Most integration steps a flow-matching section may declare.
+_MAX_STEPS = 1000
+_Spec = TypeVar("_Spec")
 #: Names of the denoising step's own tensors (its other inputs are prefix outputs and model inputs such as state).
 VLA_NOISY_INPUT = "noisy_actions"
 VLA_TIME_INPUT = "time"
@@ -247,7 +244,55 @@ class BackboneSpec:
 
 
 @dataclass(frozen=True)
-class FlowMatchingSpec:
+class SamplerSpec:
+    """The sampling loop of a flow-matching action expert: what the two manifest forms, ``flow_matching:``
+    (:class:`FlowMatchingSpec`) and ``vla:`` (:class:`VlaSpec`), share. Both are a prefix encoder run once per
+    request and a denoising step run ``steps`` times on its outputs, integrated by the one loop
+    :mod:`robot_stack.policy.denoise`; the forms differ only in how they name the two graphs' tensors.
+
+    Attributes:
+        steps: integration steps K per chunk (1..1000).
+        rtc: requests may carry ``rtc/prefix`` + ``rtc/delay_steps`` (real-time chunking, :mod:`.rtc`).
+        guidance_beta: the RTC guidance clip (> 0; Black et al. use 5).
+    """
+
+    #: The manifest section that declares the loop (``flow_matching`` or ``vla``; errors name its keys).
+    section: ClassVar[str] = "sampler"
+    #: The section's keys besides ``steps``, ``rtc`` and ``guidance_beta``: (required, optional).
+    own_keys: ClassVar[tuple[frozenset[str], frozenset[str]]] = (frozenset(), frozenset())
+
+    steps: int
+    rtc: bool = False
+    guidance_beta: float = 5.0
+
+    def check(self, manifest: PolicyManifest, where: str) -> None:
+        """Raise :class:`ConfigError` unless this loop fits ``manifest``: K in 1..1000, a positive guidance clip, no
+        backbone (the prefix encoder plays that part); subclasses check their graphs' tensors against the model's."""
+        if manifest.backbone is not None:
+            raise ConfigError(
+                f"{where}: {self.section} with a backbone is not supported; its prefix encoder plays that part, "
+                "export one prefix encoder"
+            )
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= _MAX_STEPS:
+            raise ConfigError(f"{where}: {self.section}.steps must be an int in 1..{_MAX_STEPS}, got {self.steps!r}")
+        if not _positive(self.guidance_beta):
+            raise ConfigError(f"{where}: {self.section}.guidance_beta must be > 0, got {self.guidance_beta!r}")
+
+    @classmethod
+    def _read_section(cls, raw: Any, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The section as a mapping with its keys (the shared ``steps``, ``rtc``, ``guidance_beta`` and
+        :attr:`own_keys`), and its ``steps``, ``rtc`` and ``guidance_beta`` as constructor arguments (their values
+        are checked by :meth:`check`, the manifest's other fields being needed for that)."""
+        required, optional = cls.own_keys
+        raw = check_keys(raw, f"{where}: {cls.section}", {"steps", *required}, {"rtc", "guidance_beta", *optional})
+        rtc = raw.get("rtc", cls.rtc)
+        if not isinstance(rtc, bool):
+            raise ConfigError(f"{where}: {cls.section}.rtc must be true or false, got {rtc!r}")
+        return raw, {"steps": raw["steps"], "rtc": rtc, "guidance_beta": raw.get("guidance_beta", cls.guidance_beta)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlowMatchingSpec(SamplerSpec):
     """A flow-matching action expert (``flow_matching:`` in the manifest; :mod:`robot_stack.policy.flow` runs it).
 
     The chunk is integrated from Gaussian noise (``tau = 0``) to actions (``tau = 1``) in ``steps`` Euler steps of
@@ -256,29 +301,50 @@ class FlowMatchingSpec:
     denoising steps reuse it. Actions are in the model's normalised units (the manifest's normalisation of the
     action output applies to the result).
 
-    Attributes:
+    Attributes (besides :class:`SamplerSpec`'s ``steps``, ``rtc``, ``guidance_beta``):
         step_graph: absolute path of the denoising-step ONNX file.
-        steps: integration steps K (>= 1).
         context: the encoder's outputs, each an input of the step graph (names, dtypes, shapes; batch dim -1).
-        rtc: requests may carry ``rtc/prefix`` + ``rtc/delay_steps`` (real-time chunking, :mod:`.rtc`).
         noise_input, time_input, velocity_output: tensor names of the step graph (``x_t``, ``tau``, ``velocity``).
-        guidance_beta: the RTC guidance clip (Black et al. use 5).
         seed: seed of the noise generator (None: fresh entropy; set it for reproducible chunks).
     """
 
+    section: ClassVar[str] = "flow_matching"
+    own_keys: ClassVar[tuple[frozenset[str], frozenset[str]]] = (
+        frozenset({"step_graph", "context"}),
+        frozenset({"noise_input", "time_input", "velocity_output", "seed"}),
+    )
+
     step_graph: Path
-    steps: int
     context: tuple[TensorSpec, ...]
-    rtc: bool = False
     noise_input: str = "x_t"
     time_input: str = "tau"
     velocity_output: str = "velocity"
-    guidance_beta: float = 5.0
     seed: int | None = None
 
-    def to_dict(self, step_graph: str) -> dict[str, Any]:
+    def check(self, manifest: PolicyManifest, where: str) -> None:
+        """:meth:`SamplerSpec.check`, and: one float32 action output of ``horizon`` steps, unique step-graph inputs."""
+        super().check(manifest, where)
+        if len(manifest.outputs) != 1:
+            raise ConfigError(
+                f"{where}: with flow_matching the manifest has exactly one output, the sampled actions "
+                f"(-1, horizon, dim); got {[t.name for t in manifest.outputs]}"
+            )
+        out, horizon = manifest.outputs[0], manifest.horizon
+        batched = len(out.shape) == 3 and out.shape[1] == horizon
+        single = len(out.shape) == 2 and out.shape[0] == horizon
+        if out.dtype != "float32" or not (batched or single) or out.shape[-1] < 1:
+            raise ConfigError(
+                f"{where}: flow_matching output {out.name!r} must be float32 (-1, {horizon}, dim) (a batched "
+                f"model) or ({horizon}, dim), got {out.dtype} {list(out.shape)}"
+            )
+        names = {self.noise_input, self.time_input, *(t.name for t in self.context)}
+        if len(names) != 2 + len(self.context):
+            raise ConfigError(f"{where}: flow_matching step-graph input names must be unique, got {sorted(names)}")
+
+    def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
+        """A YAML-ready mapping; ``step_graph`` relative to ``relative_to`` when given."""
         out: dict[str, Any] = {
-            "step_graph": step_graph,
+            "step_graph": relative_path(self.step_graph, relative_to),
             "steps": self.steps,
             "context": [t.to_dict() for t in self.context],
             "rtc": self.rtc,
@@ -292,40 +358,82 @@ class FlowMatchingSpec:
         return out
 
 
-@dataclass(frozen=True)
-class VlaSpec:
+@dataclass(frozen=True, kw_only=True)
+class VlaSpec(SamplerSpec):
     """The two graphs of a vision-language-action model (see the module docstring).
 
-    Attributes:
-        steps: default number of integration steps K per chunk.
+    Attributes (besides :class:`SamplerSpec`'s ``steps``, ``rtc``, ``guidance_beta``):
         prefix_inputs, prefix_outputs: the prefix encoder's (top-level ``onnx``) tensors.
         denoise_onnx: absolute path of the denoising step's ONNX file.
         denoise_inputs, denoise_outputs: its tensors (:data:`VLA_NOISY_INPUT`, :data:`VLA_TIME_INPUT`, prefix
             outputs, model inputs; :data:`VLA_VELOCITY_OUTPUT`).
         denoise_torch: its torch program, if any.
-        rtc: requests may carry ``rtc/prefix`` + ``rtc/delay_steps`` (real-time chunking, :mod:`.rtc`), as with
-            :attr:`FlowMatchingSpec.rtc`.
-        guidance_beta: the RTC guidance clip (Black et al. use 5).
     """
 
-    steps: int
+    section: ClassVar[str] = "vla"
+    own_keys: ClassVar[tuple[frozenset[str], frozenset[str]]] = (
+        frozenset({"prefix_inputs", "prefix_outputs", "denoise"}),
+        frozenset(),
+    )
+
     prefix_inputs: tuple[TensorSpec, ...]
     prefix_outputs: tuple[TensorSpec, ...]
     denoise_onnx: Path
     denoise_inputs: tuple[TensorSpec, ...]
     denoise_outputs: tuple[TensorSpec, ...]
     denoise_torch: TorchSpec | None = None
-    rtc: bool = False
-    guidance_beta: float = 5.0
 
-    def to_dict(self, relative_to: str | Path | None) -> dict[str, Any]:
+    def check(self, manifest: PolicyManifest, where: str) -> None:
+        """:meth:`SamplerSpec.check`, and: one continuous ``actions`` output; the prefix inputs are model inputs (or
+        widened); the denoising step takes the noisy actions, the time, every prefix output and model inputs only,
+        and answers the velocity; every model input feeds one of the two graphs."""
+        super().check(manifest, where)
+        if [t.name for t in manifest.outputs] != ["actions"] or manifest.action_head != ActionHead.CONTINUOUS.value:
+            raise ConfigError(f"{where}: a VLA answers one output, actions, with action_head continuous")
+        mine = {t.name: t for t in manifest.inputs}
+        for spec in self.prefix_inputs:
+            top = mine.get(spec.name)
+            if (
+                top is None
+                or len(top.shape) != len(spec.shape)
+                or (top.dtype != spec.dtype and (top.dtype, spec.dtype) not in _WIDENING)
+            ):
+                raise ConfigError(
+                    f"{where}: vla.prefix_inputs {spec.name!r} ({spec.dtype}) must be a model input of the same rank "
+                    f"and dtype (or widened: {sorted(_WIDENING)})"
+                )
+        denoise = {t.name: t for t in self.denoise_inputs}
+        needed = {VLA_NOISY_INPUT, VLA_TIME_INPUT} | {t.name for t in self.prefix_outputs}
+        if not needed <= set(denoise):
+            raise ConfigError(f"{where}: vla.denoise.inputs must include {sorted(needed)}, got {sorted(denoise)}")
+        rest = set(denoise) - needed
+        prefix_names = {t.name for t in self.prefix_inputs}
+        if not rest <= set(mine) - prefix_names:
+            raise ConfigError(
+                f"{where}: vla.denoise input(s) {sorted(rest - set(mine))} are neither prefix outputs nor model inputs"
+            )
+        if set(mine) != prefix_names | rest:
+            raise ConfigError(
+                f"{where}: every model input must feed the prefix or the denoising step; unused: "
+                f"{sorted(set(mine) - prefix_names - rest)}"
+            )
+        if [t.name for t in self.denoise_outputs] != [VLA_VELOCITY_OUTPUT]:
+            raise ConfigError(f"{where}: vla.denoise.outputs must be exactly [{VLA_VELOCITY_OUTPUT}]")
+        if denoise[VLA_NOISY_INPUT].shape[1:] != manifest.outputs[0].shape[1:]:
+            raise ConfigError(
+                f"{where}: {VLA_NOISY_INPUT} {denoise[VLA_NOISY_INPUT].shape} and actions {manifest.outputs[0].shape} "
+                "must agree beyond the batch dim"
+            )
+
+    def to_dict(self, relative_to: str | Path | None = None) -> dict[str, Any]:
+        """A YAML-ready mapping; the graphs' paths relative to ``relative_to`` when given."""
         denoise: dict[str, Any] = {
-            "onnx": _relative(self.denoise_onnx, relative_to),
+            "onnx": relative_path(self.denoise_onnx, relative_to),
             "inputs": [t.to_dict() for t in self.denoise_inputs],
             "outputs": [t.to_dict() for t in self.denoise_outputs],
         }
         if self.denoise_torch is not None:
-            denoise["torch"] = {"program": _relative(self.denoise_torch.program, relative_to)}
+            denoise["torch"] = {"program": relative_path(self.denoise_torch.program, relative_to)}
         return {
             "steps": self.steps,
             "prefix_inputs": [t.to_dict() for t in self.prefix_inputs],
@@ -477,52 +585,42 @@ class PolicyManifest:
             except ProtocolError as exc:
                 raise ConfigError(f"{where}: compression.{name}: {exc}") from exc
         object.__setattr__(self, "compression", dict(self.compression))
-        self._check_flow(where)
-        self._check_language(where)
+        self._check_sampler(where)
+        self._check_instruction(where)
 
-    def _check_flow(self, where: str) -> None:
-        fm = self.flow_matching
-        if fm is None:
-            return
-        if self.vla is not None:
+    def _check_sampler(self, where: str) -> None:
+        """Validate the flow-matching sampling loop, either form (:meth:`SamplerSpec.check`)."""
+        if self.flow_matching is not None and self.vla is not None:
             raise ConfigError(f"{where}: a manifest has flow_matching or vla, not both")
-        if self.backbone is not None:
-            raise ConfigError(f"{where}: flow_matching with a backbone is not supported; export one prefix encoder")
-        if isinstance(fm.steps, bool) or not isinstance(fm.steps, int) or not 1 <= fm.steps <= 1000:
-            raise ConfigError(f"{where}: flow_matching.steps must be an int in 1..1000, got {fm.steps!r}")
-        if not (_positive(fm.guidance_beta)):
-            raise ConfigError(f"{where}: flow_matching.guidance_beta must be > 0, got {fm.guidance_beta!r}")
-        if len(self.outputs) != 1:
-            raise ConfigError(
-                f"{where}: with flow_matching the manifest has exactly one output, the sampled actions "
-                f"(-1, horizon, dim); got {[t.name for t in self.outputs]}"
-            )
-        out = self.outputs[0]
-        batched = len(out.shape) == 3 and out.shape[1] == self.horizon
-        single = len(out.shape) == 2 and out.shape[0] == self.horizon
-        if out.dtype != "float32" or not (batched or single) or out.shape[-1] < 1:
-            raise ConfigError(
-                f"{where}: flow_matching output {out.name!r} must be float32 (-1, {self.horizon}, dim) (a batched "
-                f"model) or ({self.horizon}, dim), got {out.dtype} {list(out.shape)}"
-            )
-        names = {fm.noise_input, fm.time_input, *(t.name for t in fm.context)}
-        if len(names) != 2 + len(fm.context):
-            raise ConfigError(f"{where}: flow_matching step-graph input names must be unique, got {sorted(names)}")
+        if self.sampler is not None:
+            self.sampler.check(self, where)
 
     @property
     def action_dim(self) -> int:
         """Size of the last axis of the first output (the action vector)."""
         return int(self.outputs[0].shape[-1])
 
+    @property
+    def sampler(self) -> SamplerSpec | None:
+        """The flow-matching sampling loop, either form (``flow_matching:`` or ``vla:``); None without one."""
+        return self.flow_matching if self.flow_matching is not None else self.vla
+
+    def sampler_graphs(self) -> tuple[PolicyManifest, PolicyManifest]:
+        """The two graphs of a flow-matching model of either form, each as a plain single-graph manifest: (prefix
+        encoder, denoising step) (:meth:`flow_encoder_manifest`, :meth:`flow_step_manifest` or
+        :meth:`vla_prefix_manifest`, :meth:`vla_denoise_manifest`)."""
+        if self.flow_matching is not None:
+            return self.flow_encoder_manifest(), self.flow_step_manifest()
+        return self.vla_prefix_manifest(), self.vla_denoise_manifest()
+
     def flow_encoder_manifest(self) -> PolicyManifest:
         """The prefix encoder of a flow-matching model alone: the model's inputs -> the context tensors."""
-        fm = self._require_flow()
-        norm = {k: v for k, v in self.normalization.items() if k in {t.name for t in self.inputs}}
+        fm = self._required(self.flow_matching, "flow_matching section")
         return dataclasses.replace(
             self,
             model_id=f"{self.model_id}/encoder",
             outputs=fm.context,
-            normalization=norm,
+            normalization=self._normalization_of(self.inputs),
             torch=None,
             flow_matching=None,
             compression={},
@@ -531,86 +629,61 @@ class PolicyManifest:
     def flow_step_manifest(self) -> PolicyManifest:
         """The denoising step of a flow-matching model alone: (noisy actions, tau, context) -> velocity. A batched
         model's ``tau`` is (B, 1), an unbatched one's (1,)."""
-        fm = self._require_flow()
+        fm = self._required(self.flow_matching, "flow_matching section")
         actions = self.outputs[0]
         x = TensorSpec(fm.noise_input, "float32", actions.shape)
         tau = TensorSpec(fm.time_input, "float32", (-1, 1) if len(actions.shape) == 3 else (1,))
+        velocity = TensorSpec(fm.velocity_output, "float32", actions.shape)
+        return self._graph("step", fm.step_graph, (x, tau, *fm.context), (velocity,), self.action_space)
+
+    def _graph(
+        self,
+        part: str,
+        onnx_path: Path,
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
+        action_space: str,
+        **fields: Any,
+    ) -> PolicyManifest:
+        """One graph of this model as a plain single-graph manifest, ``<model_id>/<part>`` (every engine serves it;
+        the accuracy gates compare it): the model's providers, source, batching and action head; its horizon and
+        ``dt_s`` unless ``fields`` (other :class:`PolicyManifest` fields) say otherwise."""
+        fields = {"action_head": self.action_head, "horizon": self.horizon, "dt_s": self.dt_s, **fields}
         return PolicyManifest(
-            model_id=f"{self.model_id}/step",
-            onnx_path=fm.step_graph,
-            inputs=(x, tau, *fm.context),
-            outputs=(TensorSpec(fm.velocity_output, "float32", actions.shape),),
-            action_space=self.action_space,
-            action_head=self.action_head,
-            horizon=self.horizon,
-            dt_s=self.dt_s,
+            model_id=f"{self.model_id}/{part}",
+            onnx_path=onnx_path,
+            inputs=inputs,
+            outputs=outputs,
+            action_space=action_space,
             providers=self.providers,
             source=self.source,
             max_batch=self.max_batch,
+            **fields,
         )
 
-    def _require_flow(self) -> FlowMatchingSpec:
-        if self.flow_matching is None:
-            raise ConfigError(f"manifest {self.source or self.model_id}: has no flow_matching section")
-        return self.flow_matching
+    def _normalization_of(self, tensors: tuple[TensorSpec, ...]) -> dict[str, NormStats]:
+        """The statistics of those of ``tensors`` the manifest normalises."""
+        names = {t.name for t in tensors}
+        return {k: v for k, v in self.normalization.items() if k in names}
 
-    def _check_language(self, where: str) -> None:
-        """Validate the instruction input and the VLA graph split."""
-        mine = {t.name: t for t in self.inputs}
+    def _required(self, spec: _Spec | None, what: str) -> _Spec:
+        if spec is None:
+            raise ConfigError(f"manifest {self.source or self.model_id}: has no {what}")
+        return spec
+
+    def _check_instruction(self, where: str) -> None:
+        """Validate the instruction input."""
         ins = self.instruction
-        if ins is not None:
-            spec = mine.get(ins.input)
-            if spec is None or spec.dtype != "int32" or len(spec.shape) != 2 or spec.shape[1] != ins.max_tokens:
-                raise ConfigError(
-                    f"{where}: instruction.input {ins.input!r} must be an int32 input of shape [-1, {ins.max_tokens}] "
-                    f"(max_tokens); inputs: {[t.to_dict() for t in self.inputs]}"
-                )
-            if self.backbone is not None:
-                raise ConfigError(f"{where}: an instruction input with a backbone is not supported")
-        vla = self.vla
-        if vla is None:
+        if ins is None:
             return
+        spec = {t.name: t for t in self.inputs}.get(ins.input)
+        if spec is None or spec.dtype != "int32" or len(spec.shape) != 2 or spec.shape[1] != ins.max_tokens:
+            raise ConfigError(
+                f"{where}: instruction.input {ins.input!r} must be an int32 input of shape [-1, {ins.max_tokens}] "
+                f"(max_tokens); inputs: {[t.to_dict() for t in self.inputs]}"
+            )
         if self.backbone is not None:
-            raise ConfigError(f"{where}: a VLA (vla:) has no backbone; its prefix encoder plays that part")
-        if isinstance(vla.steps, bool) or not isinstance(vla.steps, int) or not 1 <= vla.steps <= 1000:
-            raise ConfigError(f"{where}: vla.steps must be an int in 1..1000, got {vla.steps!r}")
-        if not _positive(vla.guidance_beta):
-            raise ConfigError(f"{where}: vla.guidance_beta must be > 0, got {vla.guidance_beta!r}")
-        if [t.name for t in self.outputs] != ["actions"] or self.action_head != ActionHead.CONTINUOUS.value:
-            raise ConfigError(f"{where}: a VLA answers one output, actions, with action_head continuous")
-        for spec in vla.prefix_inputs:
-            top = mine.get(spec.name)
-            if (
-                top is None
-                or len(top.shape) != len(spec.shape)
-                or (top.dtype != spec.dtype and (top.dtype, spec.dtype) not in _WIDENING)
-            ):
-                raise ConfigError(
-                    f"{where}: vla.prefix_inputs {spec.name!r} ({spec.dtype}) must be a model input of the same rank "
-                    f"and dtype (or widened: {sorted(_WIDENING)})"
-                )
-        denoise = {t.name: t for t in vla.denoise_inputs}
-        needed = {VLA_NOISY_INPUT, VLA_TIME_INPUT} | {t.name for t in vla.prefix_outputs}
-        if not needed <= set(denoise):
-            raise ConfigError(f"{where}: vla.denoise.inputs must include {sorted(needed)}, got {sorted(denoise)}")
-        rest = set(denoise) - needed
-        prefix_names = {t.name for t in vla.prefix_inputs}
-        if not rest <= set(mine) - prefix_names:
-            raise ConfigError(
-                f"{where}: vla.denoise input(s) {sorted(rest - set(mine))} are neither prefix outputs nor model inputs"
-            )
-        if set(mine) != prefix_names | rest:
-            raise ConfigError(
-                f"{where}: every model input must feed the prefix or the denoising step; unused: "
-                f"{sorted(set(mine) - prefix_names - rest)}"
-            )
-        if [t.name for t in vla.denoise_outputs] != [VLA_VELOCITY_OUTPUT]:
-            raise ConfigError(f"{where}: vla.denoise.outputs must be exactly [{VLA_VELOCITY_OUTPUT}]")
-        if denoise[VLA_NOISY_INPUT].shape[1:] != self.outputs[0].shape[1:]:
-            raise ConfigError(
-                f"{where}: {VLA_NOISY_INPUT} {denoise[VLA_NOISY_INPUT].shape} and actions {self.outputs[0].shape} "
-                "must agree beyond the batch dim"
-            )
+            raise ConfigError(f"{where}: an instruction input with a backbone is not supported")
 
     @property
     def request_inputs(self) -> tuple[TensorSpec, ...]:
@@ -628,64 +701,43 @@ class PolicyManifest:
 
     def vla_prefix_manifest(self) -> PolicyManifest:
         """The prefix encoder alone, as a plain single-graph manifest (every engine serves it; gates compare it)."""
-        vla = self._vla()
-        return PolicyManifest(
-            model_id=f"{self.model_id}/prefix",
-            onnx_path=self.onnx_path,
-            inputs=vla.prefix_inputs,
-            outputs=vla.prefix_outputs,
-            action_space="vla_prefix",
+        vla = self._required(self.vla, "vla section (not a VLA)")
+        return self._graph(
+            "prefix",
+            self.onnx_path,
+            vla.prefix_inputs,
+            vla.prefix_outputs,
+            "vla_prefix",
             horizon=1,
-            dt_s=self.dt_s,
-            providers=self.providers,
-            source=self.source,
-            max_batch=self.max_batch,
             torch=self.torch,
         )
 
     def vla_denoise_manifest(self) -> PolicyManifest:
         """One denoising step alone, as a plain single-graph manifest; the model inputs it takes (``state``) keep
         their normalisation."""
-        vla = self._vla()
-        names = {t.name for t in vla.denoise_inputs}
-        return PolicyManifest(
-            model_id=f"{self.model_id}/denoise",
-            onnx_path=vla.denoise_onnx,
-            inputs=vla.denoise_inputs,
-            outputs=vla.denoise_outputs,
-            action_space="vla_velocity",
-            horizon=self.horizon,
-            dt_s=self.dt_s,
-            normalization={k: v for k, v in self.normalization.items() if k in names},
-            providers=self.providers,
-            source=self.source,
-            max_batch=self.max_batch,
+        vla = self._required(self.vla, "vla section (not a VLA)")
+        return self._graph(
+            "denoise",
+            vla.denoise_onnx,
+            vla.denoise_inputs,
+            vla.denoise_outputs,
+            "vla_velocity",
+            normalization=self._normalization_of(vla.denoise_inputs),
             torch=vla.denoise_torch,
         )
 
-    def _vla(self) -> VlaSpec:
-        if self.vla is None:
-            raise ConfigError(f"manifest {self.source or self.model_id}: is not a VLA (no vla: section)")
-        return self.vla
-
     def backbone_manifest(self) -> PolicyManifest:
         """A manifest describing the backbone alone (for running it with an ONNX/TensorRT backend)."""
-        if self.backbone is None:
-            raise ConfigError(f"manifest {self.source or self.model_id}: has no backbone")
-        bb = self.backbone
-        return PolicyManifest(
-            model_id=f"{self.model_id}/backbone",
-            onnx_path=bb.onnx_path,
-            inputs=bb.inputs,
-            outputs=bb.outputs,
-            action_space="backbone_features",
-            action_head=self.action_head,
+        bb = self._required(self.backbone, "backbone")
+        return self._graph(
+            "backbone",
+            bb.onnx_path,
+            bb.inputs,
+            bb.outputs,
+            "backbone_features",
             horizon=1,
             dt_s=1.0 / bb.rate_hz,
             normalization=bb.normalization,
-            providers=self.providers,
-            source=self.source,
-            max_batch=self.max_batch,
         )
 
     # ------------------------------------------------------------------------------------------- loading
@@ -695,28 +747,15 @@ class PolicyManifest:
         path = Path(path)
         if path.suffix == ".onnx":
             path = path.with_suffix(".yaml")
-        if not path.is_file():
-            raise ConfigError(f"model manifest {path} not found; write a <model>.yaml next to the ONNX file")
-        return cls.from_dict(read_yaml(path, "model manifest"), base_dir=path.parent, source=path)
+        data = read_yaml(path, "model manifest", missing="write a <model>.yaml next to the ONNX file")
+        return cls.from_dict(data, base_dir=path.parent, source=path)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: str | Path = ".", source: Path | None = None) -> PolicyManifest:
         """Build from a parsed YAML mapping; relative ``onnx`` paths are resolved against ``base_dir``."""
         where = f"manifest {source or '<dict>'}"
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a YAML mapping at top level, got {type(data).__name__}")
-        missing = [k for k in _KEYS_REQUIRED if k not in data]
-        if missing:
-            raise ConfigError(f"{where}: missing required key(s) {missing}")
-        unknown = sorted(set(data) - set(_KEYS_REQUIRED) - set(_KEYS_OPTIONAL))
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(_KEYS_REQUIRED + _KEYS_OPTIONAL)}")
-        onnx = data["onnx"]
-        if not isinstance(onnx, str) or not onnx:
-            raise ConfigError(f"{where}: onnx must be a path (relative to the manifest), got {onnx!r}")
-        onnx_path = Path(onnx)
-        if not onnx_path.is_absolute():
-            onnx_path = (Path(base_dir) / onnx_path).resolve()
+        check_keys(data, f"{where} (top level)", _KEYS_REQUIRED, _KEYS_OPTIONAL)
+        onnx_path = _parse_path(data["onnx"], "onnx", base_dir, where)
         norm = _parse_norm(data.get("normalization", data.get("normalisation")) or {}, where)
         providers = data.get("providers", ["cpu"])
         if isinstance(providers, str):
@@ -758,7 +797,7 @@ class PolicyManifest:
         """A YAML-ready mapping; ``onnx`` is written relative to ``relative_to`` when given."""
         out: dict[str, Any] = {
             "model_id": self.model_id,
-            "onnx": _relative(self.onnx_path, relative_to),
+            "onnx": relative_path(self.onnx_path, relative_to),
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "action_space": self.action_space,
@@ -779,13 +818,13 @@ class PolicyManifest:
         if self.compression:
             out["compression"] = dict(self.compression)
         if self.backbone is not None:
-            out["backbone"] = self.backbone.to_dict(_relative(self.backbone.onnx_path, relative_to))
+            out["backbone"] = self.backbone.to_dict(relative_path(self.backbone.onnx_path, relative_to))
         if self.torch is not None:
-            out["torch"] = {"program": _relative(self.torch.program, relative_to)}
+            out["torch"] = {"program": relative_path(self.torch.program, relative_to)}
         if self.flow_matching is not None:
-            out["flow_matching"] = self.flow_matching.to_dict(_relative(self.flow_matching.step_graph, relative_to))
+            out["flow_matching"] = self.flow_matching.to_dict(relative_to)
         if self.instruction is not None:
-            out["instruction"] = self.instruction.to_dict(_relative(self.instruction.tokenizer, relative_to))
+            out["instruction"] = self.instruction.to_dict(relative_path(self.instruction.tokenizer, relative_to))
         if self.vla is not None:
             out["vla"] = self.vla.to_dict(relative_to)
         return out
@@ -816,16 +855,6 @@ class PolicyManifest:
         return out
 
 
-def _relative(path: Path, relative_to: str | Path | None) -> str:
-    """``path`` relative to ``relative_to`` when given and possible, else absolute (or as is)."""
-    if relative_to is None:
-        return str(path)
-    try:
-        return str(path.resolve().relative_to(Path(relative_to).resolve()))
-    except ValueError:
-        return str(path.resolve())
-
-
 def _parse_norm(norm_raw: Any, where: str) -> dict[str, NormStats]:
     if not isinstance(norm_raw, dict):
         raise ConfigError(f"{where}: normalization must map tensor name -> {{mean, std}}")
@@ -840,19 +869,18 @@ def _parse_norm(norm_raw: Any, where: str) -> dict[str, NormStats]:
     return norm
 
 
+def _parse_path(raw: Any, name: str, base_dir: str | Path, where: str) -> Path:
+    """The file of key ``name``: a non-empty string, relative to the manifest's folder (or absolute)."""
+    if not isinstance(raw, str) or not raw:
+        raise ConfigError(f"{where}: {name} must be a path (relative to the manifest), got {raw!r}")
+    return resolve_path(raw, base_dir)
+
+
 def _parse_backbone(raw: Any, base_dir: str | Path, where: str) -> BackboneSpec | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict) or not {"onnx", "inputs", "outputs", "rate_hz"} <= set(raw):
-        raise ConfigError(f"{where}: backbone must be a mapping with onnx, inputs, outputs and rate_hz")
-    extra = set(raw) - _BACKBONE_KEYS
-    if extra:
-        raise ConfigError(f"{where}: backbone has unknown key(s) {sorted(extra)}; allowed: {sorted(_BACKBONE_KEYS)}")
-    if not isinstance(raw["onnx"], str) or not raw["onnx"]:
-        raise ConfigError(f"{where}: backbone.onnx must be a path (relative to the manifest)")
-    onnx_path = Path(raw["onnx"])
-    if not onnx_path.is_absolute():
-        onnx_path = (Path(base_dir) / onnx_path).resolve()
+    raw = check_keys(raw, f"{where}: backbone", *_BACKBONE_KEYS)
+    onnx_path = _parse_path(raw["onnx"], "backbone.onnx", base_dir, where)
     inputs = _parse_tensors(raw["inputs"], f"{where}: backbone.inputs")
     outputs = _parse_tensors(raw["outputs"], f"{where}: backbone.outputs")
     norm = _parse_norm(raw.get("normalization") or {}, f"{where}: backbone")
@@ -873,33 +901,18 @@ def _parse_torch(raw: Any, base_dir: str | Path, where: str) -> TorchSpec | None
         or not raw["program"]
     ):
         raise ConfigError(f"{where}: torch must be a mapping with exactly one key, program: <file> (.pt2 or .pt)")
-    program = Path(raw["program"])
-    if program.suffix not in TORCH_FORMATS:
+    if Path(raw["program"]).suffix not in TORCH_FORMATS:
         raise ConfigError(
             f"{where}: torch.program {raw['program']!r} has an unknown suffix; use .pt2 (torch.export) or "
             f".pt/.ts (TorchScript)"
         )
-    if not program.is_absolute():
-        program = (Path(base_dir) / program).resolve()
-    return TorchSpec(program)
+    return TorchSpec(resolve_path(raw["program"], base_dir))
 
 
 def _parse_flow(raw: Any, base_dir: str | Path, where: str) -> FlowMatchingSpec | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict) or not {"step_graph", "steps", "context"} <= set(raw):
-        raise ConfigError(f"{where}: flow_matching must be a mapping with step_graph, steps and context")
-    extra = set(raw) - _FLOW_KEYS
-    if extra:
-        raise ConfigError(f"{where}: flow_matching has unknown key(s) {sorted(extra)}; allowed: {sorted(_FLOW_KEYS)}")
-    if not isinstance(raw["step_graph"], str) or not raw["step_graph"]:
-        raise ConfigError(f"{where}: flow_matching.step_graph must be a path (relative to the manifest)")
-    step = Path(raw["step_graph"])
-    if not step.is_absolute():
-        step = (Path(base_dir) / step).resolve()
-    rtc = raw.get("rtc", False)
-    if not isinstance(rtc, bool):
-        raise ConfigError(f"{where}: flow_matching.rtc must be true or false, got {rtc!r}")
+    raw, loop = FlowMatchingSpec._read_section(raw, where)
     defaults = (("noise_input", "x_t"), ("time_input", "tau"), ("velocity_output", "velocity"))
     names = {k: raw.get(k, d) for k, d in defaults}
     if not all(isinstance(v, str) and v for v in names.values()):
@@ -908,11 +921,9 @@ def _parse_flow(raw: Any, base_dir: str | Path, where: str) -> FlowMatchingSpec 
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"{where}: flow_matching.seed must be an integer or null, got {seed!r}")
     return FlowMatchingSpec(
-        step_graph=step,
-        steps=raw["steps"],
+        **loop,
+        step_graph=_parse_path(raw["step_graph"], "flow_matching.step_graph", base_dir, where),
         context=_parse_tensors(raw["context"], f"{where}: flow_matching.context"),
-        rtc=rtc,
-        guidance_beta=raw.get("guidance_beta", 5.0),
         seed=seed,
         **names,
     )
@@ -932,45 +943,23 @@ def _parse_instruction(raw: Any, base_dir: str | Path, where: str) -> Instructio
     for key in ("input", "tokenizer", "meta_key"):
         if key in raw and (not isinstance(raw[key], str) or not raw[key]):
             raise ConfigError(f"{where}: instruction.{key} must be a non-empty string")
-    path = Path(raw["tokenizer"])
-    if not path.is_absolute():
-        path = (Path(base_dir) / path).resolve()
-    return InstructionSpec(raw["input"], path, max_tokens, raw.get("meta_key", "task"))
+    tokenizer = resolve_path(raw["tokenizer"], base_dir)
+    return InstructionSpec(raw["input"], tokenizer, max_tokens, raw.get("meta_key", "task"))
 
 
 def _parse_vla(raw: Any, base_dir: str | Path, where: str) -> VlaSpec | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict) or not set(raw) >= _VLA_KEYS or set(raw) - _VLA_KEYS - _VLA_OPTIONAL_KEYS:
-        raise ConfigError(
-            f"{where}: vla must be a mapping with {sorted(_VLA_KEYS)} (and optionally {sorted(_VLA_OPTIONAL_KEYS)}), "
-            f"got {sorted(raw) if isinstance(raw, dict) else raw!r}"
-        )
-    rtc = raw.get("rtc", False)
-    if not isinstance(rtc, bool):
-        raise ConfigError(f"{where}: vla.rtc must be true or false, got {rtc!r}")
-    denoise = raw["denoise"]
-    if not isinstance(denoise, dict) or not {"onnx", "inputs", "outputs"} <= set(denoise):
-        raise ConfigError(f"{where}: vla.denoise must be a mapping with onnx, inputs, outputs (and optionally torch)")
-    if set(denoise) - {"onnx", "inputs", "outputs", "torch"}:
-        raise ConfigError(
-            f"{where}: vla.denoise has unknown key(s) {sorted(set(denoise) - {'onnx', 'inputs', 'outputs', 'torch'})}"
-        )
-    if not isinstance(denoise["onnx"], str) or not denoise["onnx"]:
-        raise ConfigError(f"{where}: vla.denoise.onnx must be a path (relative to the manifest)")
-    onnx_path = Path(denoise["onnx"])
-    if not onnx_path.is_absolute():
-        onnx_path = (Path(base_dir) / onnx_path).resolve()
+    raw, loop = VlaSpec._read_section(raw, where)
+    denoise = check_keys(raw["denoise"], f"{where}: vla.denoise", *_VLA_DENOISE_KEYS)
     return VlaSpec(
-        steps=raw["steps"],
+        **loop,
         prefix_inputs=_parse_tensors(raw["prefix_inputs"], f"{where}: vla.prefix_inputs"),
         prefix_outputs=_parse_tensors(raw["prefix_outputs"], f"{where}: vla.prefix_outputs"),
-        denoise_onnx=onnx_path,
+        denoise_onnx=_parse_path(denoise["onnx"], "vla.denoise.onnx", base_dir, where),
         denoise_inputs=_parse_tensors(denoise["inputs"], f"{where}: vla.denoise.inputs"),
         denoise_outputs=_parse_tensors(denoise["outputs"], f"{where}: vla.denoise.outputs"),
         denoise_torch=_parse_torch(denoise.get("torch"), base_dir, f"{where}: vla.denoise"),
-        rtc=rtc,
-        guidance_beta=raw.get("guidance_beta", 5.0),
     )
 
 

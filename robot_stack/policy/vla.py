@@ -201,7 +201,7 @@ class VlaPolicy:
         vla = self.manifest.vla
         assert vla is not None
         guidance = rtc_guidance(
-            self.manifest, rtc, rows, accepts=self.accepts_rtc, beta=vla.guidance_beta, section="vla"
+            self.manifest, rtc, rows, accepts=self.accepts_rtc, beta=vla.guidance_beta, section=vla.section
         )
         t0 = time.perf_counter()
         prefix = self.encode_prefix(arrays)
@@ -233,51 +233,18 @@ def load_vla(
     manifest: PolicyManifest,
     engine: str = "ort",
     *,
-    provider: str | None = None,
-    precision: str | None = None,
-    strict: bool = False,
-    threads: int | None = None,
-    trt_options: Mapping[str, Any] | None = None,
-    torch_options: Mapping[str, Any] | None = None,
     steps: int | None = None,
     prefix_cache: bool = True,
-    fallback: bool = True,
-    runtime_fallback: bool = True,
+    **options: Any,
 ) -> tuple[VlaPolicy | None, str]:
     """Load both graphs of a VLA on ``engine`` (each behind the accuracy gate, each falling back to ONNX Runtime on
-    its own); return the policy and the fallback reasons ("" when both run on ``engine``). With ``fallback=False``
-    the policy is None when either graph could not be served on ``engine``."""
-    from robot_stack.policy.backends import load_backend
+    its own: :func:`robot_stack.policy.backends.load_sampler`, ``options`` those of
+    :func:`~robot_stack.policy.backends.load_backend`); return the policy and the fallback reasons ("" when both
+    run on ``engine``). With ``fallback=False`` the policy is None when either graph could not be served on
+    ``engine``."""
+    from robot_stack.policy.backends import load_sampler
 
-    reasons = []
-    backends = []
-    for sub in (manifest.vla_prefix_manifest(), manifest.vla_denoise_manifest()):
-        choice = load_backend(
-            sub,
-            engine,
-            provider=provider,
-            precision=precision,
-            strict=strict,
-            threads=threads,
-            trt_options=trt_options,
-            torch_options=torch_options,
-            fallback=fallback,
-            runtime_fallback=runtime_fallback,
-        )
-        backends.append(choice.policy)
-        if choice.reason:
-            reasons.append(f"{sub.model_id}: {choice.reason}")
-    if any(b is None for b in backends):
-        for b in backends:
-            if b is not None:
-                b.close()
-        return None, "; ".join(reasons)
-    policy = VlaPolicy(manifest, backends[0], backends[1], steps=steps, prefix_cache=prefix_cache)
-    log.info(
-        "%s: prefix on %s, denoising step on %s, K = %d",
-        manifest.model_id,
-        backends[0].provider,
-        backends[1].provider,
-        policy.steps,
-    )
-    return policy, "; ".join(reasons)
+    if manifest.vla is None:
+        raise ConfigError(f"manifest {manifest.source or manifest.model_id} is not a VLA (no vla: section)")
+    choice = load_sampler(manifest, engine, steps=steps, prefix_cache=prefix_cache, **options)
+    return choice.policy, choice.reason

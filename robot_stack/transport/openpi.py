@@ -51,7 +51,7 @@ from robot_stack.errors import (
 )
 from robot_stack.transport.answers import AnswerTracking
 from robot_stack.transport.client import CallTiming, PolicyClient, Reply
-from robot_stack.transport.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from robot_stack.transport.protocol import DEFAULT_MAX_MESSAGE_BYTES, unpack_capped
 
 __all__ = ["MAX_KEYS", "OpenPIClient", "OpenPIGateway", "flatten", "pack", "unpack"]
 
@@ -129,21 +129,15 @@ def _hook(obj: dict[Any, Any]) -> Any:
 
 def unpack(data: bytes, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Any:
     """Decode one message strictly (see the module docstring); ProtocolError / PayloadTooLargeError otherwise."""
-    if len(data) > max_message_bytes:
-        raise PayloadTooLargeError(f"message of {len(data)} bytes exceeds the cap of {max_message_bytes} bytes")
-    try:
-        return msgpack.unpackb(
-            data,
-            object_hook=_hook,
-            raw=False,
-            strict_map_key=False,
-            max_array_len=MAX_KEYS * 64,
-            max_map_len=MAX_KEYS,
-        )
-    except RobotStackError:
-        raise
-    except Exception as exc:  # msgpack's own errors: ExtraData, FormatError, ValueError for limits ...
-        raise ProtocolError(f"not a msgpack-numpy message ({type(exc).__name__}: {exc})") from exc
+    return unpack_capped(
+        data,
+        max_message_bytes,
+        "msgpack-numpy message",
+        object_hook=_hook,
+        strict_map_key=False,
+        max_array_len=MAX_KEYS * 64,
+        max_map_len=MAX_KEYS,
+    )
 
 
 def flatten(obj: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from robot_stack.errors import PayloadTooLargeError, ProtocolError, VersionMismatchError
+from robot_stack.errors import PayloadTooLargeError, ProtocolError, RobotStackError, VersionMismatchError
 from robot_stack.transport.codecs import check_codec, decode_array, encode_array
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "encode_error",
     "prepare_arrays",
     "salvage_request_id",
+    "unpack_capped",
 ]
 
 #: Version of the wire format this side sends. Bump on any change of the header or frame layout.
@@ -344,26 +345,38 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(f"msgpack extension type {code} in header; extension types are not allowed")
 
 
-def _unpack_header(head: bytes, max_header_bytes: int) -> Any:
-    if len(head) > max_header_bytes:
-        raise PayloadTooLargeError(f"header frame is {len(head)} bytes; the cap is {max_header_bytes}")
+def unpack_capped(data: bytes, cap: int, what: str, **options: Any) -> Any:
+    """Decode one msgpack document of at most ``cap`` bytes (``what`` it is names it in errors); ``options`` are
+    :func:`msgpack.unpackb`'s (limits, hooks; strings are always decoded as UTF-8).
+
+    Raises:
+        PayloadTooLargeError: ``data`` is larger than ``cap``.
+        ProtocolError: anything msgpack rejects (a hook's own :class:`RobotStackError` passes through as raised).
+    """
+    if len(data) > cap:
+        raise PayloadTooLargeError(f"{what} is {len(data)} bytes; the cap is {cap}")
     try:
-        return msgpack.unpackb(
-            head,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            ext_hook=_reject_ext,
-            max_str_len=max_header_bytes,
-            max_bin_len=max_header_bytes,
-            max_array_len=max_header_bytes,
-            max_map_len=max_header_bytes,
-            max_ext_len=max_header_bytes,  # so that _reject_ext names the problem
-        )
-    except ProtocolError:
+        return msgpack.unpackb(data, raw=False, **options)
+    except RobotStackError:
         raise
     except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, StackError, UnicodeDecodeError)
-        raise ProtocolError(f"header frame is not valid msgpack ({type(exc).__name__}: {exc})") from exc
+        raise ProtocolError(f"{what} is not valid msgpack ({type(exc).__name__}: {exc})") from exc
+
+
+def _unpack_header(head: bytes, max_header_bytes: int) -> Any:
+    return unpack_capped(
+        head,
+        max_header_bytes,
+        "header frame",
+        strict_map_key=True,
+        use_list=True,
+        ext_hook=_reject_ext,
+        max_str_len=max_header_bytes,
+        max_bin_len=max_header_bytes,
+        max_array_len=max_header_bytes,
+        max_map_len=max_header_bytes,
+        max_ext_len=max_header_bytes,  # so that _reject_ext names the problem
+    )
 
 
 def _frame_bytes(frame: Any) -> bytes:

@@ -30,7 +30,7 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from robot_stack.cameras.base import Camera
@@ -39,7 +39,7 @@ from robot_stack.graph.streams import StreamedCamera
 from robot_stack.metrics import latency_stats
 from robot_stack.types import CameraModel, Frame
 from robot_stack_ros.camera_node import publishing_camera
-from robot_stack_ros.common import STATE_QOS, fields_from_image, image_qos, stamp, stamp_ns
+from robot_stack_ros.common import STATE_QOS, image_qos, stamp, subscribe_camera
 
 #: the policy loop's mean read rate in both modes, Hz
 POLICY_HZ = 30.0
@@ -142,8 +142,7 @@ def policy(args: argparse.Namespace) -> dict[str, object]:
     qos = image_qos(args.qos)
     monitor = StreamMonitor("frames", latency_window=100_000)
     cam = StreamedCamera("front", CameraModel.from_fovy(640, 480, 58.0), 0.001, monitor)
-    node.create_subscription(Image, "/camera/color/image_raw", lambda m: _push(cam.push_color, m), qos)
-    node.create_subscription(Image, "/camera/aligned_depth_to_color/image_raw", lambda m: _push(cam.push_depth, m), qos)
+    subscribe_camera(node, cam, qos)
     print("READY", flush=True)
     loop = PolicyLoop(cam)
     last = [time.monotonic(), 0]
@@ -161,10 +160,6 @@ def policy(args: argparse.Namespace) -> dict[str, object]:
         "latency_p50_ms": lat.get("latency_p50_ms", nan), "latency_p99_ms": lat.get("latency_p99_ms", nan),
         **loop.stop(),
     }  # fmt: skip
-
-
-def _push(push: object, msg: Image) -> None:
-    push(stamp_ns(msg.header.stamp), fields_from_image(msg))  # type: ignore[operator]
 
 
 def echo(args: argparse.Namespace) -> dict[str, object]:

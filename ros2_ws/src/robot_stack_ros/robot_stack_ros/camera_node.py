@@ -43,6 +43,7 @@ from robot_stack_ros.common import (
     SENSOR_QOS,
     STATE_QOS,
     DiagnosticsPublisher,
+    autostart,
     camera_info_msg,
     declare,
     image_msg,
@@ -274,18 +275,9 @@ class CameraNode(LifecycleNode):
         self.failures = 0
         self._capture_timer: Any = None
         self.create_timer(1.0, self._publish_diagnostics)
-        self._autostart_timer = self.create_timer(0.5, self._autostart) if self.autostart else None
+        autostart(self, self.autostart)
 
     # ---------------------------------------------------------------------------------------- lifecycle
-    def _autostart(self) -> None:
-        state = self._state_machine.current_state[1]
-        if state == "unconfigured":
-            self.trigger_configure()
-        elif state == "inactive":
-            self.trigger_activate()
-        elif state == "active" and self._autostart_timer is not None:
-            self._autostart_timer.cancel()
-
     def _source_label(self) -> str:
         return self.owned.label()
 

@@ -18,8 +18,10 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import CallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -44,6 +46,7 @@ from robot_stack.graph.messages import (
     wall_to_mono,
 )
 from robot_stack.graph.spec import CONFIG_ERROR_EXIT_CODE
+from robot_stack.graph.streams import StreamedArm, StreamedCamera
 from robot_stack.types import CameraModel, JointTrajectory
 
 __all__ = [
@@ -54,8 +57,10 @@ __all__ = [
     "STATE_QOS",
     "DiagnosticsPublisher",
     "accepted_joint_state",
+    "autostart",
     "camera_info_msg",
     "declare",
+    "feed_joint_state",
     "fields_from_image",
     "image_qos",
     "image_msg",
@@ -64,6 +69,7 @@ __all__ = [
     "run_node",
     "stamp",
     "stamp_ns",
+    "subscribe_camera",
     "trajectory_from_msg",
     "trajectory_msg",
 ]
@@ -225,6 +231,66 @@ def accepted_joint_state(
         return None
     monitor.received(now, (now - t_ns) / 1e9)
     return t_ns, q, dq
+
+
+def feed_joint_state(
+    arm: StreamedArm, msg: JointState, monitor: StreamMonitor, max_age_s: float
+) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """Hand a ``JointState`` to ``arm`` when :func:`accepted_joint_state` accepts it (reordered to the arm's joints);
+    return it, ``(t_ns, q, dq)``, or None when it was dropped (and counted on ``monitor``)."""
+    state = accepted_joint_state(msg, arm.joint_names, monitor, max_age_s)
+    if state is not None:
+        arm.update(*state)
+    return state
+
+
+def subscribe_camera(
+    node: Node,
+    camera: StreamedCamera,
+    qos: QoSProfile,
+    *,
+    prefix: str = "/camera",
+    callback_group: CallbackGroup | None = None,
+    on_image: Callable[[], None] | None = None,
+) -> None:
+    """Feed ``camera`` from a camera node's topics, ``<prefix>/color/image_raw`` and
+    ``<prefix>/aligned_depth_to_color/image_raw``: each image is pushed with its stamp (the camera pairs them by
+    stamp); a malformed one is logged and counted by the camera's monitor. ``on_image`` runs after each accepted
+    image (a pair may have completed)."""
+
+    def push(msg: Image, into: Callable[[int, ImageFields], Any]) -> None:
+        try:
+            into(stamp_ns(msg.header.stamp), fields_from_image(msg))
+        except ShapeError as exc:
+            logging.getLogger(f"robot_stack.ros.{node.get_name()}").error("image rejected: %s", exc)
+            return
+        if on_image is not None:
+            on_image()
+
+    for topic, into in (("color", camera.push_color), ("aligned_depth_to_color", camera.push_depth)):
+        node.create_subscription(
+            Image, f"{prefix}/{topic}/image_raw", lambda m, into=into: push(m, into), qos, callback_group=callback_group
+        )
+
+
+def autostart(node: LifecycleNode, enabled: bool, period_s: float = 0.5) -> None:
+    """Walk a lifecycle node through configure -> activate at start-up (when ``enabled``): every ``period_s`` the
+    next transition is triggered (a failed configure, e.g. a device still missing, is tried again) until it is
+    active; then the timer is cancelled."""
+    if not enabled:
+        return
+    timer: Any = None
+
+    def step() -> None:
+        state = node._state_machine.current_state[1]
+        if state == "unconfigured":
+            node.trigger_configure()
+        elif state == "inactive":
+            node.trigger_activate()
+        elif state == "active":
+            timer.cancel()
+
+    timer = node.create_timer(period_s, step)
 
 
 def trajectory_msg(traj: JointTrajectory, frame_id: str = "") -> JointTrajectoryMsg:

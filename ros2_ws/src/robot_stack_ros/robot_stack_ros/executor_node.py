@@ -41,6 +41,7 @@ from robot_stack_ros.common import (
     STATE_QOS,
     DiagnosticsPublisher,
     accepted_joint_state,
+    autostart,
     declare,
     run_node,
     single_point_trajectory,
@@ -100,20 +101,11 @@ class ExecutorNode(LifecycleNode):
         self._last_refusal = ""
         self.create_timer(0.05, self._publish_state)
         self.create_timer(1.0, self._publish_diagnostics)
-        self._autostart_timer = self.create_timer(0.5, self._autostart) if self.autostart else None
+        autostart(self, self.autostart)
 
     # ---------------------------------------------------------------------------------------- lifecycle
     def _lifecycle_state(self) -> str:
         return str(self._state_machine.current_state[1])
-
-    def _autostart(self) -> None:
-        state = self._lifecycle_state()
-        if state == "unconfigured":
-            self.trigger_configure()
-        elif state == "inactive":
-            self.trigger_activate()
-        elif state == "active" and self._autostart_timer is not None:
-            self._autostart_timer.cancel()
 
     def _send(self, q: np.ndarray, gripper: float | None) -> None:
         if self.interface == "forward_position":

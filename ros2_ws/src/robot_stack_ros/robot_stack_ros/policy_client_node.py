@@ -48,14 +48,14 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String
 from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 
 from robot_stack.cameras.base import Camera
 from robot_stack.cameras.threaded import ThreadedCamera
 from robot_stack.clock import MonotonicClock
-from robot_stack.errors import ConfigError, RobotStackError, ShapeError, TransportError
+from robot_stack.errors import ConfigError, RobotStackError, TransportError
 from robot_stack.graph.diagnostics import Health, StreamMonitor
 from robot_stack.graph.streams import StreamedArm, StreamedCamera
 from robot_stack.types import JointTrajectory
@@ -64,14 +64,13 @@ from robot_stack_ros.common import (
     COMMAND_QOS,
     STATE_QOS,
     DiagnosticsPublisher,
-    accepted_joint_state,
     declare,
-    fields_from_image,
+    feed_joint_state,
     image_qos,
     require,
     run_node,
-    stamp_ns,
     status_values,
+    subscribe_camera,
     trajectory_msg,
 )
 
@@ -200,12 +199,9 @@ class PolicyClientNode(Node):
         self._step = 0
         self.diag = DiagnosticsPublisher(self)
         inputs = MutuallyExclusiveCallbackGroup()
-        if self.owned is None:
-            self.create_subscription(Image, "/camera/color/image_raw", self._on_color, qos, callback_group=inputs)
-            self.create_subscription(
-                Image, "/camera/aligned_depth_to_color/image_raw", self._on_depth, qos, callback_group=inputs
-            )
-        else:
+        if isinstance(self.camera, StreamedCamera):  # camera_source topics
+            subscribe_camera(self, self.camera, qos, callback_group=inputs)
+        elif self.owned is not None:
             self.owned.start()
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_QOS, callback_group=inputs)
         self.task_episode: int | None = None
@@ -275,24 +271,8 @@ class PolicyClientNode(Node):
                     return SetParametersResult(successful=False, reason=why)
         return SetParametersResult(successful=True)
 
-    def _push(self, msg: Image, push: Any) -> None:
-        try:
-            push(stamp_ns(msg.header.stamp), fields_from_image(msg))
-        except ShapeError as exc:  # counted by the camera's monitor
-            log.error("image rejected: %s", exc)
-
-    def _on_color(self, msg: Image) -> None:
-        self._push(msg, self.camera.push_color)
-
-    def _on_depth(self, msg: Image) -> None:
-        self._push(msg, self.camera.push_depth)
-
     def _on_joint_state(self, msg: JointState) -> None:
-        state = accepted_joint_state(msg, self.arm.joint_names, self.states, self.max_state_age_s)
-        if state is None:
-            return
-        t_ns, q, dq = state
-        self.arm.update(t_ns, q, dq)
+        feed_joint_state(self.arm, msg, self.states, self.max_state_age_s)
 
     def _on_task(self, msg: DiagnosticStatus) -> None:
         values = status_values(msg)

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
-from robot_stack.errors import ConfigError, RobotStackError, ShapeError
+from robot_stack.errors import ConfigError, RobotStackError
 from robot_stack.graph.diagnostics import Health, StreamMonitor
 from robot_stack.graph.messages import stamp_problem
 from robot_stack.graph.streams import StreamedArm, StreamedCamera
@@ -43,13 +43,12 @@ from robot_stack_ros.common import (
     COMMAND_QOS,
     STATE_QOS,
     DiagnosticsPublisher,
-    accepted_joint_state,
     declare,
-    fields_from_image,
+    feed_joint_state,
     image_qos,
     require,
     run_node,
-    stamp_ns,
+    subscribe_camera,
 )
 
 log = logging.getLogger("robot_stack.ros.recorder")
@@ -104,10 +103,7 @@ class RecorderNode(Node):
         self.committed: list[Any] = []
         group = MutuallyExclusiveCallbackGroup()  # inputs and rows: quick (encoding runs on the recorder's threads)
         control = MutuallyExclusiveCallbackGroup()  # start/stop/abort: stop waits for the encoders to drain
-        self.create_subscription(Image, "/camera/color/image_raw", self._on_color, qos, callback_group=group)
-        self.create_subscription(
-            Image, "/camera/aligned_depth_to_color/image_raw", self._on_depth, qos, callback_group=group
-        )
+        subscribe_camera(self, self.camera, qos, callback_group=group, on_image=self._record_new_frame)
         self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_QOS, callback_group=group)
         self.create_subscription(Float64MultiArray, "~/commands", self._on_command, COMMAND_QOS, callback_group=group)
         self.create_service(Trigger, "~/start_episode", self._start, callback_group=control)
@@ -119,20 +115,6 @@ class RecorderNode(Node):
                  self.fps, self.camera_id)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- inputs
-    def _on_color(self, msg: Image) -> None:
-        self._on_image(msg, self.camera.push_color)
-
-    def _on_depth(self, msg: Image) -> None:
-        self._on_image(msg, self.camera.push_depth)
-
-    def _on_image(self, msg: Image, push: Any) -> None:
-        try:
-            push(stamp_ns(msg.header.stamp), fields_from_image(msg))
-        except ShapeError as exc:
-            log.error("image rejected: %s", exc)
-            return
-        self._record_new_frame()
-
     def _on_command(self, msg: Float64MultiArray) -> None:
         q = np.asarray(msg.data, dtype=np.float64)
         if q.shape != (len(self.arm.joint_names),) or not np.all(np.isfinite(q)):
@@ -143,11 +125,10 @@ class RecorderNode(Node):
     def _on_joint_state(self, msg: JointState) -> None:
         from robot_stack.dataset import JointSample
 
-        state = accepted_joint_state(msg, self.arm.joint_names, self.states, self.max_state_age_s)
+        state = feed_joint_state(self.arm, msg, self.states, self.max_state_age_s)
         if state is None:
             return
         t_ns, q, dq = state
-        self.arm.update(t_ns, q, dq)
         if self.recorder.recording:
             q_cmd = self.q_cmd if self.q_cmd is not None else q
             self.recorder.add_joint_sample(JointSample(t_ns, q, dq, q_cmd, 1.0))  # False = buffer full: counted
