@@ -159,6 +159,32 @@ def test_a_join_that_must_catch_up_near_a_face_stays_within_the_model():
     assert guard.plan_excess(blind)[0] > 0.0  # the case is real: the fastest join would be braked
 
 
+def test_an_arm_far_behind_a_chunk_near_a_face_joins_it_gently():
+    # the arm at rest 33 cm behind a chunk that decelerates onto the box's +x face (a chunk computed from a stale
+    # frame, seen live under load): every fast landing breaks the model, and the gentler joins must land after the
+    # stretch where the chunk decelerates harder than they may (before: ruckig refused those target states, no
+    # join was accepted, the fastest was executed and braked, 49.5 mm past the model)
+    guard, safety = _guard()
+    ik = ik_for("panda")
+    from robot_stack.decoders.ee_delta import R_DOWN
+    from robot_stack.types import Pose
+
+    q0 = ik.solve(Pose(R_DOWN, np.array([0.38, 0.08, 0.33]), "base", "tcp"), panda.HOME_Q)
+    steps = [np.array([0.55 + 0.03 * k, 0.02, 0.25 - 0.03 * k]) for k in range(5)] + [np.array([0.67, 0.02, 0.13])] * 3
+    q = [ik.solve(Pose(R_DOWN, steps[0], "base", "tcp"), q0)]
+    for p in steps[1:]:
+        q.append(ik.solve(Pose(R_DOWN, p, "base", "tcp"), q[-1]))
+    t0 = 1_000 * MS
+    planner = MotionPlanner(panda.ARM_JOINTS, panda.LIMITS, box=guard)
+    target = planner.chunk_plan(JointTrajectory(panda.ARM_JOINTS, t0 + np.arange(8) * 100 * MS, np.array(q)))
+    t_join = t0 + 400 * MS
+    assert np.max(np.abs(target.sample(t_join).a) / panda.LIMITS.acceleration) > 0.5  # it brakes hard there
+    join = planner.join(JointState.at_rest(q0), t_join, target)
+    assert guard.accepts(join) and _filtered(join, safety) == 0
+    blind = MotionPlanner(panda.ARM_JOINTS, panda.LIMITS).join(JointState.at_rest(q0), t_join, target)
+    assert guard.plan_excess(blind)[0] > 0.01
+
+
 def test_a_chunk_clamped_onto_a_face_does_not_overshoot_it_between_steps():
     # a policy diving at 1 m/s into the table, its steps clamped onto a floor 9 mm above where the filter brakes:
     # the C2 spline through them overshoots the corner by about a centimetre, out of the box, where no timing

@@ -224,8 +224,10 @@ class MotionPlanner:
         # so that any state of the target can be landed on) peaks slower
         for fraction in _GENTLE_JOIN_FRACTIONS:
             try:
-                gentle = gen.join(state, t_ns, target, self.join_limits.scaled(1.0, fraction, fraction), accept)
-            except MotionError:  # e.g. the target accelerates harder than the gentler limits allow
+                gentle_limits = self.join_limits.scaled(1.0, fraction, fraction)
+                # lenient: where the target accelerates harder than the gentler limits, it is landed on later
+                gentle = gen.join(state, t_ns, target, gentle_limits, accept, lenient=True)
+            except MotionError:
                 continue
             if gen.join_accepted:
                 return gentle, True

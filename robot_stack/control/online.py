@@ -237,6 +237,7 @@ class OnlineGenerator:
         target: MotionPlan,
         limits: MotionLimits | None = None,
         accept: Callable[[MotionPlan], bool] | None = None,
+        lenient: bool = False,
     ) -> MotionPlan:
         """From ``state`` at ``t_ns`` onto ``target``: a ruckig transition that arrives on the target's state at
         the time it reaches it, then the target itself (see the module docstring). The result starts at ``t_ns``
@@ -245,22 +246,32 @@ class OnlineGenerator:
         ``accept`` (optional) judges the transition alone (a plan from ``t_ns`` to the landing): when it refuses the
         earliest one, later landings are tried (every ``_LATER_STEP_S``, growing, up to the target's end) and the
         first accepted is taken; when none is, the earliest, and :attr:`join_accepted` says so (False).
+        ``lenient``: a target state beyond ``limits`` (limits gentler than the target's own) is no landing, the
+        search goes on (at the latest to the target's end, at rest) instead of failing.
 
-        Raises MotionError if ruckig fails (e.g. a target state outside ``limits``)."""
+        Raises MotionError if ruckig fails (e.g. a target state outside ``limits``, unless ``lenient``)."""
         lim = limits or self.limits
         t0 = int(t_ns)
         d_min = max(0.0, (target.start_ns - t0) * 1e-9)
         d_end = max(d_min, (target.end_ns - t0) * 1e-9)
 
+        def need_s(goal: JointState, minimum_s: float | None = None) -> float:
+            """ruckig's duration onto ``goal`` (inf for a goal beyond the limits when lenient)."""
+            try:
+                return self._calculate(state, goal, lim, minimum_s)
+            except MotionError:
+                if not lenient:
+                    raise
+                return float("inf")
+
         def feasible(d: float) -> bool:
             """Whether ruckig lands on the target's state at t0 + d exactly (leaves the trajectory in _traj)."""
             goal = target.sample(t0 + round(d * 1e9))  # clamped: at or after its end, the end state
-            need = self._calculate(state, goal, lim)
-            if need > d + _TIME_TOL_S:
+            if need_s(goal) > d + _TIME_TOL_S:
                 return False
             if d < NEGLIGIBLE_S:
                 return True
-            return self._calculate(state, goal, lim, d) <= d + 1e-9  # False in a blocked interval of a joint
+            return need_s(goal, d) <= d + 1e-9  # False in a blocked interval of a joint
 
         # the earliest join time d (seconds after t0) with feasible(d): a few fixed-point steps d <- T(d) from the
         # earliest possible time, then growth to a feasible time, then bisection down to 1 ms of the boundary
@@ -272,7 +283,8 @@ class OnlineGenerator:
                 break
             lo = d
             goal = target.sample(t0 + round(d * 1e9))
-            d = min(max(self._calculate(state, goal, lim), d + 1e-3), d_end)
+            need = need_s(goal)
+            d = min(max(need, d + 1e-3) if need < float("inf") else d + 0.01, d_end)
         step = max(d - lo, 0.01)
         while hi is None:
             if feasible(d):
