@@ -50,6 +50,7 @@ import numpy as np
 
 from robot_stack.clock import Clock
 from robot_stack.control.audit import DerivativeMonitor
+from robot_stack.control.box_guard import box_guard_of
 from robot_stack.control.motion import MotionConfig, MotionPlanner
 from robot_stack.control.plan import JointState, MotionPlan
 from robot_stack.control.safety import SafetyFilter
@@ -191,8 +192,10 @@ class Executor:
         self.motion_config = motion or MotionConfig()
         # two planners: one for callers' threads (timing chunks handed over by set_trajectory), one for the tick
         # (online transitions); ruckig's buffers are per instance
-        self._intake_planner = MotionPlanner(self._joint_names, robot.limits, self.motion_config)
-        self._planner = MotionPlanner(self._joint_names, robot.limits, self.motion_config)
+        #: the safety filter's workspace-box model for planners (None without a box): plans keep within it
+        self.box_guard = box_guard_of(self.safety, self.period_s)
+        self._intake_planner = MotionPlanner(self._joint_names, robot.limits, self.motion_config, self.box_guard)
+        self._planner = MotionPlanner(self._joint_names, robot.limits, self.motion_config, self.box_guard)
         self._monitor = DerivativeMonitor(robot.limits)
         self.on_tick = on_tick
         #: robots that take a set-point's time (``command_at(t_ns, q, gripper)``: the simulator) get the tick's time

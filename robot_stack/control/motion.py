@@ -14,15 +14,23 @@ limits (:class:`MotionConfig`), all strictly inside what the
 * stops (watchdog, :meth:`Executor.stop`) decelerate at ``stop_fraction``.
 
 Every plan handed to an executor ends at rest (:meth:`MotionPlanner.chunk_plan` appends the extension).
+
+With a workspace box (``box``: the safety filter's box model, :class:`~robot_stack.control.box_guard.BoxGuard`)
+chunks are timed so that the filter's modelled stop from every state ends inside the box, and an extension comes to
+rest as gently as that model allows (the gentle come-to-rest first, then harder ones), so the filter never brakes
+the plan near a face either. A stop from a state the model accepts, at any deceleration at least the model's,
+ends where the model says or short of it: stops need no check.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from robot_stack.control.box_guard import BoxGuard
 from robot_stack.control.online import MotionLimits, OnlineGenerator
 from robot_stack.control.plan import JointState, MotionPlan
 from robot_stack.control.timing import ChunkTiming, TimingConfig, time_chunk
@@ -31,6 +39,12 @@ from robot_stack.robots.base import JointLimits
 from robot_stack.types import JointTrajectory
 
 __all__ = ["MotionConfig", "MotionPlanner"]
+
+log = logging.getLogger("robot_stack.control.motion")
+
+#: Fractions of the join's acceleration and jerk limits tried, in order, when no join within the full ones stays
+#: within the workspace-box model.
+_GENTLE_JOIN_FRACTIONS = (0.5, 0.25, 0.1)
 
 
 @dataclass(frozen=True)
@@ -97,10 +111,18 @@ class MotionPlanner:
         joint_names: the arm's joints.
         limits: the robot's joint limits.
         config: the fractions of ``limits`` to plan with.
+        box: the safety filter's workspace-box model, when it has a box: plans keep within it (module docstring).
     """
 
-    def __init__(self, joint_names: Sequence[str], limits: JointLimits, config: MotionConfig | None = None) -> None:
+    def __init__(
+        self,
+        joint_names: Sequence[str],
+        limits: JointLimits,
+        config: MotionConfig | None = None,
+        box: BoxGuard | None = None,
+    ) -> None:
         self.config = cfg = config or MotionConfig()
+        self.box = box
         self.joint_names = tuple(joint_names)
         self.robot_limits = limits
         self.chunk_limits = MotionLimits.of(limits, cfg.chunk_velocity, cfg.chunk_acceleration, cfg.chunk_jerk)
@@ -115,7 +137,7 @@ class MotionPlanner:
 
     def time(self, traj: JointTrajectory) -> ChunkTiming:
         """The chunk's steps timed within the chunk limits (TOPP-RA where the policy's timing is too fast)."""
-        return time_chunk(traj, self.chunk_limits, self.config.timing, self.bounds)
+        return time_chunk(traj, self.chunk_limits, self.config.timing, self.bounds, self.box)
 
     def within_bounds(self, plan: MotionPlan) -> bool:
         """Whether ``plan`` stays inside the position bounds (the limits tightened by ``position_margin_rad``)."""
@@ -125,14 +147,26 @@ class MotionPlanner:
     def extend(self, plan: MotionPlan) -> MotionPlan:
         """``plan`` followed by its extension: a come-to-rest along its final motion (ends at rest). Gentle
         (``extension_fraction``, at least ``extend_min_s``) unless that would carry the arm out of the position
-        bounds: then as hard as the stop limits, then the join limits allow."""
+        bounds or, with a box, out of the box model: then as fast as ``extension_fraction`` allows, then as hard as
+        the stop limits, then the join limits allow."""
         end = plan.end_state
-        rest = self.generator.stop(end, plan.end_ns, self.extension_limits, self.config.extend_min_s)
-        if not self.within_bounds(rest):
-            for limits in (self.stop_limits, self.join_limits):
-                rest = self.generator.stop(end, plan.end_ns, limits)
-                if self.within_bounds(rest):
-                    break
+        tries = (
+            (self.extension_limits, self.config.extend_min_s),
+            (self.extension_limits, 0.0),
+            (self.stop_limits, 0.0),
+            (self.join_limits, 0.0),
+        )
+        for limits, min_s in tries:
+            rest = self.generator.stop(end, plan.end_ns, limits, min_s)
+            if self.within_bounds(rest) and (self.box is None or self._box_accepts(rest)):
+                break
+        else:
+            if self.box is not None and self.within_bounds(rest):
+                log.warning(
+                    "extension: even the hardest come-to-rest from the chunk's end leaves the workspace-box model "
+                    "(TCP %s m); the safety filter will brake it (a fault)",
+                    np.round(self.box.braking.fk_xyz(rest.end_state.q), 4).tolist(),
+                )
         return plan.then(rest)
 
     def chunk_plan(self, traj: JointTrajectory, policy_end_ns: int | None = None) -> MotionPlan:
@@ -148,11 +182,61 @@ class MotionPlanner:
     def join(self, state: JointState, t_ns: int, target: MotionPlan) -> MotionPlan:
         """From ``state`` at ``t_ns`` onto ``target`` (see :meth:`OnlineGenerator.join`), within the join limits;
         a target that itself moves at the join limits somewhere (e.g. an earlier join, when a splice reaches the
-        executor too late to be adopted) is joined within the robot's limits instead."""
+        executor too late to be adopted) is joined within the robot's limits instead.
+
+        With a box, the transition must stay within the box model: the join lands as early as the model accepts
+        its transition (a later landing needs less haste), else a gentler one (lower acceleration and jerk) is
+        taken, else the arm first stops (a stop from a state the model accepts stays within it) and joins from
+        rest. Only when none of these is accepted is the earliest join returned (logged: the filter will brake
+        it)."""
+        plan, accepted = self._join(state, t_ns, target)
+        if accepted:
+            return plan
+        stop = self.stop(state, t_ns)
+        if self._box_accepts(stop):
+            try:
+                after, accepted = self._join(stop.end_state, stop.end_ns, target)
+            except MotionError:
+                accepted = False
+            if accepted:
+                end, grip_t, grip = target.policy_end_ns, target.gripper_t_ns, target.gripper
+                out = stop.then(after)
+                return MotionPlan(out.joint_names, out.t0_ns, out.breaks, out.coeffs, end, grip_t, grip)
+        log.warning(
+            "join at %.3f s: no transition onto the target stays within the workspace-box model, not even after a "
+            "stop; the safety filter will brake it (a fault)",
+            t_ns * 1e-9,
+        )
+        return plan
+
+    def _join(self, state: JointState, t_ns: int, target: MotionPlan) -> tuple[MotionPlan, bool]:
+        """:meth:`join` without the stop: (the join, whether the box model accepts its transition)."""
+        gen = self.generator
+        accept = None if self.box is None else self._box_accepts
         try:
-            return self.generator.join(state, t_ns, target, self.join_limits)
+            plan = gen.join(state, t_ns, target, self.join_limits, accept)
         except MotionError:
-            return self.generator.join(state, t_ns, target, self.ceiling_limits)
+            plan = gen.join(state, t_ns, target, self.ceiling_limits, accept)
+        if gen.join_accepted:
+            return plan, True
+        # no landing time makes the join's haste acceptable to the box model (typically: catching up with a chunk
+        # that moves on toward a face): a gentler catch-up (lower acceleration and jerk, the same velocity limits,
+        # so that any state of the target can be landed on) peaks slower
+        for fraction in _GENTLE_JOIN_FRACTIONS:
+            try:
+                gentle_limits = self.join_limits.scaled(1.0, fraction, fraction)
+                # lenient: where the target accelerates harder than the gentler limits, it is landed on later
+                gentle = gen.join(state, t_ns, target, gentle_limits, accept, lenient=True)
+            except MotionError:
+                continue
+            if gen.join_accepted:
+                return gentle, True
+        return plan, False
+
+    def _box_accepts(self, plan: MotionPlan) -> bool:
+        """Whether every sample of ``plan`` is within the workspace-box model (a join's transition)."""
+        assert self.box is not None
+        return self.box.accepts(plan)
 
     def splice(self, prefix: MotionPlan, target: MotionPlan) -> MotionPlan:
         """``prefix`` (the part of the executing plan an executor will still follow), then a join from its end state

@@ -10,6 +10,8 @@ time or a capped window:
   acceleration) within ``d``; the transition is then computed with ``minimum_duration = d``, so it lands exactly
   on the target at that time and the result is C2 there. A target that runs away faster than the arm can follow is
   joined at its end (plans end at rest). Covers start from rest, a late chunk, a splice with a large mismatch.
+  With ``accept`` (e.g. the workspace-box model, :class:`~robot_stack.control.box_guard.BoxGuard`) the join time
+  is the smallest one whose transition it accepts: a later landing on the target needs less haste.
 * :meth:`OnlineGenerator.stop` — to rest along the current motion (ruckig's velocity interface, target velocity
   and acceleration zero): watchdog holds, stops, extensions past a chunk's last step (then with a minimum
   duration, so a late chunk finds the arm still moving).
@@ -23,7 +25,7 @@ Times: monotonic ns; positions rad, velocities rad/s, accelerations rad/s^2, jer
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +39,9 @@ __all__ = ["MotionLimits", "OnlineGenerator", "trajectory_to_plan"]
 
 #: A join lands within this much (s) of the time it was computed for before it is accepted.
 _TIME_TOL_S = 1e-6
+#: A join whose earliest transition ``accept`` refuses is tried this much later (s), growing by ``_LATER_GROWTH``.
+_LATER_STEP_S = 0.01
+_LATER_GROWTH = 1.25
 #: A transition shorter than this (s) is skipped: the state already is the target (up to rounding residue, e.g. a
 #: velocity of 1e-16 rad/s left at the end of a plan), and its pieces would be too short to represent.
 NEGLIGIBLE_S = 1e-6
@@ -148,6 +153,8 @@ class OnlineGenerator:
         self._inp = ruckig.InputParameter(n)
         self._traj = ruckig.Trajectory(n)
         self.calculations = 0
+        #: whether the last :meth:`join` found a transition its ``accept`` accepted (True without one)
+        self.join_accepted = True
 
     # --------------------------------------------------------------------------------------------- ruckig
     def _calculate(
@@ -223,26 +230,48 @@ class OnlineGenerator:
             return MotionPlan.hold(self.joint_names, target.q, t_ns)
         return self._plan(t_ns)
 
-    def join(self, state: JointState, t_ns: int, target: MotionPlan, limits: MotionLimits | None = None) -> MotionPlan:
+    def join(
+        self,
+        state: JointState,
+        t_ns: int,
+        target: MotionPlan,
+        limits: MotionLimits | None = None,
+        accept: Callable[[MotionPlan], bool] | None = None,
+        lenient: bool = False,
+    ) -> MotionPlan:
         """From ``state`` at ``t_ns`` onto ``target``: a ruckig transition that arrives on the target's state at
         the time it reaches it, then the target itself (see the module docstring). The result starts at ``t_ns``
         and keeps the target's ``policy_end_ns`` and gripper.
 
-        Raises MotionError if ruckig fails (e.g. a target state outside ``limits``)."""
+        ``accept`` (optional) judges the transition alone (a plan from ``t_ns`` to the landing): when it refuses the
+        earliest one, later landings are tried (every ``_LATER_STEP_S``, growing, up to the target's end) and the
+        first accepted is taken; when none is, the earliest, and :attr:`join_accepted` says so (False).
+        ``lenient``: a target state beyond ``limits`` (limits gentler than the target's own) is no landing, the
+        search goes on (at the latest to the target's end, at rest) instead of failing.
+
+        Raises MotionError if ruckig fails (e.g. a target state outside ``limits``, unless ``lenient``)."""
         lim = limits or self.limits
         t0 = int(t_ns)
         d_min = max(0.0, (target.start_ns - t0) * 1e-9)
         d_end = max(d_min, (target.end_ns - t0) * 1e-9)
 
+        def need_s(goal: JointState, minimum_s: float | None = None) -> float:
+            """ruckig's duration onto ``goal`` (inf for a goal beyond the limits when lenient)."""
+            try:
+                return self._calculate(state, goal, lim, minimum_s)
+            except MotionError:
+                if not lenient:
+                    raise
+                return float("inf")
+
         def feasible(d: float) -> bool:
             """Whether ruckig lands on the target's state at t0 + d exactly (leaves the trajectory in _traj)."""
             goal = target.sample(t0 + round(d * 1e9))  # clamped: at or after its end, the end state
-            need = self._calculate(state, goal, lim)
-            if need > d + _TIME_TOL_S:
+            if need_s(goal) > d + _TIME_TOL_S:
                 return False
             if d < NEGLIGIBLE_S:
                 return True
-            return self._calculate(state, goal, lim, d) <= d + 1e-9  # False in a blocked interval of a joint
+            return need_s(goal, d) <= d + 1e-9  # False in a blocked interval of a joint
 
         # the earliest join time d (seconds after t0) with feasible(d): a few fixed-point steps d <- T(d) from the
         # earliest possible time, then growth to a feasible time, then bisection down to 1 ms of the boundary
@@ -254,7 +283,8 @@ class OnlineGenerator:
                 break
             lo = d
             goal = target.sample(t0 + round(d * 1e9))
-            d = min(max(self._calculate(state, goal, lim), d + 1e-3), d_end)
+            need = need_s(goal)
+            d = min(max(need, d + 1e-3) if need < float("inf") else d + 0.01, d_end)
         step = max(d - lo, 0.01)
         while hi is None:
             if feasible(d):
@@ -279,6 +309,9 @@ class OnlineGenerator:
         d = hi
         if not feasible(d):  # leave the chosen transition in _traj
             raise MotionError(f"join: no transition at the chosen time {d:.4f} s")
+        self.join_accepted = True
+        if accept is not None and d >= NEGLIGIBLE_S and not accept(self._plan(t0)):
+            d = self._later_accepted(d, d_end, t0, feasible, accept)
         t_join = t0 + round(d * 1e9)
         rest = target.after(t_join)
         if d < NEGLIGIBLE_S:
@@ -293,3 +326,27 @@ class OnlineGenerator:
             target.gripper_t_ns,
             target.gripper,
         )
+
+    def _later_accepted(
+        self,
+        d: float,
+        d_end: float,
+        t0: int,
+        feasible: Callable[[float], bool],
+        accept: Callable[[MotionPlan], bool],
+    ) -> float:
+        """The first join time after ``d`` (s; up to ``d_end``, the target's end, included) whose transition is
+        feasible and accepted, else ``d``; leaves the chosen transition in ``_traj``."""
+        step = _LATER_STEP_S
+        later = d
+        while later < d_end:
+            later = min(later + step, d_end)
+            step *= _LATER_GROWTH
+            try:
+                if feasible(later) and accept(self._plan(t0)):
+                    return later
+            except MotionError:  # e.g. the target's state there is beyond the limits: not a landing
+                pass
+        self.join_accepted = False
+        feasible(d)
+        return d

@@ -52,6 +52,7 @@ import numpy as np
 
 from robot_stack.clock import Clock, MonotonicClock
 from robot_stack.config import import_object
+from robot_stack.control.box_guard import box_guard_of
 from robot_stack.control.executor import STATE_BY_CODE, Executor, ExecutorState, plan_refusal
 from robot_stack.control.motion import MotionConfig, MotionPlanner
 from robot_stack.control.plan import JointState, MotionPlan
@@ -129,20 +130,26 @@ class SafetySpec:
         margin_rad: position limits tightened by this much.
         workspace: optional TCP box ((3,) lower, (3,) upper) in metres, base frame.
         workspace_margin_m: the box braking aims this far inside each face.
-        fk_factory: ``"module:callable"`` returning an object with ``fk_xyz`` (for the box).
+        fk_factory: ``"module:callable"`` returning an object with ``fk_xyz`` (for the box), called with
+            ``fk_args``: the arm's own kinematics, e.g. ``robot_stack.kinematics.ik:ik_for`` with the arm's name.
+        fk_args: positional arguments of ``fk_factory`` (strings: they cross the process boundary).
     """
 
     margin_rad: float = 0.02
     workspace: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
     workspace_margin_m: float = 1e-5
     fk_factory: str = "robot_stack.kinematics.ik:panda_ik"
+    fk_args: tuple[str, ...] = ()
 
     def build(self, limits: JointLimits) -> SafetyFilter:
-        box = fk = None
+        box = fk = fk_many = None
         if self.workspace is not None:
             box = WorkspaceBox(np.array(self.workspace[0]), np.array(self.workspace[1]))
-            fk = resolve(self.fk_factory)().fk_xyz
-        return SafetyFilter(limits, self.margin_rad, box, fk, workspace_margin_m=self.workspace_margin_m)
+            kinematics = resolve(self.fk_factory)(*self.fk_args)
+            fk, fk_many = kinematics.fk_xyz, getattr(kinematics, "fk_xyz_many", None)
+        return SafetyFilter(
+            limits, self.margin_rad, box, fk, workspace_margin_m=self.workspace_margin_m, fk_xyz_many=fk_many
+        )
 
 
 @dataclass(frozen=True)
@@ -499,7 +506,11 @@ class ProcessExecutor:
         self.motion_config = motion or MotionConfig()
         self.safety_spec = safety or SafetySpec()
         self.realtime = realtime or RealtimeConfig()
-        self._intake = MotionPlanner(self._joint_names, limits, self.motion_config)
+        #: the safety filter's workspace-box model (the child's filter, built here too), for this process's planners
+        self.box_guard = None
+        if self.safety_spec.workspace is not None:
+            self.box_guard = box_guard_of(self.safety_spec.build(limits), 1.0 / self.rate_hz)
+        self._intake = MotionPlanner(self._joint_names, limits, self.motion_config, self.box_guard)
         self.safety = _SafetyView(self)
         self._n = len(self._joint_names)
         self._block: SeqlockBlock | None = None

@@ -16,7 +16,7 @@ relative to the previous *output* (the filter keeps that state) and the control 
    time that really passed, never as one nominal period);
 4. an optional TCP workspace box (needs an ``fk_xyz`` callable), handled *inside* the velocity stage like the
    position limits: the TCP speed toward each face is capped by a braking curve (deceleration
-   ``_BOX_BRAKE_FRACTION``) so the arm stops on the face; the acceleration and jerk stages run after it, so the box
+   ``BOX_BRAKE_FRACTION``) so the arm stops on the face; the acceleration and jerk stages run after it, so the box
    never breaks a dynamic limit (tested: random commands pushing through a box stay within every limit and
    the TCP within 1 mm of the box).
 
@@ -37,6 +37,7 @@ counted separately as ``catch_up_ticks`` (:meth:`SafetyFilter.stats`), so that t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -53,7 +54,7 @@ from robot_stack.types import RobotState
 
 log = logging.getLogger("robot_stack.control.safety")
 
-__all__ = ["INTERVENTION_KINDS", "SafetyEvent", "SafetyFilter", "WorkspaceBox"]
+__all__ = ["BOX_BRAKE_FRACTION", "INTERVENTION_KINDS", "BoxBraking", "SafetyEvent", "SafetyFilter", "WorkspaceBox"]
 
 #: Names of the counters reported by :meth:`SafetyFilter.stats`.
 INTERVENTION_KINDS: tuple[str, ...] = (
@@ -71,7 +72,7 @@ _BRAKE_FRACTION = 0.8
 #: Rate (1/s) of the exponential approach onto a command the output lags behind (time constant 1/rate).
 _CATCH_UP_HZ = 50.0
 #: The box braking plans a proportional stop at this fraction of the acceleration limits (the rest: tracking slack).
-_BOX_BRAKE_FRACTION = 0.5
+BOX_BRAKE_FRACTION = 0.5
 #: The box braking aims this far (m) inside each face: slack for the curvature of the TCP path within one tick.
 _BOX_MARGIN_M = 1e-5
 _EPS = 1e-9  # changes smaller than this (rad) are float noise, not interventions
@@ -122,6 +123,68 @@ class WorkspaceBox:
         return float(np.sum(np.maximum(0.0, self.lower - xyz) + np.maximum(0.0, xyz - self.upper)))
 
 
+@dataclass(frozen=True)
+class BoxBraking:
+    """How the safety filter judges a TCP state against a workspace box: where a stop from it would end.
+
+    The stop decelerates every joint proportionally (the joint path is the line along ``v``) at
+    :data:`BOX_BRAKE_FRACTION` of the tightest acceleration limit, after ramping the acceleration over at the jerk
+    limit (``2 a / j``) plus one control period; it covers ``v (T / 2 + t_ramp)`` with ``T = max_i |v_i| /
+    (fraction a_i)``. The filter brakes whenever that stop would end outside the box shrunk by ``margin_m``; a
+    planner that keeps every state of its plans within this model (:mod:`robot_stack.control.box_plan`) is never
+    braked. One model, used by both, so that they cannot drift apart.
+
+    Attributes:
+        box: the workspace box (base frame, m).
+        margin_m: the stop must end this far inside each face, m.
+        acceleration, jerk: (n,) the joint limits the stop is planned with (rad/s^2, rad/s^3).
+        fk_xyz: (n,) joint positions (rad) -> (3,) TCP position in the base frame (m).
+        fraction: the share of the acceleration limits the stop uses.
+        fk_xyz_many: optional batched ``fk_xyz``: (m, n) rad -> (m, 3) m (``PinocchioIK.fk_xyz_many``), for planners
+            that judge whole plans (:meth:`tcp_many`).
+    """
+
+    box: WorkspaceBox
+    margin_m: float
+    acceleration: np.ndarray
+    jerk: np.ndarray
+    fk_xyz: Callable[[np.ndarray], np.ndarray]
+    fraction: float = BOX_BRAKE_FRACTION
+    fk_xyz_many: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def tcp_many(self, q: np.ndarray) -> np.ndarray:
+        """(m, 3) TCP positions (m) of (m, n) joint positions (rad): ``fk_xyz_many``, else ``fk_xyz`` row by row."""
+        if self.fk_xyz_many is not None:
+            return self.fk_xyz_many(q)
+        return np.array([self.fk_xyz(row) for row in q]).reshape(len(q), 3)
+
+    def ramp_s(self, dt: float) -> float:
+        """Seconds the stop spends turning the acceleration over at the jerk limit, plus one control period ``dt``."""
+        return float(np.max(2.0 * self.acceleration / self.jerk)) + dt
+
+    def stop_displacement(self, v: np.ndarray, ramp_s: float) -> np.ndarray:
+        """(n,) rad the joints travel in the stop from joint velocity ``v`` ((n,) rad/s), ``ramp_s`` from
+        :meth:`ramp_s`."""
+        t_stop = float(np.max(np.abs(v) / (self.acceleration * self.fraction)))
+        return v * (0.5 * t_stop + ramp_s)
+
+    def outside(self, xyz: np.ndarray) -> np.ndarray:
+        """How far (m, per axis: (3,)) ``xyz`` ((3,) m; or (m, 3): then (m, 3)) lies outside the box shrunk by the
+        margin."""
+        m = self.margin_m
+        lo, hi = self.box.lower + m, self.box.upper - m
+        return np.maximum(0.0, lo - xyz) + np.maximum(0.0, xyz - hi)
+
+    def stop_outside(self, q: np.ndarray, v: np.ndarray, ramp_s: float) -> np.ndarray:
+        """How far (m, per axis: (3,)) the TCP ends outside the box shrunk by the margin after the stop from joint
+        positions ``q`` (rad) moving at ``v`` (rad/s)."""
+        return self.outside(self.fk_xyz(q + self.stop_displacement(v, ramp_s)))
+
+    def tightened(self, extra_m: float) -> BoxBraking:
+        """The same model aiming ``extra_m`` further inside every face (a planner's tolerance)."""
+        return dataclasses.replace(self, margin_m=self.margin_m + float(extra_m))
+
+
 class SafetyFilter:
     """Clamp joint position commands to position/velocity/acceleration/jerk limits and a TCP workspace box.
 
@@ -136,6 +199,8 @@ class SafetyFilter:
             counted and kept in :attr:`events` regardless).
         workspace_margin_m: the box braking aims this far inside each face, m.
         event_history: how many recent interventions :attr:`events` keeps.
+        fk_xyz_many: optional batched ``fk_xyz`` ((m, n) rad -> (m, 3) m, e.g. ``PinocchioIK.fk_xyz_many``), carried
+            in :attr:`box_braking` for planners that judge whole plans (the filter itself uses ``fk_xyz``).
     """
 
     def __init__(
@@ -148,6 +213,7 @@ class SafetyFilter:
         log_interval_s: float = 1.0,
         workspace_margin_m: float = _BOX_MARGIN_M,
         event_history: int = 256,
+        fk_xyz_many: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if margin_rad < 0 or np.any(limits.upper - limits.lower <= 2 * margin_rad):
             raise ConfigError(f"SafetyFilter: margin_rad={margin_rad} must be >= 0 and leave room inside every limit")
@@ -165,6 +231,18 @@ class SafetyFilter:
         self.margin_rad = float(margin_rad)
         self.workspace = workspace
         self._fk_xyz = fk_xyz
+        #: the stop model the box braking judges states by (None without a box); planners keep their plans within it
+        self.box_braking: BoxBraking | None = None
+        if workspace is not None and fk_xyz is not None:
+            self.box_braking = BoxBraking(
+                workspace,
+                self.workspace_margin_m,
+                limits.acceleration,
+                limits.jerk,
+                fk_xyz,
+                BOX_BRAKE_FRACTION,
+                fk_xyz_many,
+            )
         self._lo = limits.lower + margin_rad
         self._hi = limits.upper - margin_rad
         self.log_interval_s = float(log_interval_s)
@@ -212,7 +290,7 @@ class SafetyFilter:
         self._brake_adt = brake_acc * dt
         self._brake_adt_sq = self._brake_adt**2
         self._brake_8a = 8.0 * brake_acc
-        self._box_ramp_s = float(np.max(2.0 * lim.acceleration / lim.jerk)) + dt  # jerk ramp + one tick, s
+        self._box_ramp_s = float(np.max(2.0 * lim.acceleration / lim.jerk)) + dt  # BoxBraking.ramp_s(dt), s
         self._deadbeat_room = 0.05 * np.minimum(lim.acceleration * dt**2, lim.jerk * dt**3)
 
     def reset(self, q: np.ndarray, dq: np.ndarray | None = None) -> None:
@@ -441,26 +519,6 @@ class SafetyFilter:
         v_real = np.minimum(np.maximum(v_prev + a * dt, -self._vel), self._vel)
         return np.minimum(np.maximum(q_prev + v_real * dt, self._lo), self._hi)
 
-    def _stop_outside(self, q: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """How far (m, per axis: (3,)) the TCP ends outside the box (shrunk by the margin) after a straight
-        joint-space stop from ``(q, v)``.
-
-        The stop decelerates every joint proportionally (so the joint path is the line along ``v``) at
-        :data:`_BOX_BRAKE_FRACTION` of the tightest acceleration limit, after ramping the acceleration over at the
-        jerk limit: it covers ``v (T / 2 + t_ramp)``.
-        """
-        assert self.workspace is not None and self._fk_xyz is not None
-        t_stop = float(np.max(np.abs(v) / (self._acc * _BOX_BRAKE_FRACTION)))
-        d = v * (0.5 * t_stop + self._box_ramp_s)
-        return self._outside_margin(self._fk_xyz(q + d))
-
-    def _outside_margin(self, xyz: np.ndarray) -> np.ndarray:
-        """How far (m, per axis: (3,)) ``xyz`` ((3,) m) lies outside the box shrunk by the margin."""
-        assert self.workspace is not None
-        m = self.workspace_margin_m
-        lo, hi = self.workspace.lower + m, self.workspace.upper - m
-        return np.maximum(0.0, lo - xyz) + np.maximum(0.0, xyz - hi)
-
     def _box_velocity(
         self,
         q_prev: np.ndarray,
@@ -473,31 +531,33 @@ class SafetyFilter:
         """The velocity reference (n,) rad/s closest to ``v`` after which the TCP can still stop inside the box.
 
         A candidate is judged by what the acceleration/jerk stages will really make of it (:meth:`_follow`) and
-        by where a straight stop from there ends (:meth:`_stop_outside`, with :data:`_BOX_MARGIN_M`). If ``v`` fails,
+        by where a straight stop from there ends (:meth:`BoxBraking.stop_outside`). If ``v`` fails,
         bisect between it and the proportional braking reference (``v_prev`` slowed at
-        :data:`_BOX_BRAKE_FRACTION` of the limits, whose stop point stays put), so the box is held by braking
+        :data:`BOX_BRAKE_FRACTION` of the limits, whose stop point stays put), so the box is held by braking
         early — the stages that follow still enforce every dynamic limit. A TCP already outside the shrunk box (in
         the margin band, or beyond the box) may only move so that its stop point gets no further out than the TCP
         is now.
         """
-        assert self.workspace is not None and self._fk_xyz is not None
+        braking = self.box_braking
+        assert braking is not None and self._fk_xyz is not None
         if self._p is None:
             self._p = self._fk_xyz(q_prev)
         # measured like the stop point, per axis, against the box shrunk by the margin: a TCP inside the margin band
         # may move back inward (measured against the box itself, every motion from there, even away from the face,
         # would count as leaving it and be braked: the arm would freeze in the band, e.g. during a retreat); per
         # axis, so that getting back in on one axis never buys room to go out on another
-        allowed = self._outside_margin(self._p) + 1e-9
+        allowed = braking.outside(self._p) + 1e-9
 
         def outside(v_ref: np.ndarray) -> float:
             """How far (m) the stop point after ``v_ref`` is further out than allowed, worst axis (<= 0: fine)."""
             q_next = self._follow(q_prev, v_prev, a_prev, v_ref)
-            return float(np.max(self._stop_outside(q_next, (q_next - q_prev) * self._inv_dt) - allowed))
+            stop = braking.stop_outside(q_next, (q_next - q_prev) * self._inv_dt, self._box_ramp_s)
+            return float(np.max(stop - allowed))
 
         first = outside(v)
         if first <= 0.0:
             return v
-        t_stop = float(np.max(np.abs(v_prev) / (self._acc * _BOX_BRAKE_FRACTION)))
+        t_stop = float(np.max(np.abs(v_prev) / (self._acc * BOX_BRAKE_FRACTION)))
         slow = max(0.0, 1.0 - self._dt / t_stop) if t_stop > self._dt else 0.0
         v_brake = np.minimum(np.maximum(v_prev * slow, v_lo), v_hi)
         lo_s, hi_s = 0.0, 1.0  # fraction of the way from v_brake to v; lo_s is the best known

@@ -193,7 +193,11 @@ class ChunkScheduler:
         motion = cfg.motion or executor.motion_config
         if cfg.extend_s is not None:
             motion = dataclasses.replace(motion, extend_min_s=cfg.extend_s)
-        self.planner = MotionPlanner(executor.joint_names, executor.limits, motion)
+        # the executor's workspace-box model (``box_guard``, when its safety filter has a box): chunks and their
+        # extensions are planned within it, so that the filter never brakes them
+        self.planner = MotionPlanner(
+            executor.joint_names, executor.limits, motion, getattr(executor, "box_guard", None)
+        )
         preload()  # the first re-timed chunk must not stall a control thread in this process on an import
         self._res_ns = round(cfg.resample_dt_s * 1e9)
         self._lock = threading.Lock()

@@ -15,6 +15,11 @@ wherever the limits allow it and slows down only where they do not:
    is left is removed by stretching time uniformly by the smallest sufficient factor (velocity scales with 1/k,
    acceleration 1/k^2, jerk 1/k^3), so the returned plan is within the limits by construction.
 
+With a workspace box (a :class:`~robot_stack.control.box_guard.BoxGuard`) the nominal timing is kept only if the
+safety filter's box model accepts every sample of it; otherwise TOPP-RA also bounds the path speed near the box's
+faces (:meth:`BoxGuard.speed_bounds`: the speed from which the filter's modelled stop still ends inside), and a
+result still outside the model (interpolation between grid points) is stretched uniformly until it is inside.
+
 The chunk's steps keep their order and positions; only their times move later (never earlier) when a chunk asks
 for more than the arm can do. ``policy_end_ns`` of the result is the (re-timed) time of the last step.
 
@@ -30,6 +35,7 @@ from typing import Any
 import numpy as np
 from scipy.interpolate import CubicSpline, PchipInterpolator
 
+from robot_stack.control.box_guard import BOX_ROUNDING_M, BoxGuard
 from robot_stack.control.online import MotionLimits
 from robot_stack.control.plan import MotionPlan
 from robot_stack.errors import ConfigError, MotionError
@@ -121,6 +127,11 @@ class ChunkTiming:
 _CONSTRAINTS: dict[tuple[bytes, bytes, float], list[object]] = {}
 
 
+#: A chunk the box model cannot accept at any speed up to this uniform slow-down (its path itself leaves the box)
+#: is handed on as it is (the safety filter brakes it: a logged fault).
+_MAX_BOX_STRETCH = 8.0
+
+
 def _constraints(limits: MotionLimits, acceleration_margin: float) -> list[object]:
     """TOPP-RA joint velocity and acceleration constraints for the augmented path (built once per limits)."""
     key = (limits.velocity.tobytes(), limits.acceleration.tobytes(), acceleration_margin)
@@ -195,6 +206,7 @@ def time_chunk(
     limits: MotionLimits,
     config: TimingConfig | None = None,
     bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    box: BoxGuard | None = None,
 ) -> ChunkTiming:
     """Time ``traj`` (its steps, in order) within ``limits``; see the module docstring.
 
@@ -202,6 +214,10 @@ def time_chunk(
     overshoot between steps that are inside), the path is the shape-preserving PCHIP interpolant instead, which
     stays within the range of the steps; that path is C1 only, so it is always re-timed (TOPP-RA, then the C2 spline
     in time through its grid and the final stretch keep the result within every limit).
+
+    ``box`` (optional): keep the plan within the safety filter's workspace-box model (see the module docstring);
+    where the C2 spline's TCP path leaves the box further than the steps themselves (overshoot at a corner the
+    decoder clamped onto a face), the path is the PCHIP interpolant as well.
 
     Never fails on finite input: where TOPP-RA fails numerically, the policy's timing is stretched uniformly."""
     cfg = config or TimingConfig()
@@ -226,21 +242,32 @@ def time_chunk(
         if np.any(outside & inside):
             path, c2 = PchipInterpolator(s, q, axis=0), False
             nominal = MotionPlan.from_scipy(names, t_first, path)
-    if c2 and limits.admits(nominal, tolerance=0.0):
+    if c2 and box is not None and box.path_outside(nominal) > box.points_outside(q) + BOX_ROUNDING_M:
+        # the spline overshoots the steps out of the box (a corner where the decoder clamped targets onto a face):
+        # no timing brings that back inside, the shape-preserving path does not overshoot
+        path, c2 = PchipInterpolator(s, q, axis=0), False
+        nominal = MotionPlan.from_scipy(names, t_first, path)
+    box_ok = box is None or box.accepts(nominal)
+    if c2 and box_ok and limits.admits(nominal, tolerance=0.0):
         plan = nominal.with_policy_end(int(t_ns[-1]))
         if grip is not None:
             plan = plan.with_gripper(t_ns, grip)
         return ChunkTiming(plan, "nominal", 1.0, 1.0)
 
-    if c2 and _stretch_needed(nominal, limits) <= cfg.max_uniform_stretch:
+    if c2 and box_ok and _stretch_needed(nominal, limits) <= cfg.max_uniform_stretch:
         # a chunk only a little too fast: stretching its own timing uniformly is as good and 10x cheaper
         plan, grid_s, times_s, method = nominal, s, s, "stretch"
     else:
-        plan, grid_s, times_s, method = _retime(path, s, q, names, t_first, limits, cfg, nominal)
+        plan, grid_s, times_s, method = _retime(path, s, q, names, t_first, limits, cfg, box)
     k = _stretch_needed(plan, limits)
     if k > 1.0:
         k *= 1.0 + 1e-9
         plan = plan.time_scaled(k)
+    if box is not None:
+        k_box = _box_stretch(plan, box)
+        if k_box > 1.0:
+            plan = plan.time_scaled(k_box)
+            k *= k_box
     # where each step now lies: the grid maps s -> t (monotone), then the uniform stretch
     step_t = t_first + np.round(np.interp(s, grid_s, times_s) * k * 1e9).astype(np.int64)
     step_t[-1] = plan.end_ns
@@ -252,6 +279,23 @@ def time_chunk(
     return ChunkTiming(plan, method, k, float(slowdown))
 
 
+def _box_stretch(plan: MotionPlan, box: BoxGuard) -> float:
+    """The smallest uniform time factor (>= 1) after which ``plan`` is within the box model; 1.0 when none up to
+    :data:`_MAX_BOX_STRETCH` is (the path itself leaves the box: logged, the filter will brake it)."""
+    k = box.stretch_needed(plan, _MAX_BOX_STRETCH)
+    if k is None:
+        excess, at = box.plan_excess(plan)
+        log.warning(
+            "chunk path leaves the workspace box model even %gx slower (by %.1f mm, %.3f s into the chunk): its "
+            "steps or the path between them are outside the box's braking margin; handed on as it is",
+            _MAX_BOX_STRETCH,
+            excess * 1e3,
+            (at - plan.start_ns) * 1e-9,
+        )
+        return 1.0
+    return k
+
+
 def _retime(
     path: CubicSpline | PchipInterpolator,
     s: np.ndarray,
@@ -260,11 +304,11 @@ def _retime(
     t_first: int,
     limits: MotionLimits,
     cfg: TimingConfig,
-    nominal: MotionPlan,
+    box: BoxGuard | None = None,
 ) -> tuple[MotionPlan, np.ndarray, np.ndarray, str]:
     """TOPP-RA's timing as a C2 spline in time: (plan, grid path positions s, their times, method)."""
     try:
-        times_s, grid_q, v0, v1 = _toppra(path, s, q, limits, cfg)
+        times_s, grid_q, v0, v1 = _toppra(path, s, q, limits, cfg, box)
         timed = CubicSpline(times_s, grid_q, axis=0, bc_type=((1, v0), (1, v1)))
         grid_s = np.linspace(0.0, s[-1], len(times_s))
         return MotionPlan.from_scipy(names, t_first, timed), grid_s, times_s, "toppra"
@@ -277,18 +321,28 @@ def _retime(
 
 
 def _toppra(
-    path: CubicSpline | PchipInterpolator, s: np.ndarray, q: np.ndarray, limits: MotionLimits, cfg: TimingConfig
+    path: CubicSpline | PchipInterpolator,
+    s: np.ndarray,
+    q: np.ndarray,
+    limits: MotionLimits,
+    cfg: TimingConfig,
+    box: BoxGuard | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """TOPP-RA on the path augmented with the virtual coordinate ``s`` (velocity limit 1). Returns the grid times
-    (s), the grid positions (rad) and the start/end joint velocities (rad/s)."""
+    """TOPP-RA on the path augmented with the virtual coordinate ``s`` (velocity limit 1; with ``box``, lower near
+    the box's faces: :meth:`BoxGuard.speed_bounds`). Returns the grid times (s), the grid positions (rad) and the
+    start/end joint velocities (rad/s)."""
     steps = len(s)
     n_grid = int(np.clip((steps - 1) * cfg.grid_per_step, cfg.min_grid, cfg.max_grid))
     geometric = _AugmentedPath(path, float(s[-1]), q.shape[1])
     toppra = _toppra_module()
+    gridpoints = np.linspace(0.0, s[-1], n_grid + 1)
+    constraints = _constraints(limits, cfg.toppra_acceleration_margin)
+    if box is not None:
+        constraints = [*constraints, _box_constraint(toppra, path, gridpoints, limits, box)]
     algo = toppra.algorithm.TOPPRA(
-        _constraints(limits, cfg.toppra_acceleration_margin),
+        constraints,
         geometric,
-        gridpoints=np.linspace(0.0, s[-1], n_grid + 1),
+        gridpoints=gridpoints,
         solver_wrapper="seidel",  # toppra's own LP solver (naming it skips a search for optional ones)
         parametrizer="ParametrizeConstAccel",
     )
@@ -326,3 +380,23 @@ def _toppra(
     grid_q = path(grid)
     d_path = path(grid, 1)
     return times, grid_q, d_path[0] * sd[0], d_path[-1] * sd[-1]
+
+
+#: The box's path-speed bound never goes below this (a bound of 0 would stop the path: TOPP-RA fails; a path that
+#: needs it leaves the box, and the final check hands it on as it is).
+_MIN_BOX_SPEED = 0.02
+
+
+def _box_constraint(
+    toppra: Any, path: CubicSpline | PchipInterpolator, grid: np.ndarray, limits: MotionLimits, box: BoxGuard
+) -> object:
+    """A TOPP-RA velocity constraint on the augmented path: the joints' limits unchanged, the virtual coordinate's
+    speed bounded by :meth:`BoxGuard.speed_bounds` at each grid point (linear in between)."""
+    bound = np.maximum(box.speed_bounds(path(grid), path(grid, 1)), _MIN_BOX_SPEED)
+    joints = np.stack([-limits.velocity, limits.velocity], axis=1)
+
+    def vlim(s_at: float) -> np.ndarray:
+        sd = float(np.interp(s_at, grid, bound))
+        return np.vstack([joints, [[-sd, sd]]])
+
+    return toppra.constraint.JointVelocityConstraintVarying(vlim)

@@ -220,6 +220,57 @@ class PinocchioIK:
         """Number of controlled joints."""
         return len(self.joint_names)
 
+    def _chain(self) -> list[tuple[np.ndarray, np.ndarray, int]] | None:
+        """The serial chain for :meth:`fk_xyz_many`: per joint (rotation (3, 3), translation (3,) of its placement
+        in the previous joint's frame, axis 0/1/2), then the TCP's offset in the last joint's frame as
+        ``(identity, offset, -1)``; None unless every joint is a revolute joint about its x, y or z axis, each the
+        child of the previous, with the TCP on the last."""
+        model = self._model
+        n = self.nq
+        chain: list[tuple[np.ndarray, np.ndarray, int]] = []
+        for i in range(1, n + 1):
+            axis = {"JointModelRX": 0, "JointModelRY": 1, "JointModelRZ": 2}.get(model.joints[i].shortname())
+            if axis is None or int(model.parents[i]) != i - 1:
+                return None
+            placement = model.jointPlacements[i]
+            chain.append((np.array(placement.rotation), np.array(placement.translation), axis))
+        frame = model.frames[self._fid]
+        if int(frame.parentJoint) != n:
+            return None
+        chain.append((np.array(frame.placement.rotation), np.array(frame.placement.translation), -1))
+        return chain
+
+    def fk_xyz_many(self, q: np.ndarray) -> np.ndarray:
+        """(m, 3) float64 TCP positions in the base frame (m) for (m, n) joint positions (rad): :meth:`fk_xyz` of
+        every row, computed for all rows at once (numpy over the chain's joints) for serial revolute arms, row by
+        row otherwise."""
+        qs = np.asarray(q, dtype=np.float64)
+        if qs.ndim != 2 or qs.shape[1] != self.nq:
+            raise ShapeError(f"fk_xyz_many: expected (m, {self.nq}) joint positions in rad, got shape {qs.shape}")
+        if not np.all(np.isfinite(qs)):
+            raise ShapeError("fk_xyz_many: contains NaN/Inf; finite joint positions are required")
+        if not hasattr(self, "_chain_cache"):
+            self._chain_cache = self._chain()
+        chain = self._chain_cache
+        if chain is None:
+            return np.array([self.fk_xyz(row) for row in qs]).reshape(len(qs), 3)
+        m = len(qs)
+        rot = np.broadcast_to(np.eye(3), (m, 3, 3)).copy()  # base -> current joint frame, per row
+        pos = np.zeros((m, 3))
+        cos, sin = np.cos(qs), np.sin(qs)
+        for j, (r_fixed, t_fixed, axis) in enumerate(chain):
+            flat = rot.reshape(3 * m, 3)  # stacked rows: one 2-D product instead of m small ones
+            pos += (flat @ t_fixed).reshape(m, 3)
+            rot = (flat @ r_fixed).reshape(m, 3, 3)
+            if axis < 0:
+                break
+            c, s = cos[:, j, None], sin[:, j, None]
+            a, b = [(1, 2), (2, 0), (0, 1)][axis]  # the plane the joint rotates: R @ R_axis(q) mixes these columns
+            col_a, col_b = rot[:, :, a].copy(), rot[:, :, b].copy()
+            rot[:, :, a] = c * col_a + s * col_b
+            rot[:, :, b] = c * col_b - s * col_a
+        return pos
+
     # -------------------------------------------------------------------------------------------- kinematics
     def _check_q(self, q: np.ndarray, name: str = "q") -> np.ndarray:
         arr = np.asarray(q, dtype=np.float64)
@@ -241,8 +292,9 @@ class PinocchioIK:
         """(3,) float64 TCP position in the base frame, metres — the fast path (no :class:`Pose` validation)."""
         q = self._check_q(q)
         with self._lock:
-            pin.framesForwardKinematics(self._model, self._data, q)
-            return self._data.oMf[self._fid].translation.copy()
+            # the joints' placements, then the TCP frame's alone (updating every frame costs twice as much)
+            pin.forwardKinematics(self._model, self._data, q)
+            return pin.updateFramePlacement(self._model, self._data, self._fid).translation.copy()
 
     def jacobian(self, q: np.ndarray) -> np.ndarray:
         """(6, n) float64 TCP Jacobian at ``q``: rows (v_x, v_y, v_z [m/s], w_x, w_y, w_z [rad/s]) in the base

@@ -65,6 +65,7 @@ __all__ = [
     "build_executor",
     "build_process_executor",
     "build_scheduler",
+    "process_safety_spec",
     "build_stack",
     "terminate_on_signals",
 ]
@@ -126,10 +127,14 @@ def build_decoder(
     return get_decoder(name, **kwargs), stats
 
 
-#: TCP targets are kept this far (m) inside the safety filter's braking margin of a workspace box: room for the
-#: path between two steps and for the come-to-rest after a chunk's last one (4 cm: at a policy driving 0.5 m/s into
-#: the box, 2 cm left 7 braking interventions after its fault window on merged main; cause not yet pinned down).
-TARGET_BOX_SLACK_M = 0.04
+#: TCP targets are kept this far (m) inside the safety filter's braking margin of a workspace box. Speed near the
+#: faces is not this slack's business: the planner keeps every plan within the filter's braking model
+#: (:mod:`robot_stack.control.box_guard`: chunks slowed near a face, extensions, joins). The slack covers where the
+#: plan's *positions* may lie beyond the clamped targets, which no timing can undo: the IK's accepted residual
+#: (``decoder.best_effort_m``, 5 mm in the demo preset), the joint-space path between steps (1.7 mm measured on the
+#: Panda for a 0.6-1.2 m/s dive clamped onto the floor, with the shape-preserving path the planner takes there) and
+#: the guard's own 1 mm tolerance: 7.7 mm, well inside 2 cm.
+TARGET_BOX_SLACK_M = 0.02
 
 
 def _target_box(config: StackConfig) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
@@ -175,17 +180,19 @@ def build_executor(config: StackConfig, robot: Robot, clock: Clock) -> Executor:
     workspace box when there is one (``control.workspace_*``, or the arm's with ``control.workspace_from_robot``),
     with the arm's own forward kinematics (the executor thread must not share the decoder's)."""
     box = _workspace(config)
-    fk = None
+    fk = fk_many = None
     if box is not None:
         from robot_stack.kinematics.ik import ik_for
 
-        fk = ik_for(config.embodiment).fk_xyz
+        kinematics = ik_for(config.embodiment)
+        fk, fk_many = kinematics.fk_xyz, kinematics.fk_xyz_many
     safety = SafetyFilter(
         robot.limits,
         margin_rad=config.control.limit_margin_rad,
         workspace=box,
         fk_xyz=fk,
         workspace_margin_m=config.control.workspace_margin_m,
+        fk_xyz_many=fk_many,
     )
     return Executor(
         robot, clock, rate_hz=config.control_rate_hz, safety=safety, watchdog_timeout_s=config.control.watchdog_s
@@ -209,11 +216,6 @@ def build_process_executor(
     names = tuple(robot.joint_names)
     ring = SetpointRing(len(names))
     relay = SetpointRelay(robot, ring)
-    box = _workspace(config)
-    safety = SafetySpec(
-        workspace=None if box is None else (tuple(box.lower.tolist()), tuple(box.upper.tolist())),  # type: ignore[arg-type]
-        workspace_margin_m=cc.workspace_margin_m,
-    )
     executor = ProcessExecutor(
         RobotSpec(
             "robot_stack.control.setpoints:RingRobot",
@@ -224,7 +226,7 @@ def build_process_executor(
         clock,
         rate_hz=config.control_rate_hz,
         watchdog_timeout_s=cc.watchdog_s,
-        safety=safety,
+        safety=process_safety_spec(config),
         realtime=RealtimeConfig(cpu=cc.realtime_cpu, fifo_priority=cc.realtime_priority),
         keep_alive=True,
         relay=relay,
@@ -253,6 +255,19 @@ def build_process_executor(
         close()
         raise
     return executor, close
+
+
+def process_safety_spec(config: StackConfig) -> SafetySpec:
+    """The safety filter the real-time process builds: the config's joint-limit margin and workspace box, the box
+    judged at this arm's TCP (its own forward kinematics, by name: the spec crosses the process boundary)."""
+    box = _workspace(config)
+    return SafetySpec(
+        margin_rad=config.control.limit_margin_rad,
+        workspace=None if box is None else (tuple(box.lower.tolist()), tuple(box.upper.tolist())),  # type: ignore[arg-type]
+        workspace_margin_m=config.control.workspace_margin_m,
+        fk_factory="robot_stack.kinematics.ik:ik_for",
+        fk_args=(config.embodiment.name,),
+    )
 
 
 def build_scheduler(config: StackConfig, executor: AnyExecutor) -> ChunkScheduler:
