@@ -319,7 +319,7 @@ def test_simulated_robots_get_the_same_safety_results_from_the_fleet(cluster: Ra
     robots = parse_robots("panda:reach-touch-v1,ur5,so101")
     config = FleetConfig(replicas=2, cpus_per_replica=0.25, threads=1)
     report = run_fleet_check(
-        robots, 2, kill_replica=True, kill_after=15, max_duration_s=2.0, fleet_config=config, cluster=cluster
+        robots, 2, kill_replica=True, kill_after=15, max_duration_s=1.5, fleet_config=config, cluster=cluster
     )
     assert report.passed, report.failures
     assert [r["robot_id"] for r in report.comparison] == ["panda-0", "ur5-1", "so101-2"]

@@ -107,7 +107,7 @@ def test_a_robot_whose_server_dies_mid_episode_holds_safe() -> None:
     out: dict[str, RobotRun] = {}
     robot = threading.Thread(
         target=lambda: out.setdefault(
-            "run", run_robot(spec, server.endpoint, 1, 1000, timeout_s=0.3, max_duration_s=2.0)
+            "run", run_robot(spec, server.endpoint, 1, 1000, timeout_s=0.2, max_duration_s=1.5)
         )
     )
     robot.start()
@@ -117,7 +117,7 @@ def test_a_robot_whose_server_dies_mid_episode_holds_safe() -> None:
         server.close()
     robot.join(120)
     run = out["run"]
-    assert 4 <= run.answered < run.requests == 20
+    assert 4 <= run.answered < run.requests == 15
     assert run.failed == {"timeout": run.requests - run.answered} and run.held_steps == run.requests - run.answered
     assert run.holds >= 1, "the watchdog should have held the arm once its plan ran out"
     assert run.safety_counters == {

@@ -63,10 +63,10 @@ DEFAULT_ROBOTS = "panda,ur5,so101,panda:reach-touch-v1"
 REPLACE_TIMEOUT_S = 180.0
 
 
-def parse_robots(text: str) -> tuple[RobotSpec, ...]:
+def parse_robots(text: str, overrides: Sequence[str] = ()) -> tuple[RobotSpec, ...]:
     """``ARM[:MODEL],...`` -> robot specs. MODEL is a shipped model name (``reach-touch-v1``,
     ``reach-xemb/reach-xemb-vq``) or a manifest path; without it the arm runs its demo stack's policy (the
-    cross-embodiment ``reach-xemb-vq``). Robot ids are ``<arm>-<index>``.
+    cross-embodiment ``reach-xemb-vq``; ``overrides`` apply to that stack). Robot ids are ``<arm>-<index>``.
 
     Raises:
         ConfigError: an unknown arm, a missing manifest, or no robot at all.
@@ -80,7 +80,7 @@ def parse_robots(text: str) -> tuple[RobotSpec, ...]:
         raise ConfigError(f"--robots: expected ARM[:MODEL],... (e.g. {DEFAULT_ROBOTS}), got {text!r}")
     for i, item in enumerate(items):
         arm, _, model = item.partition(":")
-        config = load_stack_config("demo", robot=arm.strip())  # ConfigError naming the known arms
+        config = load_stack_config("demo", overrides, robot=arm.strip())  # ConfigError naming the known arms
         if model.strip():
             config = config.with_overrides([f"policy.manifest={model.strip()}"])
         path = config.policy.manifest_path().resolve()
@@ -332,6 +332,7 @@ class _ReplicaKiller:
         self.t0 = time.monotonic()
         self.killed: dict[str, Any] | None = None
         self.t_kill = 0.0
+        self.replaced_after_s: float | None = None
 
     def __call__(self, all_done: Callable[[], bool]) -> None:
         server, dispatcher = self.fleet.server, self.fleet.dispatcher
@@ -372,15 +373,13 @@ class _ReplicaKiller:
             "before": before,
         }
         log.info("killed replica %s of %s (pid %d) after %d answers", replica, self.model_id, pid, answered)
+        self._wait_replaced()
 
-    def record(self) -> KillRecord | None:
-        """The kill, with the requests the dispatcher sent again and the time Serve took to replace the replica
-        (waits up to :data:`REPLACE_TIMEOUT_S`)."""
-        if self.killed is None:
-            return None
-        replaced: float | None = None
-        t_end = self.t_kill + REPLACE_TIMEOUT_S
-        while time.monotonic() < t_end:
+    def _wait_replaced(self) -> None:
+        """Poll Serve (while the robots run on) until the model runs its full replica count again without the
+        killed one, at most until :data:`REPLACE_TIMEOUT_S` after the kill."""
+        assert self.killed is not None
+        while time.monotonic() < self.t_kill + REPLACE_TIMEOUT_S:
             states = self.fleet.cluster.replica_states().get(self.model_id, {})
             if states.get("RUNNING") == self.replicas:
                 try:
@@ -388,9 +387,14 @@ class _ReplicaKiller:
                 except ConfigError:
                     running = {}
                 if running and self.killed["replica"] not in running:
-                    replaced = time.monotonic() - self.t_kill
-                    break
+                    self.replaced_after_s = round(time.monotonic() - self.t_kill, 2)
+                    return
             time.sleep(0.5)
+
+    def record(self) -> KillRecord | None:
+        """The kill, with the calls the dispatcher sent again and the time Serve took to replace the replica."""
+        if self.killed is None:
+            return None
         after, before = self.fleet.dispatcher.stats, self.killed["before"]
         return KillRecord(
             self.model_id,
@@ -404,7 +408,7 @@ class _ReplicaKiller:
             self.killed["during_run"],
             after.get("retries", 0) - before.get("retries", 0),
             after.get("failed_over", 0) - before.get("failed_over", 0),
-            None if replaced is None else round(replaced, 2),
+            self.replaced_after_s,
         )
 
 
@@ -463,6 +467,7 @@ def run_fleet_check(
     timeout_s: float = 10.0,
     max_duration_s: float = 8.0,
     success_tolerance: int = 0,
+    overrides: Sequence[str] = (),
     fleet_config: Any = None,
     cluster: Any = None,
     log_level: int = logging.ERROR,
@@ -479,6 +484,7 @@ def run_fleet_check(
         timeout_s: each request's deadline (s, wall clock).
         max_duration_s: simulated seconds before an episode counts as failed.
         success_tolerance: seeds per robot whose outcome may differ between the runs.
+        overrides: ``section.field=value`` overrides of every robot's ``demo`` stack (both runs).
         cluster: a connected :class:`~robot_stack.fleet.cluster.RayCluster` to deploy on (tests share one);
             None = a private loopback instance for this check.
         log_level: the robot processes' log level on stderr.
@@ -507,6 +513,7 @@ def run_fleet_check(
         "seed": seed,
         "timeout_s": timeout_s,
         "max_duration_s": max_duration_s,
+        "overrides": tuple(overrides),
         "log_level": log_level,
     }
     pool = _RobotPool(len(robots))
@@ -547,6 +554,7 @@ def run_fleet_check(
         "timeout_s": timeout_s,
         "max_duration_s": max_duration_s,
         "success_tolerance": success_tolerance,
+        "overrides": list(overrides),
         "threads_per_server": config.threads,
         "manifests": {m: str(Path(p)) for m, p in _manifests(robots).items()},
     }

@@ -8,6 +8,7 @@ request, outcomes that differ, a kill that did not happen or a replica not repla
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -77,19 +78,23 @@ def _cmd_fleet_check(args: argparse.Namespace) -> int:
     from robot_stack.console import print_table
     from robot_stack.hil.fleet_check import parse_robots, run_fleet_check
 
-    robots = parse_robots(args.robots)
-    report = run_fleet_check(
-        robots,
-        args.episodes,
-        args.seed,
-        replicas=args.replicas,
-        kill_replica=args.kill_replica,
-        kill_after=args.kill_after,
-        timeout_s=args.timeout_s,
-        max_duration_s=args.max_duration_s,
-        success_tolerance=args.success_tolerance,
-        log_level=logging.INFO if getattr(args, "verbose", False) else logging.ERROR,
-    )
+    overrides = list(args.set or ())
+    robots = parse_robots(args.robots, overrides)
+    # Ray prints its processes' notices (a replica's death) on stdout: with --json, stdout carries the report only
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        report = run_fleet_check(
+            robots,
+            args.episodes,
+            args.seed,
+            replicas=args.replicas,
+            kill_replica=args.kill_replica,
+            kill_after=args.kill_after,
+            timeout_s=args.timeout_s,
+            max_duration_s=args.max_duration_s,
+            success_tolerance=args.success_tolerance,
+            overrides=overrides,
+            log_level=logging.INFO if getattr(args, "verbose", False) else logging.ERROR,
+        )
     data = report.to_dict()
     if args.json:
         print(json.dumps(data, default=str))
@@ -155,6 +160,12 @@ def add_fleet_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     check.add_argument("--max-duration-s", type=float, default=8.0, help="simulated seconds per episode at most")
     check.add_argument(
         "--success-tolerance", type=int, default=0, help="seeds per robot whose outcome may differ between the runs"
+    )
+    check.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.FIELD=VALUE",
+        help="override a field of every robot's demo stack, e.g. --set control.workspace_from_robot=true (repeatable)",
     )
     check.add_argument("--json", action="store_true", help="print the full report as JSON (the table goes to stderr)")
     check.set_defaults(func=_cmd_fleet_check)

@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from robot_stack.control.safety import WorkspaceBox
 from robot_stack.errors import RequestTimeoutError, ServerError, TransportError
 from robot_stack.hil.audit import RecordingRobot, WarningCounter
 from robot_stack.types import ActionChunk, Observation
@@ -89,7 +90,8 @@ class RobotRun:
         unsafe_commands: commands sent to the robot that broke a joint limit (position, velocity, acceleration or
             jerk; audited on every command), by limit in ``unsafe_by_limit``.
         outside_box_commands: commands whose TCP (forward kinematics of the commanded joints) lay outside the
-            arm's workspace box; outside_box_max_m: by how far at most, m.
+            stack's workspace box, or the arm's own box (``embodiment.workspace``) where the stack enforces none
+            (the ``demo`` preset); outside_box_max_m: by how far at most, m (summed over the axes).
         holds: watchdog holds of the executor; commands: set-points sent.
         replicas: fleet replica id -> answers it gave (empty against a single server).
         round_trip_p50_ms, round_trip_max_ms: wall-clock round trips of the answered requests.
@@ -228,6 +230,7 @@ def run_robot(
     *,
     timeout_s: float = 10.0,
     max_duration_s: float = 8.0,
+    overrides: Sequence[str] = (),
     log_level: int = logging.ERROR,
 ) -> RobotRun:
     """Run ``episodes`` lockstep episodes (seeds ``seed ..``) of robot ``spec`` against ``endpoint``.
@@ -235,18 +238,35 @@ def run_robot(
     Args:
         timeout_s: each request's deadline, wall-clock seconds (the simulated clock waits meanwhile).
         max_duration_s: simulated seconds before an episode counts as failed.
-        log_level: level of this process's log on stderr (a worker process starts without logging set up).
+        overrides: ``section.field=value`` overrides of the arm's ``demo`` stack.
+        log_level: level of this process's log on stderr (a worker process starts without logging set up;
+            WARNING records are counted in :attr:`RobotRun.warnings` whatever the level).
     """
+    handler = _log_to_stderr(log_level, spec.robot_id)
+    try:
+        return _drive(spec, endpoint, episodes, seed, timeout_s, max_duration_s, overrides)
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def _drive(
+    spec: RobotSpec,
+    endpoint: str,
+    episodes: int,
+    seed: int,
+    timeout_s: float,
+    max_duration_s: float,
+    overrides: Sequence[str],
+) -> RobotRun:
     from robot_stack.kinematics.ik import ik_for
     from robot_stack.stack.config import load_stack_config
     from robot_stack.training.evaluate import served_rig
     from robot_stack.transport.client import PolicyClient
 
-    logging.basicConfig(level=log_level, format=f"%(asctime)s %(levelname)s {spec.robot_id} %(name)s: %(message)s")
     t0 = time.perf_counter()
-    config = load_stack_config("demo", robot=spec.arm)
-    box = config.workspace or config.embodiment.workspace
-    lower, upper = np.asarray(box.lower), np.asarray(box.upper)
+    config = load_stack_config("demo", overrides, robot=spec.arm)
+    limits = config.workspace or config.embodiment.workspace  # the stack's box, else the arm's own
+    box = WorkspaceBox(np.asarray(limits.lower), np.asarray(limits.upper))
     clock: list[Any] = []
     audited: list[RecordingRobot] = []
 
@@ -254,7 +274,9 @@ def run_robot(
         audited.append(RecordingRobot(robot, lambda: clock[0].now_ns(), 1.0 / config.control_rate_hz, 1 << 30))
         return audited[0]
 
-    rig, _ = served_rig(spec.manifest, spec.arm, max_duration_s=max_duration_s, robot_wrapper=audit)
+    rig, _ = served_rig(
+        spec.manifest, spec.arm, max_duration_s=max_duration_s, robot_wrapper=audit, overrides=overrides
+    )
     clock.append(rig.clock)
     recorder = audited[0]
     fk = ik_for(config.embodiment).fk_xyz
@@ -274,8 +296,7 @@ def run_robot(
                 tally.counts["interventions"] += int(stats["faults"]["safety_interventions"])
                 tally.counts["holds"] += int(stats["holds"])
                 for q in recorder.q_cmd:  # every command of this episode: where its TCP lies against the box
-                    xyz = fk(q)
-                    out = float(np.sum(np.maximum(0.0, lower - xyz) + np.maximum(0.0, xyz - upper)))
+                    out = box.outside_by(fk(q))
                     if out > 0:
                         tally.counts["outside_box_commands"] += 1
                         tally.outside_max_m = max(tally.outside_max_m, out)
@@ -319,8 +340,13 @@ def run_robot(
     )
 
 
-def manifest_model_id(manifest: str | Path) -> str:
-    """The model id of a manifest file."""
-    from robot_stack.policy.manifest import PolicyManifest
-
-    return PolicyManifest.load(manifest).model_id
+def _log_to_stderr(level: int, robot_id: str) -> logging.Handler:
+    """This process's log while the robot runs: records of ``level`` and above on stderr, tagged with the robot;
+    WARNING records are created whatever ``level`` (the run counts them). Returns the handler to remove after."""
+    handler = logging.StreamHandler()
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {robot_id} %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.WARNING, level, logging.WARNING))
+    return handler

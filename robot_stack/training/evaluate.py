@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,6 +168,7 @@ def served_rig(
     tokenizer: str | Path | None = None,
     max_duration_s: float = 8.0,
     robot_wrapper: Callable[[Robot], Robot] | None = None,
+    overrides: Sequence[str] = (),
 ) -> tuple[LockstepRig, PolicyManifest]:
     """The lockstep rig of arm ``robot`` (the ``demo`` stack in its cell) with the decoder for the action head of
     the policy ``manifest_path``, and that manifest: what a served evaluation runs the policy's replies through.
@@ -177,15 +178,15 @@ def served_rig(
         tokenizer: VQ tokenizer manifest for a ``latent_vq`` policy (default: :func:`tokenizer_for`).
         max_duration_s: simulated seconds before an episode counts as failed.
         robot_wrapper: wraps the cell's robot (e.g. an auditing robot, :class:`LockstepRig`).
+        overrides: ``section.field=value`` overrides of the stack (e.g. ``control.workspace_from_robot=true``).
 
     Raises:
         ConfigError: another action head or space (the rig is closed first).
     """
     manifest = PolicyManifest.load(manifest_path)
     head = ActionHead.parse(manifest.action_head)
-    rig = LockstepRig(
-        load_stack_config("demo", robot=robot), max_duration_s=max_duration_s, robot_wrapper=robot_wrapper
-    )
+    config = load_stack_config("demo", overrides, robot=robot)
+    rig = LockstepRig(config, max_duration_s=max_duration_s, robot_wrapper=robot_wrapper)
     if head is ActionHead.LATENT_VQ:
         options = {"manifest": tokenizer or tokenizer_for(manifest_path)}
         config = rig.config.replace(decoder=dataclasses.replace(rig.config.decoder, options=options))
