@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     from robot_stack.fleet.cli import add_fleet_arguments, run_fleet
     from robot_stack.graph.cli import add_up_parser
     from robot_stack.hil.cli import add_hil_parser
+    from robot_stack.hil.fleet_cli import add_fleet_parser
     from robot_stack.policy.cli import add_compile_parser, add_serve_parser
     from robot_stack.training.cli import add_train_parser
     from robot_stack.transport.cli import add_keys_parser
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(sub)
     add_compile_parser(sub)
     add_hil_parser(sub)
+    add_fleet_parser(sub)
     add_calibrate_parser(sub, _sim_calibration_tools)
     add_dataset_parser(sub)
     add_up_parser(sub)

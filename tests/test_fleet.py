@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,14 +172,7 @@ def test_two_models_side_by_side(fleet: Any) -> None:
 
 
 def _replica_pids(cluster: RayCluster, model_id: str, n: int) -> dict[str, int]:
-    handle = cluster.handle(model_id)
-    found: dict[str, int] = {}
-    t_end = time.monotonic() + 120
-    while len(found) < n and time.monotonic() < t_end:
-        info = handle.info.remote().result(timeout_s=30)
-        found[info["replica"]] = info["pid"]
-    assert len(found) == n, f"found replicas {found}, expected {n}"
-    return found
+    return {replica: info["pid"] for replica, info in cluster.replicas(model_id, n).items()}
 
 
 def test_killed_replica_loses_no_request_and_is_replaced(fleet: Any, cluster: RayCluster) -> None:
@@ -314,3 +306,36 @@ def _ray_processes() -> set[int]:
         if not more:
             return found
         found |= more
+
+
+def test_simulated_robots_get_the_same_safety_results_from_the_fleet(cluster: RayCluster) -> None:
+    """The fleet check of ``robot-stack fleet check``, short: 3 simulated robots (each in its own process; two
+    models side by side) x 2 episodes against one real server per model, then against 2 replicas per model on this
+    module's Ray instance, one replica frozen and then killed while it held requests. Same safety results (all 0),
+    every request answered, the same chunks bit for bit (batch size 1, one ONNX Runtime thread in both) and so the
+    same outcomes; the requests the killed replica held were answered, and it was replaced."""
+    from robot_stack.hil.fleet_check import parse_robots, run_fleet_check
+
+    robots = parse_robots("panda:reach-touch-v1,ur5,so101")
+    config = FleetConfig(replicas=2, cpus_per_replica=0.25, threads=1)
+    report = run_fleet_check(
+        robots, 2, kill_replica=True, kill_after=15, max_duration_s=1.5, fleet_config=config, cluster=cluster
+    )
+    assert report.passed, report.failures
+    assert [r["robot_id"] for r in report.comparison] == ["panda-0", "ur5-1", "so101-2"]
+    for row in report.comparison:
+        for key in ("interventions", "unsafe_commands", "outside_box_commands", "stale_replies", "failed"):
+            assert row[f"{key}_single"] == row[f"{key}_fleet"] == 0, (key, row)
+        assert row["identical_steps"] == row["compared_steps"] > 0, row
+        assert row["seeds_differing"] == []
+        assert len(row["replicas_fleet"]) >= 1
+    for run in report.fleet.robots:
+        assert run.answered == run.requests > 0 and run.commands > 0
+    kill = report.fleet.kill
+    assert kill is not None and kill.model_id == "reach-xemb-vq" and kill.during_run
+    assert kill.held_calls >= 1 and kill.held_s >= 1.0, "the replica should have died holding requests"
+    assert kill.replaced_after_s is not None
+    assert report.fleet.dispatcher.get("deadline_in_fleet", 0) == 0, report.fleet.dispatcher
+    assert set(report.fleet.endpoints) == {"reach-touch-v1", "reach-xemb-vq"}
+    assert len(set(report.single.endpoints.values())) == 2 and len(set(report.fleet.endpoints.values())) == 1
+    assert not {"reach-touch-v1", "reach-xemb-vq"} & cluster.models.keys(), "the check deletes its models again"

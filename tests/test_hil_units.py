@@ -204,6 +204,20 @@ def test_recording_robot_flags_every_limit_breach() -> None:
     assert robot.unsafe["position"] == 1 and robot.commands == 6
 
 
+def test_recording_robot_forgets_its_record_but_not_its_audit() -> None:
+    world = SimWorld(clock=FakeClock())
+    robot = RecordingRobot(SimRobot(world), lambda: 0, period_s=0.002)
+    q = panda.HOME_Q.copy()
+    for _ in range(3):
+        robot.command(q)
+    robot.clear_record()
+    assert robot.q_cmd == [] and robot.t_ns == [] and robot.states == [] and robot.episode_starts == [0]
+    step = q.copy()
+    step[0] += 0.01  # judged against the commands before the clear
+    robot.command(step)
+    assert robot.unsafe["velocity"] == 1 and robot.commands == 4 and len(robot.q_cmd) == 1
+
+
 def test_recording_robot_monitor_latches_a_touch_between_policy_cycles() -> None:
     from robot_stack.sim.task import ReachTouchTask
 

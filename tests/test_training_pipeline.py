@@ -195,6 +195,17 @@ def test_cli_parses_train_and_evaluate() -> None:
         build_parser().parse_args(["train", "--dataset", "d", "--head", "transformer", "--out", "o"])
 
 
+def test_evaluate_table_skips_the_report_s_plain_entries(capsys: pytest.CaptureFixture[str]) -> None:
+    """`robot-stack evaluate` prints its JSON report, then this table: the report's ``robot`` entry (a string) is
+    not a row (it crashed the command after the JSON, exit 1)."""
+    from robot_stack.training.cli import _eval_table
+
+    summary = {"label": "m", "successes": 4, "episodes": 5, "success_rate": 0.8, "wall_s": 1.0}
+    _eval_table({"policy": summary, "robot": "so101"})
+    table = capsys.readouterr().err
+    assert "4/5" in table and "80%" in table and "so101" not in table
+
+
 @pytest.mark.slow
 def test_full_train_and_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Record 40 expert episodes, train both heads, evaluate each over 50 served episodes (tens of minutes)."""

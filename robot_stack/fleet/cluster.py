@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,23 @@ class RayCluster:
         from robot_stack.fleet.app import DEPLOYMENT
 
         return serve.get_deployment_handle(DEPLOYMENT, app_name=model_id)
+
+    def replicas(self, model_id: str, n: int, timeout_s: float = 120.0) -> dict[str, dict[str, Any]]:
+        """Replica id -> ``{"pid", "node", "model"}`` of ``n`` distinct running replicas of ``model_id``, asked
+        through the handle (Serve picks a replica per call, so it asks until ``n`` have answered).
+
+        Raises:
+            ConfigError: fewer than ``n`` replicas answered within ``timeout_s``.
+        """
+        handle = self.handle(model_id)
+        found: dict[str, dict[str, Any]] = {}
+        t_end = time.monotonic() + timeout_s
+        while len(found) < n and time.monotonic() < t_end:
+            info = handle.info.remote().result(timeout_s=max(1.0, t_end - time.monotonic()))
+            found[info["replica"]] = {k: v for k, v in info.items() if k != "replica"}
+        if len(found) < n:
+            raise ConfigError(f"only {len(found)} of {n} replicas of {model_id} answered within {timeout_s:.0f} s")
+        return found
 
     def replica_states(self) -> dict[str, dict[str, int]]:
         """Model id -> replica state -> count (``RUNNING``, ``STARTING``...); a call to Serve's controller."""

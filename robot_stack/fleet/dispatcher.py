@@ -129,6 +129,10 @@ class FleetDispatcher:
             }
         }
 
+    def calls_in_flight(self, model_id: str) -> int:
+        """Ray calls to ``model_id``'s replicas sent and not answered yet (each carries up to a micro-batch)."""
+        return int(self._calls.get(model_id, 0))
+
     def close(self) -> None:
         """Stop the dispatch loop (in-flight requests are abandoned: the server is closed first)."""
         self._status_task.cancel()

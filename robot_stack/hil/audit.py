@@ -108,6 +108,16 @@ class RecordingRobot(Robot):
             if len(self.t_ns) > self.episode_starts[-1]:
                 self.episode_starts.append(len(self.t_ns))
 
+    def clear_record(self) -> None:
+        """Forget the recorded commands and states (a long run that has read them); the audit's counters
+        (:attr:`unsafe`, :attr:`commands`, the jerk peaks) and its command history go on."""
+        with self._lock:
+            for record in (self.t_ns, self.q_cmd, self.states, self.q_plan, self.interventions):
+                record.clear()
+            for record in (self.t_meas_ns, self.q_meas, self.tcp_meas):
+                record.clear()
+            self.episode_starts = [0]
+
     def _audit(self, q: np.ndarray, t_ns: int | None = None) -> None:
         """Judge ``q`` against the limits; with ``t_ns`` (the tick time the executor computed it for) as divided
         differences over the real times between set-points, else over the nominal period."""

@@ -40,7 +40,7 @@ import numpy as np
 from robot_stack.control.audit import stream_ratios
 from robot_stack.hil.scenario import Scenario
 
-__all__ = ["Check", "compute_metrics", "evaluate", "plan_audit"]
+__all__ = ["Check", "Verdict", "compute_metrics", "evaluate", "plan_audit"]
 
 #: Commanded joint speed below this (rad/s, every joint) counts as stopped.
 HOLD_SPEED_RAD_S = 1e-3
@@ -56,6 +56,24 @@ class Check:
     ok: bool
     expected: Any
     actual: Any
+
+
+class Verdict:
+    """What a report made of :class:`Check` s (its ``checks``) says: whether it passed, which checks failed."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def checks_dict(self) -> list[dict[str, Any]]:
+        """The checks, JSON-ready."""
+        return [{"name": c.name, "ok": c.ok, "expected": c.expected, "actual": c.actual} for c in self.checks]
 
 
 def _round(x: float | None, nd: int = 3) -> float | None:

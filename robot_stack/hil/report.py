@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from robot_stack.errors import ConfigError
-from robot_stack.hil.metrics import Check
+from robot_stack.hil.metrics import Check, Verdict
 
 log = logging.getLogger("robot_stack.hil")
 
@@ -25,7 +25,7 @@ __all__ = ["TABLE_COLUMNS", "HilReport", "format_table", "plot_report", "write_r
 
 
 @dataclass(frozen=True)
-class HilReport:
+class HilReport(Verdict):
     """Result of one scenario run.
 
     Attributes:
@@ -41,20 +41,12 @@ class HilReport:
     checks: tuple[Check, ...]
     record: Any = None
 
-    @property
-    def passed(self) -> bool:
-        return all(c.ok for c in self.checks)
-
-    @property
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.ok]
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "scenario": self.name,
             "description": self.description,
             "passed": self.passed,
-            "checks": [{"name": c.name, "ok": c.ok, "expected": c.expected, "actual": c.actual} for c in self.checks],
+            "checks": self.checks_dict(),
             "metrics": self.metrics,
         }
 

@@ -28,8 +28,9 @@ from robot_stack.types import ActionChunk, ActionHead, Observation
 
 log = logging.getLogger("robot_stack.stack.lockstep")
 
-#: A policy maps an observation to an action chunk (``ee_delta_xyz``).
-PolicyFn = Callable[[Observation], ActionChunk]
+#: A policy maps an observation to an action chunk (``ee_delta_xyz``), or to None when it has no answer for it (a
+#: failed request): nothing new is submitted and the executor finishes its plan, then holds (its watchdog).
+PolicyFn = Callable[[Observation], ActionChunk | None]
 #: Called after each observation with (observation, chunk the policy returned); used to record data.
 StepHook = Callable[[Observation, ActionChunk], None]
 
@@ -122,6 +123,8 @@ class LockstepRig:
             self.task = ReachTouchTask(self.world, max_duration_s=config.task.max_duration_s)
         self.rate_hz = config.control_rate_hz
         self.policy_period_ns = round(policy_period_s * 1e9)
+        #: the executor of the episode that runs (or ran last): its ``stats()`` (safety interventions, holds)
+        self.executor: Any = None
 
     def close(self) -> None:
         self.cell.close()
@@ -139,7 +142,11 @@ class LockstepRig:
         on_step: StepHook | None = None,
         execute: Callable[[ActionChunk, Observation], ActionChunk] | None = None,
     ) -> EpisodeResult:
-        """Run one episode; ``execute`` may alter the chunk that is actually executed (e.g. exploration noise)."""
+        """Run one episode; ``execute`` may alter the chunk that is actually executed (e.g. exploration noise).
+
+        A step whose ``policy`` returns None submits nothing (``on_step`` and ``execute`` are not called): the
+        executor goes on with the plan it has and holds when that runs out, as on a robot whose request failed.
+        """
         self.task.reset(seed)
         if initial_q_noise_rad > 0:
             rng = np.random.default_rng(10_000 + seed)
@@ -152,7 +159,7 @@ class LockstepRig:
             self.world.set_arm_q(q0, gripper=1.0)
         # the same executor and scheduler as the live stack (control.executor does not apply: simulated time is
         # ticked here, in this process)
-        executor = build_executor(self.config, self.robot, self.clock)
+        executor = self.executor = build_executor(self.config, self.robot, self.clock)
         scheduler = build_scheduler(self.config, executor)
         period_ns = executor.period_ns
         executor.tick(self.clock.now_ns())  # seeded at the episode's start posture before the first chunk
@@ -160,14 +167,15 @@ class LockstepRig:
         while not self.task.is_done():
             obs = self.observe()
             chunk = policy(obs)
-            if on_step is not None:
-                on_step(obs, chunk)
-            if execute is not None:
-                chunk = execute(chunk, obs)
-            try:
-                scheduler.submit(self.decoder.decode(chunk, obs.state))
-            except RobotStackError as exc:  # an undecodable chunk is skipped; the executor holds safely
-                log.warning("seed %d step %d: chunk rejected: %s", seed, steps, exc)
+            if chunk is not None:
+                if on_step is not None:
+                    on_step(obs, chunk)
+                if execute is not None:
+                    chunk = execute(chunk, obs)
+                try:
+                    scheduler.submit(self.decoder.decode(chunk, obs.state))
+                except RobotStackError as exc:  # an undecodable chunk is skipped; the executor holds safely
+                    log.warning("seed %d step %d: chunk rejected: %s", seed, steps, exc)
             t_end = self.clock.now_ns() + self.policy_period_ns
             while self.clock.now_ns() < t_end:
                 self.clock.advance(period_ns)

@@ -155,6 +155,7 @@ def _eval_table(report: dict[str, Any]) -> None:
             s.get("wall_s"),
         )
         for who, s in report.items()
+        if isinstance(s, dict)  # the report's plain entries (``robot``) are no rows
     ]
     columns = ["", "label", "successes", "rate", "median time to success s", "median final distance mm", "wall s"]
     print_table("robot-stack evaluate", columns, rows, to_stderr=True)

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,14 @@ from robot_stack.console import report_progress
 from robot_stack.cycle import chunk_from_reply
 from robot_stack.errors import ConfigError, PolicyError
 from robot_stack.policy.manifest import PolicyManifest
+from robot_stack.robots.base import Robot
 from robot_stack.sim.expert import ExpertConfig, ScriptedExpert
 from robot_stack.stack.build import build_decoder
 from robot_stack.stack.config import load_stack_config
 from robot_stack.stack.lockstep import EpisodeResult, LockstepRig
 from robot_stack.types import ActionChunk, ActionHead, Observation
 
-__all__ = ["EvalReport", "evaluate_expert", "evaluate_served", "served", "tokenizer_for"]
+__all__ = ["EvalReport", "evaluate_expert", "evaluate_served", "served", "served_rig", "tokenizer_for"]
 
 log = logging.getLogger("robot_stack.training.evaluate")
 
@@ -142,21 +143,7 @@ def evaluate_served(
     """
     from robot_stack.transport.client import PolicyClient
 
-    manifest = PolicyManifest.load(manifest_path)
-    head = ActionHead.parse(manifest.action_head)
-    rig = LockstepRig(load_stack_config("demo", robot=robot), max_duration_s=max_duration_s)
-    if head is ActionHead.LATENT_VQ:
-        options = {"manifest": tokenizer or tokenizer_for(manifest_path)}
-        config = rig.config.replace(decoder=dataclasses.replace(rig.config.decoder, options=options))
-        rig.decoder = build_decoder(config, head.value, manifest.action_space)[0]
-    elif head is ActionHead.CONTINUOUS and manifest.action_space == "ee_delta_xyz":
-        pass  # the rig's own decoder: the stack's ee_delta_xyz decoder
-    else:
-        rig.close()
-        raise ConfigError(
-            f"evaluate: {manifest.model_id} has action head {head!r} / space {manifest.action_space!r}; this "
-            "evaluation handles continuous ee_delta_xyz and latent_vq policies"
-        )
+    rig, manifest = served_rig(manifest_path, robot, tokenizer=tokenizer, max_duration_s=max_duration_s)
     try:
         with (
             served(manifest_path, threads=threads) as endpoint,
@@ -172,6 +159,47 @@ def evaluate_served(
             return _run(rig, act, list(range(seed, seed + episodes)), f"{manifest.model_id} on {robot}")
     finally:
         rig.close()
+
+
+def served_rig(
+    manifest_path: str | Path,
+    robot: str = "panda",
+    *,
+    tokenizer: str | Path | None = None,
+    max_duration_s: float = 8.0,
+    robot_wrapper: Callable[[Robot], Robot] | None = None,
+    overrides: Sequence[str] = (),
+) -> tuple[LockstepRig, PolicyManifest]:
+    """The lockstep rig of arm ``robot`` (the ``demo`` stack in its cell) with the decoder for the action head of
+    the policy ``manifest_path``, and that manifest: what a served evaluation runs the policy's replies through.
+
+    Args:
+        manifest_path: policy manifest (``continuous`` ``ee_delta_xyz`` or ``latent_vq`` head).
+        tokenizer: VQ tokenizer manifest for a ``latent_vq`` policy (default: :func:`tokenizer_for`).
+        max_duration_s: simulated seconds before an episode counts as failed.
+        robot_wrapper: wraps the cell's robot (e.g. an auditing robot, :class:`LockstepRig`).
+        overrides: ``section.field=value`` overrides of the stack (e.g. ``control.workspace_from_robot=true``).
+
+    Raises:
+        ConfigError: another action head or space (the rig is closed first).
+    """
+    manifest = PolicyManifest.load(manifest_path)
+    head = ActionHead.parse(manifest.action_head)
+    config = load_stack_config("demo", overrides, robot=robot)
+    rig = LockstepRig(config, max_duration_s=max_duration_s, robot_wrapper=robot_wrapper)
+    if head is ActionHead.LATENT_VQ:
+        options = {"manifest": tokenizer or tokenizer_for(manifest_path)}
+        config = rig.config.replace(decoder=dataclasses.replace(rig.config.decoder, options=options))
+        rig.decoder = build_decoder(config, head.value, manifest.action_space)[0]
+    elif head is ActionHead.CONTINUOUS and manifest.action_space == "ee_delta_xyz":
+        pass  # the rig's own decoder: the stack's ee_delta_xyz decoder
+    else:
+        rig.close()
+        raise ConfigError(
+            f"evaluate: {manifest.model_id} has action head {head!r} / space {manifest.action_space!r}; this "
+            "evaluation handles continuous ee_delta_xyz and latent_vq policies"
+        )
+    return rig, manifest
 
 
 @contextlib.contextmanager
