@@ -55,3 +55,28 @@ def test_autoscale_text_is_min_comma_max() -> None:
     for bad in ("4", "1,2,3", "a,b"):
         with pytest.raises(ConfigError, match="MIN,MAX"):
             parse_autoscale(bad)
+
+
+def test_fleet_route_accepts_an_rtc_prefix_for_a_vla_model() -> None:
+    """Regression: the fleet's model route took RTC support from ``flow_matching:`` only, so the shipped VLA (``vla:``
+    with ``rtc: true``) had its robots' ``rtc/prefix`` refused behind ``serve --ray``."""
+    import types
+
+    from robot_stack.errors import PolicyError
+    from robot_stack.fleet.cluster import DeployedModel
+    from robot_stack.fleet.dispatcher import FleetDispatcher
+    from robot_stack.policy.manifest import SHIPPED_MODELS_DIR, PolicyManifest
+    from robot_stack.policy.rtc import RTC_PREFIX
+    from robot_stack.transport.protocol import ArraySpec
+
+    path = SHIPPED_MODELS_DIR / "vla" / "vla-tabletop-v1.yaml"
+    manifest = PolicyManifest.load(path)
+    assert manifest.vla is not None and manifest.vla.rtc
+    model = DeployedModel(manifest.model_id, str(path), 1, 1, 1)
+    route = FleetDispatcher._route(types.SimpleNamespace(_replica_states={}), model)  # type: ignore[arg-type]
+    assert route.check_request is not None
+    specs = [ArraySpec(t.name, t.dtype, (1, *t.shape[1:])) for t in manifest.request_inputs]
+    route.check_request(specs)
+    route.check_request([*specs, ArraySpec(RTC_PREFIX, "float32", (1, 3, manifest.action_dim))])
+    with pytest.raises(PolicyError):
+        route.check_request([*specs, ArraySpec(RTC_PREFIX, "float32", (1, manifest.horizon + 1, manifest.action_dim))])

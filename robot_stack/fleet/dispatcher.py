@@ -147,7 +147,7 @@ class FleetDispatcher:
     # --------------------------------------------------------------------------------------------- internals
     def _route(self, model: DeployedModel) -> ModelRoute:
         manifest = PolicyManifest.load(model.manifest_path)
-        accepts_rtc = bool(manifest.flow_matching is not None and manifest.flow_matching.rtc)
+        accepts_rtc = bool(manifest.sampler is not None and manifest.sampler.rtc)  # flow_matching: or vla:
 
         def check(specs: Sequence[ArraySpec]) -> None:
             check_declared(manifest, specs, accepts_rtc)
