@@ -32,8 +32,13 @@ def _markers(root: Path) -> list[Path]:
 
 
 def _in_progress(root: Path) -> bool:
+    """An episode is being written (a non-empty video under ``.tmp``). The recorder creates, renames and removes
+    these files while we look: a path that vanishes mid-walk means "not this time", not an error."""
     tmp = root / ".tmp"
-    return tmp.is_dir() and any(p.suffix == ".mp4" and p.stat().st_size > 0 for p in tmp.rglob("*.mp4"))
+    try:
+        return tmp.is_dir() and any(p.suffix == ".mp4" and p.stat().st_size > 0 for p in tmp.rglob("*.mp4"))
+    except FileNotFoundError:
+        return False
 
 
 def test_sigkill_mid_episode_then_resume(tmp_path):
