@@ -21,7 +21,7 @@ import zmq
 
 ray = pytest.importorskip("ray", reason="robot-stack[fleet] (ray[serve]) is not installed")
 
-from robot_stack.errors import RequestTimeoutError, ServerError  # noqa: E402
+from robot_stack.errors import ConfigError, RequestTimeoutError, ServerError  # noqa: E402
 from robot_stack.fleet.cluster import RayCluster, connect  # noqa: E402
 from robot_stack.fleet.config import FleetConfig  # noqa: E402
 from robot_stack.fleet.dispatcher import FleetDispatcher  # noqa: E402
@@ -128,6 +128,15 @@ def test_autoscaling_and_gpu_settings_reach_the_deployment() -> None:
     assert deployment.ray_actor_options["num_gpus"] == 0.5
     fixed = replica_deployment(4, **deployment_options(FleetConfig(replicas=3), 4))
     assert fixed.num_replicas == 3 and fixed._deployment_config.autoscaling_config is None
+
+
+def test_replicas_the_private_instance_cannot_place_are_refused(cluster: RayCluster, tmp_path: Path) -> None:
+    """Serve waits forever for replicas no node can take (``serve --ray`` with two models of 2 replicas x 1 CPU on
+    a 2-core machine hung in ``serve.run``); on the private instance, where no node will join, it is refused."""
+    path = _model(tmp_path, "arm-d", 2, 32)
+    with pytest.raises(ConfigError, match=r"cannot place arm-d: 2 replica\(s\) need 3 CPU .*--cpus-per-replica"):
+        cluster.deploy(path, FleetConfig(replicas=2, cpus_per_replica=1.5))
+    assert "arm-d" not in cluster.models
 
 
 def test_two_replicas_serve_eight_clients(fleet: Any, models: dict[str, Path]) -> None:

@@ -27,6 +27,9 @@ __all__ = ["DeployedModel", "RayCluster", "connect", "deployment_options"]
 
 log = logging.getLogger("robot_stack.fleet.cluster")
 
+#: How long a deployment on the private instance waits for resources still being released before it is refused (s).
+ROOM_WAIT_S = 15.0
+
 #: Quiet, private defaults for an instance this process starts (set before ``import ray``).
 _RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DEDUP_LOGS": "0"}
 
@@ -96,8 +99,8 @@ class RayCluster:
         """Deploy one model (blocks until its replicas are running); return its description.
 
         Raises:
-            ConfigError: the manifest is unreadable, the model id is already deployed, or the replicas failed to
-                start (the reason Ray reports).
+            ConfigError: the manifest is unreadable, the model id is already deployed, the private instance has no
+                room for the replicas, or the replicas failed to start (the reason Ray reports).
         """
         from ray import serve
 
@@ -119,6 +122,8 @@ class RayCluster:
             max_batch,
             config.batch_wait_ms,
         )
+        if self.started:
+            self._check_room(manifest.model_id, config)
         try:
             with self.lock:
                 serve.run(app, name=manifest.model_id, route_prefix=None)
@@ -135,6 +140,30 @@ class RayCluster:
             config.cpus_per_replica,
         )
         return model
+
+    def _check_room(self, model_id: str, config: FleetConfig, wait_s: float = ROOM_WAIT_S) -> None:
+        """On the private instance nothing adds resources later, and Serve waits forever for replicas it cannot
+        place: refuse (:class:`ConfigError`) replicas that need more CPUs / GPUs than the instance has free, after
+        up to ``wait_s`` for resources still being released (a model just deleted)."""
+        ray = _ray()
+        replicas = max(config.autoscale[0], 1) if config.autoscale else config.replicas
+        need = {"CPU": replicas * config.cpus_per_replica, "GPU": replicas * config.gpus_per_replica}
+        total = ray.cluster_resources()
+        t_end = time.monotonic() + wait_s
+        while True:
+            free = ray.available_resources()
+            short = {k: v for k, v in need.items() if v > 0 and v > free.get(k, 0.0) + 1e-6}
+            if not short or any(v > total.get(k, 0.0) + 1e-6 for k, v in short.items()) or time.monotonic() > t_end:
+                break
+            time.sleep(0.5)
+        if short:
+            have = ", ".join(f"{free.get(k, 0.0):g} of {total.get(k, 0.0):g} {k}" for k in short)
+            raise ConfigError(
+                f"cannot place {model_id}: {replicas} replica(s) need "
+                + ", ".join(f"{v:g} {k}" for k, v in short.items())
+                + f" but this private Ray instance has {have} free (Serve would wait for them forever); lower "
+                "--replicas or --cpus-per-replica / --gpus-per-replica, or give the instance more with --ray-cpus"
+            )
 
     def attach(self, manifest_path: str | Path, config: FleetConfig) -> DeployedModel:
         """Serve a model the cluster already runs (an application named by its model id, built by

@@ -204,9 +204,8 @@ def compare_runs(
     checks: list[Check] = []
     for a, b in zip(single.robots, fleet.robots, strict=True):
         rid = a.spec.robot_id
-        same_seeds = {s: ok for s, ok in a.summary()["success_by_seed"].items()}
-        other = b.summary()["success_by_seed"]
-        differing = sorted(s for s in same_seeds.keys() | other.keys() if same_seeds.get(s) != other.get(s))
+        ours, theirs = a.summary()["success_by_seed"], b.summary()["success_by_seed"]
+        differing = sorted(s for s in ours.keys() | theirs.keys() if ours.get(s) != theirs.get(s))
         rows.append(
             {
                 "robot_id": rid,
