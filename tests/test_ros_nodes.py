@@ -137,17 +137,19 @@ def test_executor_never_commands_from_bad_trajectories(ros_node):
             traj_pub.publish(msg)
             _spin_for(executor, 0.2, publish_state)
         n_before = len(commands)
-        _spin_for(executor, 0.5, publish_state)
+        # liveness waits on the count (a loaded host may deliver the 100 Hz commands in bursts); the safety
+        # assertion below, every command equal to the start, is exact whatever the load
+        assert wait(lambda: len(commands) - n_before > 10, 30), _stop(proc)
         assert proc.poll() is None, _stop(proc)  # still running
         assert states[-1] == "idle"
         held = np.array(commands[n_before:])
         assert len(held) > 10 and np.max(np.abs(held - q0)) < 1e-6  # still holding the start: nothing was used
         # a good trajectory is followed
         traj_pub.publish(trajectory(panda.ARM_JOINTS, [q0 + (target - q0) * s for s in np.linspace(0.2, 1, 5)]))
-        assert wait(lambda: states[-1] == "tracking", 5), _stop(proc)
-        assert wait(lambda: abs(commands[-1][0] - q0[0]) > 0.05, 5)
+        assert wait(lambda: states[-1] == "tracking", 20), _stop(proc)
+        assert wait(lambda: abs(commands[-1][0] - q0[0]) > 0.05, 20)
         # and when it ends the watchdog holds
-        assert wait(lambda: states[-1] == "holding", 5)
+        assert wait(lambda: states[-1] == "holding", 20)
     finally:
         out = _stop(proc)
     assert "trajectory rejected" in out and "joints ['panda_joint1'" in out  # the reasons are logged
@@ -341,8 +343,11 @@ def test_policy_client_in_composed_mode_owns_the_camera_and_serves_observers(ros
     domain, node, executor = ros_node
     proc = _node_process(
         "policy_client_node", domain, "-p", "policy_endpoint:=tcp://127.0.0.1:9", "-p", "camera_source:=sim",
-        "-p", "camera_rate_hz:=10.0", "-p", "rate_hz:=4.0", "-p", "max_state_age_s:=0.5",
+        "-p", "camera_rate_hz:=10.0", "-p", "rate_hz:=4.0", "-p", "max_state_age_s:=2.0",
         "-p", "request_timeout_s:=0.2", "-p", "image_qos:=reliable", "-p", "scene:=sim_tabletop",
+        # composition, not staleness, is under test here (the frame guard has its own tests): on a loaded 2-core
+        # host rendering 640x480 in-process can age a frame past the default 250 ms
+        "-p", "max_frame_age_s:=3.0",
     )  # fmt: skip
     images: list[Image] = []
     diagnostics: dict[str, dict[str, str]] = {}
