@@ -94,3 +94,37 @@ def test_replay_saves_the_recorded_episode(tmp_path: Path) -> None:
         e = recording_contents(tmp_path / name)
         assert _has(e, "/world/cameras/front/rgb", "time") and _has(e, "/joints/panda_joint1/measured", "time")
     assert "/world/tcp/recorded" in recording_contents(tmp_path / "rep.rrd")
+
+
+@pytest.mark.parametrize("model", ["ur5", "so101"])
+def test_the_cell_view_draws_every_registered_arm(tmp_path: Path, model: str) -> None:
+    """The monitor node and ``demo --robot`` draw the arm they drive, not a Panda: its URDF and its joints."""
+    from robot_stack.robots.registry import get_embodiment
+    from robot_stack.viewer.stack_view import CellView
+
+    emb = get_embodiment(model)
+    rrd = tmp_path / f"{model}.rrd"
+    view = LiveView("test-arm", save=rrd)
+    try:
+        cell = CellView(view, model, emb.arm_joints, [])
+        view.at(1_000_000_000, 0)
+        cell.joints(1_000_000_000, emb.home_q)
+        cell.flush()
+    finally:
+        view.close()
+    e = recording_contents(rrd)
+    assert not any("panda" in p for p in e), sorted(e)
+    assert any("visual_geometries" in p for p in e), sorted(e)  # the arm's own meshes
+    assert _has(e, f"/joints/{emb.arm_joints[1]}/measured", "time"), sorted(e)
+
+
+def test_the_cell_view_refuses_an_unknown_arm(tmp_path: Path) -> None:
+    from robot_stack.errors import ConfigError
+    from robot_stack.viewer.stack_view import CellView
+
+    view = LiveView("test-arm", save=tmp_path / "x.rrd")
+    try:
+        with pytest.raises(ConfigError, match="available: panda"):
+            CellView(view, "kuka", ["a"], [])
+    finally:
+        view.close()

@@ -27,13 +27,13 @@ log = logging.getLogger("robot_stack.viewer")
 
 
 def robot_model(model: str) -> tuple[str, Any]:
-    """(URDF text with absolute mesh paths, ``fk_xyz(q) -> (3,)``) of a robot description (``panda``)."""
-    if model != "panda":
-        raise ValueError(f"no viewer model for robot {model!r}")
-    from robot_stack.kinematics.ik import panda_ik
-    from robot_stack.robots import panda
+    """(URDF text with absolute mesh paths, ``fk_xyz(q) -> (3,)``) of a registered robot description (``panda``,
+    ``ur5``, ``so101``). Raises ConfigError for an unknown name."""
+    from robot_stack.kinematics.ik import ik_for
+    from robot_stack.robots.registry import get_embodiment
 
-    return panda.urdf_text_with_absolute_paths(), panda_ik().fk_xyz
+    embodiment = get_embodiment(model)
+    return embodiment.urdf_text(), ik_for(embodiment).fk_xyz
 
 
 class CellView:

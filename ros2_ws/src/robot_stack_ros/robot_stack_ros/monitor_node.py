@@ -18,7 +18,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory as JointTrajectoryMsg
 
-from robot_stack.graph.messages import image_from_fields
+from robot_stack.errors import ShapeError
+from robot_stack.graph.messages import image_from_fields, positions_by_name
 from robot_stack.graph.monitor import GraphMonitor
 from robot_stack.types import Frame
 from robot_stack_ros.common import (
@@ -44,17 +45,19 @@ class MonitorNode(Node):
         scene = str(declare(self, "scene", "sim_tabletop", "calibration scene of the camera"))
         camera_id = str(declare(self, "camera_id", "front", "camera whose frustum is drawn"))
         camera_prefix = str(declare(self, "camera_prefix", "/camera", "camera topics prefix"))
+        calibration_root = str(declare(self, "calibration_root", "", "calibration folder ('' = the repository's)"))
         self.live: Any = None
         view = None
         if save or display:
             from robot_stack.calibration.store import load_calibration
-            from robot_stack.robots import panda
+            from robot_stack.robots.registry import get_embodiment
             from robot_stack.viewer.live import LiveView
             from robot_stack.viewer.stack_view import CellView
 
             self.live = LiveView("robot-stack-up", save=save or None, display=display, web_port=web_port)
-            cal = load_calibration(scene, camera_id)
-            view = CellView(self.live, robot, panda.ARM_JOINTS, [(camera_id, cal.camera, cal.T_base_cam)])
+            cal = load_calibration(scene, camera_id, calibration_root or None)
+            self._joint_names = get_embodiment(robot).arm_joints
+            view = CellView(self.live, robot, self._joint_names, [(camera_id, cal.camera, cal.T_base_cam)])
             self._camera_id = camera_id
             self._depth: Any = None
             self.create_subscription(Image, f"{camera_prefix}/color/image_raw", self._color, image_qos("reliable"))
@@ -74,9 +77,12 @@ class MonitorNode(Node):
         self.monitor.on_executor_state(msg.data, time.monotonic_ns())
 
     def _joints(self, msg: JointState) -> None:
-        import numpy as np
-
-        self.monitor.on_joint_state(time.monotonic_ns(), np.asarray(msg.position[:7], np.float64))
+        try:
+            q = positions_by_name(msg.name, msg.position, self._joint_names, "joint state")
+        except ShapeError as exc:  # another arm's or a malformed message: the view skips it
+            self.get_logger().debug(f"joint state not shown: {exc}")
+            return
+        self.monitor.on_joint_state(time.monotonic_ns(), q)
 
     def _trajectory(self, msg: JointTrajectoryMsg) -> None:
         try:
