@@ -85,6 +85,7 @@ def fleet(cluster: RayCluster, models: dict[str, Path]) -> Iterator[tuple[Policy
     with open_fleet([models["arm-a"], models["arm-b"]], CONFIG, "tcp://127.0.0.1:*", cluster=cluster) as f:
         yield f.server, f.dispatcher
     assert cluster.models == {}
+    assert f.dispatcher.closed  # its loop stopped and closed: no pending task left to the garbage collector
 
 
 def _run_clients(

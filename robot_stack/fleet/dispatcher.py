@@ -43,6 +43,8 @@ log = logging.getLogger("robot_stack.fleet.dispatcher")
 
 #: How often the replica states in ``health`` are refreshed (a call to Serve's controller), s.
 STATUS_PERIOD_S = 1.0
+#: How long :meth:`FleetDispatcher.close` waits for the dispatch loop's tasks and thread, s.
+CLOSE_TIMEOUT_S = 5.0
 
 
 def replica_failures() -> tuple[type[BaseException], ...]:
@@ -134,10 +136,34 @@ class FleetDispatcher:
         return int(self._calls.get(model_id, 0))
 
     def close(self) -> None:
-        """Stop the dispatch loop (in-flight requests are abandoned: the server is closed first)."""
-        self._status_task.cancel()
+        """Stop the dispatch loop (in-flight requests are abandoned: the server is closed first): every task on it
+        (the status poll, Ray calls in flight) is cancelled and awaited, then the loop is stopped and closed, so
+        that no pending task is left for the garbage collector ("Task was destroyed but it is pending")."""
+        if self._loop.is_closed():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._cancel_tasks(), self._loop).result(CLOSE_TIMEOUT_S)
+        except Exception:  # a task that ignores cancellation: stop anyway, the thread is a daemon
+            log.warning("fleet dispatcher: tasks still running at close", exc_info=True)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5.0)
+        self._thread.join(CLOSE_TIMEOUT_S)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` stopped and closed the dispatch loop."""
+        return self._loop.is_closed()
+
+    async def _cancel_tasks(self) -> None:
+        """Cancel every other task of the dispatch loop and the batching timers, and wait for the tasks to end."""
+        for timer in self._timers.values():
+            timer.cancel()
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     @property
     def stats(self) -> dict[str, int]:
