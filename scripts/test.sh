@@ -7,7 +7,7 @@ VENV=${ROBOT_STACK_VENV:-.venv}
 "$VENV/bin/ruff" check robot_stack tests ros2_ws
 "$VENV/bin/lint-imports"   # the layer contract of docs/architecture.md
 set +e
-"$VENV/bin/python" -m pytest -q "$@"
+"$VENV/bin/python" -m pytest -q --durations=15 "$@"   # the slowest tests, printed for CI logs
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then
