@@ -164,7 +164,7 @@ def test_recorder_hands_episodes_to_the_dataset_writer(ros_node, tmp_path):
     root = tmp_path / "ds"
     proc = _node_process(
         "recorder_node", domain, "-p", f"root:={root}", "-p", "task:=reach the cube", "-p", "fps:=10",
-        "-p", "image_qos:=reliable", "-p", "max_frame_age_s:=1.0", "-p", "max_state_age_s:=0.5",
+        "-p", "image_qos:=reliable", "-p", "max_frame_age_s:=3.0", "-p", "max_state_age_s:=2.0",
         "-r", "~/commands:=/forward_position_controller/commands",
     )  # fmt: skip
     try:
@@ -194,10 +194,12 @@ def test_recorder_hands_episodes_to_the_dataset_writer(ros_node, tmp_path):
                 msg.header.stamp.sec, msg.header.stamp.nanosec = split_stamp(t)
                 pub.publish(msg)
 
+        sending = [True]
+
         def tick() -> None:
             js_pub.publish(_joint_state(q))
             cmd_pub.publish(Float64MultiArray(data=[float(x) for x in q]))
-            if time.monotonic() - last_image[0] > image_period_s:
+            if sending[0] and time.monotonic() - last_image[0] > image_period_s:
                 images()
                 last_image[0] = time.monotonic()
 
@@ -225,6 +227,10 @@ def test_recorder_hands_episodes_to_the_dataset_writer(ros_node, tmp_path):
             q = q + 0.01
             _spin_for(executor, image_period_s, tick)
         t_loop_end = time.monotonic_ns()
+        # before the episode stops, the last images get as long to arrive as the recorder would accept them
+        # (max_frame_age_s): each one sent is then recorded or counted, none still in flight at the stop
+        sending[0] = False
+        _spin_for(executor, 3.0, tick)
         reply = call(stop, SetBool.Request(data=True))
         assert reply.success, (reply.message, _stop(proc)[-2000:])
     finally:
@@ -242,10 +248,11 @@ def test_recorder_hands_episodes_to_the_dataset_writer(ros_node, tmp_path):
     match = np.abs(recorded[:, None] - sent[None, :]).argmin(axis=1)
     assert np.all(np.abs(sent[match] - recorded) < 2_000_000), (recorded, sent)
     # ... and none sent during the 3 s is missing unless the episode's drop counters name it: refused as older than
-    # max_frame_age_s when it arrived (reliable delivery repairing a lost fragment took > 1 s in a few of 40 runs
-    # on a loaded 2-core machine), or no fresh joint state to go with it
+    # max_frame_age_s when it arrived, or no fresh joint state to go with it. The limits are generous (3 s / 2 s):
+    # on a loaded 2-core CI host the node (2 encoders on 2 cores beside the suite) stalled > 1 s at times, and 5
+    # frames in a row were refused as late at max_frame_age_s 1.0; refusing late frames has tests of its own
     recorded_set = set(sent[match].tolist())
-    window = [int(t) for t in sent if t_loop <= t <= t_loop_end - image_period_s * 1e9]
+    window = [int(t) for t in sent if t_loop <= t <= t_loop_end]
     missing = [t for t in window if t not in recorded_set]
     drops = episode.meta["drops"]
     accounted = drops.get("stale_frame", 0) + drops.get("input", 0)
