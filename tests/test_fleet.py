@@ -221,8 +221,15 @@ def test_without_a_live_replica_the_robot_gets_a_deadline_error(fleet: Any, clus
     before = server.stats()["deadline_exceeded"], dispatcher.stats.get("deadline_in_fleet", 0)
     for pid in _replica_pids(cluster, "arm-b", 2).values():
         os.kill(pid, signal.SIGKILL)
-    with PolicyClient(server.endpoint, "rb", timeout_s=0.5, model_id="arm-b") as b, pytest.raises(RequestTimeoutError):
+    with (
+        PolicyClient(server.endpoint, "rb", timeout_s=0.5, model_id="arm-b") as b,
+        pytest.raises((RequestTimeoutError, ServerError)) as caught,
+    ):
         b.infer(_obs(2))
+    # the robot's own timeout and the deadline it sent expire together: on a loaded host the fleet's
+    # deadline_exceeded answer can arrive before the client gives up; either way it is a deadline, never a chunk
+    err = caught.value
+    assert isinstance(err, RequestTimeoutError) or getattr(err, "code", "") == "deadline_exceeded", err
     assert wait_until(lambda: server.stats()["deadline_exceeded"] == before[0] + 1, timeout_s=10)
     assert dispatcher.stats["deadline_in_fleet"] == before[1] + 1
 

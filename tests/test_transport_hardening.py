@@ -583,3 +583,27 @@ def test_heap_is_trimmed_after_a_burst_but_not_in_steady_state(handler: Handler)
             wait_until(lambda: srv.stats()["heap_trims"] == 1)
         finally:
             sock.close(0)
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
+def test_a_curve_server_restarts_at_once_and_a_second_one_on_its_context_is_refused(handler: Handler) -> None:
+    """ZeroMQ has one ZAP handler per context: a server restarted right after a close gets it (the bind waits while
+    libzmq releases the old one); a second CURVE server on a context whose handler is held gets a clear ConfigError,
+    and one on its own context runs beside it."""
+    from robot_stack.errors import ConfigError
+
+    _, server_sec = zmq.curve_keypair()
+    for _ in range(5):  # close and start again at once, on the shared context
+        with PolicyServer(handler, bind=ANY_PORT, curve_secret_key=server_sec):
+            pass
+    with PolicyServer(handler, bind=ANY_PORT, curve_secret_key=server_sec) as first:
+        t0 = time.monotonic()
+        with pytest.raises(ConfigError, match="ZAP"):
+            PolicyServer(handler, bind=ANY_PORT, curve_secret_key=server_sec)
+        assert time.monotonic() - t0 >= 1.5  # it waited for a release before giving up
+        own = zmq.Context()
+        try:
+            with PolicyServer(handler, bind=ANY_PORT, curve_secret_key=server_sec, context=own) as second:
+                assert second.endpoint != first.endpoint
+        finally:
+            own.term()

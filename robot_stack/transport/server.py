@@ -121,6 +121,8 @@ _TRIM_MIN_INTERVAL_NS = 1_000_000_000
 _RECV_BURST = 16
 #: Answers smaller than this are sent copied (cheaper than zero-copy frames for a few hundred bytes).
 _COPY_BELOW_BYTES = 64 * 1024
+#: How long a CURVE server retries binding its context's ZAP handler while a closed server's is released, s.
+ZAP_BIND_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -328,7 +330,11 @@ class PolicyServer:
             # The authenticator always runs: besides checking the allow-list it stamps every message with the
             # client's public key (ZMQ "User-Id"), the identity latest-wins and the robot-id grants key on.
             self._grants = _grants_by_z85(authorized_client_keys) if authorized_client_keys is not None else {}
-            self._start_authenticator(None if authorized_client_keys is None else self._grants)
+            try:
+                self._start_authenticator(None if authorized_client_keys is None else self._grants)
+            except Exception:
+                sock.close(0)
+                raise
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.CURVE_SECRETKEY, curve_secret_key)
         elif authorized_client_keys is not None:
@@ -469,8 +475,28 @@ class PolicyServer:
                 log.debug("CURVE client %r admitted", grant.name)
                 return True
 
-        self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("robot_stack.transport.auth"))
-        self._auth.start()
+        # ZeroMQ has one ZAP handler per context, bound to a fixed inproc address. A server closed just before
+        # (a restart, the previous test) releases it asynchronously, on libzmq's reaper thread: on a loaded host
+        # that took long enough for the bind to fail with EADDRINUSE, so the bind is retried for a while; if it
+        # still fails, another CURVE server holds this context
+        deadline = time.monotonic() + ZAP_BIND_WAIT_S
+        while True:
+            auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("robot_stack.transport.auth"))
+            try:
+                auth.start()
+                break
+            except zmq.ZMQError as exc:
+                if getattr(auth, "zap_socket", None) is not None:
+                    auth.zap_socket.close(0)
+                if exc.errno != zmq.EADDRINUSE:
+                    raise
+                if time.monotonic() >= deadline:
+                    raise ConfigError(
+                        "this ZeroMQ context already has a ZAP (CURVE authentication) handler: another CURVE policy "
+                        "server runs on it in this process; give this server its own (context=zmq.Context())"
+                    ) from exc
+                time.sleep(0.05)
+        self._auth = auth
         self._auth.configure_curve_callback(domain="*", credentials_provider=_Allow())
 
     def _stop_authenticator(self) -> None:
