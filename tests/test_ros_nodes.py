@@ -133,6 +133,9 @@ def test_executor_never_commands_from_bad_trajectories(ros_node):
         ]
         stale = trajectory(panda.ARM_JOINTS, [target])
         stale.header.stamp.sec -= 5  # ended seconds ago
+        # the bad trajectories must not go out before discovery matched the executor's subscription (on a host at
+        # load 5 it had not, and none of them reached the node to be rejected)
+        assert wait(lambda: traj_pub.get_subscription_count() >= 1, 30), _stop(proc)
         for msg in [*bad, stale]:
             traj_pub.publish(msg)
             _spin_for(executor, 0.2, publish_state)
