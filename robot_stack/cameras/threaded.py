@@ -34,7 +34,9 @@ class ThreadedCameraStats:
         frames: frames captured.
         failures: reads of the owned camera that raised :class:`CameraError`.
         late: capture deadlines missed by more than one period (the read took longer than the period).
-        observed: frames handed to the observer; observer_skipped: frames replaced before it took them;
+        observed: frames handed to the observer; observer_skipped: frames replaced before it took them (or still
+            waiting when a stop outran the observer thread): after :meth:`ThreadedCamera.stop`, every frame captured is
+            observed, skipped or an observer error;
         observer_errors: observer calls that raised.
     """
 
@@ -107,6 +109,10 @@ class ThreadedCamera(Camera):
         for t in self._threads:
             t.join(5.0)
         self._threads = []
+        with self._cond:  # a capture that raced the stop and was never handed over is counted, not lost silently
+            if self._pending is not None:
+                self._pending = None
+                self._counts["observer_skipped"] += 1
         self.camera.stop()
         log.flush()
 
@@ -178,7 +184,7 @@ class ThreadedCamera(Camera):
             with self._cond:
                 while self._pending is None and not self._stop.is_set():
                     self._cond.wait(0.5)
-                if self._stop.is_set():
+                if self._pending is None:  # stopped, and the last capture was handed over
                     return
                 frame, self._pending = self._pending, None
             try:
