@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 
 from robot_stack.calibration.payload import xyz_from_depth  # noqa: E402
 from robot_stack.cycle import RequestLayout, chunk_from_reply  # noqa: E402
-from robot_stack.errors import ConfigError, PolicyError, ServerError  # noqa: E402
+from robot_stack.errors import ConfigError, DatasetError, PolicyError, ServerError  # noqa: E402
 from robot_stack.policy.backends import load_backend  # noqa: E402
 from robot_stack.policy.instruction import InstructionSpec, InstructionTokenizer  # noqa: E402
 from robot_stack.policy.manifest import PolicyManifest  # noqa: E402
@@ -314,6 +314,45 @@ def test_closed_loop_episode_through_the_stack(tiny: dict) -> None:
     assert episode.sent != episode.instruction and episode.steps >= 5 and episode.infer_ms > 0
     summary = report.summary()
     assert summary["mismatched_instruction"] and summary["per_instruction"]["touch the red cube"]["episodes"] == 1
+
+
+def test_dagger_round_labels_the_learners_states_with_the_expert(tiny: dict, tmp_path: Path) -> None:
+    """``train-vla --dagger-from``: the served model drives (beta 0: always), the expert labels what it visits,
+    the round is saved, and training runs on demonstrations + DAgger samples with distinct episode numbers."""
+    from robot_stack.training.suite_evaluate import served_policy
+
+    calls: list[str] = []
+    with served_policy(tiny["manifest"]) as served:
+
+        def learner(obs, text):  # type: ignore[no-untyped-def]
+            calls.append(text)
+            return served(obs, text)
+
+        dagger = collect_vla(
+            ["vla_a1"], 1, seed=7, stride=4, offset=2, max_duration_s=1.0, image_hw=TINY_HW,
+            instructions=["touch the blue cylinder"], learner=learner, beta=0.0,
+        )  # fmt: skip
+    assert len(calls) == len(dagger) > 0 and set(calls) == {"touch the blue cylinder"}
+    # labels are the expert's (0.25 m/s at most: step k within 0.025 k m of the start), whatever the learner did
+    reach = np.linalg.norm(dagger.chunks, axis=-1)  # (N, horizon) metres from the TCP at the observation
+    assert np.all(np.isfinite(reach)) and np.all(reach <= 0.25 * dagger.dt_s * np.arange(reach.shape[1]) + 1e-5)
+    both = VlaSamples.concat([tiny["samples"], dagger])
+    assert len(both) == len(tiny["samples"]) + len(dagger) and both.episodes == 3
+    assert set(np.unique(both.episode)) == {0, 1, 2} and both.scenes == ("vla_a1",)
+    assert both.instructions == ("touch the red cube", "touch the blue cylinder")  # merged by name
+    assert np.all(both.instruction[len(tiny["samples"]) :] == 1)
+    with pytest.raises(DatasetError, match="pixel grid"):
+        VlaSamples.concat([tiny["samples"], replace(dagger, stride=8)])
+    with pytest.raises(ValueError, match="beta"):
+        collect_vla(["vla_a1"], 1, learner=learner, beta=1.5)
+    path = tmp_path / "dagger.npz"
+    dagger.save(path)
+    report = train_vla(
+        tmp_path / "out", model_id="tiny-vla", data=tiny["out"] / "demos.npz", model_config=TINY,
+        train_config=VlaTrainConfig(steps=2, batch_size=8, warmup_steps=1), steps=2,
+        dagger_from=tiny["manifest"], dagger_data=path,
+    )  # fmt: skip
+    assert report["dagger_episodes"] == 1 and report["samples"] == len(both)
 
 
 @pytest.mark.slow

@@ -187,6 +187,10 @@ def _cmd_train_vla(args: argparse.Namespace) -> int:
         steps=args.denoise_steps,
         seed=args.seed,
         init=args.init,
+        dagger_from=args.dagger_from,
+        dagger_episodes=args.dagger_episodes,
+        dagger_data=args.dagger_data,
+        dagger_beta=args.dagger_beta,
     )
     print(json.dumps(report))
     return 0
@@ -221,6 +225,14 @@ def add_train_parser(sub: Any) -> None:
     vla.add_argument("--seed", type=int, default=0, help="seed of data order, initialisation and noise")
     vla.add_argument(
         "--init", default=None, help="warm start: the <id>.state.pt of a previous run (same architecture and frame)"
+    )
+    vla.add_argument(
+        "--dagger-from", default=None, help="DAgger: a manifest whose served model drives while the expert labels"
+    )
+    vla.add_argument("--dagger-episodes", type=int, default=320, help="DAgger episodes over scenes and instructions")
+    vla.add_argument("--dagger-data", default=None, help="DAgger samples .npz: loaded if it exists, else saved there")
+    vla.add_argument(
+        "--dagger-beta", type=float, default=0.3, help="probability per step that the expert drives instead"
     )
     vla.set_defaults(func=_cmd_train_vla)
 

@@ -19,10 +19,11 @@ episodes that ended on the object the sent instruction names.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from robot_stack.training.evaluate import EVAL_SEED, served
 from robot_stack.training.vla_data import vla_scene_config
 from robot_stack.types import ActionChunk, Observation
 
-__all__ = ["SuiteEpisode", "SuiteReport", "evaluate_suite", "mismatched_instruction"]
+__all__ = ["SuiteEpisode", "SuiteReport", "evaluate_suite", "mismatched_instruction", "served_policy"]
 
 log = logging.getLogger("robot_stack.training.suite")
 
@@ -124,6 +125,32 @@ class SuiteReport:
             "per_instruction": self.per_instruction(),
             "wall_s": round(self.wall_s, 1),
         }
+
+
+@contextlib.contextmanager
+def served_policy(
+    manifest_path: str | Path, *, threads: int = 1, engine: str = "ort", timeout_s: float = 30.0
+) -> Iterator[Callable[[Observation, str], ActionChunk]]:
+    """Serve ``manifest_path`` with the real server for the block and yield ``act(obs, instruction)``: one request
+    in the wire form the served model asks for (the instruction as text), its reply as an :class:`ActionChunk`.
+    Used where a served policy drives the lockstep rig outside an evaluation (DAgger collection). Raises
+    ConfigError for a model that takes the XYZ form (the VLA data rig renders the depth form)."""
+    from robot_stack.transport.client import PolicyClient
+
+    manifest = PolicyManifest.load(manifest_path)
+    with (
+        served(manifest_path, threads=threads, engine=engine) as endpoint,
+        PolicyClient(endpoint, "dagger", timeout_s=timeout_s, model_id=manifest.model_id) as client,
+    ):
+        layout = RequestLayout.from_metadata(client.metadata())
+        if not layout.depth_form:
+            raise ConfigError(f"{manifest_path}: the served policy must take the depth form (uint16 depth + calib)")
+
+        def act(obs: Observation, instruction: str) -> ActionChunk:
+            reply = client.infer(layout.arrays(obs), {**layout.meta(obs), "task": instruction})
+            return chunk_from_reply(reply, obs.t_obs_ns)
+
+        yield act
 
 
 def evaluate_suite(

@@ -2,6 +2,8 @@
 
 1. **Collect** expert demonstrations of every instruction of the tabletop suite on the camera placements of scene
    set A (:func:`robot_stack.training.vla_data.collect_vla`; lockstep, reproducible), or load them from ``--data``.
+   With ``--dagger-from MANIFEST``, a DAgger round is added: that (served) model drives the rig, the expert labels
+   the states it visits (loaded from ``--dagger-data`` when that file exists).
 2. **Tokenizer**: build the instruction vocabulary (:func:`robot_stack.training.vla_tokenizer.build_tokenizer`).
 3. **Train** the model (:func:`robot_stack.training.vla_train.train_vla_model`).
 4. **Export** the prefix encoder and denoising step (ONNX + torch programs), the tokenizer and the manifest
@@ -62,10 +64,18 @@ def train_vla(
     steps: int = 10,
     seed: int = 0,
     init: str | Path | None = None,
+    dagger_from: str | Path | None = None,
+    dagger_episodes: int = 320,
+    dagger_data: str | Path | None = None,
+    dagger_beta: float = 0.3,
 ) -> dict[str, Any]:
     """Collect (or load ``data``), train (from the weights in ``init`` when given), export to ``out_dir`` and
     check; return the report (also logged). The trained weights are also saved as ``<model_id>.state.pt`` (a torch
-    state dict: the ``init`` of a later run)."""
+    state dict: the ``init`` of a later run).
+
+    ``dagger_from``: a served model's manifest; ``dagger_episodes`` more episodes are collected with it driving
+    (the expert with probability ``dagger_beta`` per step) and labelled by the expert, saved to ``dagger_data``
+    (or loaded from it when the file exists), and trained on together with the demonstrations."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +87,20 @@ def train_vla(
         target = save_data or data
         if target is not None:
             samples.save(target)
+    dagger_report: dict[str, Any] = {}
+    if dagger_from is not None:
+        dagger = _dagger_samples(dagger_from, scenes, dagger_episodes, dagger_data, dagger_beta, seed)
+        dagger_report = {
+            "dagger_from": str(dagger_from),
+            "dagger_episodes": dagger.episodes,
+            "dagger_samples": len(dagger),
+            "dagger_beta": dagger_beta,
+            "dagger_mixed_success_rate": round(float(dagger.success.mean()), 4),
+        }
+        demo_success = samples.success
+        samples = VlaSamples.concat([samples, dagger])
+    else:
+        demo_success = samples.success
     t_collect = time.perf_counter() - t0
     tokenizer = build_tokenizer()
     tok_path = out / f"{model_id}.tokenizer.json"
@@ -109,7 +133,8 @@ def train_vla(
         "frame": config.frame,
         "samples": len(samples),
         "episodes": samples.episodes,
-        "expert_success_rate": round(float(samples.success.mean()), 4),
+        "expert_success_rate": round(float(demo_success.mean()), 4),
+        **dagger_report,
         "collect_s": round(t_collect, 1),
         **trained.metrics,
         **{k: float(f"{v:.3g}") for k, v in checks.items()},
@@ -119,3 +144,30 @@ def train_vla(
     (out / f"{model_id}.train.json").write_text(json.dumps(report, indent=1))
     log.info("train-vla report: %s", report)
     return report
+
+
+#: Seeds of DAgger episodes start here: clear of the demonstrations' (``seed + e``) and the evaluation's (1000 + j).
+DAGGER_SEED = 5000
+
+
+def _dagger_samples(
+    manifest: str | Path,
+    scenes: Sequence[str],
+    episodes: int,
+    path: str | Path | None,
+    beta: float,
+    seed: int,
+) -> VlaSamples:
+    """One DAgger round: load ``path`` when it exists, else collect with the served ``manifest`` driving (and save
+    to ``path``)."""
+    from robot_stack.training.suite_evaluate import served_policy
+
+    if path is not None and Path(path).is_file():
+        samples = VlaSamples.load(path)
+        log.info("loaded %d DAgger samples (%d episodes) from %s", len(samples), samples.episodes, path)
+        return samples
+    with served_policy(manifest) as learner:
+        samples = collect_vla(scenes, episodes, seed=DAGGER_SEED + seed, learner=learner, beta=beta)
+    if path is not None:
+        samples.save(path)
+    return samples

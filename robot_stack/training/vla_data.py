@@ -31,6 +31,9 @@ from robot_stack.types import ActionChunk, Observation
 
 __all__ = ["VlaSamples", "collect_vla", "dart_perturbation", "vla_scene_config"]
 
+#: A policy that drives the rig while the expert labels (DAgger): (observation, instruction) -> chunk.
+Learner = Callable[[Observation, str], ActionChunk]
+
 log = logging.getLogger("robot_stack.training.vla")
 
 
@@ -46,6 +49,10 @@ def vla_scene_config(scene: str, instruction: str, image_hw: tuple[int, int]) ->
             f"cameras.front.width={image_hw[1]}",
         ],
     )
+
+
+#: The per-sample arrays of :class:`VlaSamples` besides the episode and scene indices.
+_SAMPLE_ARRAYS = ("rgb", "depth", "calib", "state", "instruction", "chunks", "target")
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,43 @@ class VlaSamples:
         is_val = np.isin(self.episode, list(val_eps))
         return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
+    @classmethod
+    def concat(cls, parts: Sequence[VlaSamples]) -> VlaSamples:
+        """One set from several (e.g. demonstrations and DAgger rounds): episode numbers are renumbered so that they
+        stay distinct, scenes and instructions are merged by name. Raises DatasetError when the pixel grids or chunk
+        steps differ."""
+        if not parts:
+            raise DatasetError("nothing to concatenate")
+        first = parts[0]
+        key = (first.stride, first.offset, first.dt_s, first.image_hw)
+        scenes = list(dict.fromkeys(s for p in parts for s in p.scenes))
+        texts = list(dict.fromkeys(t for p in parts for t in p.instructions))
+        cols: dict[str, list[np.ndarray]] = {k: [] for k in ("episode", "scene", "success", "instruction")}
+        next_episode = 0
+        for part in parts:
+            if (part.stride, part.offset, part.dt_s, part.image_hw) != key:
+                raise DatasetError("VLA sample sets differ in pixel grid or chunk step; collect them alike")
+            eps, renumbered = np.unique(part.episode, return_inverse=True)
+            cols["episode"].append(renumbered.astype(np.int64) + next_episode)
+            cols["scene"].append(np.asarray([scenes.index(part.scenes[i]) for i in part.scene], np.int64))
+            cols["instruction"].append(np.asarray([texts.index(part.instructions[i]) for i in part.instruction]))
+            cols["success"].append(part.success)
+            next_episode += max(len(eps), part.episodes)
+        stacked = {k: np.concatenate([getattr(p, k) for p in parts]) for k in _SAMPLE_ARRAYS if k != "instruction"}
+        return cls(
+            **stacked,
+            instruction=np.concatenate(cols["instruction"]).astype(np.int64),
+            episode=np.concatenate(cols["episode"]),
+            scene=np.concatenate(cols["scene"]),
+            success=np.concatenate(cols["success"]),
+            scenes=tuple(scenes),
+            instructions=tuple(texts),
+            stride=first.stride,
+            offset=first.offset,
+            dt_s=first.dt_s,
+            image_hw=first.image_hw,
+        )
+
     def save(self, path: str | Path) -> Path:
         """Write to an ``.npz`` file (no pickle); return its path."""
         path = Path(path)
@@ -127,7 +171,7 @@ class VlaSamples:
             stride, offset = grid[:2]
             height, width = grid[2:4] if len(grid) == 4 else (480, 640)  # files written before the size was kept
             return cls(
-                **{k: data[k] for k in ("rgb", "depth", "calib", "state", "instruction", "chunks", "target")},
+                **{k: data[k] for k in _SAMPLE_ARRAYS},
                 episode=data["episode"],
                 scene=data["scene"],
                 success=data["success"],
@@ -172,13 +216,30 @@ def collect_vla(
     instructions: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
     image_hw: tuple[int, int] = (480, 640),
+    learner: Learner | None = None,
+    beta: float = 0.3,
 ) -> VlaSamples:
     """Run the expert for ``episodes`` episodes spread evenly over ``scenes`` and ``instructions`` (default: every
-    instruction of the suite); episode ``e`` has seed ``seed + e``. ``progress(done, total)`` after each episode."""
+    instruction of the suite); episode ``e`` has seed ``seed + e``. ``progress(done, total)`` after each episode.
+
+    With a ``learner`` (DAgger, Ross et al. 2011): at each step the rig executes the learner's chunk, or with
+    probability ``beta`` the expert's (with the exploration noise); every visited observation is labelled with the
+    expert's clean chunk. The data then cover the states the learner itself reaches, and how to recover from them.
+    """
     expert = expert or ExpertConfig(max_speed_mps=0.25)
     texts = tuple(instructions or (i.text for i in INSTRUCTIONS))
     rng = np.random.default_rng(seed)
-    perturb = dart_perturbation(rng, noise_m)
+    explore = dart_perturbation(rng, noise_m)
+    execute = explore
+    if learner is not None:
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be within [0, 1], got {beta}")
+
+        def learner_drives(chunk: ActionChunk, obs: Observation) -> ActionChunk:
+            return explore(chunk, obs) if rng.random() < beta else learner(obs, obs.task)
+
+        execute = learner_drives
+
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("rgb", "depth", "calib", "state", "chunks", "target")}
     idx: dict[str, list[int]] = {"instruction": [], "episode": [], "scene": []}
     success: list[bool] = []
@@ -220,7 +281,7 @@ def collect_vla(
                     idx["scene"].append(s_idx)
 
                 result = rig.run_episode(
-                    act, seed + ep, initial_q_noise_rad=q_noise_rad, on_step=record, execute=perturb
+                    act, seed + ep, initial_q_noise_rad=q_noise_rad, on_step=record, execute=execute
                 )
                 success.append(result.success)
                 done += 1
