@@ -46,6 +46,7 @@ from robot_stack_ros.common import (
     autostart,
     camera_info_msg,
     declare,
+    declare_calibration_root,
     image_msg,
     image_qos,
     run_node,
@@ -248,7 +249,7 @@ class CameraNode(LifecycleNode):
         self.frame_id = declare(self, "frame_id", "camera_color_optical_frame", "optical frame id of the images")
         self.base_frame = declare(self, "base_frame", "base", "robot base frame id (point cloud frame)")
         self.scene = declare(self, "scene", "sim_tabletop", "calibration scene (calibration/<scene>/<camera>.yaml)")
-        self.calibration_root = declare(self, "calibration_root", "", "calibration folder ('' = the repository's)")
+        self.calibration_root = declare_calibration_root(self)
         self.publish_points = declare(self, "publish_points", False, "publish ~/points (base-frame XYZ cloud)")
         self.points_stride = declare(self, "points_stride", 4, "cloud subsampling: every n-th row and column")
         self.recording_path = declare(self, "recording_path", "", "source=recording: the .db3 file to play")
@@ -288,7 +289,7 @@ class CameraNode(LifecycleNode):
                 from robot_stack.calibration.store import load_calibration
 
                 try:
-                    self.calibration = load_calibration(self.scene, self.camera_id, self.calibration_root or None)
+                    self.calibration = load_calibration(self.scene, self.camera_id, self.calibration_root)
                     projector = self.calibration.projector() if self.publish_points else None
                 except CalibrationError:
                     if self.publish_points:

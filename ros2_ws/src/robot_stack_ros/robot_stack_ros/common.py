@@ -146,6 +146,12 @@ def declare(node: Node, name: str, default: Any, description: str) -> Any:
     return value
 
 
+def declare_calibration_root(node: Node) -> str | None:
+    """Declare ``calibration_root`` (the calibration folder; '' = the repository's) and return it, None for the
+    default: what :func:`robot_stack.calibration.load_calibration` takes as its ``root``."""
+    return str(declare(node, "calibration_root", "", "calibration folder ('' = the repository's)")) or None
+
+
 def require(node: Node, name: str, kind: type, description: str) -> Any:
     """Declare a parameter that has no safe default; return its value.
 

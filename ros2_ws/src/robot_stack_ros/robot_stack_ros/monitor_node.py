@@ -26,6 +26,7 @@ from robot_stack_ros.common import (
     COMMAND_QOS,
     STATE_QOS,
     declare,
+    declare_calibration_root,
     fields_from_image,
     image_qos,
     run_node,
@@ -45,7 +46,7 @@ class MonitorNode(Node):
         scene = str(declare(self, "scene", "sim_tabletop", "calibration scene of the camera"))
         camera_id = str(declare(self, "camera_id", "front", "camera whose frustum is drawn"))
         camera_prefix = str(declare(self, "camera_prefix", "/camera", "camera topics prefix"))
-        calibration_root = str(declare(self, "calibration_root", "", "calibration folder ('' = the repository's)"))
+        calibration_root = declare_calibration_root(self)
         self.live: Any = None
         view = None
         if save or display:
@@ -55,7 +56,7 @@ class MonitorNode(Node):
             from robot_stack.viewer.stack_view import CellView
 
             self.live = LiveView("robot-stack-up", save=save or None, display=display, web_port=web_port)
-            cal = load_calibration(scene, camera_id, calibration_root or None)
+            cal = load_calibration(scene, camera_id, calibration_root)
             self._joint_names = get_embodiment(robot).arm_joints
             view = CellView(self.live, robot, self._joint_names, [(camera_id, cal.camera, cal.T_base_cam)])
             self._camera_id = camera_id

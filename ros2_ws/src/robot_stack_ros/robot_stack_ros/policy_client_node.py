@@ -65,6 +65,7 @@ from robot_stack_ros.common import (
     STATE_QOS,
     DiagnosticsPublisher,
     declare,
+    declare_calibration_root,
     feed_joint_state,
     image_qos,
     require,
@@ -102,7 +103,7 @@ class PolicyClientNode(Node):
         self.robot_id = declare(self, "robot_id", "ros-arm-0", "robot id sent to the server (scheduling, metrics)")
         self.camera_id = declare(self, "camera_id", "front", "logical camera name (model input <camera>/rgb, /xyz)")
         self.scene = declare(self, "scene", "sim_tabletop", "calibration scene of the camera")
-        self.calibration_root = declare(self, "calibration_root", "", "calibration folder ('' = the repository's)")
+        self.calibration_root = declare_calibration_root(self)
         self.task = declare(self, "task", "", "instruction sent with every observation (also topic ~/task)")
         self.rate_hz = declare(self, "rate_hz", 10.0, "policy cycles per second, Hz")
         self.timeout_s = declare(self, "request_timeout_s", 0.5, "per-request deadline at the server, s")
@@ -143,7 +144,7 @@ class PolicyClientNode(Node):
         if self.rate_hz <= 0 or self.timeout_s <= 0:
             raise ConfigError(f"rate_hz and request_timeout_s must be positive, got {self.rate_hz}, {self.timeout_s}")
         try:
-            calibration = load_calibration(self.scene, self.camera_id, self.calibration_root or None)
+            calibration = load_calibration(self.scene, self.camera_id, self.calibration_root)
         except RobotStackError as exc:
             raise ConfigError(f"camera calibration: {exc}") from exc
         self.frames = StreamMonitor("frames", expected_hz=0.0, max_silence_s=self.max_frame_age_s * 4)

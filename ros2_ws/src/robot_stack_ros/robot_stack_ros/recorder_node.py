@@ -44,6 +44,7 @@ from robot_stack_ros.common import (
     STATE_QOS,
     DiagnosticsPublisher,
     declare,
+    declare_calibration_root,
     feed_joint_state,
     image_qos,
     require,
@@ -69,7 +70,7 @@ class RecorderNode(Node):
         self.fps = declare(self, "fps", 10, "frames per second of the per-frame table and the videos, Hz")
         self.camera_id = declare(self, "camera_id", "front", "recorded camera (selects its calibration)")
         self.scene = declare(self, "scene", "sim_tabletop", "calibration scene of the camera")
-        self.calibration_root = declare(self, "calibration_root", "", "calibration folder ('' = the repository's)")
+        self.calibration_root = declare_calibration_root(self)
         self.task = declare(self, "task", "", "instruction stored with every episode (required to record)")
         self.max_frame_age_s = declare(self, "max_frame_age_s", 0.25, "older frames are not recorded, s")
         self.max_state_age_s = declare(self, "max_state_age_s", 0.1, "older joint states are not recorded, s")
@@ -79,7 +80,7 @@ class RecorderNode(Node):
         if self.fps <= 0:
             raise ConfigError(f"fps must be a positive integer, got {self.fps}")
         try:
-            cal = load_calibration(self.scene, self.camera_id, self.calibration_root or None)
+            cal = load_calibration(self.scene, self.camera_id, self.calibration_root)
             spec = DatasetSpec(
                 fps=int(self.fps),
                 cameras=(CameraStream(self.camera_id, cal.camera.width, cal.camera.height),),
