@@ -316,6 +316,32 @@ def test_closed_loop_episode_through_the_stack(tiny: dict) -> None:
     assert summary["mismatched_instruction"] and summary["per_instruction"]["touch the red cube"]["episodes"] == 1
 
 
+def test_bench_vla_times_every_k_with_and_without_the_cache_interleaved(tiny: dict) -> None:
+    """``bench vla``'s per-chunk figures on the real ORT backend: every K with and without the prefix cache, timed
+    round by round (one call of each setting per round), so that drift cannot favour one K."""
+    from robot_stack.bench.vla import STEPS, _chunk_latency
+
+    choice = load_backend(PolicyManifest.load(tiny["manifest"]), "ort", provider="cpu", threads=1)
+    order: list[tuple[int, bool]] = []
+    run = choice.policy.run
+
+    def recorded(feed):  # type: ignore[no-untyped-def]
+        order.append((choice.policy.steps, choice.policy.prefix_cache))
+        return run(feed)
+
+    choice.policy.run = recorded
+    out: dict = {}
+    try:
+        _chunk_latency(out, choice.policy, _feed(tiny), "", runs=2)
+    finally:
+        choice.policy.close()
+    settings = [(k, c) for k in STEPS for c in (True, False)]
+    assert order == settings * 5  # 3 warm-up rounds + 2 timed, each round every setting once
+    for k in STEPS:
+        assert 0 < out[f"steps{k}_p50_ms"] <= out[f"steps{k}_p99_ms"] and out[f"steps{k}_nocache_p50_ms"] > 0
+    assert choice.policy.prefix_cache
+
+
 def test_dagger_round_labels_the_learners_states_with_the_expert(tiny: dict, tmp_path: Path) -> None:
     """``train-vla --dagger-from``: the served model drives (beta 0: always), the expert labels what it visits,
     the round is saved, and training runs on demonstrations + DAgger samples with distinct episode numbers."""

@@ -77,13 +77,22 @@ def _p(times_s: Any) -> dict[str, float]:
 
 
 def _chunk_latency(out: dict[str, Any], policy: Any, feed: dict[str, np.ndarray], prefix: str, runs: int) -> None:
-    for k in STEPS:
-        policy.steps = k
-        for cached in (True, False) if not prefix else (True,):
-            policy.prefix_cache = cached
-            stats = _p(time_calls(lambda: policy.run(feed), runs))
-            tag = f"{prefix}steps{k}" + ("" if cached else "_nocache")
-            out[f"{tag}_p50_ms"], out[f"{tag}_p99_ms"] = stats["p50_ms"], stats["p99_ms"]
+    """Per-chunk latency for every K (and, for ORT, with and without the prefix cache), the settings interleaved
+    round by round: a drift of the machine (load, clocks, caches) falls on all of them alike, where timing one
+    setting after another once made K = 5 look slower than K = 10."""
+    settings = [(k, cached) for k in STEPS for cached in ((True, False) if not prefix else (True,))]
+    times: dict[tuple[int, bool], list[float]] = {s: [] for s in settings}
+    for r in range(3 + runs):  # 3 warm-up rounds
+        for k, cached in settings:
+            policy.steps, policy.prefix_cache = k, cached
+            t0 = time.perf_counter_ns()
+            policy.run(feed)
+            if r >= 3:
+                times[(k, cached)].append((time.perf_counter_ns() - t0) / 1e9)
+    for (k, cached), samples in times.items():
+        stats = _p(samples)
+        tag = f"{prefix}steps{k}" + ("" if cached else "_nocache")
+        out[f"{tag}_p50_ms"], out[f"{tag}_p99_ms"] = stats["p50_ms"], stats["p99_ms"]
     policy.prefix_cache = True
 
 
