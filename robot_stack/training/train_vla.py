@@ -87,6 +87,7 @@ def train_vla(
         target = save_data or data
         if target is not None:
             samples.save(target)
+    demo_success = samples.success
     dagger_report: dict[str, Any] = {}
     if dagger_from is not None:
         dagger = _dagger_samples(dagger_from, scenes, dagger_episodes, dagger_data, dagger_beta, seed)
@@ -97,10 +98,7 @@ def train_vla(
             "dagger_beta": dagger_beta,
             "dagger_mixed_success_rate": round(float(dagger.success.mean()), 4),
         }
-        demo_success = samples.success
         samples = VlaSamples.concat([samples, dagger])
-    else:
-        demo_success = samples.success
     t_collect = time.perf_counter() - t0
     tokenizer = build_tokenizer()
     tok_path = out / f"{model_id}.tokenizer.json"

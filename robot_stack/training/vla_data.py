@@ -123,14 +123,16 @@ class VlaSamples:
                 raise DatasetError("VLA sample sets differ in pixel grid or chunk step; collect them alike")
             eps, renumbered = np.unique(part.episode, return_inverse=True)
             cols["episode"].append(renumbered.astype(np.int64) + next_episode)
-            cols["scene"].append(np.asarray([scenes.index(part.scenes[i]) for i in part.scene], np.int64))
-            cols["instruction"].append(np.asarray([texts.index(part.instructions[i]) for i in part.instruction]))
+            # each part's indices mapped through its names onto the merged lists
+            cols["scene"].append(np.asarray([scenes.index(n) for n in part.scenes], np.int64)[part.scene])
+            text_ids = np.asarray([texts.index(t) for t in part.instructions], np.int64)
+            cols["instruction"].append(text_ids[part.instruction])
             cols["success"].append(part.success)
             next_episode += max(len(eps), part.episodes)
         stacked = {k: np.concatenate([getattr(p, k) for p in parts]) for k in _SAMPLE_ARRAYS if k != "instruction"}
         return cls(
             **stacked,
-            instruction=np.concatenate(cols["instruction"]).astype(np.int64),
+            instruction=np.concatenate(cols["instruction"]),
             episode=np.concatenate(cols["episode"]),
             scene=np.concatenate(cols["scene"]),
             success=np.concatenate(cols["success"]),
