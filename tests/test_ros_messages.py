@@ -226,3 +226,25 @@ def test_streamed_arm_refuses_missing_and_stale_states():
     read_only = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, lambda q: Pose.identity(), None, 0.1)
     with pytest.raises(RobotError, match="only reads"):
         read_only.command(panda.HOME_Q)
+
+
+def test_streamed_arm_pairs_a_late_frame_with_the_state_at_its_capture_time():
+    arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, lambda q: Pose.identity("base", "tcp"), None, 0.02, history=50)
+    with pytest.raises(RobotError, match="no joint state"):
+        arm.state_at(0)
+    t0 = 1_000_000_000
+    for k in range(40):  # 100 Hz: q0 = k * 0.01 measured at t0 + k * 10 ms
+        arm.update(t0 + k * 10_000_000, panda.HOME_Q + 0.01 * k, np.zeros(7))
+    # a frame captured at t0 + 123 ms and handled after every later state arrived gets the state of t0 + 120 ms
+    state = arm.state_at(t0 + 123_000_000)
+    assert state.t_ns == t0 + 120_000_000
+    np.testing.assert_allclose(state.q, panda.HOME_Q + 0.12)
+    assert arm.state_at(t0 + 127_000_000).t_ns == t0 + 130_000_000  # the nearest, after the capture if nearer
+    assert arm.state_at(t0 + 395_000_000 + 15_000_000).t_ns == t0 + 390_000_000  # past the newest, within 20 ms
+    with pytest.raises(RobotError, match="measured 30 ms from"):
+        arm.state_at(t0 + 420_000_000)  # newest is 30 ms before: further than max_state_age_s
+    with pytest.raises(RobotError, match="40 kept"):
+        arm.state_at(t0 - 100_000_000)  # before everything kept
+    assert StreamedArm(panda.ARM_JOINTS, panda.LIMITS, lambda q: Pose.identity(), None, 0.1)._history.maxlen == 1
+    with pytest.raises(ValueError, match="history"):
+        StreamedArm(panda.ARM_JOINTS, panda.LIMITS, lambda q: Pose.identity(), None, 0.1, history=0)

@@ -1,7 +1,8 @@
 """A camera and a robot fed by message streams: the core's interfaces over data that arrives from a graph.
 
 :class:`StreamedCamera` pairs colour and aligned-depth images by stamp into :class:`Frame` s;
-:class:`StreamedArm` turns the newest joint state into :class:`RobotState` and hands commands to a callback. The
+:class:`StreamedArm` turns the newest joint state (or, for a recorder, the one measured nearest a frame's capture
+time) into :class:`RobotState` and hands commands to a callback. The
 ROS nodes push message fields in; :class:`~robot_stack.cycle.PolicyCycle` and
 :class:`~robot_stack.control.executor.Executor` read them through the usual interfaces. Nothing here knows ROS.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -126,7 +128,10 @@ class StreamedArm(Robot):
         limits: joint limits (what the safety filter enforces).
         fk: q (n,) rad -> ``T_base_tcp`` (the TCP pose a :class:`RobotState` carries).
         send: publishes one set-point (q (n,) rad, gripper opening or None); None = this arm is read-only.
-        max_state_age_s: a state older than this is not used (:meth:`read_state` raises).
+        max_state_age_s: a state older than this is not used (:meth:`read_state` raises); :meth:`state_at` takes
+            none measured further than this from the time asked for.
+        history: joint states kept for :meth:`state_at` (1: only the newest). Size it to cover how late a frame
+            may be taken, at the joint-state rate.
     """
 
     def __init__(
@@ -136,10 +141,14 @@ class StreamedArm(Robot):
         fk: Callable[[np.ndarray], Pose],
         send: Callable[[np.ndarray, float | None], None] | None,
         max_state_age_s: float,
+        history: int = 1,
     ) -> None:
+        if history < 1:
+            raise ValueError(f"history must be at least 1 joint state, got {history}")
         self._names, self._limits, self._fk, self._send = tuple(names), limits, fk, send
         self.max_state_age_s = max_state_age_s
         self._latest: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._history: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=int(history))
         self._lock = threading.Lock()
 
     @property
@@ -154,6 +163,7 @@ class StreamedArm(Robot):
         """Store a joint state measured at monotonic ``t_ns``: q, dq (n,) rad, rad/s in :attr:`joint_names` order."""
         with self._lock:
             self._latest = (int(t_ns), np.asarray(q, np.float64), np.asarray(dq, np.float64))
+            self._history.append(self._latest)
 
     def state_problem(self, now_ns: int) -> str | None:
         """Why there is no usable state at ``now_ns`` (None when there is)."""
@@ -176,6 +186,33 @@ class StreamedArm(Robot):
             assert self._latest is not None
             t_ns, q, dq = self._latest
         return RobotState(t_ns, q, dq, self._fk(q))
+
+    def state_at(self, t_ns: int) -> RobotState:
+        """The kept joint state measured nearest to monotonic ``t_ns`` (e.g. a frame's capture time), with its FK.
+
+        What a recorder pairs with a frame: a frame taken late (a delivery burst, a busy host) still gets the arm as
+        it was when the image was captured, not as it is when the frame is handled.
+
+        Raises:
+            RobotError: none received yet, or none kept measured within ``max_state_age_s`` of ``t_ns``.
+        """
+        t_ns = int(t_ns)
+        with self._lock:
+            best: tuple[int, np.ndarray, np.ndarray] | None = None
+            for sample in reversed(self._history):  # newest first: a frame is usually near the newest state
+                if best is None or abs(sample[0] - t_ns) < abs(best[0] - t_ns):
+                    best = sample
+                elif sample[0] < t_ns:
+                    break  # older samples are only further away
+        if best is None:
+            raise RobotError("joint state unusable: no joint state received yet")
+        gap_s = abs(best[0] - t_ns) / 1e9
+        if gap_s > self.max_state_age_s:
+            raise RobotError(
+                f"joint state unusable: the nearest kept one was measured {gap_s * 1e3:.0f} ms from the time "
+                f"asked for (limit {self.max_state_age_s * 1e3:.0f} ms, {len(self._history)} kept)"
+            )
+        return RobotState(best[0], best[1], best[2], self._fk(best[1]))
 
     def command(self, q: np.ndarray, gripper: float | None = None) -> None:
         """Hand one set-point to ``send``.

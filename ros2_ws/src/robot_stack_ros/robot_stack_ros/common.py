@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import CallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -48,6 +48,7 @@ from robot_stack.graph.messages import (
 from robot_stack.graph.spec import CONFIG_ERROR_EXIT_CODE
 from robot_stack.graph.streams import StreamedArm, StreamedCamera
 from robot_stack.types import CameraModel, JointTrajectory
+from robot_stack_ros.spin import NodeExecutor
 
 __all__ = [
     "COMMAND_QOS",
@@ -389,7 +390,7 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
         except ConfigError as exc:
             logging.getLogger("robot_stack.ros").error("refusing to start: %s", exc)
             return CONFIG_ERROR_EXIT_CODE  # never restarted by robot-stack up or ros2 launch
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = NodeExecutor(num_threads=threads)  # rclpy's thread pool without its busy loop (spin.py)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -11,9 +11,10 @@ many). This node only collects:
 * state: ``/joint_states``; commands: ``~/commands`` (``std_msgs/Float64MultiArray`` joint set-points, remap to
   the controller's command topic — what the teleop device or the executor sent);
 * while recording, each new colour + depth pair whose capture time is at least ``0.9 / fps`` after the last
-  recorded one becomes a frame row (the frame, the newest state, the command in force, its FK as TCP target): frames
-  are chosen by capture time as they arrive, so a delivery burst (reliable QoS holds later samples while it repairs
-  an earlier one) loses nothing, and a camera faster than ``fps`` is thinned evenly (counted as ``decimated``);
+  recorded one becomes a frame row (the frame; the joint state measured nearest its capture time and the command in
+  force then, its FK as TCP target): frames are chosen and paired by capture time as they arrive, so a delivery
+  burst (reliable QoS holds later samples while it repairs an earlier one) neither loses a frame nor pairs it with a
+  later arm state, and a camera faster than ``fps`` is thinned evenly (counted as ``decimated``);
   every joint state becomes a control-rate sample (measured q, dq and the last command).
 
 Services (``std_srvs``): ``~/start_episode`` (Trigger), ``~/stop_episode`` (SetBool: ``data`` = success; drains the
@@ -25,7 +26,9 @@ state is not recorded (the episode's drop counters say how many); a node killed 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -96,8 +99,11 @@ class RecorderNode(Node):
         self.states = StreamMonitor("joint_states", max_silence_s=self.max_state_age_s * 5)
         self.rows = StreamMonitor("recorded rows", expected_hz=float(self.fps))
         self.camera = StreamedCamera(self.camera_id, cal.camera, spec.depth_scale, self.frames)
-        self.arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, self.ik.fk, None, self.max_state_age_s)
+        # states and commands kept for as long as a frame may be taken late: each frame gets the arm at its capture
+        history = math.ceil(2.0 * (self.max_frame_age_s + self.max_state_age_s) * self.control_rate_hz) + 16
+        self.arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, self.ik.fk, None, self.max_state_age_s, history)
         self.q_cmd: np.ndarray | None = None
+        self.commands: deque[tuple[int, np.ndarray]] = deque(maxlen=history)  # (monotonic receipt ns, q (n,) rad)
         self.last_seq = 0
         self.last_recorded_ns = -(2**62)  # capture time of the last recorded frame
         self.min_spacing_ns = int(0.9e9 / self.fps)  # 10 % below the period: capture jitter never skips a frame
@@ -122,6 +128,14 @@ class RecorderNode(Node):
             log.error("command with %d values (or non-finite) ignored; expected %d", q.size, len(self.arm.joint_names))
             return
         self.q_cmd = q
+        self.commands.append((time.monotonic_ns(), q))
+
+    def _command_at(self, t_ns: int) -> np.ndarray | None:
+        """The newest command received at or before monotonic ``t_ns`` (None: none kept from before then)."""
+        for t_received, q in reversed(self.commands):
+            if t_received <= t_ns:
+                return q
+        return None
 
     def _on_joint_state(self, msg: JointState) -> None:
         from robot_stack.dataset import JointSample
@@ -163,11 +177,12 @@ class RecorderNode(Node):
             self._skip("stale_frame", problem)
             return
         try:
-            state = self.arm.read_state()
+            state = self.arm.state_at(frame.t_capture_ns)  # the arm when the image was captured
         except RobotStackError as exc:
             self._skip("input", str(exc))
             return
-        q_target = self.q_cmd if self.q_cmd is not None else state.q
+        q_cmd = self._command_at(frame.t_capture_ns)
+        q_target = q_cmd if q_cmd is not None else state.q
         row = FrameRow(state.t_ns, (frame.t_capture_ns,), state, q_target, 1.0, self.ik.fk(q_target))
         if self.recorder.add_frame(row, [frame]):
             self.last_recorded_ns = frame.t_capture_ns
