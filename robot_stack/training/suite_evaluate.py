@@ -128,6 +128,22 @@ class SuiteReport:
 
 
 @contextlib.contextmanager
+def _served_client(
+    manifest_path: str | Path, robot_id: str, *, threads: int, engine: str, timeout_s: float
+) -> Iterator[tuple[PolicyManifest, Any, RequestLayout]]:
+    """Serve ``manifest_path`` with the real server for the block; yield its manifest, a connected
+    :class:`~robot_stack.transport.client.PolicyClient` and the wire form the served model asks for."""
+    from robot_stack.transport.client import PolicyClient
+
+    manifest = PolicyManifest.load(manifest_path)
+    with (
+        served(manifest_path, threads=threads, engine=engine) as endpoint,
+        PolicyClient(endpoint, robot_id, timeout_s=timeout_s, model_id=manifest.model_id) as client,
+    ):
+        yield manifest, client, RequestLayout.from_metadata(client.metadata())
+
+
+@contextlib.contextmanager
 def served_policy(
     manifest_path: str | Path, *, threads: int = 1, engine: str = "ort", timeout_s: float = 30.0
 ) -> Iterator[Callable[[Observation, str], ActionChunk]]:
@@ -135,14 +151,11 @@ def served_policy(
     in the wire form the served model asks for (the instruction as text), its reply as an :class:`ActionChunk`.
     Used where a served policy drives the lockstep rig outside an evaluation (DAgger collection). Raises
     ConfigError for a model that takes the XYZ form (the VLA data rig renders the depth form)."""
-    from robot_stack.transport.client import PolicyClient
-
-    manifest = PolicyManifest.load(manifest_path)
-    with (
-        served(manifest_path, threads=threads, engine=engine) as endpoint,
-        PolicyClient(endpoint, "dagger", timeout_s=timeout_s, model_id=manifest.model_id) as client,
+    with _served_client(manifest_path, "dagger", threads=threads, engine=engine, timeout_s=timeout_s) as (
+        _manifest,
+        client,
+        layout,
     ):
-        layout = RequestLayout.from_metadata(client.metadata())
         if not layout.depth_form:
             raise ConfigError(f"{manifest_path}: the served policy must take the depth form (uint16 depth + calib)")
 
@@ -170,20 +183,17 @@ def evaluate_suite(
 ) -> SuiteReport:
     """Serve ``manifest_path`` and run ``episodes`` episodes per instruction over ``scenes`` (module docstring);
     ``image_hw``: the camera's image size (the model's)."""
-    from robot_stack.transport.client import PolicyClient
-
     texts = [instruction_for(t).text for t in instructions] if instructions else [i.text for i in INSTRUCTIONS]
     if not scenes:
         raise ConfigError("evaluate: name at least one scene")
-    manifest = PolicyManifest.load(manifest_path)
     t0 = time.perf_counter()
     results: list[SuiteEpisode] = []
     total = episodes * len(texts)
-    with (
-        served(manifest_path, threads=threads, engine=engine) as endpoint,
-        PolicyClient(endpoint, "eval", timeout_s=timeout_s, model_id=manifest.model_id) as client,
+    with _served_client(manifest_path, "eval", threads=threads, engine=engine, timeout_s=timeout_s) as (
+        manifest,
+        client,
+        layout,
     ):
-        layout = RequestLayout.from_metadata(client.metadata())
         for s_idx, scene in enumerate(scenes):
             config = vla_scene_config(scene, texts[0], image_hw)
             rig = LockstepRig(config, max_duration_s=max_duration_s, xyz=not layout.depth_form)

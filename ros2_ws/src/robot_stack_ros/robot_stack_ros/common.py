@@ -95,7 +95,8 @@ IMAGE_HISTORY_DEPTH = 30
 #: fragment. KEEP_LAST history is what bounds "reliable": a sample that finds the subscriber's history full replaces
 #: the oldest one, so a Python subscriber that falls a few frames behind (a busy core, a repaired fragment) loses
 #: frames. At depth 2 (~67 ms of slack at 30 Hz) 9-18 % of 30 Hz 640x480 pairs were lost with a CPU hog beside the
-#: graph, at depth 5 ~3 %, at depth 30 none (``robot-stack bench ros``: the delivered fraction).
+#: graph, at depth 5 ~3 %, at depth 30 none (``robot-stack bench ros``: the delivered fraction; measured while the
+#: nodes still spun on rclpy's busy-looping MultiThreadedExecutor, see ``spin.py``, so the slack is generous now).
 RELIABLE_IMAGE_QOS = QoSProfile(
     depth=IMAGE_HISTORY_DEPTH, reliability=QoSReliabilityPolicy.RELIABLE, history=QoSHistoryPolicy.KEEP_LAST,
     durability=QoSDurabilityPolicy.VOLATILE,
