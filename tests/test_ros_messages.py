@@ -232,19 +232,38 @@ def test_streamed_arm_pairs_a_late_frame_with_the_state_at_its_capture_time():
     arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, lambda q: Pose.identity("base", "tcp"), None, 0.02, history=50)
     with pytest.raises(RobotError, match="no joint state"):
         arm.state_at(0)
+    assert arm.latest_t_ns is None
     t0 = 1_000_000_000
     for k in range(40):  # 100 Hz: q0 = k * 0.01 measured at t0 + k * 10 ms
         arm.update(t0 + k * 10_000_000, panda.HOME_Q + 0.01 * k, np.zeros(7))
-    # a frame captured at t0 + 123 ms and handled after every later state arrived gets the state of t0 + 120 ms
-    state = arm.state_at(t0 + 123_000_000)
+    # a frame captured at t0 + 127 ms and handled after every later state arrived gets the state of t0 + 120 ms:
+    # the newest measured at or before its capture, not the newest at handling, nor a nearer one measured after it
+    assert arm.latest_t_ns == t0 + 390_000_000
+    state = arm.state_at(t0 + 127_000_000)
     assert state.t_ns == t0 + 120_000_000
     np.testing.assert_allclose(state.q, panda.HOME_Q + 0.12)
-    assert arm.state_at(t0 + 127_000_000).t_ns == t0 + 130_000_000  # the nearest, after the capture if nearer
+    assert arm.state_at(t0 + 130_000_000).t_ns == t0 + 130_000_000  # measured at the capture instant
     assert arm.state_at(t0 + 395_000_000 + 15_000_000).t_ns == t0 + 390_000_000  # past the newest, within 20 ms
     with pytest.raises(RobotError, match="measured 30 ms from"):
         arm.state_at(t0 + 420_000_000)  # newest is 30 ms before: further than max_state_age_s
+    assert arm.state_at(t0 - 15_000_000).t_ns == t0  # nothing kept from before: the earliest, 15 ms after
     with pytest.raises(RobotError, match="40 kept"):
-        arm.state_at(t0 - 100_000_000)  # before everything kept
+        arm.state_at(t0 - 100_000_000)  # before everything kept, further than max_state_age_s
     assert StreamedArm(panda.ARM_JOINTS, panda.LIMITS, lambda q: Pose.identity(), None, 0.1)._history.maxlen == 1
     with pytest.raises(ValueError, match="history"):
         StreamedArm(panda.ARM_JOINTS, panda.LIMITS, lambda q: Pose.identity(), None, 0.1, history=0)
+
+
+def test_clock_offset_keeps_the_tightest_bracket_so_a_preempted_read_does_not_shift_stamps(monkeypatch):
+    from robot_stack.graph import messages
+
+    # first bracket: the thread was preempted 5 ms between the monotonic reads; second: 100 ns wide
+    mono = iter([1_000_000, 6_000_000, 10_000_000, 10_000_100])
+    wall = iter([1_700_000_000_003_000_000, 1_700_000_000_010_000_000])
+    monkeypatch.setattr(messages.time, "monotonic_ns", lambda: next(mono))
+    monkeypatch.setattr(messages.time, "time_ns", lambda: next(wall))
+    assert messages.wall_minus_mono_ns() == 1_700_000_000_010_000_000 - 10_000_050  # the tight bracket's midpoint
+    monkeypatch.undo()
+    # and on the real clocks: a round trip returns the stamp (the offset does not drift within microseconds)
+    t = time.monotonic_ns()
+    assert abs(messages.wall_to_mono(messages.mono_to_wall(t)) - t) < 1_000_000

@@ -200,14 +200,38 @@ def join_stamp(sec: int, nanosec: int) -> int:
     return int(sec) * 1_000_000_000 + int(nanosec)
 
 
+#: A wall-clock reading bracketed by two monotonic ones closer than this is taken as the clocks' offset, ns.
+_TIGHT_BRACKET_NS = 2_000
+
+
+def wall_minus_mono_ns(tries: int = 4) -> int:
+    """The offset wall-clock - monotonic, ns, measured now.
+
+    The wall clock is read between two monotonic readings and the tightest of up to ``tries`` brackets is kept: a
+    thread preempted between two plain reads (a busy host: milliseconds) would otherwise shift every stamp it
+    converts by that long, and two stamps taken 0.1 ms apart could swap order.
+    """
+    best_width, best_offset = None, 0
+    for _ in range(max(1, tries)):
+        m0 = time.monotonic_ns()
+        wall = time.time_ns()
+        m1 = time.monotonic_ns()
+        width = m1 - m0
+        if best_width is None or width < best_width:
+            best_width, best_offset = width, wall - (m0 + m1) // 2
+        if width <= _TIGHT_BRACKET_NS:
+            break
+    return best_offset
+
+
 def mono_to_wall(t_mono_ns: int) -> int:
     """Monotonic ns -> wall-clock ns (UNIX epoch), with the clocks' offset measured now."""
-    return int(t_mono_ns) + (time.time_ns() - time.monotonic_ns())
+    return int(t_mono_ns) + wall_minus_mono_ns()
 
 
 def wall_to_mono(t_wall_ns: int) -> int:
     """Wall-clock ns (a ROS stamp) -> monotonic ns of this process' clock, offset measured now."""
-    return int(t_wall_ns) - (time.time_ns() - time.monotonic_ns())
+    return int(t_wall_ns) - wall_minus_mono_ns()
 
 
 def stamp_problem(t_ns: int, now_ns: int, max_age_s: float, max_future_s: float = 0.05) -> str | None:

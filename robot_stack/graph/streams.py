@@ -165,6 +165,12 @@ class StreamedArm(Robot):
             self._latest = (int(t_ns), np.asarray(q, np.float64), np.asarray(dq, np.float64))
             self._history.append(self._latest)
 
+    @property
+    def latest_t_ns(self) -> int | None:
+        """Monotonic measurement time of the newest joint state received, ns (None: none yet)."""
+        with self._lock:
+            return None if self._latest is None else self._latest[0]
+
     def state_problem(self, now_ns: int) -> str | None:
         """Why there is no usable state at ``now_ns`` (None when there is)."""
         with self._lock:
@@ -188,31 +194,33 @@ class StreamedArm(Robot):
         return RobotState(t_ns, q, dq, self._fk(q))
 
     def state_at(self, t_ns: int) -> RobotState:
-        """The kept joint state measured nearest to monotonic ``t_ns`` (e.g. a frame's capture time), with its FK.
+        """The kept joint state in force at monotonic ``t_ns`` (e.g. a frame's capture time), with its FK: the newest
+        one measured at or before ``t_ns`` (the earliest after it when none is kept from before).
 
         What a recorder pairs with a frame: a frame taken late (a delivery burst, a busy host) still gets the arm as
-        it was when the image was captured, not as it is when the frame is handled.
+        it was known when the image was captured — what a policy would have seen beside that image — not as it is
+        when the frame is handled.
 
         Raises:
-            RobotError: none received yet, or none kept measured within ``max_state_age_s`` of ``t_ns``.
+            RobotError: none received yet, or the one chosen was measured more than ``max_state_age_s`` from ``t_ns``.
         """
         t_ns = int(t_ns)
         with self._lock:
-            best: tuple[int, np.ndarray, np.ndarray] | None = None
+            chosen: tuple[int, np.ndarray, np.ndarray] | None = None
             for sample in reversed(self._history):  # newest first: a frame is usually near the newest state
-                if best is None or abs(sample[0] - t_ns) < abs(best[0] - t_ns):
-                    best = sample
-                elif sample[0] < t_ns:
-                    break  # older samples are only further away
-        if best is None:
+                chosen = sample
+                if sample[0] <= t_ns:
+                    break
+            kept = len(self._history)
+        if chosen is None:
             raise RobotError("joint state unusable: no joint state received yet")
-        gap_s = abs(best[0] - t_ns) / 1e9
+        gap_s = abs(chosen[0] - t_ns) / 1e9
         if gap_s > self.max_state_age_s:
             raise RobotError(
-                f"joint state unusable: the nearest kept one was measured {gap_s * 1e3:.0f} ms from the time "
-                f"asked for (limit {self.max_state_age_s * 1e3:.0f} ms, {len(self._history)} kept)"
+                f"joint state unusable: the one in force was measured {gap_s * 1e3:.0f} ms from the time asked for "
+                f"(limit {self.max_state_age_s * 1e3:.0f} ms, {kept} kept)"
             )
-        return RobotState(best[0], best[1], best[2], self._fk(best[1]))
+        return RobotState(chosen[0], chosen[1], chosen[2], self._fk(chosen[1]))
 
     def command(self, q: np.ndarray, gripper: float | None = None) -> None:
         """Hand one set-point to ``send``.

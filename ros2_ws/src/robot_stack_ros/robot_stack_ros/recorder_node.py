@@ -11,10 +11,12 @@ many). This node only collects:
 * state: ``/joint_states``; commands: ``~/commands`` (``std_msgs/Float64MultiArray`` joint set-points, remap to
   the controller's command topic — what the teleop device or the executor sent);
 * while recording, each new colour + depth pair whose capture time is at least ``0.9 / fps`` after the last
-  recorded one becomes a frame row (the frame; the joint state measured nearest its capture time and the command in
-  force then, its FK as TCP target): frames are chosen and paired by capture time as they arrive, so a delivery
-  burst (reliable QoS holds later samples while it repairs an earlier one) neither loses a frame nor pairs it with a
-  later arm state, and a camera faster than ``fps`` is thinned evenly (counted as ``decimated``);
+  recorded one becomes a frame row (the frame; the joint state and the command in force at its capture time, its FK
+  as TCP target): frames are chosen and paired by capture time as they arrive, so a delivery burst (reliable QoS
+  holds later samples while it repairs an earlier one) neither loses a frame nor pairs it with a later arm state; a
+  frame that arrives before the joint state measured after its capture waits for it (at most ``max_state_age_s``),
+  so the pairing does not depend on which topic delivered first; a camera faster than ``fps`` is thinned evenly
+  (counted as ``decimated``);
   every joint state becomes a control-rate sample (measured q, dq and the last command).
 
 Services (``std_srvs``): ``~/start_episode`` (Trigger), ``~/stop_episode`` (SetBool: ``data`` = success; drains the
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -104,6 +107,8 @@ class RecorderNode(Node):
         self.arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, self.ik.fk, None, self.max_state_age_s, history)
         self.q_cmd: np.ndarray | None = None
         self.commands: deque[tuple[int, np.ndarray]] = deque(maxlen=history)  # (monotonic receipt ns, q (n,) rad)
+        self.pending: deque[Any] = deque()  # frames waiting for the joint state in force at their capture
+        self.pending_lock = threading.Lock()  # inputs and the stop service (another callback group) settle them
         self.last_seq = 0
         self.last_recorded_ns = -(2**62)  # capture time of the last recorded frame
         self.min_spacing_ns = int(0.9e9 / self.fps)  # 10 % below the period: capture jitter never skips a frame
@@ -144,6 +149,8 @@ class RecorderNode(Node):
         if state is None:
             return
         t_ns, q, dq = state
+        if self.pending:
+            self._settle_frames()  # a frame that came before this state may now be paired
         if self.recorder.recording:
             q_cmd = self.q_cmd if self.q_cmd is not None else q
             self.recorder.add_joint_sample(JointSample(t_ns, q, dq, q_cmd, 1.0))  # False = buffer full: counted
@@ -157,10 +164,8 @@ class RecorderNode(Node):
             log.warning("frame not recorded (%s, %d so far this run): %s", reason, n, detail)
 
     def _record_new_frame(self) -> None:
-        """A new pair completed: hand it with the newest state to the recorder when it is due by capture time
-        (references only: encoding runs on the recorder's threads)."""
-        from robot_stack.dataset import FrameRow
-
+        """A new pair completed: refuse it now if it is already too old, else queue it until its pairing is settled
+        (:meth:`_settle_frames`)."""
         try:
             frame = self.camera.read()
         except RobotStackError:
@@ -168,13 +173,37 @@ class RecorderNode(Node):
         if frame.seq == self.last_seq or not self.recorder.recording:
             return
         self.last_seq = frame.seq
-        if frame.t_capture_ns - self.last_recorded_ns < self.min_spacing_ns:
-            self.rows.dropped("decimated", "camera faster than fps")  # thinned evenly, by capture time
-            return
-        now = time.monotonic_ns()
-        problem = stamp_problem(frame.t_capture_ns, now, self.max_frame_age_s)
+        problem = stamp_problem(frame.t_capture_ns, time.monotonic_ns(), self.max_frame_age_s)
         if problem is not None:
             self._skip("stale_frame", problem)
+            return
+        with self.pending_lock:
+            self.pending.append(frame)
+        self._settle_frames()
+
+    def _settle_frames(self, flush: bool = False) -> None:
+        """Record the queued frames, oldest first, whose pairing is settled: a joint state measured at or after the
+        capture has arrived (frames and states travel on separate topics, so a frame may come first; only then is
+        the state in force at its capture known), or ``max_state_age_s`` has passed since the capture (the state
+        stream is late or gone: the frame gets what is kept, or is counted as ``input``), or ``flush`` (the episode
+        stops)."""
+        with self.pending_lock:
+            while self.pending:
+                frame = self.pending[0]
+                newest = self.arm.latest_t_ns
+                waited_s = (time.monotonic_ns() - frame.t_capture_ns) / 1e9
+                if not flush and (newest is None or newest < frame.t_capture_ns) and waited_s < self.max_state_age_s:
+                    return
+                self.pending.popleft()
+                self._record_frame(frame)
+
+    def _record_frame(self, frame: Any) -> None:
+        """Hand a frame, with the joint state and the command in force at its capture, to the recorder when it is
+        due by capture time (references only: encoding runs on the recorder's threads)."""
+        from robot_stack.dataset import FrameRow
+
+        if frame.t_capture_ns - self.last_recorded_ns < self.min_spacing_ns:
+            self.rows.dropped("decimated", "camera faster than fps")  # thinned evenly, by capture time
             return
         try:
             state = self.arm.state_at(frame.t_capture_ns)  # the arm when the image was captured
@@ -184,6 +213,7 @@ class RecorderNode(Node):
         q_cmd = self._command_at(frame.t_capture_ns)
         q_target = q_cmd if q_cmd is not None else state.q
         row = FrameRow(state.t_ns, (frame.t_capture_ns,), state, q_target, 1.0, self.ik.fk(q_target))
+        now = time.monotonic_ns()
         if self.recorder.add_frame(row, [frame]):
             self.last_recorded_ns = frame.t_capture_ns
             self.rows.received(now, (now - frame.t_capture_ns) / 1e9)
@@ -200,6 +230,8 @@ class RecorderNode(Node):
             response.success, response.message = False, str(exc)
             return response
         self.rows = StreamMonitor("recorded rows", expected_hz=float(self.fps))  # this episode's skips
+        with self.pending_lock:
+            self.pending.clear()
         self.last_recorded_ns = -(2**62)
         response.success, response.message = True, f"recording episode {index}"
         log.info(response.message)
@@ -209,6 +241,7 @@ class RecorderNode(Node):
         if not self.recorder.recording:
             response.success, response.message = False, "no episode is being recorded"
             return response
+        self._settle_frames(flush=True)  # frames still waiting for their joint state are paired now
         drops = dict(self.rows.drops)
         try:
             done = self.recorder.stop_episode(bool(request.data), {"drops": drops})
@@ -228,6 +261,8 @@ class RecorderNode(Node):
 
     def _abort(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         index = self.recorder.stats().episode_index
+        with self.pending_lock:
+            self.pending.clear()
         if self.recorder.discard():
             response.success, response.message = True, f"episode {index} discarded"
         else:
@@ -235,6 +270,7 @@ class RecorderNode(Node):
         return response
 
     def _publish_diagnostics(self) -> None:
+        self._settle_frames()  # frames whose joint state never came are settled here when the stream stops
         now = time.monotonic_ns()
         name = self.get_name()
         stats = self.recorder.stats()
