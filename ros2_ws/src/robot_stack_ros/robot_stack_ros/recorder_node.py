@@ -8,8 +8,9 @@ many). This node only collects:
 
 * frames: ``/camera/color/image_raw`` + ``/camera/aligned_depth_to_color/image_raw`` paired by stamp
   (:class:`~robot_stack.graph.streams.StreamedCamera`, size checked against the calibration);
-* state: ``/joint_states``; commands: ``~/commands`` (``std_msgs/Float64MultiArray`` joint set-points, remap to
-  the controller's command topic — what the teleop device or the executor sent);
+* state: ``/joint_states`` (reliable, 1 s of samples queued: each is recorded); commands: ``~/commands``
+  (``std_msgs/Float64MultiArray`` joint set-points, remap to the controller's command topic — what the teleop device
+  or the executor sent);
 * while recording, each new colour + depth pair whose capture time is at least ``0.9 / fps`` after the last
   recorded one becomes a frame row (the frame; the joint state and the command in force at its capture time, its FK
   as TCP target): frames are chosen and paired by capture time as they arrive, so a delivery burst (reliable QoS
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
@@ -116,7 +118,13 @@ class RecorderNode(Node):
         group = MutuallyExclusiveCallbackGroup()  # inputs and rows: quick (encoding runs on the recorder's threads)
         control = MutuallyExclusiveCallbackGroup()  # start/stop/abort: stop waits for the encoders to drain
         subscribe_camera(self, self.camera, qos, callback_group=group, on_image=self._record_new_frame)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_state, STATE_QOS, callback_group=group)
+        # every joint state is a control-rate sample: 1 s of them may wait while the node is busy (STATE_QOS keeps 5,
+        # enough for a controller that only needs the newest, not for a recording)
+        state_qos = QoSProfile(
+            depth=max(STATE_QOS.depth, math.ceil(self.control_rate_hz)), reliability=STATE_QOS.reliability,
+            history=STATE_QOS.history, durability=STATE_QOS.durability,
+        )  # fmt: skip
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, state_qos, callback_group=group)
         self.create_subscription(Float64MultiArray, "~/commands", self._on_command, COMMAND_QOS, callback_group=group)
         self.create_service(Trigger, "~/start_episode", self._start, callback_group=control)
         self.create_service(SetBool, "~/stop_episode", self._stop, callback_group=control)
