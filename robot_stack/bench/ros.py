@@ -10,6 +10,11 @@
 * **composed mode**: the same camera thread inside the policy's process (what the policy client does with
   ``camera_source`` set): the frame age at the policy p50/p99 without DDS on its path, while the frames are still
   republished (reliable) for an observer process, whose delivered fraction is reported.
+* **executor**: a node's inputs (100 Hz ``JointState`` + reliable 640x480 RGB-D pairs at 10 Hz, one mutually
+  exclusive callback group, two threads) spun by rclpy's own ``MultiThreadedExecutor`` and by the nodes'
+  :class:`~robot_stack_ros.spin.NodeExecutor`, one after the other in this run: the fraction of joint states taken
+  (the depth-5 state queue replaces what the node does not take in time), the images' age when taken, and the
+  subscriber's CPU time. rclpy 9.1.2's executor resubmits queued callbacks and busy-loops (ros2/rclpy#1452).
 * **state→command round trip**: a ``JointState`` goes out, a relay process answers each with a
   ``Float64MultiArray`` command (as a controller reacting to state does), the sender measures the round trip.
   Baseline: the same values through a ZeroMQ DEALER/ROUTER echo.
@@ -173,6 +178,22 @@ def _ros_rtt(count: int) -> dict[str, Any]:
     return rtt
 
 
+def _executor_flood(executor: str, seconds: float) -> dict[str, Any]:
+    """One sink process spun by ``executor`` (rclpy | node) taking a flood from another process."""
+    probe = ["-m", "robot_stack_ros.bench_probe"]
+    sink = _spawn(*probe, "sink", "--executor", executor, "--timeout", str(seconds + 60.0))
+    _wait_ready(sink)
+    sent = _result(_spawn(*probe, "flood", "--seconds", str(seconds), "--rate", "10"), seconds + 60.0)
+    taken = _result(sink, seconds + 90.0)
+    return {
+        "states_delivered": round(taken["states"] / max(1, sent["states_sent"]), 3),
+        "images_delivered": round(taken["images"] / max(1, sent["images_sent"]), 3),
+        "image_age_p50_ms": round(taken["image_age_p50_ms"], 1),
+        "image_age_p99_ms": round(taken["image_age_p99_ms"], 1),
+        "cpu_s": round(taken["cpu_s"], 2),
+    }
+
+
 @register("ros")
 def run(quick: bool = False) -> dict[str, Any]:
     """Image delivery/latency and frame age at the policy (topics and composed modes), state→command round trip
@@ -187,6 +208,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     zimg = _zmq_images(n_img)
     rtt = _ros_rtt(n_rtt)
     zrtt = _zmq_rtt(n_rtt)
+    flood_s = 4.0 if quick else 10.0
+    executors = {name: _executor_flood(name, flood_s) for name in ("rclpy", "node")}
     nan = float("nan")
 
     def r(x: float) -> float:
@@ -222,6 +245,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         "rtt_zmq_p50_ms": r(zrtt["rtt_p50_ms"]),
         "rtt_zmq_p99_ms": r(zrtt["rtt_p99_ms"]),
         "rtt_ratio_vs_zmq": r(rtt["rtt_p50_ms"] / zrtt["rtt_p50_ms"]),
+        **{f"executor_{name}_{key}": value for name, res in executors.items() for key, value in res.items()},
+        "executor_node_vs_rclpy_states_delivered_ratio": r(
+            executors["node"]["states_delivered"] / max(executors["rclpy"]["states_delivered"], 1e-3)
+        ),
     }
 
 

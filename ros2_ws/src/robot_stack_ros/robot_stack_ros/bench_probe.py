@@ -14,7 +14,12 @@ Modes (each prints one JSON line on stdout when done):
   and receive times are on the same clocks);
 * ``echo``: a state→command relay: each ``/bench/joint_states`` becomes a ``/bench/commands`` Float64MultiArray
   of its positions (what a controller that reacts to state does; position[0] carries the sequence number);
-* ``rtt --count N --rate R``: publishes JointState, measures the round trip to the relay's command.
+* ``rtt --count N --rate R``: publishes JointState, measures the round trip to the relay's command;
+* ``sink --executor rclpy|node``: a node's inputs (one mutually exclusive group: 100 Hz ``JointState`` at
+  ``STATE_QOS``, reliable RGB-D images) spun by two threads of rclpy's ``MultiThreadedExecutor`` or of
+  :class:`~robot_stack_ros.spin.NodeExecutor`; reports the states and images taken, the images' age when taken and
+  the process' CPU time; ends 3 s after the last message;
+* ``flood --seconds S --rate R``: what the sink takes: joint states at 100 Hz and RGB-D pairs at R Hz for S s.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
 from robot_stack.cameras.base import Camera
@@ -39,7 +44,15 @@ from robot_stack.graph.streams import StreamedCamera
 from robot_stack.metrics import latency_stats
 from robot_stack.types import CameraModel, Frame
 from robot_stack_ros.camera_node import publishing_camera
-from robot_stack_ros.common import STATE_QOS, image_qos, stamp, subscribe_camera
+from robot_stack_ros.common import (
+    RELIABLE_IMAGE_QOS,
+    STATE_QOS,
+    image_msg,
+    image_qos,
+    stamp,
+    stamp_ns,
+    subscribe_camera,
+)
 
 #: the policy loop's mean read rate in both modes, Hz
 POLICY_HZ = 30.0
@@ -209,9 +222,91 @@ def rtt(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+FLOOD_TOPICS = ("/bench/flood/joint_states", "/bench/flood/color", "/bench/flood/depth")
+FLOOD_STATE_HZ = 100.0
+
+
+def sink(args: argparse.Namespace) -> dict[str, object]:
+    from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+    from rclpy.executors import MultiThreadedExecutor
+
+    from robot_stack_ros.spin import NodeExecutor
+
+    node = Node("bench_sink")
+    group = MutuallyExclusiveCallbackGroup()  # as a node's input group
+    states = [0]
+    ages_s: list[float] = []
+    last = [time.monotonic()]
+
+    def on_state(msg: JointState) -> None:
+        states[0] += 1
+        last[0] = time.monotonic()
+
+    def on_image(msg: Image) -> None:
+        ages_s.append((time.time_ns() - stamp_ns(msg.header.stamp)) / 1e9)
+        last[0] = time.monotonic()
+
+    node.create_subscription(JointState, FLOOD_TOPICS[0], on_state, STATE_QOS, callback_group=group)
+    for topic in FLOOD_TOPICS[1:]:
+        node.create_subscription(Image, topic, on_image, RELIABLE_IMAGE_QOS, callback_group=group)
+    executor = (NodeExecutor if args.executor == "node" else MultiThreadedExecutor)(num_threads=2)
+    executor.add_node(node)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    cpu0 = time.process_time()
+    spin.start()
+    print("READY", flush=True)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline and not (states[0] and time.monotonic() - last[0] > 3.0):
+        time.sleep(0.05)
+    cpu_s = time.process_time() - cpu0
+    executor.shutdown()
+    spin.join(10)
+    arr = np.array(ages_s) if ages_s else np.array([np.nan])
+    return {
+        "states": states[0],
+        "images": len(ages_s),
+        "cpu_s": cpu_s,
+        "image_age_p50_ms": float(np.percentile(arr, 50) * 1e3),
+        "image_age_p99_ms": float(np.percentile(arr, 99) * 1e3),
+        "image_age_max_ms": float(np.max(arr) * 1e3),
+    }
+
+
+def flood(args: argparse.Namespace) -> dict[str, object]:
+    node = Node("bench_flood")
+    js_pub = node.create_publisher(JointState, FLOOD_TOPICS[0], STATE_QOS)
+    color_pub, depth_pub = (node.create_publisher(Image, t, RELIABLE_IMAGE_QOS) for t in FLOOD_TOPICS[1:])
+    pubs = (js_pub, color_pub, depth_pub)
+    _spin_until(node, lambda: min(p.get_subscription_count() for p in pubs) > 0, 20)
+    time.sleep(0.5)
+    rng = np.random.default_rng(0)
+    color = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    depth = rng.integers(400, 2000, (480, 640), dtype=np.uint16)
+    names = [f"panda_joint{i}" for i in range(1, 8)]
+    n_states = n_pairs = 0
+    t0 = time.monotonic()
+    next_pair = t0
+    while (now := time.monotonic()) < t0 + args.seconds:
+        msg = JointState(name=names, position=[0.0] * 7, velocity=[0.0] * 7)
+        msg.header.stamp = stamp(time.time_ns())
+        js_pub.publish(msg)
+        n_states += 1
+        if now >= next_pair:
+            t_wall = time.time_ns()
+            color_pub.publish(image_msg(color, "rgb8", t_wall, "bench"))
+            depth_pub.publish(image_msg(depth, "16UC1", t_wall, "bench"))
+            n_pairs += 1
+            next_pair += 1.0 / args.rate
+        time.sleep(max(0.0, t0 + n_states / FLOOD_STATE_HZ - time.monotonic()))
+    time.sleep(1.0)  # the last samples' repairs
+    return {"states_sent": n_states, "images_sent": 2 * n_pairs}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="robot_stack_ros.bench_probe")
-    parser.add_argument("mode", choices=["camera", "policy", "echo", "rtt"])
+    parser.add_argument("mode", choices=["camera", "policy", "echo", "rtt", "sink", "flood"])
+    parser.add_argument("--seconds", type=float, default=8.0, help="flood: how long, s")
+    parser.add_argument("--executor", default="node", choices=["rclpy", "node"], help="sink: which executor spins")
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--timeout", type=float, default=30.0)
@@ -220,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rclpy.init()
     try:
-        result = {"camera": camera, "policy": policy, "echo": echo, "rtt": rtt}[args.mode](args)
+        modes = {"camera": camera, "policy": policy, "echo": echo, "rtt": rtt, "sink": sink, "flood": flood}
+        result = modes[args.mode](args)
     finally:
         rclpy.try_shutdown()
     print(json.dumps(result), flush=True)
