@@ -47,6 +47,7 @@ from robot_stack.errors import ConfigError, RobotStackError
 from robot_stack.graph.diagnostics import Health, StreamMonitor
 from robot_stack.graph.messages import stamp_problem
 from robot_stack.graph.streams import StreamedArm, StreamedCamera
+from robot_stack.types import Frame
 from robot_stack_ros.common import (
     COMMAND_QOS,
     STATE_QOS,
@@ -109,7 +110,7 @@ class RecorderNode(Node):
         self.arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, self.ik.fk, None, self.max_state_age_s, history)
         self.q_cmd: np.ndarray | None = None
         self.commands: deque[tuple[int, np.ndarray]] = deque(maxlen=history)  # (monotonic receipt ns, q (n,) rad)
-        self.pending: deque[Any] = deque()  # frames waiting for the joint state in force at their capture
+        self.pending: deque[Frame] = deque()  # frames waiting for the joint state in force at their capture
         self.pending_lock = threading.Lock()  # inputs and the stop service (another callback group) settle them
         self.last_seq = 0
         self.last_recorded_ns = -(2**62)  # capture time of the last recorded frame
@@ -205,7 +206,7 @@ class RecorderNode(Node):
                 self.pending.popleft()
                 self._record_frame(frame)
 
-    def _record_frame(self, frame: Any) -> None:
+    def _record_frame(self, frame: Frame) -> None:
         """Hand a frame, with the joint state and the command in force at its capture, to the recorder when it is
         due by capture time (references only: encoding runs on the recorder's threads)."""
         from robot_stack.dataset import FrameRow
