@@ -70,9 +70,10 @@ def _stamp(msg, t_mono_ns: int) -> None:
     msg.header.stamp.sec, msg.header.stamp.nanosec = split_stamp(mono_to_wall(t_mono_ns))
 
 
-def _joint_state(q: np.ndarray) -> JointState:
+def _joint_state(q: np.ndarray, t_mono_ns: int | None = None) -> JointState:
+    """A joint state of ``q`` measured at ``t_mono_ns`` (default: now)."""
     msg = JointState(name=list(panda.ARM_JOINTS), position=[float(x) for x in q], velocity=[0.0] * 7)
-    _stamp(msg, time.monotonic_ns())
+    _stamp(msg, time.monotonic_ns() if t_mono_ns is None else t_mono_ns)
     return msg
 
 
@@ -239,7 +240,10 @@ def test_recorder_hands_episodes_to_the_dataset_writer(ros_node, tmp_path):
         node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
 
         def tick() -> None:
-            js_pub.publish(_joint_state(q))
+            # the state measured 1 ms before it is published, and before an image of the same tick is captured: the
+            # two stamps are far enough apart that no clock conversion (wall <-> monotonic, in both processes) can
+            # swap them (50-100 us apart, the recorder at times paired a frame with the previous tick's state)
+            js_pub.publish(_joint_state(q, time.monotonic_ns() - 1_000_000))
             cmd_pub.publish(Float64MultiArray(data=[float(x) for x in q]))
             if sending[0] and time.monotonic() - last_image[0] > image_period_s:
                 images()
