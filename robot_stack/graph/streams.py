@@ -1,10 +1,10 @@
 """A camera and a robot fed by message streams: the core's interfaces over data that arrives from a graph.
 
 :class:`StreamedCamera` pairs colour and aligned-depth images by stamp into :class:`Frame` s;
-:class:`StreamedArm` turns the newest joint state (or, for a recorder, the one measured nearest a frame's capture
-time) into :class:`RobotState` and hands commands to a callback. The
-ROS nodes push message fields in; :class:`~robot_stack.cycle.PolicyCycle` and
-:class:`~robot_stack.control.executor.Executor` read them through the usual interfaces. Nothing here knows ROS.
+:class:`StreamedArm` turns the newest joint state (or, for a recorder, the one in force at a frame's capture time)
+into :class:`RobotState` and hands commands to a callback. The ROS nodes push message fields in;
+:class:`~robot_stack.cycle.PolicyCycle` and :class:`~robot_stack.control.executor.Executor` read them through the
+usual interfaces. Nothing here knows ROS.
 """
 
 from __future__ import annotations
@@ -147,8 +147,7 @@ class StreamedArm(Robot):
             raise ValueError(f"history must be at least 1 joint state, got {history}")
         self._names, self._limits, self._fk, self._send = tuple(names), limits, fk, send
         self.max_state_age_s = max_state_age_s
-        self._latest: tuple[int, np.ndarray, np.ndarray] | None = None
-        self._history: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=int(history))
+        self._history: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=int(history))  # newest last
         self._lock = threading.Lock()
 
     @property
@@ -162,19 +161,21 @@ class StreamedArm(Robot):
     def update(self, t_ns: int, q: np.ndarray, dq: np.ndarray) -> None:
         """Store a joint state measured at monotonic ``t_ns``: q, dq (n,) rad, rad/s in :attr:`joint_names` order."""
         with self._lock:
-            self._latest = (int(t_ns), np.asarray(q, np.float64), np.asarray(dq, np.float64))
-            self._history.append(self._latest)
+            self._history.append((int(t_ns), np.asarray(q, np.float64), np.asarray(dq, np.float64)))
+
+    def _newest(self) -> tuple[int, np.ndarray, np.ndarray] | None:
+        with self._lock:
+            return self._history[-1] if self._history else None
 
     @property
     def latest_t_ns(self) -> int | None:
         """Monotonic measurement time of the newest joint state received, ns (None: none yet)."""
-        with self._lock:
-            return None if self._latest is None else self._latest[0]
+        latest = self._newest()
+        return None if latest is None else latest[0]
 
     def state_problem(self, now_ns: int) -> str | None:
         """Why there is no usable state at ``now_ns`` (None when there is)."""
-        with self._lock:
-            latest = self._latest
+        latest = self._newest()
         if latest is None:
             return "no joint state received yet; is the robot driver / sim bridge running?"
         return stamp_problem(latest[0], now_ns, self.max_state_age_s)
@@ -188,9 +189,9 @@ class StreamedArm(Robot):
         problem = self.state_problem(time.monotonic_ns())
         if problem is not None:
             raise RobotError(f"joint state unusable: {problem}")
-        with self._lock:
-            assert self._latest is not None
-            t_ns, q, dq = self._latest
+        latest = self._newest()
+        assert latest is not None  # states are only ever added
+        t_ns, q, dq = latest
         return RobotState(t_ns, q, dq, self._fk(q))
 
     def state_at(self, t_ns: int) -> RobotState:

@@ -108,7 +108,6 @@ class RecorderNode(Node):
         # states and commands kept for as long as a frame may be taken late: each frame gets the arm at its capture
         history = math.ceil(2.0 * (self.max_frame_age_s + self.max_state_age_s) * self.control_rate_hz) + 16
         self.arm = StreamedArm(panda.ARM_JOINTS, panda.LIMITS, self.ik.fk, None, self.max_state_age_s, history)
-        self.q_cmd: np.ndarray | None = None
         self.commands: deque[tuple[int, np.ndarray]] = deque(maxlen=history)  # (monotonic receipt ns, q (n,) rad)
         self.pending: deque[Frame] = deque()  # frames waiting for the joint state in force at their capture
         self.pending_lock = threading.Lock()  # inputs and the stop service (another callback group) settle them
@@ -141,7 +140,6 @@ class RecorderNode(Node):
         if q.shape != (len(self.arm.joint_names),) or not np.all(np.isfinite(q)):
             log.error("command with %d values (or non-finite) ignored; expected %d", q.size, len(self.arm.joint_names))
             return
-        self.q_cmd = q
         self.commands.append((time.monotonic_ns(), q))
 
     def _command_at(self, t_ns: int) -> np.ndarray | None:
@@ -161,7 +159,7 @@ class RecorderNode(Node):
         if self.pending:
             self._settle_frames()  # a frame that came before this state may now be paired
         if self.recorder.recording:
-            q_cmd = self.q_cmd if self.q_cmd is not None else q
+            q_cmd = self.commands[-1][1] if self.commands else q  # the last command received
             self.recorder.add_joint_sample(JointSample(t_ns, q, dq, q_cmd, 1.0))  # False = buffer full: counted
 
     # ------------------------------------------------------------------------------------------ episodes
