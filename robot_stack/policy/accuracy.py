@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from robot_stack.calibration.payload import CALIB_SIZE
 from robot_stack.errors import PolicyError
 from robot_stack.policy.manifest import PolicyManifest, TensorSpec
 
@@ -206,7 +207,10 @@ def sample_inputs(
 ) -> list[dict[str, np.ndarray]]:
     """Seeded random inputs at the profiles' ``opt``/``max`` shapes, in the inputs' raw (un-normalised) units:
     floats ~ mean + std * N(0, 1) of their normalisation stats (N(0, 1) without), uint8 over 0..255, other ints over
-    0..9, bools fair coin flips. With ``nonfinite``, float inputs that allow NaN get :data:`NAN_FRACTION` NaN holes
+    0..9, bools fair coin flips; a depth stream's ``<camera>/calib`` and ``<camera>/depth`` are drawn as a camera
+    could send them (:func:`_random_calibrations`; depth units 0..4999) — N(0, 1) intrinsics would put points
+    kilometres away, a frame no engine is asked to serve.
+    With ``nonfinite``, float inputs that allow NaN get :data:`NAN_FRACTION` NaN holes
     (whole points when the last axis has <= 4 entries, as in an XYZ map)."""
     rng = np.random.default_rng(seed)
     by_name = {p.name: p for p in profiles}
@@ -222,7 +226,25 @@ def sample_inputs(
     return out
 
 
+def _random_calibrations(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Packed depth calibrations (:mod:`robot_stack.calibration.payload`) a camera could have: focal lengths 300-900
+    px, principal point 100-500 px, 0.1-1 mm per depth unit, a proper rotation, translation ~N(0, 0.5 m)."""
+    n = int(np.prod(shape[:-1]))
+    out = np.empty((n, CALIB_SIZE), np.float32)
+    for row in out:
+        q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+        rot = q * np.sign(np.diag(r))
+        rot *= np.linalg.det(rot)
+        intrinsics = [*rng.uniform(300, 900, 2), *rng.uniform(100, 500, 2), rng.uniform(1e-4, 1e-3)]
+        row[:] = [*intrinsics, *rot.reshape(-1), *rng.normal(0.0, 0.5, 3)]
+    return out.reshape(shape)
+
+
 def _random_tensor(rng: np.random.Generator, spec: TensorSpec, shape: tuple[int, ...], m: PolicyManifest) -> np.ndarray:
+    if spec.name.endswith("/calib") and shape[-1] == CALIB_SIZE and spec.dtype.startswith("float"):
+        return _random_calibrations(rng, shape).astype(spec.dtype)
+    if spec.name.endswith("/depth") and spec.dtype in ("uint16", "int32"):
+        return rng.integers(0, 5000, shape).astype(spec.dtype)  # 0 = no return; up to 0.5-5 m with those scales
     if spec.dtype.startswith("float"):
         x = rng.standard_normal(shape)
         stats = m.normalization.get(spec.name)
