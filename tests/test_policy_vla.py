@@ -98,6 +98,76 @@ def test_warm_start_loads_the_weights_of_a_previous_run(tiny: dict, tmp_path: Pa
         load_state(model, tmp_path / "missing.state.pt")
 
 
+def test_partial_warm_start_keeps_the_new_parts_fresh_and_refuses_shape_clashes(tiny: dict, tmp_path: Path) -> None:
+    """A warm start across an architecture change (what ``train-vla --init`` does): the parameters the file holds
+    are loaded exactly, the ones it lacks are named and keep their initialisation, stale ones are ignored; a
+    parameter of another shape is still a ConfigError."""
+    state = tiny["out"] / "tiny-vla.state.pt"
+    saved = torch.load(state, weights_only=True)
+    old = {k: v for k, v in saved.items() if not k.startswith("pointer.")}
+    old["aux_out.0.weight"] = torch.zeros(3, 3)  # a part an older model had
+    torch.save(old, tmp_path / "old.state.pt")
+    model = VlaModel(VlaConfig(**tiny["report"]["model_config"]))
+    fresh_query = model.pointer.word_query[0].weight.detach().clone()
+    with pytest.raises(ConfigError, match="Missing key"):
+        load_state(model, tmp_path / "old.state.pt")
+    missing = load_state(model, tmp_path / "old.state.pt", partial=True)
+    assert sorted(missing) == sorted(k for k in saved if k.startswith("pointer."))
+    assert torch.equal(model.pointer.word_query[0].weight, fresh_query)
+    assert all(torch.equal(v, old[k]) for k, v in model.state_dict().items() if k in old)
+    camera = VlaModel(replace(VlaConfig(**tiny["report"]["model_config"]), frame="camera"))
+    assert load_state(camera, state, partial=True) == []  # the base-frame run's weights...
+    assert camera.vision.centre.tolist() == pytest.approx([0.0, 0.0, 1.1])  # ...keep the camera frame's centre
+    clash = dict(saved, **{"goal_kind": torch.zeros(5)})
+    torch.save(clash, tmp_path / "clash.state.pt")
+    with pytest.raises(ConfigError, match="shapes differ for goal_kind"):
+        load_state(model, tmp_path / "clash.state.pt", partial=True)
+
+
+def test_the_goal_is_read_off_the_depths_points(tiny: dict) -> None:
+    """The goal pointer: its goal lies within the grid's valid points (plus the bounded correction); its logits
+    do not depend on the rest of the scene (a pixel's score is its own); its loss is lowest when it attends where
+    the target is; the goal is the cache's last token."""
+    from robot_stack.training.vla_model import _GOAL_REFINE
+    from robot_stack.training.vla_train import pointer_loss
+
+    config = VlaConfig(**tiny["report"]["model_config"])
+    model = VlaModel(config).eval()
+    load_state(model, tiny["out"] / "tiny-vla.state.pt")
+    samples: VlaSamples = tiny["samples"]
+    spec = PolicyManifest.load(tiny["manifest"]).instruction
+    assert spec is not None
+    ids = torch.from_numpy(InstructionTokenizer(spec).encode_rows("touch the red cube", 3).astype(np.int64))
+    depth, calib = torch.from_numpy(samples.depth[:3].astype(np.int32)), torch.from_numpy(samples.calib[:3])
+    points, valid = depth_to_points(depth, calib, config)
+    rgb = torch.from_numpy(samples.rgb[:3])
+    with torch.no_grad():
+        pre = model.prefix(rgb, points, valid, ids)
+    assert pre.kv.shape == (3, 2 * config.layers, config.prefix_tokens, config.d_model)
+    assert pre.mask.shape == (3, config.prefix_tokens) and bool((pre.mask[:, -1] == 1).all())
+    for b in range(3):
+        pts = pre.pixel_points[b][pre.pixel_valid[b] > 0]
+        assert bool((pre.goal[b] >= pts.min(0).values - _GOAL_REFINE - 1e-6).all())
+        assert bool((pre.goal[b] <= pts.max(0).values + _GOAL_REFINE + 1e-6).all())
+    # a pixel's score is its own: repainting the left half of the image leaves the right half's logits unchanged
+    painted = rgb.clone()
+    painted[:, :, : rgb.shape[2] // 2] = 255 - painted[:, :, : rgb.shape[2] // 2]
+    with torch.no_grad():
+        other = model.prefix(painted, points, valid, ids)
+    right = torch.zeros(valid.shape, dtype=torch.bool)
+    right[:, :, rgb.shape[2] // 2 :] = True
+    right = right.reshape(3, -1)
+    assert torch.allclose(other.goal_logits[right], pre.goal_logits[right], atol=1e-5)
+    assert not torch.allclose(other.goal_logits[~right], pre.goal_logits[~right], atol=1e-3)
+    # the loss is lowest when the pointer attends where the target is
+    first = int(torch.nonzero(pre.pixel_valid[0])[0, 0])
+    target = pre.pixel_points[:, first].clone()
+    near = (pre.pixel_points - target[:, None]).pow(2).sum(-1)
+    sharp = pre._replace(goal_logits=-1e3 * near + (pre.pixel_valid - 1) * 1e4)
+    flat = pre._replace(goal_logits=torch.zeros_like(pre.goal_logits))
+    assert float(pointer_loss(sharp, target)) < float(pointer_loss(flat, target))
+
+
 def test_manifest_contract(tiny: dict) -> None:
     manifest = PolicyManifest.load(tiny["manifest"])
     request = {t.name for t in manifest.request_inputs}

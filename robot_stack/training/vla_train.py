@@ -3,9 +3,11 @@
 Per step, a batch of observations goes through the prefix encoder once; the action expert is trained on
 ``noise_draws`` (time, noise) pairs per observation on that same prefix (the expert is cheap next to the prefix, so
 each image teaches the flow several times): ``x_t = (1 - t) noise + t a``, loss ``|v(x_t, t) - (a - noise)|^2``
-with ``t = 1 - 0.999 Beta(1.5, 1)`` (more weight on noisy times, as pi0 does) on normalised chunks. An auxiliary
-loss pulls a readout of the prefix onto the instruction's target point (in the model's frame), which teaches the
-trunk to ground the instruction in the image quickly; it is not part of the served graphs.
+with ``t = 1 - 0.999 Beta(1.5, 1)`` (more weight on noisy times, as pi0 does) on normalised chunks. Two goal
+losses ground the instruction in the image: the goal pointer's point is pulled onto the instruction's target point
+(in the model's frame; smooth L1), and its attention onto the pixels whose points lie near that target
+(cross-entropy against a Gaussian of 2 cm over the pixels' points). The served model uses the pointer's goal, so
+these losses train a part of the served graph, not a side head.
 
 The learning rate warms up and decays on a cosine over the run; the run's progress is ``max(step / steps, elapsed /
 time_budget_s)``, so a time budget shortens the schedule rather than cutting it off.
@@ -25,7 +27,7 @@ from torch import nn
 
 from robot_stack.errors import ConfigError
 from robot_stack.training.vla_data import VlaSamples
-from robot_stack.training.vla_model import _CENTRE, _SCALE, VlaConfig, VlaModel, depth_to_points
+from robot_stack.training.vla_model import _CENTRE, _NEG, _SCALE, Prefix, VlaConfig, VlaModel, depth_to_points
 
 __all__ = ["Normalization", "VlaTrainConfig", "VlaTrained", "load_state", "train_vla_model"]
 
@@ -43,7 +45,9 @@ class VlaTrainConfig:
         steps: optimiser steps (at most). time_budget_s: wall-clock budget of the fit (None = steps only).
         batch_size, noise_draws: observations per step, (time, noise) pairs per observation.
         lr, weight_decay, warmup_steps: AdamW with warm-up and cosine decay.
-        aux_weight: weight of the target readout loss.
+        fresh_lr_scale: on a warm start, the learning rate of the parameters the warm start did not hold (a part
+            added since) is ``lr`` times this, so a new part catches up with the trained ones within the run.
+        aux_weight: weight of the goal point loss. pointer_weight: weight of the pointer's attention loss.
         val_fraction: episodes held out. threads: torch intra-op threads. seed: every random choice.
     """
 
@@ -54,7 +58,9 @@ class VlaTrainConfig:
     lr: float = 1.5e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 100
+    fresh_lr_scale: float = 4.0
     aux_weight: float = 0.5
+    pointer_weight: float = 0.1
     val_fraction: float = 0.08
     threads: int = 1
     seed: int = 0
@@ -112,7 +118,7 @@ class _Batches:
         self.actions = torch.from_numpy(((samples.chunks - norm.action_mean) / norm.action_std).astype(np.float32))
         self.target = torch.from_numpy(samples.target.astype(np.float32))
 
-    def prefix(self, model: VlaModel, sel: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def prefix(self, model: VlaModel, sel: torch.Tensor) -> Prefix:
         points, valid = depth_to_points(self.depth[sel], self.calib[sel], self.config)
         return model.prefix(self.rgb[sel], points, valid, self.ids[sel])
 
@@ -123,20 +129,35 @@ def _flow_times(gen: torch.Generator, n: int) -> torch.Tensor:
     return 1.0 - 0.999 * u ** (2.0 / 3.0)
 
 
+#: Width of the pointer's target distribution over token points (normalised units: 2 cm).
+_POINTER_SIGMA = 0.05
+
+
+def pointer_loss(prefix: Prefix, goal: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the pointer's attention against a Gaussian (``_POINTER_SIGMA``) over the grid's points
+    around the target ``goal`` (B, 3) normalised; invalid pixels get no weight."""
+    d2 = ((prefix.pixel_points - goal.unsqueeze(1)) ** 2).sum(-1)  # (B, P)
+    labels = torch.softmax(-d2 / (2 * _POINTER_SIGMA**2) + (1.0 - prefix.pixel_valid) * _NEG, dim=-1)
+    return -(labels * torch.log_softmax(prefix.goal_logits, dim=-1)).sum(-1).mean()
+
+
 def _step_loss(
-    model: VlaModel, data: _Batches, sel: torch.Tensor, draws: int, aux_weight: float, gen: torch.Generator
-) -> tuple[torch.Tensor, float, float]:
-    kv, mask, states, _ = data.prefix(model, sel)
-    n = len(sel)
+    model: VlaModel, data: _Batches, sel: torch.Tensor, tc: VlaTrainConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, float, float, float]:
+    pre = data.prefix(model, sel)
+    n, draws = len(sel), tc.noise_draws
     a = data.actions[sel].repeat(draws, 1, 1)
     noise = torch.randn(a.shape, generator=gen)
     t = _flow_times(gen, n * draws)
     x_t = (1.0 - t[:, :, None]) * noise + t[:, :, None] * a
-    v = model.velocity(x_t, t, data.state[sel].repeat(draws, 1), kv.repeat(draws, 1, 1, 1), mask.repeat(draws, 1))
+    state = data.state[sel].repeat(draws, 1)
+    v = model.velocity(x_t, t, state, pre.kv.repeat(draws, 1, 1, 1), pre.mask.repeat(draws, 1))
     flow = nn.functional.mse_loss(v, a - noise)
-    aux_goal = target_in_model_frame(data.target[sel], data.calib[sel], model.config.frame)
-    aux = nn.functional.smooth_l1_loss(model.aux_target(states, mask), aux_goal, beta=0.05)
-    return flow + aux_weight * aux, float(flow.item()), float(aux.item())
+    goal = target_in_model_frame(data.target[sel], data.calib[sel], model.config.frame)
+    aux = nn.functional.smooth_l1_loss(pre.goal, goal, beta=0.05)
+    point = pointer_loss(pre, goal)
+    loss = flow + tc.aux_weight * aux + tc.pointer_weight * point
+    return loss, float(flow.item()), float(aux.item()), float(point.item())
 
 
 @torch.no_grad()
@@ -150,14 +171,14 @@ def evaluate_chunks(
     errs, aux_errs = [], []
     for start in range(0, len(idx), 128):
         sel = torch.from_numpy(idx[start : start + 128])
-        kv, mask, states, _ = data.prefix(model, sel)
+        pre = data.prefix(model, sel)
         noise = torch.randn((len(sel), model.config.horizon, model.config.action_dim), generator=gen)
-        x = model.sample(data.state[sel], kv, mask, steps, noise)
+        x = model.sample(data.state[sel], pre.kv, pre.mask, steps, noise)
         pred = x.numpy() * norm.action_std + norm.action_mean
         true = data.actions[sel].numpy() * norm.action_std + norm.action_mean
         errs.append(np.sum((pred - true) ** 2, axis=-1).reshape(-1))
         goal = target_in_model_frame(data.target[sel], data.calib[sel], model.config.frame)
-        aux_errs.append(np.linalg.norm((model.aux_target(states, mask) - goal).numpy(), axis=-1) / _SCALE)
+        aux_errs.append(np.linalg.norm((pre.goal - goal).numpy(), axis=-1) / _SCALE)
     model.train()
     return {
         f"chunk_rmse_mm_k{steps}": float(1000.0 * np.sqrt(np.mean(np.concatenate(errs)))),
@@ -165,12 +186,25 @@ def evaluate_chunks(
     }
 
 
-def load_state(model: VlaModel, path: str | Path) -> None:
+def load_state(model: VlaModel, path: str | Path, *, partial: bool = False) -> list[str]:
     """Load weights written by a previous run (``<id>.state.pt``, a torch state dict, read with ``weights_only``)
-    into ``model``. Raises ConfigError when the file is missing or was written for another architecture."""
+    into ``model``; return the names of the model's parameters the file did not hold.
+
+    ``partial``: a warm start across an architecture change — parameters absent from the file keep their
+    initialisation and the file's parameters the model no longer has are ignored; a parameter both hold with
+    different shapes is still an error. Raises ConfigError when the file is missing or was written for another
+    architecture."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
+        if not partial:
+            model.load_state_dict(state, strict=True)
+            return []
+        own = model.state_dict()
+        clash = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        if clash:
+            raise RuntimeError(f"shapes differ for {', '.join(clash)}")
+        result = model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        return list(result.missing_keys)
     except (OSError, RuntimeError, KeyError) as exc:
         raise ConfigError(
             f"cannot warm-start the VLA from {path}: {exc}; pass a <id>.state.pt written by robot-stack train-vla "
@@ -196,16 +230,26 @@ def train_vla_model(
     norm = _normalization(samples, train_idx)
     data = _Batches(samples, instruction_ids, norm, config)
     model = VlaModel(config)
+    fresh: list[str] = []
     if init is not None:
-        load_state(model, init)
-        log.info("warm start from %s", init)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos" not in n)]
+        fresh = load_state(model, init, partial=True)
+        log.info("warm start from %s (%d parameters new: %s)", init, len(fresh), ", ".join(fresh) or "none")
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        groups.setdefault((param.ndim >= 2 and "pos" not in name, name in fresh), []).append(param)
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tc.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=tc.lr
+        [
+            {
+                "params": params,
+                "weight_decay": tc.weight_decay if decay else 0.0,
+                "scale": tc.fresh_lr_scale if new else 1.0,
+            }
+            for (decay, new), params in groups.items()
+        ],
+        lr=tc.lr,
     )
     t0 = time.perf_counter()
-    flow_ema = aux_ema = float("nan")
+    flow_ema = aux_ema = point_ema = float("nan")
     step = 0
     order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
     cursor = 0
@@ -217,27 +261,29 @@ def train_vla_model(
             break
         lr = tc.lr * min(1.0, (step + 1) / tc.warmup_steps) * 0.5 * (1.0 + np.cos(np.pi * progress))
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["scale"]
         if cursor + tc.batch_size > len(order):
             order = torch.from_numpy(train_idx)[torch.randperm(len(train_idx), generator=gen)]
             cursor = 0
         sel = order[cursor : cursor + tc.batch_size]
         cursor += tc.batch_size
-        loss, flow, aux = _step_loss(model, data, sel, tc.noise_draws, tc.aux_weight, gen)
+        loss, flow, aux, point = _step_loss(model, data, sel, tc, gen)
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         flow_ema = flow if np.isnan(flow_ema) else 0.98 * flow_ema + 0.02 * flow
         aux_ema = aux if np.isnan(aux_ema) else 0.98 * aux_ema + 0.02 * aux
+        point_ema = point if np.isnan(point_ema) else 0.98 * point_ema + 0.02 * point
         step += 1
         if step % 100 == 0:
             log.info(
-                "step %d (%.0f%%): flow %.4f aux %.4f lr %.2e, %.0f s",
+                "step %d (%.0f%%): flow %.4f goal %.4f pointer %.3f lr %.2e, %.0f s",
                 step,
                 100 * progress,
                 flow_ema,
                 aux_ema,
+                point_ema,
                 lr,
                 time.perf_counter() - t0,
             )
@@ -251,6 +297,7 @@ def train_vla_model(
         "val_samples": int(len(val_idx)),
         "flow_loss_ema": round(flow_ema, 5),
         "aux_loss_ema": round(aux_ema, 5),
+        "pointer_loss_ema": round(point_ema, 4),
         "params": int(sum(p.numel() for p in model.parameters())),
         "config": {**asdict(tc)},
         "init": str(init) if init is not None else None,
