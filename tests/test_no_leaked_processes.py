@@ -47,7 +47,20 @@ def _demo(manifest: Path, *extra: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every thread's stack (see _stop_or_dump)
     )
+
+
+def _stop_or_dump(proc: subprocess.Popen[str], timeout_s: float, why: str) -> None:
+    """Wait for ``proc`` to exit; past ``timeout_s`` abort it and fail with every thread's stack (faulthandler)."""
+    try:
+        proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(
+            f"the demo did not stop within {timeout_s:.0f} s of {why}; its threads at that moment:\n{err[-8000:]}"
+        )
 
 
 def test_a_demo_failing_after_its_server_started_leaves_no_server(tmp_path: Path) -> None:
@@ -71,7 +84,7 @@ def test_a_demo_stopped_by_a_signal_stops_its_server(tmp_path: Path, sig: signal
         assert server_started, "the demo's policy server never started"
         time.sleep(1.0)  # the loop is running
         proc.send_signal(sig)
-        proc.communicate(timeout=60)
+        _stop_or_dump(proc, 60, sig.name)
     finally:
         if proc.poll() is None:
             proc.kill()
