@@ -49,9 +49,8 @@ def _demo(manifest: Path, *extra: str, stderr: Any = subprocess.PIPE) -> subproc
         stderr=stderr,
         text=True,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # SIGABRT dumps every thread's stack (see _stop_or_dump)
-        # Ctrl-C as a terminal delivers it: an ignored SIGINT is inherited across exec, and in CI a demo spawned by
-        # the full suite ran on through its 20 episodes after SIGINT (something earlier in the run leaves the test
-        # process ignoring it; not found)
+        # Ctrl-C as a terminal delivers it: an ignored SIGINT is inherited across exec, and a test run started as a
+        # background job (`cmd &` in a script: SIGINT and SIGQUIT ignored) spawned a demo that ran on after SIGINT
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 

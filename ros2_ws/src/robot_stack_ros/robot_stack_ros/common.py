@@ -397,12 +397,17 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if node is not None:
-            close = getattr(node, "close", None)
-            if close is not None:
-                close()
+        # no second Ctrl-C may cut the node's cleanup short; the caller's handlers come back afterwards (a test or
+        # tool running nodes in-process otherwise went on ignoring SIGINT, and so did every process it spawned)
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if node is not None:
+                close = getattr(node, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
