@@ -405,9 +405,9 @@ def run_node(factory: Callable[[], Node], args: Sequence[str] | None = None, thr
                 close = getattr(node, "close", None)
                 if close is not None:
                     close()
+                node.destroy_node()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            node.destroy_node()
         rclpy.try_shutdown()
     return 0
