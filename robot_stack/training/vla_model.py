@@ -62,8 +62,8 @@ _SCALE = 1.0 / 0.4
 _NEG = -1e4  # additive mask logit (finite in fp16)
 #: Largest correction the goal pointer adds to its attention-weighted token point (normalised units: 4 cm).
 _GOAL_REFINE = 0.1
-#: The goal is clamped to this box (normalised units: +-1.2 m around the workspace centre) — no reachable goal lies
-#: outside it, and bounded Fourier features keep engines that reorder or round the sums close to the reference.
+#: The goal is clamped to this box (normalised units: +-1.2 m around the workspace centre): no reachable goal lies
+#: outside it, and it bounds the arguments of the goal token's Fourier features.
 _GOAL_BOX = 3.0
 
 
@@ -197,11 +197,9 @@ class PatchTokenizer(nn.Module):
         pn = (points - self.centre) * _SCALE * valid.unsqueeze(-1)
         return torch.cat([rgb.to(torch.float32) / 255.0 - 0.5, valid.unsqueeze(-1), pn], dim=-1), pn
 
-    def forward(
-        self, feat: torch.Tensor, pn: torch.Tensor, valid: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, feat: torch.Tensor, pn: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pixel features (B, h, w, 7) and normalised points (B, h, w, 3) from :meth:`features`, valid
-        (B, h, w) -> tokens (B, T, d), mask (B, T) float, token points (B, T, 3) normalised."""
+        (B, h, w) -> tokens (B, T, d), mask (B, T) float."""
         c = self.config
         b, h, w = valid.shape
         p = c.patch
@@ -221,7 +219,7 @@ class PatchTokenizer(nn.Module):
         tok = self.token(torch.cat([pooled, mean.unsqueeze(2).expand(-1, -1, c.slots, -1)], dim=-1))
         tok = tok + self.pos(where) + self.slot
         mask = (count > 0).to(torch.float32).expand(-1, -1, c.slots)  # (B, P, S)
-        return tok.reshape(b, -1, c.d_model), mask.reshape(b, -1), where.reshape(b, -1, 3)
+        return tok.reshape(b, -1, c.d_model), mask.reshape(b, -1)
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, heads: int) -> torch.Tensor:
@@ -281,7 +279,6 @@ class Prefix(NamedTuple):
     Attributes:
         kv: (B, 2 * layers, N, d) the cache: keys then values per layer (trunk tokens, then the goal token).
         mask: (B, N) float, 1 = attend.
-        states: (B, N - 1, d) final trunk states (vision, then language).
         pixel_points: (B, P, 3) the grid's normalised points (0 where invalid); pixel_valid: (B, P) float.
         goal: (B, 3) the pointer's target point, normalised, the model's frame.
         goal_logits: (B, P) the pointer's logits over the grid's pixels.
@@ -289,7 +286,6 @@ class Prefix(NamedTuple):
 
     kv: torch.Tensor
     mask: torch.Tensor
-    states: torch.Tensor
     pixel_points: torch.Tensor
     pixel_valid: torch.Tensor
     goal: torch.Tensor
@@ -374,7 +370,7 @@ class VlaModel(nn.Module):
         """Grid rgb (B, h, w, 3) uint8, points (B, h, w, 3), valid (B, h, w), instruction ids (B, L) int -> the
         :class:`Prefix` (its cache ends with the goal token)."""
         feat, pn = self.vision.features(rgb, points, valid)
-        vis, vis_mask, _ = self.vision(feat, pn, valid)
+        vis, vis_mask = self.vision(feat, pn, valid)
         ids = ids.to(torch.int64)
         words = self.words(ids)
         lang = words + self.word_pos + self.kind[1]
@@ -394,7 +390,7 @@ class VlaModel(nn.Module):
             kv[2 * i] = torch.cat([kv[2 * i], k], dim=1)
             kv[2 * i + 1] = torch.cat([kv[2 * i + 1], v], dim=1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        return Prefix(torch.stack(kv, dim=1), mask, x, flat_pn, flat_valid, goal, logits)
+        return Prefix(torch.stack(kv, dim=1), mask, flat_pn, flat_valid, goal, logits)
 
     # -------------------------------------------------------------------------------------------- expert
     def velocity(
