@@ -168,6 +168,45 @@ def test_the_goal_is_read_off_the_depths_points(tiny: dict) -> None:
     assert float(pointer_loss(sharp, target)) < float(pointer_loss(flat, target))
 
 
+def test_the_action_expert_sees_the_goal_relative_to_the_tcp(tiny: dict) -> None:
+    """The denoising step takes the prefix's goal; the expert's offset is ``goal - tcp`` in decimetres, the TCP read
+    from the normalised state with the statistics the model saved (the manifest's); the velocity depends on it."""
+    from robot_stack.training.vla_model import _OFFSET_BOX, _SCALE
+
+    manifest = PolicyManifest.load(tiny["manifest"])
+    assert manifest.vla is not None
+    assert [t.name for t in manifest.vla.prefix_outputs] == ["prefix_kv", "prefix_mask", "goal"]
+    assert "goal" in {t.name for t in manifest.vla.denoise_inputs}
+    config = VlaConfig(**tiny["report"]["model_config"])
+    model = VlaModel(config).eval()
+    load_state(model, tiny["out"] / "tiny-vla.state.pt")
+    mean = manifest.normalization["state"].mean
+    std = manifest.normalization["state"].std
+    np.testing.assert_allclose(model.state_mean.numpy(), mean)
+    np.testing.assert_allclose(model.state_std.numpy(), std)
+    raw = np.tile(mean, (2, 1))
+    raw[:, -4:-1] = [[0.45, -0.10, 0.20], [0.60, 0.05, 0.02]]  # TCP, base frame, metres
+    state = torch.from_numpy((raw - mean) / std)
+    goal_m = torch.tensor([[0.50, -0.12, 0.05], [0.58, 0.05, 0.02]])
+    goal = (goal_m - torch.tensor([0.5, 0.0, 0.15])) * _SCALE
+    offset = model.goal_offset(goal, state)
+    np.testing.assert_allclose(offset.numpy(), (goal_m.numpy() - raw[:, -4:-1]) / 0.1, atol=1e-4)
+    far = model.goal_offset(goal + 10.0, state)
+    assert float(far.max()) == _OFFSET_BOX  # bounded, whatever the pointer says
+    with torch.no_grad():
+        pre = model.prefix(
+            torch.zeros(2, *config.grid, 3, dtype=torch.uint8),
+            torch.zeros(2, *config.grid, 3),
+            torch.ones(2, *config.grid),
+            torch.ones(2, config.max_tokens, dtype=torch.int64),
+        )
+        x = torch.zeros(2, config.horizon, config.action_dim)
+        t = torch.zeros(2, 1)
+        v_near = model.velocity(x, t, state, goal, pre.kv, pre.mask)
+        v_far = model.velocity(x, t, state, goal + 0.5, pre.kv, pre.mask)
+    assert not torch.allclose(v_near, v_far, atol=1e-6)
+
+
 def test_manifest_contract(tiny: dict) -> None:
     manifest = PolicyManifest.load(tiny["manifest"])
     request = {t.name for t in manifest.request_inputs}

@@ -55,9 +55,12 @@ the server is fed and answers), ``vla.prefix_inputs``/``vla.prefix_outputs`` the
       steps: 10                        # default integration steps K per chunk
       rtc: true                        # accept rtc/prefix + rtc/delay_steps (real-time chunking, docs/protocol.md)
       prefix_inputs:  [...]            # the prefix graph's inputs (a request input may be widened: uint16 -> int32)
-      prefix_outputs: [{name: prefix_kv, ...}, {name: prefix_mask, ...}]
-      denoise: {onnx: denoise.onnx, torch: {program: denoise.pt2}, inputs: [noisy_actions, time, state, prefix_kv,
-                prefix_mask], outputs: [velocity]}
+      prefix_outputs: [{name: prefix_kv, ...}, {name: prefix_mask, ...}, {name: goal, ...}]
+      denoise: {onnx: denoise.onnx, torch: {program: denoise.pt2}, inputs: [noisy_actions, time, state, goal,
+                prefix_kv, prefix_mask], outputs: [velocity]}
+
+Every prefix output is fed to the denoising step by name (the project's VLA also hands over its goal point), and so
+is every model input the denoising step names (``state``).
 
 ``flow_matching:`` and ``vla:`` are two forms of one thing, a flow-matching sampling loop (:class:`SamplerSpec`:
 ``steps``, ``rtc``, ``guidance_beta``, read and checked once for both; :attr:`PolicyManifest.sampler`,

@@ -174,6 +174,7 @@ def _cmd_train_vla(args: argparse.Namespace) -> int:
         lr=args.lr,
         threads=args.threads,
         seed=args.seed,
+        expert_only=args.expert_only,
     )
     report = train_vla(
         Path(args.out) if args.out else VLA_MODELS_DIR,
@@ -225,6 +226,11 @@ def add_train_parser(sub: Any) -> None:
     vla.add_argument("--seed", type=int, default=0, help="seed of data order, initialisation and noise")
     vla.add_argument(
         "--init", default=None, help="warm start: the <id>.state.pt of a previous run (same architecture and frame)"
+    )
+    vla.add_argument(
+        "--expert-only",
+        action="store_true",
+        help="with --init: train the action expert alone on the warm-started prefix (about twice the steps/min)",
     )
     vla.add_argument(
         "--dagger-from", default=None, help="DAgger: a manifest whose served model drives while the expert labels"

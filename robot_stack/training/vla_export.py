@@ -5,9 +5,10 @@ Files written for ``model_id`` into ``out_dir``:
 
 * ``<id>.prefix.onnx`` / ``.pt2``: rgb (B, 480, 640, 3) uint8, depth (B, 480, 640) int32 (the request's uint16,
   widened by the server: TensorRT has no uint16 tensors), calib (B, 17) float32, instruction (B, 16) int32 ->
-  ``prefix_kv`` (B, 2 * layers, N, d), ``prefix_mask`` (B, N); the XYZ is computed in this graph;
-* ``<id>.denoise.onnx`` / ``.pt2``: noisy_actions (B, 8, 3), time (B, 1), state (B, 11) normalised, prefix_kv,
-  prefix_mask -> velocity (B, 8, 3);
+  ``prefix_kv`` (B, 2 * layers, N, d), ``prefix_mask`` (B, N), ``goal`` (B, 3) (the pointer's target point,
+  normalised); the XYZ is computed in this graph;
+* ``<id>.denoise.onnx`` / ``.pt2``: noisy_actions (B, 8, 3), time (B, 1), state (B, 11) normalised, goal,
+  prefix_kv, prefix_mask -> velocity (B, 8, 3);
 * ``<id>.tokenizer.json``: the instruction vocabulary; ``<id>.yaml``: the manifest (``instruction:``, ``vla:`` with
   ``rtc: true``, so the server accepts real-time-chunking prefixes: :mod:`robot_stack.policy.rtc`);
 * for base-frame models also the XYZ form ``<id>-xyz.prefix.onnx`` + ``<id>-xyz.yaml`` (the robot computes the
@@ -41,8 +42,8 @@ log = logging.getLogger("robot_stack.training.vla")
 
 #: The served chunk (ONNX Runtime, float32) must match torch's to this many metres per step (stated in the README).
 ONNX_TOLERANCE_M = 1e-4
-_PREFIX_OUT = ("prefix_kv", "prefix_mask")
-_DENOISE_IN = ("noisy_actions", "time", "state", "prefix_kv", "prefix_mask")
+_PREFIX_OUT = ("prefix_kv", "prefix_mask", "goal")
+_DENOISE_IN = ("noisy_actions", "time", "state", "goal", "prefix_kv", "prefix_mask")
 
 
 def _tensor(name: str, dtype: str, shape: list[int], **extra: Any) -> dict[str, Any]:
@@ -64,6 +65,7 @@ def _examples(model: VlaModel, batch: int = 2) -> dict[str, torch.Tensor]:
         "noisy_actions": torch.zeros(batch, c.horizon, c.action_dim),
         "time": torch.zeros(batch, 1),
         "state": torch.zeros(batch, c.state_dim),
+        "goal": torch.zeros(batch, 3),
         "prefix_kv": torch.zeros(batch, 2 * c.layers, n, c.d_model),
         "prefix_mask": torch.ones(batch, n),
     }
@@ -111,7 +113,8 @@ def export_vla(
     _program(DenoiseGraph(model), denoise_args, max_batch, out / f"{model_id}.denoise.pt2")
     n, kv_dims = c.prefix_tokens, [-1, 2 * c.layers, c.prefix_tokens, c.d_model]
     image = [-1, c.height, c.width]
-    prefix_outputs = [_tensor("prefix_kv", "float32", kv_dims), _tensor("prefix_mask", "float32", [-1, n])]
+    goal = _tensor("goal", "float32", [-1, 3])
+    prefix_outputs = [_tensor("prefix_kv", "float32", kv_dims), _tensor("prefix_mask", "float32", [-1, n]), goal]
     denoise = {
         "onnx": f"{model_id}.denoise.onnx",
         "torch": {"program": f"{model_id}.denoise.pt2"},
@@ -119,7 +122,8 @@ def export_vla(
             _tensor("noisy_actions", "float32", [-1, c.horizon, c.action_dim]),
             _tensor("time", "float32", [-1, 1]),
             _tensor("state", "float32", [-1, c.state_dim]),
-            *prefix_outputs,
+            goal,
+            *prefix_outputs[:2],
         ],
         "outputs": [_tensor("velocity", "float32", [-1, c.horizon, c.action_dim])],
     }
@@ -235,9 +239,10 @@ def check_served(
                 noise = np.random.default_rng(rows).standard_normal((rows, *manifest.outputs[0].shape[1:]))
                 served = policy.sample(feed, noise=noise.astype(np.float32)) * trained.norm.action_std
                 with torch.no_grad():
-                    kv, mask = _torch_prefix(model, feed)
+                    kv, mask, goal = _torch_prefix(model, feed)
                     state = torch.from_numpy((feed["state"] - trained.norm.state_mean) / trained.norm.state_std)
-                    ref = model.sample(state, kv, mask, policy.steps, torch.from_numpy(noise.astype(np.float32)))
+                    x0 = torch.from_numpy(noise.astype(np.float32))
+                    ref = model.sample(state, goal, kv, mask, policy.steps, x0)
                 err = float(np.abs(served - ref.numpy() * trained.norm.action_std).max())
                 worst[engine] = max(worst.get(engine, 0.0), err)
         finally:
@@ -250,7 +255,7 @@ def check_served(
     return {f"served_max_abs_err_m_{k}": v for k, v in worst.items()}
 
 
-def _torch_prefix(model: VlaModel, feed: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+def _torch_prefix(model: VlaModel, feed: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return PrefixGraph(model)(
         torch.from_numpy(feed["front/rgb"]),
         torch.from_numpy(feed["front/depth"].astype(np.int32)),

@@ -32,6 +32,14 @@ two-graph interface.
 values of the same layer and to the suffix itself (pi0's layout); it predicts the flow-matching velocity
 ``a - noise`` of the normalised chunk. :meth:`VlaModel.sample` integrates it with K Euler steps.
 
+**Goal offset** (:meth:`VlaModel.goal_offset`): the chunk the robot needs is a function of *where the goal is
+relative to the TCP* — a difference the expert would otherwise have to compute, to millimetres, from a Fourier
+token of the goal and a linear embedding of the proprio vector. So the prefix also outputs the pointer's ``goal``,
+the denoising step takes it, and every suffix token gets an embedding of ``goal - tcp`` (the TCP read from the
+normalised state with the model's own copy of the state statistics, ``state_mean``/``state_std``). In the
+camera-frame ablation the goal is in the camera's frame and the TCP in the base frame: the offset then means
+nothing without the calibration the ablation lacks — which is what it tests.
+
 The export wrappers (:class:`PrefixGraph`, :class:`PrefixXyzGraph`, :class:`DenoiseGraph`) take the server's
 batched tensors and are what ONNX and ``torch.export`` serialise.
 """
@@ -65,6 +73,11 @@ _GOAL_REFINE = 0.1
 #: The goal is clamped to this box (normalised units: +-1.2 m around the workspace centre): no reachable goal lies
 #: outside it, and it bounds the arguments of the goal token's Fourier features.
 _GOAL_BOX = 3.0
+#: The goal's offset from the TCP is fed to the action expert in units of this many metres, clamped to
+#: +-``_OFFSET_BOX`` units, embedded with ``_OFFSET_BANDS`` Fourier bands (periods 20 cm down to 2.5 cm).
+_OFFSET_UNIT_M = 0.1
+_OFFSET_BOX = 6.0
+_OFFSET_BANDS = 4
 
 
 @dataclass(frozen=True)
@@ -357,6 +370,12 @@ class VlaModel(nn.Module):
         self.pointer = GoalPointer(c)
         self.goal_in = Fourier3d(c.bands, c.d_model)
         self.goal_kind = nn.Parameter(torch.zeros(c.d_model))
+        self.offset_in = nn.Sequential(Fourier3d(_OFFSET_BANDS, c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_model))
+        nn.init.zeros_(self.offset_in[-1].weight)  # a warm start from a model without it starts where that one was
+        nn.init.zeros_(self.offset_in[-1].bias)
+        # the training set's state statistics (the served state is normalised with them): the TCP for the offset
+        self.register_buffer("state_mean", torch.zeros(c.state_dim))
+        self.register_buffer("state_std", torch.ones(c.state_dim))
         nn.init.normal_(self.word_pos, std=0.02)
         nn.init.normal_(self.step_pos, std=0.02)
         nn.init.normal_(self.kind, std=0.02)
@@ -393,21 +412,38 @@ class VlaModel(nn.Module):
         return Prefix(torch.stack(kv, dim=1), mask, flat_pn, flat_valid, goal, logits)
 
     # -------------------------------------------------------------------------------------------- expert
+    def set_state_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the statistics (S,) the served state is normalised with (the TCP of :meth:`goal_offset`)."""
+        self.state_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.state_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def goal_offset(self, goal: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Goal (B, 3) normalised (model frame) and normalised state (B, S) -> ``goal - tcp`` (B, 3) in units of
+        ``_OFFSET_UNIT_M``, clamped to +-``_OFFSET_BOX``. The TCP is the state's three values before the gripper
+        (:meth:`robot_stack.types.RobotState.vector`), in the base frame."""
+        s = self.config.state_dim
+        tcp = state[:, s - 4 : s - 1] * self.state_std[s - 4 : s - 1] + self.state_mean[s - 4 : s - 1]
+        goal_m = goal / _SCALE + self.vision.centre
+        return torch.clamp((goal_m - tcp) / _OFFSET_UNIT_M, -_OFFSET_BOX, _OFFSET_BOX)
+
     def velocity(
         self,
         x_t: torch.Tensor,
         t: torch.Tensor,
         state: torch.Tensor,
+        goal: torch.Tensor,
         prefix_kv: torch.Tensor,
         prefix_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """Noisy normalised chunk (B, H, A), time (B, 1), normalised state (B, S), the prefix cache -> velocity
-        (B, H, A)."""
+        """Noisy normalised chunk (B, H, A), time (B, 1), normalised state (B, S), the prefix's goal (B, 3) and
+        cache -> velocity (B, H, A)."""
         c = self.config
         b = x_t.shape[0]
         time_tok = self.time_in(_time_features(t, c.d_model)).unsqueeze(1)  # (B, 1, d)
-        acts = self.action_in(x_t) + time_tok + self.step_pos[1:]
-        tokens = torch.cat([(self.state_in(state) + self.step_pos[0]).unsqueeze(1), acts], dim=1)
+        offset_tok = self.offset_in(self.goal_offset(goal, state)).unsqueeze(1)  # (B, 1, d)
+        acts = self.action_in(x_t) + time_tok + self.step_pos[1:] + offset_tok
+        state_tok = (self.state_in(state) + self.step_pos[0]).unsqueeze(1) + offset_tok
+        tokens = torch.cat([state_tok, acts], dim=1)
         mask = torch.ones(b, c.horizon + 1, dtype=torch.float32, device=x_t.device)
         for i, block in enumerate(self.expert):
             tokens, _, _ = block(tokens, mask, prefix_kv[:, 2 * i], prefix_kv[:, 2 * i + 1], prefix_mask)
@@ -417,17 +453,18 @@ class VlaModel(nn.Module):
     def sample(
         self,
         state: torch.Tensor,
+        goal: torch.Tensor,
         prefix_kv: torch.Tensor,
         prefix_mask: torch.Tensor,
         steps: int,
         noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Euler integration from noise (t = 0) to a normalised chunk (t = 1) in ``steps`` steps on one cache."""
+        """Euler integration from noise (t = 0) to a normalised chunk (t = 1) in ``steps`` steps on one prefix."""
         c = self.config
         x = noise if noise is not None else torch.randn(state.shape[0], c.horizon, c.action_dim)
         for i in range(steps):
             t = torch.full((state.shape[0], 1), i / steps)
-            x = x + self.velocity(x, t, state, prefix_kv, prefix_mask) / steps
+            x = x + self.velocity(x, t, state, goal, prefix_kv, prefix_mask) / steps
         return x
 
 
@@ -441,7 +478,8 @@ def _grid(image: torch.Tensor, config: VlaConfig) -> torch.Tensor:
 
 class PrefixGraph(nn.Module):
     """Served prefix encoder, depth form: rgb (B, H, W, 3) uint8, depth (B, H, W) int32 (uint16 values), calib
-    (B, 17) float32, instruction (B, L) int32 -> prefix_kv, prefix_mask. The XYZ is computed here, in the graph."""
+    (B, 17) float32, instruction (B, L) int32 -> prefix_kv, prefix_mask, goal (B, 3). The XYZ is computed here, in
+    the graph."""
 
     def __init__(self, model: VlaModel) -> None:
         super().__init__()
@@ -449,16 +487,16 @@ class PrefixGraph(nn.Module):
 
     def forward(
         self, rgb: torch.Tensor, depth: torch.Tensor, calib: torch.Tensor, ids: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c = self.model.config
         points, valid = depth_to_points(_grid(depth, c), calib, c)
         out = self.model.prefix(_grid(rgb, c), points, valid, ids)
-        return out.kv, out.mask
+        return out.kv, out.mask, out.goal
 
 
 class PrefixXyzGraph(nn.Module):
     """Served prefix encoder, XYZ form (base-frame models only): rgb (B, H, W, 3) uint8, xyz (B, H, W, 3) float32
-    with NaN holes (computed on the robot), instruction (B, L) int32 -> prefix_kv, prefix_mask."""
+    with NaN holes (computed on the robot), instruction (B, L) int32 -> prefix_kv, prefix_mask, goal."""
 
     def __init__(self, model: VlaModel) -> None:
         super().__init__()
@@ -466,16 +504,18 @@ class PrefixXyzGraph(nn.Module):
             raise ValueError("the XYZ form carries base-frame points; the camera-frame ablation has no XYZ form")
         self.model = model
 
-    def forward(self, rgb: torch.Tensor, xyz: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, rgb: torch.Tensor, xyz: torch.Tensor, ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c = self.model.config
         points, valid = xyz_to_points(_grid(xyz, c))
         out = self.model.prefix(_grid(rgb, c), points, valid, ids)
-        return out.kv, out.mask
+        return out.kv, out.mask, out.goal
 
 
 class DenoiseGraph(nn.Module):
-    """Served denoising step: noisy_actions (B, H, A), time (B, 1), state (B, S) normalised, prefix_kv, prefix_mask
-    -> velocity (B, H, A)."""
+    """Served denoising step: noisy_actions (B, H, A), time (B, 1), state (B, S) normalised, the prefix's goal,
+    prefix_kv, prefix_mask -> velocity (B, H, A)."""
 
     def __init__(self, model: VlaModel) -> None:
         super().__init__()
@@ -486,7 +526,8 @@ class DenoiseGraph(nn.Module):
         x_t: torch.Tensor,
         t: torch.Tensor,
         state: torch.Tensor,
+        goal: torch.Tensor,
         prefix_kv: torch.Tensor,
         prefix_mask: torch.Tensor,
     ) -> torch.Tensor:
-        return self.model.velocity(x_t, t, state, prefix_kv, prefix_mask)
+        return self.model.velocity(x_t, t, state, goal, prefix_kv, prefix_mask)
