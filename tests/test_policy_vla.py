@@ -207,6 +207,28 @@ def test_the_action_expert_sees_the_goal_relative_to_the_tcp(tiny: dict) -> None
     assert not torch.allclose(v_near, v_far, atol=1e-6)
 
 
+def test_expert_only_keeps_the_prefix_and_fresh_expert_reinitialises_the_suffix(tiny: dict) -> None:
+    """``--expert-only``: the warm-started prefix (vision, trunk, pointer) is not trained; ``--fresh-expert``: the
+    action expert starts from a new initialisation, not from the file (a near-zero learning rate shows both)."""
+    from robot_stack.training.train_vla import instruction_ids
+    from robot_stack.training.vla_model import EXPERT_PARTS
+    from robot_stack.training.vla_train import train_vla_model
+
+    config = VlaConfig(**tiny["report"]["model_config"])
+    state = tiny["out"] / "tiny-vla.state.pt"
+    saved = torch.load(state, weights_only=True)
+    samples: VlaSamples = tiny["samples"]
+    ids = instruction_ids(tiny["out"] / "tiny-vla.tokenizer.json", samples.instructions, config.max_tokens)
+    fit = VlaTrainConfig(steps=2, batch_size=4, warmup_steps=1, lr=1e-9, expert_only=True, fresh_expert=True)
+    model = train_vla_model(samples, config, fit, ids, init=state).model
+    own = model.state_dict()
+    suffix = [k for k in saved if k.split(".")[0] in EXPERT_PARTS and saved[k].dtype.is_floating_point]
+    prefix = [k for k in saved if k.split(".")[0] in ("vision", "words", "trunk", "pointer", "goal_in")]
+    assert suffix and prefix
+    assert all(torch.equal(own[k], saved[k]) for k in prefix)
+    assert any(not torch.allclose(own[k], saved[k], atol=1e-6) for k in suffix if "expert." in k)
+
+
 def test_manifest_contract(tiny: dict) -> None:
     manifest = PolicyManifest.load(tiny["manifest"])
     request = {t.name for t in manifest.request_inputs}

@@ -175,6 +175,7 @@ def _cmd_train_vla(args: argparse.Namespace) -> int:
         threads=args.threads,
         seed=args.seed,
         expert_only=args.expert_only,
+        fresh_expert=args.fresh_expert,
     )
     report = train_vla(
         Path(args.out) if args.out else VLA_MODELS_DIR,
@@ -231,6 +232,11 @@ def add_train_parser(sub: Any) -> None:
         "--expert-only",
         action="store_true",
         help="with --init: train the action expert alone on the warm-started prefix (about twice the steps/min)",
+    )
+    vla.add_argument(
+        "--fresh-expert",
+        action="store_true",
+        help="with --init: re-initialise the action expert (keep the trunk and the goal pointer)",
     )
     vla.add_argument(
         "--dagger-from", default=None, help="DAgger: a manifest whose served model drives while the expert labels"

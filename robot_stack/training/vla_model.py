@@ -73,11 +73,12 @@ _GOAL_REFINE = 0.1
 #: The goal is clamped to this box (normalised units: +-1.2 m around the workspace centre): no reachable goal lies
 #: outside it, and it bounds the arguments of the goal token's Fourier features.
 _GOAL_BOX = 3.0
-#: The goal's offset from the TCP is fed to the action expert in units of this many metres, clamped to
-#: +-``_OFFSET_BOX`` units, embedded with ``_OFFSET_BANDS`` Fourier bands (periods 20 cm down to 2.5 cm).
+#: The goal's offset from the TCP is fed to the action expert (an MLP of it) in units of this many metres, clamped
+#: to +-``_OFFSET_BOX`` units.
 _OFFSET_UNIT_M = 0.1
 _OFFSET_BOX = 6.0
-_OFFSET_BANDS = 4
+#: The action expert's parameters (the suffix): what ``train-vla --fresh-expert`` re-initialises.
+EXPERT_PARTS = ("state_in", "action_in", "time_in", "step_pos", "expert", "action_norm", "action_out", "offset_in")
 
 
 @dataclass(frozen=True)
@@ -370,7 +371,13 @@ class VlaModel(nn.Module):
         self.pointer = GoalPointer(c)
         self.goal_in = Fourier3d(c.bands, c.d_model)
         self.goal_kind = nn.Parameter(torch.zeros(c.d_model))
-        self.offset_in = nn.Sequential(Fourier3d(_OFFSET_BANDS, c.d_model), nn.GELU(), nn.Linear(c.d_model, c.d_model))
+        self.offset_in = nn.Sequential(
+            nn.Linear(3, 2 * c.d_model),
+            nn.GELU(),
+            nn.Linear(2 * c.d_model, 2 * c.d_model),
+            nn.GELU(),
+            nn.Linear(2 * c.d_model, c.d_model),
+        )
         nn.init.zeros_(self.offset_in[-1].weight)  # a warm start from a model without it starts where that one was
         nn.init.zeros_(self.offset_in[-1].bias)
         # the training set's state statistics (the served state is normalised with them): the TCP for the offset

@@ -33,7 +33,16 @@ from torch import nn
 
 from robot_stack.errors import ConfigError
 from robot_stack.training.vla_data import VlaSamples
-from robot_stack.training.vla_model import _CENTRE, _NEG, _SCALE, Prefix, VlaConfig, VlaModel, depth_to_points
+from robot_stack.training.vla_model import (
+    _CENTRE,
+    _NEG,
+    _SCALE,
+    EXPERT_PARTS,
+    Prefix,
+    VlaConfig,
+    VlaModel,
+    depth_to_points,
+)
 
 __all__ = ["Normalization", "VlaTrainConfig", "VlaTrained", "load_state", "train_vla_model"]
 
@@ -56,6 +65,9 @@ class VlaTrainConfig:
         aux_weight: weight of the goal point loss. pointer_weight: weight of the pointer's attention loss.
         goal_noise_m: standard deviation (metres, per axis) of the noise on the target the expert is trained with.
         expert_only: train the action expert alone (the prefix frozen; flow loss only).
+        fresh_expert: on a warm start, re-initialise the action expert (:data:`~robot_stack.training.vla_model
+            .EXPERT_PARTS`) and train it at ``lr``: a suffix trained without the goal offset has learnt to read the
+            goal from absolute features, and keeps leaning on them.
         val_fraction: episodes held out. threads: torch intra-op threads. seed: every random choice.
     """
 
@@ -71,6 +83,7 @@ class VlaTrainConfig:
     pointer_weight: float = 0.1
     goal_noise_m: float = 0.003
     expert_only: bool = False
+    fresh_expert: bool = False
     val_fraction: float = 0.08
     threads: int = 1
     seed: int = 0
@@ -249,6 +262,12 @@ def train_vla_model(
     if init is not None:
         fresh = load_state(model, init, partial=True)
         log.info("warm start from %s (%d parameters new: %s)", init, len(fresh), ", ".join(fresh) or "none")
+        if tc.fresh_expert:
+            initial = VlaModel(config).state_dict()
+            suffix = {k: v for k, v in initial.items() if k.split(".")[0] in EXPERT_PARTS}
+            model.load_state_dict(suffix, strict=False)
+            fresh = [k for k in fresh if k not in suffix]
+            log.info("action expert re-initialised (%d tensors)", len(suffix))
     model.set_state_statistics(torch.from_numpy(norm.state_mean), torch.from_numpy(norm.state_std))
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
