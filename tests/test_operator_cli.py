@@ -186,3 +186,20 @@ def test_allow_stale_and_endpoint_are_flags_of_the_stack_commands() -> None:
     config = demo_config("demo", stack_overrides(args))
     assert config.calibration.allow_stale and config.policy.endpoint == "ws://gpu-box:8000"
     assert config.control.rate_hz == 1000
+
+
+def test_the_demo_runs_the_vla_unless_a_reach_only_flag_asks_for_the_reach_policies() -> None:
+    """The VLA met its success floor (issue 14), so ``demo`` serves it by default; ``--manifest``,
+    ``--action-head``, ``--robot`` and ``--endpoint`` configure the reach preset's cell and select it; an explicit
+    ``--policy`` always wins."""
+    from robot_stack.demo.cli import default_policy
+
+    def policy(*argv: str) -> str:
+        return default_policy(build_parser().parse_args(["demo", *argv]))
+
+    assert policy() == "vla"
+    assert policy("--task", "touch the blue cylinder") == "vla"
+    assert policy("--policy", "reach") == "reach"
+    for flags in (["--manifest", "m.yaml"], ["--action-head", "latent_vq"], ["--robot", "so101"], ["--endpoint", "x"]):
+        assert policy(*flags) == "reach", flags
+    assert policy("--policy", "vla", "--manifest", "my-vla.yaml") == "vla"
