@@ -2,7 +2,8 @@
 (:class:`StackView`), recording and teleop loops (:class:`CellView`).
 
 Per step: what the cameras saw (RGB and depth of each frame, or the policy's observation: RGB, depth recovered from
-the base-frame XYZ, and the point cloud), the measured and commanded joints and the measured TCP (the robot model is
+the base-frame XYZ — projected here from the depth and calibration when the policy takes the depth form — and the
+point cloud), the measured and commanded joints and the measured TCP (the robot model is
 posed by the measured joints), the trajectory handed to the executor (planned joints, TCP path), and events: a cycle
 that failed or was refused (stale frames, transport, decode), a watchdog hold, new safety interventions.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from robot_stack.calibration.payload import xyz_from_depth
 from robot_stack.cycle import CycleResult
 from robot_stack.types import CameraModel, Frame, JointTrajectory, Observation, Pose, RobotState
 from robot_stack.viewer.live import LiveView
@@ -104,7 +106,12 @@ class CellView:
             view.log_frame(frame)
         if observation is not None:
             for cam in observation.cameras:
-                view.log_observation(cam.camera_id, cam.rgb, cam.xyz_base)
+                xyz = cam.xyz_base
+                if xyz is None and cam.depth is not None and cam.calib is not None:
+                    # the depth form (a VLA projects in its own graph): the view projects it the same way
+                    xyz = xyz_from_depth(cam.depth, cam.calib)
+                if xyz is not None:
+                    view.log_observation(cam.camera_id, cam.rgb, xyz)
         view.log_joints(
             measured=None if state is None else state.q,
             commanded=commanded,
