@@ -129,7 +129,13 @@ def test_sim_graph_policy_control_rates_and_server_outage(graph):
     t_touch, touch = probe.touches(t_restart)[0]
     assert touch["state"] == "touched" and float(touch["time_to_success_s"]) > 0, touch
     assert float(touch["distance_m"]) < 0.1, touch  # at the touch, not after wandering off
-    assert any(t_restart < t < t_touch for t in probe.arrivals["/policy/trajectory"]), "touched without the policy"
+    # the arm held still until the restart (checked above), so a touch after it is the new server's doing when a
+    # trajectory came first; the probe's one executor serves its subscriptions in its own order, not by arrival, so
+    # on a busy host the task's message can be handled before a trajectory that arrived before it (CI, load ~3):
+    # allow that skew, not more
+    skew_s = 1.0
+    first = min(t for t in probe.arrivals["/policy/trajectory"] if t > t_restart)
+    assert first < t_touch + skew_s, f"touched {first - t_touch:.2f} s before the first trajectory after the restart"
 
     # 7. the episode is over, as in `robot-stack demo`: the client sends nothing until the next episode (the bridge
     # starts it RESET_PAUSE_S after the touch), then moves to the start posture and the policy goes on
