@@ -197,10 +197,11 @@ class TabletopTask:
             return "push", self.world.object_pose(self.target).translation
         return "touch", self.target_top_center()
 
-    def tcp_distance_m(self) -> float:
-        """Distance from the TCP to the target's top centre, metres."""
+    def tcp_distance_m(self, name: str | None = None) -> float:
+        """Distance from the TCP to the top centre of object ``name`` (default: the instruction's target), metres."""
         with self.world.lock:
-            return float(np.linalg.norm(self.world.tcp_pose().translation - self.target_top_center()))
+            top = self.world.object_top_center(self.target if name is None else name)
+            return float(np.linalg.norm(self.world.tcp_pose().translation - top))
 
     def pushed_m(self) -> float:
         """How far the target moved along +y since the reset, metres."""

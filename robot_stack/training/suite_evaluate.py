@@ -235,9 +235,7 @@ def _episode(
     if said != task.instruction and result.touched is None:
         # told another object, the arm may end at its top without contact: only the task's own target ends the
         # episode by distance, so ending within the touch radius of the named object counts as following too
-        with task.world.lock:
-            gap = task.world.tcp_pose().translation - task.world.object_top_center(named)
-        followed = float(np.linalg.norm(gap)) <= task.touch_radius_m
+        followed = task.tcp_distance_m(named) <= task.touch_radius_m
     log.info(
         "%s seed %d %r (sent %r): %s, touched %s, %.1f s",
         scene,

@@ -113,18 +113,19 @@ def export_vla(
     _program(DenoiseGraph(model), denoise_args, max_batch, out / f"{model_id}.denoise.pt2")
     n, kv_dims = c.prefix_tokens, [-1, 2 * c.layers, c.prefix_tokens, c.d_model]
     image = [-1, c.height, c.width]
-    goal = _tensor("goal", "float32", [-1, 3])
-    prefix_outputs = [_tensor("prefix_kv", "float32", kv_dims), _tensor("prefix_mask", "float32", [-1, n]), goal]
+    specs = {  # every tensor the two graphs exchange, listed in each graph's own order below
+        "prefix_kv": _tensor("prefix_kv", "float32", kv_dims),
+        "prefix_mask": _tensor("prefix_mask", "float32", [-1, n]),
+        "goal": _tensor("goal", "float32", [-1, 3]),
+        "noisy_actions": _tensor("noisy_actions", "float32", [-1, c.horizon, c.action_dim]),
+        "time": _tensor("time", "float32", [-1, 1]),
+        "state": _tensor("state", "float32", [-1, c.state_dim]),
+    }
+    prefix_outputs = [specs[name] for name in _PREFIX_OUT]
     denoise = {
         "onnx": f"{model_id}.denoise.onnx",
         "torch": {"program": f"{model_id}.denoise.pt2"},
-        "inputs": [
-            _tensor("noisy_actions", "float32", [-1, c.horizon, c.action_dim]),
-            _tensor("time", "float32", [-1, 1]),
-            _tensor("state", "float32", [-1, c.state_dim]),
-            goal,
-            *prefix_outputs[:2],
-        ],
+        "inputs": [specs[name] for name in _DENOISE_IN],
         "outputs": [_tensor("velocity", "float32", [-1, c.horizon, c.action_dim])],
     }
     common = {

@@ -182,9 +182,8 @@ def _step_loss(
     flow = nn.functional.mse_loss(v, a - noise)
     aux = nn.functional.smooth_l1_loss(pre.goal, goal, beta=0.05)
     point = pointer_loss(pre, goal)
-    if tc.expert_only:
-        return flow, float(flow.item()), float(aux.item()), float(point.item())
-    loss = flow + tc.aux_weight * aux + tc.pointer_weight * point
+    # expert_only: the goal losses are only reported (the prefix they measure is frozen)
+    loss = flow if tc.expert_only else flow + tc.aux_weight * aux + tc.pointer_weight * point
     return loss, float(flow.item()), float(aux.item()), float(point.item())
 
 
